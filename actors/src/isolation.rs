@@ -1,0 +1,129 @@
+//! How a daemon runs the apps that come as FABs (`--isolation`), and what it needs to
+//! start them.
+//!
+//! Built-in apps always run inside the daemon. A FAB's binary runs as its own process:
+//! - `subprocess` (default): the daemon writes the binary to its FAB cache and starts
+//!   `<binary> serverapp|clientapp --<api>-address ADDR --token T` itself, and watches it;
+//! - `process`: the daemon starts nothing; an app process started by someone else (another
+//!   container, a test) connects to the AppIo API and claims the run (Flower's
+//!   `--isolation process`).
+
+use crate::app_process::{AppProcess, AppProcesses};
+use crate::fab_cache::FabCache;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+/// See the module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    #[default]
+    Subprocess,
+    Process,
+}
+
+impl FromStr for Isolation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "subprocess" => Ok(Isolation::Subprocess),
+            "process" => Ok(Isolation::Process),
+            other => Err(format!(
+                "`{other}` is not an isolation mode: use subprocess or process"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Isolation::Subprocess => "subprocess",
+            Isolation::Process => "process",
+        })
+    }
+}
+
+/// Everything a daemon needs to start FAB apps. Cloning shares the process registry.
+#[derive(Debug, Clone)]
+pub struct AppLauncher {
+    pub isolation: Isolation,
+    /// Where binaries (and, on a SuperNode, packed FABs) are kept by hash.
+    pub cache: FabCache,
+    /// The AppIo address an app process connects to (the bound one: a real port, and a
+    /// loopback address when the API listens on all interfaces).
+    pub appio_address: String,
+    processes: AppProcesses,
+}
+
+impl AppLauncher {
+    pub fn new(isolation: Isolation, cache: FabCache, appio_address: String) -> AppLauncher {
+        AppLauncher {
+            isolation,
+            cache,
+            appio_address,
+            processes: AppProcesses::default(),
+        }
+    }
+
+    /// Starts `<binary> <role> --<role>io-api-address ADDR --token T`; `role` is
+    /// `serverapp` or `clientapp`.
+    pub async fn spawn(
+        &self,
+        binary: &Path,
+        role: &str,
+        token: &str,
+    ) -> Result<AppProcess, String> {
+        let flag = format!("--{role}io-api-address");
+        let args = [role, flag.as_str(), &self.appio_address, "--token", token];
+        self.processes.spawn(binary, &args).await.map_err(|e| {
+            format!(
+                "could not start the {} process {}: {e}",
+                role_name(role),
+                binary.display()
+            )
+        })
+    }
+
+    /// Kills every app process this daemon started (shutdown).
+    pub fn kill_all(&self) {
+        self.processes.kill_all();
+    }
+}
+
+/// `serverapp` -> `ServerApp`, for messages.
+pub(crate) fn role_name(role: &str) -> &'static str {
+    if role == "serverapp" {
+        "ServerApp"
+    } else {
+        "ClientApp"
+    }
+}
+
+/// A fresh AppIo token: 128 random bits in hex.
+pub(crate) fn new_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolation_reads_and_writes_flowers_names() {
+        for mode in [Isolation::Subprocess, Isolation::Process] {
+            assert_eq!(mode.to_string().parse::<Isolation>().unwrap(), mode);
+        }
+        let e = "docker".parse::<Isolation>().unwrap_err();
+        assert!(e.contains("subprocess or process"), "{e}");
+    }
+
+    #[test]
+    fn tokens_are_128_bit_hex_and_differ() {
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,251 @@
+//! `LinkControl`: the SuperLink's side of the Control protocol (`flwr run/ls/log/stop`).
+//!
+//! Requests are checked here, before anything is created, so a typo in a component name or
+//! a bad run-config value is refused with a message that says what to write instead, and
+//! never leaves a failed run behind. Starting and stopping go through the SuperLink actor,
+//! which owns the Run actors; reads go straight to the `LinkState`.
+//!
+//! A run of an app that comes as a FAB (`app.fab_hash`, `StartRun.fab`) is checked and
+//! hosted by `LinkFabs` instead of the catalog; a SuperLink without it refuses such runs.
+
+use crate::link_fabs::LinkFabs;
+use crate::state::LinkState;
+use crate::state::NewRun;
+use crate::superlink::{RunControlError, SuperLinkMsg};
+use async_trait::async_trait;
+use floret_core::{AppCatalog, Control, ControlError, RunEvent, RunInfo, ServerApp, StartRun};
+use floret_core::{RunStatus, SubStatus};
+use ractor::{ActorRef, call};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Reason recorded for runs stopped with `flwr stop`.
+pub const STOPPED_BY_USER: &str = "stopped by user";
+
+/// How long `stop_run` waits for the run to record its end before answering anyway.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// Events buffered per `stream_events` caller; a slow reader slows only its own stream.
+const EVENT_BUFFER: usize = 64;
+
+/// See the module doc.
+pub struct LinkControl {
+    state: Arc<dyn LinkState>,
+    /// Resolves `serverapp`/`clientapp` components to apps.
+    catalog: Arc<dyn AppCatalog>,
+    link: ActorRef<SuperLinkMsg>,
+    /// Runs FABs; `None` on a SuperLink that carries built-in apps only.
+    fabs: Option<LinkFabs>,
+}
+
+impl LinkControl {
+    pub fn new(
+        state: Arc<dyn LinkState>,
+        catalog: Arc<dyn AppCatalog>,
+        link: ActorRef<SuperLinkMsg>,
+    ) -> LinkControl {
+        LinkControl {
+            state,
+            catalog,
+            link,
+            fabs: None,
+        }
+    }
+
+    /// Lets this SuperLink run apps that come as FABs.
+    pub fn with_fabs(mut self, fabs: LinkFabs) -> LinkControl {
+        self.fabs = Some(fabs);
+        self
+    }
+
+    /// The ServerApp of a built-in app, after checking both components and the run config.
+    fn builtin(&self, request: &StartRun) -> Result<Arc<dyn ServerApp>, ControlError> {
+        let app_ref = &request.app;
+        let server_app = self
+            .catalog
+            .server_app(&app_ref.serverapp)
+            .ok_or_else(|| self.unknown_component("serverapp", &app_ref.serverapp))?;
+        // The SuperNodes resolve the clientapp, but with the same built-in apps: refusing an
+        // unknown one here saves a run whose every reply would be an error.
+        if self.catalog.client_app(&app_ref.clientapp).is_none() {
+            return Err(self.unknown_component("clientapp", &app_ref.clientapp));
+        }
+        server_app
+            .check_config(&request.run_config)
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        Ok(server_app)
+    }
+
+    fn unknown_component(&self, which: &str, given: &str) -> ControlError {
+        let known = self.catalog.components();
+        let names: Vec<&str> = known
+            .iter()
+            .map(|(s, c)| if which == "serverapp" { s } else { c }.as_str())
+            .collect();
+        let choices = if names.is_empty() {
+            "none: this SuperLink carries no apps".to_string()
+        } else {
+            names.join(", ")
+        };
+        ControlError::Invalid(format!(
+            "unknown {which} component {given:?} in [tool.flwr.app.components]; \
+             this SuperLink knows: {choices}"
+        ))
+    }
+
+    /// Waits until the run has finished, or `STOP_WAIT` passed.
+    async fn wait_finished(&self, run_id: u64) {
+        let Ok(signals) = self.state.signals(run_id) else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        loop {
+            let notified = signals.events.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self
+                .state
+                .run_status(run_id)
+                .is_none_or(RunStatus::is_finished)
+            {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!(run_id, "run did not record its stop within {STOP_WAIT:?}");
+                return;
+            }
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ControlError {
+    ControlError::Unavailable(format!("the SuperLink actor is gone: {e}"))
+}
+
+#[async_trait]
+impl Control for LinkControl {
+    async fn start_run(&self, mut request: StartRun) -> Result<u64, ControlError> {
+        let server_app = if request.fab.is_some() || !request.app.fab_hash.is_empty() {
+            match &self.fabs {
+                Some(fabs) => fabs.prepare(self.state.as_ref(), &mut request).await?,
+                None => {
+                    return Err(ControlError::Invalid(
+                        "this SuperLink runs built-in apps only, not FABs".into(),
+                    ));
+                }
+            }
+        } else {
+            self.builtin(&request)?
+        };
+        let run = NewRun {
+            app: request.app,
+            federation: request.federation,
+            run_config: request.run_config,
+        };
+        let started = call!(self.link, |reply| SuperLinkMsg::StartRun {
+            run,
+            app: server_app,
+            reply
+        })
+        .map_err(unavailable)?;
+        match started {
+            Ok(run_id) => Ok(run_id),
+            Err(RunControlError::ShuttingDown) => Err(ControlError::Unavailable(
+                RunControlError::ShuttingDown.to_string(),
+            )),
+            Err(e) => Err(ControlError::Invalid(e.to_string())),
+        }
+    }
+
+    async fn stop_run(&self, run_id: u64) -> Result<(), ControlError> {
+        let status = self
+            .state
+            .run_status(run_id)
+            .ok_or(ControlError::UnknownRun(run_id))?;
+        if status.is_finished() {
+            return Err(ControlError::Finished(run_id));
+        }
+        let stopped = call!(self.link, |reply| SuperLinkMsg::StopRun {
+            run_id,
+            reason: STOPPED_BY_USER.to_string(),
+            reply
+        })
+        .map_err(unavailable)?;
+        if stopped.is_err() {
+            // No Run actor: it finished in the meantime, or never got one.
+            match self.state.run_status(run_id) {
+                Some(s) if s.is_finished() => return Err(ControlError::Finished(run_id)),
+                _ => {
+                    let _ = self.state.set_run_status(
+                        run_id,
+                        RunStatus::Finished(SubStatus::Stopped),
+                        STOPPED_BY_USER,
+                    );
+                }
+            }
+        }
+        self.wait_finished(run_id).await;
+        Ok(())
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunInfo>, ControlError> {
+        Ok(self.state.runs())
+    }
+
+    async fn get_run(&self, run_id: u64) -> Result<RunInfo, ControlError> {
+        self.state
+            .run(run_id)
+            .ok_or(ControlError::UnknownRun(run_id))
+    }
+
+    async fn stream_events(
+        &self,
+        run_id: u64,
+        follow: bool,
+    ) -> Result<mpsc::Receiver<RunEvent>, ControlError> {
+        if self.state.run(run_id).is_none() {
+            return Err(ControlError::UnknownRun(run_id));
+        }
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        tokio::spawn(stream_events(self.state.clone(), run_id, follow, tx));
+        Ok(rx)
+    }
+}
+
+/// Sends a run's events from its first on; with `follow`, until the run has finished.
+/// Ends early when the reader goes away.
+async fn stream_events(
+    state: Arc<dyn LinkState>,
+    run_id: u64,
+    follow: bool,
+    tx: mpsc::Sender<RunEvent>,
+) {
+    let Ok(signals) = state.signals(run_id) else {
+        return;
+    };
+    let mut cursor = 0;
+    loop {
+        let notified = signals.events.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Status before events: whatever was logged before the run ended is then in `events`.
+        let finished = state.run_status(run_id).is_none_or(RunStatus::is_finished);
+        let Ok((events, next)) = state.events(run_id, cursor) else {
+            return;
+        };
+        cursor = next;
+        for event in events {
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+        if !follow || finished {
+            return;
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tx.closed() => return,
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Runs of apps that come as FABs, on the SuperLink.
+//!
+//! `LinkFabs::prepare` checks a `StartRun` that carries a FAB before any run exists: the
+//! bytes must hash to the run's `fab_hash`, unpack (which verifies the binary) and, when the
+//! SuperLink is to start the ServerApp itself, hold a binary for this machine's target.
+//! The FAB is then kept in the `LinkState` by hash, for `Fleet::get_fab`.
+//!
+//! The run's ServerApp is an `ExternalServerApp`: its `main` opens a ServerAppIo session
+//! and then
+//! - with `--isolation subprocess`, writes the binary to the FAB cache and starts
+//!   `<binary> serverapp --serverappio-api-address ADDR --token T`;
+//! - with `--isolation process`, waits for an app process to claim the run;
+//!
+//! and ends when the process reports its outcome (`finish`), or, for a process the
+//! SuperLink started, when the process ends without reporting ("ServerApp process exited
+//! with status 101"). A stopped run drops `main`, which closes the session and kills the
+//! process.
+
+use crate::app_process::AppProcess;
+use crate::isolation::{AppLauncher, Isolation};
+use crate::link_appio::{LinkAppIo, SessionGuard};
+use crate::state::LinkState;
+use async_trait::async_trait;
+use floret_core::fab::Fab;
+use floret_core::{
+    AppError, AppOutcome, Context, ControlError, Grid, RunEvent, ServerApp, StartRun,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a ServerApp process that reported its outcome may take to exit by itself
+/// before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(10);
+
+/// What a SuperLink needs to run FABs: its ServerAppIo and how to start app processes.
+#[derive(Clone)]
+pub struct LinkFabs {
+    pub io: Arc<LinkAppIo>,
+    pub launcher: AppLauncher,
+}
+
+impl LinkFabs {
+    /// Checks the FAB of `request` (see the module doc), fills in `app.fab_hash` when it
+    /// was left empty, stores the FAB and returns the ServerApp that runs it.
+    pub async fn prepare(
+        &self,
+        state: &dyn LinkState,
+        request: &mut StartRun,
+    ) -> Result<Arc<dyn ServerApp>, ControlError> {
+        let named = request.app.fab_hash.to_ascii_lowercase();
+        let packed = match request.fab.take() {
+            Some(packed) => packed,
+            None => state.fab(&named).ok_or_else(|| {
+                ControlError::Invalid(format!(
+                    "run names FAB {named}, which this SuperLink does not have: send the FAB \
+                     with the run (`flwr run` does)"
+                ))
+            })?,
+        };
+        let hash = if named.is_empty() {
+            floret_core::fab_hash(&packed)
+        } else {
+            named
+        };
+        let check = {
+            let (packed, hash) = (packed.clone(), hash.clone());
+            tokio::task::spawn_blocking(move || Fab::unpack_verified(packed, &hash))
+        };
+        let fab = check
+            .await
+            .map_err(|e| ControlError::Unavailable(format!("FAB check failed: {e}")))?
+            .map_err(|e| ControlError::Invalid(format!("FAB {hash} refused: {e}")))?;
+        if self.launcher.isolation == Isolation::Subprocess {
+            fab.check_target().map_err(|e| {
+                ControlError::Invalid(format!(
+                    "FAB {hash} refused: this SuperLink starts ServerApp processes itself \
+                     (--isolation subprocess) and {e}"
+                ))
+            })?;
+        }
+        tracing::info!(
+            fab_hash = %hash,
+            app = %fab.manifest.name,
+            version = %fab.manifest.version,
+            "FAB accepted"
+        );
+        state.store_fab(&hash, packed);
+        request.app.fab_hash = hash.clone();
+        Ok(Arc::new(ExternalServerApp {
+            fab_hash: hash,
+            fab: Arc::new(fab),
+            fabs: self.clone(),
+        }))
+    }
+}
+
+/// The ServerApp of a FAB run: a proxy for the app process (see the module doc).
+pub struct ExternalServerApp {
+    fab_hash: String,
+    fab: Arc<Fab>,
+    fabs: LinkFabs,
+}
+
+impl ExternalServerApp {
+    async fn install(&self) -> Result<PathBuf, AppError> {
+        let cache = self.fabs.launcher.cache.clone();
+        let (hash, fab) = (self.fab_hash.clone(), self.fab.clone());
+        tokio::task::spawn_blocking(move || cache.install(&hash, &fab))
+            .await
+            .map_err(AppError::other)?
+            .map_err(AppError::Other)
+    }
+
+    /// Starts the app process and waits for its outcome or its end.
+    async fn subprocess(&self, session: &mut SessionGuard, run_id: u64) -> Result<(), AppError> {
+        let binary = self.install().await?;
+        let process = self
+            .fabs
+            .launcher
+            .spawn(&binary, "serverapp", &session.token)
+            .await
+            .map_err(AppError::Other)?;
+        tracing::info!(run_id, pid = process.pid(), "started ServerApp process");
+        tokio::select! {
+            biased;
+            outcome = &mut session.outcome => {
+                settle(process).await;
+                outcome_result(outcome.ok())
+            }
+            exit = process.exited() => match session.outcome.try_recv() {
+                // It reported and exited at once.
+                Ok(outcome) => outcome_result(Some(outcome)),
+                Err(_) => Err(AppError::Other(format!("ServerApp process {exit}"))),
+            },
+        }
+    }
+}
+
+/// Lets a process that has reported its outcome exit by itself, then kills it.
+async fn settle(process: AppProcess) {
+    if tokio::time::timeout(EXIT_GRACE, process.exited())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            pid = process.pid(),
+            "ServerApp process still running {EXIT_GRACE:?} after reporting; killing it"
+        );
+    }
+}
+
+fn outcome_result(outcome: Option<AppOutcome>) -> Result<(), AppError> {
+    match outcome {
+        Some(AppOutcome::Completed) => Ok(()),
+        Some(AppOutcome::Failed(reason)) => Err(AppError::Other(reason)),
+        None => Err(AppError::other(
+            "the ServerApp session closed before its process reported an outcome",
+        )),
+    }
+}
+
+#[async_trait]
+impl ServerApp for ExternalServerApp {
+    async fn main(&self, grid: &dyn Grid, context: Context) -> Result<(), AppError> {
+        let run_id = context.run_id;
+        let launcher = &self.fabs.launcher;
+        let subprocess = launcher.isolation == Isolation::Subprocess;
+        let mut session = self
+            .fabs
+            .io
+            .open(context, subprocess)
+            .map_err(AppError::other)?;
+        if subprocess {
+            return self.subprocess(&mut session, run_id).await;
+        }
+        // The grid logs it too.
+        grid.emit(RunEvent::Log(format!(
+            "waiting for a ServerApp process to claim run {run_id} (--isolation process): \
+             start the app's binary as `<app> serverapp --serverappio-api-address {}`",
+            launcher.appio_address
+        )));
+        outcome_result((&mut session.outcome).await.ok())
+    }
+}

@@ -1,0 +1,191 @@
+//! `LinkFleet`: the SuperLink's side of the Fleet protocol, served straight from its
+//! `LinkState`. The gRPC server wraps it; tests and in-process deployments hand it to a
+//! SuperNode as is, which makes it the in-memory transport too.
+//!
+//! Every call is a short, synchronous state operation except `subscribe`, which starts a
+//! per-node delivery task (see `delivery`) after putting back in the queue whatever the
+//! node was sent and has not answered: its previous stream may have died with those
+//! instructions in it, and the SuperNode drops the ones it already has. Liveness follows `HeartbeatPolicy`: registering
+//! and every heartbeat renew a node's lease; the sweeper forgets nodes whose lease ran out.
+
+use crate::clock::unix_now;
+use crate::delivery::Subscriptions;
+use crate::heartbeat::{HeartbeatPolicy, check_interval};
+use crate::state::{LinkState, NodeLease, StateError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use floret_core::{Fleet, FleetError, Message, RegisterNode, RunInfo};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::mpsc;
+
+/// See the module doc.
+pub struct LinkFleet {
+    state: Arc<dyn LinkState>,
+    /// Turns a node's promised interval into its lease.
+    policy: HeartbeatPolicy,
+    subscriptions: Arc<Subscriptions>,
+    /// Set at SuperLink shutdown: from then on every call is `Unavailable`, so nodes back off
+    /// and reconnect to whatever SuperLink comes next instead of talking to a dead one.
+    closed: AtomicBool,
+}
+
+impl LinkFleet {
+    pub fn new(state: Arc<dyn LinkState>, policy: HeartbeatPolicy) -> LinkFleet {
+        LinkFleet {
+            state,
+            policy,
+            subscriptions: Arc::default(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Nodes with a live instruction stream.
+    pub fn subscribers(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    /// Refuses every further call and closes every instruction stream.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.subscriptions.close();
+    }
+
+    fn check_open(&self) -> Result<(), FleetError> {
+        if self.closed.load(Ordering::SeqCst) {
+            Err(FleetError::Unavailable(
+                "the SuperLink is shutting down".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn lease(&self, heartbeat_interval: f64) -> Result<NodeLease, FleetError> {
+        check_interval(heartbeat_interval).map_err(FleetError::Invalid)?;
+        Ok(NodeLease {
+            heartbeat_interval,
+            online_until: self.policy.online_until(unix_now(), heartbeat_interval),
+        })
+    }
+
+    fn known(&self, node_id: u64) -> Result<(), FleetError> {
+        if self.state.has_node(node_id) {
+            Ok(())
+        } else {
+            Err(FleetError::UnknownNode(node_id))
+        }
+    }
+}
+
+fn fleet_error(e: StateError) -> FleetError {
+    match e {
+        StateError::UnknownNode(n) => FleetError::UnknownNode(n),
+        StateError::UnknownRun(r) => FleetError::UnknownRun(r),
+        other => FleetError::Invalid(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl Fleet for LinkFleet {
+    async fn register_node(&self, request: RegisterNode) -> Result<u64, FleetError> {
+        self.check_open()?;
+        let lease = self.lease(request.heartbeat_interval)?;
+        let node_id = self.state.create_node(lease);
+        tracing::info!(
+            node_id,
+            heartbeat_interval = request.heartbeat_interval,
+            "node registered"
+        );
+        Ok(node_id)
+    }
+
+    async fn deactivate_node(&self, node_id: u64) -> Result<(), FleetError> {
+        self.check_open()?;
+        self.subscriptions.end(node_id);
+        if self
+            .state
+            .unregister_node(node_id, "it deactivated", unix_now())
+        {
+            tracing::info!(node_id, "node deactivated");
+            Ok(())
+        } else {
+            Err(FleetError::UnknownNode(node_id))
+        }
+    }
+
+    async fn heartbeat(&self, node_id: u64, heartbeat_interval: f64) -> Result<(), FleetError> {
+        self.check_open()?;
+        let lease = self.lease(heartbeat_interval)?;
+        self.state.renew_node(node_id, lease).map_err(fleet_error)
+    }
+
+    async fn pull_messages(&self, node_id: u64) -> Result<Vec<Message>, FleetError> {
+        self.check_open()?;
+        self.state
+            .pull_instructions(node_id, usize::MAX)
+            .map_err(fleet_error)
+    }
+
+    /// Stores every acceptable reply; if some were refused (not sent to this node, already
+    /// answered, run gone) the others still count and the error lists the refused ones.
+    async fn push_messages(&self, node_id: u64, messages: Vec<Message>) -> Result<(), FleetError> {
+        self.check_open()?;
+        self.known(node_id)?;
+        let total = messages.len();
+        let now = unix_now();
+        let mut refused = Vec::new();
+        for reply in messages {
+            let claimed = reply.metadata.src_node_id;
+            let outcome = if claimed == node_id {
+                self.state.push_reply(reply, now).map_err(|e| e.to_string())
+            } else {
+                Err(format!(
+                    "reply claims to come from node {claimed}, but node {node_id} pushed it"
+                ))
+            };
+            if let Err(reason) = outcome {
+                tracing::debug!(node_id, "reply refused: {reason}");
+                refused.push(reason);
+            }
+        }
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(FleetError::Invalid(format!(
+                "refused {} of {total} replies: {}",
+                refused.len(),
+                refused.join("; ")
+            )))
+        }
+    }
+
+    async fn get_run(&self, run_id: u64) -> Result<RunInfo, FleetError> {
+        self.check_open()?;
+        self.state.run(run_id).ok_or(FleetError::UnknownRun(run_id))
+    }
+
+    async fn get_fab(&self, fab_hash: &str) -> Result<Bytes, FleetError> {
+        self.check_open()?;
+        self.state.fab(fab_hash).ok_or_else(|| {
+            FleetError::Invalid(format!("this SuperLink has no FAB with hash {fab_hash:?}"))
+        })
+    }
+
+    async fn subscribe(&self, node_id: u64) -> Result<mpsc::Receiver<Message>, FleetError> {
+        self.check_open()?;
+        let signal = self.state.node_signal(node_id).map_err(fleet_error)?;
+        // A new stream means the old one is gone, maybe with instructions in it.
+        let again = self.state.redeliver(node_id).map_err(fleet_error)?;
+        if again > 0 {
+            tracing::info!(
+                node_id,
+                count = again,
+                "redelivering unanswered instructions"
+            );
+        }
+        self.subscriptions
+            .subscribe(self.state.clone(), node_id, signal)
+            .ok_or_else(|| FleetError::Unavailable("the SuperLink is shutting down".into()))
+    }
+}

@@ -1,0 +1,801 @@
+//! The in-memory `LinkState`: one mutex over plain maps. Fast and simple; forgets
+//! everything on restart (the SQLite store is for that). Every critical section is short
+//! and synchronous, so callers on the async runtime never wait long and never hold the
+//! lock across an `.await`.
+
+use super::inflight::{Inflight, error_reply};
+use super::nodes::Nodes;
+use super::{LinkState, NewRun, NodeLease, RunInfo, RunSignals, StateError, Sweep, unix_now};
+use bytes::Bytes;
+use floret_core::{Message, MessageError, NodeSet, RunEvent, RunStatus, error_code};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+#[derive(Default)]
+struct Run {
+    info: Option<RunInfo>,
+    replies: VecDeque<Message>,
+    events: Vec<RunEvent>,
+    signals: Arc<RunSignals>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_run_id: u64,
+    next_message: u64,
+    runs: HashMap<u64, Run>,
+    nodes: Nodes,
+    /// Per-node queues exist only while a node has something queued.
+    queues: HashMap<u64, VecDeque<Message>>,
+    /// Nodes in the order their queues became non-empty, for `pull_any_instructions`.
+    ready: VecDeque<u64>,
+    /// Every instruction without a reply yet, queued or already delivered, by message id.
+    inflight: HashMap<String, Inflight>,
+    /// Instructions handed to a node by `pull_instructions` and not answered yet, per node,
+    /// for `redeliver`. Content is shared (`Bytes`), so a copy here costs little.
+    delivered: HashMap<u64, Vec<Message>>,
+    /// Packed FABs by hash: runs of the same build share one copy.
+    fabs: HashMap<String, Bytes>,
+}
+
+/// See the module doc.
+#[derive(Default)]
+pub struct MemoryLinkState {
+    inner: Mutex<Inner>,
+    instructions: Notify,
+}
+
+impl MemoryLinkState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A poisoned lock means a panic mid-update elsewhere; the maps are still structurally
+    /// valid (every update is a single insert/remove), so keep serving.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    fn run_mut(&mut self, run_id: u64) -> Result<&mut Run, StateError> {
+        self.runs
+            .get_mut(&run_id)
+            .filter(|r| r.info.is_some())
+            .ok_or(StateError::UnknownRun(run_id))
+    }
+
+    fn next_id(&mut self, run_id: u64) -> String {
+        self.next_message += 1;
+        format!("{run_id:x}-{:x}", self.next_message)
+    }
+
+    fn take_from_queue(&mut self, node_id: u64, limit: usize, out: &mut Vec<Message>) {
+        if let Some(q) = self.queues.get_mut(&node_id) {
+            while out.len() < limit {
+                match q.pop_front() {
+                    Some(m) => out.push(m),
+                    None => break,
+                }
+            }
+            if q.is_empty() {
+                self.queues.remove(&node_id);
+            }
+        }
+    }
+
+    /// Forgets the delivered copy of `message_id` sent to `node`.
+    fn undeliver(&mut self, node: u64, message_id: &str) {
+        if let Some(list) = self.delivered.get_mut(&node) {
+            list.retain(|m| m.metadata.message_id != message_id);
+            if list.is_empty() {
+                self.delivered.remove(&node);
+            }
+        }
+    }
+
+    /// Stores a reply the SuperLink writes in the node's place and wakes the run.
+    fn answer(&mut self, reply_to: String, flight: &Inflight, error: MessageError, now: f64) {
+        let id = self.next_id(flight.run_id);
+        let reply = error_reply(flight, reply_to, id, error, now);
+        if let Ok(run) = self.run_mut(flight.run_id) {
+            run.replies.push_back(reply);
+            run.signals.replies.notify_waiters();
+        }
+    }
+
+    /// Forgets `gone` nodes and answers everything sent to them, in one pass over the
+    /// instructions in flight however many nodes leave at once.
+    fn drop_nodes(&mut self, gone: &HashSet<u64>, reason: &dyn Fn(u64) -> String, now: f64) {
+        if gone.is_empty() {
+            return;
+        }
+        for &node in gone {
+            self.nodes.remove(node);
+            self.queues.remove(&node);
+            self.delivered.remove(&node);
+        }
+        let Inner { queues, ready, .. } = self;
+        ready.retain(|n| queues.contains_key(n));
+        let ids: Vec<String> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| gone.contains(&f.dst_node_id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            if let Some(flight) = self.inflight.remove(&id) {
+                let node = flight.dst_node_id;
+                let error = MessageError::new(
+                    error_code::NODE_UNAVAILABLE,
+                    format!("node {node} unavailable: {}", reason(node)),
+                );
+                self.answer(id, &flight, error, now);
+            }
+        }
+    }
+
+    /// Answers instructions whose TTL ended, taking those still queued off their queue.
+    fn expire(&mut self, now: f64) -> usize {
+        let ids: Vec<String> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.is_expired(now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut touched = HashSet::new();
+        for id in &ids {
+            if let Some(flight) = self.inflight.remove(id) {
+                touched.insert(flight.dst_node_id);
+                self.undeliver(flight.dst_node_id, id);
+                let error = MessageError::new(
+                    error_code::MESSAGE_TTL_EXPIRED,
+                    format!(
+                        "message TTL of {} s expired before node {} replied",
+                        flight.ttl(),
+                        flight.dst_node_id
+                    ),
+                );
+                self.answer(id.clone(), &flight, error, now);
+            }
+        }
+        if !ids.is_empty() {
+            let expired: HashSet<&str> = ids.iter().map(String::as_str).collect();
+            for node in touched {
+                if let Some(q) = self.queues.get_mut(&node) {
+                    q.retain(|m| !expired.contains(m.metadata.message_id.as_str()));
+                    if q.is_empty() {
+                        self.queues.remove(&node);
+                    }
+                }
+            }
+            let Inner { queues, ready, .. } = self;
+            ready.retain(|n| queues.contains_key(n));
+        }
+        ids.len()
+    }
+}
+
+impl LinkState for MemoryLinkState {
+    fn create_run(&self, run: NewRun) -> u64 {
+        let mut inner = self.lock();
+        inner.next_run_id += 1;
+        let run_id = inner.next_run_id;
+        let now = unix_now();
+        inner.runs.insert(
+            run_id,
+            Run {
+                info: Some(RunInfo {
+                    run_id,
+                    app: run.app,
+                    federation: run.federation,
+                    run_config: run.run_config,
+                    status: RunStatus::Pending,
+                    reason: String::new(),
+                    created_at: now,
+                    status_changed_at: now,
+                }),
+                ..Run::default()
+            },
+        );
+        run_id
+    }
+
+    fn run(&self, run_id: u64) -> Option<RunInfo> {
+        self.lock().runs.get(&run_id).and_then(|r| r.info.clone())
+    }
+
+    fn runs(&self) -> Vec<RunInfo> {
+        let mut v: Vec<RunInfo> = self
+            .lock()
+            .runs
+            .values()
+            .filter_map(|r| r.info.clone())
+            .collect();
+        v.sort_by_key(|r| r.run_id);
+        v
+    }
+
+    fn run_status(&self, run_id: u64) -> Option<RunStatus> {
+        self.lock()
+            .runs
+            .get(&run_id)
+            .and_then(|r| r.info.as_ref().map(|i| i.status))
+    }
+
+    fn set_run_status(
+        &self,
+        run_id: u64,
+        status: RunStatus,
+        reason: &str,
+    ) -> Result<RunInfo, StateError> {
+        let mut inner = self.lock();
+        let run = inner.run_mut(run_id)?;
+        let info = run.info.as_mut().ok_or(StateError::UnknownRun(run_id))?;
+        info.status = info.status.transition(status)?;
+        info.reason = reason.to_string();
+        info.status_changed_at = unix_now();
+        let out = info.clone();
+        // Whoever waits on replies or events must see that the run ended.
+        run.signals.replies.notify_waiters();
+        run.signals.events.notify_waiters();
+        Ok(out)
+    }
+
+    fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError> {
+        Ok(self.lock().run_mut(run_id)?.signals.clone())
+    }
+
+    fn create_node(&self, lease: NodeLease) -> u64 {
+        self.lock().nodes.create(lease)
+    }
+
+    fn renew_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError> {
+        self.lock().nodes.renew(node_id, lease)
+    }
+
+    fn register_nodes(&self, node_ids: &[u64]) {
+        self.lock().nodes.add_permanent(node_ids);
+    }
+
+    fn unregister_node(&self, node_id: u64, reason: &str, now: f64) -> bool {
+        let mut inner = self.lock();
+        if !inner.nodes.contains(node_id) {
+            return false;
+        }
+        inner.drop_nodes(&HashSet::from([node_id]), &|_| reason.to_string(), now);
+        true
+    }
+
+    fn node_ids(&self) -> NodeSet {
+        self.lock().nodes.set()
+    }
+
+    fn has_node(&self, node_id: u64) -> bool {
+        self.lock().nodes.contains(node_id)
+    }
+
+    fn node_signal(&self, node_id: u64) -> Result<Arc<Notify>, StateError> {
+        self.lock().nodes.signal(node_id)
+    }
+
+    fn sweep(&self, now: f64) -> Sweep {
+        let mut inner = self.lock();
+        let offline = inner.nodes.overdue(now);
+        let gone: HashSet<u64> = offline.iter().copied().collect();
+        inner.drop_nodes(
+            &gone,
+            &|_| "it missed its heartbeats and is offline".to_string(),
+            now,
+        );
+        let expired = inner.expire(now);
+        Sweep { offline, expired }
+    }
+
+    fn push_instructions(
+        &self,
+        run_id: u64,
+        messages: Vec<Message>,
+        now: f64,
+    ) -> Result<Vec<String>, StateError> {
+        let mut inner = self.lock();
+        let status = inner.run_mut(run_id)?.info.as_ref().map(|i| i.status);
+        if status != Some(RunStatus::Running) {
+            return Err(StateError::RunNotRunning(run_id));
+        }
+        let mut ids = Vec::with_capacity(messages.len());
+        for mut m in messages {
+            let id = inner.next_id(run_id);
+            let md = &mut m.metadata;
+            md.run_id = run_id;
+            md.message_id = id.clone();
+            md.src_node_id = 0;
+            md.created_at = now;
+            let dst = md.dst_node_id;
+            let flight = Inflight::of(md);
+            ids.push(id.clone());
+            if !inner.nodes.contains(dst) {
+                let error = MessageError::new(
+                    error_code::NODE_UNAVAILABLE,
+                    format!("node {dst} unavailable: it is not connected to this SuperLink"),
+                );
+                inner.answer(id, &flight, error, now);
+                continue;
+            }
+            inner.inflight.insert(id, flight);
+            let queue = inner
+                .queues
+                .entry(dst)
+                .or_insert_with(|| VecDeque::with_capacity(1));
+            let was_empty = queue.is_empty();
+            queue.push_back(m);
+            if was_empty {
+                inner.ready.push_back(dst);
+            }
+            inner.nodes.notify(dst);
+        }
+        drop(inner);
+        self.instructions.notify_waiters();
+        Ok(ids)
+    }
+
+    fn pull_instructions(&self, node_id: u64, limit: usize) -> Result<Vec<Message>, StateError> {
+        let mut inner = self.lock();
+        if !inner.nodes.contains(node_id) {
+            return Err(StateError::UnknownNode(node_id));
+        }
+        let mut out = Vec::new();
+        inner.take_from_queue(node_id, limit, &mut out);
+        if !out.is_empty() {
+            inner
+                .delivered
+                .entry(node_id)
+                .or_default()
+                .extend(out.iter().cloned());
+        }
+        Ok(out)
+    }
+
+    fn redeliver(&self, node_id: u64) -> Result<usize, StateError> {
+        let mut inner = self.lock();
+        if !inner.nodes.contains(node_id) {
+            return Err(StateError::UnknownNode(node_id));
+        }
+        let Some(again) = inner.delivered.remove(&node_id) else {
+            return Ok(0);
+        };
+        let count = again.len();
+        let queue = inner.queues.entry(node_id).or_default();
+        let was_empty = queue.is_empty();
+        for m in again.into_iter().rev() {
+            queue.push_front(m);
+        }
+        if was_empty {
+            inner.ready.push_back(node_id);
+        }
+        inner.nodes.notify(node_id);
+        Ok(count)
+    }
+
+    fn pull_any_instructions(&self, limit: usize) -> Vec<Message> {
+        let mut inner = self.lock();
+        let mut out = Vec::with_capacity(limit.min(1024));
+        while out.len() < limit {
+            let Some(node) = inner.ready.pop_front() else {
+                break;
+            };
+            inner.take_from_queue(node, limit, &mut out);
+            if inner.queues.contains_key(&node) {
+                // Still has messages: keep its turn for the next call.
+                inner.ready.push_front(node);
+                break;
+            }
+        }
+        out
+    }
+
+    fn instructions_ready(&self) -> &Notify {
+        &self.instructions
+    }
+
+    fn push_reply(&self, mut reply: Message, now: f64) -> Result<(), StateError> {
+        let mut inner = self.lock();
+        let id = reply.metadata.reply_to_message_id.clone();
+        let Some(flight) = inner.inflight.get(&id) else {
+            return Err(StateError::UnknownReply(id));
+        };
+        if flight.dst_node_id != reply.metadata.src_node_id {
+            return Err(StateError::WrongReplier {
+                message_id: id,
+                from: reply.metadata.src_node_id,
+                to: flight.dst_node_id,
+            });
+        }
+        let run_id = flight.run_id;
+        let node = flight.dst_node_id;
+        inner.inflight.remove(&id);
+        inner.undeliver(node, &id);
+        reply.metadata.message_id = inner.next_id(run_id);
+        reply.metadata.run_id = run_id;
+        reply.metadata.created_at = now;
+        let run = inner.run_mut(run_id)?;
+        run.replies.push_back(reply);
+        run.signals.replies.notify_waiters();
+        Ok(())
+    }
+
+    fn take_replies(&self, run_id: u64) -> Result<Vec<Message>, StateError> {
+        Ok(self.lock().run_mut(run_id)?.replies.drain(..).collect())
+    }
+
+    fn take_replies_to(
+        &self,
+        run_id: u64,
+        message_ids: &[String],
+    ) -> Result<Vec<Message>, StateError> {
+        let wanted: HashSet<&str> = message_ids.iter().map(String::as_str).collect();
+        let mut inner = self.lock();
+        let run = inner.run_mut(run_id)?;
+        let (hit, keep): (VecDeque<Message>, VecDeque<Message>) = run
+            .replies
+            .drain(..)
+            .partition(|m| wanted.contains(m.metadata.reply_to_message_id.as_str()));
+        run.replies = keep;
+        Ok(hit.into())
+    }
+
+    fn purge_messages(&self, run_id: u64) {
+        let mut inner = self.lock();
+        inner.inflight.retain(|_, f| f.run_id != run_id);
+        for q in inner.queues.values_mut() {
+            q.retain(|m| m.metadata.run_id != run_id);
+        }
+        inner.queues.retain(|_, q| !q.is_empty());
+        for list in inner.delivered.values_mut() {
+            list.retain(|m| m.metadata.run_id != run_id);
+        }
+        inner.delivered.retain(|_, list| !list.is_empty());
+        let Inner { queues, ready, .. } = &mut *inner;
+        ready.retain(|n| queues.contains_key(n));
+        if let Some(run) = inner.runs.get_mut(&run_id) {
+            run.replies.clear();
+        }
+    }
+
+    fn push_event(&self, run_id: u64, event: RunEvent) -> Result<(), StateError> {
+        let mut inner = self.lock();
+        let run = inner.run_mut(run_id)?;
+        if run.info.as_ref().is_some_and(|i| i.status.is_finished()) {
+            return Err(StateError::RunFinished(run_id));
+        }
+        run.events.push(event);
+        run.signals.events.notify_waiters();
+        Ok(())
+    }
+
+    fn events(&self, run_id: u64, from: usize) -> Result<(Vec<RunEvent>, usize), StateError> {
+        let mut inner = self.lock();
+        let run = inner.run_mut(run_id)?;
+        let start = from.min(run.events.len());
+        Ok((run.events[start..].to_vec(), run.events.len()))
+    }
+
+    fn store_fab(&self, fab_hash: &str, packed: Bytes) {
+        self.lock()
+            .fabs
+            .entry(fab_hash.to_ascii_lowercase())
+            .or_insert(packed);
+    }
+
+    fn fab(&self, fab_hash: &str) -> Option<Bytes> {
+        self.lock()
+            .fabs
+            .get(&fab_hash.to_ascii_lowercase())
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floret_core::{MessageError, Payload, RecordDict};
+
+    fn running_run(state: &MemoryLinkState) -> u64 {
+        let id = state.create_run(NewRun::default());
+        state.set_run_status(id, RunStatus::Starting, "").unwrap();
+        state.set_run_status(id, RunStatus::Running, "").unwrap();
+        id
+    }
+
+    #[test]
+    fn instructions_reach_their_node_and_replies_their_run() {
+        let s = MemoryLinkState::new();
+        s.register_nodes(&[5, 6]);
+        let run = running_run(&s);
+        let ids = s
+            .push_instructions(run, vec![Message::new(RecordDict::new(), 6, "train")], 1.0)
+            .unwrap();
+        assert!(s.pull_instructions(5, 10).unwrap().is_empty());
+        let got = s.pull_instructions(6, 10).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].metadata.message_id, ids[0]);
+        assert_eq!(got[0].metadata.run_id, run);
+        s.push_reply(got[0].reply(Payload::Content(RecordDict::new())), 2.0)
+            .unwrap();
+        let replies = s.take_replies(run).unwrap();
+        assert_eq!(replies[0].metadata.reply_to_message_id, ids[0]);
+    }
+
+    #[test]
+    fn a_reply_is_accepted_once_and_only_from_its_node() {
+        let s = MemoryLinkState::new();
+        s.register_nodes(&[5]);
+        let run = running_run(&s);
+        s.push_instructions(run, vec![Message::new(RecordDict::new(), 5, "train")], 1.0)
+            .unwrap();
+        let msg = s.pull_any_instructions(1).remove(0);
+        let mut forged = msg.reply(Payload::Error(MessageError::new(0, "x")));
+        forged.metadata.src_node_id = 9;
+        assert!(matches!(
+            s.push_reply(forged, 2.0),
+            Err(StateError::WrongReplier { .. })
+        ));
+        let reply = msg.reply(Payload::Content(RecordDict::new()));
+        s.push_reply(reply.clone(), 2.0).unwrap();
+        assert!(matches!(
+            s.push_reply(reply, 3.0),
+            Err(StateError::UnknownReply(_))
+        ));
+    }
+
+    #[test]
+    fn only_running_runs_send() {
+        let s = MemoryLinkState::new();
+        s.register_nodes(&[1]);
+        let pending = s.create_run(NewRun::default());
+        let msg = || vec![Message::new(RecordDict::new(), 1, "train")];
+        assert_eq!(
+            s.push_instructions(pending, msg(), 0.0),
+            Err(StateError::RunNotRunning(pending))
+        );
+    }
+
+    fn lease(until: f64) -> NodeLease {
+        NodeLease {
+            heartbeat_interval: 10.0,
+            online_until: until,
+        }
+    }
+
+    fn only_error(s: &MemoryLinkState, run: u64) -> MessageError {
+        let mut replies = s.take_replies(run).unwrap();
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        replies.remove(0).error().expect("an error reply").clone()
+    }
+
+    #[test]
+    fn an_instruction_to_an_unknown_node_is_answered_at_once() {
+        let s = MemoryLinkState::new();
+        let run = running_run(&s);
+        let msg = Message::new(RecordDict::new(), 42, "train").with_group_id("3");
+        let ids = s.push_instructions(run, vec![msg], 5.0).unwrap();
+        let reply = s.take_replies(run).unwrap().remove(0);
+        assert_eq!(reply.metadata.reply_to_message_id, ids[0]);
+        assert_eq!(reply.metadata.src_node_id, 42);
+        assert_eq!(reply.metadata.group_id, "3");
+        let err = reply.error().unwrap();
+        assert_eq!(err.code, error_code::NODE_UNAVAILABLE);
+        assert!(
+            err.reason.starts_with("node 42 unavailable: "),
+            "{}",
+            err.reason
+        );
+    }
+
+    #[test]
+    fn a_leaving_node_has_its_queued_and_delivered_instructions_answered() {
+        let s = MemoryLinkState::new();
+        let node = s.create_node(lease(100.0));
+        assert_ne!(node, 0);
+        let run = running_run(&s);
+        let two = vec![
+            Message::new(RecordDict::new(), node, "train"),
+            Message::new(RecordDict::new(), node, "evaluate"),
+        ];
+        s.push_instructions(run, two, 1.0).unwrap();
+        let delivered = s.pull_instructions(node, 1).unwrap();
+        assert!(s.unregister_node(node, "it deactivated", 2.0));
+        let replies = s.take_replies(run).unwrap();
+        assert_eq!(replies.len(), 2);
+        for r in &replies {
+            assert_eq!(
+                r.error().map(|e| e.reason.clone()),
+                Some(format!("node {node} unavailable: it deactivated"))
+            );
+        }
+        assert!(s.node_ids().is_empty());
+        assert_eq!(
+            s.pull_instructions(node, 1),
+            Err(StateError::UnknownNode(node))
+        );
+        let late = delivered[0].reply(Payload::Content(RecordDict::new()));
+        assert!(
+            s.push_reply(late, 3.0).is_err(),
+            "a late reply to an answered instruction is refused"
+        );
+        assert!(!s.unregister_node(node, "again", 3.0));
+    }
+
+    #[test]
+    fn sweep_forgets_nodes_past_their_lease_only() {
+        let s = MemoryLinkState::new();
+        let late = s.create_node(lease(10.0));
+        let fine = s.create_node(lease(30.0));
+        s.register_nodes(&[7]);
+        let run = running_run(&s);
+        s.push_instructions(
+            run,
+            vec![Message::new(RecordDict::new(), late, "train")],
+            1.0,
+        )
+        .unwrap();
+        assert_eq!(
+            s.sweep(10.0),
+            Sweep::default(),
+            "the lease end itself is still online"
+        );
+        let sweep = s.sweep(10.5);
+        assert_eq!(sweep.offline, vec![late]);
+        assert_eq!(only_error(&s, run).code, error_code::NODE_UNAVAILABLE);
+        s.renew_node(fine, lease(40.0)).unwrap();
+        assert!(s.sweep(35.0).offline.is_empty());
+        assert_eq!(
+            s.renew_node(late, lease(50.0)),
+            Err(StateError::UnknownNode(late))
+        );
+        let mut left = s.node_ids().to_vec();
+        left.sort_unstable();
+        let mut want = vec![7, fine];
+        want.sort_unstable();
+        assert_eq!(left, want, "virtual nodes never expire");
+    }
+
+    #[test]
+    fn sweep_answers_expired_instructions_queued_or_delivered() {
+        let s = MemoryLinkState::new();
+        s.register_nodes(&[1, 2]);
+        let run = running_run(&s);
+        let mut short = Message::new(RecordDict::new(), 1, "train");
+        short.metadata.ttl = 5.0;
+        let mut delivered = Message::new(RecordDict::new(), 2, "train");
+        delivered.metadata.ttl = 5.0;
+        s.push_instructions(run, vec![short, delivered], 100.0)
+            .unwrap();
+        s.pull_instructions(2, 1).unwrap();
+        assert_eq!(s.sweep(104.0).expired, 0);
+        assert_eq!(s.sweep(106.0).expired, 2);
+        let replies = s.take_replies(run).unwrap();
+        assert_eq!(replies.len(), 2);
+        assert!(
+            replies
+                .iter()
+                .all(|r| r.error().map(|e| e.code) == Some(error_code::MESSAGE_TTL_EXPIRED))
+        );
+        assert!(
+            s.pull_instructions(1, 10).unwrap().is_empty(),
+            "taken off the queue"
+        );
+        assert!(s.pull_any_instructions(10).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_node_signal_fires_on_its_instructions_only_and_when_it_leaves() {
+        let s = MemoryLinkState::new();
+        let a = s.create_node(lease(100.0));
+        let b = s.create_node(lease(100.0));
+        let run = running_run(&s);
+        let sig_a = s.node_signal(a).unwrap();
+        let sig_b = s.node_signal(b).unwrap();
+        let wait_a = sig_a.notified();
+        let wait_b = sig_b.notified();
+        tokio::pin!(wait_a, wait_b);
+        wait_a.as_mut().enable();
+        wait_b.as_mut().enable();
+        s.push_instructions(run, vec![Message::new(RecordDict::new(), a, "train")], 1.0)
+            .unwrap();
+        let poll = |f: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>| {
+            let waker = std::task::Waker::noop();
+            f.poll(&mut std::task::Context::from_waker(waker))
+                .is_ready()
+        };
+        use std::future::Future;
+        assert!(poll(wait_a.as_mut()));
+        assert!(!poll(wait_b.as_mut()));
+        s.unregister_node(b, "bye", 2.0);
+        assert!(poll(wait_b.as_mut()));
+    }
+
+    #[test]
+    fn redeliver_requeues_unanswered_deliveries_in_order_and_a_reply_counts_once() {
+        let s = MemoryLinkState::new();
+        let node = s.create_node(lease(100.0));
+        let run = running_run(&s);
+        let msgs = ["train", "evaluate", "query"].map(|t| Message::new(RecordDict::new(), node, t));
+        s.push_instructions(run, msgs.to_vec(), 1.0).unwrap();
+        let first = s.pull_instructions(node, 2).unwrap();
+        s.push_reply(first[0].reply(Payload::Content(RecordDict::new())), 2.0)
+            .unwrap();
+        assert_eq!(s.redeliver(node), Ok(1), "only the unanswered one");
+        let types: Vec<String> = s
+            .pull_instructions(node, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.metadata.message_type.clone())
+            .collect();
+        assert_eq!(types, ["evaluate", "query"]);
+        let again = first[1].reply(Payload::Content(RecordDict::new()));
+        s.push_reply(again.clone(), 3.0).unwrap();
+        assert!(
+            s.push_reply(again, 3.0).is_err(),
+            "a reply is accepted once"
+        );
+        assert_eq!(s.redeliver(node), Ok(1), "the query is still out");
+        assert_eq!(s.redeliver(7), Err(StateError::UnknownNode(7)));
+    }
+
+    #[test]
+    fn pull_any_serves_nodes_in_arrival_order() {
+        let s = MemoryLinkState::new();
+        s.register_nodes(&[1, 2, 3]);
+        let run = running_run(&s);
+        let msgs = [3, 1, 3, 2].map(|n| Message::new(RecordDict::new(), n, "train"));
+        s.push_instructions(run, msgs.to_vec(), 0.0).unwrap();
+        let order: Vec<u64> = s
+            .pull_any_instructions(10)
+            .iter()
+            .map(|m| m.metadata.dst_node_id)
+            .collect();
+        assert_eq!(order, [3, 3, 1, 2]);
+        assert!(s.pull_any_instructions(10).is_empty());
+    }
+
+    #[test]
+    fn finished_runs_refuse_status_changes() {
+        let s = MemoryLinkState::new();
+        let run = running_run(&s);
+        s.set_run_status(
+            run,
+            RunStatus::Finished(floret_core::SubStatus::Completed),
+            "",
+        )
+        .unwrap();
+        assert!(matches!(
+            s.set_run_status(run, RunStatus::Running, ""),
+            Err(StateError::Transition(_))
+        ));
+    }
+
+    #[test]
+    fn events_are_read_from_a_cursor() {
+        let s = MemoryLinkState::new();
+        let run = s.create_run(NewRun::default());
+        s.push_event(run, RunEvent::Log("a".into())).unwrap();
+        s.push_event(run, RunEvent::Log("b".into())).unwrap();
+        let (first, next) = s.events(run, 0).unwrap();
+        assert_eq!(first.len(), 2);
+        s.push_event(run, RunEvent::Log("c".into())).unwrap();
+        let (more, _) = s.events(run, next).unwrap();
+        assert_eq!(more, vec![RunEvent::Log("c".into())]);
+        s.set_run_status(
+            run,
+            RunStatus::Finished(floret_core::SubStatus::Stopped),
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            s.push_event(run, RunEvent::Log("late".into())),
+            Err(StateError::RunFinished(run))
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! `LinkState`: everything a SuperLink knows — nodes, runs, queued instructions, replies
+//! and run events. The trait is synchronous and holds no actor handles, so an in-memory
+//! and (later) a SQLite implementation can sit behind the same actors. Waiting is done
+//! through the per-run `RunSignals` and per-node signals, never by polling.
+//!
+//! Nodes come and go: a node that deactivates or misses its heartbeats is forgotten, and
+//! every instruction queued or in flight to it is answered at once with an error reply
+//! (`NODE_UNAVAILABLE`), as is an instruction sent to a node that is not there. So a
+//! ServerApp's round continues without waiting for a timeout, and addressing a node that
+//! just vanished never fails a run.
+
+mod inflight;
+mod memory;
+mod nodes;
+
+pub use crate::clock::unix_now;
+pub use memory::MemoryLinkState;
+
+use bytes::Bytes;
+pub use floret_core::RunInfo;
+use floret_core::{AppRef, InvalidTransition, Message, NodeSet, RunEvent, RunStatus, UserConfig};
+use std::sync::Arc;
+use thiserror::Error;
+use tokio::sync::Notify;
+
+/// What is needed to create a run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NewRun {
+    pub app: AppRef,
+    pub federation: String,
+    pub run_config: UserConfig,
+}
+
+/// Why a state operation was refused.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum StateError {
+    #[error("no run with id {0}")]
+    UnknownRun(u64),
+    #[error(transparent)]
+    Transition(#[from] InvalidTransition),
+    #[error("run {0} is not running, so it cannot send messages")]
+    RunNotRunning(u64),
+    #[error("run {0} has finished; its log is closed")]
+    RunFinished(u64),
+    #[error("node {0} is not registered")]
+    UnknownNode(u64),
+    #[error("reply to unknown or already answered message {0:?}")]
+    UnknownReply(String),
+    #[error("reply to message {message_id:?} came from node {from}, but it was sent to node {to}")]
+    WrongReplier {
+        message_id: String,
+        from: u64,
+        to: u64,
+    },
+}
+
+/// Wake-ups for whoever waits on a run: its ServerApp (replies) and its watchers (events).
+#[derive(Debug, Default)]
+pub struct RunSignals {
+    pub replies: Notify,
+    pub events: Notify,
+}
+
+/// A node's heartbeat promise and the moment it runs out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NodeLease {
+    /// Seconds between the beats the node promised.
+    pub heartbeat_interval: f64,
+    /// Unix seconds after which the node counts as offline (see `heartbeat::HeartbeatPolicy`).
+    pub online_until: f64,
+}
+
+/// What one `sweep` did, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sweep {
+    /// Nodes declared offline.
+    pub offline: Vec<u64>,
+    /// Instructions answered with `MESSAGE_TTL_EXPIRED`.
+    pub expired: usize,
+}
+
+/// The SuperLink's state store.
+pub trait LinkState: Send + Sync + 'static {
+    /// Creates a run in `pending` and returns its id.
+    fn create_run(&self, run: NewRun) -> u64;
+    fn run(&self, run_id: u64) -> Option<RunInfo>;
+    fn runs(&self) -> Vec<RunInfo>;
+    /// A run's status alone, cheap enough to check on every wait.
+    fn run_status(&self, run_id: u64) -> Option<RunStatus>;
+    /// Moves a run to `status` if the state machine allows it; `reason` explains failures.
+    fn set_run_status(
+        &self,
+        run_id: u64,
+        status: RunStatus,
+        reason: &str,
+    ) -> Result<RunInfo, StateError>;
+    fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError>;
+
+    /// Registers a SuperNode under a fresh random non-zero id.
+    fn create_node(&self, lease: NodeLease) -> u64;
+    /// A heartbeat: renews the node's lease. `UnknownNode` once it was forgotten.
+    fn renew_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError>;
+    /// Registers node ids that never expire (a simulation's virtual nodes).
+    fn register_nodes(&self, node_ids: &[u64]);
+    /// Forgets a node and answers its queued and in-flight instructions with
+    /// `NODE_UNAVAILABLE` ("node N unavailable: {reason}"). False if it was not registered.
+    fn unregister_node(&self, node_id: u64, reason: &str, now: f64) -> bool;
+    /// Every registered node, shared rather than copied.
+    fn node_ids(&self) -> NodeSet;
+    /// Whether a node is registered now; cheap, for checks on every request.
+    fn has_node(&self, node_id: u64) -> bool;
+    /// Wakes whoever delivers a node's instructions: when some are queued for it, and when
+    /// the node is forgotten.
+    fn node_signal(&self, node_id: u64) -> Result<Arc<Notify>, StateError>;
+    /// Forgets the nodes whose lease ended before `now` (as `unregister_node`) and answers
+    /// instructions whose TTL ended with `MESSAGE_TTL_EXPIRED`.
+    fn sweep(&self, now: f64) -> Sweep;
+
+    /// Stores instructions from a run's ServerApp, filling run id, message id, source and
+    /// creation time; returns the ids in order. An instruction to a node that is not
+    /// registered is answered at once with a `NODE_UNAVAILABLE` error reply.
+    fn push_instructions(
+        &self,
+        run_id: u64,
+        messages: Vec<Message>,
+        now: f64,
+    ) -> Result<Vec<String>, StateError>;
+    /// Up to `limit` queued instructions for one node, oldest first; `UnknownNode` when the
+    /// node is not registered (any more). The store keeps what it hands out here until it
+    /// is answered, for `redeliver`.
+    fn pull_instructions(&self, node_id: u64, limit: usize) -> Result<Vec<Message>, StateError>;
+    /// Puts the node's instructions taken with `pull_instructions` and not answered yet back
+    /// at the head of its queue, in their order; returns how many. A reconnecting node may
+    /// have lost them with its old connection; it drops those it already has by message id.
+    /// A reply is still accepted only once.
+    fn redeliver(&self, node_id: u64) -> Result<usize, StateError>;
+    /// Up to `limit` queued instructions for any node, oldest first (a virtual fleet serves
+    /// many node ids at once).
+    fn pull_any_instructions(&self, limit: usize) -> Vec<Message>;
+    /// Wakes fleets when instructions are queued.
+    fn instructions_ready(&self) -> &Notify;
+
+    /// Stores a reply; refuses replies to unknown messages and duplicates.
+    fn push_reply(&self, reply: Message, now: f64) -> Result<(), StateError>;
+    /// Replies of a run not handed out yet, oldest first.
+    fn take_replies(&self, run_id: u64) -> Result<Vec<Message>, StateError>;
+    /// Replies of a run answering any of `message_ids`, removed from the queue.
+    fn take_replies_to(
+        &self,
+        run_id: u64,
+        message_ids: &[String],
+    ) -> Result<Vec<Message>, StateError>;
+    /// Drops a finished run's undelivered instructions and replies.
+    fn purge_messages(&self, run_id: u64);
+
+    /// Appends an event to a run's log; refused once the run has finished, so what
+    /// `flwr log` shows of a finished run is final (a ServerApp being cancelled may still
+    /// emit for a moment).
+    fn push_event(&self, run_id: u64, event: RunEvent) -> Result<(), StateError>;
+    /// Events from index `from` on, and the index to continue from.
+    fn events(&self, run_id: u64, from: usize) -> Result<(Vec<RunEvent>, usize), StateError>;
+
+    /// Keeps a packed FAB under its hash (lowercase hex sha256), checked by the caller.
+    /// Storing the same hash again keeps one copy.
+    fn store_fab(&self, fab_hash: &str, packed: Bytes);
+    /// The packed FAB stored under `fab_hash`, shared rather than copied.
+    fn fab(&self, fab_hash: &str) -> Option<Bytes>;
+}

@@ -1,0 +1,193 @@
+//! The SuperLink actor: root supervisor of the server side.
+//!
+//! ```text
+//! SuperLink
+//!  └─ Run (one per run)
+//!      └─ ServerAppHost
+//! ```
+//! Supervision policy: a failing Run actor fails only its own run (recorded as
+//! finished:failed with the reason); the SuperLink keeps serving every other run. This
+//! overrides ractor's default, under which a supervisor stops when a child fails.
+//!
+//! Shutdown is a message, not a stop signal: ractor kills the children of a stopping
+//! actor without letting them record why, so `Shutdown` first asks every Run to stop with
+//! the given reason, waits for them, and only then may the SuperLink itself be stopped.
+
+use crate::run::{RunActor, RunArgs, RunMsg};
+use crate::state::{LinkState, NewRun};
+use floret_core::{Context, ServerApp};
+use floret_core::{RunStatus, SubStatus};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// How long shutdown waits for one Run actor to record its end before moving on.
+const RUN_STOP_WAIT: Duration = Duration::from_secs(5);
+
+pub struct SuperLink;
+
+/// Why a run could not be started or stopped.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum RunControlError {
+    #[error("no active run with id {0}")]
+    NotActive(u64),
+    #[error("run {run_id} could not start: {reason}")]
+    StartFailed { run_id: u64, reason: String },
+    #[error("the SuperLink is shutting down")]
+    ShuttingDown,
+}
+
+pub enum SuperLinkMsg {
+    /// Creates a run and starts its ServerApp; answers with the run id.
+    StartRun {
+        run: NewRun,
+        app: Arc<dyn ServerApp>,
+        reply: RpcReplyPort<Result<u64, RunControlError>>,
+    },
+    /// Stops an active run.
+    StopRun {
+        run_id: u64,
+        reason: String,
+        reply: RpcReplyPort<Result<(), RunControlError>>,
+    },
+    /// Stops every active run with `reason` and refuses new ones; answers once the runs
+    /// have recorded their end (or `RUN_STOP_WAIT` passed for each).
+    Shutdown {
+        reason: String,
+        reply: RpcReplyPort<()>,
+    },
+}
+
+pub struct SuperLinkState {
+    state: Arc<dyn LinkState>,
+    /// Active Run actors, by actor id so supervision events find their run.
+    runs: HashMap<ActorId, (u64, ActorRef<RunMsg>)>,
+    /// Set by `Shutdown`: runs started after it would be killed without a word.
+    closing: bool,
+}
+
+impl Actor for SuperLink {
+    type Msg = SuperLinkMsg;
+    type State = SuperLinkState;
+    type Arguments = Arc<dyn LinkState>;
+
+    async fn pre_start(
+        &self,
+        _me: ActorRef<SuperLinkMsg>,
+        state: Arc<dyn LinkState>,
+    ) -> Result<SuperLinkState, ActorProcessingErr> {
+        Ok(SuperLinkState {
+            state,
+            runs: HashMap::new(),
+            closing: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SuperLinkMsg>,
+        msg: SuperLinkMsg,
+        st: &mut SuperLinkState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SuperLinkMsg::StartRun { reply, .. } if st.closing => {
+                let _ = reply.send(Err(RunControlError::ShuttingDown));
+            }
+            SuperLinkMsg::StartRun { run, app, reply } => {
+                let run_config = run.run_config.clone();
+                let external = !run.app.fab_hash.is_empty();
+                let run_id = st.state.create_run(run);
+                let context = Context {
+                    run_id,
+                    node_id: 0,
+                    run_config,
+                    ..Context::default()
+                };
+                let args = RunArgs {
+                    state: st.state.clone(),
+                    app,
+                    context,
+                    external,
+                };
+                let result =
+                    match Actor::spawn_linked(None, RunActor, args, myself.get_cell()).await {
+                        Ok((actor, _)) => {
+                            st.runs.insert(actor.get_id(), (run_id, actor));
+                            Ok(run_id)
+                        }
+                        Err(e) => {
+                            let reason = e.to_string();
+                            let _ = st.state.set_run_status(
+                                run_id,
+                                RunStatus::Finished(SubStatus::Failed),
+                                &reason,
+                            );
+                            Err(RunControlError::StartFailed { run_id, reason })
+                        }
+                    };
+                let _ = reply.send(result);
+            }
+            SuperLinkMsg::StopRun {
+                run_id,
+                reason,
+                reply,
+            } => {
+                let actor = st
+                    .runs
+                    .values()
+                    .find(|(id, _)| *id == run_id)
+                    .map(|(_, a)| a.clone());
+                let result = match actor {
+                    Some(a) => a
+                        .cast(RunMsg::Stop(reason))
+                        .map_err(|_| RunControlError::NotActive(run_id)),
+                    None => Err(RunControlError::NotActive(run_id)),
+                };
+                let _ = reply.send(result);
+            }
+            SuperLinkMsg::Shutdown { reason, reply } => {
+                st.closing = true;
+                let runs: Vec<(u64, ActorRef<RunMsg>)> = st.runs.drain().map(|(_, r)| r).collect();
+                for (_, actor) in &runs {
+                    let _ = actor.cast(RunMsg::Stop(reason.clone()));
+                }
+                for (run_id, actor) in runs {
+                    if actor.wait(Some(RUN_STOP_WAIT)).await.is_err() {
+                        tracing::warn!(run_id, "run did not stop within {RUN_STOP_WAIT:?}");
+                    }
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _me: ActorRef<SuperLinkMsg>,
+        event: SupervisionEvent,
+        st: &mut SuperLinkState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                st.runs.remove(&cell.get_id());
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some((run_id, _)) = st.runs.remove(&cell.get_id()) {
+                    let reason = format!("run supervisor failed: {err}");
+                    tracing::error!(run_id, "{reason}");
+                    let _ = st.state.set_run_status(
+                        run_id,
+                        RunStatus::Finished(SubStatus::Failed),
+                        &reason,
+                    );
+                    st.state.purge_messages(run_id);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

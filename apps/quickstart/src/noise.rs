@@ -1,0 +1,129 @@
+//! The quickstart's "training": seeded uniform noise added to every parameter.
+//!
+//! Eight independent xorshift32 streams run side by side, so the compiler keeps the loop in
+//! SIMD registers (shifts, xors and an int -> float conversion, all in baseline SSE2): a
+//! node's update costs about as much as copying its model. The streams are seeded with
+//! SplitMix64 from (node id, server round, array index), so a rerun gives the same model.
+
+/// Half-width of the noise: each value moves by a uniform amount in `[-NOISE, NOISE)`.
+pub const NOISE: f32 = 0.01;
+
+const LANES: usize = 8;
+/// Values summed in `f32` before being added to the `f64` total, to bound rounding error.
+const BLOCK: usize = 4096;
+/// Maps a 24-bit integer onto `[0, 2 * NOISE)`.
+const SCALE: f32 = 2.0 * NOISE / (1u32 << 24) as f32;
+
+/// SplitMix64: a fine seed scrambler (and the seeding generator xoshiro's authors suggest).
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The seed of one array's noise on one node in one round.
+pub fn seed_for(node_id: u64, server_round: u64, array_index: u64) -> u64 {
+    let mut s = node_id;
+    let a = splitmix64(&mut s);
+    let mut s = a ^ server_round.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    let b = splitmix64(&mut s);
+    let mut s = b ^ array_index.wrapping_mul(0xA076_1D64_78BD_642F);
+    splitmix64(&mut s)
+}
+
+#[inline(always)]
+fn step(x: &mut u32) -> f32 {
+    *x ^= *x << 13;
+    *x ^= *x >> 17;
+    *x ^= *x << 5;
+    // 24 high bits fit in an i32, whose conversion to f32 is a single SIMD instruction.
+    ((*x >> 8) as i32) as f32 * SCALE - NOISE
+}
+
+/// Returns `values` plus noise in a new vector, and the sum of the noise's absolute values.
+pub fn add_noise(values: &[f32], seed: u64) -> (Vec<f32>, f64) {
+    let mut sm = seed;
+    let mut lanes = [0u32; LANES];
+    for lane in lanes.iter_mut() {
+        // xorshift32 must not start at zero; SplitMix64's low bits are never all zero for
+        // long, but be sure.
+        *lane = (splitmix64(&mut sm) as u32) | 1;
+    }
+    let mut out = vec![0f32; values.len()];
+    let mut total = 0f64;
+    for (out_block, in_block) in out.chunks_mut(BLOCK).zip(values.chunks(BLOCK)) {
+        let mut acc = [0f32; LANES];
+        let mut out_chunks = out_block.chunks_exact_mut(LANES);
+        let mut in_chunks = in_block.chunks_exact(LANES);
+        for (o, i) in (&mut out_chunks).zip(&mut in_chunks) {
+            for l in 0..LANES {
+                let noise = step(&mut lanes[l]);
+                o[l] = i[l] + noise;
+                acc[l] += noise.abs();
+            }
+        }
+        for (l, (o, i)) in out_chunks
+            .into_remainder()
+            .iter_mut()
+            .zip(in_chunks.remainder())
+            .enumerate()
+        {
+            let noise = step(&mut lanes[l]);
+            *o = i + noise;
+            acc[l] += noise.abs();
+        }
+        total += acc.iter().map(|&a| f64::from(a)).sum::<f64>();
+    }
+    (out, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_is_bounded_and_roughly_uniform() {
+        let values = vec![1.0f32; 100_003];
+        let (out, total) = add_noise(&values, 7);
+        assert_eq!(out.len(), values.len());
+        let mut sum = 0f64;
+        for &v in &out {
+            let d = v - 1.0;
+            assert!((-NOISE - 1e-6..NOISE + 1e-6).contains(&d), "{d}");
+            sum += f64::from(d);
+        }
+        let mean = sum / out.len() as f64;
+        assert!(mean.abs() < 2e-4, "mean {mean}");
+        // The mean absolute value of U(-a, a) is a / 2.
+        let mean_abs = total / out.len() as f64;
+        assert!((mean_abs - 0.005).abs() < 2e-4, "mean abs {mean_abs}");
+    }
+
+    #[test]
+    fn same_seed_same_noise_other_seed_other_noise() {
+        let values = vec![0.0f32; 1000];
+        let (a, _) = add_noise(&values, seed_for(3, 1, 0));
+        let (b, _) = add_noise(&values, seed_for(3, 1, 0));
+        let (c, _) = add_noise(&values, seed_for(3, 2, 0));
+        let (d, _) = add_noise(&values, seed_for(4, 1, 0));
+        let (e, _) = add_noise(&values, seed_for(3, 1, 1));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, d);
+        assert_ne!(a, e);
+    }
+
+    #[test]
+    fn lanes_are_not_copies_of_each_other() {
+        let (out, _) = add_noise(&[0.0f32; 16], 99);
+        let distinct: std::collections::HashSet<u32> = out.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(distinct.len(), 16);
+    }
+
+    #[test]
+    fn empty_input_gives_empty_output() {
+        assert_eq!(add_noise(&[], 1), (Vec::new(), 0.0));
+    }
+}

@@ -1,0 +1,151 @@
+//! `<app> clientapp --clientappio-api-address HOST:PORT [--token TOKEN]`: the ClientApp of
+//! one run on a SuperNode, in its own process.
+//!
+//! With `--token` (a SuperNode with `--isolation subprocess` starts the process so) it
+//! serves that run; without, it waits until a run waits for a ClientApp process
+//! (`--isolation process`) and claims it. It then takes the run's messages one by one,
+//! answers each through the app's handlers (`client_exec::execute`: a failing or panicking
+//! handler becomes an error reply, as inside a SuperNode) and hands back the reply with the
+//! updated context, until the SuperNode says the run is over (its token is no longer
+//! valid): exit 0. Exit 1 when the SuperNode stays unreachable for `GIVE_UP`, so that an
+//! app process outlives a killed SuperNode only briefly.
+
+use super::ClientAppFn;
+use super::serverapp::claim;
+use crate::{UserError, exit_code};
+use clap::Parser;
+use floret_actors::client_exec::execute;
+use floret_core::{AppIoError, ClientAppIo, ClientTask};
+use floret_transport::grpc::clientappio_client;
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long one `next_task` call waits for a message.
+const POLL: Duration = Duration::from_secs(30);
+/// Pause between attempts while the SuperNode cannot be reached.
+const RETRY: Duration = Duration::from_millis(500);
+/// How long the SuperNode may be unreachable before the process gives up.
+const GIVE_UP: Duration = Duration::from_secs(30);
+
+/// Flags of the clientapp mode.
+#[derive(Debug, Parser)]
+#[command(about = "Serve as the ClientApp of a run on a SuperNode")]
+pub struct ClientAppArgs {
+    /// The SuperNode's ClientAppIo API.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9094")]
+    pub clientappio_api_address: String,
+    /// The run's token, from the SuperNode that started this process; without it, claim
+    /// the next run that waits for a ClientApp process (--isolation process).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+/// Parses `args` (`args[0]` names the program and mode) and serves one run.
+pub fn run(args: Vec<OsString>, client_app: ClientAppFn) -> ExitCode {
+    // Handlers run on the blocking pool; one worker carries the calls.
+    crate::daemon::main_with_args(args, 1, |args: ClientAppArgs| serve(args, client_app))
+}
+
+/// Whether the loop goes on after an AppIo error, and how.
+enum Next {
+    Retry,
+    /// The run is over: exit 0.
+    Done,
+}
+
+/// Tracks how long the SuperNode has been unreachable.
+struct Outage {
+    address: String,
+    since: Option<Instant>,
+}
+
+impl Outage {
+    /// Sorts an error: retry (waiting a moment) while unreachable for less than
+    /// `GIVE_UP`, done when the token is gone, an error otherwise.
+    async fn after(&mut self, error: AppIoError) -> anyhow::Result<Next> {
+        match error {
+            AppIoError::BadToken | AppIoError::Stopped => Ok(Next::Done),
+            AppIoError::Unavailable(e) => {
+                let since = *self.since.get_or_insert_with(Instant::now);
+                if since.elapsed() > GIVE_UP {
+                    anyhow::bail!(
+                        "the SuperNode at {} has been unreachable for {GIVE_UP:?}: {e}",
+                        self.address
+                    );
+                }
+                tokio::time::sleep(RETRY).await;
+                Ok(Next::Retry)
+            }
+            AppIoError::Invalid(e) => anyhow::bail!("the SuperNode refused a request: {e}"),
+        }
+    }
+}
+
+async fn serve(args: ClientAppArgs, client_app: ClientAppFn) -> anyhow::Result<i32> {
+    let address = args.clientappio_api_address;
+    let client = clientappio_client(&address)
+        .map_err(|e| UserError::new(format!("--clientappio-api-address {address}: {e}")))?;
+    let appio: Arc<dyn ClientAppIo> = Arc::new(client);
+    let token = match args.token {
+        Some(token) => token,
+        None => claim("ClientApp", &address, || appio.claim()).await?,
+    };
+    let app = Arc::new(client_app());
+    let mut outage = Outage {
+        address,
+        since: None,
+    };
+    tracing::info!("serving as a ClientApp");
+    loop {
+        let task = match appio.next_task(&token, POLL).await {
+            Ok(Some(task)) => task,
+            Ok(None) => continue,
+            Err(e) => match outage.after(e).await? {
+                Next::Retry => continue,
+                Next::Done => break,
+            },
+        };
+        outage.since = None;
+        let ClientTask {
+            message,
+            mut context,
+        } = task;
+        let message_id = message.metadata.message_id.clone();
+        let handled = {
+            let app = app.clone();
+            tokio::task::spawn_blocking(move || {
+                let reply = execute(&app, &message, &mut context);
+                (reply.payload, context)
+            })
+            .await?
+        };
+        let (payload, context) = handled;
+        loop {
+            let sent = appio
+                .complete_task(&token, &message_id, payload.clone(), context.clone())
+                .await;
+            match sent {
+                Ok(()) => break,
+                // The SuperNode stopped waiting (the message expired): carry on.
+                Err(AppIoError::Invalid(e)) => {
+                    tracing::warn!(message_id, "reply not taken: {e}");
+                    break;
+                }
+                Err(e) => match outage.after(e).await? {
+                    Next::Retry => continue,
+                    Next::Done => return Ok(done()),
+                },
+            }
+        }
+        outage.since = None;
+    }
+    Ok(done())
+}
+
+fn done() -> i32 {
+    tracing::info!("the run is over");
+    exit_code::OK
+}

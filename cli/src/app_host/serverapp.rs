@@ -1,0 +1,107 @@
+//! `<app> serverapp --serverappio-api-address HOST:PORT [--token TOKEN]`: the ServerApp of
+//! one run on a SuperLink, in its own process.
+//!
+//! With `--token` (a SuperLink with `--isolation subprocess` starts the process so) it
+//! serves that run; without, it waits until a run waits for a ServerApp process
+//! (`--isolation process`) and claims it. It then runs the app's `main` against a
+//! `RemoteGrid`, reports how `main` ended (`finish`: completed, or failed with the error or
+//! panic message) and exits: 0 when the run completed, 1 when it failed or the SuperLink
+//! could not be reached, 2 for bad flags.
+
+use super::ServerAppFn;
+use crate::{UserError, exit_code};
+use clap::Parser;
+use floret_actors::client_exec::panic_message;
+use floret_core::{AppIoError, AppOutcome, ServerAppIo};
+use floret_transport::grpc::{RemoteGrid, serverappio_client};
+use std::ffi::OsString;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a process without a token asks for a run to serve.
+pub(super) const CLAIM_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Flags of the serverapp mode.
+#[derive(Debug, Parser)]
+#[command(about = "Serve as the ServerApp of a run on a SuperLink")]
+pub struct ServerAppArgs {
+    /// The SuperLink's ServerAppIo API.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9091")]
+    pub serverappio_api_address: String,
+    /// The run's token, from the SuperLink that started this process; without it, claim
+    /// the next run that waits for a ServerApp process (--isolation process).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+/// Parses `args` (`args[0]` names the program and mode) and serves one run.
+pub fn run(args: Vec<OsString>, server_app: ServerAppFn) -> ExitCode {
+    crate::daemon::main_with_args(args, 2, |args: ServerAppArgs| serve(args, server_app))
+}
+
+/// Asks `claim` until it names a run (`--isolation process`); waits while the daemon is
+/// not reachable yet.
+pub(super) async fn claim<F, Fut>(what: &str, address: &str, mut claim: F) -> anyhow::Result<String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<String>, AppIoError>>,
+{
+    tracing::info!("waiting for a run that needs a {what} process at {address}");
+    loop {
+        match claim().await {
+            Ok(Some(token)) => return Ok(token),
+            Ok(None) => {}
+            Err(AppIoError::Unavailable(e)) => tracing::debug!("not reachable yet: {e}"),
+            Err(e) => anyhow::bail!("could not claim a run at {address}: {e}"),
+        }
+        tokio::time::sleep(CLAIM_INTERVAL).await;
+    }
+}
+
+async fn serve(args: ServerAppArgs, server_app: ServerAppFn) -> anyhow::Result<i32> {
+    let address = args.serverappio_api_address;
+    let client = serverappio_client(&address)
+        .map_err(|e| UserError::new(format!("--serverappio-api-address {address}: {e}")))?;
+    let appio: Arc<dyn ServerAppIo> = Arc::new(client);
+    let token = match args.token {
+        Some(token) => token,
+        None => claim("ServerApp", &address, || appio.claim()).await?,
+    };
+    let (grid, context) = RemoteGrid::connect(appio, &token)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not start serving the run at {address}: {e}"))?;
+    let run_id = context.run_id;
+    tracing::info!(run_id, "serving as the ServerApp of run {run_id}");
+    let grid = Arc::new(grid);
+    // In a task of its own, so that a panic in `main` is caught and reported.
+    let main = tokio::spawn({
+        let grid = grid.clone();
+        async move { server_app().main(grid.as_ref(), context).await }
+    });
+    let outcome = match main.await {
+        Ok(Ok(())) => AppOutcome::Completed,
+        Ok(Err(e)) => AppOutcome::Failed(format!("ServerApp returned an error: {e}")),
+        Err(e) if e.is_panic() => AppOutcome::Failed(format!(
+            "ServerApp panicked: {}",
+            panic_message(e.into_panic().as_ref())
+        )),
+        Err(_) => AppOutcome::Failed("ServerApp task was cancelled".into()),
+    };
+    let grid = Arc::try_unwrap(grid)
+        .map_err(|_| anyhow::anyhow!("the ServerApp kept its grid after `main` ended"))?;
+    grid.finish(outcome.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("could not report the end of run {run_id}: {e}"))?;
+    match outcome {
+        AppOutcome::Completed => {
+            tracing::info!(run_id, "run completed");
+            Ok(exit_code::OK)
+        }
+        AppOutcome::Failed(reason) => {
+            tracing::error!(run_id, "{reason}");
+            Ok(exit_code::RUN_FAILED)
+        }
+    }
+}

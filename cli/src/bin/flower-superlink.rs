@@ -1,0 +1,25 @@
+//! `flower-superlink`: the server side of a Floret deployment.
+//!
+//! It keeps the system allocator, unlike `flwr`: with mimalloc, whose arenas were backed by
+//! transparent huge pages, an idle daemon held 19 MB instead of 7 (docs/BENCHMARKS.md, D2).
+
+use floret_cli::daemon::superlink::{SuperLinkArgs, SuperLinkConfig, serve};
+use floret_cli::daemon::{self, shutdown_signal};
+use floret_cli::exit_code;
+use std::process::ExitCode;
+
+/// Few workers keep the idle daemon small; two let a ServerApp's aggregation (a task on
+/// the workers) go on while the other serves gRPC calls.
+const WORKER_THREADS: usize = 2;
+
+fn main() -> ExitCode {
+    daemon::main(WORKER_THREADS, |args: SuperLinkArgs| async move {
+        let config = SuperLinkConfig::from_args(&args, std::env::vars())?;
+        serve(config, async {
+            let signal = shutdown_signal().await;
+            tracing::info!("{signal} received");
+        })
+        .await?;
+        Ok(exit_code::OK)
+    })
+}

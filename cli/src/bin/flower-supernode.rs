@@ -1,0 +1,24 @@
+//! `flower-supernode`: the client side of a Floret deployment.
+//!
+//! It keeps the system allocator, unlike `flwr`: with mimalloc, whose arenas were backed by
+//! transparent huge pages, an idle daemon held 19 MB instead of 7 (docs/BENCHMARKS.md, D2).
+
+use floret_cli::daemon::supernode::{SuperNodeArgs, SuperNodeConfig, serve};
+use floret_cli::daemon::{self, shutdown_signal};
+use floret_cli::exit_code;
+use std::process::ExitCode;
+
+/// An idle SuperNode waits on one connection; ClientApp work runs on the blocking pool.
+const WORKER_THREADS: usize = 1;
+
+fn main() -> ExitCode {
+    daemon::main(WORKER_THREADS, |args: SuperNodeArgs| async move {
+        let config = SuperNodeConfig::from_args(&args, std::env::vars())?;
+        serve(config, async {
+            let signal = shutdown_signal().await;
+            tracing::info!("{signal} received");
+        })
+        .await?;
+        Ok(exit_code::OK)
+    })
+}

@@ -1,0 +1,276 @@
+//! The long-running processes: `flower-superlink` and `flower-supernode`.
+//!
+//! Each daemon reads its settings in layers (`settings`), validates them into a config
+//! type (`SuperLinkConfig`, `SuperNodeConfig`) and only then starts anything, so a bad
+//! setting is one line and exit 2 before a port is bound. Both stop on SIGINT or SIGTERM.
+
+pub mod settings;
+pub mod superlink;
+pub mod supernode;
+
+use crate::{UserError, exit_code, report_outcome};
+use floret_actors::Isolation;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The body of a daemon binary: parses `A` from the command line (usage errors exit 2,
+/// `--help` exits 0), logs at `info` unless `RUST_LOG` says otherwise, runs `body` on a
+/// small runtime and maps its outcome to the exit-code contract.
+pub fn main<A, F>(worker_threads: usize, body: impl FnOnce(A) -> F) -> ExitCode
+where
+    A: clap::Parser,
+    F: Future<Output = anyhow::Result<i32>>,
+{
+    main_with_args(std::env::args_os(), worker_threads, body)
+}
+
+/// [`main`] over explicit arguments (`args[0]` names the program), for the app binary's
+/// `serverapp` / `clientapp` modes, whose arguments start after the mode word.
+pub fn main_with_args<A, F>(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    worker_threads: usize,
+    body: impl FnOnce(A) -> F,
+) -> ExitCode
+where
+    A: clap::Parser,
+    F: Future<Output = anyhow::Result<i32>>,
+{
+    let args = match A::try_parse_from(args) {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            let code = if e.use_stderr() { exit_code::USAGE } else { 0 };
+            return ExitCode::from(code as u8);
+        }
+    };
+    crate::init_tracing("info");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit_code::RUN_FAILED as u8);
+        }
+    };
+    report_outcome(runtime.block_on(body(args)))
+}
+
+/// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM; returns its name.
+pub async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// TLS comes in a later release; until then a daemon must be told to go without it.
+pub fn require_insecure(insecure: bool) -> Result<(), UserError> {
+    if insecure {
+        Ok(())
+    } else {
+        Err(UserError::new(
+            "TLS is not available yet: pass --insecure (or set insecure = true in the --config file, or FLWR_INSECURE=true)",
+        ))
+    }
+}
+
+/// `--isolation`: how the apps that come as FABs run; built-in apps always run inside the
+/// daemon.
+pub fn parse_isolation(value: &str) -> Result<Isolation, UserError> {
+    value
+        .parse()
+        .map_err(|e| UserError::new(format!("--isolation {e}")))
+}
+
+/// Where an AppIo API listens: `value` when given, else Flower's fixed port with
+/// `--isolation process` (app processes started elsewhere must know where to connect),
+/// and any free port on 127.0.0.1 with `subprocess`, where only the daemon's own children
+/// connect (so that several SuperNodes can run on one machine without flags).
+pub fn appio_listen_address(
+    setting: &str,
+    value: &str,
+    isolation: Isolation,
+    process_default: &str,
+) -> Result<SocketAddr, UserError> {
+    match (value, isolation) {
+        ("", Isolation::Process) => listen_address(setting, process_default),
+        ("", Isolation::Subprocess) => Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        (value, _) => listen_address(setting, value),
+    }
+}
+
+/// The address an app process on this machine connects to, for an API bound to `bound`:
+/// loopback when it listens on every interface.
+pub fn connect_address(bound: SocketAddr) -> String {
+    let ip = match bound.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, bound.port()).to_string()
+}
+
+/// `--fab-cache-dir`: `value` when given, else `$XDG_CACHE_HOME/floret/fabs`,
+/// `$HOME/.cache/floret/fabs`, or `floret-fabs` in the system's temporary directory.
+pub fn fab_cache_dir(value: &str, env: &[(String, String)]) -> PathBuf {
+    if !value.is_empty() {
+        return PathBuf::from(value);
+    }
+    let var = |name: &str| {
+        env.iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| PathBuf::from(v))
+    };
+    if let Some(cache) = var("XDG_CACHE_HOME") {
+        cache.join("floret").join("fabs")
+    } else if let Some(home) = var("HOME") {
+        home.join(".cache").join("floret").join("fabs")
+    } else {
+        std::env::temp_dir().join("floret-fabs")
+    }
+}
+
+/// A `HOST:PORT` to listen on; `setting` (e.g. `fleet-api-address`) names it in errors.
+pub fn listen_address(setting: &str, value: &str) -> Result<SocketAddr, UserError> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let bad = || {
+        UserError::new(format!(
+            "--{setting} `{value}` is not HOST:PORT: write e.g. 0.0.0.0:9092 or 127.0.0.1:9093"
+        ))
+    };
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    value
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            UserError::new(format!(
+                "--{setting} `{value}`: cannot resolve host `{host}`: use an IP address, e.g. 0.0.0.0"
+            ))
+        })
+}
+
+/// A failed bind as the user needs it: an address in use (or not ours to use) is theirs
+/// to fix, exit 2; anything else is a plain failure.
+pub fn bind_error(
+    setting: &str,
+    addr: SocketAddr,
+    error: &(dyn std::error::Error + 'static),
+) -> anyhow::Error {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            let problem = match io.kind() {
+                std::io::ErrorKind::AddrInUse => Some("is already in use"),
+                std::io::ErrorKind::AddrNotAvailable => Some("is not an address of this machine"),
+                std::io::ErrorKind::PermissionDenied => Some("needs privileges to listen on"),
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                return UserError::new(format!(
+                    "--{setting} {addr} {problem}: stop the process that holds it or pass another address, e.g. --{setting} 0.0.0.0:0 for any free port"
+                ))
+                .into();
+            }
+        }
+        source = e.source();
+    }
+    anyhow::anyhow!("cannot listen on {addr} (--{setting}): {error}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_are_host_and_port() {
+        assert_eq!(
+            listen_address("fleet-api-address", "0.0.0.0:9092").unwrap(),
+            "0.0.0.0:9092".parse::<SocketAddr>().unwrap()
+        );
+        assert!(listen_address("x", "[::]:9093").is_ok());
+        assert!(listen_address("x", "localhost:9093").is_ok());
+        for bad in ["9092", "0.0.0.0", "0.0.0.0:port", ":9092", "0.0.0.0:70000"] {
+            let e = listen_address("fleet-api-address", bad).unwrap_err();
+            assert!(e.to_string().contains("--fleet-api-address"), "{e}");
+        }
+    }
+
+    #[test]
+    fn both_isolation_modes_run_and_others_are_refused() {
+        assert_eq!(
+            parse_isolation("subprocess").unwrap(),
+            Isolation::Subprocess
+        );
+        assert_eq!(parse_isolation("process").unwrap(), Isolation::Process);
+        let e = parse_isolation("docker").unwrap_err().to_string();
+        assert!(e.starts_with("--isolation `docker`"), "{e}");
+    }
+
+    #[test]
+    fn appio_addresses_default_by_isolation_and_connect_on_loopback() {
+        let any = appio_listen_address("x", "", Isolation::Subprocess, "127.0.0.1:9094").unwrap();
+        assert_eq!(any, "127.0.0.1:0".parse().unwrap());
+        let fixed = appio_listen_address("x", "", Isolation::Process, "127.0.0.1:9094").unwrap();
+        assert_eq!(fixed, "127.0.0.1:9094".parse().unwrap());
+        let given = appio_listen_address("x", "0.0.0.0:7", Isolation::Subprocess, "127.0.0.1:9094");
+        assert_eq!(given.unwrap(), "0.0.0.0:7".parse().unwrap());
+        assert_eq!(connect_address("0.0.0.0:7".parse().unwrap()), "127.0.0.1:7");
+        assert_eq!(connect_address("[::]:7".parse().unwrap()), "[::1]:7");
+        assert_eq!(connect_address("10.0.0.4:7".parse().unwrap()), "10.0.0.4:7");
+    }
+
+    #[test]
+    fn the_fab_cache_follows_xdg_then_home() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let both = env(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "/c")]);
+        assert_eq!(fab_cache_dir("", &both), PathBuf::from("/c/floret/fabs"));
+        let home = env(&[("HOME", "/home/u")]);
+        assert_eq!(
+            fab_cache_dir("", &home),
+            PathBuf::from("/home/u/.cache/floret/fabs")
+        );
+        assert_eq!(fab_cache_dir("/x", &home), PathBuf::from("/x"));
+        assert!(fab_cache_dir("", &[]).ends_with("floret-fabs"));
+    }
+
+    #[test]
+    fn an_address_in_use_is_the_users_to_fix() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let err = std::net::TcpListener::bind(addr).unwrap_err();
+        let e = bind_error("fleet-api-address", addr, &err);
+        let user = e.downcast_ref::<UserError>().expect("a user error");
+        assert!(user.to_string().contains("is already in use"), "{user}");
+    }
+}

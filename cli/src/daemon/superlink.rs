@@ -1,0 +1,337 @@
+//! `flower-superlink`: the server side of a deployment. Serves the Fleet API (SuperNodes
+//! connect, default port 9092), the Control API (`flwr` connects, default port 9093) and
+//! the ServerAppIo API (process-isolated ServerApps connect) over gRPC, runs built-in
+//! ServerApps in-process and the ServerApps of FABs as processes of their own
+//! (`--isolation`), keeps its state in memory.
+//!
+//! ```text
+//! flower-superlink
+//!  ├─ Fleet gRPC server ───────┐
+//!  ├─ Control gRPC server ─────┼─> SuperLinkService (actors) ─> MemoryLinkState
+//!  ├─ ServerAppIo gRPC server ─┘    └─ ServerApp processes of FAB runs (subprocess)
+//!  └─ signal listener: SIGINT/SIGTERM -> service shutdown (runs end finished:stopped,
+//!                                        their processes are killed), then the servers drain
+//! ```
+
+use super::settings::layered;
+use super::{
+    appio_listen_address, bind_error, connect_address, fab_cache_dir, listen_address,
+    parse_isolation, require_insecure,
+};
+use crate::UserError;
+use crate::registry::BuiltinCatalog;
+use floret_actors::{
+    AppLauncher, FabCache, HeartbeatPolicy, Isolation, LinkAppIo, LinkFabs, LinkState,
+    MemoryLinkState, SuperLinkService,
+};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the servers may take to drain open calls after the service has shut down.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Flags, with Flower's names. Each may also be set in the `--config` file (same name,
+/// without the dashes in front) or as `FLWR_<NAME>` (upper case, `_` for `-`).
+#[derive(Debug, clap::Parser, Serialize)]
+#[command(
+    name = "flower-superlink",
+    version,
+    about = "The Floret SuperLink: coordinates SuperNodes and runs ServerApps"
+)]
+#[serde(rename_all = "kebab-case")]
+pub struct SuperLinkArgs {
+    /// Serve without TLS. Required for now: TLS is not available yet.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
+    pub insecure: bool,
+    /// Where SuperNodes connect (Fleet API) [default: 0.0.0.0:9092].
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_api_address: Option<String>,
+    /// Where `flwr` connects (Control API) [default: 0.0.0.0:9093].
+    #[arg(long, visible_alias = "exec-api-address", value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_api_address: Option<String>,
+    /// Where process-isolated ServerApps connect (ServerAppIo API) [default: 127.0.0.1:9091
+    /// with --isolation process; any free port on 127.0.0.1 with subprocess].
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serverappio_api_address: Option<String>,
+    /// How the ServerApps of FABs run: `subprocess` starts each as a process of the
+    /// SuperLink; with `process` the SuperLink starts nothing and waits for
+    /// `<app> serverapp --serverappio-api-address ...` to claim the run. Built-in apps run
+    /// inside the SuperLink either way [default: subprocess].
+    #[arg(long, value_name = "MODE", value_parser = ["subprocess", "process"])]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
+    /// Where app binaries from FABs are kept, by hash [default: $XDG_CACHE_HOME/floret/fabs
+    /// or ~/.cache/floret/fabs].
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fab_cache_dir: Option<String>,
+    /// Where runs are kept; only `:memory:` for now [default: :memory:].
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// A TOML file of settings, keyed by these flags' names (`insecure = true`,
+    /// `fleet-api-address = "0.0.0.0:9092"`); FLWR_* variables override it, flags override both.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The merged settings before validation.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct Settings {
+    insecure: bool,
+    fleet_api_address: String,
+    control_api_address: String,
+    /// Empty: chosen by `isolation` (see `appio_listen_address`).
+    serverappio_api_address: String,
+    isolation: String,
+    /// Empty: the default cache (see `fab_cache_dir`).
+    fab_cache_dir: String,
+    database: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            insecure: false,
+            fleet_api_address: "0.0.0.0:9092".into(),
+            control_api_address: "0.0.0.0:9093".into(),
+            serverappio_api_address: String::new(),
+            isolation: "subprocess".into(),
+            fab_cache_dir: String::new(),
+            database: ":memory:".into(),
+        }
+    }
+}
+
+/// What the SuperLink runs with, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuperLinkConfig {
+    /// Fleet API listen address; port 0 picks a free port (logged once bound).
+    pub fleet_api_address: SocketAddr,
+    /// Control API listen address; port 0 picks a free port.
+    pub control_api_address: SocketAddr,
+    /// ServerAppIo API listen address; port 0 picks a free port.
+    pub serverappio_api_address: SocketAddr,
+    /// How the ServerApps of FABs run.
+    pub isolation: Isolation,
+    /// Where their binaries are written.
+    pub fab_cache_dir: PathBuf,
+}
+
+impl SuperLinkConfig {
+    /// Merges defaults, the `--config` file, `env` (`FLWR_*`) and the flags, and checks the
+    /// result.
+    pub fn from_args(
+        args: &SuperLinkArgs,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<SuperLinkConfig, UserError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let s: Settings = layered(
+            &Settings::default(),
+            args.config.as_deref(),
+            env.clone(),
+            args,
+        )?;
+        require_insecure(s.insecure)?;
+        let isolation = parse_isolation(&s.isolation)?;
+        // Flower spells the in-memory store `:flwr-in-memory-state:`.
+        if !matches!(s.database.as_str(), ":memory:" | ":flwr-in-memory-state:") {
+            return Err(UserError::new(format!(
+                "--database {}: only :memory: is available yet (runs are kept in memory until the SuperLink stops): drop --database or pass --database :memory:",
+                s.database
+            )));
+        }
+        Ok(SuperLinkConfig {
+            fleet_api_address: listen_address("fleet-api-address", &s.fleet_api_address)?,
+            control_api_address: listen_address("control-api-address", &s.control_api_address)?,
+            serverappio_api_address: appio_listen_address(
+                "serverappio-api-address",
+                &s.serverappio_api_address,
+                isolation,
+                "127.0.0.1:9091",
+            )?,
+            isolation,
+            fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
+        })
+    }
+}
+
+/// Runs the SuperLink until `shutdown` resolves, then shuts it down gracefully: unfinished
+/// runs end finished:stopped, open calls drain, and the function returns.
+pub async fn serve(
+    config: SuperLinkConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+    let appio = Arc::new(LinkAppIo::new(state.clone()));
+    let serverappio =
+        floret_transport::grpc::bind_serverappio(config.serverappio_api_address, appio.clone())
+            .await
+            .map_err(|e| {
+                bind_error(
+                    "serverappio-api-address",
+                    config.serverappio_api_address,
+                    &e,
+                )
+            })?;
+    let fabs = LinkFabs {
+        io: appio,
+        launcher: AppLauncher::new(
+            config.isolation,
+            FabCache::new(&config.fab_cache_dir),
+            connect_address(serverappio.local_addr()),
+        ),
+    };
+    let service = match SuperLinkService::start_with_fabs(
+        state,
+        Arc::new(BuiltinCatalog),
+        HeartbeatPolicy::default(),
+        Some(fabs),
+    )
+    .await
+    {
+        Ok(service) => service,
+        Err(e) => {
+            serverappio.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let fleet =
+        match floret_transport::grpc::bind_fleet(config.fleet_api_address, service.fleet()).await {
+            Ok(server) => server,
+            Err(e) => {
+                service.shutdown().await;
+                serverappio.shutdown().await;
+                return Err(bind_error(
+                    "fleet-api-address",
+                    config.fleet_api_address,
+                    &e,
+                ));
+            }
+        };
+    let control =
+        match floret_transport::grpc::bind_control(config.control_api_address, service.control())
+            .await
+        {
+            Ok(server) => server,
+            Err(e) => {
+                fleet.shutdown().await;
+                service.shutdown().await;
+                serverappio.shutdown().await;
+                return Err(bind_error(
+                    "control-api-address",
+                    config.control_api_address,
+                    &e,
+                ));
+            }
+        };
+    tracing::info!(
+        "apps of FABs run with --isolation {}, binaries cached in {}",
+        config.isolation,
+        config.fab_cache_dir.display()
+    );
+    tracing::info!(
+        "ServerAppIo API (ServerApps) listening on {}",
+        serverappio.local_addr()
+    );
+    tracing::info!("Fleet API (SuperNodes) listening on {}", fleet.local_addr());
+    tracing::info!("Control API (flwr) listening on {}", control.local_addr());
+    shutdown.await;
+    tracing::info!("shutting down: stopping unfinished runs");
+    service.shutdown().await;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        tokio::join!(fleet.shutdown(), control.shutdown(), serverappio.shutdown())
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("open calls did not end within {DRAIN_TIMEOUT:?}; leaving them");
+    }
+    tracing::info!("SuperLink stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn config(args: &[&str], env: &[(&str, &str)]) -> Result<SuperLinkConfig, UserError> {
+        let args = SuperLinkArgs::try_parse_from(
+            std::iter::once("flower-superlink").chain(args.iter().copied()),
+        )
+        .unwrap();
+        SuperLinkConfig::from_args(
+            &args,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_are_flowers_ports() {
+        let c = config(&["--insecure"], &[]).unwrap();
+        assert_eq!(c.fleet_api_address, "0.0.0.0:9092".parse().unwrap());
+        assert_eq!(c.control_api_address, "0.0.0.0:9093".parse().unwrap());
+    }
+
+    #[test]
+    fn without_insecure_it_refuses_to_start() {
+        let e = config(&[], &[]).unwrap_err();
+        assert!(e.to_string().contains("pass --insecure"), "{e}");
+        assert!(config(&[], &[("FLWR_INSECURE", "true")]).is_ok());
+    }
+
+    #[test]
+    fn exec_api_address_is_an_alias_and_flags_beat_the_environment() {
+        let c = config(
+            &["--insecure", "--exec-api-address", "127.0.0.1:1"],
+            &[
+                ("FLWR_CONTROL_API_ADDRESS", "127.0.0.1:2"),
+                ("FLWR_FLEET_API_ADDRESS", "127.0.0.1:3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.control_api_address, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(c.fleet_api_address, "127.0.0.1:3".parse().unwrap());
+    }
+
+    #[test]
+    fn only_in_memory_state_for_now() {
+        let e = config(&["--insecure", "--database", "state.db"], &[]).unwrap_err();
+        assert!(e.to_string().contains("only :memory:"), "{e}");
+        assert!(config(&["--insecure", "--database", ":memory:"], &[]).is_ok());
+        assert!(config(&["--insecure", "--database", ":flwr-in-memory-state:"], &[]).is_ok());
+    }
+
+    #[test]
+    fn serverappio_defaults_to_9091_with_process_isolation() {
+        let c = config(&["--insecure"], &[]).unwrap();
+        assert_eq!(c.isolation, Isolation::Subprocess);
+        assert_eq!(c.serverappio_api_address, "127.0.0.1:0".parse().unwrap());
+        let c = config(&["--insecure", "--isolation", "process"], &[]).unwrap();
+        assert_eq!(c.isolation, Isolation::Process);
+        assert_eq!(c.serverappio_api_address, "127.0.0.1:9091".parse().unwrap());
+        let c = config(
+            &["--insecure", "--fab-cache-dir", "/tmp/fabs"],
+            &[("FLWR_SERVERAPPIO_API_ADDRESS", "0.0.0.0:7")],
+        )
+        .unwrap();
+        assert_eq!(c.serverappio_api_address, "0.0.0.0:7".parse().unwrap());
+        assert_eq!(c.fab_cache_dir, PathBuf::from("/tmp/fabs"));
+        let e = config(&["--insecure", "--serverappio-api-address", "9091"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--serverappio-api-address"), "{e}");
+    }
+}

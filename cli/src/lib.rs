@@ -1,0 +1,87 @@
+//! floret-cli: the `flwr` command and the `flower-superlink` / `flower-supernode` daemons.
+//!
+//! Thin by design: parse flags, read files, validate them into a config type, call library
+//! code (floret-simulation for local federations, floret-actors and floret-transport for a
+//! deployment), and report. Every user error is a `UserError`, which the binaries turn into
+//! one clear line and exit code 2.
+
+pub mod app_host;
+pub mod build_cmd;
+pub mod daemon;
+pub mod follow;
+pub mod log_cmd;
+pub mod ls_cmd;
+pub mod new_cmd;
+pub mod project;
+pub mod registry;
+pub mod remote;
+pub mod report;
+pub mod run_cmd;
+pub mod stop_cmd;
+pub mod submit;
+
+// What a user's app crate needs, through its one dependency on floret-cli.
+pub use async_trait;
+pub use floret_core;
+pub use floret_strategies;
+
+use thiserror::Error;
+
+/// A mistake in what the user typed or wrote (flags, config files, pyproject.toml, run
+/// config, a run id): reported as one line naming the problem and the fix, exit code 2, no
+/// backtrace.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+impl UserError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        UserError(msg.into())
+    }
+}
+
+/// Exit codes are a contract, the same for all three binaries:
+///
+/// | code | `flwr` | daemons |
+/// |---|---|---|
+/// | 0 | done: the run completed (`run --stream`), or the command did what it says | stopped by SIGINT/SIGTERM after a clean shutdown |
+/// | 1 | the run ended other than completed, or the SuperLink could not be reached, or another failure that is not the user's input | a failure at run time: the SuperNode gave up reconnecting, the runtime broke |
+/// | 2 | bad input: flags, pyproject.toml, run config, a federation without an address for `ls`/`log`/`stop`, an unknown run id, a run that already finished | bad flags or config, an address that is in use or malformed |
+/// | 130 | Ctrl-C while following a run (`run --stream`, `log --stream`): detached, the run goes on | |
+pub mod exit_code {
+    pub const OK: i32 = 0;
+    /// The run failed or was stopped, the SuperLink is unreachable, or the runtime failed.
+    pub const RUN_FAILED: i32 = 1;
+    pub const USAGE: i32 = 2;
+    /// Detached from a followed run by Ctrl-C (128 + SIGINT, the shell's convention).
+    pub const DETACHED: i32 = 130;
+}
+
+/// Turns a command's outcome into the process exit code, printing errors as one line:
+/// a `UserError` anywhere in the chain exits 2, anything else 1.
+pub fn report_outcome(result: anyhow::Result<i32>) -> std::process::ExitCode {
+    match result {
+        Ok(code) => std::process::ExitCode::from(code as u8),
+        Err(e) => {
+            if let Some(user) = e.chain().find_map(|c| c.downcast_ref::<UserError>()) {
+                eprintln!("error: {user}");
+                std::process::ExitCode::from(exit_code::USAGE as u8)
+            } else {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::from(exit_code::RUN_FAILED as u8)
+            }
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (`default` when unset); colours only on a terminal.
+pub fn init_tracing(default: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,169 @@
+//! The remote path of `flwr`: a federation with an `address` names a SuperLink's Control
+//! API. This module checks such a federation, connects to it, and turns Control errors into
+//! the CLI's exit-code contract (the user's mistakes exit 2, an unreachable SuperLink 1).
+
+use crate::UserError;
+use crate::project::Project;
+use floret_core::{Control, ControlError, Federation};
+use floret_transport::TransportError;
+use std::sync::Arc;
+
+/// A SuperLink to talk to, taken from a federation of the app's `pyproject.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remote {
+    /// The federation's name, for messages.
+    pub federation: String,
+    /// Its Control API address, `HOST:PORT`.
+    pub address: String,
+}
+
+impl Remote {
+    /// The SuperLink of `federation` (or the default one). A federation without an address
+    /// is a local simulation, which keeps no runs to list, follow or stop: `command` (e.g.
+    /// "flwr ls") shapes that error's hint.
+    pub fn from_project(
+        project: &Project,
+        federation: Option<&str>,
+        command: &str,
+    ) -> Result<Remote, UserError> {
+        let chosen = project
+            .manifest
+            .federation(federation)
+            .map_err(|e| UserError::new(e.to_string()))?;
+        if chosen.address.is_none() {
+            let remotes: Vec<&str> = project
+                .manifest
+                .federations
+                .values()
+                .filter(|f| f.address.is_some())
+                .map(|f| f.name.as_str())
+                .collect();
+            let hint = match remotes.first() {
+                Some(name) => format!("such as `{name}`"),
+                None => "add one with address = \"127.0.0.1:9093\" and insecure = true".to_owned(),
+            };
+            return Err(UserError::new(format!(
+                "federation `{}` is a local simulation, which keeps no runs: `{command}` needs a federation with an address (a SuperLink), {hint}",
+                chosen.name
+            )));
+        }
+        Remote::from_federation(chosen)
+    }
+
+    /// Checks a federation that has an address. TLS is not available yet, so it must say
+    /// `insecure = true`.
+    pub fn from_federation(federation: &Federation) -> Result<Remote, UserError> {
+        let address = federation.address.clone().unwrap_or_default();
+        let table = format!("[tool.flwr.federations.{}]", federation.name);
+        if federation.root_certificates.is_some() {
+            return Err(UserError::new(format!(
+                "TLS is not available yet: remove root-certificates from {table} and set insecure = true"
+            )));
+        }
+        if federation.insecure != Some(true) {
+            return Err(UserError::new(format!(
+                "TLS is not available yet: set insecure = true in {table} to connect to {address} without it"
+            )));
+        }
+        if federation.enable_user_auth {
+            return Err(UserError::new(format!(
+                "user authentication is not available yet: remove enable-user-auth from {table}"
+            )));
+        }
+        if !has_port(&address) {
+            return Err(UserError::new(format!(
+                "address = \"{address}\" in {table} has no port: write HOST:PORT, e.g. \"{address}:9093\""
+            )));
+        }
+        Ok(Remote {
+            federation: federation.name.clone(),
+            address,
+        })
+    }
+
+    /// Connects to the SuperLink's Control API. Failing to reach it is not the user's input
+    /// being wrong (exit 1), but the message says what to check.
+    pub async fn connect(&self) -> anyhow::Result<Arc<dyn Control>> {
+        match floret_transport::grpc::control_client(&self.address).await {
+            Ok(client) => Ok(Arc::new(client)),
+            Err(TransportError::Connect { reason, .. }) => Err(anyhow::anyhow!(
+                "cannot reach the SuperLink at {} (federation `{}`): {reason}: is flower-superlink running, and is this its Control API address (port 9093 by default)?",
+                self.address,
+                self.federation
+            )),
+            Err(e @ TransportError::InvalidAddress { .. }) => Err(UserError::new(format!(
+                "address of [tool.flwr.federations.{}]: {e}",
+                self.federation
+            ))
+            .into()),
+            Err(e) => Err(anyhow::Error::from(e)),
+        }
+    }
+
+    /// A Control error as the CLI reports it: unknown runs and refused requests are the
+    /// user's to fix (exit 2); a lost connection is not (exit 1).
+    pub fn error(&self, e: ControlError) -> anyhow::Error {
+        match e {
+            ControlError::UnknownRun(_) | ControlError::Finished(_) | ControlError::Invalid(_) => {
+                UserError::new(e.to_string()).into()
+            }
+            ControlError::Unavailable(reason) => anyhow::anyhow!(
+                "lost the connection to the SuperLink at {}: {reason}",
+                self.address
+            ),
+        }
+    }
+}
+
+/// `HOST:PORT` with a numeric port (`[::1]:9093` too).
+pub(crate) fn has_port(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floret_core::FederationOptions;
+
+    fn federation(address: &str, insecure: Option<bool>) -> Federation {
+        Federation {
+            name: "remote".into(),
+            address: Some(address.into()),
+            insecure,
+            root_certificates: None,
+            enable_user_auth: false,
+            transport: None,
+            options: FederationOptions::default(),
+        }
+    }
+
+    #[test]
+    fn an_insecure_federation_with_a_port_is_a_remote() {
+        let r = Remote::from_federation(&federation("127.0.0.1:9093", Some(true))).unwrap();
+        assert_eq!(r.address, "127.0.0.1:9093");
+        assert_eq!(r.federation, "remote");
+    }
+
+    #[test]
+    fn tls_is_refused_until_it_exists() {
+        for insecure in [None, Some(false)] {
+            let e = Remote::from_federation(&federation("h:9093", insecure)).unwrap_err();
+            assert!(e.to_string().contains("set insecure = true"), "{e}");
+        }
+        let mut f = federation("h:9093", None);
+        f.root_certificates = Some("ca.crt".into());
+        let e = Remote::from_federation(&f).unwrap_err();
+        assert!(e.to_string().starts_with("TLS is not available yet"), "{e}");
+    }
+
+    #[test]
+    fn an_address_needs_a_port() {
+        let e = Remote::from_federation(&federation("superlink.example", Some(true))).unwrap_err();
+        assert!(e.to_string().contains("superlink.example:9093"), "{e}");
+        assert!(has_port("[::1]:9093"));
+        assert!(!has_port(":9093"));
+        assert!(!has_port("h:port"));
+    }
+}

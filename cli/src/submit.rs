@@ -1,0 +1,122 @@
+//! `flwr run` against a SuperLink: check the run locally so that mistakes fail before
+//! anything is sent, start it (with the app's FAB when it is not built in), print its id,
+//! and with `--stream` follow it to the end.
+
+use crate::build_cmd::PackedFab;
+use crate::follow::{Followed, follow, log_command};
+use crate::project::Project;
+use crate::registry::BuiltinCatalog;
+use crate::remote::Remote;
+use crate::report::{Format, Reporter};
+use crate::run_cmd::{RunArgs, app_ref};
+use crate::{UserError, exit_code};
+use floret_core::{
+    AppCatalog, Federation, RunStatus, StartRun, SubStatus, UserConfig, UserConfigValue,
+};
+use serde_json::json;
+use std::time::Instant;
+
+/// Starts the run on the federation's SuperLink, sending `fab` for an app that is not
+/// built in; returns the exit code.
+pub async fn execute(
+    args: &RunArgs,
+    project: &Project,
+    federation: &Federation,
+    run_config: UserConfig,
+    fab: Option<PackedFab>,
+) -> anyhow::Result<i32> {
+    let remote = Remote::from_federation(federation)?;
+    // The SuperLink checks again; checking here fails fast, before a connection is made.
+    if let Some(server_app) = BuiltinCatalog.server_app(&project.manifest.serverapp) {
+        server_app
+            .check_config(&run_config)
+            .map_err(|e| UserError::new(format!("{}: {e}", project.manifest_path.display())))?;
+    }
+    let control = remote.connect().await?;
+    let started = Instant::now();
+    let mut app = app_ref(project);
+    if let Some(fab) = &fab {
+        app.fab_hash = fab.hash.clone();
+        if args.format == Format::Default {
+            eprintln!(
+                "sending {} as a FAB of {:.1} MB (sha256 {})",
+                project.manifest.name,
+                fab.bytes.len() as f64 / 1e6,
+                fab.hash
+            );
+        }
+    }
+    let request = StartRun {
+        app,
+        federation: federation.name.clone(),
+        run_config,
+        federation_options: federation_options(federation),
+        fab: fab.map(|f| f.bytes),
+    };
+    let run_id = control
+        .start_run(request)
+        .await
+        .map_err(|e| remote.error(e))?;
+    if !args.stream {
+        match args.format {
+            Format::Default => {
+                println!("started run {run_id}");
+                eprintln!(
+                    "`flwr ls` shows its status, `{}` follows it",
+                    log_command(run_id, &args.app_dir, &remote.federation)
+                );
+            }
+            Format::Json => println!(
+                "{}",
+                json!({ "run_id": run_id, "federation": remote.federation })
+            ),
+        }
+        return Ok(exit_code::OK);
+    }
+    if args.format == Format::Default {
+        eprintln!(
+            "started run {run_id} on `{}` ({}); Ctrl-C detaches, the run goes on",
+            remote.federation, remote.address
+        );
+    }
+    let mut reporter = Reporter::new(args.format);
+    let followed = follow(control.as_ref(), run_id, true, |e| reporter.on_event(e))
+        .await
+        .map_err(|e| remote.error(e))?;
+    if followed == Followed::Detached {
+        reporter.clear();
+        eprintln!(
+            "detached from run {run_id}, which goes on: follow it again with `{}`",
+            log_command(run_id, &args.app_dir, &remote.federation)
+        );
+        return Ok(exit_code::DETACHED);
+    }
+    let info = control.get_run(run_id).await.map_err(|e| remote.error(e))?;
+    if !info.status.is_finished() {
+        reporter.clear();
+        eprintln!(
+            "error: the SuperLink stopped streaming run {run_id} while it was {}: follow it again with `{}`",
+            info.status,
+            log_command(run_id, &args.app_dir, &remote.federation)
+        );
+        return Ok(exit_code::RUN_FAILED);
+    }
+    reporter.finish(run_id, info.status, &info.reason, started.elapsed());
+    Ok(match info.status {
+        RunStatus::Finished(SubStatus::Completed) => exit_code::OK,
+        _ => exit_code::RUN_FAILED,
+    })
+}
+
+/// The federation's `options.*` as the SuperLink receives them, flattened.
+fn federation_options(federation: &Federation) -> UserConfig {
+    let mut options = UserConfig::new();
+    if let Some(n) = federation.options.num_supernodes {
+        options.insert(
+            "num-supernodes".into(),
+            UserConfigValue::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+        );
+    }
+    options.extend(federation.options.extra.clone());
+    options
+}

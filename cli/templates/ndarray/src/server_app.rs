@@ -1,0 +1,109 @@
+//! The ServerApp: FedAvg for `num-server-rounds`, sending `local-epochs` and `lr` to the
+//! nodes, and scoring every round's global model on the server's test flowers (the
+//! `accuracy` and `loss` that `flwr run` shows as server metrics).
+
+use crate::task::{self, Model};
+use floret_cli::async_trait::async_trait;
+use floret_cli::floret_core::{
+    AppError, ArrayRecord, ConfigRecord, Context, Grid, MetricRecord, RunEvent, ServerApp,
+    UserConfig,
+};
+use floret_cli::floret_strategies::{FedAvg, FedAvgConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a round waits for enough nodes, and for their replies.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The ServerApp, `serverapp` in pyproject.toml.
+pub fn app() -> Arc<dyn ServerApp> {
+    Arc::new(Server)
+}
+
+struct Server;
+
+/// `[tool.flwr.app.config]`, read and checked.
+struct Config {
+    num_server_rounds: u64,
+    strategy: FedAvg,
+    train_config: ConfigRecord,
+}
+
+impl Config {
+    fn read(run_config: &UserConfig) -> Result<Config, AppError> {
+        let context = Context {
+            run_config: run_config.clone(),
+            ..Context::default()
+        };
+        let rounds = context.run_config_i64("num-server-rounds")?;
+        let num_server_rounds = u64::try_from(rounds).map_err(|_| {
+            AppError::Config(format!(
+                "num-server-rounds must not be negative, but is {rounds}"
+            ))
+        })?;
+        let local_epochs = context.run_config_i64("local-epochs")?;
+        let lr = context.run_config_f64("lr")?;
+        if local_epochs < 1 || !(lr.is_finite() && lr > 0.0) {
+            return Err(AppError::Config(format!(
+                "local-epochs must be at least 1 and lr a positive number, but they are {local_epochs} and {lr}"
+            )));
+        }
+        let strategy = FedAvg::new(FedAvgConfig {
+            fraction_train: context.run_config_f64("fraction-train")?,
+            fraction_evaluate: context.run_config_f64("fraction-evaluate")?,
+            ..FedAvgConfig::default()
+        })
+        .map_err(|e| AppError::Config(e.to_string()))?
+        .with_evaluate_fn(central_evaluate);
+        let mut train_config = ConfigRecord::new();
+        train_config.insert("local-epochs", local_epochs);
+        train_config.insert("lr", lr);
+        Ok(Config {
+            num_server_rounds,
+            strategy,
+            train_config,
+        })
+    }
+}
+
+/// Scores a global model on the server's test flowers.
+fn central_evaluate(_round: u64, arrays: &ArrayRecord) -> Option<MetricRecord> {
+    let model = Model::from_arrays(arrays).ok()?;
+    let evaluation = model.evaluate(&task::test_data().ok()?);
+    let mut metrics = MetricRecord::new();
+    metrics.insert("accuracy", evaluation.accuracy);
+    metrics.insert("loss", evaluation.loss);
+    Some(metrics)
+}
+
+#[async_trait]
+impl ServerApp for Server {
+    async fn main(&self, grid: &dyn Grid, context: Context) -> Result<(), AppError> {
+        let config = Config::read(&context.run_config)?;
+        let history = config
+            .strategy
+            .start(
+                grid,
+                Model::default().to_arrays(),
+                config.num_server_rounds,
+                ROUND_TIMEOUT,
+                config.train_config,
+                ConfigRecord::new(),
+            )
+            .await
+            .map_err(AppError::other)?;
+        if let Some((round, metrics)) = history.central.last() {
+            let accuracy = metrics.get_f64("accuracy").unwrap_or(f64::NAN);
+            grid.emit(RunEvent::Log(format!(
+                "after round {round}, the global model classifies {:.0} % of the test flowers right",
+                accuracy * 100.0
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a bad run config when the run is submitted, before it starts.
+    fn check_config(&self, run_config: &UserConfig) -> Result<(), AppError> {
+        Config::read(run_config).map(|_| ())
+    }
+}

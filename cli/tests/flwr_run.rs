@@ -1,0 +1,186 @@
+//! `flwr run` as a user meets it: the real binary, real files, exit codes and messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn flwr(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flwr"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run flwr")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn quickstart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/quickstart")
+}
+
+/// An app directory with the quickstart's components and `extra` appended to a minimal
+/// manifest.
+fn app_with(manifest: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pyproject.toml"), manifest).unwrap();
+    dir
+}
+
+const GOOD: &str = r#"
+[project]
+name = "myapp"
+[tool.flwr.app.components]
+serverapp = "quickstart.server_app:app"
+clientapp = "quickstart.client_app:app"
+[tool.flwr.app.config]
+num-server-rounds = 2
+total-params = 100
+num-arrays = 2
+fraction-train = 1.0
+fraction-evaluate = 1.0
+round-timeout = 60.0
+[tool.flwr.federations]
+default = "local-simulation"
+[tool.flwr.federations.local-simulation]
+options.num-supernodes = 3
+"#;
+
+fn assert_user_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in {err}");
+    }
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn json_report_of_a_completed_run() {
+    let dir = quickstart_dir();
+    let o = flwr(&[
+        "run",
+        dir.to_str().unwrap(),
+        "--run-config",
+        "num-server-rounds=2 total-params=1000",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
+    assert_eq!(v["status"], "finished:completed");
+    assert!(v["run_id"].as_u64().is_some());
+    assert!(v["wall_s"].as_f64().unwrap() > 0.0);
+    let rounds = v["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    assert_eq!(rounds[1]["round"], 2);
+    assert!(rounds[1]["train_metrics"]["train_loss"].is_number());
+    assert!(rounds[1]["evaluate_metrics"]["num-examples"].is_number());
+}
+
+#[test]
+fn default_output_is_a_table_and_the_wall_time() {
+    let app = app_with(GOOD);
+    let o = flwr(&["run", app.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("round"), "{out}");
+    assert!(
+        lines[1].trim_start().starts_with('1') && lines[2].trim_start().starts_with('2'),
+        "{out}"
+    );
+    assert!(lines[3].contains("finished:completed in"), "{out}");
+}
+
+#[test]
+fn missing_pyproject_names_the_directory_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = flwr(&["run", dir.path().to_str().unwrap()]);
+    assert_user_error(&o, &["no pyproject.toml in", "flwr run apps/digits"]);
+}
+
+#[test]
+fn malformed_pyproject_names_the_file_and_line() {
+    let app = app_with("[project]\nname = \"x\"\n[tool.flwr.app\n");
+    let o = flwr(&["run", app.path().to_str().unwrap()]);
+    assert_user_error(&o, &["pyproject.toml", "line 3"]);
+}
+
+#[test]
+fn unknown_component_lists_the_known_ones() {
+    let app = app_with(&GOOD.replace("quickstart.client_app:app", "nope.client:app"));
+    let o = flwr(&["run", app.path().to_str().unwrap()]);
+    assert_user_error(
+        &o,
+        &[
+            "\"nope.client:app\"",
+            "quickstart.client_app:app",
+            "digits.client_app:app",
+        ],
+    );
+}
+
+#[test]
+fn zero_supernodes_is_refused() {
+    let app = app_with(&GOOD.replace("num-supernodes = 3", "num-supernodes = 0"));
+    let o = flwr(&["run", app.path().to_str().unwrap()]);
+    assert_user_error(&o, &["num-supernodes", "at least 1"]);
+}
+
+#[test]
+fn unknown_run_config_key_lists_the_valid_keys() {
+    let app = app_with(GOOD);
+    let o = flwr(&[
+        "run",
+        app.path().to_str().unwrap(),
+        "--run-config",
+        "num-rounds=3",
+    ]);
+    assert_user_error(&o, &["num-rounds", "num-server-rounds", "total-params"]);
+}
+
+#[test]
+fn wrongly_typed_run_config_value_is_refused() {
+    let app = app_with(GOOD);
+    let o = flwr(&[
+        "run",
+        app.path().to_str().unwrap(),
+        "--run-config",
+        "num-server-rounds=\"three\"",
+    ]);
+    assert_user_error(&o, &["num-server-rounds", "int"]);
+}
+
+#[test]
+fn negative_fraction_is_refused_before_the_run_starts() {
+    let app = app_with(GOOD);
+    let o = flwr(&[
+        "run",
+        app.path().to_str().unwrap(),
+        "--run-config",
+        "fraction-train=-0.5",
+    ]);
+    assert_user_error(&o, &["fraction-train", "must be a fraction"]);
+    assert!(o.stdout.is_empty(), "no run was reported");
+}
+
+#[test]
+fn unknown_federation_lists_the_defined_ones() {
+    let app = app_with(GOOD);
+    let o = flwr(&["run", app.path().to_str().unwrap(), "big-cluster"]);
+    assert_user_error(&o, &["big-cluster", "local-simulation"]);
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let o = flwr(&["run", "--rounds", "3"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--rounds"));
+}

@@ -1,0 +1,370 @@
+//! A small harness for multi-process tests and benches: starts `flower-superlink`,
+//! `flower-supernode` and `flwr` as real processes on 127.0.0.1, waits for readiness by
+//! reading their logs, and kills whatever it started when dropped, also when a test fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Generous, because CI machines have two busy cores; a healthy start takes milliseconds.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Upper bound for a whole `flwr` command or a run; only reached when something hangs.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+
+pub const SUPERLINK: &str = env!("CARGO_BIN_EXE_flower-superlink");
+pub const SUPERNODE: &str = env!("CARGO_BIN_EXE_flower-supernode");
+pub const FLWR: &str = env!("CARGO_BIN_EXE_flwr");
+/// The quickstart app as a user's app binary (tests/support/test_app.rs).
+pub const TEST_APP: &str = env!("CARGO_BIN_EXE_floret-test-app");
+
+/// Lines a process wrote to one stream, and a way to wait for more.
+#[derive(Default)]
+struct Lines {
+    lines: Mutex<(Vec<String>, bool)>,
+    changed: Condvar,
+}
+
+impl Lines {
+    fn collect(self: &Arc<Self>, stream: impl Read + Send + 'static) {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                me.lines.lock().unwrap().0.push(line);
+                me.changed.notify_all();
+            }
+            me.lines.lock().unwrap().1 = true;
+            me.changed.notify_all();
+        });
+    }
+
+    /// The first line containing `needle`, waiting up to `timeout` for it.
+    fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lines.lock().unwrap();
+        loop {
+            if let Some(line) = guard.0.iter().find(|l| l.contains(needle)) {
+                return Some(line.clone());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            if guard.1 {
+                return None;
+            }
+            guard = self.changed.wait_timeout(guard, left).unwrap().0;
+        }
+    }
+
+    /// Waits up to `timeout` for the stream to close (the reader has seen everything).
+    fn wait_closed(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lines.lock().unwrap();
+        while !guard.1 {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            guard = self.changed.wait_timeout(guard, left).unwrap().0;
+        }
+    }
+
+    fn text(&self) -> String {
+        self.lines.lock().unwrap().0.join("\n")
+    }
+}
+
+/// A process the test started; killed on drop.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    stdout: Arc<Lines>,
+    stderr: Arc<Lines>,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Starts `program`; daemons log at `info`, `flwr` at its default (`warn`), so that its
+    /// stderr holds only what a user sees.
+    pub fn spawn(name: &str, program: &str, args: &[&str]) -> Proc {
+        let mut command = Command::new(program);
+        if program == FLWR {
+            command.env_remove("RUST_LOG");
+        } else {
+            command.env("RUST_LOG", "info");
+        }
+        let mut child = command
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        let stdout = Arc::new(Lines::default());
+        let stderr = Arc::new(Lines::default());
+        stdout.collect(child.stdout.take().unwrap());
+        stderr.collect(child.stderr.take().unwrap());
+        Proc {
+            name: name.to_owned(),
+            child,
+            stdout,
+            stderr,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The first stderr (log) line containing `needle`; panics after `READY_TIMEOUT`.
+    pub fn expect_log(&self, needle: &str) -> String {
+        self.stderr
+            .wait_for(needle, READY_TIMEOUT)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} did not log {needle:?} within {READY_TIMEOUT:?}; its log:\n{}",
+                    self.name,
+                    self.stderr.text()
+                )
+            })
+    }
+
+    /// The first stdout line containing `needle`, or `None` if the process ended without it.
+    pub fn wait_stdout(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.stdout.wait_for(needle, timeout)
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.text()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `KILL`) through kill(1).
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{signal} {} ({})", self.pid(), self.name);
+    }
+
+    /// Waits for the process to exit; panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.status = Some(status);
+                // Let the reader threads drain the pipes.
+                self.stderr.wait_closed(Duration::from_secs(5));
+                self.stdout.wait_closed(Duration::from_secs(5));
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} did not exit within {timeout:?}; its log:\n{}",
+                    self.name,
+                    self.stderr.text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            self.status = self.child.wait().ok();
+        }
+    }
+}
+
+impl Proc {
+    /// SIGTERM, then SIGKILL after a grace period: a daemon stopped with SIGTERM ends the
+    /// app processes it started, which a SIGKILL would leave running.
+    fn stop(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.status = Some(status);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} (pid {}) stderr ---\n{}\n--- stdout ---\n{}",
+                self.name,
+                self.child.id(),
+                self.stderr.text(),
+                self.stdout.text()
+            );
+        }
+    }
+}
+
+/// A running `flower-superlink` on 127.0.0.1 with OS-chosen ports.
+pub struct SuperLink {
+    pub proc: Proc,
+    pub fleet: String,
+    pub control: String,
+}
+
+impl SuperLink {
+    /// Starts on free ports and waits until both APIs listen.
+    pub fn start() -> SuperLink {
+        SuperLink::start_on("127.0.0.1:0", "127.0.0.1:0")
+    }
+
+    pub fn start_on(fleet: &str, control: &str) -> SuperLink {
+        SuperLink::start_with(fleet, control, &[])
+    }
+
+    /// Starts with `extra` flags (`--isolation process`, ...).
+    pub fn start_with(fleet: &str, control: &str, extra: &[&str]) -> SuperLink {
+        let mut args = vec![
+            "--insecure",
+            "--fleet-api-address",
+            fleet,
+            "--control-api-address",
+            control,
+        ];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn("flower-superlink", SUPERLINK, &args);
+        let fleet = address_after(&proc.expect_log("Fleet API (SuperNodes) listening on "));
+        let control = address_after(&proc.expect_log("Control API (flwr) listening on "));
+        SuperLink {
+            proc,
+            fleet,
+            control,
+        }
+    }
+
+    /// Where process-isolated ServerApps connect (the ServerAppIo API).
+    pub fn serverappio(&self) -> String {
+        address_after(
+            &self
+                .proc
+                .expect_log("ServerAppIo API (ServerApps) listening on "),
+        )
+    }
+}
+
+/// Where a SuperNode's process-isolated ClientApps connect (its ClientAppIo API).
+pub fn clientappio(node: &Proc) -> String {
+    address_after(&node.expect_log("ClientAppIo API (ClientApps) listening on "))
+}
+
+/// The `pid=N` of every log line of `proc` containing `needle`.
+pub fn logged_pids(proc: &Proc, needle: &str) -> Vec<u32> {
+    proc.stderr()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| l.split("pid=").nth(1))
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+fn address_after(line: &str) -> String {
+    line.rsplit(' ').next().unwrap().trim().to_owned()
+}
+
+/// Starts a SuperNode of a `num`-way partitioned federation; `extra` adds flags.
+pub fn supernode(fleet: &str, partition: u32, num: u32, extra: &[&str]) -> Proc {
+    let node_config = format!("partition-id={partition} num-partitions={num}");
+    let mut args = vec![
+        "--insecure",
+        "--superlink",
+        fleet,
+        "--node-config",
+        &node_config,
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(&format!("supernode {partition}"), SUPERNODE, &args)
+}
+
+/// A port that was free a moment ago (for a SuperLink that must start after its nodes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A copy of a built-in app's directory whose pyproject.toml gains a federation `e2e`
+/// pointing at `control`.
+pub fn app_for(app: &str, control: &str) -> tempfile::TempDir {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../apps")
+        .join(app)
+        .join("pyproject.toml");
+    let mut manifest = std::fs::read_to_string(&source).unwrap();
+    manifest.push_str(&format!(
+        "\n[tool.flwr.federations.e2e]\naddress = \"{control}\"\ninsecure = true\n"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pyproject.toml"), manifest).unwrap();
+    dir
+}
+
+/// What a finished `flwr` command left behind.
+pub struct Outcome {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `flwr` to completion (bounded by `COMMAND_TIMEOUT`).
+pub fn flwr(args: &[&str]) -> Outcome {
+    let mut proc = Proc::spawn(&format!("flwr {}", args.join(" ")), FLWR, args);
+    let status = proc.wait_exit(COMMAND_TIMEOUT);
+    Outcome {
+        code: status.code(),
+        stdout: proc.stdout(),
+        stderr: proc.stderr(),
+    }
+}
+
+/// `flwr` in the background, for commands that follow a run.
+pub fn flwr_spawn(args: &[&str]) -> Proc {
+    Proc::spawn(&format!("flwr {}", args.join(" ")), FLWR, args)
+}
+
+/// What a SuperNode logs once it is registered with its SuperLink.
+pub const NODE_READY: &str = "registered node_id=";
+/// What a SuperNode logs when its SuperLink cannot be reached and it will try again.
+pub const NODE_RETRYING: &str = "SuperLink unreachable";

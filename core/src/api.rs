@@ -1,0 +1,112 @@
+//! The two protocols of a deployment, as traits over core types.
+//!
+//! `Fleet` is what a SuperNode asks of its SuperLink; `Control` is what the `flwr` CLI asks.
+//! The SuperLink implements both over its state; each transport (gRPC, QUIC) carries them
+//! and offers a client that implements the same trait. So a SuperNode is written against
+//! `dyn Fleet` and runs unchanged in-process, over gRPC, over QUIC, or through a
+//! fault-injecting wrapper in the chaos tests.
+
+use crate::app::RunEvent;
+use crate::message::Message;
+use crate::run::AppRef;
+use crate::run::RunInfo;
+use crate::user_config::UserConfig;
+use async_trait::async_trait;
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+/// Why the SuperLink refused a fleet request, or could not be reached.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum FleetError {
+    /// The SuperLink does not know this node (it restarted, or declared the node offline):
+    /// the SuperNode registers again.
+    #[error("node {0} is not registered with this SuperLink")]
+    UnknownNode(u64),
+    #[error("no run with id {0}")]
+    UnknownRun(u64),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Transport-level failure: connection refused, reset, timed out. Worth retrying.
+    #[error("SuperLink unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A SuperNode introducing itself.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RegisterNode {
+    /// The node's public key (SubjectPublicKeyInfo DER) when node authentication is on.
+    pub public_key: Bytes,
+    /// Seconds between the heartbeats this node promises to send.
+    pub heartbeat_interval: f64,
+}
+
+/// SuperNode -> SuperLink.
+#[async_trait]
+pub trait Fleet: Send + Sync {
+    /// Registers and activates a node; returns its id.
+    async fn register_node(&self, request: RegisterNode) -> Result<u64, FleetError>;
+    /// A node leaving on purpose: its pending messages are answered with errors at once.
+    async fn deactivate_node(&self, node_id: u64) -> Result<(), FleetError>;
+    /// "Still here"; `heartbeat_interval` may change from one beat to the next.
+    async fn heartbeat(&self, node_id: u64, heartbeat_interval: f64) -> Result<(), FleetError>;
+    /// Instructions queued for the node, oldest first.
+    async fn pull_messages(&self, node_id: u64) -> Result<Vec<Message>, FleetError>;
+    /// Replies from the node.
+    async fn push_messages(&self, node_id: u64, messages: Vec<Message>) -> Result<(), FleetError>;
+    /// The run a message belongs to: which app, which config.
+    async fn get_run(&self, run_id: u64) -> Result<RunInfo, FleetError>;
+    /// A FAB (app bundle) by its sha256, for runs of apps that are not built in.
+    async fn get_fab(&self, fab_hash: &str) -> Result<Bytes, FleetError> {
+        Err(FleetError::Invalid(format!(
+            "this SuperLink does not serve app bundles (asked for FAB {fab_hash})"
+        )))
+    }
+    /// Instructions for the node as soon as they are queued (push, not poll). The channel
+    /// closes when the link drops; the node then reconnects and subscribes again.
+    async fn subscribe(&self, node_id: u64) -> Result<mpsc::Receiver<Message>, FleetError>;
+}
+
+/// Why the SuperLink refused a control request, or could not be reached.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ControlError {
+    #[error("no run with id {0}: `flwr ls` lists the runs")]
+    UnknownRun(u64),
+    #[error("run {0} has already finished")]
+    Finished(u64),
+    /// The run request itself is wrong: unknown app component, bad run config.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("SuperLink unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// `flwr run` against a SuperLink.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StartRun {
+    pub app: AppRef,
+    pub federation: String,
+    /// The app's run config with the user's overrides applied.
+    pub run_config: UserConfig,
+    /// The federation's `options.*`, flattened (`num-supernodes`, ...).
+    pub federation_options: UserConfig,
+    /// The packed FAB when the app is not built into the daemons; its sha256 is
+    /// `app.fab_hash`.
+    pub fab: Option<Bytes>,
+}
+
+/// `flwr` CLI -> SuperLink.
+#[async_trait]
+pub trait Control: Send + Sync {
+    async fn start_run(&self, request: StartRun) -> Result<u64, ControlError>;
+    async fn stop_run(&self, run_id: u64) -> Result<(), ControlError>;
+    async fn list_runs(&self) -> Result<Vec<RunInfo>, ControlError>;
+    async fn get_run(&self, run_id: u64) -> Result<RunInfo, ControlError>;
+    /// The run's events from its start. With `follow`, the channel stays open until the run
+    /// has finished; without, it closes after the events recorded so far.
+    async fn stream_events(
+        &self,
+        run_id: u64,
+        follow: bool,
+    ) -> Result<mpsc::Receiver<RunEvent>, ControlError>;
+}

@@ -1,0 +1,372 @@
+//! The app model: a ServerApp drives a run through a `Grid`; a ClientApp answers messages
+//! with one handler per message type. Both are plain Rust values, so the same app runs in a
+//! simulation, behind a SuperNode, or in its own process.
+
+use crate::context::Context;
+use crate::message::{Message, validate_message_type};
+use crate::records::{MetricRecord, RecordDict, RecordError};
+use crate::user_config::{UserConfig, UserConfigValue};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why an app could not do its work. Returned by handlers and by `ServerApp::main`.
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Array(#[from] crate::array::ArrayError),
+    #[error(transparent)]
+    Grid(#[from] GridError),
+    #[error("this ClientApp has no handler for message type {found:?} (it handles: {handled})")]
+    NoHandler { found: String, handled: String },
+    #[error("run config: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl AppError {
+    pub fn other(reason: impl fmt::Display) -> Self {
+        AppError::Other(reason.to_string())
+    }
+}
+
+/// A handler answers one message with the content of its reply.
+pub type Handler = dyn Fn(&Message, &mut Context) -> Result<RecordDict, AppError> + Send + Sync;
+
+/// A ClientApp: message type -> handler (`train`, `evaluate`, `query`, `train.<name>`, ...).
+#[derive(Clone, Default)]
+pub struct ClientApp {
+    handlers: HashMap<String, Arc<Handler>>,
+}
+
+impl fmt::Debug for ClientApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientApp")
+            .field("handles", &self.handled())
+            .finish()
+    }
+}
+
+impl ClientApp {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `handler` for `message_type`; an invalid type is refused at build time,
+    /// not when the first message arrives.
+    pub fn on<F>(
+        mut self,
+        message_type: &str,
+        handler: F,
+    ) -> Result<Self, crate::message::InvalidMessageType>
+    where
+        F: Fn(&Message, &mut Context) -> Result<RecordDict, AppError> + Send + Sync + 'static,
+    {
+        validate_message_type(message_type)?;
+        self.handlers
+            .insert(message_type.to_string(), Arc::new(handler));
+        Ok(self)
+    }
+
+    pub fn train<F>(self, handler: F) -> Self
+    where
+        F: Fn(&Message, &mut Context) -> Result<RecordDict, AppError> + Send + Sync + 'static,
+    {
+        self.register_builtin(crate::message::message_type::TRAIN, handler)
+    }
+
+    pub fn evaluate<F>(self, handler: F) -> Self
+    where
+        F: Fn(&Message, &mut Context) -> Result<RecordDict, AppError> + Send + Sync + 'static,
+    {
+        self.register_builtin(crate::message::message_type::EVALUATE, handler)
+    }
+
+    pub fn query<F>(self, handler: F) -> Self
+    where
+        F: Fn(&Message, &mut Context) -> Result<RecordDict, AppError> + Send + Sync + 'static,
+    {
+        self.register_builtin(crate::message::message_type::QUERY, handler)
+    }
+
+    fn register_builtin<F>(mut self, message_type: &str, handler: F) -> Self
+    where
+        F: Fn(&Message, &mut Context) -> Result<RecordDict, AppError> + Send + Sync + 'static,
+    {
+        self.handlers
+            .insert(message_type.to_string(), Arc::new(handler));
+        self
+    }
+
+    /// The message types this app answers, sorted.
+    pub fn handled(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Runs the handler registered for the message's type.
+    pub fn handle(&self, message: &Message, context: &mut Context) -> Result<RecordDict, AppError> {
+        let t = &message.metadata.message_type;
+        match self.handlers.get(t) {
+            Some(h) => h(message, context),
+            None => Err(AppError::NoHandler {
+                found: t.clone(),
+                handled: self.handled().join(", "),
+            }),
+        }
+    }
+}
+
+/// A ServerApp: the code that drives one run, usually by running a strategy.
+#[async_trait]
+pub trait ServerApp: Send + Sync {
+    async fn main(&self, grid: &dyn Grid, context: Context) -> Result<(), AppError>;
+
+    /// Checks a run config before the run is created, so that a bad value is refused when
+    /// the user submits it (`flwr run` exits with 2) instead of failing the run later.
+    fn check_config(&self, _run_config: &UserConfig) -> Result<(), AppError> {
+        Ok(())
+    }
+}
+
+/// Finds apps by the component strings of their `pyproject.toml`
+/// (`serverapp = "digits.server_app:app"`): the built-in apps, and later installed FABs.
+pub trait AppCatalog: Send + Sync {
+    fn server_app(&self, component: &str) -> Option<Arc<dyn ServerApp>>;
+    fn client_app(&self, component: &str) -> Option<ClientApp>;
+    /// Every known `(serverapp, clientapp)` pair, for error messages that list the choices.
+    fn components(&self) -> Vec<(String, String)>;
+}
+
+/// Why the runtime could not carry out a Grid call.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum GridError {
+    #[error("the run was stopped")]
+    Stopped,
+    #[error("the link is gone: {0}")]
+    Disconnected(String),
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+}
+
+/// The set of node ids a run can reach, shared rather than copied each round.
+pub type NodeSet = Arc<[u64]>;
+
+/// How a ServerApp reaches the nodes of its run (Flower's Grid).
+#[async_trait]
+pub trait Grid: Send + Sync {
+    /// The run this grid serves.
+    fn run_id(&self) -> u64;
+
+    /// Nodes that are connected now.
+    async fn node_ids(&self) -> Result<NodeSet, GridError>;
+
+    /// Queues messages for delivery and returns their ids, in order. The runtime fills in
+    /// run id, message id, source node and creation time.
+    async fn send(&self, messages: Vec<Message>) -> Result<Vec<String>, GridError>;
+
+    /// Replies that have arrived for any of `message_ids`, without waiting.
+    async fn pull(&self, message_ids: &[String]) -> Result<Vec<Message>, GridError>;
+
+    /// Replies to messages sent through this grid that have not been handed out yet. Waits up
+    /// to `timeout` for the first one, then returns all that are ready. This is what lets a
+    /// strategy fold replies while the rest are still being computed.
+    async fn receive(&self, timeout: Duration) -> Result<Vec<Message>, GridError>;
+
+    /// Reports progress of the run to whoever watches it (`flwr run`, `flwr log`).
+    fn emit(&self, event: RunEvent);
+
+    /// Sends `messages` and waits up to `timeout` for all their replies; replies that are
+    /// not there by then are simply absent from the result.
+    async fn send_and_receive(
+        &self,
+        messages: Vec<Message>,
+        timeout: Duration,
+    ) -> Result<Vec<Message>, GridError> {
+        let ids = self.send(messages).await?;
+        let mut waiting: std::collections::HashSet<String> = ids.into_iter().collect();
+        let mut replies = Vec::with_capacity(waiting.len());
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !waiting.is_empty() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            for reply in self.receive(left).await? {
+                if waiting.remove(&reply.metadata.reply_to_message_id) {
+                    replies.push(reply);
+                }
+            }
+        }
+        Ok(replies)
+    }
+}
+
+/// Counts and aggregated metrics of one phase (train or evaluate) of a round.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PhaseSummary {
+    pub sampled: u64,
+    pub replies: u64,
+    pub failures: u64,
+    pub late: u64,
+    pub metrics: MetricRecord,
+}
+
+/// What happened in one server round.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RoundSummary {
+    pub round: u64,
+    pub train: Option<PhaseSummary>,
+    pub evaluate: Option<PhaseSummary>,
+    /// Metrics of the server-side (centralised) evaluation of the round's global model.
+    pub central: Option<MetricRecord>,
+}
+
+/// Progress of a run, as shown to the user.
+// A few events per round: their size does not matter, and unboxed they are simpler to match.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent {
+    Log(String),
+    RoundStarted { round: u64, num_rounds: u64 },
+    RoundFinished(RoundSummary),
+}
+
+/// Typed access to run and node configuration, with errors that name the key.
+impl Context {
+    pub fn run_config_i64(&self, key: &str) -> Result<i64, AppError> {
+        config_i64(&self.run_config, "run config", key)
+    }
+
+    pub fn run_config_f64(&self, key: &str) -> Result<f64, AppError> {
+        config_f64(&self.run_config, "run config", key)
+    }
+
+    pub fn run_config_str(&self, key: &str) -> Result<&str, AppError> {
+        match config_get(&self.run_config, "run config", key)? {
+            UserConfigValue::Str(s) => Ok(s),
+            other => Err(type_error("run config", key, "a string", other)),
+        }
+    }
+
+    pub fn run_config_bool(&self, key: &str) -> Result<bool, AppError> {
+        match config_get(&self.run_config, "run config", key)? {
+            UserConfigValue::Bool(b) => Ok(*b),
+            other => Err(type_error("run config", key, "a bool", other)),
+        }
+    }
+
+    pub fn node_config_i64(&self, key: &str) -> Result<i64, AppError> {
+        config_i64(&self.node_config, "node config", key)
+    }
+}
+
+fn config_get<'a>(
+    cfg: &'a UserConfig,
+    what: &str,
+    key: &str,
+) -> Result<&'a UserConfigValue, AppError> {
+    cfg.get(key).ok_or_else(|| {
+        let keys: Vec<&str> = cfg.keys().map(String::as_str).collect();
+        AppError::Config(format!(
+            "{what} has no key {key:?} (keys: {})",
+            keys.join(", ")
+        ))
+    })
+}
+
+fn config_i64(cfg: &UserConfig, what: &str, key: &str) -> Result<i64, AppError> {
+    match config_get(cfg, what, key)? {
+        UserConfigValue::Int(v) => Ok(*v),
+        other => Err(type_error(what, key, "an int", other)),
+    }
+}
+
+fn config_f64(cfg: &UserConfig, what: &str, key: &str) -> Result<f64, AppError> {
+    match config_get(cfg, what, key)? {
+        UserConfigValue::Float(v) => Ok(*v),
+        UserConfigValue::Int(v) => Ok(*v as f64),
+        other => Err(type_error(what, key, "a number", other)),
+    }
+}
+
+fn type_error(what: &str, key: &str, expected: &str, found: &UserConfigValue) -> AppError {
+    AppError::Config(format!(
+        "{what} key {key:?} must be {expected}, but is the {} {found}",
+        found.type_name()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::MetricRecord;
+
+    fn app() -> ClientApp {
+        ClientApp::new()
+            .train(|_, ctx| {
+                let mut m = MetricRecord::new();
+                m.insert("node", ctx.node_id as i64);
+                Ok(RecordDict::new().with("metrics", m))
+            })
+            .on("query.stats", |_, _| Ok(RecordDict::new()))
+            .unwrap()
+    }
+
+    #[test]
+    fn dispatches_on_message_type() {
+        let mut ctx = Context {
+            node_id: 4,
+            ..Context::default()
+        };
+        let msg = Message::new(RecordDict::new(), 4, "train");
+        let out = app().handle(&msg, &mut ctx).unwrap();
+        assert_eq!(
+            out.metric_record("metrics")
+                .unwrap()
+                .get_f64("node")
+                .unwrap(),
+            4.0
+        );
+    }
+
+    #[test]
+    fn unknown_type_lists_the_handled_ones() {
+        let msg = Message::new(RecordDict::new(), 1, "evaluate");
+        let err = app().handle(&msg, &mut Context::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "this ClientApp has no handler for message type \"evaluate\" (it handles: query.stats, train)"
+        );
+    }
+
+    #[test]
+    fn invalid_custom_type_is_refused_at_registration() {
+        assert!(
+            ClientApp::new()
+                .on("fit", |_, _| Ok(RecordDict::new()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn run_config_accessors_name_the_key() {
+        let mut ctx = Context::default();
+        ctx.run_config
+            .insert("lr".into(), UserConfigValue::Float(0.1));
+        ctx.run_config
+            .insert("rounds".into(), UserConfigValue::Int(3));
+        assert_eq!(ctx.run_config_f64("rounds").unwrap(), 3.0);
+        let err = ctx.run_config_i64("lr").unwrap_err().to_string();
+        assert!(err.contains("\"lr\" must be an int"), "{err}");
+        let err = ctx.run_config_i64("epochs").unwrap_err().to_string();
+        assert!(err.contains("keys: lr, rounds"), "{err}");
+    }
+}

@@ -1,0 +1,208 @@
+//! Messages: the only thing that travels between a ServerApp and its ClientApps.
+//!
+//! A message is metadata plus either content (a `RecordDict`) or an error. Message types are
+//! Flower's: `train`, `evaluate`, `query`, optionally with a sub-name (`train.fedprox`).
+
+use crate::records::RecordDict;
+use thiserror::Error;
+
+/// Seconds a message stays deliverable unless its sender says otherwise (Flower's default).
+pub const DEFAULT_TTL: f64 = 43_200.0;
+
+/// The built-in message types.
+pub mod message_type {
+    pub const TRAIN: &str = "train";
+    pub const EVALUATE: &str = "evaluate";
+    pub const QUERY: &str = "query";
+}
+
+/// Error codes carried in error replies, numbered as Flower numbers them.
+pub mod error_code {
+    pub const UNKNOWN: i64 = 0;
+    pub const LOAD_CLIENT_APP_EXCEPTION: i64 = 1;
+    pub const CLIENT_APP_RAISED_EXCEPTION: i64 = 2;
+    pub const MESSAGE_UNAVAILABLE: i64 = 3;
+    pub const REPLY_MESSAGE_UNAVAILABLE: i64 = 4;
+    pub const NODE_UNAVAILABLE: i64 = 5;
+    pub const MESSAGE_TTL_EXPIRED: i64 = 6;
+}
+
+/// A message type that is not `train`, `evaluate` or `query`, optionally dotted with a name.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error(
+    "invalid message type {0:?}: use \"train\", \"evaluate\" or \"query\", optionally followed by \".<name>\""
+)]
+pub struct InvalidMessageType(pub String);
+
+/// Checks a message type and returns its base (`train.fedprox` -> `train`).
+pub fn validate_message_type(t: &str) -> Result<&str, InvalidMessageType> {
+    let (base, name) = match t.split_once('.') {
+        Some((b, n)) => (b, Some(n)),
+        None => (t, None),
+    };
+    let base_ok = matches!(
+        base,
+        message_type::TRAIN | message_type::EVALUATE | message_type::QUERY
+    );
+    let name_ok = name.is_none_or(|n| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    });
+    if base_ok && name_ok {
+        Ok(base)
+    } else {
+        Err(InvalidMessageType(t.to_string()))
+    }
+}
+
+/// Routing and bookkeeping of a message, field for field as Flower's `Metadata`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Metadata {
+    pub run_id: u64,
+    /// Assigned by the runtime when the message is sent.
+    pub message_id: String,
+    pub src_node_id: u64,
+    pub dst_node_id: u64,
+    /// For replies: the id of the message being answered; empty otherwise.
+    pub reply_to_message_id: String,
+    /// Groups the messages of one step (Floret uses the server round).
+    pub group_id: String,
+    /// Seconds after `created_at` when the message expires.
+    pub ttl: f64,
+    pub message_type: String,
+    /// Unix time in seconds, set by the runtime when the message is sent.
+    pub created_at: f64,
+}
+
+/// A failure reported in place of content: error code and a short reason.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("error {code}: {reason}")]
+pub struct MessageError {
+    pub code: i64,
+    pub reason: String,
+}
+
+impl MessageError {
+    pub fn new(code: i64, reason: impl Into<String>) -> Self {
+        MessageError {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a message carries: records, or the error that replaced them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Content(RecordDict),
+    Error(MessageError),
+}
+
+/// Metadata plus payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub metadata: Metadata,
+    pub payload: Payload,
+}
+
+impl Message {
+    /// A new message to `dst_node_id`; the runtime fills ids, run and times on `send`.
+    pub fn new(content: RecordDict, dst_node_id: u64, message_type: impl Into<String>) -> Message {
+        Message {
+            metadata: Metadata {
+                dst_node_id,
+                ttl: DEFAULT_TTL,
+                message_type: message_type.into(),
+                ..Metadata::default()
+            },
+            payload: Payload::Content(content),
+        }
+    }
+
+    /// Sets the group id (Floret's strategies put the server round there).
+    pub fn with_group_id(mut self, group_id: impl Into<String>) -> Message {
+        self.metadata.group_id = group_id.into();
+        self
+    }
+
+    /// The content, or the carried error.
+    pub fn content(&self) -> Result<&RecordDict, &MessageError> {
+        match &self.payload {
+            Payload::Content(c) => Ok(c),
+            Payload::Error(e) => Err(e),
+        }
+    }
+
+    pub fn error(&self) -> Option<&MessageError> {
+        match &self.payload {
+            Payload::Error(e) => Some(e),
+            Payload::Content(_) => None,
+        }
+    }
+
+    /// A reply to this message: routed back to the sender, same run, group and type.
+    pub fn reply(&self, payload: Payload) -> Message {
+        let m = &self.metadata;
+        Message {
+            metadata: Metadata {
+                run_id: m.run_id,
+                message_id: String::new(),
+                src_node_id: m.dst_node_id,
+                dst_node_id: m.src_node_id,
+                reply_to_message_id: m.message_id.clone(),
+                group_id: m.group_id.clone(),
+                ttl: m.ttl,
+                message_type: m.message_type.clone(),
+                created_at: 0.0,
+            },
+            payload,
+        }
+    }
+
+    /// True once `now` (Unix seconds) is past `created_at + ttl`.
+    pub fn is_expired(&self, now: f64) -> bool {
+        self.metadata.created_at > 0.0 && now > self.metadata.created_at + self.metadata.ttl
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_types_follow_flower() {
+        assert_eq!(validate_message_type("train"), Ok("train"));
+        assert_eq!(validate_message_type("evaluate.central"), Ok("evaluate"));
+        assert!(validate_message_type("fit").is_err());
+        assert!(validate_message_type("train.").is_err());
+        assert!(validate_message_type("query.a b").is_err());
+    }
+
+    #[test]
+    fn reply_swaps_route_and_links_to_original() {
+        let mut m = Message::new(RecordDict::new(), 7, "train").with_group_id("3");
+        m.metadata.run_id = 11;
+        m.metadata.message_id = "abc".into();
+        m.metadata.src_node_id = 1;
+        let r = m.reply(Payload::Error(MessageError::new(
+            error_code::CLIENT_APP_RAISED_EXCEPTION,
+            "boom",
+        )));
+        assert_eq!(r.metadata.src_node_id, 7);
+        assert_eq!(r.metadata.dst_node_id, 1);
+        assert_eq!(r.metadata.reply_to_message_id, "abc");
+        assert_eq!(r.metadata.group_id, "3");
+        assert_eq!(r.metadata.run_id, 11);
+        assert_eq!(r.error().map(|e| e.code), Some(2));
+    }
+
+    #[test]
+    fn expiry_uses_created_at_plus_ttl() {
+        let mut m = Message::new(RecordDict::new(), 1, "query");
+        m.metadata.created_at = 100.0;
+        m.metadata.ttl = 10.0;
+        assert!(!m.is_expired(105.0));
+        assert!(m.is_expired(110.5));
+    }
+}

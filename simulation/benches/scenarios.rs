@@ -1,0 +1,159 @@
+//! TARGETS.md S1/S2 (and more): the quickstart app in simulation, wall time and peak RSS.
+//!
+//! `cargo bench -p floret-simulation --bench scenarios [-- S1 S2 ...]`
+//!
+//! Each scenario runs in a fresh child process (this binary re-executed), so its peak RSS
+//! (VmHWM) is its own and not the high-water mark of an earlier scenario.
+
+use floret_core::run_config::{apply_overrides, parse_overrides};
+use floret_core::{AppManifest, AppRef, UserConfigValue};
+use floret_simulation::{SimulationOptions, SimulationRun};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+struct Scenario {
+    id: &'static str,
+    nodes: u64,
+    params: u64,
+    arrays: u64,
+    rounds: u64,
+    fraction: f64,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        id: "S1",
+        nodes: 1_000,
+        params: 100_000,
+        arrays: 4,
+        rounds: 3,
+        fraction: 1.0,
+    },
+    Scenario {
+        id: "S2",
+        nodes: 10,
+        params: 10_000_000,
+        arrays: 4,
+        rounds: 3,
+        fraction: 1.0,
+    },
+    Scenario {
+        id: "S3",
+        nodes: 1_000_000,
+        params: 1_000,
+        arrays: 1,
+        rounds: 1,
+        fraction: 1.0,
+    },
+    Scenario {
+        id: "S4",
+        nodes: 100_000,
+        params: 100_000,
+        arrays: 4,
+        rounds: 3,
+        fraction: 0.01,
+    },
+];
+
+/// The allocator `flwr` uses, so the figures are the ones a user gets.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const CHILD_ENV: &str = "FLORET_BENCH_SCENARIO";
+
+fn main() {
+    if let Ok(id) = std::env::var(CHILD_ENV) {
+        run_child(&id);
+        return;
+    }
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let exe = std::env::current_exe().expect("bench binary path");
+    println!("| id | nodes | params | rounds | sampled | wall (s) | peak RSS (MB) |");
+    println!("|---|---|---|---|---|---|---|");
+    for s in SCENARIOS {
+        if !(wanted.is_empty() && matches!(s.id, "S1" | "S2") || wanted.iter().any(|w| w == s.id)) {
+            continue;
+        }
+        let out = Command::new(&exe)
+            .env(CHILD_ENV, s.id)
+            .output()
+            .expect("run scenario");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().last().unwrap_or("").to_string();
+        if !out.status.success() || line.is_empty() {
+            eprintln!("{} failed: {}", s.id, String::from_utf8_lossy(&out.stderr));
+            continue;
+        }
+        println!(
+            "| {} | {} | {} | {} | {:.0} % | {line} |",
+            s.id,
+            s.nodes,
+            s.params,
+            s.rounds,
+            s.fraction * 100.0
+        );
+    }
+}
+
+fn run_child(id: &str) {
+    let s = SCENARIOS
+        .iter()
+        .find(|s| s.id == id)
+        .expect("known scenario");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/quickstart/pyproject.toml");
+    let text = std::fs::read_to_string(&path).expect("quickstart pyproject.toml");
+    let manifest = AppManifest::parse(&text, &path).expect("valid manifest");
+    let overrides = parse_overrides(&format!(
+        "num-server-rounds={} total-params={} num-arrays={} fraction-train={:?} fraction-evaluate={:?}",
+        s.rounds, s.params, s.arrays, s.fraction, s.fraction
+    ))
+    .expect("overrides");
+    let mut run_config = apply_overrides(&manifest.config, &overrides).expect("known keys");
+    run_config.insert("round-timeout".into(), UserConfigValue::Float(600.0));
+    let options = SimulationOptions {
+        num_supernodes: s.nodes,
+        num_cpus: 1.0,
+        num_gpus: 0.0,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let started = Instant::now();
+    let outcome = runtime
+        .block_on(floret_simulation::run(
+            &options,
+            SimulationRun {
+                app: AppRef {
+                    name: "quickstart".into(),
+                    ..AppRef::default()
+                },
+                federation: format!("bench-{id}"),
+                run_config,
+                server_app: floret_app_quickstart::server_app(),
+                client_app: floret_app_quickstart::client_app(),
+            },
+            |_| {},
+        ))
+        .expect("simulation runs");
+    let wall = started.elapsed().as_secs_f64();
+    assert!(outcome.status.is_finished(), "{outcome:?}");
+    if !outcome.reason.is_empty() {
+        eprintln!("{id}: {}: {}", outcome.status, outcome.reason);
+        std::process::exit(1);
+    }
+    println!("{wall:.3} | {:.0}", peak_rss_mb());
+}
+
+/// VmHWM of this process, in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

@@ -1,0 +1,161 @@
+//! floret-simulation: a whole federation in one process.
+//!
+//! The same SuperLink, Run and ServerApp actors as a deployment, with the fleet side
+//! replaced by a virtual fleet of N node identities and a worker pool sized by
+//! `options.backend.client-resources.num-cpus`. Messages move as Rust values over the
+//! in-memory `LinkState`, so model data is shared (`Bytes`, `Arc`) and never copied.
+//! Depends on floret-actors and floret-core; not on any transport.
+
+mod fleet;
+pub mod node_ids;
+
+use fleet::{FleetArgs, VirtualFleet};
+use floret_actors::{
+    LinkState, MemoryLinkState, NewRun, RunStatus, StateError, SuperLink, SuperLinkMsg,
+};
+use floret_core::{AppRef, ClientApp, RunEvent, ServerApp, UserConfig};
+use ractor::{Actor, call};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// The federation's `options.*`, as read from `pyproject.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulationOptions {
+    pub num_supernodes: u64,
+    /// CPUs one ClientApp call may use; concurrency is available cores / num_cpus.
+    pub num_cpus: f64,
+    /// Accepted and recorded; the built-in runtime does not schedule GPUs.
+    pub num_gpus: f64,
+}
+
+impl SimulationOptions {
+    /// How many ClientApp calls run at once.
+    pub fn workers(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ((cores as f64 / self.num_cpus).floor() as usize).max(1)
+    }
+
+    fn validate(&self) -> Result<(), SimulationError> {
+        if self.num_supernodes == 0 {
+            return Err(SimulationError::Options(
+                "options.num-supernodes must be at least 1: set options.num-supernodes = 10".into(),
+            ));
+        }
+        if !(self.num_cpus.is_finite() && self.num_cpus > 0.0) {
+            return Err(SimulationError::Options(format!(
+                "options.backend.client-resources.num-cpus must be a positive number (got {}): set it to 1",
+                self.num_cpus
+            )));
+        }
+        if !(self.num_gpus.is_finite() && self.num_gpus >= 0.0) {
+            return Err(SimulationError::Options(format!(
+                "options.backend.client-resources.num-gpus must be 0 or more (got {})",
+                self.num_gpus
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The app and configuration of one simulated run.
+pub struct SimulationRun {
+    pub app: AppRef,
+    pub federation: String,
+    pub run_config: UserConfig,
+    pub server_app: Arc<dyn ServerApp>,
+    pub client_app: ClientApp,
+}
+
+/// How a simulated run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub run_id: u64,
+    pub status: RunStatus,
+    pub reason: String,
+}
+
+#[derive(Debug, Error)]
+pub enum SimulationError {
+    #[error("{0}")]
+    Options(String),
+    #[error("could not start the simulation's actors: {0}")]
+    Spawn(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Runs one app on a fresh in-process federation, calling `on_event` for every run event
+/// in order, and returns when the run has finished.
+pub async fn run(
+    options: &SimulationOptions,
+    run: SimulationRun,
+    mut on_event: impl FnMut(&RunEvent),
+) -> Result<Outcome, SimulationError> {
+    options.validate()?;
+    let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+    let spawn_err = |e: ractor::SpawnErr| SimulationError::Spawn(e.to_string());
+    let (fleet, fleet_handle) = Actor::spawn(
+        None,
+        VirtualFleet,
+        FleetArgs {
+            state: state.clone(),
+            client_app: Arc::new(run.client_app),
+            num_nodes: options.num_supernodes,
+            workers: options.workers(),
+        },
+    )
+    .await
+    .map_err(spawn_err)?;
+    let (link, link_handle) = Actor::spawn(None, SuperLink, state.clone())
+        .await
+        .map_err(spawn_err)?;
+    let new_run = NewRun {
+        app: run.app,
+        federation: run.federation,
+        run_config: run.run_config,
+    };
+    let server_app = run.server_app;
+    let started = call!(link, |reply| SuperLinkMsg::StartRun {
+        run: new_run,
+        app: server_app,
+        reply
+    });
+    let outcome = match started {
+        Ok(Ok(run_id)) => follow(state.as_ref(), run_id, &mut on_event).await,
+        Ok(Err(e)) => Err(SimulationError::Spawn(e.to_string())),
+        Err(e) => Err(SimulationError::Spawn(e.to_string())),
+    };
+    link.stop(None);
+    fleet.stop(None);
+    let _ = link_handle.await;
+    let _ = fleet_handle.await;
+    outcome
+}
+
+/// Streams a run's events until it has finished.
+async fn follow(
+    state: &dyn LinkState,
+    run_id: u64,
+    on_event: &mut impl FnMut(&RunEvent),
+) -> Result<Outcome, SimulationError> {
+    let signals = state.signals(run_id)?;
+    let mut cursor = 0;
+    loop {
+        let notified = signals.events.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Read the status first: events pushed before it finished are then all in `events`.
+        let info = state.run(run_id).ok_or(StateError::UnknownRun(run_id))?;
+        let (events, next) = state.events(run_id, cursor)?;
+        cursor = next;
+        events.iter().for_each(&mut *on_event);
+        if info.status.is_finished() {
+            return Ok(Outcome {
+                run_id,
+                status: info.status,
+                reason: info.reason,
+            });
+        }
+        notified.await;
+    }
+}

@@ -1,0 +1,484 @@
+//! FedAvg over the message API (Flower 1.42's `FedAvg.start`), with streaming aggregation.
+//!
+//! Each round: wait for enough nodes, sample, send `train` messages carrying the model, fold
+//! the replies into a weighted average as they arrive, run the optional central evaluation
+//! on the new model, then (when `fraction_evaluate > 0`) the same for `evaluate` messages,
+//! whose replies only carry metrics. Round numbers run from 1 to `num_rounds`; there is no
+//! round 0, not even for the central evaluation.
+//!
+//! Where Floret differs from Flower on purpose:
+//! - a phase samples only once `max(min_available_nodes, min_<phase>_nodes)` nodes are
+//!   connected, waiting up to the round timeout; a train phase that cannot start is an error,
+//!   an evaluate phase that cannot start is skipped with a log line (the model is fine);
+//! - bad replies (errors, wrong arrays, no weight, late) are counted and left out, never fatal;
+//!   a round without any valid train reply keeps the previous model;
+//! - the weight metric is summed into the aggregated metrics instead of being dropped.
+
+use crate::aggregate::{self, ArrayAccumulator};
+use crate::config::FedAvgConfig;
+use crate::error::StrategyError;
+use crate::metrics::MetricAccumulator;
+use crate::phase::{Folder, Phase};
+use crate::reply::{self, Rejection};
+use crate::sampling::{required_nodes, sample_nodes, sample_size};
+use floret_core::{
+    ArrayRecord, ConfigRecord, Grid, GridError, Message, MetricRecord, MetricValue, PhaseSummary,
+    RecordDict, RoundSummary, RunEvent, message_type,
+};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{Instrument, info_span, warn};
+
+/// Central evaluation: `(round, model) -> metrics`, run by the server after each round's
+/// aggregation (Flower's `evaluate_fn`). It runs on a blocking thread, so it may be slow.
+pub type EvaluateFn = dyn Fn(u64, &ArrayRecord) -> Option<MetricRecord> + Send + Sync;
+
+/// Key of the server round in the config sent with every message.
+const SERVER_ROUND_KEY: &str = "server-round";
+
+/// Federated averaging: the global model is the average of the nodes' models, weighted by
+/// how many examples each trained on.
+pub struct FedAvg {
+    config: FedAvgConfig,
+    evaluate_fn: Option<Arc<EvaluateFn>>,
+}
+
+impl fmt::Debug for FedAvg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FedAvg")
+            .field("config", &self.config)
+            .field("evaluate_fn", &self.evaluate_fn.is_some())
+            .finish()
+    }
+}
+
+/// What a run produced: per-round summaries, central evaluations, and the final model.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct History {
+    /// One summary per round, in order; the aggregated client metrics are in each phase's
+    /// `PhaseSummary::metrics`.
+    pub rounds: Vec<RoundSummary>,
+    /// `(round, metrics)` of each central evaluation that returned metrics.
+    pub central: Vec<(u64, MetricRecord)>,
+    /// The global model after the last round.
+    pub arrays: ArrayRecord,
+}
+
+/// The settings of one `start` call, shared by its rounds.
+struct Run<'a> {
+    grid: &'a dyn Grid,
+    num_rounds: u64,
+    timeout: Duration,
+    train_config: &'a ConfigRecord,
+    evaluate_config: &'a ConfigRecord,
+}
+
+impl FedAvg {
+    /// A FedAvg with validated settings.
+    pub fn new(config: FedAvgConfig) -> Result<FedAvg, StrategyError> {
+        config.validate()?;
+        Ok(FedAvg {
+            config,
+            evaluate_fn: None,
+        })
+    }
+
+    /// Optional centralized evaluation run by the server after each round's aggregation
+    /// (Flower's evaluate_fn).
+    pub fn with_evaluate_fn(
+        mut self,
+        f: impl Fn(u64, &ArrayRecord) -> Option<MetricRecord> + Send + Sync + 'static,
+    ) -> Self {
+        self.evaluate_fn = Some(Arc::new(f));
+        self
+    }
+
+    pub fn config(&self) -> &FedAvgConfig {
+        &self.config
+    }
+
+    /// Runs `num_rounds` rounds from `initial_arrays` and returns what happened.
+    ///
+    /// `round_timeout` bounds each wait of a round on its own: for enough nodes to connect,
+    /// and for the replies of each phase. `train_config` and `evaluate_config` are sent to
+    /// the nodes with `"server-round"` added.
+    pub async fn start(
+        &self,
+        grid: &dyn Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: u64,
+        round_timeout: Duration,
+        train_config: ConfigRecord,
+        evaluate_config: ConfigRecord,
+    ) -> Result<History, StrategyError> {
+        if round_timeout.is_zero() {
+            return Err(StrategyError::InvalidConfig {
+                field: "round_timeout",
+                value: "0s".into(),
+                fix: "nodes need time to reply; give each round e.g. 60 s (Flower's default is 3600 s)"
+                    .into(),
+            });
+        }
+        aggregate::check_model(&initial_arrays)?;
+        let mut rng = match self.config.seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_os_rng(),
+        };
+        let run = Run {
+            grid,
+            num_rounds,
+            timeout: round_timeout,
+            train_config: &train_config,
+            evaluate_config: &evaluate_config,
+        };
+        let span = info_span!("fedavg", run_id = grid.run_id(), num_rounds);
+        async move {
+            log(
+                grid,
+                format!(
+                    "FedAvg: {num_rounds} rounds, model of {} arrays ({} bytes), round timeout {round_timeout:?}",
+                    initial_arrays.len(),
+                    initial_arrays.num_bytes()
+                ),
+            );
+            let mut history = History {
+                arrays: initial_arrays,
+                ..History::default()
+            };
+            for round in 1..=num_rounds {
+                let summary = self
+                    .round(&run, round, &mut rng, &mut history)
+                    .instrument(info_span!("round", round))
+                    .await?;
+                history.rounds.push(summary);
+            }
+            log(grid, format!("FedAvg finished {num_rounds} rounds"));
+            Ok(history)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn round(
+        &self,
+        run: &Run<'_>,
+        round: u64,
+        rng: &mut SmallRng,
+        history: &mut History,
+    ) -> Result<RoundSummary, StrategyError> {
+        run.grid.emit(RunEvent::RoundStarted {
+            round,
+            num_rounds: run.num_rounds,
+        });
+        let train = self
+            .train(run, round, rng, &mut history.arrays)
+            .instrument(info_span!("train"))
+            .await?;
+        let central = match &self.evaluate_fn {
+            Some(f) => central_evaluate(f, round, &history.arrays).await?,
+            None => None,
+        };
+        if let Some(metrics) = &central {
+            log(
+                run.grid,
+                format!("round {round}: central evaluation: {}", show(metrics)),
+            );
+            history.central.push((round, metrics.clone()));
+        }
+        let evaluate = if self.config.fraction_evaluate > 0.0 {
+            self.evaluate(run, round, rng, &history.arrays)
+                .instrument(info_span!("evaluate"))
+                .await?
+        } else {
+            None
+        };
+        let summary = RoundSummary {
+            round,
+            train: Some(train),
+            evaluate,
+            central,
+        };
+        run.grid.emit(RunEvent::RoundFinished(summary.clone()));
+        Ok(summary)
+    }
+
+    async fn train(
+        &self,
+        run: &Run<'_>,
+        round: u64,
+        rng: &mut SmallRng,
+        arrays: &mut ArrayRecord,
+    ) -> Result<PhaseSummary, StrategyError> {
+        let c = &self.config;
+        let phase = Phase {
+            grid: run.grid,
+            round,
+            name: "train",
+            timeout: run.timeout,
+        };
+        let required = required_nodes(c.min_available_nodes, c.min_train_nodes);
+        let nodes = phase.wait_for_nodes(required).await?;
+        if nodes.len() < required {
+            return Err(StrategyError::NotEnoughNodes {
+                round,
+                phase: "train",
+                required,
+                available: nodes.len(),
+                waited: run.timeout,
+            });
+        }
+        let connected = nodes.len();
+        let size = sample_size(c.fraction_train, c.min_train_nodes, connected);
+        let targets = sample_nodes(rng, nodes, size);
+        phase.log(format!(
+            "round {round}: training on {size} of {connected} connected nodes"
+        ));
+        let messages = self.messages(
+            &targets,
+            arrays,
+            run.train_config,
+            round,
+            message_type::TRAIN,
+        );
+        let folder = TrainFolder {
+            arrays: ArrayAccumulator::new(arrays)?,
+            metrics: MetricAccumulator::new(&c.weighted_by_key),
+            arrays_key: c.arrayrecord_key.clone(),
+            weight_key: c.weighted_by_key.clone(),
+        };
+        let (mut summary, folder) = phase.collect(&targets, messages, folder).await?;
+        summary.metrics = finish_metrics(&phase, folder.metrics);
+        match folder.arrays.finish() {
+            Some(average) => *arrays = average,
+            None => phase.log(format!(
+                "round {round}: no valid train reply; keeping the previous model"
+            )),
+        }
+        Ok(summary)
+    }
+
+    /// Runs the evaluate phase; `None` when too few nodes connected to run it.
+    async fn evaluate(
+        &self,
+        run: &Run<'_>,
+        round: u64,
+        rng: &mut SmallRng,
+        arrays: &ArrayRecord,
+    ) -> Result<Option<PhaseSummary>, StrategyError> {
+        let c = &self.config;
+        let phase = Phase {
+            grid: run.grid,
+            round,
+            name: "evaluate",
+            timeout: run.timeout,
+        };
+        let required = required_nodes(c.min_available_nodes, c.min_evaluate_nodes);
+        let nodes = phase.wait_for_nodes(required).await?;
+        if nodes.len() < required {
+            warn!(
+                required,
+                available = nodes.len(),
+                "skipping federated evaluation"
+            );
+            phase.log(format!(
+                "round {round}: skipping federated evaluation: it needs {required} connected nodes, \
+                 {} connected within {:?}",
+                nodes.len(),
+                run.timeout
+            ));
+            return Ok(None);
+        }
+        let size = sample_size(c.fraction_evaluate, c.min_evaluate_nodes, nodes.len());
+        let targets = sample_nodes(rng, nodes, size);
+        let messages = self.messages(
+            &targets,
+            arrays,
+            run.evaluate_config,
+            round,
+            message_type::EVALUATE,
+        );
+        let folder = EvaluateFolder {
+            metrics: MetricAccumulator::new(&c.weighted_by_key),
+            weight_key: c.weighted_by_key.clone(),
+        };
+        let (mut summary, folder) = phase.collect(&targets, messages, folder).await?;
+        summary.metrics = finish_metrics(&phase, folder.metrics);
+        Ok(Some(summary))
+    }
+
+    /// One message per target, all sharing one content dict (a broadcast, not copies).
+    fn messages(
+        &self,
+        targets: &[u64],
+        arrays: &ArrayRecord,
+        config: &ConfigRecord,
+        round: u64,
+        kind: &str,
+    ) -> Vec<Message> {
+        let mut config = config.clone();
+        config.insert(SERVER_ROUND_KEY, i64::try_from(round).unwrap_or(i64::MAX));
+        let content = RecordDict::new()
+            .with(self.config.arrayrecord_key.as_str(), arrays.clone())
+            .with(self.config.configrecord_key.as_str(), config);
+        let group = round.to_string();
+        targets
+            .iter()
+            .map(|&node| Message::new(content.clone(), node, kind).with_group_id(group.clone()))
+            .collect()
+    }
+}
+
+/// Folds train replies: the model into `arrays`, the metrics into `metrics`.
+struct TrainFolder {
+    arrays: ArrayAccumulator,
+    metrics: MetricAccumulator,
+    arrays_key: String,
+    weight_key: String,
+}
+
+impl Folder for TrainFolder {
+    fn fold(&mut self, batch: &[Message]) -> Vec<(usize, Rejection)> {
+        let mut rejected = Vec::new();
+        let mut checked = Vec::with_capacity(batch.len());
+        let mut metrics = Vec::with_capacity(batch.len());
+        for (i, message) in batch.iter().enumerate() {
+            let read = reply::train_reply(message, &self.arrays_key, &self.weight_key)
+                .and_then(|r| Ok((self.arrays.check(r.arrays)?, r)));
+            match read {
+                Ok((arrays, r)) => {
+                    checked.push((arrays, r.weight));
+                    metrics.push((r.metrics, r.weight));
+                }
+                Err(why) => rejected.push((i, why)),
+            }
+        }
+        self.arrays.fold(&checked);
+        for (m, w) in metrics {
+            self.metrics.fold(m, w);
+        }
+        rejected
+    }
+
+    fn weight_of(&self, batch: &[Message]) -> usize {
+        batch
+            .iter()
+            .filter_map(|m| m.content().ok()?.array_record(&self.arrays_key).ok())
+            .map(ArrayRecord::num_bytes)
+            .sum()
+    }
+}
+
+/// Folds evaluate replies: metrics only.
+struct EvaluateFolder {
+    metrics: MetricAccumulator,
+    weight_key: String,
+}
+
+impl Folder for EvaluateFolder {
+    fn fold(&mut self, batch: &[Message]) -> Vec<(usize, Rejection)> {
+        let mut rejected = Vec::new();
+        for (i, message) in batch.iter().enumerate() {
+            match reply::evaluate_reply(message, &self.weight_key) {
+                Ok((m, w)) => self.metrics.fold(m, w),
+                Err(why) => rejected.push((i, why)),
+            }
+        }
+        rejected
+    }
+
+    fn weight_of(&self, _: &[Message]) -> usize {
+        0
+    }
+}
+
+/// The aggregated metrics of a phase; keys the replies disagreed on are logged and left out.
+fn finish_metrics(phase: &Phase<'_>, metrics: MetricAccumulator) -> MetricRecord {
+    let (out, dropped) = metrics.finish();
+    for (key, why) in dropped {
+        warn!(key, why, "metric left out of the aggregate");
+        phase.log(format!(
+            "round {}: {} metric {key:?} not aggregated: {why}",
+            phase.round, phase.name
+        ));
+    }
+    if !out.is_empty() {
+        phase.log(format!(
+            "round {}: {} metrics: {}",
+            phase.round,
+            phase.name,
+            show(&out)
+        ));
+    }
+    out
+}
+
+/// Runs the user's central evaluation on a blocking thread: it may be as slow as training.
+async fn central_evaluate(
+    f: &Arc<EvaluateFn>,
+    round: u64,
+    arrays: &ArrayRecord,
+) -> Result<Option<MetricRecord>, StrategyError> {
+    let (f, model) = (Arc::clone(f), arrays.clone());
+    match tokio::task::spawn_blocking(move || f(round, &model)).await {
+        Ok(metrics) => Ok(metrics),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime that is shutting down cancels a blocking task.
+        Err(_) => Err(StrategyError::Grid {
+            round,
+            source: GridError::Stopped,
+        }),
+    }
+}
+
+fn log(grid: &dyn Grid, line: String) {
+    tracing::info!("{line}");
+    grid.emit(RunEvent::Log(line));
+}
+
+/// A float with at most six decimals and no trailing zeros (`2.5`, `0.123457`).
+fn short(x: f64) -> String {
+    let s = format!("{x:.6}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// `key=value` pairs for a log line.
+fn show(metrics: &MetricRecord) -> String {
+    let pairs: Vec<String> = metrics
+        .iter()
+        .map(|(k, v)| match v {
+            MetricValue::F64(x) => format!("{k}={}", short(*x)),
+            MetricValue::I64(x) => format!("{k}={x}"),
+            MetricValue::U64(x) => format!("{k}={x}"),
+            MetricValue::F64List(x) => format!("{k}={x:.4?}"),
+            MetricValue::I64List(x) => format!("{k}={x:?}"),
+            MetricValue::U64List(x) => format!("{k}={x:?}"),
+        })
+        .collect();
+    pairs.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_show_metrics_briefly() {
+        let mut m = MetricRecord::new();
+        m.insert("num-examples", 600i64);
+        m.insert("loss", 2.5);
+        m.insert("accuracy", 0.123_456_789);
+        m.insert("per-class", MetricValue::F64List(vec![0.5, 0.25]));
+        assert_eq!(
+            show(&m),
+            "num-examples=600, loss=2.5, accuracy=0.123457, per-class=[0.5000, 0.2500]"
+        );
+        assert_eq!(short(3.0), "3");
+    }
+}

@@ -1,0 +1,24 @@
+//! floret-strategies: federated learning strategies over the message API, starting with
+//! FedAvg.
+//!
+//! A strategy decides which nodes to ask, what to send them, and how to turn their replies
+//! into the next global model. Replies are folded into running sums as they arrive
+//! (streaming aggregation), so a round never holds all of its replies at once. The crate
+//! depends only on floret-core: it reaches nodes through the `Grid` trait and does no I/O of
+//! its own — no actors, no transport, no files. The decisions (sampling sizes, reply
+//! checks, fold arithmetic) are pure functions, tested without a grid or a clock.
+
+pub mod aggregate;
+mod config;
+mod error;
+mod fedavg;
+mod kernel;
+pub mod metrics;
+mod phase;
+pub mod reply;
+pub mod sampling;
+
+pub use config::FedAvgConfig;
+pub use error::StrategyError;
+pub use fedavg::{EvaluateFn, FedAvg, History};
+pub use reply::Rejection;

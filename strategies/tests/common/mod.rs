@@ -1,0 +1,224 @@
+//! An in-memory `Grid` for tests: each node answers with a closure, after a delay on tokio's
+//! clock (so `start_paused` tests run instantly), and nodes may join late.
+
+// Each test crate that includes this module uses a different part of it.
+#![allow(dead_code)]
+
+use async_trait::async_trait;
+use floret_core::{
+    Array, ArrayRecord, Grid, GridError, Message, MetricRecord, NodeSet, Payload, RecordDict,
+    RunEvent,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// What a node does with a message.
+pub enum Answer {
+    /// Replies with `payload` after `after`.
+    Reply { after: Duration, payload: Payload },
+    /// Replies twice with the same payload (a retransmission).
+    Twice(Payload),
+    /// Never replies.
+    Silent,
+}
+
+impl Answer {
+    pub fn now(payload: Payload) -> Answer {
+        Answer::Reply {
+            after: Duration::ZERO,
+            payload,
+        }
+    }
+}
+
+pub type Behaviour = Arc<dyn Fn(&Message) -> Answer + Send + Sync>;
+
+struct Node {
+    id: u64,
+    joins_at: Duration,
+    behaviour: Behaviour,
+}
+
+pub struct TestGrid {
+    start: Instant,
+    nodes: Vec<Node>,
+    next_id: AtomicU64,
+    tx: mpsc::UnboundedSender<Message>,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Message>>,
+    pub events: Mutex<Vec<RunEvent>>,
+    /// Every message sent, with the ids the grid gave it.
+    pub sent: Mutex<Vec<Message>>,
+}
+
+impl TestGrid {
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        TestGrid {
+            start: Instant::now(),
+            nodes: Vec::new(),
+            next_id: AtomicU64::new(1),
+            tx,
+            rx: tokio::sync::Mutex::new(rx),
+            events: Mutex::new(Vec::new()),
+            sent: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A node connected from the start.
+    pub fn node(self, id: u64, f: impl Fn(&Message) -> Answer + Send + Sync + 'static) -> Self {
+        self.node_joining(id, Duration::ZERO, f)
+    }
+
+    /// A node that connects `at` after the grid was made.
+    pub fn node_joining(
+        mut self,
+        id: u64,
+        at: Duration,
+        f: impl Fn(&Message) -> Answer + Send + Sync + 'static,
+    ) -> Self {
+        self.nodes.push(Node {
+            id,
+            joins_at: at,
+            behaviour: Arc::new(f),
+        });
+        self
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::Log(l) => Some(l.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn sent_of_type(&self, kind: &str) -> Vec<Message> {
+        let sent = self.sent.lock().unwrap();
+        sent.iter()
+            .filter(|m| m.metadata.message_type == kind)
+            .cloned()
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Grid for TestGrid {
+    fn run_id(&self) -> u64 {
+        7
+    }
+
+    async fn node_ids(&self) -> Result<NodeSet, GridError> {
+        let elapsed = self.start.elapsed();
+        Ok(self
+            .nodes
+            .iter()
+            .filter(|n| n.joins_at <= elapsed)
+            .map(|n| n.id)
+            .collect::<Vec<u64>>()
+            .into())
+    }
+
+    async fn send(&self, messages: Vec<Message>) -> Result<Vec<String>, GridError> {
+        let mut ids = Vec::with_capacity(messages.len());
+        for mut m in messages {
+            let id = format!("m{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+            m.metadata.message_id = id.clone();
+            m.metadata.run_id = 7;
+            ids.push(id);
+            self.sent.lock().unwrap().push(m.clone());
+            let Some(node) = self.nodes.iter().find(|n| n.id == m.metadata.dst_node_id) else {
+                continue;
+            };
+            let (after, replies) = match (node.behaviour)(&m) {
+                Answer::Reply { after, payload } => (after, vec![m.reply(payload)]),
+                Answer::Twice(payload) => (
+                    Duration::ZERO,
+                    vec![m.reply(payload.clone()), m.reply(payload)],
+                ),
+                Answer::Silent => continue,
+            };
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                for reply in replies {
+                    let _ = tx.send(reply);
+                }
+            });
+        }
+        Ok(ids)
+    }
+
+    async fn pull(&self, _: &[String]) -> Result<Vec<Message>, GridError> {
+        Ok(Vec::new())
+    }
+
+    async fn receive(&self, timeout: Duration) -> Result<Vec<Message>, GridError> {
+        let mut rx = self.rx.lock().await;
+        let mut out = Vec::new();
+        if let Ok(Some(first)) = tokio::time::timeout(timeout, rx.recv()).await {
+            out.push(first);
+            while let Ok(more) = rx.try_recv() {
+                out.push(more);
+            }
+        }
+        Ok(out)
+    }
+
+    fn emit(&self, event: RunEvent) {
+        self.events.lock().unwrap().push(event);
+    }
+}
+
+/// A model of one float32 array "w".
+pub fn model(values: &[f32]) -> ArrayRecord {
+    let mut a = ArrayRecord::new();
+    a.insert("w", Array::from_slice(values));
+    a
+}
+
+pub fn metrics(num_examples: i64, loss: f64) -> MetricRecord {
+    let mut m = MetricRecord::new();
+    m.insert("num-examples", num_examples);
+    m.insert("loss", loss);
+    m
+}
+
+/// The round a message belongs to, from its config.
+pub fn round_of(m: &Message) -> i64 {
+    m.content()
+        .ok()
+        .and_then(|c| c.config_record("config").ok())
+        .and_then(|c| c.get_i64("server-round").ok())
+        .unwrap_or(-1)
+}
+
+/// A well-behaved node: trains to `values` on `n` examples (loss `loss`) and evaluates
+/// with the same `n` and loss.
+pub fn client(values: Vec<f32>, n: i64, loss: f64) -> impl Fn(&Message) -> Answer + Send + Sync {
+    move |m: &Message| {
+        let content = if m.metadata.message_type == "train" {
+            RecordDict::new()
+                .with("arrays", model(&values))
+                .with("metrics", metrics(n, loss))
+        } else {
+            RecordDict::new().with("metrics", metrics(n, loss))
+        };
+        Answer::now(Payload::Content(content))
+    }
+}
+
+pub fn values(arrays: &ArrayRecord) -> Vec<f32> {
+    arrays
+        .get("w")
+        .unwrap()
+        .values::<f32>()
+        .unwrap()
+        .into_owned()
+}

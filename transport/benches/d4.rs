@@ -1,0 +1,158 @@
+//! D4 (docs/TARGETS.md): a 1 GiB model from a SuperLink to a SuperNode over gRPC on
+//! loopback. Target: >= 1 GB/s.
+//!
+//! Times one instruction from the moment the SuperLink side queues it until the SuperNode
+//! side holds the assembled message: chunking and hashing on the SuperLink, four chunk
+//! fetches in flight, sha256 checks and the copy into contiguous arrays on the SuperNode.
+//! The message travels by `Subscribe` (push), as in a deployment. Also measures sha256 on
+//! one core, the cost every byte pays twice.
+//!
+//! Run: `cargo bench -p floret-transport --bench d4` (optionally `-- <iterations>`).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use floret_core::{
+    Array, ArrayRecord, Fleet, FleetError, Message, RecordDict, RegisterNode, RunInfo,
+};
+use floret_transport::grpc::{bind_fleet, fleet_client};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// As in `flower-superlink` and `flower-supernode`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const GIB: usize = 1 << 30;
+
+/// One node, whose subscription receives whatever is queued.
+#[derive(Default)]
+struct BenchFleet {
+    subscriber: Mutex<Option<mpsc::Sender<Message>>>,
+}
+
+impl BenchFleet {
+    async fn queue(&self, m: Message) {
+        let tx = self.subscriber.lock().unwrap().clone().expect("subscribed");
+        tx.send(m).await.expect("stream open");
+    }
+}
+
+#[async_trait]
+impl Fleet for BenchFleet {
+    async fn register_node(&self, _: RegisterNode) -> Result<u64, FleetError> {
+        Ok(1)
+    }
+    async fn deactivate_node(&self, _: u64) -> Result<(), FleetError> {
+        Ok(())
+    }
+    async fn heartbeat(&self, _: u64, _: f64) -> Result<(), FleetError> {
+        Ok(())
+    }
+    async fn pull_messages(&self, _: u64) -> Result<Vec<Message>, FleetError> {
+        Ok(Vec::new())
+    }
+    async fn push_messages(&self, _: u64, _: Vec<Message>) -> Result<(), FleetError> {
+        Ok(())
+    }
+    async fn get_run(&self, run_id: u64) -> Result<RunInfo, FleetError> {
+        Err(FleetError::UnknownRun(run_id))
+    }
+    async fn subscribe(&self, _: u64) -> Result<mpsc::Receiver<Message>, FleetError> {
+        let (tx, rx) = mpsc::channel(4);
+        *self.subscriber.lock().unwrap() = Some(tx);
+        Ok(rx)
+    }
+}
+
+/// `arrays` float32 arrays adding up to 1 GiB, filled so that no two chunks are equal.
+fn model(arrays: usize, seed: u32) -> RecordDict {
+    let per_array = GIB / 4 / arrays;
+    let mut record = ArrayRecord::new();
+    for a in 0..arrays {
+        let base = (a * per_array) as u32;
+        let values: Vec<f32> = (0..per_array as u32)
+            .map(|i| (base.wrapping_add(i).wrapping_mul(2_654_435_761) ^ seed) as f32)
+            .collect();
+        record.insert(
+            format!("layer{a}"),
+            Array::from_vec(vec![per_array as i32], values),
+        );
+    }
+    RecordDict::new().with("model", record)
+}
+
+fn gbps(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e9
+}
+
+fn sha256_gbps() -> f64 {
+    let data = vec![7u8; 256 << 20];
+    let started = Instant::now();
+    let digest = Sha256::digest(&data);
+    std::hint::black_box(digest);
+    gbps(data.len(), started.elapsed())
+}
+
+async fn transfer(arrays: usize, iterations: usize) -> Vec<Duration> {
+    let fleet = Arc::new(BenchFleet::default());
+    let server = bind_fleet(SocketAddr::from(([127, 0, 0, 1], 0)), fleet.clone())
+        .await
+        .expect("bind 127.0.0.1:0");
+    let client = fleet_client(&server.local_addr().to_string()).expect("address");
+    let node = client
+        .register_node(RegisterNode {
+            public_key: Bytes::new(),
+            heartbeat_interval: 30.0,
+        })
+        .await
+        .expect("register");
+    let mut rx = client.subscribe(node).await.expect("subscribe");
+    let mut times = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        // A new model each round, as in training: nothing is cached from the last one.
+        let model = model(arrays, i as u32);
+        let message = Message::new(model, node, "train");
+        let started = Instant::now();
+        fleet.queue(message).await;
+        let received = rx.recv().await.expect("delivered");
+        let elapsed = started.elapsed();
+        let bytes = received
+            .content()
+            .map(|c| c.array_record("model").map_or(0, ArrayRecord::num_bytes))
+            .unwrap_or(0);
+        assert_eq!(bytes, GIB, "the whole model arrived");
+        drop(received);
+        times.push(elapsed);
+    }
+    server.shutdown().await;
+    times
+}
+
+fn main() {
+    let iterations = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(3usize);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    println!("sha256 on one core: {:.2} GB/s", sha256_gbps());
+    println!();
+    println!("| id | workload | runs | best | median | throughput (best / median) |");
+    println!("|---|---|---|---|---|---|");
+    for (arrays, label) in [(256, "256 arrays of 4 MiB"), (1, "one 1 GiB array")] {
+        let mut times = runtime.block_on(transfer(arrays, iterations));
+        times.sort();
+        let best = times[0];
+        let median = times[times.len() / 2];
+        println!(
+            "| D4 | 1 GiB model ({label}) SuperLink -> SuperNode, gRPC on loopback | {} | {:.2} s | {:.2} s | {:.2} / {:.2} GB/s |",
+            times.len(),
+            best.as_secs_f64(),
+            median.as_secs_f64(),
+            gbps(GIB, best),
+            gbps(GIB, median),
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! The ClientAppIo API's client side: `ClientAppIoClient` implements
+//! `floret_core::ClientAppIo` over gRPC, for a process-isolated ClientApp.
+
+use super::link::Link;
+use super::wire::{carrier, context_from_parts, context_head};
+use crate::TransferStats;
+use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN};
+use crate::proto::v1;
+use crate::transport_error::{Api, TransportError};
+use async_trait::async_trait;
+use floret_core::{AppIoError, ClientAppIo, ClientTask, Context, Payload};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+type Rpc = v1::client_app_io_client::ClientAppIoClient<Channel>;
+
+/// A ClientApp process's connection to its SuperNode's ClientAppIo API. Clones share the
+/// connection and the chunk cache.
+#[derive(Clone)]
+pub struct ClientAppIoClient {
+    link: Arc<Link>,
+    rpc: Rpc,
+}
+
+/// A client for the ClientAppIo API at `address` (`HOST:PORT`) with default options.
+/// Connects lazily, and each call waits up to 30 s for the SuperNode to listen: the
+/// process may start a moment before its daemon.
+///
+/// # Errors
+/// [`TransportError::InvalidAddress`] when `address` is not `HOST:PORT`.
+pub fn clientappio_client(address: &str) -> Result<ClientAppIoClient, TransportError> {
+    clientappio_client_with(address, ClientOptions::default())
+}
+
+/// [`clientappio_client`] with explicit options.
+///
+/// # Errors
+/// As [`clientappio_client`].
+pub fn clientappio_client_with(
+    address: &str,
+    options: ClientOptions,
+) -> Result<ClientAppIoClient, TransportError> {
+    let link = Link::new(Api::ClientAppIo, address, options)?;
+    let rpc = Rpc::new(link.channel())
+        .max_decoding_message_size(MAX_MESSAGE_LEN)
+        .max_encoding_message_size(MAX_MESSAGE_LEN);
+    Ok(ClientAppIoClient {
+        link: Arc::new(link),
+        rpc,
+    })
+}
+
+impl ClientAppIoClient {
+    /// Chunks fetched and uploaded so far, and those held in the cache now.
+    pub fn transfer_stats(&self) -> TransferStats {
+        self.link.transfer_stats()
+    }
+
+    fn rpc(&self) -> Rpc {
+        self.rpc.clone()
+    }
+}
+
+#[async_trait]
+impl ClientAppIo for ClientAppIoClient {
+    async fn next_task(
+        &self,
+        token: &str,
+        timeout: Duration,
+    ) -> Result<Option<ClientTask>, AppIoError> {
+        let request = v1::NextTaskRequest {
+            token: token.to_string(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let response = self
+            .link
+            .call(timeout, || {
+                let mut rpc = self.rpc();
+                let request = request.clone();
+                async move { rpc.next_task(request).await }
+            })
+            .await?;
+        let (message, context) = match (response.message, response.context) {
+            (None, None) => return Ok(None),
+            (Some(m), Some(c)) => (m, c),
+            _ => {
+                return Err(self
+                    .link
+                    .invalid_reply("a task without its message or context"));
+            }
+        };
+        let state = context
+            .state
+            .ok_or_else(|| self.link.invalid_reply("a context without its state"))?;
+        let [message, state]: [_; 2] = self
+            .link
+            .receive(token, vec![message, state])
+            .await?
+            .try_into()
+            .map_err(|_| self.link.invalid_reply("a task that did not assemble"))?;
+        let context = context_from_parts(context.context, state).map_err(|e| {
+            self.link
+                .invalid_reply(format_args!("an invalid context: {e}"))
+        })?;
+        Ok(Some(ClientTask { message, context }))
+    }
+
+    async fn complete_task(
+        &self,
+        token: &str,
+        message_id: &str,
+        reply: Payload,
+        context: Context,
+    ) -> Result<(), AppIoError> {
+        let head = context_head(&context);
+        let carriers = [carrier(reply), carrier(Payload::Content(context.state))];
+        let (envelopes, chunks) = self.link.pack(&carriers).await;
+        let [reply, state]: [_; 2] = envelopes
+            .try_into()
+            .map_err(|_| AppIoError::Invalid("packing two messages gave another number".into()))?;
+        let request = v1::CompleteTaskRequest {
+            token: token.to_string(),
+            message_id: message_id.to_string(),
+            reply: Some(reply),
+            context: Some(v1::AppContext {
+                context: Some(head),
+                state: Some(state),
+            }),
+        };
+        self.link
+            .push(token, &chunks, || async {
+                let response = self
+                    .link
+                    .call(Duration::ZERO, || {
+                        let mut rpc = self.rpc();
+                        let request = request.clone();
+                        async move { rpc.complete_task(request).await }
+                    })
+                    .await?;
+                Ok(((), response.missing_object_ids))
+            })
+            .await
+    }
+
+    async fn claim(&self) -> Result<Option<String>, AppIoError> {
+        let response = self
+            .link
+            .call(Duration::ZERO, || {
+                let mut rpc = self.rpc();
+                async move { rpc.claim(v1::ClaimRequest {}).await }
+            })
+            .await?;
+        Ok(response.token)
+    }
+}
+
+impl std::fmt::Debug for ClientAppIoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAppIoClient")
+            .field("address", &self.link.address())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,263 @@
+//! What both AppIo clients share: the connection to the daemon, calls that wait for the
+//! daemon to listen, and the chunk transfers of large arrays both ways.
+
+use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN, endpoint};
+use crate::grpc::status::{refused, to_appio_error};
+use crate::objects::cache::ChunkCache;
+use crate::objects::envelope::{self, Opened};
+use crate::objects::id::{ObjectId, verify_blocking};
+use crate::objects::outbox::pack;
+use crate::objects::store::Counters;
+use crate::objects::{TransferStats, deadline_after};
+use crate::proto::v1;
+use crate::transport_error::{Api, TransportError};
+use bytes::Bytes;
+use floret_core::{AppIoError, Message};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::{Response, Status};
+
+type ObjectsRpc = v1::app_io_objects_client::AppIoObjectsClient<Channel>;
+
+/// Rounds of "push what is missing, then send again" before giving up.
+const PUSH_ROUNDS: usize = 3;
+
+pub(crate) struct Link {
+    /// Which API this is, for error messages.
+    api: Api,
+    /// `HOST:PORT` as given, for error messages.
+    address: String,
+    /// Lazy: nothing is opened until the first call.
+    channel: Channel,
+    objects: ObjectsRpc,
+    options: ClientOptions,
+    /// Verified chunks not yet assembled into a message.
+    cache: ChunkCache,
+    counters: Counters,
+}
+
+impl Link {
+    pub(crate) fn new(
+        api: Api,
+        address: &str,
+        options: ClientOptions,
+    ) -> Result<Link, TransportError> {
+        let channel = endpoint(address, &options)?.connect_lazy();
+        let objects = ObjectsRpc::new(channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_LEN)
+            .max_encoding_message_size(MAX_MESSAGE_LEN);
+        Ok(Link {
+            api,
+            address: address.to_string(),
+            channel,
+            objects,
+            cache: ChunkCache::new(options.cache_ttl),
+            options,
+            counters: Counters::default(),
+        })
+    }
+
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub(crate) fn transfer_stats(&self) -> TransferStats {
+        TransferStats::of(&self.counters, self.cache.size())
+    }
+
+    /// The daemon answered something this client cannot use.
+    pub(crate) fn invalid_reply(&self, what: impl std::fmt::Display) -> AppIoError {
+        AppIoError::Invalid(format!(
+            "{} at {} sent {what}",
+            self.api.name(),
+            self.address
+        ))
+    }
+
+    /// One unary call, made by `call`. While nothing listens at the address (the daemon
+    /// is starting), it is made again after growing pauses, for up to `connect_patience`:
+    /// such a request never left, so repeating it is safe. Each attempt may take
+    /// `request_timeout` plus `wait` (the call's own long-poll time).
+    pub(crate) async fn call<T, F, Fut>(&self, wait: Duration, mut call: F) -> Result<T, AppIoError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let limit = self.options.request_timeout.saturating_add(wait);
+        let deadline = deadline_after(self.options.connect_patience);
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match tokio::time::timeout(limit, call()).await {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) if refused(&status) && deadline_after(pause) <= deadline => {
+                    tracing::debug!(address = %self.address, "nothing listens yet; retrying in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Ok(Err(status)) => return Err(to_appio_error(&status, self.api, &self.address)),
+                Err(_) => {
+                    return Err(AppIoError::Unavailable(format!(
+                        "{} at {} did not answer within {limit:?}",
+                        self.api.name(),
+                        self.address
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Splits messages into envelopes and the chunks they name.
+    pub(crate) async fn pack(
+        &self,
+        messages: &[Message],
+    ) -> (Vec<v1::Envelope>, HashMap<ObjectId, Bytes>) {
+        pack(messages, &self.options.chunking, &self.counters).await
+    }
+
+    /// Sends a batch that names `chunks`: `attempt` makes the call and answers its result
+    /// with the ids of the chunks the daemon lacks; those are pushed and the call repeated.
+    pub(crate) async fn push<T, F, Fut>(
+        &self,
+        token: &str,
+        chunks: &HashMap<ObjectId, Bytes>,
+        mut attempt: F,
+    ) -> Result<T, AppIoError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(T, Vec<String>), AppIoError>>,
+    {
+        for _ in 0..PUSH_ROUNDS {
+            let (result, missing) = attempt().await?;
+            if missing.is_empty() {
+                return Ok(result);
+            }
+            let uploads = missing
+                .iter()
+                .map(|s| {
+                    ObjectId::parse(s)
+                        .ok()
+                        .and_then(|id| chunks.get(&id).map(|c| (id, c.clone())))
+                        .ok_or_else(|| {
+                            self.invalid_reply(format_args!(
+                                "a request for chunk {s:?}, which this call does not carry"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            stream::iter(uploads.into_iter().map(Ok))
+                .try_for_each_concurrent(self.options.concurrency(), |(id, c)| {
+                    self.upload(token, id, c)
+                })
+                .await?;
+        }
+        Err(AppIoError::Invalid(format!(
+            "{} at {} still lacked chunks after {PUSH_ROUNDS} uploads",
+            self.api.name(),
+            self.address
+        )))
+    }
+
+    async fn upload(&self, token: &str, id: ObjectId, content: Bytes) -> Result<(), AppIoError> {
+        let len = content.len();
+        let request = v1::AppPushObjectRequest {
+            token: token.to_string(),
+            object_id: id.to_hex(),
+            content,
+        };
+        self.call(Duration::ZERO, || {
+            let mut rpc = self.objects.clone();
+            let request = request.clone();
+            async move { rpc.push_object(request).await }
+        })
+        .await?;
+        self.counters.sent(len);
+        Ok(())
+    }
+
+    /// Fetches one chunk and checks it against its id.
+    async fn fetch(&self, token: &str, id: ObjectId) -> Result<(ObjectId, Bytes), AppIoError> {
+        let request = v1::AppPullObjectRequest {
+            token: token.to_string(),
+            object_id: id.to_hex(),
+        };
+        let content = self
+            .call(Duration::ZERO, || {
+                let mut rpc = self.objects.clone();
+                let request = request.clone();
+                async move { rpc.pull_object(request).await }
+            })
+            .await?
+            .content;
+        verify_blocking(id, content.clone())
+            .await
+            .map_err(|actual| {
+                self.invalid_reply(format_args!("chunk {id} corrupt: its sha256 is {actual}"))
+            })?;
+        self.counters.received(content.len());
+        self.cache.insert(id, content.clone());
+        Ok((id, content))
+    }
+
+    /// Turns received envelopes into messages: fetches the chunks not in the cache (a few
+    /// at a time), assembles, and tells the daemon it may free what it kept for us.
+    pub(crate) async fn receive(
+        &self,
+        token: &str,
+        envelopes: Vec<v1::Envelope>,
+    ) -> Result<Vec<Message>, AppIoError> {
+        self.cache.expire();
+        let opened = envelopes
+            .into_iter()
+            .map(envelope::open)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.invalid_reply(format_args!("an invalid message: {e}")))?;
+        let needed: HashSet<ObjectId> = opened.iter().flat_map(Opened::chunk_ids).collect();
+        let mut chunks: HashMap<ObjectId, Bytes> = HashMap::with_capacity(needed.len());
+        let mut missing = Vec::new();
+        for &id in &needed {
+            match self.cache.get(id) {
+                Some(c) => {
+                    chunks.insert(id, c);
+                }
+                None => missing.push(id),
+            }
+        }
+        let fetched: Vec<(ObjectId, Bytes)> = stream::iter(missing)
+            .map(|id| self.fetch(token, id))
+            .buffer_unordered(self.options.concurrency())
+            .try_collect()
+            .await?;
+        chunks.extend(fetched);
+        let deliveries: Vec<u64> = opened
+            .iter()
+            .map(Opened::delivery_id)
+            .filter(|&d| d != 0)
+            .collect();
+        let messages = tokio::task::spawn_blocking(move || envelope::assemble_all(opened, &chunks))
+            .await
+            .map_err(|e| AppIoError::Invalid(format!("assembling a message failed: {e}")))?
+            .map_err(|(_, e)| self.invalid_reply(format_args!("an invalid message: {e}")));
+        self.cache.remove_all(needed);
+        if !deliveries.is_empty() {
+            let mut rpc = self.objects.clone();
+            let request = v1::AppConfirmDeliveriesRequest {
+                token: token.to_string(),
+                delivery_ids: deliveries,
+            };
+            // Best effort: if it is lost, the daemon frees the chunks when its lease ends.
+            tokio::spawn(async move {
+                if let Err(status) = rpc.confirm_deliveries(request).await {
+                    tracing::debug!(%status, "could not confirm deliveries");
+                }
+            });
+        }
+        messages
+    }
+}

@@ -1,0 +1,222 @@
+//! The Control API's client side: `ControlClient` implements `floret_core::Control` over
+//! gRPC for the `flwr` CLI.
+
+use super::options::{ClientOptions, MAX_FAB_LEN, MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, endpoint};
+use super::status::to_control_error;
+use crate::convert_runs::{run_event_from_proto, run_info_from_proto, start_run_to_proto};
+use crate::proto::v1;
+use crate::transport_error::{TransportError, io_reason};
+use async_trait::async_trait;
+use floret_core::{Control, ControlError, RunEvent, RunInfo, StartRun};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+use tonic::{Response, Status, Streaming};
+
+type Rpc = v1::control_client::ControlClient<Channel>;
+
+/// Events a `StreamEvents` reader may hold before the CLI takes them.
+const EVENT_BUFFER: usize = 64;
+
+/// How long `control_client` waits for the SuperLink to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The `flwr` CLI's connection to a SuperLink's Control API. Clones share the connection.
+#[derive(Clone)]
+pub struct ControlClient {
+    /// `HOST:PORT` as given, for error messages.
+    address: Arc<str>,
+    rpc: Rpc,
+    request_timeout: Duration,
+}
+
+/// Connects to the Control API at `address` (`HOST:PORT`), waiting at most 3 s, so that a
+/// wrong or dead address fails at once with a clear error. Later calls reconnect by
+/// themselves if the connection drops.
+///
+/// # Errors
+/// [`TransportError::InvalidAddress`] for an address that is not `HOST:PORT`;
+/// [`TransportError::Connect`] when nothing accepts the connection in time.
+pub async fn control_client(address: &str) -> Result<ControlClient, TransportError> {
+    control_client_with(
+        address,
+        ClientOptions {
+            connect_timeout: CONNECT_TIMEOUT,
+            ..ClientOptions::default()
+        },
+    )
+    .await
+}
+
+/// [`control_client`] with explicit options.
+///
+/// # Errors
+/// As [`control_client`].
+pub async fn control_client_with(
+    address: &str,
+    options: ClientOptions,
+) -> Result<ControlClient, TransportError> {
+    let endpoint = endpoint(address, &options)?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| TransportError::Connect {
+            address: address.to_string(),
+            reason: connect_reason(&e, options.connect_timeout),
+        })?;
+    Ok(ControlClient {
+        address: address.into(),
+        // StartRun may carry a FAB; responses stay small.
+        rpc: Rpc::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_LEN)
+            .max_encoding_message_size(MAX_FAB_MESSAGE_LEN),
+        request_timeout: options.request_timeout,
+    })
+}
+
+/// "connection refused", "no answer within 3s", or the innermost error's text.
+fn connect_reason(e: &tonic::transport::Error, timeout: Duration) -> String {
+    let mut innermost = e.to_string();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io_reason(io);
+        }
+        innermost = s.to_string();
+        source = s.source();
+    }
+    if innermost.contains("timed out") || innermost.contains("timeout") {
+        format!("no answer within {timeout:?}")
+    } else {
+        innermost
+    }
+}
+
+impl ControlClient {
+    async fn call<T>(
+        &self,
+        asked: u64,
+        call: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<T, ControlError> {
+        match tokio::time::timeout(self.request_timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(to_control_error(&status, &self.address, asked)),
+            Err(_) => Err(ControlError::Unavailable(format!(
+                "the SuperLink at {} did not answer within {:?}",
+                self.address, self.request_timeout
+            ))),
+        }
+    }
+
+    fn invalid_reply(&self, what: impl std::fmt::Display) -> ControlError {
+        ControlError::Invalid(format!("the SuperLink at {} sent {what}", self.address))
+    }
+}
+
+/// Reads a `StreamEvents` stream into `tx` until either side ends.
+async fn forward(
+    address: Arc<str>,
+    mut events: Streaming<v1::RunEvent>,
+    tx: mpsc::Sender<RunEvent>,
+) {
+    loop {
+        let next = tokio::select! {
+            () = tx.closed() => return,
+            next = events.message() => next,
+        };
+        match next {
+            Ok(Some(event)) => match run_event_from_proto(event) {
+                Ok(event) => {
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(%address, error = %e, "skipped an invalid run event"),
+            },
+            Ok(None) => return,
+            Err(status) => {
+                let e = to_control_error(&status, &address, 0);
+                tracing::debug!(error = %e, "event stream broke");
+                return;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Control for ControlClient {
+    async fn start_run(&self, request: StartRun) -> Result<u64, ControlError> {
+        if let Some(fab) = request.fab.as_ref().filter(|f| f.len() > MAX_FAB_LEN) {
+            return Err(ControlError::Invalid(format!(
+                "the app bundle (FAB) is {} MiB; a SuperLink accepts at most {} MiB: leave \
+                 large data out of the app and load it at run time",
+                fab.len() >> 20,
+                MAX_FAB_LEN >> 20
+            )));
+        }
+        let mut rpc = self.rpc.clone();
+        Ok(self
+            .call(0, rpc.start_run(start_run_to_proto(&request)))
+            .await?
+            .run_id)
+    }
+
+    async fn stop_run(&self, run_id: u64) -> Result<(), ControlError> {
+        let mut rpc = self.rpc.clone();
+        self.call(run_id, rpc.stop_run(v1::StopRunRequest { run_id }))
+            .await?;
+        Ok(())
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunInfo>, ControlError> {
+        let mut rpc = self.rpc.clone();
+        let runs = self
+            .call(0, rpc.list_runs(v1::ListRunsRequest {}))
+            .await?
+            .runs;
+        runs.into_iter()
+            .map(|r| {
+                run_info_from_proto(r)
+                    .map_err(|e| self.invalid_reply(format_args!("an invalid run: {e}")))
+            })
+            .collect()
+    }
+
+    async fn get_run(&self, run_id: u64) -> Result<RunInfo, ControlError> {
+        let mut rpc = self.rpc.clone();
+        let run = self
+            .call(run_id, rpc.get_run(v1::GetRunRequest { run_id }))
+            .await?
+            .run
+            .ok_or_else(|| self.invalid_reply("GetRun without a run"))?;
+        run_info_from_proto(run)
+            .map_err(|e| self.invalid_reply(format_args!("an invalid run: {e}")))
+    }
+
+    async fn stream_events(
+        &self,
+        run_id: u64,
+        follow: bool,
+    ) -> Result<mpsc::Receiver<RunEvent>, ControlError> {
+        let mut rpc = self.rpc.clone();
+        let events = self
+            .call(
+                run_id,
+                rpc.stream_events(v1::StreamEventsRequest { run_id, follow }),
+            )
+            .await?;
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        tokio::spawn(forward(self.address.clone(), events, tx));
+        Ok(rx)
+    }
+}
+
+impl std::fmt::Debug for ControlClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlClient")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}

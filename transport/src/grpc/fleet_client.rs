@@ -1,0 +1,465 @@
+//! The Fleet API's client side: `FleetClient` implements `floret_core::Fleet` over gRPC, so
+//! a SuperNode runs unchanged against a remote SuperLink.
+//!
+//! Connections are lazy and self-healing: nothing is opened until the first call, and after
+//! a failure the next call connects again. Chunk transfers retry through such reconnects for
+//! `transfer_patience`, fetching only the chunks not yet received.
+
+use super::options::{ClientOptions, MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, endpoint};
+use super::status::{Failure, classify, to_fleet_error};
+use crate::convert_runs::run_info_from_proto;
+use crate::objects::cache::ChunkCache;
+use crate::objects::envelope::{self, Opened};
+use crate::objects::id::{ObjectId, verify_blocking};
+use crate::objects::outbox::pack;
+use crate::objects::store::Counters;
+use crate::objects::{TransferStats, deadline_after};
+use crate::proto::v1;
+use crate::transport_error::TransportError;
+use async_trait::async_trait;
+use bytes::Bytes;
+use floret_core::{Fleet, FleetError, Message, RegisterNode, RunInfo};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+use tonic::{Response, Status, Streaming};
+
+type Rpc = v1::fleet_client::FleetClient<Channel>;
+
+/// Messages a `Subscribe` reader may have assembled before the SuperNode takes them.
+const SUBSCRIBE_BUFFER: usize = 16;
+/// Rounds of "push what is missing, then PushMessages again" before giving up.
+const PUSH_ROUNDS: usize = 3;
+
+/// A SuperNode's connection to a SuperLink's Fleet API. Clones share the connection and
+/// the chunk cache.
+#[derive(Clone)]
+pub struct FleetClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `HOST:PORT` as given, for error messages.
+    address: String,
+    rpc: Rpc,
+    options: ClientOptions,
+    /// Verified chunks not yet assembled into a message.
+    cache: ChunkCache,
+    counters: Counters,
+}
+
+/// A client for the Fleet API at `address` (`HOST:PORT`) with default options. Connects
+/// lazily: a SuperNode may start before its SuperLink.
+///
+/// # Errors
+/// [`TransportError::InvalidAddress`] when `address` is not `HOST:PORT`.
+pub fn fleet_client(address: &str) -> Result<FleetClient, TransportError> {
+    fleet_client_with(address, ClientOptions::default())
+}
+
+/// [`fleet_client`] with explicit options.
+///
+/// # Errors
+/// As [`fleet_client`].
+pub fn fleet_client_with(
+    address: &str,
+    options: ClientOptions,
+) -> Result<FleetClient, TransportError> {
+    let channel = endpoint(address, &options)?.connect_lazy();
+    // Responses may be as large as a FAB (GetFab); requests stay small.
+    let rpc = Rpc::new(channel)
+        .max_decoding_message_size(MAX_FAB_MESSAGE_LEN)
+        .max_encoding_message_size(MAX_MESSAGE_LEN);
+    Ok(FleetClient {
+        inner: Arc::new(Inner {
+            address: address.to_string(),
+            rpc,
+            cache: ChunkCache::new(options.cache_ttl),
+            options,
+            counters: Counters::default(),
+        }),
+    })
+}
+
+/// How one chunk transfer attempt ended.
+enum Attempt<T> {
+    Done(T),
+    /// Worth another try after a pause (the link is down or slow).
+    Retry(FleetError),
+    Fail(FleetError),
+}
+
+impl FleetClient {
+    /// Chunks fetched and uploaded so far, and those held in the cache now.
+    pub fn transfer_stats(&self) -> TransferStats {
+        TransferStats::of(&self.inner.counters, self.inner.cache.size())
+    }
+
+    fn rpc(&self) -> Rpc {
+        self.inner.rpc.clone()
+    }
+
+    fn error(&self, status: &Status, asked: u64) -> FleetError {
+        to_fleet_error(status, &self.inner.address, asked)
+    }
+
+    fn timed_out(&self) -> FleetError {
+        FleetError::Unavailable(format!(
+            "the SuperLink at {} did not answer within {:?}",
+            self.inner.address, self.inner.options.request_timeout
+        ))
+    }
+
+    /// One unary call with the request timeout; `asked` is the node or run id the call is
+    /// about, reported when the SuperLink does not know it.
+    async fn call<T>(
+        &self,
+        asked: u64,
+        call: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<T, FleetError> {
+        match tokio::time::timeout(self.inner.options.request_timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(self.error(&status, asked)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// One attempt of a chunk transfer call, sorted into done / retry / fail.
+    async fn attempt<T>(
+        &self,
+        asked: u64,
+        call: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Attempt<T> {
+        match tokio::time::timeout(self.inner.options.request_timeout, call).await {
+            Ok(Ok(response)) => Attempt::Done(response.into_inner()),
+            Ok(Err(status)) => match classify(&status) {
+                Failure::Transport(_) => Attempt::Retry(self.error(&status, asked)),
+                _ => Attempt::Fail(self.error(&status, asked)),
+            },
+            Err(_) => Attempt::Retry(self.timed_out()),
+        }
+    }
+
+    /// Repeats `attempt` with growing pauses while it asks for a retry and the patience
+    /// lasts.
+    async fn with_patience<T, F, Fut>(&self, mut attempt: F) -> Result<T, FleetError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Attempt<T>>,
+    {
+        let deadline = deadline_after(self.inner.options.transfer_patience);
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match attempt().await {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry(e) => {
+                    if deadline_after(pause) > deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, "chunk transfer interrupted; retrying in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Fetches one chunk, checks it against its id and keeps it in the cache (for a resumed
+    /// transfer, should this one be abandoned).
+    async fn fetch(&self, node_id: u64, id: ObjectId) -> Result<(ObjectId, Bytes), FleetError> {
+        let request = v1::PullObjectRequest {
+            node_id,
+            object_id: id.to_hex(),
+        };
+        let content = self
+            .with_patience(|| {
+                let mut rpc = self.rpc();
+                let request = request.clone();
+                async move { self.attempt(node_id, rpc.pull_object(request)).await }
+            })
+            .await?
+            .content;
+        verify_blocking(id, content.clone())
+            .await
+            .map_err(|actual| {
+                FleetError::Invalid(format!(
+                    "chunk {id} from the SuperLink at {} is corrupt: its sha256 is {actual}",
+                    self.inner.address
+                ))
+            })?;
+        self.inner.counters.received(content.len());
+        self.inner.cache.insert(id, content.clone());
+        Ok((id, content))
+    }
+
+    /// Uploads one chunk.
+    async fn upload(&self, node_id: u64, id: ObjectId, content: Bytes) -> Result<(), FleetError> {
+        let len = content.len();
+        let request = v1::PushObjectRequest {
+            node_id,
+            object_id: id.to_hex(),
+            content,
+        };
+        self.with_patience(|| {
+            let mut rpc = self.rpc();
+            let request = request.clone();
+            async move { self.attempt(node_id, rpc.push_object(request)).await }
+        })
+        .await?;
+        self.inner.counters.sent(len);
+        Ok(())
+    }
+
+    /// Turns received envelopes into messages: fetches the chunks not in the cache (a few
+    /// at a time), assembles, and tells the SuperLink it may free what it kept for us.
+    async fn receive(
+        &self,
+        node_id: u64,
+        envelopes: Vec<v1::Envelope>,
+    ) -> Result<Vec<Message>, FleetError> {
+        let cache = &self.inner.cache;
+        cache.expire();
+        let opened = envelopes
+            .into_iter()
+            .map(envelope::open)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                FleetError::Invalid(format!("the SuperLink sent an invalid message: {e}"))
+            })?;
+        let needed: HashSet<ObjectId> = opened.iter().flat_map(Opened::chunk_ids).collect();
+        let mut chunks: HashMap<ObjectId, Bytes> = HashMap::with_capacity(needed.len());
+        let mut missing = Vec::new();
+        for &id in &needed {
+            match cache.get(id) {
+                Some(c) => {
+                    chunks.insert(id, c);
+                }
+                None => missing.push(id),
+            }
+        }
+        let fetched: Vec<(ObjectId, Bytes)> = stream::iter(missing)
+            .map(|id| self.fetch(node_id, id))
+            .buffer_unordered(self.inner.options.concurrency())
+            .try_collect()
+            .await?;
+        chunks.extend(fetched);
+        let deliveries: Vec<u64> = opened
+            .iter()
+            .map(Opened::delivery_id)
+            .filter(|&d| d != 0)
+            .collect();
+        let messages = assemble(opened, chunks).await;
+        cache.remove_all(needed);
+        if !deliveries.is_empty() {
+            let mut rpc = self.rpc();
+            // Best effort: if it is lost, the SuperLink frees the chunks when its lease ends.
+            tokio::spawn(async move {
+                let request = v1::ConfirmDeliveriesRequest {
+                    node_id,
+                    delivery_ids: deliveries,
+                };
+                if let Err(status) = rpc.confirm_deliveries(request).await {
+                    tracing::debug!(node_id, %status, "could not confirm deliveries");
+                }
+            });
+        }
+        messages
+    }
+
+    /// Reads a `Subscribe` stream into `tx` until either side ends.
+    async fn forward(
+        self,
+        node_id: u64,
+        mut envelopes: Streaming<v1::Envelope>,
+        tx: mpsc::Sender<Message>,
+    ) {
+        loop {
+            let next = tokio::select! {
+                () = tx.closed() => return,
+                next = envelopes.message() => next,
+            };
+            let envelope = match next {
+                Ok(Some(envelope)) => envelope,
+                Ok(None) => {
+                    tracing::debug!(node_id, "the SuperLink ended the Subscribe stream");
+                    return;
+                }
+                Err(status) => {
+                    let e = self.error(&status, node_id);
+                    tracing::debug!(node_id, error = %e, "Subscribe stream broke");
+                    return;
+                }
+            };
+            let received = tokio::select! {
+                () = tx.closed() => return,
+                received = self.receive(node_id, vec![envelope]) => received,
+            };
+            match received {
+                Ok(messages) => {
+                    for m in messages {
+                        if tx.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node_id, error = %e, "dropped a message that could not be received")
+                }
+            }
+        }
+    }
+}
+
+/// Assembles envelopes off the async threads (large arrays are copied once into place).
+async fn assemble(
+    opened: Vec<Opened>,
+    chunks: HashMap<ObjectId, Bytes>,
+) -> Result<Vec<Message>, FleetError> {
+    tokio::task::spawn_blocking(move || envelope::assemble_all(opened, &chunks))
+        .await
+        .map_err(|e| FleetError::Invalid(format!("assembling a message failed: {e}")))?
+        .map_err(|(_, e)| {
+            FleetError::Invalid(format!("the SuperLink sent an invalid message: {e}"))
+        })
+}
+
+#[async_trait]
+impl Fleet for FleetClient {
+    async fn register_node(&self, request: RegisterNode) -> Result<u64, FleetError> {
+        let request = v1::RegisterNodeRequest {
+            public_key: request.public_key,
+            heartbeat_interval: request.heartbeat_interval,
+        };
+        let mut rpc = self.rpc();
+        Ok(self.call(0, rpc.register_node(request)).await?.node_id)
+    }
+
+    async fn deactivate_node(&self, node_id: u64) -> Result<(), FleetError> {
+        let mut rpc = self.rpc();
+        self.call(
+            node_id,
+            rpc.deactivate_node(v1::DeactivateNodeRequest { node_id }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, node_id: u64, heartbeat_interval: f64) -> Result<(), FleetError> {
+        let mut rpc = self.rpc();
+        let request = v1::HeartbeatRequest {
+            node_id,
+            heartbeat_interval,
+        };
+        self.call(node_id, rpc.heartbeat(request)).await?;
+        Ok(())
+    }
+
+    async fn pull_messages(&self, node_id: u64) -> Result<Vec<Message>, FleetError> {
+        let mut rpc = self.rpc();
+        let response = self
+            .call(
+                node_id,
+                rpc.pull_messages(v1::PullMessagesRequest { node_id }),
+            )
+            .await?;
+        self.receive(node_id, response.envelopes).await
+    }
+
+    async fn push_messages(&self, node_id: u64, messages: Vec<Message>) -> Result<(), FleetError> {
+        let (envelopes, chunks) = pack(
+            &messages,
+            &self.inner.options.chunking,
+            &self.inner.counters,
+        )
+        .await;
+        for _ in 0..PUSH_ROUNDS {
+            let mut rpc = self.rpc();
+            let request = v1::PushMessagesRequest {
+                node_id,
+                envelopes: envelopes.clone(),
+            };
+            let missing = self
+                .call(node_id, rpc.push_messages(request))
+                .await?
+                .missing_object_ids;
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let uploads = missing
+                .iter()
+                .map(|s| {
+                    ObjectId::parse(s)
+                        .ok()
+                        .and_then(|id| chunks.get(&id).map(|c| (id, c.clone())))
+                        .ok_or_else(|| {
+                            FleetError::Invalid(format!(
+                                "the SuperLink asked for chunk {s:?}, which these messages do not contain"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            stream::iter(uploads.into_iter().map(Ok))
+                .try_for_each_concurrent(self.inner.options.concurrency(), |(id, c)| {
+                    self.upload(node_id, id, c)
+                })
+                .await?;
+        }
+        Err(FleetError::Invalid(format!(
+            "the SuperLink still lacked chunks after {PUSH_ROUNDS} uploads"
+        )))
+    }
+
+    async fn get_run(&self, run_id: u64) -> Result<RunInfo, FleetError> {
+        let mut rpc = self.rpc();
+        let run = self
+            .call(run_id, rpc.get_run(v1::GetRunRequest { run_id }))
+            .await?
+            .run
+            .ok_or_else(|| {
+                FleetError::Invalid("the SuperLink answered GetRun without a run".into())
+            })?;
+        run_info_from_proto(run)
+            .map_err(|e| FleetError::Invalid(format!("the SuperLink sent an invalid run: {e}")))
+    }
+
+    async fn get_fab(&self, fab_hash: &str) -> Result<Bytes, FleetError> {
+        let mut rpc = self.rpc();
+        let request = v1::GetFabRequest {
+            fab_hash: fab_hash.to_string(),
+        };
+        let fab = self
+            .call(0, rpc.get_fab(request))
+            .await?
+            .fab
+            .ok_or_else(|| {
+                FleetError::Invalid(format!(
+                    "the SuperLink at {} answered GetFab without a FAB",
+                    self.inner.address
+                ))
+            })?;
+        Ok(fab.content)
+    }
+
+    async fn subscribe(&self, node_id: u64) -> Result<mpsc::Receiver<Message>, FleetError> {
+        let mut rpc = self.rpc();
+        let envelopes = self
+            .call(node_id, rpc.subscribe(v1::SubscribeRequest { node_id }))
+            .await?;
+        let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER);
+        tokio::spawn(self.clone().forward(node_id, envelopes, tx));
+        Ok(rx)
+    }
+}
+
+impl std::fmt::Debug for FleetClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetClient")
+            .field("address", &self.inner.address)
+            .finish_non_exhaustive()
+    }
+}

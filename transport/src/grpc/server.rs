@@ -1,0 +1,330 @@
+//! A running gRPC server: the listening socket, the serving task, and a shutdown that ends
+//! long-lived streams so that in-flight calls can finish.
+
+use super::appio::{ClientAppIoService, ObjectsService, ServerAppIoService};
+use super::control_service::ControlService;
+use super::fleet_service::FleetService;
+use super::options::{MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, ServerOptions, server_builder};
+use crate::objects::TransferStats;
+use crate::objects::outbox::Outbox;
+use crate::objects::store::ObjectStore;
+use crate::proto::v1;
+use crate::transport_error::{Api, TransportError};
+use floret_core::{ClientAppIo, Control, Fleet, ServerAppIo};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::{Router, TcpIncoming};
+
+/// A gRPC server serving one API on one socket. Dropping it starts a graceful shutdown in
+/// the background; [`Server::shutdown`] also waits for it.
+pub struct Server {
+    /// Where it listens (the real port when bound to port 0).
+    local_addr: SocketAddr,
+    /// Set to `true` to stop accepting connections and end open streams.
+    stop: watch::Sender<bool>,
+    /// Serves until stopped and every connection has closed.
+    task: Option<JoinHandle<()>>,
+    /// How long `shutdown` waits for calls in flight.
+    grace: Duration,
+    /// The chunks of the Fleet or AppIo API; `None` for the Control API.
+    objects: Option<Arc<ObjectStore>>,
+}
+
+/// Resolves once the server is told to stop (or is gone).
+pub(crate) async fn stopped(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone: the server was dropped, which stops it too.
+    let _ = stop.wait_for(|&stopped| stopped).await;
+}
+
+impl Server {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Chunks sent and received by the Fleet or AppIo API, and what its object store
+    /// holds now (all zero for the Control API).
+    pub fn transfer_stats(&self) -> TransferStats {
+        self.objects
+            .as_ref()
+            .map(|o| TransferStats::of(&o.counters, o.size()))
+            .unwrap_or_default()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn objects(&self) -> Option<&Arc<ObjectStore>> {
+        self.objects.as_ref()
+    }
+
+    /// Stops accepting connections, ends `Subscribe` and `StreamEvents` streams and
+    /// `Receive` and `NextTask` long polls, lets unary calls in flight finish (for at most the shutdown grace, 5 s by default) and
+    /// returns once the server is gone.
+    pub async fn shutdown(mut self) {
+        self.stop.send_replace(true);
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(self.grace, &mut task).await.is_err()
+        {
+            tracing::warn!(
+                addr = %self.local_addr,
+                "calls still in flight after {:?}; closing them",
+                self.grace
+            );
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Serves `fleet` as the Fleet API on `addr` (port 0 picks a free port).
+///
+/// # Errors
+/// [`TransportError::Bind`] when the address cannot be listened on (in use, not of this
+/// machine, privileged).
+pub async fn bind_fleet(addr: SocketAddr, fleet: Arc<dyn Fleet>) -> Result<Server, TransportError> {
+    bind_fleet_with(addr, fleet, ServerOptions::default()).await
+}
+
+/// [`bind_fleet`] with explicit options.
+///
+/// # Errors
+/// As [`bind_fleet`].
+pub async fn bind_fleet_with(
+    addr: SocketAddr,
+    fleet: Arc<dyn Fleet>,
+    options: ServerOptions,
+) -> Result<Server, TransportError> {
+    let listener = listen(Api::Fleet, addr).await?;
+    let (stop, stop_rx) = watch::channel(false);
+    let objects = Arc::new(ObjectStore::new(
+        options.chunking.chunk_len(),
+        options.lease,
+    ));
+    let service = FleetService::new(fleet, objects.clone(), options.chunking, stop_rx.clone());
+    // GetFab answers a whole FAB; what nodes send stays small.
+    let router = server_builder(&options).add_service(
+        v1::fleet_server::FleetServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE_LEN)
+            .max_encoding_message_size(MAX_FAB_MESSAGE_LEN),
+    );
+    tokio::spawn(sweep(objects.clone(), options.lease, stop_rx.clone()));
+    start(
+        (Api::Fleet, addr),
+        listener,
+        router,
+        (stop, stop_rx),
+        &options,
+        Some(objects),
+    )
+}
+
+/// Serves `control` as the Control API on `addr` (port 0 picks a free port).
+///
+/// # Errors
+/// [`TransportError::Bind`] when the address cannot be listened on.
+pub async fn bind_control(
+    addr: SocketAddr,
+    control: Arc<dyn Control>,
+) -> Result<Server, TransportError> {
+    bind_control_with(addr, control, ServerOptions::default()).await
+}
+
+/// [`bind_control`] with explicit options.
+///
+/// # Errors
+/// As [`bind_control`].
+pub async fn bind_control_with(
+    addr: SocketAddr,
+    control: Arc<dyn Control>,
+    options: ServerOptions,
+) -> Result<Server, TransportError> {
+    let listener = listen(Api::Control, addr).await?;
+    let (stop, stop_rx) = watch::channel(false);
+    let service = ControlService::new(control, stop_rx.clone());
+    // StartRun may carry a FAB.
+    let router = server_builder(&options).add_service(
+        v1::control_server::ControlServer::new(service)
+            .max_decoding_message_size(MAX_FAB_MESSAGE_LEN)
+            .max_encoding_message_size(MAX_MESSAGE_LEN),
+    );
+    start(
+        (Api::Control, addr),
+        listener,
+        router,
+        (stop, stop_rx),
+        &options,
+        None,
+    )
+}
+
+/// Serves `appio` as the ServerAppIo API on `addr` (port 0 picks a free port): where
+/// process-isolated ServerApps drive their runs.
+///
+/// # Errors
+/// [`TransportError::Bind`] when the address cannot be listened on; its message names
+/// `--serverappio-api-address`.
+pub async fn bind_serverappio(
+    addr: SocketAddr,
+    appio: Arc<dyn ServerAppIo>,
+) -> Result<Server, TransportError> {
+    bind_serverappio_with(addr, appio, ServerOptions::default()).await
+}
+
+/// [`bind_serverappio`] with explicit options.
+///
+/// # Errors
+/// As [`bind_serverappio`].
+pub async fn bind_serverappio_with(
+    addr: SocketAddr,
+    appio: Arc<dyn ServerAppIo>,
+    options: ServerOptions,
+) -> Result<Server, TransportError> {
+    bind_appio(
+        Api::ServerAppIo,
+        addr,
+        options,
+        |mut builder, outbox, stop| {
+            let service = ServerAppIoService::new(appio, outbox, stop);
+            builder.add_service(
+                v1::server_app_io_server::ServerAppIoServer::new(service)
+                    .max_decoding_message_size(MAX_MESSAGE_LEN)
+                    .max_encoding_message_size(MAX_MESSAGE_LEN),
+            )
+        },
+    )
+    .await
+}
+
+/// Serves `appio` as the ClientAppIo API on `addr` (port 0 picks a free port): where
+/// process-isolated ClientApps take their node's messages.
+///
+/// # Errors
+/// [`TransportError::Bind`] when the address cannot be listened on; its message names
+/// `--clientappio-api-address`.
+pub async fn bind_clientappio(
+    addr: SocketAddr,
+    appio: Arc<dyn ClientAppIo>,
+) -> Result<Server, TransportError> {
+    bind_clientappio_with(addr, appio, ServerOptions::default()).await
+}
+
+/// [`bind_clientappio`] with explicit options.
+///
+/// # Errors
+/// As [`bind_clientappio`].
+pub async fn bind_clientappio_with(
+    addr: SocketAddr,
+    appio: Arc<dyn ClientAppIo>,
+    options: ServerOptions,
+) -> Result<Server, TransportError> {
+    bind_appio(
+        Api::ClientAppIo,
+        addr,
+        options,
+        |mut builder, outbox, stop| {
+            let service = ClientAppIoService::new(appio, outbox, stop);
+            builder.add_service(
+                v1::client_app_io_server::ClientAppIoServer::new(service)
+                    .max_decoding_message_size(MAX_MESSAGE_LEN)
+                    .max_encoding_message_size(MAX_MESSAGE_LEN),
+            )
+        },
+    )
+    .await
+}
+
+/// An AppIo API: the service `router` adds to the server builder, next to the
+/// AppIoObjects service that moves its chunks, both over one object store.
+async fn bind_appio(
+    api: Api,
+    addr: SocketAddr,
+    options: ServerOptions,
+    router: impl FnOnce(tonic::transport::Server, Arc<Outbox>, watch::Receiver<bool>) -> Router,
+) -> Result<Server, TransportError> {
+    let listener = listen(api, addr).await?;
+    let (stop, stop_rx) = watch::channel(false);
+    let objects = Arc::new(ObjectStore::new(
+        options.chunking.chunk_len(),
+        options.lease,
+    ));
+    let outbox = Arc::new(Outbox {
+        objects: objects.clone(),
+        chunking: options.chunking,
+    });
+    let router = router(server_builder(&options), outbox, stop_rx.clone()).add_service(
+        v1::app_io_objects_server::AppIoObjectsServer::new(ObjectsService::new(objects.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_LEN)
+            .max_encoding_message_size(MAX_MESSAGE_LEN),
+    );
+    tokio::spawn(sweep(objects.clone(), options.lease, stop_rx.clone()));
+    start(
+        (api, addr),
+        listener,
+        router,
+        (stop, stop_rx),
+        &options,
+        Some(objects),
+    )
+}
+
+/// Binds before serving, so that "address in use" is reported to the caller, not logged
+/// by a background task.
+async fn listen(api: Api, addr: SocketAddr) -> Result<TcpListener, TransportError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| TransportError::Bind { api, addr, source })
+}
+
+fn start(
+    (api, addr): (Api, SocketAddr),
+    listener: TcpListener,
+    router: Router,
+    (stop, stop_rx): (watch::Sender<bool>, watch::Receiver<bool>),
+    options: &ServerOptions,
+    objects: Option<Arc<ObjectStore>>,
+) -> Result<Server, TransportError> {
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| TransportError::Bind { api, addr, source })?;
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
+    let task = tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx))
+            .await
+        {
+            tracing::error!(addr = %local_addr, error = %e, "gRPC server failed");
+        }
+    });
+    Ok(Server {
+        local_addr,
+        stop,
+        task: Some(task),
+        grace: options.shutdown_grace,
+        objects,
+    })
+}
+
+/// Frees chunks whose holds expired, a few times per lease, until the server stops.
+async fn sweep(objects: Arc<ObjectStore>, lease: Duration, stop: watch::Receiver<bool>) {
+    let period = (lease / 4).clamp(Duration::from_millis(10), Duration::from_secs(10));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stopped = stopped(stop);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => objects.sweep(),
+            () = &mut stopped => break,
+        }
+    }
+}

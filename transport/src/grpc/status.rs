@@ -1,0 +1,214 @@
+//! Protocol errors <-> gRPC status, both ways.
+//!
+//! | core error | status | marker (`floret-error` metadata) |
+//! |---|---|---|
+//! | `FleetError::UnknownNode(id)` | NOT_FOUND | `unknown-node` (+ `floret-id`) |
+//! | `FleetError::UnknownRun(id)`, `ControlError::UnknownRun(id)` | NOT_FOUND | `unknown-run` (+ `floret-id`) |
+//! | `ControlError::Finished(id)` | FAILED_PRECONDITION | `finished` (+ `floret-id`) |
+//! | chunk not held for this node | NOT_FOUND | `unknown-object` |
+//! | `AppIoError::BadToken` | UNAUTHENTICATED | `bad-token` |
+//! | `AppIoError::Stopped` | FAILED_PRECONDITION | `stopped` |
+//! | `Invalid`, undecodable body | INVALID_ARGUMENT | |
+//! | `Unavailable` | UNAVAILABLE | |
+//!
+//! On the client, a status that tonic made up locally (it carries a source error: the
+//! connection was refused, reset, timed out) is a transport failure and becomes
+//! `Unavailable` with the address and a readable reason; so do UNAVAILABLE, CANCELLED,
+//! DEADLINE_EXCEEDED, ABORTED, UNKNOWN and INTERNAL from the wire (transient or broken
+//! link). UNAUTHENTICATED is `AppIoError::BadToken` even without its marker. Other codes are
+//! `Invalid`.
+
+use crate::error::DecodeError;
+use crate::transport_error::Api;
+use crate::transport_error::io_reason;
+use floret_core::{AppIoError, ControlError, FleetError};
+use std::error::Error as _;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Status};
+
+const MARKER: &str = "floret-error";
+const ID: &str = "floret-id";
+const UNKNOWN_NODE: &str = "unknown-node";
+const UNKNOWN_RUN: &str = "unknown-run";
+const FINISHED: &str = "finished";
+const UNKNOWN_OBJECT: &str = "unknown-object";
+const BAD_TOKEN: &str = "bad-token";
+const STOPPED: &str = "stopped";
+
+fn marked(code: Code, message: String, marker: &'static str, id: Option<u64>) -> Status {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(MARKER, MetadataValue::from_static(marker));
+    if let Some(id) = id {
+        metadata.insert(ID, id.into());
+    }
+    Status::with_metadata(code, message, metadata)
+}
+
+pub(crate) fn from_fleet_error(e: FleetError) -> Status {
+    match e {
+        FleetError::UnknownNode(id) => {
+            marked(Code::NotFound, e.to_string(), UNKNOWN_NODE, Some(id))
+        }
+        FleetError::UnknownRun(id) => marked(Code::NotFound, e.to_string(), UNKNOWN_RUN, Some(id)),
+        FleetError::Invalid(m) => Status::invalid_argument(m),
+        FleetError::Unavailable(m) => Status::unavailable(m),
+    }
+}
+
+pub(crate) fn from_control_error(e: ControlError) -> Status {
+    match e {
+        ControlError::UnknownRun(id) => {
+            marked(Code::NotFound, e.to_string(), UNKNOWN_RUN, Some(id))
+        }
+        ControlError::Finished(id) => {
+            marked(Code::FailedPrecondition, e.to_string(), FINISHED, Some(id))
+        }
+        ControlError::Invalid(m) => Status::invalid_argument(m),
+        ControlError::Unavailable(m) => Status::unavailable(m),
+    }
+}
+
+pub(crate) fn from_appio_error(e: AppIoError) -> Status {
+    match e {
+        AppIoError::BadToken => marked(Code::Unauthenticated, e.to_string(), BAD_TOKEN, None),
+        AppIoError::Stopped => marked(Code::FailedPrecondition, e.to_string(), STOPPED, None),
+        AppIoError::Invalid(m) => Status::invalid_argument(m),
+        AppIoError::Unavailable(m) => Status::unavailable(m),
+    }
+}
+
+/// A request the server could not decode; `what` locates it (`PushMessagesRequest.envelopes[2]`).
+pub(crate) fn from_decode_error(what: &str, e: &DecodeError) -> Status {
+    Status::invalid_argument(format!("{what}: {e}"))
+}
+
+/// `holder` is whom the chunk would have been delivered to ("node 3", "this token").
+pub(crate) fn unknown_object(id: impl std::fmt::Display, holder: &str) -> Status {
+    marked(
+        Code::NotFound,
+        format!("chunk {id} is not held for {holder} (never sent to it, confirmed, or expired)"),
+        UNKNOWN_OBJECT,
+        None,
+    )
+}
+
+/// What a status means to a client.
+pub(crate) enum Failure {
+    /// Could not talk to the peer; worth retrying. The text says why.
+    Transport(String),
+    UnknownNode(Option<u64>),
+    UnknownRun(Option<u64>),
+    Finished(Option<u64>),
+    UnknownObject,
+    BadToken,
+    Stopped,
+    /// The peer refused the request, or sent something we refuse.
+    Invalid(String),
+}
+
+pub(crate) fn classify(status: &Status) -> Failure {
+    if status.source().is_some() {
+        return Failure::Transport(transport_reason(status));
+    }
+    let id = status
+        .metadata()
+        .get(ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    match status.metadata().get(MARKER).and_then(|v| v.to_str().ok()) {
+        Some(UNKNOWN_NODE) => return Failure::UnknownNode(id),
+        Some(UNKNOWN_RUN) => return Failure::UnknownRun(id),
+        Some(FINISHED) => return Failure::Finished(id),
+        Some(UNKNOWN_OBJECT) => return Failure::UnknownObject,
+        Some(BAD_TOKEN) => return Failure::BadToken,
+        Some(STOPPED) => return Failure::Stopped,
+        _ => {}
+    }
+    match status.code() {
+        Code::Unauthenticated => Failure::BadToken,
+        Code::Unavailable
+        | Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::Unknown
+        | Code::Internal => Failure::Transport(transport_reason(status)),
+        Code::InvalidArgument => Failure::Invalid(status.message().to_string()),
+        code => Failure::Invalid(format!("{}: {}", code.description(), status.message())),
+    }
+}
+
+/// The most telling cause of a transport failure: the I/O error deep in the chain when
+/// there is one ("connection refused"), else the innermost message.
+fn transport_reason(status: &Status) -> String {
+    let mut innermost: Option<String> = None;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = status.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io_reason(io);
+        }
+        innermost = Some(e.to_string());
+        source = e.source();
+    }
+    match innermost {
+        Some(m) if !m.is_empty() => m,
+        _ if status.message().is_empty() => status.code().description().to_string(),
+        _ => status.message().to_string(),
+    }
+}
+
+pub(crate) fn to_fleet_error(status: &Status, address: &str, asked: u64) -> FleetError {
+    match classify(status) {
+        Failure::Transport(reason) => {
+            FleetError::Unavailable(format!("cannot reach the SuperLink at {address}: {reason}"))
+        }
+        Failure::UnknownNode(id) => FleetError::UnknownNode(id.unwrap_or(asked)),
+        Failure::UnknownRun(id) => FleetError::UnknownRun(id.unwrap_or(asked)),
+        Failure::Finished(_) | Failure::UnknownObject | Failure::BadToken | Failure::Stopped => {
+            FleetError::Invalid(status.message().to_string())
+        }
+        Failure::Invalid(m) => FleetError::Invalid(m),
+    }
+}
+
+pub(crate) fn to_control_error(status: &Status, address: &str, asked: u64) -> ControlError {
+    match classify(status) {
+        Failure::Transport(reason) => {
+            ControlError::Unavailable(format!("cannot reach the SuperLink at {address}: {reason}"))
+        }
+        Failure::UnknownRun(id) => ControlError::UnknownRun(id.unwrap_or(asked)),
+        Failure::Finished(id) => ControlError::Finished(id.unwrap_or(asked)),
+        Failure::UnknownNode(_) | Failure::UnknownObject | Failure::BadToken | Failure::Stopped => {
+            ControlError::Invalid(status.message().to_string())
+        }
+        Failure::Invalid(m) => ControlError::Invalid(m),
+    }
+}
+
+pub(crate) fn to_appio_error(status: &Status, api: Api, address: &str) -> AppIoError {
+    match classify(status) {
+        Failure::Transport(reason) => AppIoError::Unavailable(format!(
+            "cannot reach {} at {address}: {reason}",
+            api.name()
+        )),
+        Failure::BadToken => AppIoError::BadToken,
+        Failure::Stopped => AppIoError::Stopped,
+        Failure::UnknownNode(_)
+        | Failure::UnknownRun(_)
+        | Failure::Finished(_)
+        | Failure::UnknownObject => AppIoError::Invalid(status.message().to_string()),
+        Failure::Invalid(m) => AppIoError::Invalid(m),
+    }
+}
+
+/// Whether the call failed because nothing listens at the address: the request never left,
+/// so it is safe to send again once the peer is up.
+pub(crate) fn refused(status: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = status.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = e.source();
+    }
+    false
+}

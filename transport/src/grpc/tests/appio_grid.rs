@@ -1,0 +1,134 @@
+//! A ServerApp's `main` driving a run through `RemoteGrid`, as a process-isolated ServerApp
+//! does.
+
+use super::appio_double::{FakeServerAppIo, TOKEN, run_context, serverappio};
+use super::*;
+use crate::grpc::RemoteGrid;
+use floret_core::{
+    AppOutcome, Context, Grid, Message, Payload, PhaseSummary, RoundSummary, RunEvent,
+};
+
+/// Weighted average of the "model" arrays of `replies`, by their "num-examples".
+fn fed_avg(replies: &[Message]) -> Vec<f32> {
+    let mut sum: Vec<f64> = Vec::new();
+    let mut total = 0.0;
+    for r in replies {
+        let content = r.content().unwrap();
+        let n = content
+            .metric_record("train-metrics")
+            .unwrap()
+            .get_f64("num-examples")
+            .unwrap();
+        let weights: Vec<f32> = content
+            .array_record("model")
+            .unwrap()
+            .get("w")
+            .unwrap()
+            .values::<f32>()
+            .unwrap()
+            .into_owned();
+        sum.resize(weights.len(), 0.0);
+        for (s, w) in sum.iter_mut().zip(weights) {
+            *s += f64::from(w) * n;
+        }
+        total += n;
+    }
+    sum.into_iter().map(|s| (s / total) as f32).collect()
+}
+
+/// A node "trains" by adding its id to every weight; node k has 10k examples.
+fn train(m: &Message) -> Payload {
+    let node = m.metadata.dst_node_id;
+    let weights: Vec<f32> = m
+        .content()
+        .unwrap()
+        .array_record("model")
+        .unwrap()
+        .get("w")
+        .unwrap()
+        .values::<f32>()
+        .unwrap()
+        .into_owned();
+    let trained: Vec<f32> = weights.iter().map(|w| w + node as f32).collect();
+    let mut arrays = ArrayRecord::new();
+    arrays.insert("w", Array::from_slice(&trained));
+    let mut metrics = MetricRecord::new();
+    metrics.insert("num-examples", 10 * node as i64);
+    Payload::Content(
+        RecordDict::new()
+            .with("model", arrays)
+            .with("train-metrics", metrics),
+    )
+}
+
+/// What a ServerApp's `main` does with a grid: FedAvg for the configured rounds.
+async fn fed_avg_main(grid: &dyn Grid, context: Context) -> Vec<f32> {
+    let rounds = context.run_config_i64("num-server-rounds").unwrap() as u64;
+    let mut model = vec![0.0f32; 4];
+    for round in 1..=rounds {
+        grid.emit(RunEvent::RoundStarted {
+            round,
+            num_rounds: rounds,
+        });
+        let nodes = grid.node_ids().await.unwrap();
+        let messages = nodes
+            .iter()
+            .map(|&node| {
+                let mut arrays = ArrayRecord::new();
+                arrays.insert("w", Array::from_slice(&model));
+                Message::new(RecordDict::new().with("model", arrays), node, "train")
+                    .with_group_id(round.to_string())
+            })
+            .collect();
+        let replies = grid
+            .send_and_receive(messages, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(replies.len(), nodes.len());
+        model = fed_avg(&replies);
+        grid.emit(RunEvent::RoundFinished(RoundSummary {
+            round,
+            train: Some(PhaseSummary {
+                sampled: nodes.len() as u64,
+                replies: replies.len() as u64,
+                ..PhaseSummary::default()
+            }),
+            ..RoundSummary::default()
+        }));
+    }
+    model
+}
+
+#[tokio::test]
+async fn remote_grid_drives_a_fed_avg_run() {
+    let (appio, server, client) =
+        serverappio(FakeServerAppIo::new(run_context(), vec![1, 2, 3], train)).await;
+    let (grid, context) = RemoteGrid::connect(Arc::new(client), TOKEN).await.unwrap();
+    assert_eq!(grid.run_id(), 7);
+    let model = fed_avg_main(&grid, context).await;
+    grid.finish(AppOutcome::Completed).await.unwrap();
+
+    // Each round adds the example-weighted mean node id: (10 + 40 + 90) / 60.
+    let step = 140.0f32 / 60.0;
+    for w in model {
+        assert!((w - 2.0 * step).abs() < 1e-5, "{w}");
+    }
+    assert_eq!(appio.sent().len(), 6);
+    assert!(appio.sent().iter().all(|m| m.metadata.run_id == 7));
+    let events = appio.events();
+    assert_eq!(
+        events.len(),
+        4,
+        "every event arrives before finish: {events:?}"
+    );
+    assert_eq!(
+        events[0],
+        RunEvent::RoundStarted {
+            round: 1,
+            num_rounds: 2
+        }
+    );
+    assert!(matches!(&events[3], RunEvent::RoundFinished(s) if s.round == 2));
+    assert_eq!(appio.outcome(), Some(AppOutcome::Completed));
+    server.shutdown().await;
+}

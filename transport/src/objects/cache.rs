@@ -1,0 +1,64 @@
+//! The receiving node's chunk cache: verified chunks by id.
+//!
+//! A chunk enters when it has been fetched and checked against its id, and leaves when the
+//! messages of the batch that needed it have been assembled. If a transfer is abandoned
+//! (the SuperLink stayed away longer than the client's patience), its chunks stay, so that
+//! when the same data is sent again only the rest is fetched; such leftovers are dropped
+//! `ttl` after they arrived, at the next transfer.
+
+use super::id::ObjectId;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub(crate) struct ChunkCache {
+    chunks: Mutex<HashMap<ObjectId, (Bytes, Instant)>>,
+    ttl: Duration,
+}
+
+impl ChunkCache {
+    pub(crate) fn new(ttl: Duration) -> ChunkCache {
+        ChunkCache {
+            chunks: Mutex::new(HashMap::new()),
+            ttl,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, (Bytes, Instant)>> {
+        self.chunks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn get(&self, id: ObjectId) -> Option<Bytes> {
+        self.lock().get(&id).map(|(b, _)| b.clone())
+    }
+
+    pub(crate) fn insert(&self, id: ObjectId, data: Bytes) {
+        self.lock().insert(id, (data, Instant::now()));
+    }
+
+    /// Drops chunks no longer needed.
+    pub(crate) fn remove_all(&self, ids: impl IntoIterator<Item = ObjectId>) {
+        let mut chunks = self.lock();
+        for id in ids {
+            chunks.remove(&id);
+        }
+    }
+
+    /// Drops leftovers of abandoned transfers older than the ttl.
+    pub(crate) fn expire(&self) {
+        let now = Instant::now();
+        let ttl = self.ttl;
+        self.lock()
+            .retain(|_, (_, at)| now.duration_since(*at) < ttl);
+    }
+
+    /// Number of chunks and their bytes.
+    pub(crate) fn size(&self) -> (usize, usize) {
+        let chunks = self.lock();
+        (chunks.len(), chunks.values().map(|(b, _)| b.len()).sum())
+    }
+}

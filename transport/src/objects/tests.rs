@@ -1,0 +1,371 @@
+//! Envelopes, ids and the store's hold rules, without a network.
+
+use super::envelope::{self, chunk_of};
+use super::id::{ObjectId, hash_chunks};
+use super::store::ObjectStore;
+use super::{ChunkPolicy, MAX_CHUNK_LEN};
+use bytes::Bytes;
+use floret_core::{Array, ArrayRecord, Message, MetricRecord, RecordDict};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+fn policy(threshold: usize, chunk_len: usize, inline_budget: usize) -> ChunkPolicy {
+    ChunkPolicy {
+        threshold,
+        chunk_len,
+        inline_budget,
+    }
+}
+
+fn message(arrays: &[(&str, usize)]) -> Message {
+    let mut record = ArrayRecord::new();
+    for (i, &(name, len)) in arrays.iter().enumerate() {
+        let values: Vec<u8> = (0..len).map(|k| (k * 7 + i) as u8).collect();
+        record.insert(name, Array::from_vec(vec![len as i32], values));
+    }
+    let mut metrics = MetricRecord::new();
+    metrics.insert("n", 1i64);
+    Message::new(
+        RecordDict::new()
+            .with("metrics", metrics)
+            .with("model", record),
+        3,
+        "train",
+    )
+}
+
+/// Splits, hashes, seals, opens and assembles `m`: what both ends of the wire do.
+fn through_envelope(m: &Message, p: &ChunkPolicy) -> (Message, usize) {
+    let mut budget = p.inline_budget;
+    let split = envelope::split(m, p, &mut budget);
+    let mut chunks = HashMap::new();
+    let ids: Vec<Vec<ObjectId>> = split
+        .detached
+        .iter()
+        .map(|d| {
+            let ids = hash_chunks(&d.data, p.chunk_len());
+            for (k, id) in ids.iter().enumerate() {
+                chunks.insert(*id, chunk_of(&d.data, p.chunk_len(), k));
+            }
+            ids
+        })
+        .collect();
+    let detached = split.detached.len();
+    let opened = envelope::open(split.seal(&ids, 9)).unwrap();
+    assert_eq!(opened.delivery_id(), 9);
+    let back = envelope::assemble_all(vec![opened], &chunks)
+        .unwrap()
+        .remove(0);
+    (back, detached)
+}
+
+#[test]
+fn arrays_above_the_threshold_travel_as_chunks_and_come_back_intact() {
+    let m = message(&[("small", 100), ("big", 1000), ("exact", 500)]);
+    let (back, detached) = through_envelope(&m, &policy(500, 64, 1 << 20));
+    assert_eq!(back, m);
+    assert_eq!(detached, 1, "only the array above 500 bytes");
+}
+
+#[test]
+fn inline_arrays_beyond_the_budget_are_chunked_largest_first() {
+    let m = message(&[("a", 300), ("b", 400), ("c", 200)]);
+    let p = policy(1000, 128, 450);
+    let mut budget = p.inline_budget;
+    let split = envelope::split(&m, &p, &mut budget);
+    let lens: Vec<usize> = split.detached.iter().map(|d| d.data.len()).collect();
+    assert_eq!(
+        lens,
+        [300, 400],
+        "b then a leave, listed in message order; c fits"
+    );
+    assert_eq!(budget, 250);
+    assert_eq!(through_envelope(&m, &p).0, m);
+}
+
+#[test]
+fn one_chunk_arrays_share_the_chunk_and_many_are_copied_once() {
+    let m = message(&[("one", 100), ("many", 1000)]);
+    let (back, _) = through_envelope(&m, &policy(10, 128, 0));
+    assert_eq!(back, m);
+}
+
+#[test]
+fn chunk_ids_are_sha256_in_lowercase_hex() {
+    let id = ObjectId::of(b"abc");
+    assert_eq!(
+        id.to_hex(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(ObjectId::parse(&id.to_hex().to_uppercase()).unwrap(), id);
+    assert!(ObjectId::parse("ba78").is_err());
+    assert!(ObjectId::parse(&"g".repeat(64)).is_err());
+    assert!(ObjectId::parse(&"é".repeat(32)).is_err());
+}
+
+#[test]
+fn parallel_hashing_matches_sequential() {
+    let data = Bytes::from(
+        (0..20_000_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>(),
+    );
+    let ids = hash_chunks(&data, MAX_CHUNK_LEN);
+    let expected: Vec<ObjectId> = data.chunks(MAX_CHUNK_LEN).map(ObjectId::of).collect();
+    assert_eq!(ids, expected);
+}
+
+fn sealed(m: &Message) -> crate::proto::v1::Envelope {
+    let p = policy(10, 64, 0);
+    let mut budget = 0;
+    let split = envelope::split(m, &p, &mut budget);
+    let ids: Vec<Vec<ObjectId>> = split
+        .detached
+        .iter()
+        .map(|d| hash_chunks(&d.data, 64))
+        .collect();
+    split.seal(&ids, 0)
+}
+
+#[test]
+fn open_refuses_envelopes_that_do_not_fit_their_message() {
+    let m = message(&[("w", 200)]);
+    let check = |mutate: &dyn Fn(&mut crate::proto::v1::Envelope), expected: &str| {
+        let mut e = sealed(&m);
+        mutate(&mut e);
+        let err = envelope::open(e).err().expect("refused").to_string();
+        assert!(err.starts_with(expected), "{err}");
+    };
+    check(
+        &|e| e.chunked_arrays[0].record_index = 0,
+        "Envelope.chunked_arrays[0].record_index: points at record \"metrics\", which is not an array record",
+    );
+    check(
+        &|e| e.chunked_arrays[0].array_index = 3,
+        "Envelope.chunked_arrays[0].array_index: is 3, but array record \"model\" has 1 arrays",
+    );
+    check(
+        &|e| {
+            let again = e.chunked_arrays[0].clone();
+            e.chunked_arrays.push(again);
+        },
+        "Envelope.chunked_arrays[1]: names the same array as an earlier entry",
+    );
+    check(
+        &|e| e.chunked_arrays[0].chunk_ids[1] = "xyz".into(),
+        "Envelope.chunked_arrays[0].chunk_ids[1]: \"xyz\" is not an object id",
+    );
+    check(
+        &|e| e.chunked_arrays[0].length = u64::MAX,
+        "Envelope.chunked_arrays[0].length: is 18446744073709551615 bytes, which 4 chunks",
+    );
+    check(
+        &|e| e.chunked_arrays[0].length = 2,
+        "Envelope.chunked_arrays[0].length: is 2 bytes, which 4 chunks",
+    );
+}
+
+#[test]
+fn arrays_of_the_same_chunks_in_one_batch_share_one_buffer() {
+    let m = message(&[("w", 200)]);
+    let data = match m.content().unwrap().array_record("model").unwrap().get("w") {
+        Ok(a) => a.data.clone(),
+        Err(e) => panic!("{e}"),
+    };
+    let chunks: HashMap<ObjectId, Bytes> = (0..4)
+        .map(|k| {
+            let c = chunk_of(&data, 64, k);
+            (ObjectId::of(&c), c)
+        })
+        .collect();
+    let opened = vec![
+        envelope::open(sealed(&m)).unwrap(),
+        envelope::open(sealed(&m)).unwrap(),
+    ];
+    let back = envelope::assemble_all(opened, &chunks).unwrap();
+    let w = |m: &Message| {
+        m.content()
+            .unwrap()
+            .array_record("model")
+            .unwrap()
+            .get("w")
+            .unwrap()
+            .data
+            .clone()
+    };
+    assert_eq!(back[0], m);
+    assert_eq!(back[1], m);
+    assert_eq!(
+        w(&back[0]).as_ptr(),
+        w(&back[1]).as_ptr(),
+        "one copy, not two"
+    );
+}
+
+#[test]
+fn assemble_refuses_chunks_that_do_not_add_up() {
+    let m = message(&[("w", 200)]);
+    let mut e = sealed(&m);
+    e.chunked_arrays[0].length = 201;
+    let opened = envelope::open(e).unwrap();
+    let data = match m.content().unwrap().array_record("model").unwrap().get("w") {
+        Ok(a) => a.data.clone(),
+        Err(e) => panic!("{e}"),
+    };
+    let chunks: HashMap<ObjectId, Bytes> = (0..4)
+        .map(|k| {
+            let c = chunk_of(&data, 64, k);
+            (ObjectId::of(&c), c)
+        })
+        .collect();
+    let (index, err) = envelope::assemble_all(vec![opened], &chunks).unwrap_err();
+    assert_eq!(index, 0);
+    let err = err.to_string();
+    assert_eq!(
+        err,
+        "Envelope.chunked_arrays[0].length: is 201 bytes, but its chunks hold 200"
+    );
+}
+
+fn sources(len: usize) -> Vec<Bytes> {
+    vec![Bytes::from(
+        (0..len).map(|i| (i % 253) as u8).collect::<Vec<_>>(),
+    )]
+}
+
+#[tokio::test]
+async fn one_buffer_sent_to_many_nodes_is_hashed_and_stored_once() {
+    let store = ObjectStore::new(100, Duration::from_secs(60));
+    let model = sources(1000);
+    let a = store.deliver(1, &model).await;
+    let b = store.deliver(2, &model).await;
+    let (c, d) = tokio::join!(store.deliver(3, &model), store.deliver(4, &model));
+    assert!([&b, &c, &d].iter().all(|x| x.ids == a.ids));
+    assert_eq!(
+        store
+            .counters
+            .chunks_hashed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        10
+    );
+    assert_eq!(store.size(), (10, 1000));
+
+    // A copy of the same bytes elsewhere in memory is hashed again but stored once.
+    let copy = vec![Bytes::copy_from_slice(&model[0])];
+    let e = store.deliver(5, &copy).await;
+    assert_eq!(e.ids, a.ids);
+    assert_eq!(store.size(), (10, 1000));
+
+    for (node, delivery) in [(1, &a), (2, &b), (3, &c), (4, &d)] {
+        assert_eq!(store.size().0, 10);
+        store.confirm(node, &[delivery.id]);
+    }
+    assert_eq!(store.size(), (10, 1000), "node 5 has not confirmed");
+    store.confirm(5, &[e.id]);
+    assert_eq!(store.size(), (0, 0));
+}
+
+#[tokio::test]
+async fn a_node_may_fetch_only_chunks_delivered_to_it() {
+    let store = ObjectStore::new(100, Duration::from_secs(60));
+    let delivery = store.deliver(1, &sources(250)).await;
+    let id = delivery.ids[0][0];
+    assert_eq!(store.fetch(1, id).map(|b| b.len()), Some(100));
+    assert_eq!(store.fetch(2, id), None);
+    store.confirm(2, &[delivery.id]);
+    assert!(
+        store.fetch(1, id).is_some(),
+        "another node cannot confirm node 1's delivery"
+    );
+    store.confirm(1, &[delivery.id]);
+    assert_eq!(store.fetch(1, id), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_deliveries_expire_but_progress_extends_them() {
+    let store = ObjectStore::new(100, Duration::from_secs(60));
+    let delivery = store.deliver(1, &sources(300)).await;
+    tokio::time::advance(Duration::from_secs(50)).await;
+    assert!(store.fetch(1, delivery.ids[0][0]).is_some());
+    tokio::time::advance(Duration::from_secs(50)).await;
+    store.sweep();
+    assert_eq!(store.size().0, 3, "the fetch 50 s ago extended the lease");
+    tokio::time::advance(Duration::from_secs(11)).await;
+    store.sweep();
+    assert_eq!(store.size(), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn uploads_are_kept_until_used_or_expired() {
+    let store = ObjectStore::new(100, Duration::from_secs(60));
+    let chunk = Bytes::from_static(b"uploaded chunk");
+    let id = ObjectId::of(&chunk);
+    let other = ObjectId::of(b"not uploaded");
+    let wanted: HashSet<ObjectId> = [id, other].into();
+    store.put(7, id, chunk.clone());
+    assert_eq!(store.claim(7, &wanted).unwrap_err(), vec![other]);
+    let only: HashSet<ObjectId> = [id].into();
+    assert_eq!(store.claim(7, &only).unwrap().get(&id), Some(&chunk));
+    store.release_uploads(7, &only);
+    assert_eq!(store.size(), (0, 0));
+
+    store.put(7, id, chunk);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    store.sweep();
+    assert_eq!(store.size(), (0, 0));
+}
+
+mod fuzz {
+    use super::*;
+    use crate::proto::v1;
+    use proptest::prelude::*;
+
+    fn known_chunks() -> Vec<Bytes> {
+        vec![
+            Bytes::from_static(&[1u8; 64]),
+            Bytes::from_static(&[2u8; 64]),
+            Bytes::from_static(&[3u8; 8]),
+        ]
+    }
+
+    fn chunked_array() -> impl Strategy<Value = v1::ChunkedArray> {
+        let id = prop_oneof![
+            (0usize..3).prop_map(|i| ObjectId::of(&known_chunks()[i]).to_hex()),
+            "[0-9a-fA-F]{0,66}",
+            ".{0,8}",
+        ];
+        (
+            0u32..4,
+            0u32..4,
+            prop_oneof![0u64..300, any::<u64>()],
+            proptest::collection::vec(id, 0..6),
+        )
+            .prop_map(
+                |(record_index, array_index, length, chunk_ids)| v1::ChunkedArray {
+                    record_index,
+                    array_index,
+                    length,
+                    chunk_ids,
+                },
+            )
+    }
+
+    proptest! {
+        /// Whatever chunk list a peer sends with a message, opening and assembling it
+        /// either succeeds or says what is wrong: it never panics.
+        #[test]
+        fn arbitrary_chunk_lists_never_panic(
+            arrays in proptest::collection::vec(chunked_array(), 0..4),
+            strip in any::<bool>(),
+        ) {
+            let m = message(&[("w", if strip { 0 } else { 8 }), ("v", 0)]);
+            let mut e = sealed(&m);
+            e.chunked_arrays = arrays;
+            let chunks: HashMap<ObjectId, Bytes> =
+                known_chunks().into_iter().map(|c| (ObjectId::of(&c), c)).collect();
+            if let Ok(opened) = envelope::open(e) {
+                let _ = envelope::assemble_all(vec![opened], &chunks);
+            }
+        }
+    }
+}
