@@ -19,6 +19,7 @@ const FILES: &[&str] = &[
     "floret/v1/fleet.proto",
     "floret/v1/control.proto",
     "floret/v1/appio.proto",
+    "floret/v1/quic.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -5,16 +5,27 @@
 use crate::UserError;
 use crate::project::Project;
 use floret_core::{Control, ControlError, Federation};
-use floret_transport::TransportError;
+use floret_transport::grpc::ClientOptions;
+use floret_transport::tls::ClientTls;
+use floret_transport::{ClientSecurity, TransportError, TransportKind};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long `flwr` waits for the SuperLink to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A SuperLink to talk to, taken from a federation of the app's `pyproject.toml`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Remote {
     /// The federation's name, for messages.
     pub federation: String,
     /// Its Control API address, `HOST:PORT`.
     pub address: String,
+    /// `transport = "grpc" | "quic"` (default gRPC).
+    pub transport: TransportKind,
+    /// `root-certificates = ...` (TLS) or `insecure = true`.
+    pub security: ClientSecurity,
 }
 
 impl Remote {
@@ -47,24 +58,45 @@ impl Remote {
                 chosen.name
             )));
         }
-        Remote::from_federation(chosen)
+        Remote::from_federation(chosen, project_dir(project))
     }
 
-    /// Checks a federation that has an address. TLS is not available yet, so it must say
-    /// `insecure = true`.
-    pub fn from_federation(federation: &Federation) -> Result<Remote, UserError> {
+    /// Checks a federation that has an address: its port, its transport, and its TLS —
+    /// `root-certificates` (a path relative to `app_dir`, where pyproject.toml is) or
+    /// `insecure = true`, never neither (no silent plaintext).
+    pub fn from_federation(federation: &Federation, app_dir: &Path) -> Result<Remote, UserError> {
         let address = federation.address.clone().unwrap_or_default();
         let table = format!("[tool.flwr.federations.{}]", federation.name);
-        if federation.root_certificates.is_some() {
-            return Err(UserError::new(format!(
-                "TLS is not available yet: remove root-certificates from {table} and set insecure = true"
-            )));
-        }
-        if federation.insecure != Some(true) {
-            return Err(UserError::new(format!(
-                "TLS is not available yet: set insecure = true in {table} to connect to {address} without it"
-            )));
-        }
+        let transport = match &federation.transport {
+            None => TransportKind::Grpc,
+            Some(t) => t
+                .parse()
+                .map_err(|e| UserError::new(format!("transport in {table}: {e}")))?,
+        };
+        let security = match (
+            federation.insecure == Some(true),
+            &federation.root_certificates,
+        ) {
+            (true, Some(_)) => {
+                return Err(UserError::new(format!(
+                    "{table} has both insecure = true and root-certificates: remove insecure to connect with TLS, or root-certificates to connect in plaintext"
+                )));
+            }
+            (true, None) => ClientSecurity::Insecure,
+            (false, Some(path)) => {
+                let path = app_dir.join(path);
+                ClientSecurity::Tls(
+                    ClientTls::from_root_certificates(&path).map_err(|e| {
+                        UserError::new(format!("root-certificates in {table}: {e}"))
+                    })?,
+                )
+            }
+            (false, None) => {
+                return Err(UserError::new(format!(
+                    "{table} says neither how to trust the SuperLink's TLS certificate nor to go without TLS: set root-certificates = \"certificates/ca.crt\" (the CA that signed it, relative to pyproject.toml), or insecure = true for a SuperLink started with --insecure"
+                )));
+            }
+        };
         if federation.enable_user_auth {
             return Err(UserError::new(format!(
                 "user authentication is not available yet: remove enable-user-auth from {table}"
@@ -78,18 +110,35 @@ impl Remote {
         Ok(Remote {
             federation: federation.name.clone(),
             address,
+            transport,
+            security,
         })
     }
 
     /// Connects to the SuperLink's Control API. Failing to reach it is not the user's input
     /// being wrong (exit 1), but the message says what to check.
     pub async fn connect(&self) -> anyhow::Result<Arc<dyn Control>> {
-        match floret_transport::grpc::control_client(&self.address).await {
+        let options = ClientOptions {
+            connect_timeout: CONNECT_TIMEOUT,
+            transport: self.transport,
+            security: self.security.clone(),
+            ..ClientOptions::default()
+        };
+        match floret_transport::grpc::control_client_with(&self.address, options).await {
             Ok(client) => Ok(Arc::new(client)),
+            Err(TransportError::Connect { reason, .. }) if reason.starts_with("TLS") => {
+                Err(anyhow::anyhow!(
+                    "cannot connect to the SuperLink at {} (federation `{}`) over {}: {reason}",
+                    self.address,
+                    self.federation,
+                    self.transport
+                ))
+            }
             Err(TransportError::Connect { reason, .. }) => Err(anyhow::anyhow!(
-                "cannot reach the SuperLink at {} (federation `{}`): {reason}: is flower-superlink running, and is this its Control API address (port 9093 by default)?",
+                "cannot reach the SuperLink at {} (federation `{}`) over {}: {reason}: is flower-superlink running, and is this its Control API address (port 9093 by default)?",
                 self.address,
-                self.federation
+                self.federation,
+                self.transport
             )),
             Err(e @ TransportError::InvalidAddress { .. }) => Err(UserError::new(format!(
                 "address of [tool.flwr.federations.{}]: {e}",
@@ -113,6 +162,14 @@ impl Remote {
             ),
         }
     }
+}
+
+/// The directory of the app's pyproject.toml, which federation paths are relative to.
+fn project_dir(project: &Project) -> &Path {
+    project
+        .manifest_path
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
 }
 
 /// `HOST:PORT` with a numeric port (`[::1]:9093` too).
@@ -139,28 +196,58 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_insecure_federation_with_a_port_is_a_remote() {
-        let r = Remote::from_federation(&federation("127.0.0.1:9093", Some(true))).unwrap();
-        assert_eq!(r.address, "127.0.0.1:9093");
-        assert_eq!(r.federation, "remote");
+    fn here() -> &'static Path {
+        Path::new(".")
     }
 
     #[test]
-    fn tls_is_refused_until_it_exists() {
+    fn an_insecure_federation_with_a_port_is_a_remote() {
+        let r = Remote::from_federation(&federation("127.0.0.1:9093", Some(true)), here()).unwrap();
+        assert_eq!(r.address, "127.0.0.1:9093");
+        assert_eq!(r.federation, "remote");
+        assert_eq!(r.transport, TransportKind::Grpc);
+        assert!(matches!(r.security, ClientSecurity::Insecure));
+    }
+
+    #[test]
+    fn tls_needs_root_certificates_or_an_explicit_insecure() {
         for insecure in [None, Some(false)] {
-            let e = Remote::from_federation(&federation("h:9093", insecure)).unwrap_err();
-            assert!(e.to_string().contains("set insecure = true"), "{e}");
+            let e = Remote::from_federation(&federation("h:9093", insecure), here()).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("root-certificates = \"certificates/ca.crt\"")
+                    && e.to_string().contains("insecure = true"),
+                "{e}"
+            );
         }
         let mut f = federation("h:9093", None);
-        f.root_certificates = Some("ca.crt".into());
-        let e = Remote::from_federation(&f).unwrap_err();
-        assert!(e.to_string().starts_with("TLS is not available yet"), "{e}");
+        f.root_certificates = Some("certificates/ca.crt".into());
+        let e = Remote::from_federation(&f, Path::new("/nonexistent/app")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("/nonexistent/app/certificates/ca.crt"),
+            "relative to the app directory: {e}"
+        );
+        f.insecure = Some(true);
+        let e = Remote::from_federation(&f, here()).unwrap_err();
+        assert!(e.to_string().contains("both"), "{e}");
+    }
+
+    #[test]
+    fn a_federation_picks_its_transport() {
+        let mut f = federation("h:9093", Some(true));
+        f.transport = Some("quic".into());
+        let r = Remote::from_federation(&f, here()).unwrap();
+        assert_eq!(r.transport, TransportKind::Quic);
+        f.transport = Some("tcp".into());
+        let e = Remote::from_federation(&f, here()).unwrap_err();
+        assert!(e.to_string().contains("\"grpc\" or \"quic\""), "{e}");
     }
 
     #[test]
     fn an_address_needs_a_port() {
-        let e = Remote::from_federation(&federation("superlink.example", Some(true))).unwrap_err();
+        let e = Remote::from_federation(&federation("superlink.example", Some(true)), here())
+            .unwrap_err();
         assert!(e.to_string().contains("superlink.example:9093"), "{e}");
         assert!(has_port("[::1]:9093"));
         assert!(!has_port(":9093"));

@@ -1,5 +1,6 @@
 //! The deployment runtime as a user meets it: `flower-superlink`, `flower-supernode` and
-//! `flwr` as real processes on 127.0.0.1, talking gRPC. Every process is killed when its
+//! `flwr` as real processes on 127.0.0.1, over gRPC and over QUIC (the tests that cross the
+//! network run once per transport, see `over_both_transports!`). Every process is killed when its
 //! handle drops, so a failing test leaves nothing behind; timeouts only bound hangs.
 
 mod support;
@@ -67,7 +68,7 @@ fn assert_one_error_line(code: Option<i32>, stderr: &str, expected: i32, needles
     );
 }
 
-#[test]
+over_both_transports! {
 fn a_streamed_run_completes_and_ls_and_log_show_it() {
     let link = SuperLink::start();
     let nodes: Vec<Proc> = (0..3).map(|p| supernode(&link.fleet, p, 3, &[])).collect();
@@ -128,9 +129,9 @@ fn a_streamed_run_completes_and_ls_and_log_show_it() {
         log.stdout
     );
     assert!(log.stderr.contains("finished:completed"), "{}", log.stderr);
-}
+}}
 
-#[test]
+over_both_transports! {
 fn run_without_stream_prints_the_id_and_the_run_goes_on() {
     let link = SuperLink::start();
     let _nodes: Vec<Proc> = (0..2).map(|p| supernode(&link.fleet, p, 2, &[])).collect();
@@ -155,9 +156,9 @@ fn run_without_stream_prints_the_id_and_the_run_goes_on() {
         "{}",
         log.stdout
     );
-}
+}}
 
-#[test]
+over_both_transports! {
 fn flwr_stop_ends_a_long_run_as_stopped() {
     let link = SuperLink::start();
     let _nodes: Vec<Proc> = (0..2).map(|p| supernode(&link.fleet, p, 2, &[])).collect();
@@ -186,9 +187,9 @@ fn flwr_stop_ends_a_long_run_as_stopped() {
 
     let again = flwr(&["stop", &id, app, "e2e"]);
     assert_one_error_line(again.code, &again.stderr, 2, &["already finished"]);
-}
+}}
 
-#[test]
+over_both_transports! {
 fn ctrl_c_detaches_from_a_streamed_run_which_goes_on() {
     let link = SuperLink::start();
     let _nodes: Vec<Proc> = (0..2).map(|p| supernode(&link.fleet, p, 2, &[])).collect();
@@ -221,9 +222,9 @@ fn ctrl_c_detaches_from_a_streamed_run_which_goes_on() {
     assert_eq!(status_of(app, run_id), "running");
     let stop = flwr(&["stop", &run_id.to_string(), app, "e2e"]);
     assert_eq!(stop.code, Some(0), "{}", stop.stderr);
-}
+}}
 
-#[test]
+over_both_transports! {
 fn a_supernode_killed_mid_run_leaves_the_rounds_to_the_others() {
     let link = SuperLink::start();
     let mut nodes: Vec<Proc> = (0..3)
@@ -269,9 +270,9 @@ fn a_supernode_killed_mid_run_leaves_the_rounds_to_the_others() {
     assert!(cut_short, "no round finished with 2 of 3 replies: {out}");
     let last = out.lines().rfind(|l| l.contains(" done: ")).unwrap();
     assert!(last.starts_with("round 50 done: train 2/"), "{out}");
-}
+}}
 
-#[test]
+over_both_transports! {
 fn a_supernode_started_before_the_superlink_connects_when_it_comes_up() {
     let (fleet_port, control_port) = (free_port(), free_port());
     let fleet = format!("127.0.0.1:{fleet_port}");
@@ -288,9 +289,9 @@ fn a_supernode_started_before_the_superlink_connects_when_it_comes_up() {
     let o = flwr(&["run", app, "e2e", "--run-config", QUICK, "--stream"]);
     assert_eq!(o.code, Some(0), "flwr run: {}", o.stderr);
     assert!(o.stdout.contains("finished:completed"), "{}", o.stdout);
-}
+}}
 
-#[test]
+over_both_transports! {
 fn the_daemons_stop_cleanly_on_sigterm_and_sigint() {
     let mut link = SuperLink::start();
     let mut nodes: Vec<Proc> = (0..2).map(|p| supernode(&link.fleet, p, 2, &[])).collect();
@@ -335,7 +336,7 @@ fn the_daemons_stop_cleanly_on_sigterm_and_sigint() {
         "{}",
         follower.stdout()
     );
-}
+}}
 
 #[test]
 fn a_port_in_use_is_one_line_and_exit_2() {
@@ -363,7 +364,7 @@ fn a_port_in_use_is_one_line_and_exit_2() {
 
 #[test]
 fn daemon_flag_mistakes_are_one_line_and_exit_2() {
-    let cases: [(&str, &[&str], &[&str]); 4] = [
+    let cases: [(&str, &[&str], &[&str]); 7] = [
         (
             SUPERNODE,
             &[
@@ -376,9 +377,33 @@ fn daemon_flag_mistakes_are_one_line_and_exit_2() {
         (
             SUPERNODE,
             &["--node-config", "partition-id=0"],
-            &["pass --insecure"],
+            &["--root-certificates", "--insecure"],
         ),
-        (SUPERLINK, &[], &["TLS is not available yet", "--insecure"]),
+        (
+            SUPERNODE,
+            &["--root-certificates", "/nonexistent/ca.crt"],
+            &["/nonexistent/ca.crt", "cannot read"],
+        ),
+        (
+            SUPERNODE,
+            &["--insecure", "--transport", "tcp"],
+            &["--transport", "\"grpc\" or \"quic\""],
+        ),
+        (
+            SUPERLINK,
+            &[],
+            &["--ssl-certfile", "--insecure", "flwr keygen"],
+        ),
+        (
+            SUPERLINK,
+            &[
+                "--ssl-certfile",
+                "/nonexistent/server.pem",
+                "--ssl-keyfile",
+                "/k",
+            ],
+            &["/nonexistent/server.pem", "cannot read"],
+        ),
         (
             SUPERLINK,
             &["--insecure", "--serverappio-api-address", "9091"],
@@ -392,7 +417,7 @@ fn daemon_flag_mistakes_are_one_line_and_exit_2() {
     }
 }
 
-#[test]
+over_both_transports! {
 fn unknown_run_ids_are_refused_by_log_and_stop() {
     let link = SuperLink::start();
     let app = app_for("digits", &link.control);
@@ -408,9 +433,9 @@ fn unknown_run_ids_are_refused_by_log_and_stop() {
     }
     let o = flwr(&["ls", app, "e2e", "--run-id", "424242"]);
     assert_one_error_line(o.code, &o.stderr, 2, &["no run with id 424242"]);
-}
+}}
 
-#[test]
+over_both_transports! {
 fn an_unreachable_superlink_is_one_line_and_exit_1() {
     let address = format!("127.0.0.1:{}", free_port());
     let app = app_for("digits", &address);
@@ -429,7 +454,7 @@ fn an_unreachable_superlink_is_one_line_and_exit_1() {
             &["cannot reach the SuperLink", &address],
         );
     }
-}
+}}
 
 #[test]
 fn bad_run_config_fails_before_contacting_the_superlink() {

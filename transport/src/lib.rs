@@ -19,11 +19,15 @@ mod convert;
 mod convert_runs;
 mod error;
 pub mod grpc;
+mod link;
 mod objects;
 pub(crate) mod proto;
+mod quic;
+pub mod tls;
 mod transport_error;
 
 pub use error::DecodeError;
+pub use grpc::{ClientSecurity, ServerSecurity, TransportKind};
 pub use objects::{ChunkPolicy, MAX_CHUNK_LEN, TransferStats};
 pub use transport_error::{Api, TransportError};
 

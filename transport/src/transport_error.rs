@@ -61,6 +61,9 @@ pub enum TransportError {
     /// The peer could not be reached (connection refused, timed out, name not resolved).
     #[error("cannot reach the SuperLink at {address}: {reason}")]
     Connect { address: String, reason: String },
+    /// Certificates or keys that cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 fn bind_advice(api: Api, e: &io::Error) -> String {

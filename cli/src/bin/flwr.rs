@@ -40,6 +40,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    floret_transport::tls::install_crypto_provider();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

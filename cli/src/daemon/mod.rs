@@ -10,6 +10,8 @@ pub mod supernode;
 
 use crate::{UserError, exit_code, report_outcome};
 use floret_actors::Isolation;
+use floret_transport::tls::{ClientTls, ServerTls};
+use floret_transport::{ClientSecurity, ServerSecurity};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -46,6 +48,7 @@ where
         }
     };
     crate::init_tracing("info");
+    floret_transport::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads)
         .enable_all()
@@ -83,14 +86,66 @@ pub async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// TLS comes in a later release; until then a daemon must be told to go without it.
-pub fn require_insecure(insecure: bool) -> Result<(), UserError> {
-    if insecure {
-        Ok(())
-    } else {
-        Err(UserError::new(
-            "TLS is not available yet: pass --insecure (or set insecure = true in the --config file, or FLWR_INSECURE=true)",
-        ))
+/// The SuperLink's TLS from its flags: `--ssl-certfile` and `--ssl-keyfile` (with
+/// `--ssl-ca-certfile` to check them against their CA), or `--insecure`. Neither, or both,
+/// is an error that explains the two choices: there is no silent plaintext.
+pub fn server_security(
+    insecure: bool,
+    ca: Option<&str>,
+    cert: Option<&str>,
+    key: Option<&str>,
+) -> Result<ServerSecurity, UserError> {
+    fn given(v: Option<&str>) -> Option<&str> {
+        v.filter(|v| !v.is_empty())
+    }
+    let (ca, cert, key) = (given(ca), given(cert), given(key));
+    match (insecure, cert, key) {
+        (true, None, None) if ca.is_none() => Ok(ServerSecurity::Insecure),
+        (true, ..) => Err(UserError::new(
+            "--insecure and TLS certificates were both given: drop --insecure to serve TLS, or drop the --ssl-* flags to serve plaintext",
+        )),
+        (false, Some(cert), Some(key)) => {
+            let tls = ServerTls::from_files(cert.as_ref(), key.as_ref(), ca.map(AsRef::as_ref))
+                .map_err(|e| UserError::new(e.to_string()))?;
+            Ok(ServerSecurity::Tls(tls))
+        }
+        (false, Some(_), None) => Err(UserError::new(
+            "--ssl-certfile was given without --ssl-keyfile: pass the certificate's private key too",
+        )),
+        (false, None, Some(_)) => Err(UserError::new(
+            "--ssl-keyfile was given without --ssl-certfile: pass the certificate too",
+        )),
+        (false, None, None) => Err(UserError::new(
+            "no TLS certificates: pass --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile to serve TLS (`flwr keygen` makes them), or --insecure to serve plaintext for testing",
+        )),
+    }
+}
+
+/// A client's TLS from its flags: `--root-certificates` (the CA that signed the SuperLink's
+/// certificate), or `--insecure`; as for [`server_security`], neither or both is an error.
+pub fn client_security(
+    insecure: bool,
+    root_certificates: Option<&str>,
+    client_cert: Option<(&str, &str)>,
+) -> Result<ClientSecurity, UserError> {
+    match (insecure, root_certificates.filter(|r| !r.is_empty())) {
+        (true, None) => Ok(ClientSecurity::Insecure),
+        (true, Some(_)) => Err(UserError::new(
+            "--insecure and --root-certificates were both given: drop --insecure to connect with TLS, or --root-certificates to connect in plaintext",
+        )),
+        (false, Some(roots)) => {
+            let mut tls = ClientTls::from_root_certificates(roots.as_ref())
+                .map_err(|e| UserError::new(format!("--root-certificates: {e}")))?;
+            if let Some((cert, key)) = client_cert {
+                tls = tls
+                    .with_client_certificate(cert.as_ref(), key.as_ref())
+                    .map_err(|e| UserError::new(format!("--ssl-client-certfile: {e}")))?;
+            }
+            Ok(ClientSecurity::Tls(tls))
+        }
+        (false, None) => Err(UserError::new(
+            "no root certificates: pass --root-certificates with the CA certificate that signed the SuperLink's (e.g. certificates/ca.crt) to connect with TLS, or --insecure to connect in plaintext for testing",
+        )),
     }
 }
 

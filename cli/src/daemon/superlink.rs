@@ -16,7 +16,7 @@
 use super::settings::layered;
 use super::{
     appio_listen_address, bind_error, connect_address, fab_cache_dir, listen_address,
-    parse_isolation, require_insecure,
+    parse_isolation, server_security,
 };
 use crate::UserError;
 use crate::registry::BuiltinCatalog;
@@ -24,6 +24,8 @@ use floret_actors::{
     AppLauncher, FabCache, HeartbeatPolicy, Isolation, LinkAppIo, LinkFabs, LinkState,
     MemoryLinkState, SuperLinkService,
 };
+use floret_transport::ServerSecurity;
+use floret_transport::grpc::ServerOptions;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,10 +46,29 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 )]
 #[serde(rename_all = "kebab-case")]
 pub struct SuperLinkArgs {
-    /// Serve without TLS. Required for now: TLS is not available yet.
+    /// Serve without TLS (plaintext gRPC; QUIC then uses a throwaway self-signed
+    /// certificate that only --insecure clients accept). For testing only.
     #[arg(long)]
     #[serde(skip_serializing_if = "is_false")]
     pub insecure: bool,
+    /// The CA certificate that signed --ssl-certfile; the SuperLink checks the pair at
+    /// start (PEM, e.g. certificates/ca.crt from `flwr keygen`).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_ca_certfile: Option<String>,
+    /// The SuperLink's TLS certificate (PEM, e.g. certificates/server.pem).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_certfile: Option<String>,
+    /// The private key of --ssl-certfile (PEM, e.g. certificates/server.key).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_keyfile: Option<String>,
+    /// Mutual TLS on the Fleet API: SuperNodes must present a client certificate signed
+    /// by this CA (PEM) [default: no client certificates].
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_client_ca_certfile: Option<String>,
     /// Where SuperNodes connect (Fleet API) [default: 0.0.0.0:9092].
     #[arg(long, value_name = "HOST:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,6 +114,10 @@ fn is_false(b: &bool) -> bool {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct Settings {
     insecure: bool,
+    ssl_ca_certfile: Option<String>,
+    ssl_certfile: Option<String>,
+    ssl_keyfile: Option<String>,
+    ssl_client_ca_certfile: Option<String>,
     fleet_api_address: String,
     control_api_address: String,
     /// Empty: chosen by `isolation` (see `appio_listen_address`).
@@ -107,6 +132,10 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             insecure: false,
+            ssl_ca_certfile: None,
+            ssl_certfile: None,
+            ssl_keyfile: None,
+            ssl_client_ca_certfile: None,
             fleet_api_address: "0.0.0.0:9092".into(),
             control_api_address: "0.0.0.0:9093".into(),
             serverappio_api_address: String::new(),
@@ -118,8 +147,13 @@ impl Default for Settings {
 }
 
 /// What the SuperLink runs with, validated.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct SuperLinkConfig {
+    /// TLS (or plaintext) of the Control API; the Fleet API's adds client certificates
+    /// under mutual TLS. Both APIs are served over gRPC (TCP) and QUIC (UDP, same port).
+    pub security: ServerSecurity,
+    /// The Fleet API's TLS: `security`, plus the client CA under mutual TLS.
+    pub fleet_security: ServerSecurity,
     /// Fleet API listen address; port 0 picks a free port (logged once bound).
     pub fleet_api_address: SocketAddr,
     /// Control API listen address; port 0 picks a free port.
@@ -146,7 +180,25 @@ impl SuperLinkConfig {
             env.clone(),
             args,
         )?;
-        require_insecure(s.insecure)?;
+        let security = server_security(
+            s.insecure,
+            s.ssl_ca_certfile.as_deref(),
+            s.ssl_certfile.as_deref(),
+            s.ssl_keyfile.as_deref(),
+        )?;
+        let fleet_security = match (&security, s.ssl_client_ca_certfile.as_deref()) {
+            (ServerSecurity::Tls(tls), Some(ca)) => ServerSecurity::Tls(
+                tls.clone()
+                    .require_client_certificates(ca.as_ref())
+                    .map_err(|e| UserError::new(format!("--ssl-client-ca-certfile: {e}")))?,
+            ),
+            (ServerSecurity::Insecure, Some(_)) => {
+                return Err(UserError::new(
+                    "--ssl-client-ca-certfile needs TLS: pass --ssl-certfile and --ssl-keyfile instead of --insecure",
+                ));
+            }
+            (security, None) => security.clone(),
+        };
         let isolation = parse_isolation(&s.isolation)?;
         // Flower spells the in-memory store `:flwr-in-memory-state:`.
         if !matches!(s.database.as_str(), ":memory:" | ":flwr-in-memory-state:") {
@@ -156,6 +208,8 @@ impl SuperLinkConfig {
             )));
         }
         Ok(SuperLinkConfig {
+            security,
+            fleet_security,
             fleet_api_address: listen_address("fleet-api-address", &s.fleet_api_address)?,
             control_api_address: listen_address("control-api-address", &s.control_api_address)?,
             serverappio_api_address: appio_listen_address(
@@ -210,35 +264,48 @@ pub async fn serve(
             return Err(e.into());
         }
     };
-    let fleet =
-        match floret_transport::grpc::bind_fleet(config.fleet_api_address, service.fleet()).await {
-            Ok(server) => server,
-            Err(e) => {
-                service.shutdown().await;
-                serverappio.shutdown().await;
-                return Err(bind_error(
-                    "fleet-api-address",
-                    config.fleet_api_address,
-                    &e,
-                ));
-            }
-        };
-    let control =
-        match floret_transport::grpc::bind_control(config.control_api_address, service.control())
-            .await
-        {
-            Ok(server) => server,
-            Err(e) => {
-                fleet.shutdown().await;
-                service.shutdown().await;
-                serverappio.shutdown().await;
-                return Err(bind_error(
-                    "control-api-address",
-                    config.control_api_address,
-                    &e,
-                ));
-            }
-        };
+    let served = |security: &ServerSecurity| ServerOptions {
+        security: security.clone(),
+        quic: true,
+        ..ServerOptions::default()
+    };
+    let fleet = match floret_transport::grpc::bind_fleet_with(
+        config.fleet_api_address,
+        service.fleet(),
+        served(&config.fleet_security),
+    )
+    .await
+    {
+        Ok(server) => server,
+        Err(e) => {
+            service.shutdown().await;
+            serverappio.shutdown().await;
+            return Err(bind_error(
+                "fleet-api-address",
+                config.fleet_api_address,
+                &e,
+            ));
+        }
+    };
+    let control = match floret_transport::grpc::bind_control_with(
+        config.control_api_address,
+        service.control(),
+        served(&config.security),
+    )
+    .await
+    {
+        Ok(server) => server,
+        Err(e) => {
+            fleet.shutdown().await;
+            service.shutdown().await;
+            serverappio.shutdown().await;
+            return Err(bind_error(
+                "control-api-address",
+                config.control_api_address,
+                &e,
+            ));
+        }
+    };
     tracing::info!(
         "apps of FABs run with --isolation {}, binaries cached in {}",
         config.isolation,
@@ -248,6 +315,14 @@ pub async fn serve(
         "ServerAppIo API (ServerApps) listening on {}",
         serverappio.local_addr()
     );
+    let mode = match (&config.security, &config.fleet_security) {
+        (ServerSecurity::Insecure, _) => {
+            "plaintext gRPC (--insecure); QUIC with a throwaway certificate"
+        }
+        (_, ServerSecurity::Tls(tls)) if tls.is_mutual() => "TLS, mutual on the Fleet API",
+        _ => "TLS",
+    };
+    tracing::info!("Fleet and Control APIs: gRPC over TCP and QUIC over UDP, same ports; {mode}");
     tracing::info!("Fleet API (SuperNodes) listening on {}", fleet.local_addr());
     tracing::info!("Control API (flwr) listening on {}", control.local_addr());
     shutdown.await;
@@ -288,10 +363,35 @@ mod tests {
     }
 
     #[test]
-    fn without_insecure_it_refuses_to_start() {
-        let e = config(&[], &[]).unwrap_err();
-        assert!(e.to_string().contains("pass --insecure"), "{e}");
+    fn without_certificates_or_insecure_it_refuses_to_start() {
+        let e = config(&[], &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("--ssl-certfile") && e.contains("--insecure") && e.contains("flwr keygen"),
+            "{e}"
+        );
         assert!(config(&[], &[("FLWR_INSECURE", "true")]).is_ok());
+        let e = config(&["--insecure", "--ssl-certfile", "x.pem"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("both given"), "{e}");
+        let e = config(&["--ssl-certfile", "x.pem"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without --ssl-keyfile"), "{e}");
+        let e = config(
+            &["--ssl-certfile", "/nonexistent.pem", "--ssl-keyfile", "/k"],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/nonexistent.pem") && e.contains("cannot read"),
+            "{e}"
+        );
+        let e = config(&["--insecure", "--ssl-client-ca-certfile", "ca.crt"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs TLS"), "{e}");
     }
 
     #[test]

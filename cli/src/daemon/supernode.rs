@@ -14,8 +14,8 @@
 
 use super::settings::layered;
 use super::{
-    appio_listen_address, bind_error, connect_address, fab_cache_dir, parse_isolation,
-    require_insecure,
+    appio_listen_address, bind_error, client_security, connect_address, fab_cache_dir,
+    parse_isolation,
 };
 use crate::UserError;
 use crate::registry::BuiltinCatalog;
@@ -24,6 +24,8 @@ use floret_actors::{
     AppLauncher, FabCache, Isolation, NodeAppIo, NodeFabs, SuperNode, SuperNodeError,
 };
 use floret_core::run_config::parse_node_config;
+use floret_transport::grpc::ClientOptions;
+use floret_transport::{ClientSecurity, TransportKind};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,18 +46,34 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 )]
 #[serde(rename_all = "kebab-case")]
 pub struct SuperNodeArgs {
-    /// Connect without TLS. Required for now: TLS is not available yet.
+    /// Connect without TLS (plaintext gRPC; over QUIC, accept any certificate). For
+    /// testing only.
     #[arg(long)]
     #[serde(skip_serializing_if = "is_false")]
     pub insecure: bool,
+    /// How to reach the SuperLink: `grpc` (HTTP/2 over TCP) or `quic` (QUIC over UDP, the
+    /// same port number) [default: grpc].
+    #[arg(long, value_name = "grpc|quic")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
     /// The SuperLink's Fleet API [default: 127.0.0.1:9092].
     #[arg(long, value_name = "HOST:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub superlink: Option<String>,
-    /// CA certificate for TLS; not available yet.
+    /// The CA certificate that signed the SuperLink's certificate (PEM, e.g.
+    /// certificates/ca.crt): connect with TLS and trust only it.
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub root_certificates: Option<String>,
+    /// Mutual TLS: this node's client certificate (PEM), for a SuperLink started with
+    /// --ssl-client-ca-certfile.
+    #[arg(long, value_name = "FILE", requires = "ssl_client_keyfile")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_client_certfile: Option<String>,
+    /// The private key of --ssl-client-certfile (PEM).
+    #[arg(long, value_name = "FILE", requires = "ssl_client_certfile")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_client_keyfile: Option<String>,
     /// This node's config, as `key=value` pairs of TOML values:
     /// 'partition-id=0 num-partitions=2'.
     #[arg(long, value_name = "'K=V ...'")]
@@ -111,8 +129,11 @@ fn is_false(b: &bool) -> bool {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct Settings {
     insecure: bool,
+    transport: String,
     superlink: String,
     root_certificates: Option<String>,
+    ssl_client_certfile: Option<String>,
+    ssl_client_keyfile: Option<String>,
     node_config: String,
     /// Empty: chosen by `isolation` (see `appio_listen_address`).
     clientappio_api_address: String,
@@ -128,8 +149,11 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             insecure: false,
+            transport: "grpc".into(),
             superlink: "127.0.0.1:9092".into(),
             root_certificates: None,
+            ssl_client_certfile: None,
+            ssl_client_keyfile: None,
             node_config: String::new(),
             clientappio_api_address: String::new(),
             isolation: "subprocess".into(),
@@ -147,6 +171,10 @@ pub struct SuperNodeConfig {
     /// The SuperLink's Fleet API, `HOST:PORT` (resolved when connecting, so a SuperLink
     /// that is not up yet is fine).
     pub superlink: String,
+    /// gRPC or QUIC.
+    pub transport: TransportKind,
+    /// TLS (with the roots to trust) or `--insecure`.
+    pub security: ClientSecurity,
     /// What the node actor runs with: node config, heartbeats, retry limits.
     pub node: floret_actors::SuperNodeConfig,
     /// ClientAppIo API listen address; port 0 picks a free port.
@@ -171,12 +199,20 @@ impl SuperNodeConfig {
             env.clone(),
             args,
         )?;
-        if s.root_certificates.is_some() {
-            return Err(UserError::new(
-                "--root-certificates: TLS is not available yet: drop it and pass --insecure",
-            ));
-        }
-        require_insecure(s.insecure)?;
+        let transport: TransportKind = s
+            .transport
+            .parse()
+            .map_err(|e| UserError::new(format!("--transport: {e}")))?;
+        let client_cert = match (&s.ssl_client_certfile, &s.ssl_client_keyfile) {
+            (Some(cert), Some(key)) => Some((cert.as_str(), key.as_str())),
+            (None, None) => None,
+            _ => {
+                return Err(UserError::new(
+                    "--ssl-client-certfile and --ssl-client-keyfile go together: pass both or neither",
+                ));
+            }
+        };
+        let security = client_security(s.insecure, s.root_certificates.as_deref(), client_cert)?;
         let isolation = parse_isolation(&s.isolation)?;
         if !has_port(&s.superlink) {
             return Err(UserError::new(format!(
@@ -207,6 +243,8 @@ impl SuperNodeConfig {
                 ..floret_actors::SuperNodeConfig::default()
             },
             superlink: s.superlink,
+            transport,
+            security,
             clientappio_api_address,
             isolation,
             fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
@@ -220,7 +258,12 @@ pub async fn serve(
     config: SuperNodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let fleet = floret_transport::grpc::fleet_client(&config.superlink)
+    let options = ClientOptions {
+        transport: config.transport,
+        security: config.security.clone(),
+        ..ClientOptions::default()
+    };
+    let fleet = floret_transport::grpc::fleet_client_with(&config.superlink, options)
         .map_err(|e| UserError::new(format!("--superlink {}: {e}", config.superlink)))?;
     let appio = Arc::new(NodeAppIo::new());
     let clientappio =
@@ -250,9 +293,14 @@ pub async fn serve(
             connect_address(clientappio.local_addr()),
         ),
     };
+    let security = match &config.security {
+        ClientSecurity::Insecure => "insecure".to_string(),
+        ClientSecurity::Tls(tls) => format!("TLS, trusting {}", tls.roots_path().display()),
+    };
     tracing::info!(
-        "Starting Floret SuperNode, SuperLink at {}",
-        config.superlink
+        "Starting Floret SuperNode, SuperLink at {} over {} ({security})",
+        config.superlink,
+        config.transport
     );
     let ran = SuperNode::run_with_fabs(
         config.node,
@@ -369,12 +417,22 @@ mod tests {
         assert!(config(&["--insecure", "--max-wait-time=-1"], &[]).is_err());
         assert!(config(&["--insecure", "--superlink", "superlink"], &[]).is_err());
         let e = config(&["--insecure", "--root-certificates", "ca.crt"], &[]).unwrap_err();
-        assert!(e.to_string().contains("TLS is not available yet"), "{e}");
+        assert!(e.to_string().contains("both given"), "{e}");
+        let e = config(&[], &[]).unwrap_err().to_string();
         assert!(
-            config(&[], &[])
-                .unwrap_err()
-                .to_string()
-                .contains("--insecure")
+            e.contains("--root-certificates") && e.contains("--insecure"),
+            "{e}"
         );
+        let e = config(&["--root-certificates", "/nonexistent/ca.crt"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/ca.crt") && e.contains("cannot read"),
+            "{e}"
+        );
+        let e = config(&["--insecure", "--transport", "udp"], &[]).unwrap_err();
+        assert!(e.to_string().contains("\"grpc\" or \"quic\""), "{e}");
+        let c = config(&["--insecure", "--transport", "quic"], &[]).unwrap();
+        assert_eq!(c.transport, TransportKind::Quic);
     }
 }

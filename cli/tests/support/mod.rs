@@ -3,6 +3,7 @@
 //! reading their logs, and kills whatever it started when dropped, also when a test fails.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -302,11 +303,55 @@ fn address_after(line: &str) -> String {
     line.rsplit(' ').next().unwrap().trim().to_owned()
 }
 
+thread_local! {
+    /// The transport this test's SuperNodes and federations use (each test runs on a
+    /// thread of its own); set by [`over_both_transports!`].
+    static TRANSPORT: Cell<&'static str> = const { Cell::new("grpc") };
+}
+
+/// Makes the SuperNodes and federations that this test starts use `transport`.
+pub fn use_transport(transport: &'static str) {
+    TRANSPORT.with(|t| t.set(transport));
+}
+
+/// `grpc` or `quic`: see [`use_transport`].
+pub fn transport() -> &'static str {
+    TRANSPORT.with(Cell::get)
+}
+
+/// Defines the test `name` twice, as `name::grpc` and `name::quic`: the same body, with the
+/// SuperNodes and federations it starts on that transport (the SuperLink serves both).
+#[macro_export]
+macro_rules! over_both_transports {
+    ($(#[doc = $doc:literal])* fn $name:ident() $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body() $body
+
+            #[test]
+            fn grpc() {
+                use_transport("grpc");
+                body();
+            }
+
+            #[test]
+            fn quic() {
+                use_transport("quic");
+                body();
+            }
+        }
+    };
+}
+
 /// Starts a SuperNode of a `num`-way partitioned federation; `extra` adds flags.
 pub fn supernode(fleet: &str, partition: u32, num: u32, extra: &[&str]) -> Proc {
     let node_config = format!("partition-id={partition} num-partitions={num}");
     let mut args = vec![
         "--insecure",
+        "--transport",
+        transport(),
         "--superlink",
         fleet,
         "--node-config",
@@ -334,7 +379,8 @@ pub fn app_for(app: &str, control: &str) -> tempfile::TempDir {
         .join("pyproject.toml");
     let mut manifest = std::fs::read_to_string(&source).unwrap();
     manifest.push_str(&format!(
-        "\n[tool.flwr.federations.e2e]\naddress = \"{control}\"\ninsecure = true\n"
+        "\n[tool.flwr.federations.e2e]\naddress = \"{control}\"\ninsecure = true\ntransport = \"{}\"\n",
+        transport()
     ));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pyproject.toml"), manifest).unwrap();

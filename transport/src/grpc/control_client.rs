@@ -1,21 +1,23 @@
 //! The Control API's client side: `ControlClient` implements `floret_core::Control` over
 //! gRPC for the `flwr` CLI.
 
-use super::options::{ClientOptions, MAX_FAB_LEN, MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, endpoint};
+use super::options::{
+    ClientOptions, MAX_FAB_LEN, MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, connected_link,
+};
 use super::status::to_control_error;
 use crate::convert_runs::{run_event_from_proto, run_info_from_proto, start_run_to_proto};
+use crate::link::Link;
 use crate::proto::v1;
-use crate::transport_error::{TransportError, io_reason};
+use crate::transport_error::TransportError;
 use async_trait::async_trait;
 use floret_core::{Control, ControlError, RunEvent, RunInfo, StartRun};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 use tonic::{Response, Status, Streaming};
 
-type Rpc = v1::control_client::ControlClient<Channel>;
+type Rpc = v1::control_client::ControlClient<Link>;
 
 /// Events a `StreamEvents` reader may hold before the CLI takes them.
 const EVENT_BUFFER: usize = 64;
@@ -58,14 +60,7 @@ pub async fn control_client_with(
     address: &str,
     options: ClientOptions,
 ) -> Result<ControlClient, TransportError> {
-    let endpoint = endpoint(address, &options)?;
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| TransportError::Connect {
-            address: address.to_string(),
-            reason: connect_reason(&e, options.connect_timeout),
-        })?;
+    let channel = connected_link(address, &options, MAX_MESSAGE_LEN).await?;
     Ok(ControlClient {
         address: address.into(),
         // StartRun may carry a FAB; responses stay small.
@@ -74,24 +69,6 @@ pub async fn control_client_with(
             .max_encoding_message_size(MAX_FAB_MESSAGE_LEN),
         request_timeout: options.request_timeout,
     })
-}
-
-/// "connection refused", "no answer within 3s", or the innermost error's text.
-fn connect_reason(e: &tonic::transport::Error, timeout: Duration) -> String {
-    let mut innermost = e.to_string();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return io_reason(io);
-        }
-        innermost = s.to_string();
-        source = s.source();
-    }
-    if innermost.contains("timed out") || innermost.contains("timeout") {
-        format!("no answer within {timeout:?}")
-    } else {
-        innermost
-    }
 }
 
 impl ControlClient {

@@ -5,9 +5,10 @@
 //! a failure the next call connects again. Chunk transfers retry through such reconnects for
 //! `transfer_patience`, fetching only the chunks not yet received.
 
-use super::options::{ClientOptions, MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, endpoint};
+use super::options::{ClientOptions, MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, link};
 use super::status::{Failure, classify, to_fleet_error};
 use crate::convert_runs::run_info_from_proto;
+use crate::link::Link;
 use crate::objects::cache::ChunkCache;
 use crate::objects::envelope::{self, Opened};
 use crate::objects::id::{ObjectId, verify_blocking};
@@ -25,10 +26,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 use tonic::{Response, Status, Streaming};
 
-type Rpc = v1::fleet_client::FleetClient<Channel>;
+type Rpc = v1::fleet_client::FleetClient<Link>;
 
 /// Messages a `Subscribe` reader may have assembled before the SuperNode takes them.
 const SUBSCRIBE_BUFFER: usize = 16;
@@ -69,7 +69,7 @@ pub fn fleet_client_with(
     address: &str,
     options: ClientOptions,
 ) -> Result<FleetClient, TransportError> {
-    let channel = endpoint(address, &options)?.connect_lazy();
+    let channel = link(address, &options, MAX_FAB_MESSAGE_LEN)?;
     // Responses may be as large as a FAB (GetFab); requests stay small.
     let rpc = Rpc::new(channel)
         .max_decoding_message_size(MAX_FAB_MESSAGE_LEN)

@@ -22,7 +22,8 @@
 //!   (`FleetError::UnknownNode` makes a SuperNode register again), as does a bad AppIo
 //!   token; bad requests come back as `Invalid` naming the field; anything that prevents
 //!   talking is `Unavailable`, naming the address and the cause.
-//! - Every client and server is built in `options`, where TLS will go.
+//! - Every client and server is built in `options`: transport (this module's HTTP/2, or
+//!   the same services over QUIC, see `crate::quic`) and TLS are chosen there.
 
 mod appio;
 pub(crate) mod codec;
@@ -42,12 +43,17 @@ pub use appio::{
 };
 pub use control_client::{ControlClient, control_client, control_client_with};
 pub use fleet_client::{FleetClient, fleet_client, fleet_client_with};
-pub use options::{ClientOptions, MAX_FAB_LEN, MAX_MESSAGE_LEN, ServerOptions};
+pub use options::{
+    ClientOptions, ClientSecurity, MAX_FAB_LEN, MAX_MESSAGE_LEN, ServerOptions, ServerSecurity,
+    TransportKind,
+};
 pub use remote_grid::RemoteGrid;
+pub(crate) use server::stopped;
 pub use server::{
     Server, bind_clientappio, bind_clientappio_with, bind_control, bind_control_with, bind_fleet,
     bind_fleet_with, bind_serverappio, bind_serverappio_with,
 };
+pub(crate) use status::explain_tls;
 
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,69 @@
-//! How gRPC clients and servers are built: every socket, HTTP/2 and size setting lives
-//! here, so that TLS (a later issue) is added in one place.
+//! How clients and servers are built: the transport (gRPC or QUIC), TLS, and every socket,
+//! HTTP/2 and size setting live here, so each API's client and server is written once.
 
+use crate::link::Link;
 use crate::objects::{ChunkPolicy, MAX_CHUNK_LEN};
+use crate::quic::QuicChannel;
+use crate::tls::{ClientTls, ServerTls};
 use crate::transport_error::TransportError;
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 use tonic::transport::{Endpoint, Server};
+
+/// Which transport a client uses. A SuperLink serves both at once (TCP and UDP ports of the
+/// same number); a SuperNode picks with `--transport`, a federation with `transport = ...`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TransportKind {
+    /// HTTP/2 over TCP (tonic): plaintext with `--insecure`, else TLS.
+    #[default]
+    Grpc,
+    /// QUIC over UDP (quinn): always TLS 1.3.
+    Quic,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportKind::Grpc => "grpc",
+            TransportKind::Quic => "quic",
+        })
+    }
+}
+
+impl FromStr for TransportKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "grpc" => Ok(TransportKind::Grpc),
+            "quic" => Ok(TransportKind::Quic),
+            other => Err(format!(
+                "unknown transport {other:?}: use \"grpc\" or \"quic\""
+            )),
+        }
+    }
+}
+
+/// How a client secures its connection.
+#[derive(Debug, Clone, Default)]
+pub enum ClientSecurity {
+    /// `--insecure`: plaintext gRPC; over QUIC, TLS that accepts any server certificate.
+    #[default]
+    Insecure,
+    /// TLS, trusting the given root certificates.
+    Tls(ClientTls),
+}
+
+/// How a server secures its connections.
+#[derive(Debug, Clone, Default)]
+pub enum ServerSecurity {
+    /// `--insecure`: plaintext gRPC; QUIC shows an ephemeral self-signed certificate.
+    #[default]
+    Insecure,
+    /// TLS with this certificate (and, for mutual TLS, a client CA).
+    Tls(ServerTls),
+}
 
 /// Largest gRPC message either side accepts: a chunk, the inline arrays of a batch and the
 /// rest of the messages, with room to spare.
@@ -42,6 +101,10 @@ pub struct ServerOptions {
     /// How long [`Server::shutdown`](super::Server::shutdown) waits for calls in flight.
     /// Default 5 s.
     pub shutdown_grace: Duration,
+    /// TLS or plaintext. Default plaintext.
+    pub security: ServerSecurity,
+    /// Also serve QUIC on the UDP port of the same number. Default off.
+    pub quic: bool,
 }
 
 impl Default for ServerOptions {
@@ -52,6 +115,8 @@ impl Default for ServerOptions {
             chunking: ChunkPolicy::default(),
             lease: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(5),
+            security: ServerSecurity::Insecure,
+            quic: false,
         }
     }
 }
@@ -81,6 +146,10 @@ pub struct ClientOptions {
     /// yet (connection refused), since an app process may start a moment before its daemon.
     /// Default 30 s.
     pub connect_patience: Duration,
+    /// gRPC or QUIC. Default gRPC.
+    pub transport: TransportKind,
+    /// TLS or `--insecure`. Default insecure.
+    pub security: ClientSecurity,
 }
 
 impl Default for ClientOptions {
@@ -95,6 +164,8 @@ impl Default for ClientOptions {
             chunking: ChunkPolicy::default(),
             cache_ttl: Duration::from_secs(600),
             connect_patience: Duration::from_secs(30),
+            transport: TransportKind::Grpc,
+            security: ClientSecurity::Insecure,
         }
     }
 }
@@ -131,13 +202,82 @@ pub(crate) fn parse_address(address: &str) -> Result<String, TransportError> {
     }
 }
 
-/// The client side: a connection recipe for `address` (nothing is opened yet).
+/// A client's connection to `address` over the transport and security of `o`; nothing is
+/// opened before the first call. `max_response` bounds one message from the server.
+pub(crate) fn link(
+    address: &str,
+    o: &ClientOptions,
+    max_response: usize,
+) -> Result<Link, TransportError> {
+    Ok(match o.transport {
+        TransportKind::Grpc => Link::Grpc(endpoint(address, o)?.connect_lazy()),
+        TransportKind::Quic => Link::Quic(quic_channel(address, o, max_response)?),
+    })
+}
+
+/// [`link`], connected now: a wrong address, a dead server or a TLS mismatch fails here.
+pub(crate) async fn connected_link(
+    address: &str,
+    o: &ClientOptions,
+    max_response: usize,
+) -> Result<Link, TransportError> {
+    let connect_error = |reason: String| TransportError::Connect {
+        address: address.to_string(),
+        reason,
+    };
+    Ok(match o.transport {
+        TransportKind::Grpc => Link::Grpc(
+            endpoint(address, o)?
+                .connect()
+                .await
+                .map_err(|e| connect_error(super::status::error_reason(&e, o.connect_timeout)))?,
+        ),
+        TransportKind::Quic => {
+            let channel = quic_channel(address, o, max_response)?;
+            channel
+                .connection()
+                .await
+                .map_err(|e| connect_error(e.to_string()))?;
+            Link::Quic(channel)
+        }
+    })
+}
+
+fn quic_channel(
+    address: &str,
+    o: &ClientOptions,
+    max_response: usize,
+) -> Result<QuicChannel, TransportError> {
+    parse_address(address)?;
+    let tls = match &o.security {
+        ClientSecurity::Insecure => None,
+        ClientSecurity::Tls(tls) => Some(tls),
+    };
+    // A DATA frame holds one gRPC-framed message (5 bytes of prefix).
+    QuicChannel::new(
+        address,
+        tls,
+        o.connect_timeout,
+        (o.keepalive_interval, o.keepalive_timeout),
+        max_response + 5,
+    )
+}
+
+/// The client side of gRPC: a connection recipe for `address` (nothing is opened yet).
 pub(crate) fn endpoint(address: &str, o: &ClientOptions) -> Result<Endpoint, TransportError> {
-    let uri = parse_address(address)?;
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| TransportError::InvalidAddress {
+    let mut uri = parse_address(address)?;
+    if matches!(o.security, ClientSecurity::Tls(_)) {
+        uri = uri.replacen("http://", "https://", 1);
+    }
+    let mut endpoint = Endpoint::from_shared(uri).map_err(|e| TransportError::InvalidAddress {
         address: address.to_string(),
         problem: e.to_string(),
     })?;
+    if let ClientSecurity::Tls(tls) = &o.security {
+        endpoint = endpoint
+            .tls_config(tls.tonic())
+            .map_err(|e| TransportError::Tls(crate::tls::TlsError::Config(e.to_string())))?;
+    }
     Ok(endpoint
         .connect_timeout(o.connect_timeout)
         .tcp_nodelay(true)
@@ -151,13 +291,19 @@ pub(crate) fn endpoint(address: &str, o: &ClientOptions) -> Result<Endpoint, Tra
 }
 
 /// The server side, before services are added.
-pub(crate) fn server_builder(o: &ServerOptions) -> Server {
-    Server::builder()
+pub(crate) fn server_builder(o: &ServerOptions) -> Result<Server, TransportError> {
+    let builder = Server::builder()
         .http2_keepalive_interval(Some(o.keepalive_interval))
         .http2_keepalive_timeout(Some(o.keepalive_timeout))
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME);
+    match &o.security {
+        ServerSecurity::Insecure => Ok(builder),
+        ServerSecurity::Tls(tls) => builder
+            .tls_config(tls.tonic())
+            .map_err(|e| TransportError::Tls(crate::tls::TlsError::Config(e.to_string()))),
+    }
 }
 
 /// Chunks must fit in a message with their request fields.

@@ -4,11 +4,14 @@
 use super::appio::{ClientAppIoService, ObjectsService, ServerAppIoService};
 use super::control_service::ControlService;
 use super::fleet_service::FleetService;
+use super::options::ServerSecurity;
 use super::options::{MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, ServerOptions, server_builder};
 use crate::objects::TransferStats;
 use crate::objects::outbox::Outbox;
 use crate::objects::store::ObjectStore;
 use crate::proto::v1;
+use crate::quic::QuicServer;
+use crate::tls::ServerTls;
 use crate::transport_error::{Api, TransportError};
 use floret_core::{ClientAppIo, Control, Fleet, ServerAppIo};
 use std::net::SocketAddr;
@@ -17,7 +20,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::{Router, TcpIncoming};
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 
 /// A gRPC server serving one API on one socket. Dropping it starts a graceful shutdown in
 /// the background; [`Server::shutdown`] also waits for it.
@@ -30,6 +34,8 @@ pub struct Server {
     task: Option<JoinHandle<()>>,
     /// How long `shutdown` waits for calls in flight.
     grace: Duration,
+    /// The same API over QUIC, on the UDP port of the same number.
+    quic: Option<QuicServer>,
     /// The chunks of the Fleet or AppIo API; `None` for the Control API.
     objects: Option<Arc<ObjectStore>>,
 }
@@ -75,6 +81,23 @@ impl Server {
             );
             task.abort();
         }
+        if let Some(quic) = self.quic.take() {
+            // The QUIC side drains within the same grace, then closes its endpoint.
+            let mut task = quic.task;
+            if tokio::time::timeout(self.grace + Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                quic.endpoint
+                    .close(quinn::VarInt::from_u32(0), b"server shut down");
+            }
+        }
+    }
+
+    /// Whether the API is also served over QUIC (on the UDP port of the same number).
+    pub fn serves_quic(&self) -> bool {
+        self.quic.is_some()
     }
 }
 
@@ -110,7 +133,7 @@ pub async fn bind_fleet_with(
     ));
     let service = FleetService::new(fleet, objects.clone(), options.chunking, stop_rx.clone());
     // GetFab answers a whole FAB; what nodes send stays small.
-    let router = server_builder(&options).add_service(
+    let routes = Routes::new(
         v1::fleet_server::FleetServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_LEN)
             .max_encoding_message_size(MAX_FAB_MESSAGE_LEN),
@@ -119,7 +142,7 @@ pub async fn bind_fleet_with(
     start(
         (Api::Fleet, addr),
         listener,
-        router,
+        (routes, MAX_MESSAGE_LEN),
         (stop, stop_rx),
         &options,
         Some(objects),
@@ -150,7 +173,7 @@ pub async fn bind_control_with(
     let (stop, stop_rx) = watch::channel(false);
     let service = ControlService::new(control, stop_rx.clone());
     // StartRun may carry a FAB.
-    let router = server_builder(&options).add_service(
+    let routes = Routes::new(
         v1::control_server::ControlServer::new(service)
             .max_decoding_message_size(MAX_FAB_MESSAGE_LEN)
             .max_encoding_message_size(MAX_MESSAGE_LEN),
@@ -158,7 +181,7 @@ pub async fn bind_control_with(
     start(
         (Api::Control, addr),
         listener,
-        router,
+        (routes, MAX_FAB_MESSAGE_LEN),
         (stop, stop_rx),
         &options,
         None,
@@ -187,19 +210,14 @@ pub async fn bind_serverappio_with(
     appio: Arc<dyn ServerAppIo>,
     options: ServerOptions,
 ) -> Result<Server, TransportError> {
-    bind_appio(
-        Api::ServerAppIo,
-        addr,
-        options,
-        |mut builder, outbox, stop| {
-            let service = ServerAppIoService::new(appio, outbox, stop);
-            builder.add_service(
-                v1::server_app_io_server::ServerAppIoServer::new(service)
-                    .max_decoding_message_size(MAX_MESSAGE_LEN)
-                    .max_encoding_message_size(MAX_MESSAGE_LEN),
-            )
-        },
-    )
+    bind_appio(Api::ServerAppIo, addr, options, |outbox, stop| {
+        let service = ServerAppIoService::new(appio, outbox, stop);
+        Routes::new(
+            v1::server_app_io_server::ServerAppIoServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_LEN)
+                .max_encoding_message_size(MAX_MESSAGE_LEN),
+        )
+    })
     .await
 }
 
@@ -225,19 +243,14 @@ pub async fn bind_clientappio_with(
     appio: Arc<dyn ClientAppIo>,
     options: ServerOptions,
 ) -> Result<Server, TransportError> {
-    bind_appio(
-        Api::ClientAppIo,
-        addr,
-        options,
-        |mut builder, outbox, stop| {
-            let service = ClientAppIoService::new(appio, outbox, stop);
-            builder.add_service(
-                v1::client_app_io_server::ClientAppIoServer::new(service)
-                    .max_decoding_message_size(MAX_MESSAGE_LEN)
-                    .max_encoding_message_size(MAX_MESSAGE_LEN),
-            )
-        },
-    )
+    bind_appio(Api::ClientAppIo, addr, options, |outbox, stop| {
+        let service = ClientAppIoService::new(appio, outbox, stop);
+        Routes::new(
+            v1::client_app_io_server::ClientAppIoServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_LEN)
+                .max_encoding_message_size(MAX_MESSAGE_LEN),
+        )
+    })
     .await
 }
 
@@ -247,7 +260,7 @@ async fn bind_appio(
     api: Api,
     addr: SocketAddr,
     options: ServerOptions,
-    router: impl FnOnce(tonic::transport::Server, Arc<Outbox>, watch::Receiver<bool>) -> Router,
+    routes: impl FnOnce(Arc<Outbox>, watch::Receiver<bool>) -> Routes,
 ) -> Result<Server, TransportError> {
     let listener = listen(api, addr).await?;
     let (stop, stop_rx) = watch::channel(false);
@@ -259,7 +272,7 @@ async fn bind_appio(
         objects: objects.clone(),
         chunking: options.chunking,
     });
-    let router = router(server_builder(&options), outbox, stop_rx.clone()).add_service(
+    let routes = routes(outbox, stop_rx.clone()).add_service(
         v1::app_io_objects_server::AppIoObjectsServer::new(ObjectsService::new(objects.clone()))
             .max_decoding_message_size(MAX_MESSAGE_LEN)
             .max_encoding_message_size(MAX_MESSAGE_LEN),
@@ -268,7 +281,7 @@ async fn bind_appio(
     start(
         (api, addr),
         listener,
-        router,
+        (routes, MAX_MESSAGE_LEN),
         (stop, stop_rx),
         &options,
         Some(objects),
@@ -283,10 +296,12 @@ async fn listen(api: Api, addr: SocketAddr) -> Result<TcpListener, TransportErro
         .map_err(|source| TransportError::Bind { api, addr, source })
 }
 
+/// Serves `routes` over gRPC on `listener` and, if asked, over QUIC on the UDP port of the
+/// same number. `max_request` bounds one request message (for QUIC's frame check).
 fn start(
     (api, addr): (Api, SocketAddr),
     listener: TcpListener,
-    router: Router,
+    (routes, max_request): (Routes, usize),
     (stop, stop_rx): (watch::Sender<bool>, watch::Receiver<bool>),
     options: &ServerOptions,
     objects: Option<Arc<ObjectStore>>,
@@ -294,6 +309,23 @@ fn start(
     let local_addr = listener
         .local_addr()
         .map_err(|source| TransportError::Bind { api, addr, source })?;
+    let quic = if options.quic {
+        let tls = match &options.security {
+            ServerSecurity::Tls(tls) => tls.clone(),
+            ServerSecurity::Insecure => ServerTls::ephemeral()?,
+        };
+        Some(crate::quic::serve(
+            (api, local_addr),
+            &tls,
+            options,
+            max_request + 5,
+            routes.clone(),
+            stop_rx.clone(),
+        )?)
+    } else {
+        None
+    };
+    let router = server_builder(options)?.add_routes(routes);
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
@@ -309,6 +341,7 @@ fn start(
         local_addr,
         stop,
         task: Some(task),
+        quic,
         grace: options.shutdown_grace,
         objects,
     })

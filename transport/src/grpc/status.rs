@@ -150,7 +150,7 @@ fn transport_reason(status: &Status) -> String {
         source = e.source();
     }
     match innermost {
-        Some(m) if !m.is_empty() => m,
+        Some(m) if !m.is_empty() => explain_tls(&m).unwrap_or(m),
         _ if status.message().is_empty() => status.code().description().to_string(),
         _ => status.message().to_string(),
     }
@@ -211,4 +211,62 @@ pub(crate) fn refused(status: &Status) -> bool {
         source = e.source();
     }
     false
+}
+
+/// "connection refused", "no answer within 3s", a TLS problem explained, or the innermost
+/// error's text: why a connection could not be opened.
+pub(crate) fn error_reason(
+    e: &(dyn std::error::Error + 'static),
+    timeout: std::time::Duration,
+) -> String {
+    let mut innermost = e.to_string();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_none()
+        {
+            return io_reason(io);
+        }
+        innermost = s.to_string();
+        source = s.source();
+    }
+    if let Some(tls) = explain_tls(&innermost) {
+        tls
+    } else if innermost.contains("timed out") || innermost.contains("timeout") {
+        format!("no answer within {timeout:?}")
+    } else {
+        innermost
+    }
+}
+
+/// Turns rustls' terse certificate errors into what to do about them; `None` when `text`
+/// is not a TLS problem.
+pub(crate) fn explain_tls(text: &str) -> Option<String> {
+    // BadSignature: a CA of the same name (two runs of a key generator) signed it.
+    let hint = if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        "TLS: the server's certificate is not signed by the CA in the root certificates \
+         (--root-certificates, or root-certificates in pyproject.toml); pass the CA that \
+         signed the SuperLink's certificate"
+    } else if text.contains("NotValidForName") {
+        "TLS: the server's certificate does not name the address connected to; connect by \
+         a name or IP it lists, or issue a certificate with it (flwr keygen --san NAME)"
+    } else if text.contains("Expired") {
+        "TLS: the server's certificate has expired; issue a new one (flwr keygen)"
+    } else if text.contains("NotValidYet") {
+        "TLS: the server's certificate is not valid yet: check the clocks"
+    } else if text.contains("CertificateRequired") || text.contains("certificate required") {
+        "TLS: the server requires a client certificate (mutual TLS); pass \
+         --ssl-client-certfile and --ssl-client-keyfile"
+    } else if text.contains("InvalidContentType")
+        || text.contains("corrupt message")
+        || text.contains("InvalidMessage")
+    {
+        "TLS: the server did not answer with TLS; it may be running with --insecure \
+         (then connect with --insecure too, or start it with certificates)"
+    } else if text.contains("peer is incompatible") || text.contains("no application protocol") {
+        "TLS: the server does not speak Floret's QUIC protocol on this port"
+    } else {
+        return None;
+    };
+    Some(format!("{hint} ({text})"))
 }

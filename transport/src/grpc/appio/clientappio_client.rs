@@ -5,13 +5,13 @@ use super::link::Link;
 use super::wire::{carrier, context_from_parts, context_head};
 use crate::TransferStats;
 use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN};
+use crate::link::Link as Channel;
 use crate::proto::v1;
 use crate::transport_error::{Api, TransportError};
 use async_trait::async_trait;
 use floret_core::{AppIoError, ClientAppIo, ClientTask, Context, Payload};
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::Channel;
 
 type Rpc = v1::client_app_io_client::ClientAppIoClient<Channel>;
 

@@ -1,8 +1,9 @@
 //! What both AppIo clients share: the connection to the daemon, calls that wait for the
 //! daemon to listen, and the chunk transfers of large arrays both ways.
 
-use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN, endpoint};
+use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN, link};
 use crate::grpc::status::{refused, to_appio_error};
+use crate::link::Link as Channel;
 use crate::objects::cache::ChunkCache;
 use crate::objects::envelope::{self, Opened};
 use crate::objects::id::{ObjectId, verify_blocking};
@@ -17,7 +18,6 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
-use tonic::transport::Channel;
 use tonic::{Response, Status};
 
 type ObjectsRpc = v1::app_io_objects_client::AppIoObjectsClient<Channel>;
@@ -45,7 +45,7 @@ impl Link {
         address: &str,
         options: ClientOptions,
     ) -> Result<Link, TransportError> {
-        let channel = endpoint(address, &options)?.connect_lazy();
+        let channel = link(address, &options, MAX_MESSAGE_LEN)?;
         let objects = ObjectsRpc::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_LEN)
             .max_encoding_message_size(MAX_MESSAGE_LEN);

@@ -6,13 +6,13 @@ use super::wire::{context_from_parts, outcome_to_proto};
 use crate::TransferStats;
 use crate::convert_runs::run_event_to_proto;
 use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN};
+use crate::link::Link as Channel;
 use crate::proto::v1;
 use crate::transport_error::{Api, TransportError};
 use async_trait::async_trait;
 use floret_core::{AppIoError, AppOutcome, Context, Message, NodeSet, RunEvent, ServerAppIo};
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::Channel;
 
 type Rpc = v1::server_app_io_client::ServerAppIoClient<Channel>;
 

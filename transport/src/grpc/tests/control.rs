@@ -17,7 +17,7 @@ async fn setup() -> (Arc<FakeControl>, Server, super::super::ControlClient) {
     (control, server, client)
 }
 
-fn start_request() -> StartRun {
+pub(super) fn start_request() -> StartRun {
     let mut run_config = UserConfig::new();
     run_config.insert("num-server-rounds".into(), UserConfigValue::Int(3));
     run_config.insert("fraction-fit".into(), UserConfigValue::Float(0.5));

@@ -1,0 +1,157 @@
+//! The server side: accepts QUIC connections and serves each bidirectional stream as one
+//! call to the same tonic services the gRPC server runs (`Routes`), so both transports
+//! share every line of protocol code.
+
+use super::frame::{self, BodyReader, HEAD};
+use super::{ALPN, transport_config};
+use crate::grpc::ServerOptions;
+use crate::proto::v1::QuicHead;
+use crate::tls::ServerTls;
+use crate::transport_error::{Api, TransportError};
+use http::Request;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::service::Routes;
+use tower::Service as _;
+
+/// A QUIC endpoint serving one API.
+pub(crate) struct QuicServer {
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds the UDP socket `addr` and serves `routes` on it until `stop`. Calls in flight when
+/// stopped get the shutdown grace of `options` to finish (long-lived streams end through
+/// `stop` in the services). `max_data` bounds one request message.
+pub(crate) fn serve(
+    (api, addr): (Api, SocketAddr),
+    tls: &ServerTls,
+    options: &ServerOptions,
+    max_data: usize,
+    routes: Routes,
+    stop: watch::Receiver<bool>,
+) -> Result<QuicServer, TransportError> {
+    let keepalive = (options.keepalive_interval, options.keepalive_timeout);
+    let grace = options.shutdown_grace;
+    let rustls = tls.rustls(ALPN)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls)
+        .map_err(|e| TransportError::Tls(crate::tls::TlsError::Config(e.to_string())))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config(keepalive)));
+    let endpoint = quinn::Endpoint::server(config, addr)
+        .map_err(|source| TransportError::Bind { api, addr, source })?;
+    let task = tokio::spawn(accept(endpoint.clone(), routes, max_data, stop, grace));
+    Ok(QuicServer { endpoint, task })
+}
+
+async fn accept(
+    endpoint: quinn::Endpoint,
+    routes: Routes,
+    max_data: usize,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut connections = JoinSet::new();
+    let stopped = crate::grpc::stopped(stop.clone());
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => break,
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                connections.spawn(connection(incoming, routes.clone(), max_data, stop.clone()));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    // Refuse new connections; let calls in flight finish, then close what is left.
+    endpoint.set_server_config(None);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        connections.abort_all();
+    }
+    endpoint.close(quinn::VarInt::from_u32(0), b"server shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+}
+
+/// Serves the streams of one connection until it closes or the server stops.
+async fn connection(
+    incoming: quinn::Incoming,
+    routes: Routes,
+    max_data: usize,
+    stop: watch::Receiver<bool>,
+) {
+    let connection = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "QUIC handshake failed");
+            return;
+        }
+    };
+    let mut calls = JoinSet::new();
+    let stopped = crate::grpc::stopped(stop);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => break,
+            stream = connection.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    calls.spawn(call(routes.clone(), send, recv, max_data));
+                }
+                Err(_) => break,
+            },
+            Some(_) = calls.join_next(), if !calls.is_empty() => {}
+        }
+    }
+    // Calls in flight finish (the caller of `accept` bounds this by the grace period).
+    while calls.join_next().await.is_some() {}
+}
+
+/// One call: HEAD in, request body streamed to the service, response streamed back.
+async fn call(
+    mut routes: Routes,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    max_data: usize,
+) {
+    let head = match frame::read_head(&mut recv).await {
+        Ok(head) => head,
+        Err(e) => {
+            tracing::debug!(error = %e, "QUIC stream without a valid head");
+            let _ = send.reset(quinn::VarInt::from_u32(1));
+            return;
+        }
+    };
+    let mut request = Request::new(BodyReader::new(recv, max_data).into_body());
+    *request.method_mut() = http::Method::POST;
+    *request.version_mut() = http::Version::HTTP_2;
+    match (
+        head.path.parse::<http::Uri>(),
+        frame::headers_from_wire(head.headers),
+    ) {
+        (Ok(uri), Ok(headers)) => {
+            *request.uri_mut() = uri;
+            *request.headers_mut() = headers;
+        }
+        _ => {
+            let _ = send.reset(quinn::VarInt::from_u32(1));
+            return;
+        }
+    }
+    let Ok(response) = routes.call(request).await;
+    let (parts, body) = response.into_parts();
+    let head = QuicHead {
+        path: String::new(),
+        status: u32::from(parts.status.as_u16()),
+        headers: frame::headers_to_wire(&parts.headers),
+    };
+    if frame::write_head(&mut send, HEAD, &head).await.is_err() {
+        return;
+    }
+    if frame::write_body(&mut send, body).await.is_err() {
+        let _ = send.reset(quinn::VarInt::from_u32(2));
+    }
+}
