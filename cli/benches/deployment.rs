@@ -6,6 +6,9 @@
 //! - D2: resident memory (VmRSS) of `flower-superlink` and `flower-supernode`, idle after
 //!   the SuperNodes connected, and again idle after the D1 runs.
 //!
+//! Both run once per transport: gRPC and QUIC (the SuperLink serves both; the SuperNodes
+//! and the federation pick one), all `--insecure` (QUIC is TLS 1.3 even then).
+//!
 //! `cargo bench -p floret-cli --bench deployment [-- RUNS]` (default 5 runs).
 
 #[path = "../tests/support/mod.rs"]
@@ -38,14 +41,15 @@ fn mb(kb: u64) -> f64 {
 
 fn memory_rows(label: &str, link: &SuperLink, nodes: &[Proc]) {
     let link_kb = vm_rss_kb(link.proc.pid());
+    let t = transport();
     println!(
-        "| {label} | flower-superlink | {:.1} | {} |",
+        "| {t} | {label} | flower-superlink | {:.1} | {} |",
         mb(link_kb),
         threads(link.proc.pid())
     );
     for node in nodes {
         println!(
-            "| {label} | flower-supernode ({}) | {:.1} | {} |",
+            "| {t} | {label} | flower-supernode ({}) | {:.1} | {} |",
             node.name,
             mb(vm_rss_kb(node.pid())),
             threads(node.pid())
@@ -58,6 +62,34 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(5);
+    let mut d1 = Vec::new();
+    println!("## D2: idle resident memory\n");
+    println!("| transport | when | process | VmRSS (MB) | threads |");
+    println!("|---|---|---|---|---|");
+    for transport in ["grpc", "quic"] {
+        use_transport(transport);
+        d1.push((transport, deployment(runs)));
+    }
+    println!("\n## D1: `flwr run` of quickstart, 100k params, 3 rounds, 2 SuperNodes\n");
+    println!(
+        "| transport | runs | wall min (s) | wall median (s) | wall max (s) | run median, as flwr reports it (s) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (transport, (walls, inner)) in d1 {
+        let median = |v: &[f64]| v[v.len() / 2];
+        println!(
+            "| {transport} | {runs} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            walls[0],
+            median(&walls),
+            walls[walls.len() - 1],
+            median(&inner)
+        );
+    }
+}
+
+/// A SuperLink and 2 SuperNodes on the current transport: prints D2's rows, returns D1's
+/// sorted wall times (whole command, and as flwr reports the run).
+fn deployment(runs: usize) -> (Vec<f64>, Vec<f64>) {
     let link = SuperLink::start();
     let nodes: Vec<Proc> = (0..2).map(|p| supernode(&link.fleet, p, 2, &[])).collect();
     for node in &nodes {
@@ -65,9 +97,6 @@ fn main() {
     }
     // Let start-up allocations settle before measuring "idle".
     std::thread::sleep(Duration::from_secs(2));
-    println!("## D2: idle resident memory\n");
-    println!("| when | process | VmRSS (MB) | threads |");
-    println!("|---|---|---|---|");
     memory_rows("idle after connect", &link, &nodes);
 
     let app = app_for("quickstart", &link.control);
@@ -86,20 +115,7 @@ fn main() {
     }
     std::thread::sleep(Duration::from_secs(2));
     memory_rows("idle after the D1 runs", &link, &nodes);
-
     walls.sort_by(f64::total_cmp);
     inner.sort_by(f64::total_cmp);
-    let median = |v: &[f64]| v[v.len() / 2];
-    println!("\n## D1: `flwr run` of quickstart, 100k params, 3 rounds, 2 SuperNodes\n");
-    println!(
-        "| runs | wall min (s) | wall median (s) | wall max (s) | run median, as flwr reports it (s) |"
-    );
-    println!("|---|---|---|---|---|");
-    println!(
-        "| {runs} | {:.3} | {:.3} | {:.3} | {:.3} |",
-        walls[0],
-        median(&walls),
-        walls[walls.len() - 1],
-        median(&inner)
-    );
+    (walls, inner)
 }

@@ -1,5 +1,5 @@
-//! D4 (docs/TARGETS.md): a 1 GiB model from a SuperLink to a SuperNode over gRPC on
-//! loopback. Target: >= 1 GB/s.
+//! D4 (docs/TARGETS.md): a 1 GiB model from a SuperLink to a SuperNode on loopback, over
+//! gRPC (plaintext and TLS) and QUIC (always TLS 1.3). Target: >= 1 GB/s.
 //!
 //! Times one instruction from the moment the SuperLink side queues it until the SuperNode
 //! side holds the assembled message: chunking and hashing on the SuperLink, four chunk
@@ -7,14 +7,17 @@
 //! The message travels by `Subscribe` (push), as in a deployment. Also measures sha256 on
 //! one core, the cost every byte pays twice.
 //!
-//! Run: `cargo bench -p floret-transport --bench d4` (optionally `-- <iterations>`).
+//! Run: `cargo bench -p floret-transport --bench d4` (optionally `-- <iterations>`). The
+//! TLS certificates are generated at start into a temporary directory.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{
     Array, ArrayRecord, Fleet, FleetError, Message, RecordDict, RegisterNode, RunInfo,
 };
-use floret_transport::grpc::{bind_fleet, fleet_client};
+use floret_transport::grpc::{ClientOptions, ServerOptions, bind_fleet_with, fleet_client_with};
+use floret_transport::tls::{ClientTls, ServerTls};
+use floret_transport::{ClientSecurity, ServerSecurity, TransportKind};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -96,12 +99,64 @@ fn sha256_gbps() -> f64 {
     gbps(data.len(), started.elapsed())
 }
 
-async fn transfer(arrays: usize, iterations: usize) -> Vec<Duration> {
+/// A CA and a certificate for 127.0.0.1 signed by it.
+fn certificates(dir: &std::path::Path) -> (ServerTls, ClientTls) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("certificate");
+    let path = |name: &str| dir.join(name);
+    std::fs::write(path("ca.crt"), ca_cert.pem()).expect("write");
+    std::fs::write(path("server.pem"), cert.pem()).expect("write");
+    std::fs::write(path("server.key"), key.serialize_pem()).expect("write");
+    (
+        ServerTls::from_files(
+            &path("server.pem"),
+            &path("server.key"),
+            Some(&path("ca.crt")),
+        )
+        .expect("server TLS"),
+        ClientTls::from_root_certificates(&path("ca.crt")).expect("client TLS"),
+    )
+}
+
+/// How the bytes travel.
+#[derive(Clone)]
+struct Wire {
+    label: &'static str,
+    transport: TransportKind,
+    server: ServerSecurity,
+    client: ClientSecurity,
+}
+
+async fn transfer(arrays: usize, iterations: usize, wire: &Wire) -> Vec<Duration> {
     let fleet = Arc::new(BenchFleet::default());
-    let server = bind_fleet(SocketAddr::from(([127, 0, 0, 1], 0)), fleet.clone())
-        .await
-        .expect("bind 127.0.0.1:0");
-    let client = fleet_client(&server.local_addr().to_string()).expect("address");
+    let server = bind_fleet_with(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        fleet.clone(),
+        ServerOptions {
+            security: wire.server.clone(),
+            quic: true,
+            ..ServerOptions::default()
+        },
+    )
+    .await
+    .expect("bind 127.0.0.1:0");
+    let client = fleet_client_with(
+        &server.local_addr().to_string(),
+        ClientOptions {
+            transport: wire.transport,
+            security: wire.client.clone(),
+            ..ClientOptions::default()
+        },
+    )
+    .expect("address");
     let node = client
         .register_node(RegisterNode {
             public_key: Bytes::new(),
@@ -136,23 +191,49 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(3usize);
+    floret_transport::tls::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (server_tls, client_tls) = certificates(dir.path());
+    let wires = [
+        Wire {
+            label: "gRPC, plaintext",
+            transport: TransportKind::Grpc,
+            server: ServerSecurity::Insecure,
+            client: ClientSecurity::Insecure,
+        },
+        Wire {
+            label: "gRPC, TLS",
+            transport: TransportKind::Grpc,
+            server: ServerSecurity::Tls(server_tls.clone()),
+            client: ClientSecurity::Tls(client_tls.clone()),
+        },
+        Wire {
+            label: "QUIC (TLS 1.3)",
+            transport: TransportKind::Quic,
+            server: ServerSecurity::Tls(server_tls),
+            client: ClientSecurity::Tls(client_tls),
+        },
+    ];
     println!("sha256 on one core: {:.2} GB/s", sha256_gbps());
     println!();
-    println!("| id | workload | runs | best | median | throughput (best / median) |");
-    println!("|---|---|---|---|---|---|");
+    println!("| id | workload | transport | runs | best | median | throughput (best / median) |");
+    println!("|---|---|---|---|---|---|---|");
     for (arrays, label) in [(256, "256 arrays of 4 MiB"), (1, "one 1 GiB array")] {
-        let mut times = runtime.block_on(transfer(arrays, iterations));
-        times.sort();
-        let best = times[0];
-        let median = times[times.len() / 2];
-        println!(
-            "| D4 | 1 GiB model ({label}) SuperLink -> SuperNode, gRPC on loopback | {} | {:.2} s | {:.2} s | {:.2} / {:.2} GB/s |",
-            times.len(),
-            best.as_secs_f64(),
-            median.as_secs_f64(),
-            gbps(GIB, best),
-            gbps(GIB, median),
-        );
+        for wire in &wires {
+            let mut times = runtime.block_on(transfer(arrays, iterations, wire));
+            times.sort();
+            let best = times[0];
+            let median = times[times.len() / 2];
+            println!(
+                "| D4 | 1 GiB model ({label}) SuperLink -> SuperNode on loopback | {} | {} | {:.2} s | {:.2} s | {:.2} / {:.2} GB/s |",
+                wire.label,
+                times.len(),
+                best.as_secs_f64(),
+                median.as_secs_f64(),
+                gbps(GIB, best),
+                gbps(GIB, median),
+            );
+        }
     }
 }
