@@ -45,8 +45,8 @@ pub use fleet_client::{FleetClient, fleet_client, fleet_client_with};
 pub use options::{ClientOptions, MAX_FAB_LEN, MAX_MESSAGE_LEN, ServerOptions};
 pub use remote_grid::RemoteGrid;
 pub use server::{
-    Server, bind_clientappio, bind_clientappio_with, bind_control, bind_control_with, bind_fleet,
-    bind_fleet_with, bind_serverappio, bind_serverappio_with,
+    Server, bind_clientappio, bind_clientappio_with, bind_control, bind_control_with,
+    bind_control_with_users, bind_fleet, bind_fleet_with, bind_serverappio, bind_serverappio_with,
 };
 
 #[cfg(test)]

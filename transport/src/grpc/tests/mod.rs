@@ -12,6 +12,7 @@ mod errors;
 mod fab;
 mod fleet;
 mod proxy;
+mod user_auth;
 
 use super::{
     ClientOptions, FleetClient, Server, ServerOptions, bind_fleet_with, fleet_client_with,
