@@ -3,9 +3,12 @@
 //! the CLI's exit-code contract (the user's mistakes exit 2, an unreachable SuperLink 1).
 
 use crate::UserError;
+use crate::credentials::{self, UserSession};
 use crate::project::Project;
 use floret_core::{Control, ControlError, Federation};
 use floret_transport::TransportError;
+use floret_transport::grpc::ControlClient;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A SuperLink to talk to, taken from a federation of the app's `pyproject.toml`.
@@ -15,6 +18,8 @@ pub struct Remote {
     pub federation: String,
     /// Its Control API address, `HOST:PORT`.
     pub address: String,
+    /// `enable-user-auth = true`: calls carry the token stored by `flwr login`.
+    pub user_auth: bool,
 }
 
 impl Remote {
@@ -65,11 +70,6 @@ impl Remote {
                 "TLS is not available yet: set insecure = true in {table} to connect to {address} without it"
             )));
         }
-        if federation.enable_user_auth {
-            return Err(UserError::new(format!(
-                "user authentication is not available yet: remove enable-user-auth from {table}"
-            )));
-        }
         if !has_port(&address) {
             return Err(UserError::new(format!(
                 "address = \"{address}\" in {table} has no port: write HOST:PORT, e.g. \"{address}:9093\""
@@ -78,14 +78,49 @@ impl Remote {
         Ok(Remote {
             federation: federation.name.clone(),
             address,
+            user_auth: federation.enable_user_auth,
         })
+    }
+
+    /// Where `flwr login` keeps this SuperLink's tokens.
+    ///
+    /// # Errors
+    /// Neither `FLWR_HOME` nor `HOME` is set.
+    pub fn credentials_path(&self) -> Result<PathBuf, UserError> {
+        Ok(credentials::credentials_path(
+            &credentials::flwr_home()?,
+            &self.address,
+        ))
+    }
+
+    /// The line that tells the user to log in.
+    fn login_hint(&self) -> String {
+        format!(
+            "not logged in to {0}: run 'flwr login . {0}'",
+            self.federation
+        )
     }
 
     /// Connects to the SuperLink's Control API. Failing to reach it is not the user's input
     /// being wrong (exit 1), but the message says what to check.
+    ///
+    /// With user authentication, the login stored by `flwr login` is loaded first: without
+    /// one the command fails before connecting, with the line that says how to log in.
     pub async fn connect(&self) -> anyhow::Result<Arc<dyn Control>> {
+        if !self.user_auth {
+            return Ok(Arc::new(self.connect_client().await?));
+        }
+        let path = self.credentials_path()?;
+        let login = credentials::load(&path)?.ok_or_else(|| UserError::new(self.login_hint()))?;
+        let client = self.connect_client().await?;
+        let session = UserSession::new(client, login, path).map_err(|e| self.error(e))?;
+        Ok(Arc::new(session))
+    }
+
+    /// The plain connection to the Control API, without a login.
+    pub async fn connect_client(&self) -> anyhow::Result<ControlClient> {
         match floret_transport::grpc::control_client(&self.address).await {
-            Ok(client) => Ok(Arc::new(client)),
+            Ok(client) => Ok(client),
             Err(TransportError::Connect { reason, .. }) => Err(anyhow::anyhow!(
                 "cannot reach the SuperLink at {} (federation `{}`): {reason}: is flower-superlink running, and is this its Control API address (port 9093 by default)?",
                 self.address,
@@ -111,6 +146,34 @@ impl Remote {
                 "lost the connection to the SuperLink at {}: {reason}",
                 self.address
             ),
+            // The token was refused, or expired and could not be refreshed.
+            ControlError::Unauthenticated(_) | ControlError::TokenExpired if self.user_auth => {
+                UserError::new(format!(
+                    "the login to {0} is no longer valid: run 'flwr login . {0}' again",
+                    self.federation
+                ))
+                .into()
+            }
+            ControlError::Unauthenticated(_) | ControlError::TokenExpired => {
+                UserError::new(format!(
+                    "the SuperLink of {0} requires a login: set enable-user-auth = true in [tool.flwr.federations.{0}] and run 'flwr login . {0}'",
+                    self.federation
+                ))
+                .into()
+            }
+        }
+    }
+
+    /// A refused `flwr login`: wrong credentials are the user's to fix (exit 2).
+    pub fn login_error(&self, e: ControlError) -> anyhow::Error {
+        match e {
+            ControlError::Unauthenticated(reason) => {
+                UserError::new(format!("cannot log in to {}: {reason}", self.federation)).into()
+            }
+            ControlError::Invalid(reason) => {
+                UserError::new(format!("cannot log in to {}: {reason}", self.federation)).into()
+            }
+            e => self.error(e),
         }
     }
 }
