@@ -221,7 +221,7 @@ mod tests {
         owned.owner = "alice".into();
         let t = table(&[owned, run(9, RunStatus::Running, 0.0, 0.0)], 0.0);
         let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[0].ends_with("status changed at  owner"), "{t}");
+        assert!(lines[0].ends_with("status changed at     owner"), "{t}");
         assert!(lines[1].ends_with("alice"), "{t}");
         assert!(lines[2].ends_with("00:00:00Z"), "{t}");
     }
