@@ -328,4 +328,113 @@ mod tests {
         let e = load(&path).unwrap_err();
         assert!(e.to_string().contains("run flwr login again"), "{e}");
     }
+
+    /// A SuperLink whose only valid access token is `fresh`; `stale` has expired, and the
+    /// refresh token `r1` trades for `fresh` (once).
+    struct Authority(Mutex<bool>);
+
+    impl floret_core::UserAuthority for Authority {
+        fn login(
+            &self,
+            _: &floret_core::Credentials,
+        ) -> Result<Tokens, floret_core::UserAuthError> {
+            Err(floret_core::UserAuthError::BadCredentials)
+        }
+        fn refresh(&self, token: &str) -> Result<Tokens, floret_core::UserAuthError> {
+            let mut used = self.0.lock().unwrap();
+            if token != "r1" || *used {
+                return Err(floret_core::UserAuthError::RefreshExpired);
+            }
+            *used = true;
+            Ok(Tokens {
+                access_token: "fresh".into(),
+                access_expires_at: 100.0,
+                refresh_token: "r2".into(),
+                refresh_expires_at: 200.0,
+                username: "alice".into(),
+            })
+        }
+        fn authenticate(
+            &self,
+            token: &str,
+        ) -> Result<floret_core::Caller, floret_core::UserAuthError> {
+            match token {
+                "fresh" => Ok(floret_core::Caller::user("alice", false)),
+                "stale" => Err(floret_core::UserAuthError::AccessExpired),
+                _ => Err(floret_core::UserAuthError::NotLoggedIn),
+            }
+        }
+    }
+
+    /// No runs, for anyone.
+    struct Empty;
+
+    #[async_trait]
+    impl Control for Empty {
+        async fn start_run(&self, _: StartRun) -> Result<u64, ControlError> {
+            Err(ControlError::Invalid("no".into()))
+        }
+        async fn stop_run(&self, id: u64) -> Result<(), ControlError> {
+            Err(ControlError::UnknownRun(id))
+        }
+        async fn list_runs(&self) -> Result<Vec<RunInfo>, ControlError> {
+            Ok(Vec::new())
+        }
+        async fn get_run(&self, id: u64) -> Result<RunInfo, ControlError> {
+            Err(ControlError::UnknownRun(id))
+        }
+        async fn stream_events(
+            &self,
+            id: u64,
+            _: bool,
+        ) -> Result<mpsc::Receiver<RunEvent>, ControlError> {
+            Err(ControlError::UnknownRun(id))
+        }
+    }
+
+    impl floret_core::ControlFor for Empty {
+        fn control_for(&self, _: floret_core::Caller) -> std::sync::Arc<dyn Control> {
+            std::sync::Arc::new(Empty)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_access_token_is_refreshed_once_and_stored() {
+        let server = floret_transport::grpc::bind_control_with_users(
+            "127.0.0.1:0".parse().unwrap(),
+            std::sync::Arc::new(Empty),
+            std::sync::Arc::new(Authority(Mutex::new(false))),
+            floret_transport::grpc::ServerOptions::default(),
+        )
+        .await
+        .unwrap();
+        let client = floret_transport::grpc::control_client(&server.local_addr().to_string())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = credentials_path(dir.path(), "x:1");
+        let stale = StoredLogin {
+            access_token: "stale".into(),
+            refresh_token: "r1".into(),
+            ..login()
+        };
+        let session = UserSession::new(client.clone(), stale.clone(), path.clone()).unwrap();
+        assert_eq!(session.list_runs().await, Ok(Vec::new()));
+        let stored = load(&path).unwrap().unwrap();
+        assert_eq!(
+            (stored.access_token.as_str(), stored.refresh_token.as_str()),
+            ("fresh", "r2")
+        );
+        // Later calls use the new token without refreshing again.
+        assert_eq!(session.get_run(5).await, Err(ControlError::UnknownRun(5)));
+
+        // Once the refresh token is spent too, the user must log in again.
+        let session = UserSession::new(client, stale, path).unwrap();
+        let e = session.list_runs().await.unwrap_err();
+        assert!(
+            matches!(&e, ControlError::Unauthenticated(t) if t.contains("flwr login")),
+            "{e:?}"
+        );
+        server.shutdown().await;
+    }
 }
