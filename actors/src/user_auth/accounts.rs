@@ -14,7 +14,7 @@
 //! Every problem is refused when the file is loaded, with the user's name, the line and the
 //! fix, so a typo never surfaces later as "wrong password".
 
-use super::secrets::{check_phc, verify_secret};
+use super::secrets::{check_phc, hash_secret, verify_secret};
 use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
@@ -85,6 +85,12 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset).map_or(1, |before| {
         before.bytes().filter(|b| *b == b'\n').count() + 1
     })
+}
+
+/// A hash no password is checked against for real: the work done for unknown users.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_secret("floret decoy password", &mut rand::rng()).unwrap_or_default())
 }
 
 const HASH_FIX: &str = "make one with `flwr hash-password` (it reads the secret from stdin)";
@@ -162,13 +168,15 @@ impl Accounts {
         &self.users
     }
 
-    /// The account whose password this is. Slow on purpose (argon2).
+    /// The account whose password this is. Slow on purpose (argon2), and as slow for a
+    /// name that does not exist, so response times do not reveal which users exist.
     pub fn check_password(&self, username: &str, password: &str) -> Option<&Account> {
-        self.users.iter().find(|u| u.name == username).filter(|u| {
-            u.password_hash
-                .as_deref()
-                .is_some_and(|h| verify_secret(password, h))
-        })
+        let account = self.users.iter().find(|u| u.name == username);
+        let hash = account
+            .and_then(|u| u.password_hash.as_deref())
+            .unwrap_or_else(|| decoy_hash());
+        let matches = verify_secret(password, hash);
+        account.filter(|u| matches && u.password_hash.is_some())
     }
 
     /// The account an API token belongs to. Tries each account that has a token hash:
