@@ -46,6 +46,7 @@ pub mod state;
 pub mod superlink;
 pub mod supernode;
 mod sweeper;
+pub mod user_auth;
 
 pub use app_process::{AppProcess, AppProcesses};
 pub use backoff::Backoff;

@@ -7,13 +7,20 @@
 //!
 //! A run of an app that comes as a FAB (`app.fab_hash`, `StartRun.fab`) is checked and
 //! hosted by `LinkFabs` instead of the catalog; a SuperLink without it refuses such runs.
+//!
+//! With user authentication on, the transport asks for each caller's view
+//! (`ControlFor::control_for`): runs record who started them, and a user who is not an
+//! admin lists, reads, follows and stops only their own. Another user's run answers exactly
+//! like a run that does not exist, so run ids do not reveal other users' activity.
 
 use crate::link_fabs::LinkFabs;
 use crate::state::LinkState;
 use crate::state::NewRun;
 use crate::superlink::{RunControlError, SuperLinkMsg};
 use async_trait::async_trait;
-use floret_core::{AppCatalog, Control, ControlError, RunEvent, RunInfo, ServerApp, StartRun};
+use floret_core::{
+    AppCatalog, Caller, Control, ControlError, ControlFor, RunEvent, RunInfo, ServerApp, StartRun,
+};
 use floret_core::{RunStatus, SubStatus};
 use ractor::{ActorRef, call};
 use std::sync::Arc;
@@ -29,7 +36,8 @@ const STOP_WAIT: Duration = Duration::from_secs(10);
 /// Events buffered per `stream_events` caller; a slow reader slows only its own stream.
 const EVENT_BUFFER: usize = 64;
 
-/// See the module doc.
+/// See the module doc. Clones share the SuperLink; each carries its own caller.
+#[derive(Clone)]
 pub struct LinkControl {
     state: Arc<dyn LinkState>,
     /// Resolves `serverapp`/`clientapp` components to apps.
@@ -37,6 +45,8 @@ pub struct LinkControl {
     link: ActorRef<SuperLinkMsg>,
     /// Runs FABs; `None` on a SuperLink that carries built-in apps only.
     fabs: Option<LinkFabs>,
+    /// Whose view this is; anonymous (every run) unless made by `control_for`.
+    caller: Caller,
 }
 
 impl LinkControl {
@@ -50,6 +60,7 @@ impl LinkControl {
             catalog,
             link,
             fabs: None,
+            caller: Caller::anonymous(),
         }
     }
 
@@ -57,6 +68,22 @@ impl LinkControl {
     pub fn with_fabs(mut self, fabs: LinkFabs) -> LinkControl {
         self.fabs = Some(fabs);
         self
+    }
+
+    /// The run's status, if the run exists and the caller may see it.
+    fn visible_status(&self, run_id: u64) -> Result<RunStatus, ControlError> {
+        self.visible(run_id)?;
+        self.state
+            .run_status(run_id)
+            .ok_or(ControlError::UnknownRun(run_id))
+    }
+
+    /// The run, if it exists and the caller may see it; another user's run is unknown.
+    fn visible(&self, run_id: u64) -> Result<RunInfo, ControlError> {
+        self.state
+            .run(run_id)
+            .filter(|run| self.caller.may_access(&run.owner))
+            .ok_or(ControlError::UnknownRun(run_id))
     }
 
     /// The ServerApp of a built-in app, after checking both components and the run config.
@@ -142,6 +169,7 @@ impl Control for LinkControl {
             app: request.app,
             federation: request.federation,
             run_config: request.run_config,
+            owner: self.caller.owner(),
         };
         let started = call!(self.link, |reply| SuperLinkMsg::StartRun {
             run,
@@ -159,10 +187,7 @@ impl Control for LinkControl {
     }
 
     async fn stop_run(&self, run_id: u64) -> Result<(), ControlError> {
-        let status = self
-            .state
-            .run_status(run_id)
-            .ok_or(ControlError::UnknownRun(run_id))?;
+        let status = self.visible_status(run_id)?;
         if status.is_finished() {
             return Err(ControlError::Finished(run_id));
         }
@@ -190,13 +215,13 @@ impl Control for LinkControl {
     }
 
     async fn list_runs(&self) -> Result<Vec<RunInfo>, ControlError> {
-        Ok(self.state.runs())
+        let mut runs = self.state.runs();
+        runs.retain(|run| self.caller.may_access(&run.owner));
+        Ok(runs)
     }
 
     async fn get_run(&self, run_id: u64) -> Result<RunInfo, ControlError> {
-        self.state
-            .run(run_id)
-            .ok_or(ControlError::UnknownRun(run_id))
+        self.visible(run_id)
     }
 
     async fn stream_events(
@@ -204,12 +229,19 @@ impl Control for LinkControl {
         run_id: u64,
         follow: bool,
     ) -> Result<mpsc::Receiver<RunEvent>, ControlError> {
-        if self.state.run(run_id).is_none() {
-            return Err(ControlError::UnknownRun(run_id));
-        }
+        self.visible(run_id)?;
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         tokio::spawn(stream_events(self.state.clone(), run_id, follow, tx));
         Ok(rx)
+    }
+}
+
+impl ControlFor for LinkControl {
+    fn control_for(&self, caller: Caller) -> Arc<dyn Control> {
+        Arc::new(LinkControl {
+            caller,
+            ..self.clone()
+        })
     }
 }
 

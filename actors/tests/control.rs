@@ -4,7 +4,9 @@ mod common;
 
 use common::*;
 use floret_actors::{RunStatus, SubStatus};
-use floret_core::{Control, ControlError, Fleet, FleetError, RunEvent, UserConfigValue};
+use floret_core::{
+    Caller, Control, ControlError, ControlFor, Fleet, FleetError, RunEvent, UserConfigValue,
+};
 use std::time::Duration;
 
 #[tokio::test]
@@ -84,6 +86,48 @@ async fn stop_run_ends_a_long_run_as_finished_stopped() {
         Err(ControlError::UnknownRun(999))
     );
     assert_eq!(control.list_runs().await.unwrap().len(), 1);
+    link.shutdown().await;
+}
+
+#[tokio::test]
+async fn users_see_and_stop_only_their_own_runs_and_admins_all() {
+    let catalog = TestCatalog::new();
+    let link = service(&catalog).await;
+    let alice = link.control().control_for(Caller::user("alice", false));
+    let bob = link.control().control_for(Caller::user("bob", false));
+    let admin = link.control().control_for(Caller::user("root", true));
+    let run_id = alice.start_run(start_request(HANG, &[])).await.unwrap();
+    assert_eq!(alice.get_run(run_id).await.unwrap().owner, "alice");
+    assert_eq!(alice.list_runs().await.unwrap().len(), 1);
+
+    // Bob gets exactly what a run that does not exist gives.
+    assert!(bob.list_runs().await.unwrap().is_empty());
+    assert_eq!(
+        bob.get_run(run_id).await,
+        Err(ControlError::UnknownRun(run_id))
+    );
+    assert_eq!(
+        bob.stop_run(run_id).await,
+        Err(ControlError::UnknownRun(run_id))
+    );
+    assert_eq!(
+        bob.stream_events(run_id, false).await.err(),
+        Some(ControlError::UnknownRun(run_id))
+    );
+    assert_eq!(
+        alice.get_run(run_id).await.unwrap().status,
+        RunStatus::Running,
+        "bob's stop did nothing"
+    );
+
+    // The admin and the anonymous view (user auth off) see every run.
+    assert_eq!(admin.list_runs().await.unwrap().len(), 1);
+    assert_eq!(link.control().list_runs().await.unwrap().len(), 1);
+    admin.stop_run(run_id).await.unwrap();
+    assert_eq!(
+        alice.get_run(run_id).await.unwrap().status,
+        RunStatus::Finished(SubStatus::Stopped)
+    );
     link.shutdown().await;
 }
 

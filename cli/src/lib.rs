@@ -7,9 +7,11 @@
 
 pub mod app_host;
 pub mod build_cmd;
+pub mod credentials;
 pub mod daemon;
 pub mod follow;
 pub mod log_cmd;
+pub mod login_cmd;
 pub mod ls_cmd;
 pub mod new_cmd;
 pub mod project;

@@ -1,5 +1,6 @@
 //! `flwr ls [APP_DIR] [FEDERATION] [--run-id ID] [--format default|json]`: the runs of a
-//! SuperLink with Flower's columns — run id, app, status, elapsed, status changed at.
+//! SuperLink with Flower's columns — run id, app, status, elapsed, status changed at — and
+//! an owner column when the SuperLink authenticates users.
 
 use crate::exit_code;
 use crate::project::Project;
@@ -54,23 +55,34 @@ fn table(runs: &[RunInfo], now: f64) -> String {
     if runs.is_empty() {
         return "no runs\n".to_owned();
     }
-    let mut rows = vec![[
+    // Runs have owners only on a SuperLink with user authentication.
+    let owners = runs.iter().any(|r| !r.owner.is_empty());
+    let mut header = vec![
         "run id".to_owned(),
         "app".to_owned(),
         "status".to_owned(),
         "elapsed".to_owned(),
         "status changed at".to_owned(),
-    ]];
+    ];
+    if owners {
+        header.push("owner".to_owned());
+    }
+    let columns = header.len();
+    let mut rows = vec![header];
     for run in runs {
-        rows.push([
+        let mut row = vec![
             run.run_id.to_string(),
             run.app.name.clone(),
             run.status.to_string(),
             hms(elapsed(run, now)),
             utc(run.status_changed_at),
-        ]);
+        ];
+        if owners {
+            row.push(run.owner.clone());
+        }
+        rows.push(row);
     }
-    let widths: Vec<usize> = (0..5)
+    let widths: Vec<usize> = (0..columns)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -99,6 +111,7 @@ fn json_list(runs: &[RunInfo], now: f64) -> Value {
                 "elapsed_s": elapsed(run, now),
                 "created_at": utc(run.created_at),
                 "status_changed_at": utc(run.status_changed_at),
+                "owner": run.owner,
             })
         })
         .collect();
@@ -154,6 +167,7 @@ mod tests {
 
     fn run(id: u64, status: RunStatus, created: f64, changed: f64) -> RunInfo {
         RunInfo {
+            owner: String::new(),
             run_id: id,
             app: AppRef {
                 name: "digits".into(),
@@ -199,5 +213,16 @@ mod tests {
             lines[1],
             "7       digits  finished:stopped  00:01:05.00  1970-01-01 00:01:05Z"
         );
+    }
+
+    #[test]
+    fn an_owner_column_appears_only_with_owners() {
+        let mut owned = run(8, RunStatus::Running, 0.0, 0.0);
+        owned.owner = "alice".into();
+        let t = table(&[owned, run(9, RunStatus::Running, 0.0, 0.0)], 0.0);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].ends_with("status changed at     owner"), "{t}");
+        assert!(lines[1].ends_with("alice"), "{t}");
+        assert!(lines[2].ends_with("00:00:00Z"), "{t}");
     }
 }

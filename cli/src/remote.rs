@@ -3,12 +3,13 @@
 //! the CLI's exit-code contract (the user's mistakes exit 2, an unreachable SuperLink 1).
 
 use crate::UserError;
+use crate::credentials::{self, UserSession};
 use crate::project::Project;
 use floret_core::{Control, ControlError, Federation};
-use floret_transport::grpc::ClientOptions;
+use floret_transport::grpc::{ClientOptions, ControlClient};
 use floret_transport::tls::ClientTls;
 use floret_transport::{ClientSecurity, TransportError, TransportKind};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub struct Remote {
     pub transport: TransportKind,
     /// `root-certificates = ...` (TLS) or `insecure = true`.
     pub security: ClientSecurity,
+    /// `enable-user-auth = true`: calls carry the token stored by `flwr login`.
+    pub user_auth: bool,
 }
 
 impl Remote {
@@ -97,11 +100,6 @@ impl Remote {
                 )));
             }
         };
-        if federation.enable_user_auth {
-            return Err(UserError::new(format!(
-                "user authentication is not available yet: remove enable-user-auth from {table}"
-            )));
-        }
         if !has_port(&address) {
             return Err(UserError::new(format!(
                 "address = \"{address}\" in {table} has no port: write HOST:PORT, e.g. \"{address}:9093\""
@@ -112,12 +110,47 @@ impl Remote {
             address,
             transport,
             security,
+            user_auth: federation.enable_user_auth,
         })
+    }
+
+    /// Where `flwr login` keeps this SuperLink's tokens.
+    ///
+    /// # Errors
+    /// Neither `FLWR_HOME` nor `HOME` is set.
+    pub fn credentials_path(&self) -> Result<PathBuf, UserError> {
+        Ok(credentials::credentials_path(
+            &credentials::flwr_home()?,
+            &self.address,
+        ))
+    }
+
+    /// The line that tells the user to log in.
+    fn login_hint(&self) -> String {
+        format!(
+            "not logged in to {0}: run 'flwr login . {0}'",
+            self.federation
+        )
     }
 
     /// Connects to the SuperLink's Control API. Failing to reach it is not the user's input
     /// being wrong (exit 1), but the message says what to check.
+    ///
+    /// With user authentication, the login stored by `flwr login` is loaded first: without
+    /// one the command fails before connecting, with the line that says how to log in.
     pub async fn connect(&self) -> anyhow::Result<Arc<dyn Control>> {
+        if !self.user_auth {
+            return Ok(Arc::new(self.connect_client().await?));
+        }
+        let path = self.credentials_path()?;
+        let login = credentials::load(&path)?.ok_or_else(|| UserError::new(self.login_hint()))?;
+        let client = self.connect_client().await?;
+        let session = UserSession::new(client, login, path).map_err(|e| self.error(e))?;
+        Ok(Arc::new(session))
+    }
+
+    /// The plain connection to the Control API, without a login.
+    pub async fn connect_client(&self) -> anyhow::Result<ControlClient> {
         let options = ClientOptions {
             connect_timeout: CONNECT_TIMEOUT,
             transport: self.transport,
@@ -125,7 +158,7 @@ impl Remote {
             ..ClientOptions::default()
         };
         match floret_transport::grpc::control_client_with(&self.address, options).await {
-            Ok(client) => Ok(Arc::new(client)),
+            Ok(client) => Ok(client),
             Err(TransportError::Connect { reason, .. }) if reason.starts_with("TLS") => {
                 Err(anyhow::anyhow!(
                     "cannot connect to the SuperLink at {} (federation `{}`) over {}: {reason}",
@@ -160,6 +193,34 @@ impl Remote {
                 "lost the connection to the SuperLink at {}: {reason}",
                 self.address
             ),
+            // The token was refused, or expired and could not be refreshed.
+            ControlError::Unauthenticated(_) | ControlError::TokenExpired if self.user_auth => {
+                UserError::new(format!(
+                    "the login to {0} is no longer valid: run 'flwr login . {0}' again",
+                    self.federation
+                ))
+                .into()
+            }
+            ControlError::Unauthenticated(_) | ControlError::TokenExpired => {
+                UserError::new(format!(
+                    "the SuperLink of {0} requires a login: set enable-user-auth = true in [tool.flwr.federations.{0}] and run 'flwr login . {0}'",
+                    self.federation
+                ))
+                .into()
+            }
+        }
+    }
+
+    /// A refused `flwr login`: wrong credentials are the user's to fix (exit 2).
+    pub fn login_error(&self, e: ControlError) -> anyhow::Error {
+        match e {
+            ControlError::Unauthenticated(reason) => {
+                UserError::new(format!("cannot log in to {}: {reason}", self.federation)).into()
+            }
+            ControlError::Invalid(reason) => {
+                UserError::new(format!("cannot log in to {}: {reason}", self.federation)).into()
+            }
+            e => self.error(e),
         }
     }
 }

@@ -79,6 +79,13 @@ pub enum ControlError {
     Invalid(String),
     #[error("SuperLink unavailable: {0}")]
     Unavailable(String),
+    /// The call carried no valid login (user authentication is on): the message says how
+    /// to log in.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The call's access token has expired: refresh it and call again.
+    #[error("the access token has expired")]
+    TokenExpired,
 }
 
 /// `flwr run` against a SuperLink.

@@ -16,6 +16,7 @@ pub mod message;
 pub mod records;
 pub mod run;
 pub mod run_config;
+pub mod user_auth;
 pub mod user_config;
 
 pub use api::{Control, ControlError, Fleet, FleetError, RegisterNode, StartRun};
@@ -35,4 +36,5 @@ pub use records::{
 };
 pub use run::{AppRef, InvalidTransition, RunInfo, RunStatus, SubStatus};
 pub use run_config::ConfigError;
+pub use user_auth::{Caller, ControlFor, Credentials, Tokens, UserAuthError, UserAuthority};
 pub use user_config::{UserConfig, UserConfigValue};

@@ -32,6 +32,9 @@ pub struct RunInfo {
     /// Unix seconds at creation and at the last status change.
     pub created_at: f64,
     pub status_changed_at: f64,
+    /// The user who started the run; empty when user authentication is off. With it on,
+    /// only this user and admins see or stop the run.
+    pub owner: String,
 }
 
 /// How a finished run ended.

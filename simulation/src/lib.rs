@@ -113,6 +113,7 @@ pub async fn run(
         app: run.app,
         federation: run.federation,
         run_config: run.run_config,
+        owner: String::new(),
     };
     let server_app = run.server_app;
     let started = call!(link, |reply| SuperLinkMsg::StartRun {

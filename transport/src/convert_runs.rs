@@ -93,6 +93,7 @@ pub(crate) fn run_info_to_proto(r: &RunInfo) -> v1::RunInfo {
         status: Some(status_to_proto(r.status, &r.reason)),
         created_at: r.created_at,
         status_changed_at: r.status_changed_at,
+        owner: r.owner.clone(),
     }
 }
 
@@ -109,6 +110,7 @@ pub(crate) fn run_info_from_proto(p: v1::RunInfo) -> Result<RunInfo, DecodeError
         reason: status.details,
         created_at: p.created_at,
         status_changed_at: p.status_changed_at,
+        owner: p.owner,
     })
 }
 
@@ -251,6 +253,7 @@ mod tests {
             reason: "because".into(),
             created_at: 1.5,
             status_changed_at: 2.5,
+            owner: "alice".into(),
         }
     }
 

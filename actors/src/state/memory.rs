@@ -195,6 +195,7 @@ impl LinkState for MemoryLinkState {
                     reason: String::new(),
                     created_at: now,
                     status_changed_at: now,
+                    owner: run.owner,
                 }),
                 ..Run::default()
             },

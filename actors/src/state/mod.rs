@@ -29,6 +29,8 @@ pub struct NewRun {
     pub app: AppRef,
     pub federation: String,
     pub run_config: UserConfig,
+    /// The user who starts it; empty without user authentication.
+    pub owner: String,
 }
 
 /// Why a state operation was refused.

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use floret_cli::{
-    build_cmd, exit_code, log_cmd, ls_cmd, new_cmd, report_outcome, run_cmd, stop_cmd,
+    build_cmd, exit_code, log_cmd, login_cmd, ls_cmd, new_cmd, report_outcome, run_cmd, stop_cmd,
 };
 use std::process::ExitCode;
 
@@ -37,6 +37,13 @@ enum Command {
     Log(log_cmd::LogArgs),
     /// Stop a run on a SuperLink.
     Stop(stop_cmd::StopArgs),
+    /// Log in to a SuperLink that authenticates users (`enable-user-auth = true`).
+    Login(login_cmd::LoginArgs),
+    /// Forget the login to a SuperLink.
+    Logout(login_cmd::LogoutArgs),
+    /// Print the argon2 hash of a password read from stdin, for a SuperLink's accounts
+    /// file (`flower-superlink --user-auth-config`).
+    HashPassword(login_cmd::HashPasswordArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +76,9 @@ fn main() -> ExitCode {
             Command::Ls(args) => ls_cmd::execute(args).await,
             Command::Log(args) => log_cmd::execute(args).await,
             Command::Stop(args) => stop_cmd::execute(args).await,
+            Command::Login(args) => login_cmd::execute(args).await,
+            Command::Logout(args) => login_cmd::logout(args).await,
+            Command::HashPassword(args) => login_cmd::hash_password(args).await,
         }
     }))
 }

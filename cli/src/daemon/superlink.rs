@@ -20,6 +20,7 @@ use super::{
 };
 use crate::UserError;
 use crate::registry::BuiltinCatalog;
+use floret_actors::user_auth::{Accounts, AccountsAuthority, TokenLifetimes};
 use floret_actors::{
     AppLauncher, FabCache, HeartbeatPolicy, Isolation, LinkAppIo, LinkFabs, LinkState,
     MemoryLinkState, SuperLinkService,
@@ -98,6 +99,13 @@ pub struct SuperLinkArgs {
     #[arg(long, value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// Turn on user authentication for the Control API with this accounts file (TOML:
+    /// `[[users]]` tables with `name`, `password-hash` or `api-token-hash` from
+    /// `flwr hash-password`, and `role = "user"|"admin"`). `flwr` must then log in first
+    /// (`flwr login`), and users see only their own runs.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_auth_config: Option<String>,
     /// A TOML file of settings, keyed by these flags' names (`insecure = true`,
     /// `fleet-api-address = "0.0.0.0:9092"`); FLWR_* variables override it, flags override both.
     #[arg(long, value_name = "FILE")]
@@ -126,6 +134,8 @@ struct Settings {
     /// Empty: the default cache (see `fab_cache_dir`).
     fab_cache_dir: String,
     database: String,
+    /// Empty: no user authentication.
+    user_auth_config: String,
 }
 
 impl Default for Settings {
@@ -142,6 +152,7 @@ impl Default for Settings {
             isolation: "subprocess".into(),
             fab_cache_dir: String::new(),
             database: ":memory:".into(),
+            user_auth_config: String::new(),
         }
     }
 }
@@ -164,6 +175,8 @@ pub struct SuperLinkConfig {
     pub isolation: Isolation,
     /// Where their binaries are written.
     pub fab_cache_dir: PathBuf,
+    /// The accounts of `--user-auth-config`; `None`: no user authentication.
+    pub user_auth: Option<Accounts>,
 }
 
 impl SuperLinkConfig {
@@ -220,8 +233,22 @@ impl SuperLinkConfig {
             )?,
             isolation,
             fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
+            user_auth: user_auth_accounts(&s.user_auth_config)?,
         })
     }
+}
+
+/// Reads and checks `--user-auth-config` now, so a typo in the accounts file stops the
+/// SuperLink at startup instead of refusing every login later.
+fn user_auth_accounts(path: &str) -> Result<Option<Accounts>, UserError> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UserError::new(format!("--user-auth-config {path}: cannot read it: {e}")))?;
+    Accounts::parse(&text)
+        .map(Some)
+        .map_err(|e| UserError::new(format!("--user-auth-config {path}: {e}")))
 }
 
 /// Runs the SuperLink until `shutdown` resolves, then shuts it down gracefully: unfinished
@@ -287,13 +314,30 @@ pub async fn serve(
             ));
         }
     };
-    let control = match floret_transport::grpc::bind_control_with(
-        config.control_api_address,
-        service.control(),
-        served(&config.security),
-    )
-    .await
-    {
+    let bound = match config.user_auth {
+        Some(accounts) => {
+            tracing::info!(
+                "user authentication on: {} accounts; flwr must log in",
+                accounts.users().len()
+            );
+            floret_transport::grpc::bind_control_with_users(
+                config.control_api_address,
+                service.control(),
+                Arc::new(AccountsAuthority::new(accounts, TokenLifetimes::default())),
+                served(&config.security),
+            )
+            .await
+        }
+        None => {
+            floret_transport::grpc::bind_control_with(
+                config.control_api_address,
+                service.control(),
+                served(&config.security),
+            )
+            .await
+        }
+    };
+    let control = match bound {
         Ok(server) => server,
         Err(e) => {
             fleet.shutdown().await;
@@ -433,5 +477,40 @@ mod tests {
         assert_eq!(c.fab_cache_dir, PathBuf::from("/tmp/fabs"));
         let e = config(&["--insecure", "--serverappio-api-address", "9091"], &[]).unwrap_err();
         assert!(e.to_string().contains("--serverappio-api-address"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_accounts_file_is_one_line_naming_it() {
+        let missing = config(
+            &[
+                "--insecure",
+                "--user-auth-config",
+                "/nonexistent/users.toml",
+            ],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            missing.starts_with("--user-auth-config /nonexistent/users.toml: cannot read it"),
+            "{missing}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        std::fs::write(
+            &path,
+            "[[users]]\nname = \"alice\"\npassword-hash = \"hunter2\"\n",
+        )
+        .unwrap();
+        let path = path.to_str().unwrap();
+        let e = config(&["--insecure", "--user-auth-config", path], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(path) && e.contains("user \"alice\" (line 2)"),
+            "{e}"
+        );
+        assert!(e.contains("flwr hash-password") && !e.contains('\n'), "{e}");
+        assert_eq!(config(&["--insecure"], &[]).unwrap().user_auth, None);
     }
 }

@@ -1,6 +1,11 @@
 //! The Control API's client side: `ControlClient` implements `floret_core::Control` over
 //! gRPC for the `flwr` CLI.
+//!
+//! With user authentication, [`ControlClient::with_access_token`] makes a client whose every
+//! call carries `authorization: Bearer <token>` ([`ControlClient::request`]); `login` and
+//! `refresh_token` get the tokens.
 
+use super::control_service::AUTHORIZATION;
 use super::options::{
     ClientOptions, MAX_FAB_LEN, MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, connected_link,
 };
@@ -10,12 +15,13 @@ use crate::link::Link;
 use crate::proto::v1;
 use crate::transport_error::TransportError;
 use async_trait::async_trait;
-use floret_core::{Control, ControlError, RunEvent, RunInfo, StartRun};
+use floret_core::{Control, ControlError, Credentials, RunEvent, RunInfo, StartRun, Tokens};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tonic::{Response, Status, Streaming};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
 
 type Rpc = v1::control_client::ControlClient<Link>;
 
@@ -32,6 +38,8 @@ pub struct ControlClient {
     address: Arc<str>,
     rpc: Rpc,
     request_timeout: Duration,
+    /// `Bearer <access token>`, sent with every call; `None` without user authentication.
+    bearer: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
 /// Connects to the Control API at `address` (`HOST:PORT`), waiting at most 3 s, so that a
@@ -68,10 +76,74 @@ pub async fn control_client_with(
             .max_decoding_message_size(MAX_MESSAGE_LEN)
             .max_encoding_message_size(MAX_FAB_MESSAGE_LEN),
         request_timeout: options.request_timeout,
+        bearer: None,
     })
 }
 
 impl ControlClient {
+    /// This client, sending `access_token` with every call (user authentication). Shares
+    /// the connection.
+    ///
+    /// # Errors
+    /// `Invalid` for a token that cannot be an HTTP header value (not printable ASCII):
+    /// the stored credentials are damaged.
+    pub fn with_access_token(&self, access_token: &str) -> Result<ControlClient, ControlError> {
+        let bearer = MetadataValue::try_from(format!("Bearer {access_token}")).map_err(|_| {
+            ControlError::Invalid(
+                "the stored access token is not printable ASCII: log in again".into(),
+            )
+        })?;
+        Ok(ControlClient {
+            bearer: Some(bearer),
+            ..self.clone()
+        })
+    }
+
+    /// A request for `message`, with the access token when there is one. Every call goes
+    /// through here, whatever channel the client was built on.
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(bearer) = &self.bearer {
+            request.metadata_mut().insert(AUTHORIZATION, bearer.clone());
+        }
+        request
+    }
+
+    /// Exchanges credentials for a token pair (`flwr login`).
+    ///
+    /// # Errors
+    /// `Unauthenticated` with the SuperLink's reason for wrong credentials; `Invalid` when
+    /// the SuperLink does not authenticate users; `Unavailable` when it cannot be reached.
+    pub async fn login(&self, credentials: &Credentials) -> Result<Tokens, ControlError> {
+        let message = match credentials {
+            Credentials::Password { username, password } => v1::LoginRequest {
+                username: username.clone(),
+                password: password.clone(),
+                api_token: String::new(),
+            },
+            Credentials::ApiToken(token) => v1::LoginRequest {
+                api_token: token.clone(),
+                ..v1::LoginRequest::default()
+            },
+        };
+        let mut rpc = self.rpc.clone();
+        let t = self.call(0, rpc.login(Request::new(message))).await?;
+        Ok(tokens_from_proto(t))
+    }
+
+    /// Exchanges a refresh token for a new pair (the old one stops working).
+    ///
+    /// # Errors
+    /// `Unauthenticated` when the login has expired (log in again); as [`Self::login`].
+    pub async fn refresh_token(&self, refresh_token: &str) -> Result<Tokens, ControlError> {
+        let mut rpc = self.rpc.clone();
+        let request = Request::new(v1::RefreshTokenRequest {
+            refresh_token: refresh_token.to_owned(),
+        });
+        let t = self.call(0, rpc.refresh_token(request)).await?;
+        Ok(tokens_from_proto(t))
+    }
+
     async fn call<T>(
         &self,
         asked: u64,
@@ -89,6 +161,16 @@ impl ControlClient {
 
     fn invalid_reply(&self, what: impl std::fmt::Display) -> ControlError {
         ControlError::Invalid(format!("the SuperLink at {} sent {what}", self.address))
+    }
+}
+
+fn tokens_from_proto(t: v1::AuthTokens) -> Tokens {
+    Tokens {
+        access_token: t.access_token,
+        access_expires_at: t.access_expires_at,
+        refresh_token: t.refresh_token,
+        refresh_expires_at: t.refresh_expires_at,
+        username: t.username,
     }
 }
 
@@ -135,22 +217,25 @@ impl Control for ControlClient {
         }
         let mut rpc = self.rpc.clone();
         Ok(self
-            .call(0, rpc.start_run(start_run_to_proto(&request)))
+            .call(0, rpc.start_run(self.request(start_run_to_proto(&request))))
             .await?
             .run_id)
     }
 
     async fn stop_run(&self, run_id: u64) -> Result<(), ControlError> {
         let mut rpc = self.rpc.clone();
-        self.call(run_id, rpc.stop_run(v1::StopRunRequest { run_id }))
-            .await?;
+        self.call(
+            run_id,
+            rpc.stop_run(self.request(v1::StopRunRequest { run_id })),
+        )
+        .await?;
         Ok(())
     }
 
     async fn list_runs(&self) -> Result<Vec<RunInfo>, ControlError> {
         let mut rpc = self.rpc.clone();
         let runs = self
-            .call(0, rpc.list_runs(v1::ListRunsRequest {}))
+            .call(0, rpc.list_runs(self.request(v1::ListRunsRequest {})))
             .await?
             .runs;
         runs.into_iter()
@@ -164,7 +249,10 @@ impl Control for ControlClient {
     async fn get_run(&self, run_id: u64) -> Result<RunInfo, ControlError> {
         let mut rpc = self.rpc.clone();
         let run = self
-            .call(run_id, rpc.get_run(v1::GetRunRequest { run_id }))
+            .call(
+                run_id,
+                rpc.get_run(self.request(v1::GetRunRequest { run_id })),
+            )
             .await?
             .run
             .ok_or_else(|| self.invalid_reply("GetRun without a run"))?;
@@ -181,7 +269,7 @@ impl Control for ControlClient {
         let events = self
             .call(
                 run_id,
-                rpc.stream_events(v1::StreamEventsRequest { run_id, follow }),
+                rpc.stream_events(self.request(v1::StreamEventsRequest { run_id, follow })),
             )
             .await?;
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);

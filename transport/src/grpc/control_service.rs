@@ -1,10 +1,17 @@
 //! The Control API's server side: gRPC calls in, `dyn Control` calls out.
+//!
+//! With user authentication (`ControlService::with_users`), every run call must carry
+//! `authorization: Bearer <access token>`: the token is resolved to a `Caller` by the
+//! `UserAuthority`, and the call goes to that caller's view of the SuperLink
+//! (`ControlFor`). `Login` and `RefreshToken` are the only calls without a token.
 
 use super::server::stopped;
 use super::status::{from_control_error, from_decode_error};
 use crate::convert_runs::{run_event_to_proto, run_info_to_proto, start_run_from_proto};
 use crate::proto::v1;
-use floret_core::Control;
+use floret_core::{
+    Caller, Control, ControlError, ControlFor, Credentials, Tokens, UserAuthError, UserAuthority,
+};
 use futures_util::{Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,14 +23,117 @@ use tonic::{Request, Response, Status};
 /// Serves one `dyn Control`.
 pub(crate) struct ControlService {
     control: Arc<dyn Control>,
+    /// `None`: no user authentication, every call goes to `control`.
+    users: Option<Users>,
     /// Ends `StreamEvents` streams at shutdown.
     stop: watch::Receiver<bool>,
 }
 
+/// User authentication: who holds a token, and each caller's view of the runs.
+struct Users {
+    authority: Arc<dyn UserAuthority>,
+    views: Arc<dyn ControlFor>,
+}
+
+/// The metadata key of the access token (`Bearer <token>`), as HTTP spells it.
+pub(crate) const AUTHORIZATION: &str = "authorization";
+
+/// What a call without a valid login hears. The server does not know the federation's
+/// name in the user's pyproject.toml; the CLI words its own line with it.
+const LOGIN_HINT: &str = "not logged in: run `flwr login . <federation>` for this SuperLink";
+
 impl ControlService {
     pub(crate) fn new(control: Arc<dyn Control>, stop: watch::Receiver<bool>) -> Self {
-        ControlService { control, stop }
+        ControlService {
+            control,
+            users: None,
+            stop,
+        }
     }
+
+    /// A service that authenticates users: each call is answered by `views` for the
+    /// caller `authority` finds behind its token.
+    pub(crate) fn with_users(
+        views: Arc<dyn ControlFor>,
+        authority: Arc<dyn UserAuthority>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        ControlService {
+            control: views.control_for(Caller::anonymous()),
+            users: Some(Users { authority, views }),
+            stop,
+        }
+    }
+
+    /// The Control to answer this call with: the caller's view with user authentication,
+    /// else the one shared view.
+    fn control_for<T>(&self, request: &Request<T>) -> Result<Arc<dyn Control>, Status> {
+        let Some(users) = &self.users else {
+            return Ok(self.control.clone());
+        };
+        let token = request
+            .metadata()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| not_logged_in(LOGIN_HINT))?;
+        match users.authority.authenticate(token) {
+            Ok(caller) => Ok(users.views.control_for(caller)),
+            Err(UserAuthError::AccessExpired) => {
+                Err(from_control_error(ControlError::TokenExpired))
+            }
+            Err(_) => Err(not_logged_in(LOGIN_HINT)),
+        }
+    }
+
+    fn authority(&self) -> Result<&Arc<dyn UserAuthority>, Status> {
+        self.users
+            .as_ref()
+            .map(|u| &u.authority)
+            .ok_or_else(|| Status::failed_precondition(UserAuthError::Disabled.to_string()))
+    }
+}
+
+fn not_logged_in(message: &str) -> Status {
+    from_control_error(ControlError::Unauthenticated(message.to_owned()))
+}
+
+/// A refused login or refresh. Wrong credentials and expired logins say what to do; the
+/// caller's CLI shows the text as is.
+fn auth_refused(e: &UserAuthError) -> Status {
+    let message = match e {
+        UserAuthError::BadCredentials | UserAuthError::BadApiToken => e.to_string(),
+        UserAuthError::NotLoggedIn
+        | UserAuthError::RefreshExpired
+        | UserAuthError::AccessExpired => {
+            "the login has expired: run `flwr login . <federation>` again".to_owned()
+        }
+        UserAuthError::Disabled => return Status::failed_precondition(e.to_string()),
+    };
+    not_logged_in(&message)
+}
+
+fn tokens_to_proto(t: Tokens) -> v1::AuthTokens {
+    v1::AuthTokens {
+        access_token: t.access_token,
+        access_expires_at: t.access_expires_at,
+        refresh_token: t.refresh_token,
+        refresh_expires_at: t.refresh_expires_at,
+        username: t.username,
+    }
+}
+
+/// Runs a slow (argon2) authority call off the async workers, so logins do not stall
+/// other calls.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, UserAuthError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("the login check failed: {e}")))?
+        .map_err(|e| auth_refused(&e))
 }
 
 /// How long a `StreamEvents` stream may go on after shutdown began. The SuperLink finishes
@@ -46,13 +156,10 @@ impl v1::control_server::Control for ControlService {
         &self,
         request: Request<v1::StartRunRequest>,
     ) -> Result<Response<v1::StartRunResponse>, Status> {
+        let control = self.control_for(&request)?;
         let start = start_run_from_proto(request.into_inner())
             .map_err(|e| from_decode_error("StartRun", &e))?;
-        let run_id = self
-            .control
-            .start_run(start)
-            .await
-            .map_err(from_control_error)?;
+        let run_id = control.start_run(start).await.map_err(from_control_error)?;
         Ok(Response::new(v1::StartRunResponse { run_id }))
     }
 
@@ -60,7 +167,7 @@ impl v1::control_server::Control for ControlService {
         &self,
         request: Request<v1::StopRunRequest>,
     ) -> Result<Response<v1::StopRunResponse>, Status> {
-        self.control
+        self.control_for(&request)?
             .stop_run(request.into_inner().run_id)
             .await
             .map_err(from_control_error)?;
@@ -69,9 +176,13 @@ impl v1::control_server::Control for ControlService {
 
     async fn list_runs(
         &self,
-        _request: Request<v1::ListRunsRequest>,
+        request: Request<v1::ListRunsRequest>,
     ) -> Result<Response<v1::ListRunsResponse>, Status> {
-        let runs = self.control.list_runs().await.map_err(from_control_error)?;
+        let runs = self
+            .control_for(&request)?
+            .list_runs()
+            .await
+            .map_err(from_control_error)?;
         Ok(Response::new(v1::ListRunsResponse {
             runs: runs.iter().map(run_info_to_proto).collect(),
         }))
@@ -82,7 +193,7 @@ impl v1::control_server::Control for ControlService {
         request: Request<v1::GetRunRequest>,
     ) -> Result<Response<v1::GetRunResponse>, Status> {
         let run = self
-            .control
+            .control_for(&request)?
             .get_run(request.into_inner().run_id)
             .await
             .map_err(from_control_error)?;
@@ -97,9 +208,9 @@ impl v1::control_server::Control for ControlService {
         &self,
         request: Request<v1::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let control = self.control_for(&request)?;
         let r = request.into_inner();
-        let events = self
-            .control
+        let events = control
             .stream_events(r.run_id, r.follow)
             .await
             .map_err(from_control_error)?;
@@ -107,5 +218,38 @@ impl v1::control_server::Control for ControlService {
             .map(|e| Ok(run_event_to_proto(&e)))
             .take_until(drained(self.stop.clone()));
         Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn login(
+        &self,
+        request: Request<v1::LoginRequest>,
+    ) -> Result<Response<v1::AuthTokens>, Status> {
+        let authority = self.authority()?.clone();
+        let r = request.into_inner();
+        let credentials = if !r.api_token.is_empty() {
+            Credentials::ApiToken(r.api_token)
+        } else if !r.username.is_empty() {
+            Credentials::Password {
+                username: r.username,
+                password: r.password,
+            }
+        } else {
+            return Err(Status::invalid_argument(
+                "Login needs a username and password, or an API token",
+            ));
+        };
+        let tokens = blocking(move || authority.login(&credentials)).await?;
+        Ok(Response::new(tokens_to_proto(tokens)))
+    }
+
+    async fn refresh_token(
+        &self,
+        request: Request<v1::RefreshTokenRequest>,
+    ) -> Result<Response<v1::AuthTokens>, Status> {
+        let authority = self.authority()?;
+        let tokens = authority
+            .refresh(&request.into_inner().refresh_token)
+            .map_err(|e| auth_refused(&e))?;
+        Ok(Response::new(tokens_to_proto(tokens)))
     }
 }

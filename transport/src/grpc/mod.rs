@@ -50,8 +50,8 @@ pub use options::{
 pub use remote_grid::RemoteGrid;
 pub(crate) use server::stopped;
 pub use server::{
-    Server, bind_clientappio, bind_clientappio_with, bind_control, bind_control_with, bind_fleet,
-    bind_fleet_with, bind_serverappio, bind_serverappio_with,
+    Server, bind_clientappio, bind_clientappio_with, bind_control, bind_control_with,
+    bind_control_with_users, bind_fleet, bind_fleet_with, bind_serverappio, bind_serverappio_with,
 };
 pub(crate) use status::explain_tls;
 

@@ -13,7 +13,7 @@ use crate::proto::v1;
 use crate::quic::QuicServer;
 use crate::tls::ServerTls;
 use crate::transport_error::{Api, TransportError};
-use floret_core::{ClientAppIo, Control, Fleet, ServerAppIo};
+use floret_core::{ClientAppIo, Control, ControlFor, Fleet, ServerAppIo, UserAuthority};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,9 +169,35 @@ pub async fn bind_control_with(
     control: Arc<dyn Control>,
     options: ServerOptions,
 ) -> Result<Server, TransportError> {
-    let listener = listen(Api::Control, addr).await?;
     let (stop, stop_rx) = watch::channel(false);
     let service = ControlService::new(control, stop_rx.clone());
+    serve_control(addr, service, (stop, stop_rx), options).await
+}
+
+/// [`bind_control_with`] for a SuperLink with user authentication: every call must carry
+/// an access token from `Login`, which `users` resolves to a caller, and is answered by
+/// `control`'s view for that caller.
+///
+/// # Errors
+/// As [`bind_control`].
+pub async fn bind_control_with_users(
+    addr: SocketAddr,
+    control: Arc<dyn ControlFor>,
+    users: Arc<dyn UserAuthority>,
+    options: ServerOptions,
+) -> Result<Server, TransportError> {
+    let (stop, stop_rx) = watch::channel(false);
+    let service = ControlService::with_users(control, users, stop_rx.clone());
+    serve_control(addr, service, (stop, stop_rx), options).await
+}
+
+async fn serve_control(
+    addr: SocketAddr,
+    service: ControlService,
+    (stop, stop_rx): (watch::Sender<bool>, watch::Receiver<bool>),
+    options: ServerOptions,
+) -> Result<Server, TransportError> {
+    let listener = listen(Api::Control, addr).await?;
     // StartRun may carry a FAB.
     let routes = Routes::new(
         v1::control_server::ControlServer::new(service)

@@ -8,6 +8,8 @@
 //! | chunk not held for this node | NOT_FOUND | `unknown-object` |
 //! | `AppIoError::BadToken` | UNAUTHENTICATED | `bad-token` |
 //! | `AppIoError::Stopped` | FAILED_PRECONDITION | `stopped` |
+//! | `ControlError::Unauthenticated`, no or unknown access token | UNAUTHENTICATED | `not-logged-in` |
+//! | `ControlError::TokenExpired` | UNAUTHENTICATED | `token-expired` |
 //! | `Invalid`, undecodable body | INVALID_ARGUMENT | |
 //! | `Unavailable` | UNAVAILABLE | |
 //!
@@ -34,6 +36,8 @@ const FINISHED: &str = "finished";
 const UNKNOWN_OBJECT: &str = "unknown-object";
 const BAD_TOKEN: &str = "bad-token";
 const STOPPED: &str = "stopped";
+const NOT_LOGGED_IN: &str = "not-logged-in";
+const TOKEN_EXPIRED: &str = "token-expired";
 
 fn marked(code: Code, message: String, marker: &'static str, id: Option<u64>) -> Status {
     let mut metadata = MetadataMap::new();
@@ -65,6 +69,10 @@ pub(crate) fn from_control_error(e: ControlError) -> Status {
         }
         ControlError::Invalid(m) => Status::invalid_argument(m),
         ControlError::Unavailable(m) => Status::unavailable(m),
+        ControlError::Unauthenticated(m) => marked(Code::Unauthenticated, m, NOT_LOGGED_IN, None),
+        ControlError::TokenExpired => {
+            marked(Code::Unauthenticated, e.to_string(), TOKEN_EXPIRED, None)
+        }
     }
 }
 
@@ -102,6 +110,10 @@ pub(crate) enum Failure {
     UnknownObject,
     BadToken,
     Stopped,
+    /// A Control call without a valid login; the message says how to log in.
+    NotLoggedIn,
+    /// A Control call whose access token expired.
+    TokenExpired,
     /// The peer refused the request, or sent something we refuse.
     Invalid(String),
 }
@@ -122,6 +134,8 @@ pub(crate) fn classify(status: &Status) -> Failure {
         Some(UNKNOWN_OBJECT) => return Failure::UnknownObject,
         Some(BAD_TOKEN) => return Failure::BadToken,
         Some(STOPPED) => return Failure::Stopped,
+        Some(NOT_LOGGED_IN) => return Failure::NotLoggedIn,
+        Some(TOKEN_EXPIRED) => return Failure::TokenExpired,
         _ => {}
     }
     match status.code() {
@@ -163,9 +177,12 @@ pub(crate) fn to_fleet_error(status: &Status, address: &str, asked: u64) -> Flee
         }
         Failure::UnknownNode(id) => FleetError::UnknownNode(id.unwrap_or(asked)),
         Failure::UnknownRun(id) => FleetError::UnknownRun(id.unwrap_or(asked)),
-        Failure::Finished(_) | Failure::UnknownObject | Failure::BadToken | Failure::Stopped => {
-            FleetError::Invalid(status.message().to_string())
-        }
+        Failure::Finished(_)
+        | Failure::UnknownObject
+        | Failure::BadToken
+        | Failure::Stopped
+        | Failure::NotLoggedIn
+        | Failure::TokenExpired => FleetError::Invalid(status.message().to_string()),
         Failure::Invalid(m) => FleetError::Invalid(m),
     }
 }
@@ -177,7 +194,11 @@ pub(crate) fn to_control_error(status: &Status, address: &str, asked: u64) -> Co
         }
         Failure::UnknownRun(id) => ControlError::UnknownRun(id.unwrap_or(asked)),
         Failure::Finished(id) => ControlError::Finished(id.unwrap_or(asked)),
-        Failure::UnknownNode(_) | Failure::UnknownObject | Failure::BadToken | Failure::Stopped => {
+        Failure::BadToken | Failure::NotLoggedIn => {
+            ControlError::Unauthenticated(status.message().to_string())
+        }
+        Failure::TokenExpired => ControlError::TokenExpired,
+        Failure::UnknownNode(_) | Failure::UnknownObject | Failure::Stopped => {
             ControlError::Invalid(status.message().to_string())
         }
         Failure::Invalid(m) => ControlError::Invalid(m),
@@ -190,7 +211,7 @@ pub(crate) fn to_appio_error(status: &Status, api: Api, address: &str) -> AppIoE
             "cannot reach {} at {address}: {reason}",
             api.name()
         )),
-        Failure::BadToken => AppIoError::BadToken,
+        Failure::BadToken | Failure::NotLoggedIn | Failure::TokenExpired => AppIoError::BadToken,
         Failure::Stopped => AppIoError::Stopped,
         Failure::UnknownNode(_)
         | Failure::UnknownRun(_)

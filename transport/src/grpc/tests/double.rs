@@ -211,6 +211,7 @@ pub(crate) fn run_info(run_id: u64, status: RunStatus) -> RunInfo {
         reason: String::new(),
         created_at: 1_700_000_000.0,
         status_changed_at: 1_700_000_001.5,
+        owner: String::new(),
     }
 }
 

@@ -13,6 +13,7 @@ mod fab;
 mod fleet;
 mod proxy;
 mod transports;
+mod user_auth;
 
 use super::{
     ClientOptions, FleetClient, Server, ServerOptions, bind_fleet_with, fleet_client_with,

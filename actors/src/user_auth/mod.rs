@@ -1,0 +1,17 @@
+//! User authentication for the Control API: the accounts file, argon2 checks of passwords
+//! and API tokens, and the sessions that turn a login into short-lived access tokens.
+//!
+//! The decisions (`accounts`, `secrets`, `sessions`) are pure: no clock reads and no I/O,
+//! the time comes in as a parameter, so tests can expire a token to the second.
+//! `AccountsAuthority` binds them to the SuperLink's clock and implements
+//! `floret_core::UserAuthority` for the transport.
+
+mod accounts;
+mod authority;
+mod secrets;
+mod sessions;
+
+pub use accounts::{Account, Accounts, AccountsError, Role};
+pub use authority::AccountsAuthority;
+pub use secrets::{hash_secret, verify_secret};
+pub use sessions::{Sessions, TokenLifetimes};

@@ -1,0 +1,282 @@
+//! User authentication as users meet it: `flower-superlink --user-auth-config`, a
+//! federation with `enable-user-auth = true`, `flwr login`, and runs that only their owner
+//! (or an admin) can see or stop. Real processes on 127.0.0.1; each user has their own
+//! `FLWR_HOME`, as two people on two machines would.
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+const QUICK: &str = "num-server-rounds=2 local-epochs=1";
+
+/// `flwr args` with `FLWR_HOME=home` and `stdin` written to its standard input.
+fn flwr_as(home: &Path, args: &[&str], stdin: &str) -> Outcome {
+    let mut child = Command::new(FLWR)
+        .args(args)
+        .env("FLWR_HOME", home)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flwr");
+    // Dropping stdin closes it: flwr never waits for more.
+    let _ = child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes());
+    let out = child.wait_with_output().expect("flwr output");
+    Outcome {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn hash(home: &Path, password: &str) -> String {
+    let o = flwr_as(home, &["hash-password"], &format!("{password}\n"));
+    assert_eq!(o.code, Some(0), "hash-password: {}", o.stderr);
+    let hash = o.stdout.trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    hash
+}
+
+fn login(home: &Path, app: &str, user: &str, password: &str) -> Outcome {
+    flwr_as(
+        home,
+        &["login", app, "e2e", "--username", user, "--password-stdin"],
+        &format!("{password}\n"),
+    )
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The one `error: ...` line of a failed command with exit code 2, no panic.
+fn user_error(o: &Outcome) -> String {
+    assert_eq!(o.code, Some(2), "stdout: {} stderr: {}", o.stdout, o.stderr);
+    let errors: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line: {}", o.stderr);
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    errors[0].to_owned()
+}
+
+#[test]
+fn users_must_log_in_and_see_only_their_own_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let [alice, bob, root] = ["alice", "bob", "root"].map(|u| dir.path().join(u));
+    let accounts = format!(
+        "[[users]]\nname = \"alice\"\npassword-hash = \"{}\"\n\n\
+         [[users]]\nname = \"bob\"\npassword-hash = \"{}\"\n\n\
+         [[users]]\nname = \"root\"\npassword-hash = \"{}\"\nrole = \"admin\"\n",
+        hash(dir.path(), "alice-pw"),
+        hash(dir.path(), "bob-pw"),
+        hash(dir.path(), "root-pw"),
+    );
+    let accounts_path = dir.path().join("users.toml");
+    std::fs::write(&accounts_path, accounts).unwrap();
+
+    let link = SuperLink::start_with(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--user-auth-config", accounts_path.to_str().unwrap()],
+    );
+    link.proc.expect_log("user authentication on: 3 accounts");
+    let nodes: Vec<Proc> = (0..2).map(|p| supernode(&link.fleet, p, 2, &[])).collect();
+    for node in &nodes {
+        node.expect_log(NODE_READY);
+    }
+    let app_dir = app_for("digits", &link.control);
+    let manifest = app_dir.path().join("pyproject.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("enable-user-auth = true\n");
+    std::fs::write(&manifest, text).unwrap();
+    let app = app_dir.path().to_str().unwrap();
+
+    // Not logged in: refused before anything is sent, with the way to log in.
+    let refused = user_error(&flwr_as(&alice, &["ls", app, "e2e"], ""));
+    assert_eq!(
+        refused,
+        "error: not logged in to e2e: run 'flwr login . e2e'"
+    );
+    let refused = user_error(&flwr_as(&alice, &["run", app, "e2e"], ""));
+    assert!(refused.contains("flwr login . e2e"), "{refused}");
+
+    // A wrong password, and an unknown user, say the same thing.
+    let wrong = user_error(&login(&alice, app, "alice", "nope"));
+    assert!(wrong.contains("wrong username or password"), "{wrong}");
+    let unknown = user_error(&login(&alice, app, "mallory", "alice-pw"));
+    assert_eq!(unknown, wrong);
+    assert!(
+        !alice.join("credentials").exists()
+            || std::fs::read_dir(alice.join("credentials"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+
+    // Alice logs in; her tokens are hers alone.
+    let o = login(&alice, app, "alice", "alice-pw");
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(
+        o.stdout.contains("logged in to `e2e` as alice"),
+        "{}",
+        o.stdout
+    );
+    let stored: Vec<_> = std::fs::read_dir(alice.join("credentials"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&stored[0]), 0o600);
+        assert_eq!(mode(&alice.join("credentials")), 0o700);
+    }
+
+    // Alice runs the app, and sees it through.
+    let o = flwr_as(&alice, &["run", app, "e2e", "--run-config", QUICK], "");
+    assert_eq!(o.code, Some(0), "flwr run: {}", o.stderr);
+    let run_id: u64 = o
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("started run "))
+        .and_then(|id| id.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no run id in {}", o.stdout));
+    let id = run_id.to_string();
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        let o = flwr_as(
+            &alice,
+            &["ls", app, "e2e", "--run-id", &id, "--format", "json"],
+            "",
+        );
+        assert_eq!(o.code, Some(0), "{}", o.stderr);
+        let run = &json(&o.stdout)["runs"][0];
+        assert_eq!(run["owner"], "alice");
+        if run["status"] == "finished:completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "run {run_id}: {run}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Bob sees none of it: alice's run answers exactly like a run that does not exist.
+    let o = login(&bob, app, "bob", "bob-pw");
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let o = flwr_as(&bob, &["ls", app, "e2e"], "");
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert_eq!(o.stdout.trim(), "no runs");
+    let absent = 987_654_u64;
+    for command in ["stop", "log"] {
+        let theirs = user_error(&flwr_as(&bob, &[command, &id, app, "e2e"], ""));
+        let missing = user_error(&flwr_as(
+            &bob,
+            &[command, &absent.to_string(), app, "e2e"],
+            "",
+        ));
+        assert_eq!(
+            theirs,
+            missing.replace(&absent.to_string(), &id),
+            "`flwr {command}` on another user's run"
+        );
+    }
+    let theirs = user_error(&flwr_as(&bob, &["ls", app, "e2e", "--run-id", &id], ""));
+    assert!(
+        theirs.contains(&format!("no run with id {run_id}")),
+        "{theirs}"
+    );
+
+    // The admin sees every run, with its owner.
+    let o = login(&root, app, "root", "root-pw");
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let o = flwr_as(&root, &["ls", app, "e2e"], "");
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(
+        o.stdout.lines().next().unwrap().ends_with("owner"),
+        "{}",
+        o.stdout
+    );
+    let row = o
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("run {run_id} not listed for the admin: {}", o.stdout));
+    assert!(row.ends_with("alice"), "{row}");
+
+    // Logging out forgets the tokens.
+    let o = flwr_as(&bob, &["logout", app, "e2e"], "");
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let refused = user_error(&flwr_as(&bob, &["ls", app, "e2e"], ""));
+    assert!(refused.contains("not logged in to e2e"), "{refused}");
+}
+
+#[test]
+fn a_superlink_with_user_auth_refuses_a_federation_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = format!(
+        "[[users]]\nname = \"alice\"\npassword-hash = \"{}\"\n",
+        hash(dir.path(), "pw")
+    );
+    let accounts_path = dir.path().join("users.toml");
+    std::fs::write(&accounts_path, accounts).unwrap();
+    let link = SuperLink::start_with(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--user-auth-config", accounts_path.to_str().unwrap()],
+    );
+    let app_dir = app_for("digits", &link.control);
+    let app = app_dir.path().to_str().unwrap();
+    let e = user_error(&flwr_as(dir.path(), &["ls", app, "e2e"], ""));
+    assert!(
+        e.contains("requires a login") && e.contains("enable-user-auth = true"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_bad_accounts_file_stops_the_superlink_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.toml");
+    std::fs::write(
+        &path,
+        "[[users]]\nname = \"alice\"\nrole = \"root\"\npassword-hash = \"x\"\n",
+    )
+    .unwrap();
+    let mut proc = Proc::spawn(
+        "flower-superlink",
+        SUPERLINK,
+        &[
+            "--insecure",
+            "--fleet-api-address",
+            "127.0.0.1:0",
+            "--control-api-address",
+            "127.0.0.1:0",
+            "--user-auth-config",
+            path.to_str().unwrap(),
+        ],
+    );
+    let status = proc.wait_exit(COMMAND_TIMEOUT);
+    assert_eq!(status.code(), Some(2), "{}", proc.stderr());
+    let stderr = proc.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("--user-auth-config"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("user \"alice\" (line 2)") && line.contains("unknown role"),
+        "{line}"
+    );
+}

@@ -1,0 +1,167 @@
+//! User authentication for the Control API: who is calling, and the authority that turns
+//! credentials into tokens and tokens into callers.
+//!
+//! The transport resolves each Control call's bearer token to a [`Caller`] through a
+//! [`UserAuthority`] and hands the caller to the SuperLink, so neither the SuperLink's run
+//! logic nor this crate ever sees wire types or token bytes beyond opaque strings.
+
+use crate::api::Control;
+use std::sync::Arc;
+use thiserror::Error;
+
+/// The user behind a Control call. With user authentication off every call is
+/// [`Caller::anonymous`], which sees every run; with it on, a user sees only the runs they
+/// own, unless they are an admin.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Caller {
+    /// The logged-in user; `None` when the SuperLink runs without user authentication.
+    pub user: Option<String>,
+    /// Admins see and stop every user's runs.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// A caller on a SuperLink without user authentication.
+    pub fn anonymous() -> Caller {
+        Caller::default()
+    }
+
+    /// A logged-in user.
+    pub fn user(name: impl Into<String>, admin: bool) -> Caller {
+        Caller {
+            user: Some(name.into()),
+            admin,
+        }
+    }
+
+    /// Whether this caller may see (and stop) a run owned by `owner`. Runs recorded while
+    /// user authentication was off have an empty owner and belong to admins only.
+    pub fn may_access(&self, owner: &str) -> bool {
+        match &self.user {
+            None => true,
+            Some(_) if self.admin => true,
+            Some(user) => user == owner,
+        }
+    }
+
+    /// The owner recorded on the runs this caller starts: empty without user auth.
+    pub fn owner(&self) -> String {
+        self.user.clone().unwrap_or_default()
+    }
+}
+
+/// What `flwr login` proves itself with.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Password {
+        username: String,
+        password: String,
+    },
+    /// A long-lived token for scripts, issued by the SuperLink's operator.
+    ApiToken(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    // Secrets never reach logs, even at debug level.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Password { username, .. } => f
+                .debug_struct("Password")
+                .field("username", username)
+                .finish_non_exhaustive(),
+            Credentials::ApiToken(_) => f.write_str("ApiToken(..)"),
+        }
+    }
+}
+
+/// The result of a login or refresh: an access token for every Control call, and a
+/// refresh token to get a new pair when the access token expires.
+#[derive(Clone, PartialEq)]
+pub struct Tokens {
+    pub access_token: String,
+    /// Unix seconds after which the access token is refused as expired.
+    pub access_expires_at: f64,
+    pub refresh_token: String,
+    /// Unix seconds after which the refresh token is refused: log in again.
+    pub refresh_expires_at: f64,
+    /// Who logged in, for the CLI's "logged in as" line.
+    pub username: String,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("username", &self.username)
+            .field("access_expires_at", &self.access_expires_at)
+            .field("refresh_expires_at", &self.refresh_expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a login, refresh or token check was refused. Unknown users and wrong passwords
+/// share one variant so that a client cannot probe which user names exist.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum UserAuthError {
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("unknown API token")]
+    BadApiToken,
+    /// No token, or one this SuperLink never issued (it restarted, or the user logged out).
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// The access token was valid but its time is up: refresh it.
+    #[error("the access token has expired")]
+    AccessExpired,
+    /// The refresh token's time is up too (or it was already used): log in again.
+    #[error("the login has expired")]
+    RefreshExpired,
+    /// This SuperLink does not authenticate users.
+    #[error("user authentication is not enabled on this SuperLink")]
+    Disabled,
+}
+
+/// The SuperLink's accounts and sessions. Implementations read the clock; the decisions
+/// themselves live in pure code that takes the time as a parameter.
+pub trait UserAuthority: Send + Sync {
+    /// Exchanges credentials for a fresh token pair.
+    fn login(&self, credentials: &Credentials) -> Result<Tokens, UserAuthError>;
+    /// Exchanges a refresh token for a new pair; the old refresh token stops working.
+    fn refresh(&self, refresh_token: &str) -> Result<Tokens, UserAuthError>;
+    /// The caller an access token belongs to.
+    fn authenticate(&self, access_token: &str) -> Result<Caller, UserAuthError>;
+}
+
+/// A Control API that answers each caller for the runs they may see (the SuperLink's
+/// `LinkControl`). The transport resolves the caller of each call from its token and asks
+/// for that caller's view, so the `Control` trait itself stays identity-free and every
+/// in-process user of it (simulation, tests) is unchanged.
+pub trait ControlFor: Send + Sync {
+    fn control_for(&self, caller: Caller) -> Arc<dyn Control>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_see_their_own_runs_admins_and_anonymous_see_all() {
+        let alice = Caller::user("alice", false);
+        assert!(alice.may_access("alice"));
+        assert!(!alice.may_access("bob"));
+        assert!(!alice.may_access(""));
+        assert!(Caller::user("root", true).may_access("bob"));
+        assert!(Caller::anonymous().may_access("bob"));
+        assert_eq!(Caller::anonymous().owner(), "");
+        assert_eq!(alice.owner(), "alice");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let c = Credentials::Password {
+            username: "alice".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!format!("{:?}", Credentials::ApiToken("tok".into())).contains("tok"));
+    }
+}
