@@ -88,7 +88,15 @@ impl Proc {
     /// Starts `program`; daemons log at `info`, `flwr` at its default (`warn`), so that its
     /// stderr holds only what a user sees.
     pub fn spawn(name: &str, program: &str, args: &[&str]) -> Proc {
+        Proc::spawn_in(name, program, args, None)
+    }
+
+    /// [`Proc::spawn`] in the directory `cwd` (relative paths in `args` are from there).
+    pub fn spawn_in(name: &str, program: &str, args: &[&str], cwd: Option<&Path>) -> Proc {
         let mut command = Command::new(program);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
         if program == FLWR {
             command.env_remove("RUST_LOG");
         } else {
@@ -243,15 +251,22 @@ impl SuperLink {
 
     /// Starts with `extra` flags (`--isolation process`, ...).
     pub fn start_with(fleet: &str, control: &str, extra: &[&str]) -> SuperLink {
-        let mut args = vec![
-            "--insecure",
+        let mut args = vec!["--insecure"];
+        args.extend_from_slice(extra);
+        SuperLink::launch(fleet, control, &args, None)
+    }
+
+    /// Starts with exactly `args` (plus the two API addresses) in `cwd`: for TLS, where
+    /// `--insecure` must not be given.
+    pub fn launch(fleet: &str, control: &str, args: &[&str], cwd: Option<&Path>) -> SuperLink {
+        let mut all = vec![
             "--fleet-api-address",
             fleet,
             "--control-api-address",
             control,
         ];
-        args.extend_from_slice(extra);
-        let proc = Proc::spawn("flower-superlink", SUPERLINK, &args);
+        all.extend_from_slice(args);
+        let proc = Proc::spawn_in("flower-superlink", SUPERLINK, &all, cwd);
         let fleet = address_after(&proc.expect_log("Fleet API (SuperNodes) listening on "));
         let control = address_after(&proc.expect_log("Control API (flwr) listening on "));
         SuperLink {

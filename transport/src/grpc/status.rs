@@ -157,7 +157,10 @@ fn transport_reason(status: &Status) -> String {
     let mut innermost: Option<String> = None;
     let mut source: Option<&(dyn std::error::Error + 'static)> = status.source();
     while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        // An I/O error wrapping another (rustls' alerts) is read through to that one.
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_none()
+        {
             return io_reason(io);
         }
         innermost = Some(e.to_string());
@@ -275,7 +278,10 @@ pub(crate) fn explain_tls(text: &str) -> Option<String> {
         "TLS: the server's certificate has expired; issue a new one (flwr keygen)"
     } else if text.contains("NotValidYet") {
         "TLS: the server's certificate is not valid yet: check the clocks"
-    } else if text.contains("CertificateRequired") || text.contains("certificate required") {
+    } else if text.contains("CertificateRequired")
+        || text.contains("certificate required")
+        || text.contains("peer sent no certificates")
+    {
         "TLS: the server requires a client certificate (mutual TLS); pass \
          --ssl-client-certfile and --ssl-client-keyfile"
     } else if text.contains("InvalidContentType")

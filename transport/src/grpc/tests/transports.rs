@@ -32,9 +32,16 @@ impl Pki {
             .unwrap()
             .signed_by(&server_key, &issuer)
             .unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let client = rcgen::CertificateParams::new(vec!["supernode-1".into()])
+            .unwrap()
+            .signed_by(&client_key, &issuer)
+            .unwrap();
         std::fs::write(dir.path().join("ca.crt"), ca_cert.pem()).unwrap();
         std::fs::write(dir.path().join("server.pem"), server.pem()).unwrap();
         std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("client.pem"), client.pem()).unwrap();
+        std::fs::write(dir.path().join("client.key"), client_key.serialize_pem()).unwrap();
         Pki { dir }
     }
 
@@ -291,5 +298,77 @@ async fn quic_finds_no_server_where_only_tcp_listens() {
         Err(FleetError::Unavailable(m)) => assert!(m.contains("no QUIC answer"), "{m}"),
         other => panic!("{other:?}"),
     }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_clients_with_a_certificate_of_the_ca() {
+    let pki = Pki::new();
+    let ServerSecurity::Tls(tls) = pki.server() else {
+        unreachable!()
+    };
+    let mutual = tls
+        .require_client_certificates(&pki.path("ca.crt"))
+        .unwrap();
+    let (fleet, server) = fleet_server(server_options(ServerSecurity::Tls(mutual))).await;
+    for transport in BOTH {
+        // Without a client certificate: refused, and the error says what is missing.
+        let anonymous = client(server.local_addr(), client_options(transport, pki.client()));
+        match register(&anonymous).await {
+            Err(FleetError::Unavailable(m)) => {
+                // QUIC always reports the handshake alert; over TCP the alert may lose the
+                // race with the connection's close.
+                assert!(
+                    m.contains("requires a client certificate")
+                        || (transport == TransportKind::Grpc && m.contains("connection closed")),
+                    "{transport}: {m}"
+                );
+            }
+            other => panic!("{transport}: {other:?}"),
+        }
+        // With one: a whole session.
+        let ClientSecurity::Tls(roots) = pki.client() else {
+            unreachable!()
+        };
+        let identified = roots
+            .with_client_certificate(&pki.path("client.pem"), &pki.path("client.key"))
+            .unwrap();
+        fleet_session(
+            server.local_addr(),
+            &fleet,
+            client_options(transport, ClientSecurity::Tls(identified)),
+        )
+        .await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_appio_apis_work_over_quic_too() {
+    use super::appio_double::{FakeServerAppIo, TOKEN, echo, run_context};
+    use crate::grpc::{bind_serverappio_with, serverappio_client_with};
+    use floret_core::{AppOutcome, ServerAppIo};
+    let appio = Arc::new(FakeServerAppIo::new(run_context(), vec![3], echo));
+    let server = bind_serverappio_with(
+        localhost(),
+        appio.clone(),
+        server_options(ServerSecurity::Insecure),
+    )
+    .await
+    .unwrap();
+    let client = serverappio_client_with(
+        &server.local_addr().to_string(),
+        client_options(TransportKind::Quic, ClientSecurity::Insecure),
+    )
+    .unwrap();
+    assert_eq!(client.context(TOKEN).await.unwrap(), run_context());
+    // A model large enough to travel as chunks, out and back.
+    let message = model_message(3, &model(TWENTY_MB));
+    let ids = client.send(TOKEN, vec![message]).await.unwrap();
+    let replies = client.pull(TOKEN, &ids).await.unwrap();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].payload, echo(&appio.sent()[0]));
+    client.finish(TOKEN, AppOutcome::Completed).await.unwrap();
+    assert_eq!(appio.outcome(), Some(AppOutcome::Completed));
     server.shutdown().await;
 }
