@@ -42,6 +42,14 @@ impl Pki {
         std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
         std::fs::write(dir.path().join("client.pem"), client.pem()).unwrap();
         std::fs::write(dir.path().join("client.key"), client_key.serialize_pem()).unwrap();
+        // A server certificate of this CA that expired in 2021.
+        let expired_key = rcgen::KeyPair::generate().unwrap();
+        let mut expired = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        expired.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        expired.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let expired = expired.signed_by(&expired_key, &issuer).unwrap();
+        std::fs::write(dir.path().join("expired.pem"), expired.pem()).unwrap();
+        std::fs::write(dir.path().join("expired.key"), expired_key.serialize_pem()).unwrap();
         Pki { dir }
     }
 
@@ -273,6 +281,15 @@ async fn bad_certificate_files_are_named_with_the_fix() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("not signed by this CA"), "{e}");
+    // An expired certificate.
+    let e = ServerTls::from_files(
+        &pki.path("expired.pem"),
+        &pki.path("expired.key"),
+        Some(&pki.path("ca.crt")),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("it has expired") && e.contains("expired.pem"), "{e}");
     // Root certificates that are not PEM.
     std::fs::write(pki.path("garbage.crt"), "not a certificate").unwrap();
     let e = ClientTls::from_root_certificates(&pki.path("garbage.crt"))
