@@ -9,6 +9,7 @@ pub mod app_host;
 pub mod build_cmd;
 pub mod daemon;
 pub mod follow;
+pub mod keygen_cmd;
 pub mod log_cmd;
 pub mod ls_cmd;
 pub mod new_cmd;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use floret_cli::{
-    build_cmd, exit_code, log_cmd, ls_cmd, new_cmd, report_outcome, run_cmd, stop_cmd,
+    build_cmd, exit_code, keygen_cmd, log_cmd, ls_cmd, new_cmd, report_outcome, run_cmd, stop_cmd,
 };
 use std::process::ExitCode;
 
@@ -37,6 +37,8 @@ enum Command {
     Log(log_cmd::LogArgs),
     /// Stop a run on a SuperLink.
     Stop(stop_cmd::StopArgs),
+    /// Make the TLS certificates and SuperNode authentication keys of a deployment.
+    Keygen(keygen_cmd::KeygenArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
             Command::Ls(args) => ls_cmd::execute(args).await,
             Command::Log(args) => log_cmd::execute(args).await,
             Command::Stop(args) => stop_cmd::execute(args).await,
+            Command::Keygen(args) => keygen_cmd::execute(args).await,
         }
     }))
 }
