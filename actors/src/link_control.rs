@@ -8,11 +8,14 @@
 //! A run of an app that comes as a FAB (`app.fab_hash`, `StartRun.fab`) is checked and
 //! hosted by `LinkFabs` instead of the catalog; a SuperLink without it refuses such runs.
 
+use crate::clock::unix_now;
 use crate::link_fabs::LinkFabs;
 use crate::state::LinkState;
 use crate::state::NewRun;
 use crate::superlink::{RunControlError, SuperLinkMsg};
 use async_trait::async_trait;
+use bytes::Bytes;
+use floret_core::NodeInfo;
 use floret_core::{AppCatalog, Control, ControlError, RunEvent, RunInfo, ServerApp, StartRun};
 use floret_core::{RunStatus, SubStatus};
 use ractor::{ActorRef, call};
@@ -210,6 +213,34 @@ impl Control for LinkControl {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         tokio::spawn(stream_events(self.state.clone(), run_id, follow, tx));
         Ok(rx)
+    }
+
+    async fn register_node_key(&self, public_key: Bytes) -> Result<u64, ControlError> {
+        if public_key.is_empty() {
+            return Err(ControlError::Invalid("no public key given".into()));
+        }
+        let node_id = self.state.allow_node_key(public_key, unix_now());
+        tracing::info!(node_id, "SuperNode key registered");
+        Ok(node_id)
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>, ControlError> {
+        Ok(self.state.nodes_info())
+    }
+
+    /// Takes the key off the allow-list and disconnects the node: its instruction stream
+    /// closes, and its next call is refused as unauthenticated (the transport finds its
+    /// key no longer owns the id).
+    async fn unregister_node_key(&self, node_id: u64) -> Result<(), ControlError> {
+        if self.state.disallow_node(node_id).is_none() {
+            return Err(ControlError::Invalid(format!(
+                "no SuperNode with id {node_id} has a registered key: `flwr supernode list` shows them"
+            )));
+        }
+        self.state
+            .unregister_node(node_id, "its key was unregistered", unix_now());
+        tracing::info!(node_id, "SuperNode key unregistered");
+        Ok(())
     }
 }
 

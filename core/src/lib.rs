@@ -18,7 +18,9 @@ pub mod run;
 pub mod run_config;
 pub mod user_config;
 
-pub use api::{Control, ControlError, Fleet, FleetError, RegisterNode, StartRun};
+pub use api::{
+    Control, ControlError, Fleet, FleetError, NodeAuthority, NodeInfo, RegisterNode, StartRun,
+};
 pub use app::{
     AppCatalog, AppError, ClientApp, Grid, GridError, NodeSet, PhaseSummary, RoundSummary,
     RunEvent, ServerApp,
