@@ -42,6 +42,9 @@ pub struct ServerOptions {
     /// How long [`Server::shutdown`](super::Server::shutdown) waits for calls in flight.
     /// Default 5 s.
     pub shutdown_grace: Duration,
+    /// Fleet API only: when set, every call must be signed by a SuperNode key the
+    /// authority admits (node authentication). Default off.
+    pub node_auth: Option<super::NodeAuth>,
 }
 
 impl Default for ServerOptions {
@@ -52,6 +55,7 @@ impl Default for ServerOptions {
             chunking: ChunkPolicy::default(),
             lease: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(5),
+            node_auth: None,
         }
     }
 }
@@ -81,6 +85,9 @@ pub struct ClientOptions {
     /// yet (connection refused), since an app process may start a moment before its daemon.
     /// Default 30 s.
     pub connect_patience: Duration,
+    /// Fleet clients only: the SuperNode's key, with which every call is signed (node
+    /// authentication). Default none.
+    pub node_key: Option<crate::auth::NodeKeyPair>,
 }
 
 impl Default for ClientOptions {
@@ -95,6 +102,7 @@ impl Default for ClientOptions {
             chunking: ChunkPolicy::default(),
             cache_ttl: Duration::from_secs(600),
             connect_patience: Duration::from_secs(30),
+            node_key: None,
         }
     }
 }

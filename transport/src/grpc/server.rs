@@ -108,7 +108,13 @@ pub async fn bind_fleet_with(
         options.chunking.chunk_len(),
         options.lease,
     ));
-    let service = FleetService::new(fleet, objects.clone(), options.chunking, stop_rx.clone());
+    let service = FleetService::new(
+        fleet,
+        objects.clone(),
+        options.chunking,
+        stop_rx.clone(),
+        options.node_auth.clone(),
+    );
     // GetFab answers a whole FAB; what nodes send stays small.
     let router = server_builder(&options).add_service(
         v1::fleet_server::FleetServer::new(service)
