@@ -20,6 +20,7 @@ pub mod report;
 pub mod run_cmd;
 pub mod stop_cmd;
 pub mod submit;
+pub mod supernode_cmd;
 
 // What a user's app crate needs, through its one dependency on floret-cli.
 pub use async_trait;

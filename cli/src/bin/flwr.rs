@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use floret_cli::{
     build_cmd, exit_code, keygen_cmd, log_cmd, ls_cmd, new_cmd, report_outcome, run_cmd, stop_cmd,
+    supernode_cmd,
 };
 use std::process::ExitCode;
 
@@ -39,6 +40,8 @@ enum Command {
     Stop(stop_cmd::StopArgs),
     /// Make the TLS certificates and SuperNode authentication keys of a deployment.
     Keygen(keygen_cmd::KeygenArgs),
+    /// Manage the SuperNode keys a SuperLink admits (node authentication).
+    Supernode(supernode_cmd::SupernodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
             Command::Log(args) => log_cmd::execute(args).await,
             Command::Stop(args) => stop_cmd::execute(args).await,
             Command::Keygen(args) => keygen_cmd::execute(args).await,
+            Command::Supernode(args) => supernode_cmd::execute(args).await,
         }
     }))
 }

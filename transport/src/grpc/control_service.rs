@@ -108,4 +108,54 @@ impl v1::control_server::Control for ControlService {
             .take_until(drained(self.stop.clone()));
         Ok(Response::new(Box::pin(events)))
     }
+
+    async fn register_node_key(
+        &self,
+        request: Request<v1::RegisterNodeKeyRequest>,
+    ) -> Result<Response<v1::RegisterNodeKeyResponse>, Status> {
+        let public_key = request.into_inner().public_key;
+        // Only keys a SuperNode could sign with reach the allow-list.
+        crate::auth::NodePublicKey::from_spki_der(&public_key)
+            .map_err(|e| Status::invalid_argument(format!("RegisterNodeKey.public_key: {e}")))?;
+        let node_id = self
+            .control
+            .register_node_key(public_key)
+            .await
+            .map_err(from_control_error)?;
+        Ok(Response::new(v1::RegisterNodeKeyResponse { node_id }))
+    }
+
+    async fn list_nodes(
+        &self,
+        _request: Request<v1::ListNodesRequest>,
+    ) -> Result<Response<v1::ListNodesResponse>, Status> {
+        let nodes = self
+            .control
+            .list_nodes()
+            .await
+            .map_err(from_control_error)?;
+        Ok(Response::new(v1::ListNodesResponse {
+            nodes: nodes
+                .into_iter()
+                .map(|n| v1::NodeInfo {
+                    node_id: n.node_id,
+                    public_key: n.public_key,
+                    online: n.online,
+                    registered_at: n.registered_at,
+                    last_seen: n.last_seen,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn unregister_node_key(
+        &self,
+        request: Request<v1::UnregisterNodeKeyRequest>,
+    ) -> Result<Response<v1::UnregisterNodeKeyResponse>, Status> {
+        self.control
+            .unregister_node_key(request.into_inner().node_id)
+            .await
+            .map_err(from_control_error)?;
+        Ok(Response::new(v1::UnregisterNodeKeyResponse {}))
+    }
 }
