@@ -13,11 +13,14 @@
 //! admin lists, reads, follows and stops only their own. Another user's run answers exactly
 //! like a run that does not exist, so run ids do not reveal other users' activity.
 
+use crate::clock::unix_now;
 use crate::link_fabs::LinkFabs;
 use crate::state::LinkState;
 use crate::state::NewRun;
 use crate::superlink::{RunControlError, SuperLinkMsg};
 use async_trait::async_trait;
+use bytes::Bytes;
+use floret_core::NodeInfo;
 use floret_core::{
     AppCatalog, Caller, Control, ControlError, ControlFor, RunEvent, RunInfo, ServerApp, StartRun,
 };
@@ -68,6 +71,17 @@ impl LinkControl {
     pub fn with_fabs(mut self, fabs: LinkFabs) -> LinkControl {
         self.fabs = Some(fabs);
         self
+    }
+
+    /// Managing SuperNodes is for admins when users log in.
+    fn require_admin(&self, what: &str) -> Result<(), ControlError> {
+        if self.caller.may_administer() {
+            return Ok(());
+        }
+        Err(ControlError::Unauthenticated(format!(
+            "only an admin may {what}; {} is not one",
+            self.caller.owner()
+        )))
     }
 
     /// The run's status, if the run exists and the caller may see it.
@@ -233,6 +247,37 @@ impl Control for LinkControl {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         tokio::spawn(stream_events(self.state.clone(), run_id, follow, tx));
         Ok(rx)
+    }
+
+    async fn register_node_key(&self, public_key: Bytes) -> Result<u64, ControlError> {
+        self.require_admin("register a SuperNode key")?;
+        if public_key.is_empty() {
+            return Err(ControlError::Invalid("no public key given".into()));
+        }
+        let node_id = self.state.allow_node_key(public_key, unix_now());
+        tracing::info!(node_id, "SuperNode key registered");
+        Ok(node_id)
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>, ControlError> {
+        self.require_admin("list SuperNodes")?;
+        Ok(self.state.nodes_info())
+    }
+
+    /// Takes the key off the allow-list and disconnects the node: its instruction stream
+    /// closes, and its next call is refused as unauthenticated (the transport finds its
+    /// key no longer owns the id).
+    async fn unregister_node_key(&self, node_id: u64) -> Result<(), ControlError> {
+        self.require_admin("unregister a SuperNode key")?;
+        if self.state.disallow_node(node_id).is_none() {
+            return Err(ControlError::Invalid(format!(
+                "no SuperNode with id {node_id} has a registered key: `flwr supernode list` shows them"
+            )));
+        }
+        self.state
+            .unregister_node(node_id, "its key was unregistered", unix_now());
+        tracing::info!(node_id, "SuperNode key unregistered");
+        Ok(())
     }
 }
 

@@ -69,6 +69,29 @@ impl LinkFleet {
         })
     }
 
+    /// Registration under node authentication: only an allowed key, and always under the
+    /// id bound to it, so a restarted SuperNode keeps its identity.
+    fn register_keyed(&self, public_key: &[u8], lease: NodeLease) -> Result<u64, FleetError> {
+        if public_key.is_empty() {
+            return Err(FleetError::Unauthenticated(
+                "this SuperLink requires node authentication: start the SuperNode with --auth-supernode-private-key".into(),
+            ));
+        }
+        let node_id = self.state.node_id_of_key(public_key).ok_or_else(|| {
+            FleetError::Unauthenticated(
+                "the SuperNode's public key is not on the SuperLink's allow-list: add it with `flwr supernode register` or --auth-list-public-keys".into(),
+            )
+        })?;
+        self.state.activate_node(node_id, lease);
+        self.state.node_seen(node_id, unix_now());
+        tracing::info!(
+            node_id,
+            heartbeat_interval = lease.heartbeat_interval,
+            "authenticated node registered"
+        );
+        Ok(node_id)
+    }
+
     fn known(&self, node_id: u64) -> Result<(), FleetError> {
         if self.state.has_node(node_id) {
             Ok(())
@@ -91,6 +114,9 @@ impl Fleet for LinkFleet {
     async fn register_node(&self, request: RegisterNode) -> Result<u64, FleetError> {
         self.check_open()?;
         let lease = self.lease(request.heartbeat_interval)?;
+        if self.state.node_auth() {
+            return self.register_keyed(&request.public_key, lease);
+        }
         let node_id = self.state.create_node(lease);
         tracing::info!(
             node_id,
@@ -117,7 +143,9 @@ impl Fleet for LinkFleet {
     async fn heartbeat(&self, node_id: u64, heartbeat_interval: f64) -> Result<(), FleetError> {
         self.check_open()?;
         let lease = self.lease(heartbeat_interval)?;
-        self.state.renew_node(node_id, lease).map_err(fleet_error)
+        self.state.renew_node(node_id, lease).map_err(fleet_error)?;
+        self.state.node_seen(node_id, unix_now());
+        Ok(())
     }
 
     async fn pull_messages(&self, node_id: u64) -> Result<Vec<Message>, FleetError> {

@@ -10,6 +10,7 @@ pub mod build_cmd;
 pub mod credentials;
 pub mod daemon;
 pub mod follow;
+pub mod keygen_cmd;
 pub mod log_cmd;
 pub mod login_cmd;
 pub mod ls_cmd;
@@ -21,6 +22,7 @@ pub mod report;
 pub mod run_cmd;
 pub mod stop_cmd;
 pub mod submit;
+pub mod supernode_cmd;
 
 // What a user's app crate needs, through its one dependency on floret-cli.
 pub use async_trait;

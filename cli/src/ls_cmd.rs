@@ -133,7 +133,7 @@ fn hms(secs: f64) -> String {
 }
 
 /// Unix seconds as `2026-11-24 09:04:05Z` (UTC), without a date-time dependency.
-fn utc(unix: f64) -> String {
+pub(crate) fn utc(unix: f64) -> String {
     let secs = unix.max(0.0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);

@@ -30,12 +30,18 @@ pub enum FleetError {
     /// Transport-level failure: connection refused, reset, timed out. Worth retrying.
     #[error("SuperLink unavailable: {0}")]
     Unavailable(String),
+    /// Node authentication refused the request: the node's key is not on the allow-list
+    /// (any more), the request was not signed, signed badly, replayed or too old. Not worth
+    /// retrying with the same key.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
 }
 
 /// A SuperNode introducing itself.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RegisterNode {
-    /// The node's public key (SubjectPublicKeyInfo DER) when node authentication is on.
+    /// The node's public key (SubjectPublicKeyInfo DER) when node authentication is on. The
+    /// gRPC service fills it with the key that signed the request, so it is verified.
     pub public_key: Bytes,
     /// Seconds between the heartbeats this node promises to send.
     pub heartbeat_interval: f64,
@@ -116,4 +122,54 @@ pub trait Control: Send + Sync {
         run_id: u64,
         follow: bool,
     ) -> Result<mpsc::Receiver<RunEvent>, ControlError>;
+
+    // Node authentication (`flwr supernode register/list/unregister`). Defaults refuse, so
+    // a Control without node keys (a test double) need not implement them.
+
+    /// Adds a SuperNode public key (SubjectPublicKeyInfo DER) to the allow-list and returns
+    /// the node id it will have; the same key again returns the same id.
+    async fn register_node_key(&self, public_key: Bytes) -> Result<u64, ControlError> {
+        let _ = public_key;
+        Err(ControlError::Invalid(
+            "this SuperLink does not manage SuperNode keys".into(),
+        ))
+    }
+    /// The SuperNodes the SuperLink knows: those with an allowed key, and those connected.
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>, ControlError> {
+        Err(ControlError::Invalid(
+            "this SuperLink does not manage SuperNode keys".into(),
+        ))
+    }
+    /// Removes a node's key from the allow-list and disconnects it: its next call fails
+    /// as unauthenticated.
+    async fn unregister_node_key(&self, node_id: u64) -> Result<(), ControlError> {
+        let _ = node_id;
+        Err(ControlError::Invalid(
+            "this SuperLink does not manage SuperNode keys".into(),
+        ))
+    }
+}
+
+/// One SuperNode as `flwr supernode list` shows it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeInfo {
+    pub node_id: u64,
+    /// SubjectPublicKeyInfo DER; empty for a node that connected without a key (node
+    /// authentication off).
+    pub public_key: Bytes,
+    /// Connected, with a live heartbeat lease.
+    pub online: bool,
+    /// Unix seconds when the key was allowed (or the node connected, without a key).
+    pub registered_at: f64,
+    /// Unix seconds of the last registration or heartbeat, if any.
+    pub last_seen: Option<f64>,
+}
+
+/// Who may act as a SuperNode, asked by a transport that verified a request's signature.
+/// The SuperLink's state implements it over its allow-list.
+pub trait NodeAuthority: Send + Sync {
+    /// Whether a key (SubjectPublicKeyInfo DER) is on the allow-list.
+    fn admits(&self, public_key: &[u8]) -> bool;
+    /// Whether `node_id` is the node bound to that key.
+    fn owns(&self, node_id: u64, public_key: &[u8]) -> bool;
 }

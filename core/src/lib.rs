@@ -19,7 +19,9 @@ pub mod run_config;
 pub mod user_auth;
 pub mod user_config;
 
-pub use api::{Control, ControlError, Fleet, FleetError, RegisterNode, StartRun};
+pub use api::{
+    Control, ControlError, Fleet, FleetError, NodeAuthority, NodeInfo, RegisterNode, StartRun,
+};
 pub use app::{
     AppCatalog, AppError, ClientApp, Grid, GridError, NodeSet, PhaseSummary, RoundSummary,
     RunEvent, ServerApp,

@@ -44,6 +44,12 @@ impl Caller {
         }
     }
 
+    /// Whether this caller may manage the SuperLink itself (the SuperNode key list): anyone
+    /// without user authentication, else admins only.
+    pub fn may_administer(&self) -> bool {
+        self.user.is_none() || self.admin
+    }
+
     /// The owner recorded on the runs this caller starts: empty without user auth.
     pub fn owner(&self) -> String {
         self.user.clone().unwrap_or_default()

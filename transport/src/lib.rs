@@ -15,6 +15,7 @@
 //! the clients and servers here. This crate may depend on floret-core and no other Floret
 //! crate: no actors, no strategies, no app logic.
 
+pub mod auth;
 mod convert;
 mod convert_runs;
 mod error;

@@ -4,10 +4,13 @@
 //! lock across an `.await`.
 
 use super::inflight::{Inflight, error_reply};
+use super::node_keys::NodeKeys;
 use super::nodes::Nodes;
 use super::{LinkState, NewRun, NodeLease, RunInfo, RunSignals, StateError, Sweep, unix_now};
 use bytes::Bytes;
-use floret_core::{Message, MessageError, NodeSet, RunEvent, RunStatus, error_code};
+use floret_core::{
+    Message, MessageError, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus, error_code,
+};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -26,6 +29,8 @@ struct Inner {
     next_message: u64,
     runs: HashMap<u64, Run>,
     nodes: Nodes,
+    /// The allow-list of node keys (node authentication).
+    keys: NodeKeys,
     /// Per-node queues exist only while a node has something queued.
     queues: HashMap<u64, VecDeque<Message>>,
     /// Nodes in the order their queues became non-empty, for `pull_any_instructions`.
@@ -249,7 +254,15 @@ impl LinkState for MemoryLinkState {
     }
 
     fn create_node(&self, lease: NodeLease) -> u64 {
-        self.lock().nodes.create(lease)
+        let mut inner = self.lock();
+        loop {
+            let id = inner.nodes.create(lease);
+            // Ids bound to allowed keys are reserved for their nodes.
+            if !inner.keys.has_id(id) {
+                return id;
+            }
+            inner.nodes.remove(id);
+        }
     }
 
     fn renew_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError> {
@@ -494,6 +507,84 @@ impl LinkState for MemoryLinkState {
             .fabs
             .get(&fab_hash.to_ascii_lowercase())
             .cloned()
+    }
+
+    fn set_node_auth(&self, required: bool) {
+        self.lock().keys.required = required;
+    }
+
+    fn node_auth(&self) -> bool {
+        self.lock().keys.required
+    }
+
+    fn allow_node_key(&self, public_key: Bytes, now: f64) -> u64 {
+        let mut inner = self.lock();
+        let Inner { keys, nodes, .. } = &mut *inner;
+        keys.allow(
+            public_key,
+            |keys| loop {
+                let id: u64 = rand::random();
+                if id != 0 && !nodes.contains(id) && !keys.has_id(id) {
+                    break id;
+                }
+            },
+            now,
+        )
+    }
+
+    fn disallow_node(&self, node_id: u64) -> Option<Bytes> {
+        self.lock().keys.remove(node_id)
+    }
+
+    fn node_id_of_key(&self, public_key: &[u8]) -> Option<u64> {
+        self.lock().keys.id_of(public_key)
+    }
+
+    fn activate_node(&self, node_id: u64, lease: NodeLease) {
+        self.lock().nodes.activate(node_id, lease);
+    }
+
+    fn node_seen(&self, node_id: u64, now: f64) {
+        self.lock().keys.seen(node_id, now);
+    }
+
+    fn nodes_info(&self) -> Vec<NodeInfo> {
+        let mut inner = self.lock();
+        let mut out: Vec<NodeInfo> = inner
+            .keys
+            .entries()
+            .map(|(key, e)| NodeInfo {
+                node_id: e.node_id,
+                public_key: key.clone(),
+                online: inner.nodes.contains(e.node_id),
+                registered_at: e.allowed_at,
+                last_seen: e.last_seen,
+            })
+            .collect();
+        let keyed: HashSet<u64> = out.iter().map(|n| n.node_id).collect();
+        let online = inner.nodes.set();
+        out.extend(
+            online
+                .iter()
+                .filter(|id| !keyed.contains(id))
+                .map(|&node_id| NodeInfo {
+                    node_id,
+                    online: true,
+                    ..NodeInfo::default()
+                }),
+        );
+        out.sort_by_key(|n| n.node_id);
+        out
+    }
+}
+
+impl NodeAuthority for MemoryLinkState {
+    fn admits(&self, public_key: &[u8]) -> bool {
+        self.lock().keys.id_of(public_key).is_some()
+    }
+
+    fn owns(&self, node_id: u64, public_key: &[u8]) -> bool {
+        self.lock().keys.id_of(public_key) == Some(node_id)
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod inflight;
 mod memory;
+mod node_keys;
 mod nodes;
 
 pub use crate::clock::unix_now;
@@ -18,7 +19,10 @@ pub use memory::MemoryLinkState;
 
 use bytes::Bytes;
 pub use floret_core::RunInfo;
-use floret_core::{AppRef, InvalidTransition, Message, NodeSet, RunEvent, RunStatus, UserConfig};
+use floret_core::{
+    AppRef, InvalidTransition, Message, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus,
+    UserConfig,
+};
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::Notify;
@@ -81,8 +85,9 @@ pub struct Sweep {
     pub expired: usize,
 }
 
-/// The SuperLink's state store.
-pub trait LinkState: Send + Sync + 'static {
+/// The SuperLink's state store. As a [`NodeAuthority`] it answers the transport's question
+/// whether a verified key may act as a node, from its allow-list.
+pub trait LinkState: NodeAuthority + Send + Sync + 'static {
     /// Creates a run in `pending` and returns its id.
     fn create_run(&self, run: NewRun) -> u64;
     fn run(&self, run_id: u64) -> Option<RunInfo>;
@@ -167,4 +172,26 @@ pub trait LinkState: Send + Sync + 'static {
     fn store_fab(&self, fab_hash: &str, packed: Bytes);
     /// The packed FAB stored under `fab_hash`, shared rather than copied.
     fn fab(&self, fab_hash: &str) -> Option<Bytes>;
+
+    // Node authentication. Keys are SubjectPublicKeyInfo DER.
+
+    /// Turns node authentication on (an allow-list was given) or off. While on, only nodes
+    /// with an allowed key may register.
+    fn set_node_auth(&self, required: bool);
+    fn node_auth(&self) -> bool;
+    /// Allows a key and binds it to a node id: a fresh random one, or the one it already
+    /// has. Returns the id. The node is not registered until it connects.
+    fn allow_node_key(&self, public_key: Bytes, now: f64) -> u64;
+    /// Takes a node's key off the allow-list; returns it, `None` if the id has no key. The
+    /// caller also unregisters the node if it is connected.
+    fn disallow_node(&self, node_id: u64) -> Option<Bytes>;
+    /// The node id bound to an allowed key.
+    fn node_id_of_key(&self, public_key: &[u8]) -> Option<u64>;
+    /// Registers a node under a known id (a keyed node connecting, maybe again); renews
+    /// its lease when it is registered already.
+    fn activate_node(&self, node_id: u64, lease: NodeLease);
+    /// Records a registration or heartbeat of a keyed node, for `flwr supernode list`.
+    fn node_seen(&self, node_id: u64, now: f64);
+    /// Every node with an allowed key, and every registered node without one, by id.
+    fn nodes_info(&self) -> Vec<NodeInfo>;
 }

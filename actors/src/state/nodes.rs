@@ -40,6 +40,14 @@ impl Nodes {
         id
     }
 
+    /// Registers a node under a known id, or renews its lease if it is registered.
+    pub(super) fn activate(&mut self, id: u64, lease: NodeLease) {
+        match self.entries.get_mut(&id) {
+            Some(entry) => entry.lease = Some(lease),
+            None => self.insert(id, Some(lease)),
+        }
+    }
+
     pub(super) fn add_permanent(&mut self, ids: &[u64]) {
         self.entries.reserve(ids.len());
         for &id in ids {

@@ -2,7 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use floret_cli::{
-    build_cmd, exit_code, log_cmd, login_cmd, ls_cmd, new_cmd, report_outcome, run_cmd, stop_cmd,
+    build_cmd, exit_code, keygen_cmd, log_cmd, login_cmd, ls_cmd, new_cmd, report_outcome, run_cmd,
+    stop_cmd, supernode_cmd,
 };
 use std::process::ExitCode;
 
@@ -44,6 +45,10 @@ enum Command {
     /// Print the argon2 hash of a password read from stdin, for a SuperLink's accounts
     /// file (`flower-superlink --user-auth-config`).
     HashPassword(login_cmd::HashPasswordArgs),
+    /// Make the TLS certificates and SuperNode authentication keys of a deployment.
+    Keygen(keygen_cmd::KeygenArgs),
+    /// Manage the SuperNode keys a SuperLink admits (node authentication).
+    Supernode(supernode_cmd::SupernodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,8 @@ fn main() -> ExitCode {
             Command::Login(args) => login_cmd::execute(args).await,
             Command::Logout(args) => login_cmd::logout(args).await,
             Command::HashPassword(args) => login_cmd::hash_password(args).await,
+            Command::Keygen(args) => keygen_cmd::execute(args).await,
+            Command::Supernode(args) => supernode_cmd::execute(args).await,
         }
     }))
 }

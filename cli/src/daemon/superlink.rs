@@ -25,12 +25,14 @@ use floret_actors::{
     AppLauncher, FabCache, HeartbeatPolicy, Isolation, LinkAppIo, LinkFabs, LinkState,
     MemoryLinkState, SuperLinkService,
 };
+use floret_core::NodeAuthority;
 use floret_transport::ServerSecurity;
-use floret_transport::grpc::ServerOptions;
+use floret_transport::auth::{NodeKeyPair, NodePublicKey, load_allow_list};
+use floret_transport::grpc::{NodeAuth, ServerOptions};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +108,21 @@ pub struct SuperLinkArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_auth_config: Option<String>,
+    /// Turns on SuperNode authentication: only SuperNodes whose public key is in this CSV
+    /// (OpenSSH `ecdsa-sha2-nistp384` keys, comma-separated or one per line, as
+    /// `flwr keygen` writes keys/client_public_keys.csv) or added with
+    /// `flwr supernode register` may connect.
+    #[arg(long, value_name = "FILE.csv")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_list_public_keys: Option<String>,
+    /// The SuperLink's own private key (keys/server_credentials).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_superlink_private_key: Option<String>,
+    /// The SuperLink's own public key (keys/server_credentials.pub); must match the private key.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_superlink_public_key: Option<String>,
     /// A TOML file of settings, keyed by these flags' names (`insecure = true`,
     /// `fleet-api-address = "0.0.0.0:9092"`); FLWR_* variables override it, flags override both.
     #[arg(long, value_name = "FILE")]
@@ -136,6 +153,10 @@ struct Settings {
     database: String,
     /// Empty: no user authentication.
     user_auth_config: String,
+    /// Empty: node authentication off.
+    auth_list_public_keys: String,
+    auth_superlink_private_key: String,
+    auth_superlink_public_key: String,
 }
 
 impl Default for Settings {
@@ -153,8 +174,85 @@ impl Default for Settings {
             fab_cache_dir: String::new(),
             database: ":memory:".into(),
             user_auth_config: String::new(),
+            auth_list_public_keys: String::new(),
+            auth_superlink_private_key: String::new(),
+            auth_superlink_public_key: String::new(),
         }
     }
+}
+
+/// SuperNode authentication, from `--auth-*` files.
+#[derive(Debug, Clone)]
+pub struct NodeAuthConfig {
+    /// The keys of `--auth-list-public-keys`.
+    pub allowed: Vec<NodePublicKey>,
+    /// The SuperLink's own key pair (`--auth-superlink-private-key`), loaded and checked
+    /// against `--auth-superlink-public-key` at startup so that a wrong file fails now,
+    /// not later. Not used to sign anything yet: it is kept for SuperLink-to-SuperNode
+    /// authentication, which Flower's flags anticipate.
+    pub superlink_key: Option<NodeKeyPair>,
+}
+
+impl PartialEq for NodeAuthConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.allowed == other.allowed
+            && self.superlink_key.as_ref().map(NodeKeyPair::public_key)
+                == other.superlink_key.as_ref().map(NodeKeyPair::public_key)
+    }
+}
+
+impl NodeAuthConfig {
+    fn from_settings(s: &Settings) -> Result<Option<NodeAuthConfig>, UserError> {
+        let superlink_key = superlink_key(s)?;
+        if s.auth_list_public_keys.is_empty() {
+            if superlink_key.is_some() {
+                tracing::warn!(
+                    "--auth-superlink-private-key without --auth-list-public-keys: node authentication is off"
+                );
+            }
+            return Ok(None);
+        }
+        let allowed = load_allow_list(Path::new(&s.auth_list_public_keys)).map_err(|e| {
+            UserError::new(format!(
+                "--auth-list-public-keys {e}: list SuperNode public keys (`ecdsa-sha2-nistp384 AAAA...`), comma-separated or one per line, e.g. keys/client_public_keys.csv from `flwr keygen`"
+            ))
+        })?;
+        Ok(Some(NodeAuthConfig {
+            allowed,
+            superlink_key,
+        }))
+    }
+}
+
+fn superlink_key(s: &Settings) -> Result<Option<NodeKeyPair>, UserError> {
+    let private = &s.auth_superlink_private_key;
+    let public = &s.auth_superlink_public_key;
+    if private.is_empty() {
+        if !public.is_empty() {
+            return Err(UserError::new(
+                "--auth-superlink-public-key without --auth-superlink-private-key: pass both (keys/server_credentials and keys/server_credentials.pub)",
+            ));
+        }
+        return Ok(None);
+    }
+    let pair = NodeKeyPair::load(Path::new(private)).map_err(|e| {
+        UserError::new(format!(
+            "--auth-superlink-private-key {e}: pass an unencrypted P-384 private key, e.g. keys/server_credentials from `flwr keygen`"
+        ))
+    })?;
+    if !public.is_empty() {
+        let given = NodePublicKey::load(Path::new(public)).map_err(|e| {
+            UserError::new(format!(
+                "--auth-superlink-public-key {e}: pass the matching public key, e.g. keys/server_credentials.pub"
+            ))
+        })?;
+        if &given != pair.public_key() {
+            return Err(UserError::new(format!(
+                "--auth-superlink-public-key {public} does not match --auth-superlink-private-key {private}: pass the .pub file made with that private key"
+            )));
+        }
+    }
+    Ok(Some(pair))
 }
 
 /// What the SuperLink runs with, validated.
@@ -177,6 +275,8 @@ pub struct SuperLinkConfig {
     pub fab_cache_dir: PathBuf,
     /// The accounts of `--user-auth-config`; `None`: no user authentication.
     pub user_auth: Option<Accounts>,
+    /// SuperNode authentication; `None`: any SuperNode may connect.
+    pub node_auth: Option<NodeAuthConfig>,
 }
 
 impl SuperLinkConfig {
@@ -212,6 +312,12 @@ impl SuperLinkConfig {
             }
             (security, None) => security.clone(),
         };
+        let node_auth = NodeAuthConfig::from_settings(&s)?;
+        if node_auth.is_some() && matches!(security, ServerSecurity::Insecure) {
+            return Err(UserError::new(
+                "--auth-list-public-keys needs TLS: node signatures do not cover request bodies and TLS keeps them intact; pass --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile instead of --insecure",
+            ));
+        }
         let isolation = parse_isolation(&s.isolation)?;
         // Flower spells the in-memory store `:flwr-in-memory-state:`.
         if !matches!(s.database.as_str(), ":memory:" | ":flwr-in-memory-state:") {
@@ -234,6 +340,7 @@ impl SuperLinkConfig {
             isolation,
             fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
             user_auth: user_auth_accounts(&s.user_auth_config)?,
+            node_auth,
         })
     }
 }
@@ -258,6 +365,24 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+    let mut fleet_options = ServerOptions {
+        security: config.fleet_security.clone(),
+        quic: true,
+        ..ServerOptions::default()
+    };
+    if let Some(auth) = &config.node_auth {
+        state.set_node_auth(true);
+        let now = floret_actors::state::unix_now();
+        for key in &auth.allowed {
+            state.allow_node_key(key.spki_der().clone(), now);
+        }
+        let authority: Arc<dyn NodeAuthority> = state.clone();
+        fleet_options.node_auth = Some(NodeAuth::new(authority));
+        tracing::info!(
+            allowed = auth.allowed.len(),
+            "SuperNode authentication on: only allowed keys may connect"
+        );
+    }
     let appio = Arc::new(LinkAppIo::new(state.clone()));
     let serverappio =
         floret_transport::grpc::bind_serverappio(config.serverappio_api_address, appio.clone())
@@ -299,7 +424,7 @@ pub async fn serve(
     let fleet = match floret_transport::grpc::bind_fleet_with(
         config.fleet_api_address,
         service.fleet(),
-        served(&config.fleet_security),
+        fleet_options,
     )
     .await
     {
@@ -512,5 +637,117 @@ mod tests {
         );
         assert!(e.contains("flwr hash-password") && !e.contains('\n'), "{e}");
         assert_eq!(config(&["--insecure"], &[]).unwrap().user_auth, None);
+    }
+
+    #[test]
+    fn node_auth_files_are_checked_at_startup() {
+        use floret_transport::auth::NodeKeyPair;
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+        let a = NodeKeyPair::generate().unwrap();
+        let b = NodeKeyPair::generate().unwrap();
+        let server = NodeKeyPair::generate().unwrap();
+        std::fs::write(
+            path("ok.csv"),
+            format!(
+                "{},{}\n",
+                a.public_key().to_openssh("a"),
+                b.public_key().to_openssh("b")
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            path("bad.csv"),
+            format!("{}\nnot a key\n", a.public_key().to_openssh("a")),
+        )
+        .unwrap();
+        std::fs::write(path("server"), server.to_openssh_private("s")).unwrap();
+        std::fs::write(path("server.pub"), server.public_key().to_openssh("s")).unwrap();
+        std::fs::write(path("other.pub"), a.public_key().to_openssh("a")).unwrap();
+
+        let c = config(&["--insecure"], &[]).unwrap();
+        assert!(c.node_auth.is_none());
+        // Node authentication needs TLS.
+        let e = config(
+            &["--insecure", "--auth-list-public-keys", &path("ok.csv")],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("needs TLS"), "{e}");
+        let keygen = crate::keygen_cmd::KeygenArgs {
+            clients: 1,
+            out: dir.path().to_path_buf(),
+            san: Vec::new(),
+            days: 1,
+            force: false,
+        };
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(crate::keygen_cmd::execute(keygen))
+            .unwrap();
+        let (ca, cert, key) = (
+            path("certificates/ca.crt"),
+            path("certificates/server.pem"),
+            path("certificates/server.key"),
+        );
+        let tls = [
+            "--ssl-ca-certfile",
+            ca.as_str(),
+            "--ssl-certfile",
+            cert.as_str(),
+            "--ssl-keyfile",
+            key.as_str(),
+        ];
+        let c = config(
+            &[
+                tls[0],
+                tls[1],
+                tls[2],
+                tls[3],
+                tls[4],
+                tls[5],
+                "--auth-list-public-keys",
+                &path("ok.csv"),
+                "--auth-superlink-private-key",
+                &path("server"),
+                "--auth-superlink-public-key",
+                &path("server.pub"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let auth = c.node_auth.unwrap();
+        assert_eq!(auth.allowed.len(), 2);
+        assert_eq!(
+            auth.superlink_key.unwrap().public_key(),
+            server.public_key()
+        );
+
+        let e = config(
+            &["--insecure", "--auth-list-public-keys", &path("bad.csv")],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("bad.csv: line 2:"), "{e}");
+        let e = config(
+            &["--insecure", "--auth-list-public-keys", &path("nope.csv")],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nope.csv"), "{e}");
+        let e = config(
+            &[
+                "--insecure",
+                "--auth-list-public-keys",
+                &path("ok.csv"),
+                "--auth-superlink-private-key",
+                &path("server"),
+                "--auth-superlink-public-key",
+                &path("other.pub"),
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("does not match"), "{e}");
     }
 }

@@ -24,12 +24,13 @@ use floret_actors::{
     AppLauncher, FabCache, Isolation, NodeAppIo, NodeFabs, SuperNode, SuperNodeError,
 };
 use floret_core::run_config::parse_node_config;
+use floret_transport::auth::{NodeKeyPair, NodePublicKey};
 use floret_transport::grpc::ClientOptions;
 use floret_transport::{ClientSecurity, TransportKind};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,6 +113,17 @@ pub struct SuperNodeArgs {
     #[arg(long, value_name = "SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval: Option<f64>,
+    /// This node's private key for SuperNode authentication (e.g.
+    /// keys/client_credentials_1): every request to the SuperLink is signed with it. PEM
+    /// (PKCS#8, SEC1) or OpenSSH, unencrypted, ECDSA P-384.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_supernode_private_key: Option<String>,
+    /// The matching public key (e.g. keys/client_credentials_1.pub). Optional: it is
+    /// derived from the private key; when given, it must match.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_supernode_public_key: Option<String>,
     /// A TOML file of settings, keyed by these flags' names (`insecure = true`,
     /// `node-config = "partition-id=0 num-partitions=2"`); FLWR_* variables override it,
     /// flags override both.
@@ -143,6 +155,9 @@ struct Settings {
     max_retries: Option<u32>,
     max_wait_time: Option<f64>,
     heartbeat_interval: f64,
+    /// Empty: requests are not signed.
+    auth_supernode_private_key: String,
+    auth_supernode_public_key: String,
 }
 
 impl Default for Settings {
@@ -161,6 +176,8 @@ impl Default for Settings {
             max_retries: None,
             max_wait_time: None,
             heartbeat_interval: 30.0,
+            auth_supernode_private_key: String::new(),
+            auth_supernode_public_key: String::new(),
         }
     }
 }
@@ -183,6 +200,8 @@ pub struct SuperNodeConfig {
     pub isolation: Isolation,
     /// Where FABs and their binaries are written.
     pub fab_cache_dir: PathBuf,
+    /// The key every Fleet request is signed with (SuperNode authentication).
+    pub node_key: Option<NodeKeyPair>,
 }
 
 impl SuperNodeConfig {
@@ -213,6 +232,7 @@ impl SuperNodeConfig {
             }
         };
         let security = client_security(s.insecure, s.root_certificates.as_deref(), client_cert)?;
+        let node_key = node_key(&s)?;
         let isolation = parse_isolation(&s.isolation)?;
         if !has_port(&s.superlink) {
             return Err(UserError::new(format!(
@@ -248,8 +268,42 @@ impl SuperNodeConfig {
             clientappio_api_address,
             isolation,
             fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
+            node_key,
         })
     }
+}
+
+/// The SuperNode's key pair: the public key is derived from the private one; a public key
+/// file, if given, must match it (a mismatch means the wrong pair of files was passed).
+fn node_key(s: &Settings) -> Result<Option<NodeKeyPair>, UserError> {
+    let private = &s.auth_supernode_private_key;
+    let public = &s.auth_supernode_public_key;
+    if private.is_empty() {
+        if !public.is_empty() {
+            return Err(UserError::new(
+                "--auth-supernode-public-key without --auth-supernode-private-key: pass the private key (e.g. keys/client_credentials_1); the public key is derived from it",
+            ));
+        }
+        return Ok(None);
+    }
+    let pair = NodeKeyPair::load(Path::new(private)).map_err(|e| {
+        UserError::new(format!(
+            "--auth-supernode-private-key {e}: pass an unencrypted P-384 private key, e.g. keys/client_credentials_1 from `flwr keygen`"
+        ))
+    })?;
+    if !public.is_empty() {
+        let given = NodePublicKey::load(Path::new(public)).map_err(|e| {
+            UserError::new(format!(
+                "--auth-supernode-public-key {e}: pass the matching public key, or leave it out (it is derived from the private key)"
+            ))
+        })?;
+        if &given != pair.public_key() {
+            return Err(UserError::new(format!(
+                "--auth-supernode-public-key {public} does not match --auth-supernode-private-key {private}: pass the .pub file made with that private key, or leave it out"
+            )));
+        }
+    }
+    Ok(Some(pair))
 }
 
 /// Runs the SuperNode until `shutdown` resolves (Ok) or it gives up reaching the SuperLink
@@ -261,8 +315,15 @@ pub async fn serve(
     let options = ClientOptions {
         transport: config.transport,
         security: config.security.clone(),
+        node_key: config.node_key.clone(),
         ..ClientOptions::default()
     };
+    if let Some(key) = &config.node_key {
+        tracing::info!(
+            key = %key.public_key().fingerprint(),
+            "signing requests with this node's key"
+        );
+    }
     let fleet = floret_transport::grpc::fleet_client_with(&config.superlink, options)
         .map_err(|e| UserError::new(format!("--superlink {}: {e}", config.superlink)))?;
     let appio = Arc::new(NodeAppIo::new());

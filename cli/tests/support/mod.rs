@@ -3,9 +3,9 @@
 //! reading their logs, and kills whatever it started when dropped, also when a test fails.
 #![allow(dead_code)]
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -251,7 +251,8 @@ impl SuperLink {
 
     /// Starts with `extra` flags (`--isolation process`, ...).
     pub fn start_with(fleet: &str, control: &str, extra: &[&str]) -> SuperLink {
-        let mut args = vec!["--insecure"];
+        let security = superlink_security();
+        let mut args: Vec<&str> = security.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         SuperLink::launch(fleet, control, &args, None)
     }
@@ -329,6 +330,55 @@ pub fn use_transport(transport: &'static str) {
     TRANSPORT.with(|t| t.set(transport));
 }
 
+thread_local! {
+    /// Where `flwr keygen` wrote this test's certificates, when its daemons use TLS.
+    static PKI: RefCell<Option<PathBuf>> = const { RefCell::new(None) };
+}
+
+/// Makes the SuperLinks, SuperNodes and federations this test starts use TLS with the
+/// certificates `flwr keygen` wrote under `dir` (instead of `--insecure`).
+pub fn use_tls(dir: &Path) {
+    PKI.with(|p| *p.borrow_mut() = Some(dir.to_path_buf()));
+}
+
+fn pki_file(name: &str) -> Option<String> {
+    PKI.with(|p| {
+        p.borrow().as_ref().map(|dir| {
+            dir.join("certificates")
+                .join(name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// `--insecure`, or the TLS flags of a SuperLink (see [`use_tls`]).
+fn superlink_security() -> Vec<String> {
+    match (
+        pki_file("ca.crt"),
+        pki_file("server.pem"),
+        pki_file("server.key"),
+    ) {
+        (Some(ca), Some(cert), Some(key)) => vec![
+            "--ssl-ca-certfile".into(),
+            ca,
+            "--ssl-certfile".into(),
+            cert,
+            "--ssl-keyfile".into(),
+            key,
+        ],
+        _ => vec!["--insecure".into()],
+    }
+}
+
+/// `--insecure`, or a SuperNode's `--root-certificates` (see [`use_tls`]).
+fn supernode_security() -> Vec<String> {
+    match pki_file("ca.crt") {
+        Some(ca) => vec!["--root-certificates".into(), ca],
+        None => vec!["--insecure".into()],
+    }
+}
+
 /// `grpc` or `quic`: see [`use_transport`].
 pub fn transport() -> &'static str {
     TRANSPORT.with(Cell::get)
@@ -363,15 +413,16 @@ macro_rules! over_both_transports {
 /// Starts a SuperNode of a `num`-way partitioned federation; `extra` adds flags.
 pub fn supernode(fleet: &str, partition: u32, num: u32, extra: &[&str]) -> Proc {
     let node_config = format!("partition-id={partition} num-partitions={num}");
-    let mut args = vec![
-        "--insecure",
+    let security = supernode_security();
+    let mut args: Vec<&str> = security.iter().map(String::as_str).collect();
+    args.extend([
         "--transport",
         transport(),
         "--superlink",
         fleet,
         "--node-config",
         &node_config,
-    ];
+    ]);
     args.extend_from_slice(extra);
     Proc::spawn(&format!("supernode {partition}"), SUPERNODE, &args)
 }
@@ -386,15 +437,20 @@ pub fn free_port() -> u16 {
 }
 
 /// A copy of a built-in app's directory whose pyproject.toml gains a federation `e2e`
-/// pointing at `control`.
+/// pointing at `control` (with this test's transport and TLS).
 pub fn app_for(app: &str, control: &str) -> tempfile::TempDir {
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../apps")
         .join(app)
         .join("pyproject.toml");
     let mut manifest = std::fs::read_to_string(&source).unwrap();
+    // TOML literal strings: a path is taken as written.
+    let security = match pki_file("ca.crt") {
+        Some(ca) => format!("root-certificates = '{ca}'"),
+        None => "insecure = true".to_owned(),
+    };
     manifest.push_str(&format!(
-        "\n[tool.flwr.federations.e2e]\naddress = \"{control}\"\ninsecure = true\ntransport = \"{}\"\n",
+        "\n[tool.flwr.federations.e2e]\naddress = \"{control}\"\n{security}\ntransport = \"{}\"\n",
         transport()
     ));
     let dir = tempfile::tempdir().unwrap();

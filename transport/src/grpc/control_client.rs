@@ -15,7 +15,10 @@ use crate::link::Link;
 use crate::proto::v1;
 use crate::transport_error::TransportError;
 use async_trait::async_trait;
-use floret_core::{Control, ControlError, Credentials, RunEvent, RunInfo, StartRun, Tokens};
+use bytes::Bytes;
+use floret_core::{
+    Control, ControlError, Credentials, NodeInfo, RunEvent, RunInfo, StartRun, Tokens,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -275,6 +278,37 @@ impl Control for ControlClient {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         tokio::spawn(forward(self.address.clone(), events, tx));
         Ok(rx)
+    }
+
+    async fn register_node_key(&self, public_key: Bytes) -> Result<u64, ControlError> {
+        let mut rpc = self.rpc.clone();
+        let request = v1::RegisterNodeKeyRequest { public_key };
+        Ok(self.call(0, rpc.register_node_key(request)).await?.node_id)
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>, ControlError> {
+        let mut rpc = self.rpc.clone();
+        let nodes = self
+            .call(0, rpc.list_nodes(v1::ListNodesRequest {}))
+            .await?
+            .nodes;
+        Ok(nodes
+            .into_iter()
+            .map(|n| NodeInfo {
+                node_id: n.node_id,
+                public_key: n.public_key,
+                online: n.online,
+                registered_at: n.registered_at,
+                last_seen: n.last_seen,
+            })
+            .collect())
+    }
+
+    async fn unregister_node_key(&self, node_id: u64) -> Result<(), ControlError> {
+        let mut rpc = self.rpc.clone();
+        let request = v1::UnregisterNodeKeyRequest { node_id };
+        self.call(node_id, rpc.unregister_node_key(request)).await?;
+        Ok(())
     }
 }
 

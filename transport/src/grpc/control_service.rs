@@ -252,4 +252,55 @@ impl v1::control_server::Control for ControlService {
             .map_err(|e| auth_refused(&e))?;
         Ok(Response::new(tokens_to_proto(tokens)))
     }
+
+    async fn register_node_key(
+        &self,
+        request: Request<v1::RegisterNodeKeyRequest>,
+    ) -> Result<Response<v1::RegisterNodeKeyResponse>, Status> {
+        let public_key = request.get_ref().public_key.clone();
+        // Only keys a SuperNode could sign with reach the allow-list.
+        crate::auth::NodePublicKey::from_spki_der(&public_key)
+            .map_err(|e| Status::invalid_argument(format!("RegisterNodeKey.public_key: {e}")))?;
+        let node_id = self
+            .control_for(&request)?
+            .register_node_key(public_key)
+            .await
+            .map_err(from_control_error)?;
+        Ok(Response::new(v1::RegisterNodeKeyResponse { node_id }))
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<v1::ListNodesRequest>,
+    ) -> Result<Response<v1::ListNodesResponse>, Status> {
+        let nodes = self
+            .control_for(&request)?
+            .list_nodes()
+            .await
+            .map_err(from_control_error)?;
+        Ok(Response::new(v1::ListNodesResponse {
+            nodes: nodes
+                .into_iter()
+                .map(|n| v1::NodeInfo {
+                    node_id: n.node_id,
+                    public_key: n.public_key,
+                    online: n.online,
+                    registered_at: n.registered_at,
+                    last_seen: n.last_seen,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn unregister_node_key(
+        &self,
+        request: Request<v1::UnregisterNodeKeyRequest>,
+    ) -> Result<Response<v1::UnregisterNodeKeyResponse>, Status> {
+        let node_id = request.get_ref().node_id;
+        self.control_for(&request)?
+            .unregister_node_key(node_id)
+            .await
+            .map_err(from_control_error)?;
+        Ok(Response::new(v1::UnregisterNodeKeyResponse {}))
+    }
 }

@@ -5,6 +5,7 @@
 //! a failure the next call connects again. Chunk transfers retry through such reconnects for
 //! `transfer_patience`, fetching only the chunks not yet received.
 
+use super::node_auth::{path, sign};
 use super::options::{ClientOptions, MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, link};
 use super::status::{Failure, classify, to_fleet_error};
 use crate::convert_runs::run_info_from_proto;
@@ -103,6 +104,12 @@ impl FleetClient {
         self.inner.rpc.clone()
     }
 
+    /// A request to `path`, signed when this client has a node key (node authentication).
+    /// Called once per attempt, so that every retry carries a fresh nonce.
+    fn signed<T>(&self, path: &str, body: T) -> tonic::Request<T> {
+        sign(self.inner.options.node_key.as_ref(), path, body)
+    }
+
     fn error(&self, status: &Status, asked: u64) -> FleetError {
         to_fleet_error(status, &self.inner.address, asked)
     }
@@ -180,7 +187,13 @@ impl FleetClient {
             .with_patience(|| {
                 let mut rpc = self.rpc();
                 let request = request.clone();
-                async move { self.attempt(node_id, rpc.pull_object(request)).await }
+                async move {
+                    self.attempt(
+                        node_id,
+                        rpc.pull_object(self.signed(path::PULL_OBJECT, request)),
+                    )
+                    .await
+                }
             })
             .await?
             .content;
@@ -208,7 +221,13 @@ impl FleetClient {
         self.with_patience(|| {
             let mut rpc = self.rpc();
             let request = request.clone();
-            async move { self.attempt(node_id, rpc.push_object(request)).await }
+            async move {
+                self.attempt(
+                    node_id,
+                    rpc.push_object(self.signed(path::PUSH_OBJECT, request)),
+                )
+                .await
+            }
         })
         .await?;
         self.inner.counters.sent(len);
@@ -257,12 +276,15 @@ impl FleetClient {
         cache.remove_all(needed);
         if !deliveries.is_empty() {
             let mut rpc = self.rpc();
-            // Best effort: if it is lost, the SuperLink frees the chunks when its lease ends.
-            tokio::spawn(async move {
-                let request = v1::ConfirmDeliveriesRequest {
+            let request = self.signed(
+                path::CONFIRM_DELIVERIES,
+                v1::ConfirmDeliveriesRequest {
                     node_id,
                     delivery_ids: deliveries,
-                };
+                },
+            );
+            // Best effort: if it is lost, the SuperLink frees the chunks when its lease ends.
+            tokio::spawn(async move {
                 if let Err(status) = rpc.confirm_deliveries(request).await {
                     tracing::debug!(node_id, %status, "could not confirm deliveries");
                 }
@@ -331,19 +353,31 @@ async fn assemble(
 #[async_trait]
 impl Fleet for FleetClient {
     async fn register_node(&self, request: RegisterNode) -> Result<u64, FleetError> {
+        let public_key = match &self.inner.options.node_key {
+            Some(key) if request.public_key.is_empty() => key.public_key().spki_der().clone(),
+            _ => request.public_key,
+        };
         let request = v1::RegisterNodeRequest {
-            public_key: request.public_key,
+            public_key,
             heartbeat_interval: request.heartbeat_interval,
         };
         let mut rpc = self.rpc();
-        Ok(self.call(0, rpc.register_node(request)).await?.node_id)
+        Ok(self
+            .call(
+                0,
+                rpc.register_node(self.signed(path::REGISTER_NODE, request)),
+            )
+            .await?
+            .node_id)
     }
 
     async fn deactivate_node(&self, node_id: u64) -> Result<(), FleetError> {
         let mut rpc = self.rpc();
         self.call(
             node_id,
-            rpc.deactivate_node(v1::DeactivateNodeRequest { node_id }),
+            rpc.deactivate_node(
+                self.signed(path::DEACTIVATE_NODE, v1::DeactivateNodeRequest { node_id }),
+            ),
         )
         .await?;
         Ok(())
@@ -355,7 +389,11 @@ impl Fleet for FleetClient {
             node_id,
             heartbeat_interval,
         };
-        self.call(node_id, rpc.heartbeat(request)).await?;
+        self.call(
+            node_id,
+            rpc.heartbeat(self.signed(path::HEARTBEAT, request)),
+        )
+        .await?;
         Ok(())
     }
 
@@ -364,7 +402,9 @@ impl Fleet for FleetClient {
         let response = self
             .call(
                 node_id,
-                rpc.pull_messages(v1::PullMessagesRequest { node_id }),
+                rpc.pull_messages(
+                    self.signed(path::PULL_MESSAGES, v1::PullMessagesRequest { node_id }),
+                ),
             )
             .await?;
         self.receive(node_id, response.envelopes).await
@@ -384,7 +424,10 @@ impl Fleet for FleetClient {
                 envelopes: envelopes.clone(),
             };
             let missing = self
-                .call(node_id, rpc.push_messages(request))
+                .call(
+                    node_id,
+                    rpc.push_messages(self.signed(path::PUSH_MESSAGES, request)),
+                )
                 .await?
                 .missing_object_ids;
             if missing.is_empty() {
@@ -417,7 +460,10 @@ impl Fleet for FleetClient {
     async fn get_run(&self, run_id: u64) -> Result<RunInfo, FleetError> {
         let mut rpc = self.rpc();
         let run = self
-            .call(run_id, rpc.get_run(v1::GetRunRequest { run_id }))
+            .call(
+                run_id,
+                rpc.get_run(self.signed(path::GET_RUN, v1::GetRunRequest { run_id })),
+            )
             .await?
             .run
             .ok_or_else(|| {
@@ -433,7 +479,7 @@ impl Fleet for FleetClient {
             fab_hash: fab_hash.to_string(),
         };
         let fab = self
-            .call(0, rpc.get_fab(request))
+            .call(0, rpc.get_fab(self.signed(path::GET_FAB, request)))
             .await?
             .fab
             .ok_or_else(|| {
@@ -448,7 +494,10 @@ impl Fleet for FleetClient {
     async fn subscribe(&self, node_id: u64) -> Result<mpsc::Receiver<Message>, FleetError> {
         let mut rpc = self.rpc();
         let envelopes = self
-            .call(node_id, rpc.subscribe(v1::SubscribeRequest { node_id }))
+            .call(
+                node_id,
+                rpc.subscribe(self.signed(path::SUBSCRIBE, v1::SubscribeRequest { node_id })),
+            )
             .await?;
         let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER);
         tokio::spawn(self.clone().forward(node_id, envelopes, tx));

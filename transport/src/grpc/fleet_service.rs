@@ -2,6 +2,7 @@
 //! chunks in between.
 
 use super::inbox;
+use super::node_auth::{Claim, NodeAuth, path};
 use super::server::stopped;
 use super::status::from_fleet_error;
 use crate::convert_runs::run_info_to_proto;
@@ -24,6 +25,8 @@ pub(crate) struct FleetService {
     outbox: Arc<Outbox>,
     /// Ends `Subscribe` streams at shutdown.
     stop: watch::Receiver<bool>,
+    /// When set, every call must be signed by a key this admits.
+    auth: Option<NodeAuth>,
 }
 
 impl FleetService {
@@ -32,11 +35,27 @@ impl FleetService {
         objects: Arc<ObjectStore>,
         chunking: ChunkPolicy,
         stop: watch::Receiver<bool>,
+        auth: Option<NodeAuth>,
     ) -> FleetService {
         FleetService {
             fleet,
             outbox: Arc::new(Outbox { objects, chunking }),
             stop,
+            auth,
+        }
+    }
+
+    /// With node authentication on, checks that the request to `path` is signed by a key
+    /// that may make `claim`, and returns that key; without, lets everything through.
+    fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+        path: &str,
+        claim: Claim,
+    ) -> Result<Option<crate::auth::NodePublicKey>, Status> {
+        match &self.auth {
+            Some(auth) => auth.check(request, path, claim).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -53,11 +72,14 @@ impl v1::fleet_server::Fleet for FleetService {
         &self,
         request: Request<v1::RegisterNodeRequest>,
     ) -> Result<Response<v1::RegisterNodeResponse>, Status> {
+        let key = self.authenticate(&request, path::REGISTER_NODE, Claim::Admitted)?;
         let r = request.into_inner();
+        // The key that signed, not whatever the body says.
+        let public_key = key.map_or(r.public_key, |k| k.spki_der().clone());
         let node_id = self
             .fleet
             .register_node(floret_core::RegisterNode {
-                public_key: r.public_key,
+                public_key,
                 heartbeat_interval: r.heartbeat_interval,
             })
             .await
@@ -69,6 +91,8 @@ impl v1::fleet_server::Fleet for FleetService {
         &self,
         request: Request<v1::DeactivateNodeRequest>,
     ) -> Result<Response<v1::DeactivateNodeResponse>, Status> {
+        let node_id = request.get_ref().node_id;
+        self.authenticate(&request, path::DEACTIVATE_NODE, Claim::Node(node_id))?;
         self.fleet
             .deactivate_node(request.into_inner().node_id)
             .await
@@ -80,6 +104,8 @@ impl v1::fleet_server::Fleet for FleetService {
         &self,
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let node_id = request.get_ref().node_id;
+        self.authenticate(&request, path::HEARTBEAT, Claim::Node(node_id))?;
         let r = request.into_inner();
         self.fleet
             .heartbeat(r.node_id, r.heartbeat_interval)
@@ -92,6 +118,8 @@ impl v1::fleet_server::Fleet for FleetService {
         &self,
         request: Request<v1::PullMessagesRequest>,
     ) -> Result<Response<v1::PullMessagesResponse>, Status> {
+        let node_id = request.get_ref().node_id;
+        self.authenticate(&request, path::PULL_MESSAGES, Claim::Node(node_id))?;
         let node_id = request.into_inner().node_id;
         let messages = self
             .fleet
@@ -106,6 +134,8 @@ impl v1::fleet_server::Fleet for FleetService {
         &self,
         request: Request<v1::PushMessagesRequest>,
     ) -> Result<Response<v1::PushMessagesResponse>, Status> {
+        let node_id = request.get_ref().node_id;
+        self.authenticate(&request, path::PUSH_MESSAGES, Claim::Node(node_id))?;
         let r = request.into_inner();
         let node_id = r.node_id;
         let opened = inbox::open_all("PushMessagesRequest.envelopes", r.envelopes)?;
@@ -137,6 +167,7 @@ impl v1::fleet_server::Fleet for FleetService {
         &self,
         request: Request<v1::GetRunRequest>,
     ) -> Result<Response<v1::GetRunResponse>, Status> {
+        self.authenticate(&request, path::GET_RUN, Claim::Admitted)?;
         let run = self
             .fleet
             .get_run(request.into_inner().run_id)
@@ -151,6 +182,7 @@ impl v1::fleet_server::Fleet for FleetService {
         &self,
         request: Request<v1::GetFabRequest>,
     ) -> Result<Response<v1::GetFabResponse>, Status> {
+        self.authenticate(&request, path::GET_FAB, Claim::Admitted)?;
         let hash_str = request.into_inner().fab_hash;
         let content = self
             .fleet
@@ -172,6 +204,8 @@ impl v1::fleet_server::Fleet for FleetService {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let node_id = request.get_ref().node_id;
+        self.authenticate(&request, path::SUBSCRIBE, Claim::Node(node_id))?;
         let node_id = request.into_inner().node_id;
         let messages = self
             .fleet
@@ -195,6 +229,8 @@ impl v1::fleet_server::Fleet for FleetService {
         &self,
         request: Request<v1::PushObjectRequest>,
     ) -> Result<Response<v1::PushObjectResponse>, Status> {
+        let node_id = request.get_ref().node_id;
+        self.authenticate(&request, path::PUSH_OBJECT, Claim::Node(node_id))?;
         let r = request.into_inner();
         inbox::accept_chunk(
             self.objects(),
@@ -211,6 +247,8 @@ impl v1::fleet_server::Fleet for FleetService {
         &self,
         request: Request<v1::PullObjectRequest>,
     ) -> Result<Response<v1::PullObjectResponse>, Status> {
+        let node_id = request.get_ref().node_id;
+        self.authenticate(&request, path::PULL_OBJECT, Claim::Node(node_id))?;
         let r = request.into_inner();
         let content = inbox::serve_chunk(
             self.objects(),
@@ -226,6 +264,8 @@ impl v1::fleet_server::Fleet for FleetService {
         &self,
         request: Request<v1::ConfirmDeliveriesRequest>,
     ) -> Result<Response<v1::ConfirmDeliveriesResponse>, Status> {
+        let node_id = request.get_ref().node_id;
+        self.authenticate(&request, path::CONFIRM_DELIVERIES, Claim::Node(node_id))?;
         let r = request.into_inner();
         self.objects().confirm(r.node_id, &r.delivery_ids);
         Ok(Response::new(v1::ConfirmDeliveriesResponse {}))

@@ -32,6 +32,7 @@ mod control_service;
 mod fleet_client;
 mod fleet_service;
 mod inbox;
+mod node_auth;
 mod options;
 mod remote_grid;
 mod server;
@@ -43,6 +44,7 @@ pub use appio::{
 };
 pub use control_client::{ControlClient, control_client, control_client_with};
 pub use fleet_client::{FleetClient, fleet_client, fleet_client_with};
+pub use node_auth::NodeAuth;
 pub use options::{
     ClientOptions, ClientSecurity, MAX_FAB_LEN, MAX_MESSAGE_LEN, ServerOptions, ServerSecurity,
     TransportKind,

@@ -105,6 +105,9 @@ pub struct ServerOptions {
     pub security: ServerSecurity,
     /// Also serve QUIC on the UDP port of the same number. Default off.
     pub quic: bool,
+    /// Fleet API only: when set, every call must be signed by a SuperNode key the
+    /// authority admits (node authentication). Default off.
+    pub node_auth: Option<super::NodeAuth>,
 }
 
 impl Default for ServerOptions {
@@ -117,6 +120,7 @@ impl Default for ServerOptions {
             shutdown_grace: Duration::from_secs(5),
             security: ServerSecurity::Insecure,
             quic: false,
+            node_auth: None,
         }
     }
 }
@@ -150,6 +154,9 @@ pub struct ClientOptions {
     pub transport: TransportKind,
     /// TLS or `--insecure`. Default insecure.
     pub security: ClientSecurity,
+    /// Fleet clients only: the SuperNode's key, with which every call is signed (node
+    /// authentication). Default none.
+    pub node_key: Option<crate::auth::NodeKeyPair>,
 }
 
 impl Default for ClientOptions {
@@ -166,6 +173,7 @@ impl Default for ClientOptions {
             connect_patience: Duration::from_secs(30),
             transport: TransportKind::Grpc,
             security: ClientSecurity::Insecure,
+            node_key: None,
         }
     }
 }

@@ -131,7 +131,13 @@ pub async fn bind_fleet_with(
         options.chunking.chunk_len(),
         options.lease,
     ));
-    let service = FleetService::new(fleet, objects.clone(), options.chunking, stop_rx.clone());
+    let service = FleetService::new(
+        fleet,
+        objects.clone(),
+        options.chunking,
+        stop_rx.clone(),
+        options.node_auth.clone(),
+    );
     // GetFab answers a whole FAB; what nodes send stays small.
     let routes = Routes::new(
         v1::fleet_server::FleetServer::new(service)

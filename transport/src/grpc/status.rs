@@ -7,6 +7,7 @@
 //! | `ControlError::Finished(id)` | FAILED_PRECONDITION | `finished` (+ `floret-id`) |
 //! | chunk not held for this node | NOT_FOUND | `unknown-object` |
 //! | `AppIoError::BadToken` | UNAUTHENTICATED | `bad-token` |
+//! | `FleetError::Unauthenticated`, a failed node signature | UNAUTHENTICATED | `unauthenticated` |
 //! | `AppIoError::Stopped` | FAILED_PRECONDITION | `stopped` |
 //! | `ControlError::Unauthenticated`, no or unknown access token | UNAUTHENTICATED | `not-logged-in` |
 //! | `ControlError::TokenExpired` | UNAUTHENTICATED | `token-expired` |
@@ -17,7 +18,8 @@
 //! connection was refused, reset, timed out) is a transport failure and becomes
 //! `Unavailable` with the address and a readable reason; so do UNAVAILABLE, CANCELLED,
 //! DEADLINE_EXCEEDED, ABORTED, UNKNOWN and INTERNAL from the wire (transient or broken
-//! link). UNAUTHENTICATED is `AppIoError::BadToken` even without its marker. Other codes are
+//! link). UNAUTHENTICATED is `AppIoError::BadToken` (AppIo) or `FleetError::Unauthenticated`
+//! (Fleet) even without its marker. Other codes are
 //! `Invalid`.
 
 use crate::error::DecodeError;
@@ -38,6 +40,7 @@ const BAD_TOKEN: &str = "bad-token";
 const STOPPED: &str = "stopped";
 const NOT_LOGGED_IN: &str = "not-logged-in";
 const TOKEN_EXPIRED: &str = "token-expired";
+const UNAUTHENTICATED: &str = "unauthenticated";
 
 fn marked(code: Code, message: String, marker: &'static str, id: Option<u64>) -> Status {
     let mut metadata = MetadataMap::new();
@@ -56,7 +59,13 @@ pub(crate) fn from_fleet_error(e: FleetError) -> Status {
         FleetError::UnknownRun(id) => marked(Code::NotFound, e.to_string(), UNKNOWN_RUN, Some(id)),
         FleetError::Invalid(m) => Status::invalid_argument(m),
         FleetError::Unavailable(m) => Status::unavailable(m),
+        FleetError::Unauthenticated(m) => unauthenticated(m),
     }
+}
+
+/// A Fleet request that node authentication refused; `message` names the cause.
+pub(crate) fn unauthenticated(message: String) -> Status {
+    marked(Code::Unauthenticated, message, UNAUTHENTICATED, None)
 }
 
 pub(crate) fn from_control_error(e: ControlError) -> Status {
@@ -114,6 +123,8 @@ pub(crate) enum Failure {
     NotLoggedIn,
     /// A Control call whose access token expired.
     TokenExpired,
+    /// Node authentication refused the request.
+    Unauthenticated(String),
     /// The peer refused the request, or sent something we refuse.
     Invalid(String),
 }
@@ -136,6 +147,7 @@ pub(crate) fn classify(status: &Status) -> Failure {
         Some(STOPPED) => return Failure::Stopped,
         Some(NOT_LOGGED_IN) => return Failure::NotLoggedIn,
         Some(TOKEN_EXPIRED) => return Failure::TokenExpired,
+        Some(UNAUTHENTICATED) => return Failure::Unauthenticated(status.message().to_string()),
         _ => {}
     }
     match status.code() {
@@ -180,9 +192,10 @@ pub(crate) fn to_fleet_error(status: &Status, address: &str, asked: u64) -> Flee
         }
         Failure::UnknownNode(id) => FleetError::UnknownNode(id.unwrap_or(asked)),
         Failure::UnknownRun(id) => FleetError::UnknownRun(id.unwrap_or(asked)),
+        Failure::Unauthenticated(m) => FleetError::Unauthenticated(m),
+        Failure::BadToken => FleetError::Unauthenticated(status.message().to_string()),
         Failure::Finished(_)
         | Failure::UnknownObject
-        | Failure::BadToken
         | Failure::Stopped
         | Failure::NotLoggedIn
         | Failure::TokenExpired => FleetError::Invalid(status.message().to_string()),
@@ -197,7 +210,7 @@ pub(crate) fn to_control_error(status: &Status, address: &str, asked: u64) -> Co
         }
         Failure::UnknownRun(id) => ControlError::UnknownRun(id.unwrap_or(asked)),
         Failure::Finished(id) => ControlError::Finished(id.unwrap_or(asked)),
-        Failure::BadToken | Failure::NotLoggedIn => {
+        Failure::BadToken | Failure::NotLoggedIn | Failure::Unauthenticated(_) => {
             ControlError::Unauthenticated(status.message().to_string())
         }
         Failure::TokenExpired => ControlError::TokenExpired,
@@ -216,6 +229,7 @@ pub(crate) fn to_appio_error(status: &Status, api: Api, address: &str) -> AppIoE
         )),
         Failure::BadToken | Failure::NotLoggedIn | Failure::TokenExpired => AppIoError::BadToken,
         Failure::Stopped => AppIoError::Stopped,
+        Failure::Unauthenticated(_) => AppIoError::BadToken,
         Failure::UnknownNode(_)
         | Failure::UnknownRun(_)
         | Failure::Finished(_)
@@ -296,4 +310,24 @@ pub(crate) fn explain_tls(text: &str) -> Option<String> {
         return None;
     };
     Some(format!("{hint} ({text})"))
+}
+
+#[cfg(test)]
+mod unauthenticated_tests {
+    use super::*;
+
+    #[test]
+    fn unauthenticated_maps_both_ways() {
+        let status = from_fleet_error(FleetError::Unauthenticated("key not allowed".into()));
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(
+            to_fleet_error(&status, "a:1", 0),
+            FleetError::Unauthenticated("key not allowed".into())
+        );
+        // Without the marker (another server), the code alone decides.
+        assert_eq!(
+            to_fleet_error(&Status::unauthenticated("no"), "a:1", 0),
+            FleetError::Unauthenticated("no".into())
+        );
+    }
 }

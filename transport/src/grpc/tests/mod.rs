@@ -11,6 +11,7 @@ mod double;
 mod errors;
 mod fab;
 mod fleet;
+mod node_auth;
 mod proxy;
 mod transports;
 mod user_auth;

@@ -289,7 +289,10 @@ async fn bad_certificate_files_are_named_with_the_fix() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("it has expired") && e.contains("expired.pem"), "{e}");
+    assert!(
+        e.contains("it has expired") && e.contains("expired.pem"),
+        "{e}"
+    );
     // Root certificates that are not PEM.
     std::fs::write(pki.path("garbage.crt"), "not a certificate").unwrap();
     let e = ClientTls::from_root_certificates(&pki.path("garbage.crt"))

@@ -1,0 +1,80 @@
+//! Node authentication in the SuperLink's state and Fleet: the allow-list decides who may
+//! register, and a key keeps its node id.
+
+use bytes::Bytes;
+use floret_actors::{HeartbeatPolicy, LinkFleet, LinkState, MemoryLinkState};
+use floret_core::{Fleet, FleetError, NodeAuthority, RegisterNode};
+use std::sync::Arc;
+
+fn register(key: &'static [u8]) -> RegisterNode {
+    RegisterNode {
+        public_key: Bytes::from_static(key),
+        heartbeat_interval: 30.0,
+    }
+}
+
+fn setup() -> (Arc<MemoryLinkState>, LinkFleet) {
+    let state = Arc::new(MemoryLinkState::new());
+    state.set_node_auth(true);
+    let fleet = LinkFleet::new(state.clone(), HeartbeatPolicy::default());
+    (state, fleet)
+}
+
+#[tokio::test]
+async fn unknown_key_is_refused() {
+    let (state, fleet) = setup();
+    state.allow_node_key(Bytes::from_static(b"key-a"), 1.0);
+    let e = fleet.register_node(register(b"key-b")).await.unwrap_err();
+    assert!(
+        matches!(e, FleetError::Unauthenticated(ref m) if m.contains("allow-list")),
+        "{e}"
+    );
+    let e = fleet.register_node(register(b"")).await.unwrap_err();
+    assert!(
+        matches!(e, FleetError::Unauthenticated(ref m) if m.contains("--auth-supernode-private-key")),
+        "{e}"
+    );
+    assert!(state.node_ids().is_empty());
+}
+
+#[tokio::test]
+async fn a_key_keeps_its_node_id() {
+    let (state, fleet) = setup();
+    let reserved = state.allow_node_key(Bytes::from_static(b"key-a"), 1.0);
+    assert_eq!(
+        state.allow_node_key(Bytes::from_static(b"key-a"), 2.0),
+        reserved
+    );
+    assert!(!state.has_node(reserved), "allowed is not yet connected");
+    let id = fleet.register_node(register(b"key-a")).await.unwrap();
+    assert_eq!(id, reserved);
+    assert!(state.owns(id, b"key-a") && !state.owns(id, b"key-b"));
+    assert!(state.admits(b"key-a") && !state.admits(b"key-b"));
+    fleet.deactivate_node(id).await.unwrap();
+    assert_eq!(fleet.register_node(register(b"key-a")).await.unwrap(), id);
+    let info = state.nodes_info();
+    assert_eq!(info.len(), 1);
+    assert!(info[0].online && info[0].last_seen.is_some());
+}
+
+#[tokio::test]
+async fn a_disallowed_key_is_refused_again() {
+    let (state, fleet) = setup();
+    state.allow_node_key(Bytes::from_static(b"key-a"), 1.0);
+    let id = fleet.register_node(register(b"key-a")).await.unwrap();
+    assert_eq!(state.disallow_node(id), Some(Bytes::from_static(b"key-a")));
+    assert!(!state.owns(id, b"key-a"));
+    assert!(matches!(
+        fleet.register_node(register(b"key-a")).await,
+        Err(FleetError::Unauthenticated(_))
+    ));
+}
+
+#[tokio::test]
+async fn without_node_auth_keys_are_not_needed() {
+    let state = Arc::new(MemoryLinkState::new());
+    let fleet = LinkFleet::new(state.clone(), HeartbeatPolicy::default());
+    let id = fleet.register_node(register(b"")).await.unwrap();
+    assert!(state.has_node(id));
+    assert_eq!(state.nodes_info().len(), 1);
+}

@@ -1,0 +1,180 @@
+//! Part 4 of the seed tutorial with our binaries: `flwr keygen` makes the certificates and
+//! keys, a TLS SuperLink admits only the SuperNodes on its key list, two authenticated
+//! SuperNodes join, and `flwr run . pyconde --stream` reaches the SuperLink over TLS with
+//! the federation's `root-certificates` — over gRPC and over QUIC. Every path is relative
+//! to the app directory, as the tutorial has it, and every process runs there.
+
+mod support;
+
+use std::path::Path;
+use support::*;
+
+/// Few, short rounds of digits.
+const QUICK: &str = "num-server-rounds=2 local-epochs=1";
+
+/// An app directory holding the digits app's pyproject.toml with the tutorial's `pyconde`
+/// federation added, and everything `flwr keygen` writes.
+fn app_with_keys(control: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let o = flwr(&["keygen", "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(o.code, Some(0), "flwr keygen: {}", o.stderr);
+    write_federation(dir.path(), control, "certificates/ca.crt");
+    dir
+}
+
+fn write_federation(dir: &Path, control: &str, root_certificates: &str) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/digits/pyproject.toml");
+    let mut manifest = std::fs::read_to_string(source).unwrap();
+    manifest.push_str(&format!(
+        "\n[tool.flwr.federations.pyconde]\naddress = \"{control}\"\nroot-certificates = \"{root_certificates}\"\ntransport = \"{}\"\n",
+        transport()
+    ));
+    std::fs::write(dir.join("pyproject.toml"), manifest).unwrap();
+}
+
+/// The tutorial's `flower-superlink` command, on free loopback ports.
+fn secure_superlink(app: &Path) -> SuperLink {
+    SuperLink::launch(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[
+            "--ssl-ca-certfile",
+            "certificates/ca.crt",
+            "--ssl-certfile",
+            "certificates/server.pem",
+            "--ssl-keyfile",
+            "certificates/server.key",
+            "--auth-list-public-keys",
+            "keys/client_public_keys.csv",
+            "--auth-superlink-private-key",
+            "keys/server_credentials",
+            "--auth-superlink-public-key",
+            "keys/server_credentials.pub",
+        ],
+        Some(app),
+    )
+}
+
+/// The tutorial's `flower-supernode` command for client `n` (1-based) with key `key`.
+fn secure_supernode(app: &Path, fleet: &str, n: u32, key: &str) -> Proc {
+    let private = format!("keys/{key}");
+    let public = format!("keys/{key}.pub");
+    let node_config = format!("num-partitions=2 partition-id={}", n - 1);
+    Proc::spawn_in(
+        &format!("supernode {n}"),
+        SUPERNODE,
+        &[
+            "--superlink",
+            fleet,
+            "--transport",
+            transport(),
+            "--root-certificates",
+            "certificates/ca.crt",
+            "--auth-supernode-private-key",
+            &private,
+            "--auth-supernode-public-key",
+            &public,
+            "--node-config",
+            &node_config,
+        ],
+        Some(app),
+    )
+}
+
+over_both_transports! {
+fn the_seeds_part_4_runs_with_tls_and_node_authentication() {
+    let dir = app_with_keys("127.0.0.1:1");
+    let app = dir.path();
+    let link = secure_superlink(app);
+    write_federation(app, &link.control, "certificates/ca.crt");
+    let nodes = [
+        secure_supernode(app, &link.fleet, 1, "client_credentials_1"),
+        secure_supernode(app, &link.fleet, 2, "client_credentials_2"),
+    ];
+    for node in &nodes {
+        node.expect_log(NODE_READY);
+    }
+    let mut run = Proc::spawn_in(
+        "flwr run . pyconde --stream",
+        FLWR,
+        &["run", ".", "pyconde", "--stream", "--run-config", QUICK],
+        Some(app),
+    );
+    let status = run.wait_exit(COMMAND_TIMEOUT);
+    assert!(status.success(), "{}\n{}", run.stdout(), run.stderr());
+    assert!(run.stdout().contains("finished:completed"), "{}", run.stdout());
+    // `flwr ls` over the same TLS connection.
+    let mut ls = Proc::spawn_in("flwr ls", FLWR, &["ls", ".", "pyconde"], Some(app));
+    assert!(ls.wait_exit(COMMAND_TIMEOUT).success(), "{}", ls.stderr());
+    assert!(ls.stdout().contains("finished:completed"), "{}", ls.stdout());
+}
+}
+
+over_both_transports! {
+fn a_supernode_whose_key_is_not_on_the_list_is_refused() {
+    let dir = app_with_keys("127.0.0.1:1");
+    let app = dir.path();
+    // A second set of keys: its client keys are on no list of this SuperLink.
+    let other = tempfile::tempdir().unwrap();
+    let o = flwr(&["keygen", "--out", other.path().to_str().unwrap()]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let stranger = app.join("keys/stranger");
+    std::fs::copy(other.path().join("keys/client_credentials_1"), &stranger).unwrap();
+    std::fs::copy(
+        other.path().join("keys/client_credentials_1.pub"),
+        app.join("keys/stranger.pub"),
+    )
+    .unwrap();
+    let link = secure_superlink(app);
+    let mut node = secure_supernode(app, &link.fleet, 1, "stranger");
+    let status = node.wait_exit(COMMAND_TIMEOUT);
+    assert!(!status.success(), "a refused SuperNode exits with an error");
+    let stderr = node.stderr();
+    assert!(stderr.contains("not on the SuperLink's allow-list"), "{stderr}");
+    assert!(!stderr.contains(NODE_READY), "{stderr}");
+}
+}
+
+over_both_transports! {
+fn flwr_with_the_wrong_ca_fails_with_a_clear_error() {
+    let dir = app_with_keys("127.0.0.1:1");
+    let app = dir.path();
+    let link = secure_superlink(app);
+    let other = tempfile::tempdir().unwrap();
+    let o = flwr(&["keygen", "--out", other.path().to_str().unwrap()]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let wrong_ca = other.path().join("certificates/ca.crt");
+    write_federation(app, &link.control, wrong_ca.to_str().unwrap());
+    let mut ls = Proc::spawn_in("flwr ls", FLWR, &["ls", ".", "pyconde"], Some(app));
+    let status = ls.wait_exit(COMMAND_TIMEOUT);
+    assert_eq!(status.code(), Some(1), "{}", ls.stderr());
+    let stderr = ls.stderr();
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("not signed by the CA in the root certificates"),
+        "{stderr}"
+    );
+}
+}
+
+#[test]
+fn node_authentication_without_tls_is_refused_at_start() {
+    let dir = app_with_keys("127.0.0.1:1");
+    let mut link = Proc::spawn_in(
+        "flower-superlink",
+        SUPERLINK,
+        &[
+            "--insecure",
+            "--fleet-api-address",
+            "127.0.0.1:0",
+            "--control-api-address",
+            "127.0.0.1:0",
+            "--auth-list-public-keys",
+            "keys/client_public_keys.csv",
+        ],
+        Some(dir.path()),
+    );
+    let status = link.wait_exit(READY_TIMEOUT);
+    assert_eq!(status.code(), Some(2), "{}", link.stderr());
+    assert!(link.stderr().contains("needs TLS"), "{}", link.stderr());
+}
