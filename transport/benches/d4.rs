@@ -7,7 +7,8 @@
 //! The message travels by `Subscribe` (push), as in a deployment. Also measures sha256 on
 //! one core, the cost every byte pays twice.
 //!
-//! Run: `cargo bench -p floret-transport --bench d4` (optionally `-- <iterations>`). The
+//! Run: `cargo bench -p floret-transport --bench d4` (optionally `-- <iterations>`, and
+//! words that pick transports: `-- 3 quic`). The
 //! TLS certificates are generated at start into a temporary directory.
 
 use async_trait::async_trait;
@@ -187,10 +188,14 @@ async fn transfer(arrays: usize, iterations: usize, wire: &Wire) -> Vec<Duration
 }
 
 fn main() {
-    let iterations = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(3usize);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let iterations = args.iter().find_map(|a| a.parse().ok()).unwrap_or(3usize);
+    // Other words pick transports: `quic`, `grpc`, `tls`, `plaintext` (default all).
+    let filters: Vec<String> = args
+        .iter()
+        .filter(|a| a.parse::<usize>().is_err() && !a.starts_with('-'))
+        .map(|a| a.to_lowercase())
+        .collect();
     floret_transport::tls::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -220,7 +225,12 @@ fn main() {
     println!("| id | workload | transport | runs | best | median | throughput (best / median) |");
     println!("|---|---|---|---|---|---|---|");
     for (arrays, label) in [(256, "256 arrays of 4 MiB"), (1, "one 1 GiB array")] {
-        for wire in &wires {
+        for wire in wires.iter().filter(|w| {
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| w.label.to_lowercase().contains(f.as_str()))
+        }) {
             let mut times = runtime.block_on(transfer(arrays, iterations, wire));
             times.sort();
             let best = times[0];

@@ -196,7 +196,7 @@ fn client_endpoint(server: SocketAddr) -> std::io::Result<quinn::Endpoint> {
         (false, true) => std::net::Ipv4Addr::UNSPECIFIED.into(),
         (false, false) => std::net::Ipv6Addr::UNSPECIFIED.into(),
     };
-    quinn::Endpoint::client(SocketAddr::new(ip, 0))
+    super::endpoint(SocketAddr::new(ip, 0), None)
 }
 
 /// "the server's certificate is not trusted" rather than quinn's error codes.

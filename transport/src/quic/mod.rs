@@ -24,6 +24,10 @@ use std::time::Duration;
 /// The ALPN protocol id: a QUIC client of something else is refused in the handshake.
 pub(crate) const ALPN: &[u8] = b"floret/1";
 
+/// Largest UDP payload MTU discovery tries: loopback's 65536-byte MTU minus IP and UDP
+/// headers (IPv6's 48 bytes).
+const MAX_UDP_PAYLOAD: u16 = 65_535 - 48;
+
 /// Flow-control windows as for HTTP/2 (see `grpc::options`): a few 4 MiB chunks in flight
 /// at memory speed; idle timeout and keep-alive as the gRPC pings.
 pub(crate) fn transport_config(
@@ -35,9 +39,47 @@ pub(crate) fn transport_config(
     t.send_window(64 * 1024 * 1024);
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(256));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    // Probe for packets larger than Ethernet's: on loopback (MTU 64 KiB) and jumbo-frame
+    // networks each packet then carries several times the data, and per-packet work
+    // (encryption, syscalls) is what limits QUIC's throughput. Where the path is smaller,
+    // the probes are lost and the MTU stays where it was.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    t.mtu_discovery_config(Some(mtu));
     t.keep_alive_interval(Some(interval));
     if let Ok(idle) = quinn::IdleTimeout::try_from(interval + timeout) {
         t.max_idle_timeout(Some(idle));
     }
     t
+}
+
+/// Socket buffers asked for (the kernel caps them at `net.core.rmem_max`/`wmem_max`). The
+/// default of about 200 KiB overflows within a millisecond at loopback speed; every
+/// overflowing datagram is a lost packet that halves the congestion window.
+const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+
+/// A UDP socket bound to `addr` with large buffers, as a quinn endpoint (with
+/// `server` for the listening side).
+pub(crate) fn endpoint(
+    addr: std::net::SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // As quinn's own binding: dual-stack unless bound to a specific address.
+        let _ = socket.set_only_v6(false);
+    }
+    // Best effort: a smaller buffer is slower, not wrong.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&addr.into())?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket.into(),
+        runtime,
+    )
 }

@@ -41,8 +41,11 @@ pub(crate) fn serve(
         .map_err(|e| TransportError::Tls(crate::tls::TlsError::Config(e.to_string())))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport_config(keepalive)));
-    let endpoint = quinn::Endpoint::server(config, addr)
-        .map_err(|source| TransportError::Bind { api, addr, source })?;
+    let endpoint = super::endpoint(addr, Some(config)).map_err(|source| TransportError::Bind {
+        api,
+        addr,
+        source,
+    })?;
     let task = tokio::spawn(accept(endpoint.clone(), routes, max_data, stop, grace));
     Ok(QuicServer { endpoint, task })
 }
