@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// As in `flower-superlink` and `flower-supernode`.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The system allocator, as `flower-superlink` and `flower-supernode` have it (they dropped
+// mimalloc for idle memory, see docs/BENCHMARKS.md D2); with mimalloc here the bench
+// measured an allocator the daemons do not use.
 
 const GIB: usize = 1 << 30;
 
