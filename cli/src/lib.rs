@@ -7,6 +7,7 @@
 
 pub mod app_host;
 pub mod build_cmd;
+pub mod columns;
 pub mod credentials;
 pub mod daemon;
 pub mod follow;

@@ -67,7 +67,6 @@ fn table(runs: &[RunInfo], now: f64) -> String {
     if owners {
         header.push("owner".to_owned());
     }
-    let columns = header.len();
     let mut rows = vec![header];
     for run in runs {
         let mut row = vec![
@@ -82,20 +81,7 @@ fn table(runs: &[RunInfo], now: f64) -> String {
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..columns)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    crate::columns::render(&rows)
 }
 
 fn json_list(runs: &[RunInfo], now: f64) -> Value {

@@ -15,6 +15,13 @@ pub struct Project {
 }
 
 impl Project {
+    /// The app directory: where pyproject.toml is, and what paths in it are relative to.
+    pub fn dir(&self) -> &Path {
+        self.manifest_path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+    }
+
     /// Reads `app_dir/pyproject.toml`; `command` (e.g. "flwr run") shapes the hint when the
     /// file is missing.
     pub fn load(app_dir: &Path, command: &str) -> anyhow::Result<Project> {

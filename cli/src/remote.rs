@@ -61,7 +61,7 @@ impl Remote {
                 chosen.name
             )));
         }
-        Remote::from_federation(chosen, project_dir(project))
+        Remote::from_federation(chosen, project.dir())
     }
 
     /// Checks a federation that has an address: its port, its transport, and its TLS —
@@ -223,14 +223,6 @@ impl Remote {
             e => self.error(e),
         }
     }
-}
-
-/// The directory of the app's pyproject.toml, which federation paths are relative to.
-fn project_dir(project: &Project) -> &Path {
-    project
-        .manifest_path
-        .parent()
-        .unwrap_or_else(|| Path::new("."))
 }
 
 /// `HOST:PORT` with a numeric port (`[::1]:9093` too).

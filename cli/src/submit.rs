@@ -25,11 +25,7 @@ pub async fn execute(
     run_config: UserConfig,
     fab: Option<PackedFab>,
 ) -> anyhow::Result<i32> {
-    let app_dir = project
-        .manifest_path
-        .parent()
-        .unwrap_or_else(|| std::path::Path::new("."));
-    let remote = Remote::from_federation(federation, app_dir)?;
+    let remote = Remote::from_federation(federation, project.dir())?;
     // The SuperLink checks again; checking here fails fast, before a connection is made.
     if let Some(server_app) = BuiltinCatalog.server_app(&project.manifest.serverapp) {
         server_app

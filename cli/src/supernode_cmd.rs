@@ -155,20 +155,7 @@ fn table(nodes: &[NodeInfo]) -> String {
             time(n.last_seen),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    crate::columns::render(&rows)
 }
 
 fn json_list(nodes: &[NodeInfo]) -> Value {

@@ -215,10 +215,8 @@ impl Identity {
         .map_err(|e| not_trusted(certificate_problem(&e)))
     }
 
-    fn certified_key(
-        &self,
-    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-        Ok((self.certs.clone(), self.key.clone_key()))
+    fn certified_key(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        (self.certs.clone(), self.key.clone_key())
     }
 }
 
@@ -348,7 +346,7 @@ impl ServerTls {
             ),
             None => builder.with_no_client_auth(),
         };
-        let (certs, key) = self.identity.certified_key()?;
+        let (certs, key) = self.identity.certified_key();
         let mut config = builder
             .with_single_cert(certs, key)
             .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -423,7 +421,7 @@ impl ClientTls {
             .with_root_certificates(self.roots.store.clone());
         let mut config = match &self.identity {
             Some(id) => {
-                let (certs, key) = id.certified_key()?;
+                let (certs, key) = id.certified_key();
                 builder
                     .with_client_auth_cert(certs, key)
                     .map_err(|e| TlsError::Config(e.to_string()))?

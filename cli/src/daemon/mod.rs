@@ -10,11 +10,12 @@ pub mod supernode;
 
 use crate::{UserError, exit_code, report_outcome};
 use floret_actors::Isolation;
+use floret_transport::auth::{NodeKeyPair, NodePublicKey};
 use floret_transport::tls::{ClientTls, ServerTls};
 use floret_transport::{ClientSecurity, ServerSecurity};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The body of a daemon binary: parses `A` from the command line (usage errors exit 2,
@@ -84,6 +85,43 @@ pub async fn shutdown_signal() -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
     }
+}
+
+/// A daemon's own key pair from `--auth-<who>-private-key` and, optionally,
+/// `--auth-<who>-public-key` (which must match; it is derived from the private key anyway).
+/// Both empty: `None`. `example` names the file `flwr keygen` writes for it.
+pub fn auth_key_pair(
+    who: &str,
+    private: &str,
+    public: &str,
+    example: &str,
+) -> Result<Option<NodeKeyPair>, UserError> {
+    if private.is_empty() {
+        if !public.is_empty() {
+            return Err(UserError::new(format!(
+                "--auth-{who}-public-key without --auth-{who}-private-key: pass the private key (e.g. {example}); the public key is derived from it"
+            )));
+        }
+        return Ok(None);
+    }
+    let pair = NodeKeyPair::load(Path::new(private)).map_err(|e| {
+        UserError::new(format!(
+            "--auth-{who}-private-key {e}: pass an unencrypted P-384 private key, e.g. {example} from `flwr keygen`"
+        ))
+    })?;
+    if !public.is_empty() {
+        let given = NodePublicKey::load(Path::new(public)).map_err(|e| {
+            UserError::new(format!(
+                "--auth-{who}-public-key {e}: pass the matching public key ({example}.pub), or leave it out"
+            ))
+        })?;
+        if &given != pair.public_key() {
+            return Err(UserError::new(format!(
+                "--auth-{who}-public-key {public} does not match --auth-{who}-private-key {private}: pass the .pub file made with that private key, or leave it out"
+            )));
+        }
+    }
+    Ok(Some(pair))
 }
 
 /// The SuperLink's TLS from its flags: `--ssl-certfile` and `--ssl-keyfile` (with

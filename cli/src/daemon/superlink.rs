@@ -15,8 +15,8 @@
 
 use super::settings::layered;
 use super::{
-    appio_listen_address, bind_error, connect_address, fab_cache_dir, listen_address,
-    parse_isolation, server_security,
+    appio_listen_address, auth_key_pair, bind_error, connect_address, fab_cache_dir,
+    listen_address, parse_isolation, server_security,
 };
 use crate::UserError;
 use crate::registry::BuiltinCatalog;
@@ -225,34 +225,12 @@ impl NodeAuthConfig {
 }
 
 fn superlink_key(s: &Settings) -> Result<Option<NodeKeyPair>, UserError> {
-    let private = &s.auth_superlink_private_key;
-    let public = &s.auth_superlink_public_key;
-    if private.is_empty() {
-        if !public.is_empty() {
-            return Err(UserError::new(
-                "--auth-superlink-public-key without --auth-superlink-private-key: pass both (keys/server_credentials and keys/server_credentials.pub)",
-            ));
-        }
-        return Ok(None);
-    }
-    let pair = NodeKeyPair::load(Path::new(private)).map_err(|e| {
-        UserError::new(format!(
-            "--auth-superlink-private-key {e}: pass an unencrypted P-384 private key, e.g. keys/server_credentials from `flwr keygen`"
-        ))
-    })?;
-    if !public.is_empty() {
-        let given = NodePublicKey::load(Path::new(public)).map_err(|e| {
-            UserError::new(format!(
-                "--auth-superlink-public-key {e}: pass the matching public key, e.g. keys/server_credentials.pub"
-            ))
-        })?;
-        if &given != pair.public_key() {
-            return Err(UserError::new(format!(
-                "--auth-superlink-public-key {public} does not match --auth-superlink-private-key {private}: pass the .pub file made with that private key"
-            )));
-        }
-    }
-    Ok(Some(pair))
+    auth_key_pair(
+        "superlink",
+        &s.auth_superlink_private_key,
+        &s.auth_superlink_public_key,
+        "keys/server_credentials",
+    )
 }
 
 /// What the SuperLink runs with, validated.

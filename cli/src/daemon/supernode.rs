@@ -14,8 +14,8 @@
 
 use super::settings::layered;
 use super::{
-    appio_listen_address, bind_error, client_security, connect_address, fab_cache_dir,
-    parse_isolation,
+    appio_listen_address, auth_key_pair, bind_error, client_security, connect_address,
+    fab_cache_dir, parse_isolation,
 };
 use crate::UserError;
 use crate::registry::BuiltinCatalog;
@@ -24,13 +24,13 @@ use floret_actors::{
     AppLauncher, FabCache, Isolation, NodeAppIo, NodeFabs, SuperNode, SuperNodeError,
 };
 use floret_core::run_config::parse_node_config;
-use floret_transport::auth::{NodeKeyPair, NodePublicKey};
+use floret_transport::auth::NodeKeyPair;
 use floret_transport::grpc::ClientOptions;
 use floret_transport::{ClientSecurity, TransportKind};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -276,34 +276,12 @@ impl SuperNodeConfig {
 /// The SuperNode's key pair: the public key is derived from the private one; a public key
 /// file, if given, must match it (a mismatch means the wrong pair of files was passed).
 fn node_key(s: &Settings) -> Result<Option<NodeKeyPair>, UserError> {
-    let private = &s.auth_supernode_private_key;
-    let public = &s.auth_supernode_public_key;
-    if private.is_empty() {
-        if !public.is_empty() {
-            return Err(UserError::new(
-                "--auth-supernode-public-key without --auth-supernode-private-key: pass the private key (e.g. keys/client_credentials_1); the public key is derived from it",
-            ));
-        }
-        return Ok(None);
-    }
-    let pair = NodeKeyPair::load(Path::new(private)).map_err(|e| {
-        UserError::new(format!(
-            "--auth-supernode-private-key {e}: pass an unencrypted P-384 private key, e.g. keys/client_credentials_1 from `flwr keygen`"
-        ))
-    })?;
-    if !public.is_empty() {
-        let given = NodePublicKey::load(Path::new(public)).map_err(|e| {
-            UserError::new(format!(
-                "--auth-supernode-public-key {e}: pass the matching public key, or leave it out (it is derived from the private key)"
-            ))
-        })?;
-        if &given != pair.public_key() {
-            return Err(UserError::new(format!(
-                "--auth-supernode-public-key {public} does not match --auth-supernode-private-key {private}: pass the .pub file made with that private key, or leave it out"
-            )));
-        }
-    }
-    Ok(Some(pair))
+    auth_key_pair(
+        "supernode",
+        &s.auth_supernode_private_key,
+        &s.auth_supernode_public_key,
+        "keys/client_credentials_1",
+    )
 }
 
 /// Runs the SuperNode until `shutdown` resolves (Ok) or it gives up reaching the SuperLink
