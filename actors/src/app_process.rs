@@ -77,12 +77,19 @@ impl Default for AppProcesses {
 }
 
 impl AppProcesses {
-    /// Starts `program args...` with the daemon's stdout and stderr and no stdin.
-    pub async fn spawn(&self, program: &Path, args: &[&str]) -> std::io::Result<AppProcess> {
+    /// Starts `program args...` with the daemon's stdout and stderr, no stdin, and the
+    /// daemon's environment plus `envs`.
+    pub async fn spawn(
+        &self,
+        program: &Path,
+        args: &[&str],
+        envs: &[(&str, String)],
+    ) -> std::io::Result<AppProcess> {
         let mut retries = 0;
         let mut child = loop {
             let spawned = Command::new(program)
                 .args(args)
+                .envs(envs.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .kill_on_drop(true)
                 .spawn();
@@ -101,6 +108,8 @@ impl AppProcesses {
         let (exit_tx, exit_rx) = watch::channel(None);
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         let mut kill_all = self.kill_all.subscribe();
+        let running = metrics::gauge!(crate::meter::APP_PROCESSES);
+        running.increment(1.0);
         tokio::spawn(async move {
             let status = tokio::select! {
                 status = child.wait() => status,
@@ -108,6 +117,7 @@ impl AppProcesses {
                 _ = kill_rx => kill(&mut child).await,
                 () = async { let _ = kill_all.wait_for(|k| *k).await; } => kill(&mut child).await,
             };
+            running.decrement(1.0);
             match status {
                 Ok(status) => {
                     let _ = exit_tx.send(Some(Exit(status)));
@@ -173,7 +183,7 @@ mod tests {
     async fn an_exit_is_reported_with_its_status() {
         let processes = AppProcesses::default();
         let p = processes
-            .spawn(Path::new("/bin/sh"), &["-c", "exit 101"])
+            .spawn(Path::new("/bin/sh"), &["-c", "exit 101"], &[])
             .await
             .unwrap();
         assert_eq!(p.exited().await.to_string(), "exited with status 101");
@@ -184,7 +194,7 @@ mod tests {
     async fn dropping_the_handle_or_kill_all_ends_the_process() {
         let processes = AppProcesses::default();
         let long = processes
-            .spawn(Path::new("/bin/sh"), &["-c", "sleep 600"])
+            .spawn(Path::new("/bin/sh"), &["-c", "sleep 600"], &[])
             .await
             .unwrap();
         let pid = long.pid();
@@ -192,7 +202,7 @@ mod tests {
         wait_gone(pid).await;
 
         let other = processes
-            .spawn(Path::new("/bin/sh"), &["-c", "sleep 600"])
+            .spawn(Path::new("/bin/sh"), &["-c", "sleep 600"], &[])
             .await
             .unwrap();
         processes.kill_all();

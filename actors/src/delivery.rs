@@ -11,7 +11,7 @@
 
 use crate::state::LinkState;
 use floret_core::Message;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
@@ -30,6 +30,9 @@ struct Entry {
 struct Inner {
     next_generation: u64,
     by_node: HashMap<u64, Entry>,
+    /// Nodes that have subscribed before: another `Subscribe` from one is a reconnect.
+    /// A node leaves when it deactivates.
+    seen: HashSet<u64>,
     closed: bool,
 }
 
@@ -57,6 +60,9 @@ impl Subscriptions {
         if inner.closed {
             return None;
         }
+        if !inner.seen.insert(node_id) {
+            crate::meter::reconnected();
+        }
         inner.next_generation += 1;
         let generation = inner.next_generation;
         let guard = Deregister {
@@ -73,7 +79,9 @@ impl Subscriptions {
 
     /// Ends one node's subscription (it deactivated): its stream closes now.
     pub(crate) fn end(&self, node_id: u64) {
-        if let Some(entry) = self.lock().by_node.remove(&node_id) {
+        let mut inner = self.lock();
+        inner.seen.remove(&node_id);
+        if let Some(entry) = inner.by_node.remove(&node_id) {
             entry.task.abort();
         }
     }
@@ -138,7 +146,7 @@ async fn deliver(
         };
         match next {
             Some(message) => {
-                permit.send(message);
+                permit.send(floret_core::trace_context::delivered(message, node_id));
                 continue;
             }
             // An idle subscriber must not hold a slot of its own channel.

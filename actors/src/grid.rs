@@ -4,9 +4,11 @@
 
 use crate::state::{LinkState, RunSignals, StateError, unix_now};
 use async_trait::async_trait;
+use bytes::Bytes;
 use floret_core::RunStatus;
 use floret_core::{Grid, GridError, Message, NodeSet, RunEvent};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// A run's view of the link.
@@ -14,6 +16,8 @@ pub struct LinkGrid {
     run_id: u64,
     state: Arc<dyn LinkState>,
     signals: Arc<RunSignals>,
+    /// Set by the first `save_checkpoint`: from then on there is nothing to resume from.
+    saved: AtomicBool,
 }
 
 impl LinkGrid {
@@ -23,6 +27,7 @@ impl LinkGrid {
             run_id,
             state,
             signals,
+            saved: AtomicBool::new(false),
         })
     }
 
@@ -36,7 +41,10 @@ impl LinkGrid {
 
 fn grid_error(e: StateError) -> GridError {
     match e {
-        StateError::RunNotRunning(_) | StateError::UnknownRun(_) => GridError::Stopped,
+        StateError::RunNotRunning(_) | StateError::UnknownRun(_) | StateError::RunFinished(_) => {
+            GridError::Stopped
+        }
+        StateError::Storage(reason) => GridError::Storage(reason),
         other => GridError::InvalidMessage(other.to_string()),
     }
 }
@@ -52,7 +60,8 @@ impl Grid for LinkGrid {
         Ok(self.state.node_ids())
     }
 
-    async fn send(&self, messages: Vec<Message>) -> Result<Vec<String>, GridError> {
+    async fn send(&self, mut messages: Vec<Message>) -> Result<Vec<String>, GridError> {
+        floret_core::trace_context::stamp(&mut messages);
         for m in &messages {
             floret_core::message::validate_message_type(&m.metadata.message_type)
                 .map_err(|e| GridError::InvalidMessage(e.to_string()))?;
@@ -86,6 +95,21 @@ impl Grid for LinkGrid {
         }
     }
 
+    async fn load_checkpoint(&self) -> Result<Option<Bytes>, GridError> {
+        if self.saved.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        self.state.checkpoint(self.run_id).map_err(grid_error)
+    }
+
+    async fn save_checkpoint(&self, checkpoint: Bytes) -> Result<(), GridError> {
+        self.state
+            .save_checkpoint(self.run_id, checkpoint)
+            .map_err(grid_error)?;
+        self.saved.store(true, Ordering::Release);
+        Ok(())
+    }
+
     fn emit(&self, event: RunEvent) {
         if let RunEvent::Log(line) = &event {
             tracing::info!(run_id = self.run_id, "{line}");
@@ -98,5 +122,32 @@ impl Grid for LinkGrid {
             }
             Err(e) => tracing::warn!(run_id = self.run_id, "dropped run event: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{MemoryLinkState, NewRun};
+
+    /// A ServerApp that calls a strategy's `start` twice in one `main` must see the second
+    /// call begin afresh, while a ServerApp started again after a restart resumes.
+    #[tokio::test]
+    async fn a_checkpoint_is_offered_to_the_next_start_of_the_app_not_to_the_same_one() {
+        let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+        let run = state.create_run(NewRun::default()).unwrap();
+        let first = LinkGrid::new(run, state.clone()).unwrap();
+        assert_eq!(first.load_checkpoint().await.unwrap(), None);
+        first
+            .save_checkpoint(Bytes::from_static(b"after round 1"))
+            .await
+            .unwrap();
+        assert_eq!(first.load_checkpoint().await.unwrap(), None);
+
+        let restarted = LinkGrid::new(run, state).unwrap();
+        assert_eq!(
+            restarted.load_checkpoint().await.unwrap(),
+            Some(Bytes::from_static(b"after round 1"))
+        );
     }
 }

@@ -45,6 +45,9 @@ impl fmt::Display for Isolation {
     }
 }
 
+/// The variable that hands an app process its parent span (the W3C header's name).
+pub const TRACEPARENT: &str = "TRACEPARENT";
+
 /// Everything a daemon needs to start FAB apps. Cloning shares the process registry.
 #[derive(Debug, Clone)]
 pub struct AppLauncher {
@@ -68,7 +71,8 @@ impl AppLauncher {
     }
 
     /// Starts `<binary> <role> --<role>io-api-address ADDR --token T`; `role` is
-    /// `serverapp` or `clientapp`.
+    /// `serverapp` or `clientapp`. When traced, the process gets the current span as
+    /// `TRACEPARENT`, so that its spans join the run's trace.
     pub async fn spawn(
         &self,
         binary: &Path,
@@ -77,13 +81,22 @@ impl AppLauncher {
     ) -> Result<AppProcess, String> {
         let flag = format!("--{role}io-api-address");
         let args = [role, flag.as_str(), &self.appio_address, "--token", token];
-        self.processes.spawn(binary, &args).await.map_err(|e| {
-            format!(
-                "could not start the {} process {}: {e}",
-                role_name(role),
-                binary.display()
-            )
-        })
+        let header = floret_core::trace_context::current();
+        let envs: Vec<(&str, String)> = if header.is_empty() {
+            Vec::new()
+        } else {
+            vec![(TRACEPARENT, header)]
+        };
+        self.processes
+            .spawn(binary, &args, &envs)
+            .await
+            .map_err(|e| {
+                format!(
+                    "could not start the {} process {}: {e}",
+                    role_name(role),
+                    binary.display()
+                )
+            })
     }
 
     /// Kills every app process this daemon started (shutdown).

@@ -39,6 +39,7 @@ pub mod link_appio;
 pub mod link_control;
 pub mod link_fabs;
 pub mod link_fleet;
+pub mod meter;
 pub mod run;
 pub mod server_app_host;
 pub mod service;
@@ -60,6 +61,9 @@ pub use link_control::LinkControl;
 pub use link_fabs::LinkFabs;
 pub use link_fleet::LinkFleet;
 pub use service::{ServiceError, SuperLinkService};
-pub use state::{LinkState, MemoryLinkState, NewRun, NodeLease, RunInfo, StateError, Sweep};
+pub use state::{
+    LinkState, MemoryLinkState, NewRun, NodeLease, OpenError, RunInfo, SqliteLinkState, StateError,
+    Sweep,
+};
 pub use superlink::{RunControlError, SuperLink, SuperLinkMsg};
 pub use supernode::{NodeAppIo, NodeFabs, SuperNode, SuperNodeConfig, SuperNodeError};

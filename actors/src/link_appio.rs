@@ -12,6 +12,7 @@ use crate::grid::LinkGrid;
 use crate::isolation::new_token;
 use crate::state::{LinkState, StateError};
 use async_trait::async_trait;
+use bytes::Bytes;
 use floret_core::{
     AppIoError, AppOutcome, Context, Grid, GridError, Message, NodeSet, RunEvent, ServerAppIo,
 };
@@ -116,6 +117,8 @@ fn appio_error(e: GridError) -> AppIoError {
         GridError::Stopped => AppIoError::Stopped,
         GridError::Disconnected(reason) => AppIoError::Unavailable(reason),
         GridError::InvalidMessage(reason) => AppIoError::Invalid(reason),
+        e @ GridError::Unsupported(_) => AppIoError::Invalid(e.to_string()),
+        GridError::Storage(reason) => AppIoError::Unavailable(reason),
     }
 }
 
@@ -148,6 +151,20 @@ impl ServerAppIo for LinkAppIo {
     async fn emit(&self, token: &str, event: RunEvent) -> Result<(), AppIoError> {
         self.session(token)?.grid.emit(event);
         Ok(())
+    }
+
+    async fn load_checkpoint(&self, token: &str) -> Result<Option<Bytes>, AppIoError> {
+        let session = self.session(token)?;
+        session.grid.load_checkpoint().await.map_err(appio_error)
+    }
+
+    async fn save_checkpoint(&self, token: &str, checkpoint: Bytes) -> Result<(), AppIoError> {
+        let session = self.session(token)?;
+        session
+            .grid
+            .save_checkpoint(checkpoint)
+            .await
+            .map_err(appio_error)
     }
 
     async fn finish(&self, token: &str, outcome: AppOutcome) -> Result<(), AppIoError> {
@@ -193,7 +210,7 @@ mod tests {
     use floret_core::{RecordDict, RunStatus};
 
     fn running(state: &MemoryLinkState) -> Context {
-        let run_id = state.create_run(NewRun::default());
+        let run_id = state.create_run(NewRun::default()).unwrap();
         state
             .set_run_status(run_id, RunStatus::Starting, "")
             .unwrap();

@@ -254,7 +254,10 @@ impl Control for LinkControl {
         if public_key.is_empty() {
             return Err(ControlError::Invalid("no public key given".into()));
         }
-        let node_id = self.state.allow_node_key(public_key, unix_now());
+        let node_id = self
+            .state
+            .allow_node_key(public_key, unix_now())
+            .map_err(|e| ControlError::Unavailable(e.to_string()))?;
         tracing::info!(node_id, "SuperNode key registered");
         Ok(node_id)
     }

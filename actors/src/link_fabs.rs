@@ -15,6 +15,10 @@
 //! SuperLink started, when the process ends without reporting ("ServerApp process exited
 //! with status 101"). A stopped run drops `main`, which closes the session and kills the
 //! process.
+//!
+//! After a SuperLink restart, `LinkFabs::resume` builds the ServerApp of an unfinished FAB
+//! run again from the FAB kept in the state; its new app process reads the run's
+//! checkpoint through ServerAppIo (`LoadCheckpoint`) and goes on from there.
 
 use crate::app_process::AppProcess;
 use crate::isolation::{AppLauncher, Isolation};
@@ -63,8 +67,49 @@ impl LinkFabs {
         } else {
             named
         };
+        let fab = self.verify(packed.clone(), &hash).await?;
+        tracing::info!(
+            fab_hash = %hash,
+            app = %fab.manifest.name,
+            version = %fab.manifest.version,
+            "FAB accepted"
+        );
+        state
+            .store_fab(&hash, packed)
+            .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+        request.app.fab_hash = hash.clone();
+        Ok(Arc::new(ExternalServerApp {
+            fab_hash: hash,
+            fab: Arc::new(fab),
+            fabs: self.clone(),
+        }))
+    }
+    /// The ServerApp of a FAB run an earlier SuperLink process left unfinished, built again
+    /// from the FAB kept in the state. Its app process is started anew and resumes from the
+    /// run's checkpoint through ServerAppIo's `LoadCheckpoint`.
+    pub async fn resume(
+        &self,
+        state: &dyn LinkState,
+        fab_hash: &str,
+    ) -> Result<Arc<dyn ServerApp>, ControlError> {
+        let packed = state.fab(fab_hash).ok_or_else(|| {
+            ControlError::Invalid(format!(
+                "its FAB {fab_hash} is not in the SuperLink's state"
+            ))
+        })?;
+        let fab = self.verify(packed, fab_hash).await?;
+        Ok(Arc::new(ExternalServerApp {
+            fab_hash: fab_hash.to_string(),
+            fab: Arc::new(fab),
+            fabs: self.clone(),
+        }))
+    }
+
+    /// Unpacks and verifies a FAB (off the async threads: it hashes the binary) and, when
+    /// this SuperLink starts ServerApp processes itself, checks it can run here.
+    async fn verify(&self, packed: bytes::Bytes, hash: &str) -> Result<Fab, ControlError> {
         let check = {
-            let (packed, hash) = (packed.clone(), hash.clone());
+            let hash = hash.to_string();
             tokio::task::spawn_blocking(move || Fab::unpack_verified(packed, &hash))
         };
         let fab = check
@@ -79,19 +124,7 @@ impl LinkFabs {
                 ))
             })?;
         }
-        tracing::info!(
-            fab_hash = %hash,
-            app = %fab.manifest.name,
-            version = %fab.manifest.version,
-            "FAB accepted"
-        );
-        state.store_fab(&hash, packed);
-        request.app.fab_hash = hash.clone();
-        Ok(Arc::new(ExternalServerApp {
-            fab_hash: hash,
-            fab: Arc::new(fab),
-            fabs: self.clone(),
-        }))
+        Ok(fab)
     }
 }
 

@@ -14,7 +14,7 @@ use crate::heartbeat::{HeartbeatPolicy, check_interval};
 use crate::state::{LinkState, NodeLease, StateError};
 use async_trait::async_trait;
 use bytes::Bytes;
-use floret_core::{Fleet, FleetError, Message, RegisterNode, RunInfo};
+use floret_core::{Fleet, FleetError, Message, RegisterNode, RunInfo, trace_context};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
@@ -82,7 +82,9 @@ impl LinkFleet {
                 "the SuperNode's public key is not on the SuperLink's allow-list: add it with `flwr supernode register` or --auth-list-public-keys".into(),
             )
         })?;
-        self.state.activate_node(node_id, lease);
+        self.state
+            .activate_node(node_id, lease)
+            .map_err(fleet_error)?;
         self.state.node_seen(node_id, unix_now());
         tracing::info!(
             node_id,
@@ -105,6 +107,7 @@ fn fleet_error(e: StateError) -> FleetError {
     match e {
         StateError::UnknownNode(n) => FleetError::UnknownNode(n),
         StateError::UnknownRun(r) => FleetError::UnknownRun(r),
+        e @ StateError::Storage(_) => FleetError::Unavailable(e.to_string()),
         other => FleetError::Invalid(other.to_string()),
     }
 }
@@ -117,7 +120,7 @@ impl Fleet for LinkFleet {
         if self.state.node_auth() {
             return self.register_keyed(&request.public_key, lease);
         }
-        let node_id = self.state.create_node(lease);
+        let node_id = self.state.create_node(lease).map_err(fleet_error)?;
         tracing::info!(
             node_id,
             heartbeat_interval = request.heartbeat_interval,
@@ -150,9 +153,14 @@ impl Fleet for LinkFleet {
 
     async fn pull_messages(&self, node_id: u64) -> Result<Vec<Message>, FleetError> {
         self.check_open()?;
-        self.state
+        let messages = self
+            .state
             .pull_instructions(node_id, usize::MAX)
-            .map_err(fleet_error)
+            .map_err(fleet_error)?;
+        Ok(messages
+            .into_iter()
+            .map(|m| trace_context::delivered(m, node_id))
+            .collect())
     }
 
     /// Stores every acceptable reply; if some were refused (not sent to this node, already
@@ -164,6 +172,8 @@ impl Fleet for LinkFleet {
         let now = unix_now();
         let mut refused = Vec::new();
         for reply in messages {
+            let span = trace_context::message_span("receive reply", &reply, node_id, "");
+            let _entered = span.enter();
             let claimed = reply.metadata.src_node_id;
             let outcome = if claimed == node_id {
                 self.state.push_reply(reply, now).map_err(|e| e.to_string())

@@ -6,7 +6,16 @@
 //! ```
 //! Supervision policy: the ServerApp ending normally completes the run; failing or
 //! panicking fails it with the reason; either way the Run actor then stops. It never
-//! restarts a ServerApp: a half-run strategy cannot be resumed from nothing.
+//! restarts a ServerApp within a process: a half-run strategy cannot be resumed from
+//! nothing.
+//!
+//! Across processes it can: a SuperLink that starts over a state holding an unfinished run
+//! starts a Run actor for it in resume mode (`RunArgs::resume`). The run's stale messages
+//! are dropped first, the status moves on from wherever it was left (no step is repeated,
+//! so the state machine stays as it is), and the ServerApp's `main` runs again, reading its
+//! checkpoint through the grid. `RunMsg::Suspend` is the other half: the actor ends without
+//! recording an end, so the run resumes at the next start (graceful shutdown over a durable
+//! state).
 
 use crate::grid::LinkGrid;
 use crate::server_app_host::{COMPLETED, ServerAppArgs, ServerAppHost, ServerAppMsg};
@@ -25,17 +34,25 @@ pub struct RunArgs {
     pub context: Context,
     /// The ServerApp is a FAB's, in its own process (see `server_app_host`).
     pub external: bool,
+    /// The run was left unfinished by an earlier SuperLink process and is taken up again
+    /// (see the module doc).
+    pub resume: bool,
 }
 
 pub enum RunMsg {
     /// Stops the run (`flwr stop`); its status becomes finished:stopped.
     Stop(String),
+    /// Ends the Run actor and its ServerApp but leaves the run unfinished in the state, to
+    /// be resumed by the next SuperLink over it.
+    Suspend,
 }
 
 pub struct RunState {
     run_id: u64,
     state: Arc<dyn LinkState>,
     host: ActorRef<ServerAppMsg>,
+    /// Set by `Suspend`: `post_stop` then records nothing.
+    suspended: bool,
 }
 
 impl RunState {
@@ -68,7 +85,17 @@ impl Actor for RunActor {
     ) -> Result<RunState, ActorProcessingErr> {
         let run_id = args.context.run_id;
         let state = args.state;
-        state.set_run_status(run_id, RunStatus::Starting, "")?;
+        if args.resume {
+            // Instructions and replies of the process that went down: a reply computed for
+            // the old ServerApp must not be taken for one of the new ServerApp's.
+            state.purge_messages(run_id);
+            tracing::info!(run_id, "resuming run after a SuperLink restart");
+        }
+        // A resumed run may already be starting or running; only the steps still ahead
+        // are taken.
+        if state.run_status(run_id) == Some(RunStatus::Pending) {
+            state.set_run_status(run_id, RunStatus::Starting, "")?;
+        }
         let grid = Arc::new(LinkGrid::new(run_id, state.clone())?);
         let host_args = ServerAppArgs {
             app: args.app,
@@ -77,14 +104,17 @@ impl Actor for RunActor {
             external: args.external,
         };
         let (host, _) = Actor::spawn_linked(None, ServerAppHost, host_args, myself.get_cell())
-            .instrument(tracing::info_span!("run", run_id))
+            .instrument(tracing::debug_span!("start run", run_id))
             .await?;
-        state.set_run_status(run_id, RunStatus::Running, "")?;
+        if state.run_status(run_id) != Some(RunStatus::Running) {
+            state.set_run_status(run_id, RunStatus::Running, "")?;
+        }
         host.cast(ServerAppMsg::Start)?;
         Ok(RunState {
             run_id,
             state,
             host,
+            suspended: false,
         })
     }
 
@@ -97,6 +127,11 @@ impl Actor for RunActor {
         match msg {
             RunMsg::Stop(reason) => {
                 state.finish(SubStatus::Stopped, &reason);
+                state.host.stop(None);
+                myself.stop(None);
+            }
+            RunMsg::Suspend => {
+                state.suspended = true;
                 state.host.stop(None);
                 myself.stop(None);
             }
@@ -131,6 +166,13 @@ impl Actor for RunActor {
         _me: ActorRef<RunMsg>,
         state: &mut RunState,
     ) -> Result<(), ActorProcessingErr> {
+        if state.suspended {
+            tracing::info!(
+                run_id = state.run_id,
+                "run suspended; it resumes at the next start"
+            );
+            return Ok(());
+        }
         state.finish(SubStatus::Stopped, "");
         state.state.purge_messages(state.run_id);
         Ok(())

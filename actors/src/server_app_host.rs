@@ -13,6 +13,7 @@ use floret_core::{Context, ServerApp};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 /// Exit reason of a ServerApp whose `main` returned `Ok`.
 pub const COMPLETED: &str = "completed";
@@ -84,11 +85,15 @@ impl Actor for ServerAppHost {
                     return Ok(());
                 };
                 let run_id = context.run_id;
-                let main = tokio::spawn(async move {
-                    app.main(grid.as_ref(), context)
-                        .await
-                        .map_err(|e| e.to_string())
-                });
+                let span = run_span(run_id);
+                let main = tokio::spawn(
+                    async move {
+                        app.main(grid.as_ref(), context)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    .instrument(span),
+                );
                 state.task = Some(AbortOnDrop(main.abort_handle()));
                 tokio::spawn(async move {
                     let outcome = match main.await {
@@ -113,4 +118,16 @@ impl Actor for ServerAppHost {
             ServerAppMsg::Exited(Err(panic)) => Err(format!("ServerApp panicked: {panic}").into()),
         }
     }
+}
+
+/// The root of a run's trace: every round, message and node span of the run descends from
+/// it. Its `trace_id` field puts the trace id on every log line of the run.
+fn run_span(run_id: u64) -> tracing::Span {
+    let span = tracing::info_span!("run", run_id, trace_id = tracing::field::Empty);
+    if floret_core::trace_context::enabled()
+        && let Some(id) = floret_core::trace_context::trace_id(&span)
+    {
+        span.record("trace_id", id);
+    }
+    span
 }

@@ -11,6 +11,15 @@
 //! The service is what a `flower-superlink` binary holds: it hands `fleet()` and
 //! `control()` to its gRPC servers (and, to run FABs, its `LinkAppIo` to a ServerAppIo
 //! server) and calls `shutdown` on SIGINT/SIGTERM.
+//!
+//! Restarts: a service that starts over a state holding unfinished runs (the SuperLink
+//! crashed, or shut down over a durable state) resumes each one whose ServerApp it can
+//! build again (a built-in app from the catalog, a FAB's from the FAB kept in the state);
+//! the ServerApp's `main` runs anew and picks up its checkpoint (FedAvg does; a FAB's app
+//! process does so through ServerAppIo).
+//! A run that cannot resume is failed with the reason. Shutdown over a durable state
+//! (`LinkState::is_durable`) leaves unfinished runs as they are, for the next start; over
+//! a state that dies with the process it stops them, as there is nothing to resume from.
 
 use crate::heartbeat::HeartbeatPolicy;
 use crate::link_control::LinkControl;
@@ -19,7 +28,7 @@ use crate::link_fleet::LinkFleet;
 use crate::state::LinkState;
 use crate::superlink::{SuperLink, SuperLinkMsg};
 use crate::sweeper;
-use floret_core::{AppCatalog, RunEvent, RunStatus, SubStatus};
+use floret_core::{AppCatalog, RunEvent, RunInfo, RunStatus, ServerApp, SubStatus};
 use ractor::{Actor, ActorRef, call};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +37,9 @@ use tokio::task::JoinHandle;
 
 /// Reason recorded for every run still unfinished when the SuperLink shuts down.
 pub const SHUTDOWN_REASON: &str = "SuperLink shut down";
+
+/// Why a run from an earlier SuperLink process cannot go on in this one.
+const NOT_RESUMABLE: &str = "cannot resume after a SuperLink restart";
 
 /// How long shutdown waits for the SuperLink actor to stop.
 const ACTOR_STOP_WAIT: Duration = Duration::from_secs(10);
@@ -75,6 +87,7 @@ impl SuperLinkService {
             .await
             .map_err(|e| ServiceError::Spawn(e.to_string()))?;
         let sweeper = sweeper::spawn(state.clone(), policy.sweep_interval);
+        resume_runs(state.as_ref(), catalog.as_ref(), fabs.as_ref(), &link).await;
         let mut control = LinkControl::new(state.clone(), catalog, link.clone());
         if let Some(fabs) = &fabs {
             control = control.with_fabs(fabs.clone());
@@ -105,18 +118,43 @@ impl SuperLinkService {
         self.state.clone()
     }
 
-    /// Stops every unfinished run as finished:stopped ("SuperLink shut down"), closes every
-    /// node stream, refuses further Fleet and Control calls, and stops the actors and tasks.
+    /// Over a state that dies with the process: stops every unfinished run as
+    /// finished:stopped ("SuperLink shut down"). Over a durable state: ends the runs'
+    /// ServerApps but leaves the runs unfinished, to be resumed at the next start. Either
+    /// way it closes every node stream, refuses further Fleet and Control calls, and stops
+    /// the actors and tasks.
     pub async fn shutdown(self) {
         let reason = SHUTDOWN_REASON.to_string();
-        if call!(self.link, |reply| SuperLinkMsg::Shutdown { reason, reply }).is_err() {
+        let suspend = self.state.is_durable();
+        if call!(self.link, |reply| SuperLinkMsg::Shutdown {
+            reason,
+            suspend,
+            reply
+        })
+        .is_err()
+        {
             tracing::warn!("the SuperLink actor was already gone at shutdown");
         }
-        // Runs without a Run actor (never started, or whose actor died) end here too.
         for run in self.state.runs() {
             if run.status.is_finished() {
                 continue;
             }
+            if suspend {
+                tracing::info!(
+                    run_id = run.run_id,
+                    status = %run.status,
+                    "run left unfinished: it resumes when a SuperLink starts again over this state"
+                );
+                // Followers (`flwr log --stream`) learn why their stream ends.
+                let _ = self.state.push_event(
+                    run.run_id,
+                    RunEvent::Log(format!(
+                        "{SHUTDOWN_REASON}; the run resumes from its last checkpoint when the SuperLink starts again"
+                    )),
+                );
+                continue;
+            }
+            // Runs without a Run actor (never started, or whose actor died) end here too.
             // Event first: a follower that sees the run finished has then seen why.
             let _ = self
                 .state
@@ -144,5 +182,109 @@ impl SuperLinkService {
         let _ = self.link_task.await;
         let _ = self.sweeper.await;
         tracing::info!("SuperLink shut down");
+    }
+
+    /// Ends the service the way a crash (SIGKILL) would: nothing is recorded, unfinished
+    /// runs stay as they are in the state, ServerApps are dropped mid-round and node
+    /// streams break. It exists to test crash recovery in one process (a second service
+    /// over the same state plays the restarted SuperLink); a daemon calls `shutdown`.
+    pub async fn abort(self) {
+        self.fleet.close();
+        self.sweeper.abort();
+        if let Some(fabs) = &self.fabs {
+            fabs.launcher.kill_all();
+        }
+        // A killed actor skips `post_stop` and so do the children it takes down: no Run
+        // actor gets to record an end. The ServerApps' tasks are aborted as their hosts'
+        // state is dropped.
+        if self
+            .link
+            .kill_and_wait(Some(ACTOR_STOP_WAIT))
+            .await
+            .is_err()
+        {
+            tracing::warn!("the SuperLink actor did not die within {ACTOR_STOP_WAIT:?}");
+        }
+        let _ = self.link_task.await;
+        let _ = self.sweeper.await;
+    }
+}
+
+/// What a restarted SuperLink does with one unfinished run.
+enum Resumption {
+    /// Start it again with this ServerApp.
+    Resume(Arc<dyn ServerApp>),
+    /// Fail it: the reason says why it cannot go on.
+    Fail(String),
+}
+
+/// Whether `run` can resume here: its ServerApp, built-in or from its FAB, can be built
+/// again. A FAB's app process resumes through ServerAppIo's checkpoint calls.
+async fn resumption(
+    run: &RunInfo,
+    state: &dyn LinkState,
+    catalog: &dyn AppCatalog,
+    fabs: Option<&LinkFabs>,
+) -> Resumption {
+    let run_id = run.run_id;
+    let fab_hash = &run.app.fab_hash;
+    if !fab_hash.is_empty() {
+        return match fabs {
+            Some(fabs) => match fabs.resume(state, fab_hash).await {
+                Ok(app) => Resumption::Resume(app),
+                Err(e) => Resumption::Fail(format!("run {run_id} {NOT_RESUMABLE}: {e}")),
+            },
+            None => Resumption::Fail(format!(
+                "run {run_id} {NOT_RESUMABLE}: its ServerApp comes as a FAB, and this \
+                 SuperLink runs built-in apps only"
+            )),
+        };
+    }
+    match catalog.server_app(&run.app.serverapp) {
+        Some(app) => Resumption::Resume(app),
+        None => Resumption::Fail(format!(
+            "run {run_id} {NOT_RESUMABLE}: its ServerApp {:?} is not among this \
+             SuperLink's apps",
+            run.app.serverapp
+        )),
+    }
+}
+
+/// Resumes or fails every unfinished run of `state` (see the module doc).
+async fn resume_runs(
+    state: &dyn LinkState,
+    catalog: &dyn AppCatalog,
+    fabs: Option<&LinkFabs>,
+    link: &ActorRef<SuperLinkMsg>,
+) {
+    for run in state.runs() {
+        if run.status.is_finished() {
+            continue;
+        }
+        let run_id = run.run_id;
+        let failure = match resumption(&run, state, catalog, fabs).await {
+            Resumption::Resume(app) => {
+                let status = run.status;
+                match call!(link, |reply| SuperLinkMsg::ResumeRun { run, app, reply }) {
+                    Ok(Ok(())) => {
+                        let line = format!(
+                            "run {run_id} resumed after a SuperLink restart (it was {status})"
+                        );
+                        tracing::info!(run_id, "{line}");
+                        let _ = state.push_event(run_id, RunEvent::Log(line));
+                        continue;
+                    }
+                    Ok(Err(e)) => format!("run {run_id} {NOT_RESUMABLE}: {e}"),
+                    Err(e) => {
+                        format!("run {run_id} {NOT_RESUMABLE}: the SuperLink actor is gone: {e}")
+                    }
+                }
+            }
+            Resumption::Fail(reason) => reason,
+        };
+        tracing::warn!(run_id, "{failure}");
+        let _ = state.push_event(run_id, RunEvent::Log(failure.clone()));
+        let _ = state.set_run_status(run_id, RunStatus::Finished(SubStatus::Failed), &failure);
+        state.purge_messages(run_id);
     }
 }

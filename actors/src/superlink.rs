@@ -11,11 +11,14 @@
 //!
 //! Shutdown is a message, not a stop signal: ractor kills the children of a stopping
 //! actor without letting them record why, so `Shutdown` first asks every Run to stop with
-//! the given reason, waits for them, and only then may the SuperLink itself be stopped.
+//! the given reason (or, over a durable state, to suspend so that the run resumes at the
+//! next start), waits for them, and only then may the SuperLink itself be stopped.
+//!
+//! `ResumeRun` takes up a run an earlier SuperLink process left unfinished (see `run`).
 
 use crate::run::{RunActor, RunArgs, RunMsg};
 use crate::state::{LinkState, NewRun};
-use floret_core::{Context, ServerApp};
+use floret_core::{Context, RunInfo, ServerApp, UserConfig};
 use floret_core::{RunStatus, SubStatus};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
@@ -37,6 +40,8 @@ pub enum RunControlError {
     StartFailed { run_id: u64, reason: String },
     #[error("the SuperLink is shutting down")]
     ShuttingDown,
+    #[error("the run could not be recorded: {0}")]
+    Storage(String),
 }
 
 pub enum SuperLinkMsg {
@@ -52,10 +57,18 @@ pub enum SuperLinkMsg {
         reason: String,
         reply: RpcReplyPort<Result<(), RunControlError>>,
     },
+    /// Starts a Run actor in resume mode for an unfinished run of the state.
+    ResumeRun {
+        run: RunInfo,
+        app: Arc<dyn ServerApp>,
+        reply: RpcReplyPort<Result<(), RunControlError>>,
+    },
     /// Stops every active run with `reason` and refuses new ones; answers once the runs
-    /// have recorded their end (or `RUN_STOP_WAIT` passed for each).
+    /// have recorded their end (or `RUN_STOP_WAIT` passed for each). With `suspend` the
+    /// runs are left unfinished instead, to be resumed by the next SuperLink.
     Shutdown {
         reason: String,
+        suspend: bool,
         reply: RpcReplyPort<()>,
     },
 }
@@ -66,6 +79,52 @@ pub struct SuperLinkState {
     runs: HashMap<ActorId, (u64, ActorRef<RunMsg>)>,
     /// Set by `Shutdown`: runs started after it would be killed without a word.
     closing: bool,
+}
+
+impl SuperLinkState {
+    /// Starts the Run actor of `run_id`; a new run whose actor cannot start is failed with
+    /// why.
+    async fn spawn_run(
+        &mut self,
+        myself: &ActorRef<SuperLinkMsg>,
+        run_id: u64,
+        run_config: UserConfig,
+        app: Arc<dyn ServerApp>,
+        external: bool,
+        resume: bool,
+    ) -> Result<(), RunControlError> {
+        let context = Context {
+            run_id,
+            node_id: 0,
+            run_config,
+            ..Context::default()
+        };
+        let args = RunArgs {
+            state: self.state.clone(),
+            app,
+            context,
+            external,
+            resume,
+        };
+        match Actor::spawn_linked(None, RunActor, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                self.runs.insert(actor.get_id(), (run_id, actor));
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                // A resumed run is failed by its resumer, with a reason that says so.
+                if !resume {
+                    let _ = self.state.set_run_status(
+                        run_id,
+                        RunStatus::Finished(SubStatus::Failed),
+                        &reason,
+                    );
+                }
+                Err(RunControlError::StartFailed { run_id, reason })
+            }
+        }
+    }
 }
 
 impl Actor for SuperLink {
@@ -98,35 +157,23 @@ impl Actor for SuperLink {
             SuperLinkMsg::StartRun { run, app, reply } => {
                 let run_config = run.run_config.clone();
                 let external = !run.app.fab_hash.is_empty();
-                let run_id = st.state.create_run(run);
-                let context = Context {
-                    run_id,
-                    node_id: 0,
-                    run_config,
-                    ..Context::default()
+                let result = match st.state.create_run(run) {
+                    Ok(run_id) => st
+                        .spawn_run(&myself, run_id, run_config, app, external, false)
+                        .await
+                        .map(|()| run_id),
+                    Err(e) => Err(RunControlError::Storage(e.to_string())),
                 };
-                let args = RunArgs {
-                    state: st.state.clone(),
-                    app,
-                    context,
-                    external,
-                };
-                let result =
-                    match Actor::spawn_linked(None, RunActor, args, myself.get_cell()).await {
-                        Ok((actor, _)) => {
-                            st.runs.insert(actor.get_id(), (run_id, actor));
-                            Ok(run_id)
-                        }
-                        Err(e) => {
-                            let reason = e.to_string();
-                            let _ = st.state.set_run_status(
-                                run_id,
-                                RunStatus::Finished(SubStatus::Failed),
-                                &reason,
-                            );
-                            Err(RunControlError::StartFailed { run_id, reason })
-                        }
-                    };
+                let _ = reply.send(result);
+            }
+            SuperLinkMsg::ResumeRun { reply, .. } if st.closing => {
+                let _ = reply.send(Err(RunControlError::ShuttingDown));
+            }
+            SuperLinkMsg::ResumeRun { run, app, reply } => {
+                let external = !run.app.fab_hash.is_empty();
+                let result = st
+                    .spawn_run(&myself, run.run_id, run.run_config, app, external, true)
+                    .await;
                 let _ = reply.send(result);
             }
             SuperLinkMsg::StopRun {
@@ -147,11 +194,20 @@ impl Actor for SuperLink {
                 };
                 let _ = reply.send(result);
             }
-            SuperLinkMsg::Shutdown { reason, reply } => {
+            SuperLinkMsg::Shutdown {
+                reason,
+                suspend,
+                reply,
+            } => {
                 st.closing = true;
                 let runs: Vec<(u64, ActorRef<RunMsg>)> = st.runs.drain().map(|(_, r)| r).collect();
                 for (_, actor) in &runs {
-                    let _ = actor.cast(RunMsg::Stop(reason.clone()));
+                    let msg = if suspend {
+                        RunMsg::Suspend
+                    } else {
+                        RunMsg::Stop(reason.clone())
+                    };
+                    let _ = actor.cast(msg);
                 }
                 for (run_id, actor) in runs {
                     if actor.wait(Some(RUN_STOP_WAIT)).await.is_err() {

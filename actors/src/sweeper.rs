@@ -1,5 +1,6 @@
 //! The liveness sweeper: on a tokio interval, forgets nodes whose heartbeat lease ran out
-//! and answers instructions whose TTL ended, so a ServerApp learns of a dead node within
+//! and answers instructions whose TTL ended (and refreshes the state's gauges, see
+//! `meter`), so a ServerApp learns of a dead node within
 //! `patience * interval + sweep_interval` instead of at its round timeout.
 //!
 //! A plain task rather than an actor: it has no messages and no children, only a period.
@@ -22,6 +23,8 @@ pub(crate) fn spawn(state: Arc<dyn LinkState>, period: Duration) -> JoinHandle<(
         loop {
             tick.tick().await;
             let sweep = state.sweep(unix_now());
+            crate::meter::heartbeats_missed(sweep.offline.len());
+            crate::meter::record_state(state.as_ref());
             for node_id in &sweep.offline {
                 tracing::info!(node_id, "node missed its heartbeats: offline");
             }

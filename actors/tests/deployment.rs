@@ -189,7 +189,7 @@ async fn ten_thousand_subscribers_each_receive_only_their_own_instructions() {
     }
     assert_eq!(fleet.subscribers(), 10_000);
     let state = link.state();
-    let run = state.create_run(NewRun::default());
+    let run = state.create_run(NewRun::default()).unwrap();
     state.set_run_status(run, RunStatus::Starting, "").unwrap();
     state.set_run_status(run, RunStatus::Running, "").unwrap();
     let picked = [streams[17].0, streams[9_999].0];

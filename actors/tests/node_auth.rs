@@ -23,7 +23,9 @@ fn setup() -> (Arc<MemoryLinkState>, LinkFleet) {
 #[tokio::test]
 async fn unknown_key_is_refused() {
     let (state, fleet) = setup();
-    state.allow_node_key(Bytes::from_static(b"key-a"), 1.0);
+    state
+        .allow_node_key(Bytes::from_static(b"key-a"), 1.0)
+        .unwrap();
     let e = fleet.register_node(register(b"key-b")).await.unwrap_err();
     assert!(
         matches!(e, FleetError::Unauthenticated(ref m) if m.contains("allow-list")),
@@ -40,9 +42,13 @@ async fn unknown_key_is_refused() {
 #[tokio::test]
 async fn a_key_keeps_its_node_id() {
     let (state, fleet) = setup();
-    let reserved = state.allow_node_key(Bytes::from_static(b"key-a"), 1.0);
+    let reserved = state
+        .allow_node_key(Bytes::from_static(b"key-a"), 1.0)
+        .unwrap();
     assert_eq!(
-        state.allow_node_key(Bytes::from_static(b"key-a"), 2.0),
+        state
+            .allow_node_key(Bytes::from_static(b"key-a"), 2.0)
+            .unwrap(),
         reserved
     );
     assert!(!state.has_node(reserved), "allowed is not yet connected");
@@ -60,7 +66,9 @@ async fn a_key_keeps_its_node_id() {
 #[tokio::test]
 async fn a_disallowed_key_is_refused_again() {
     let (state, fleet) = setup();
-    state.allow_node_key(Bytes::from_static(b"key-a"), 1.0);
+    state
+        .allow_node_key(Bytes::from_static(b"key-a"), 1.0)
+        .unwrap();
     let id = fleet.register_node(register(b"key-a")).await.unwrap();
     assert_eq!(state.disallow_node(id), Some(Bytes::from_static(b"key-a")));
     assert!(!state.owns(id, b"key-a"));

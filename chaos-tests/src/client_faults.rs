@@ -1,6 +1,7 @@
 //! Faulty ClientApps: wrap a real app so that a seeded share of nodes panic, fail or stall
 //! in a given round, while the others run the real handler.
 
+use crate::seeded::mix;
 use floret_core::{AppError, ClientApp, Context, Message};
 use std::time::Duration;
 
@@ -72,13 +73,6 @@ fn server_round(msg: &Message) -> i64 {
         .and_then(|c| c.config_record("config").ok())
         .and_then(|c| c.get_i64("server-round").ok())
         .unwrap_or(0)
-}
-
-/// splitmix64's finaliser: a cheap, well-spread hash.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ async fn failing_clientapps_are_counted_and_left_out() {
         .iter()
         .map(|r| r.train.as_ref().unwrap().failures)
         .sum();
-    let expected = (1..=2)
+    let expected: u64 = (1..=2)
         .map(|round| (0..20).filter(|&p| plan.hits(p, round)).count() as u64)
         .sum();
     assert_eq!(failures, expected);

@@ -21,9 +21,11 @@ pub mod registry;
 pub mod remote;
 pub mod report;
 pub mod run_cmd;
+pub mod run_report;
 pub mod stop_cmd;
 pub mod submit;
 pub mod supernode_cmd;
+pub mod telemetry;
 
 // What a user's app crate needs, through its one dependency on floret-cli.
 pub use async_trait;
@@ -77,16 +79,4 @@ pub fn report_outcome(result: anyhow::Result<i32>) -> std::process::ExitCode {
             }
         }
     }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (`default` when unset); colours only on a terminal.
-pub fn init_tracing(default: &str) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }

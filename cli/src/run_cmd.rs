@@ -1,19 +1,23 @@
 //! `flwr run [APP_DIR] [FEDERATION] [--run-config "k=v ..."] [--stream] [--format ...]
-//! [--profile ...]`.
+//! [--profile ...] [--output-dir DIR]`.
 //!
 //! A built-in app (`apps/digits`) runs as a local simulation in this process for a
 //! federation without `address`, or is submitted to a SuperLink (see `submit`) for one
 //! with it. A user's app (a Cargo crate, as `flwr new` makes) is built first (see
 //! `build_cmd`): a local simulation runs the app's own binary in its `simulation` mode,
 //! which ends in `simulate` below; a SuperLink receives the app as a FAB.
+//!
+//! A run that `flwr` follows to its end (every local simulation, `--stream` on a
+//! SuperLink) leaves its history files behind (see `run_report`).
 
 use crate::build_cmd::{self, Profile};
 use crate::project::Project;
 use crate::registry::BuiltinCatalog;
-use crate::report::{Format, Reporter};
+use crate::report::{Ending, Format, HistoryTarget, Reporter};
+use crate::run_report::Destination;
 use crate::{UserError, exit_code, registry, submit};
 use anyhow::Context as _;
-use floret_actors::{RunStatus, SubStatus};
+use floret_actors::{LinkState, MemoryLinkState, RunStatus, SubStatus};
 use floret_core::run_config::{apply_overrides, parse_overrides_many};
 use floret_core::{AppCatalog, AppRef, ClientApp, Federation, ServerApp, UserConfig};
 use floret_simulation::{SimulationError, SimulationOptions, SimulationRun};
@@ -42,6 +46,10 @@ pub struct RunArgs {
     /// Cargo profile a user's app crate is built with (built-in apps ignore it).
     #[arg(long, value_enum, default_value_t = Profile::Release)]
     pub profile: Profile,
+    /// Where the run's history.json, history.csv and metrics.svg go; default a new
+    /// APP_DIR/runs/<UTC time>-run-<id>/ per run. Not used when the command only submits.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
 }
 
 /// An app directory read for a run: its manifest, the chosen federation, and the run
@@ -107,7 +115,10 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
         &project,
         &federation,
         run_config,
-        args.format,
+        Output {
+            format: args.format,
+            dir: args.output_dir.as_deref(),
+        },
         server_app,
         client_app,
     )
@@ -126,6 +137,10 @@ fn is_app_crate(app_dir: &Path, project: &Project) -> bool {
 /// Builds the app crate, then runs its binary's simulation mode (output and exit code
 /// pass through) or submits its FAB to the federation's SuperLink.
 async fn run_app_crate(args: &RunArgs, prepared: Prepared) -> anyhow::Result<i32> {
+    if prepared.federation.address.is_none() {
+        // The app binary checks it again; checking first spares a build for nothing.
+        Destination::prepare(args.output_dir.as_deref(), prepared.project.dir())?;
+    }
     let binary = build_cmd::cargo_build(&args.app_dir, &prepared.project, args.profile)?;
     if prepared.federation.address.is_some() {
         let fab = build_cmd::pack(&prepared.project, &binary)?;
@@ -150,6 +165,9 @@ async fn run_app_crate(args: &RunArgs, prepared: Prepared) -> anyhow::Result<i32
         Format::Default => "default",
         Format::Json => "json",
     });
+    if let Some(dir) = &args.output_dir {
+        command.arg("--output-dir").arg(dir);
+    }
     let status = command
         .status()
         .with_context(|| format!("cannot start the app's binary {}", binary.display()))?;
@@ -173,17 +191,25 @@ pub fn app_ref(project: &Project) -> AppRef {
     }
 }
 
+/// How a simulation reports: the console format and `--output-dir`.
+#[derive(Debug, Clone, Copy)]
+pub struct Output<'a> {
+    pub format: Format,
+    pub dir: Option<&'a Path>,
+}
+
 /// Runs `server_app` and `client_app` on a local simulation of `federation`, reporting as
-/// `format` says; returns the exit code. Shared by `flwr run` (built-in apps) and the
+/// `output` says; returns the exit code. Shared by `flwr run` (built-in apps) and the
 /// simulation mode of a user's app binary.
 pub async fn simulate(
     project: &Project,
     federation: &Federation,
     run_config: UserConfig,
-    format: Format,
+    output: Output<'_>,
     server_app: Arc<dyn ServerApp>,
     client_app: ClientApp,
 ) -> anyhow::Result<i32> {
+    let format = output.format;
     let manifest = &project.manifest;
     let num_supernodes = federation.options.num_supernodes.ok_or_else(|| {
         UserError::new(format!(
@@ -212,7 +238,12 @@ pub async fn simulate(
             "client-resources.num-gpus recorded; the built-in runtime schedules CPUs only"
         );
     }
-    let mut reporter = Reporter::new(format);
+    let destination = Destination::prepare(output.dir, project.dir())?;
+    let mut reporter = Reporter::new(format).with_history(HistoryTarget {
+        destination,
+        app: manifest.name.clone(),
+        federation: federation.name.clone(),
+    });
     if format == Format::Default {
         eprintln!(
             "running {} on {} ({} virtual SuperNodes, {} at a time)",
@@ -221,20 +252,34 @@ pub async fn simulate(
             num_supernodes,
             options.workers()
         );
+        let chaos = &federation.options.chaos;
+        if !chaos.is_off() {
+            eprintln!(
+                "chaos: dropout-rate {}, straggler-rate {}, latency {:?} + up to {:?} jitter, seed {}",
+                chaos.dropout_rate,
+                chaos.straggler_rate,
+                chaos.latency,
+                chaos.latency_jitter,
+                chaos.seed
+            );
+        }
     }
     let started = Instant::now();
-    let outcome = floret_simulation::run(&options, run, |e| reporter.on_event(e))
-        .await
-        .map_err(|e| match e {
-            SimulationError::Options(msg) => anyhow::Error::from(UserError::new(msg)),
-            other => anyhow::Error::from(other),
-        })?;
-    reporter.finish(
-        outcome.run_id,
-        outcome.status,
-        &outcome.reason,
-        started.elapsed(),
-    );
+    let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+    let chaos = &federation.options.chaos;
+    let outcome =
+        floret_simulation::run_with(&options, chaos, state, run, |e| reporter.on_event(e))
+            .await
+            .map_err(|e| match e {
+                SimulationError::Options(msg) => anyhow::Error::from(UserError::new(msg)),
+                other => anyhow::Error::from(other),
+            })?;
+    reporter.finish(Ending {
+        run_id: outcome.run_id,
+        status: outcome.status,
+        reason: &outcome.reason,
+        wall: started.elapsed(),
+    });
     Ok(match outcome.status {
         RunStatus::Finished(SubStatus::Completed) => exit_code::OK,
         _ => exit_code::RUN_FAILED,

@@ -1,14 +1,15 @@
 //! `flwr run` against a SuperLink: check the run locally so that mistakes fail before
 //! anything is sent, start it (with the app's FAB when it is not built in), print its id,
-//! and with `--stream` follow it to the end.
+//! and with `--stream` follow it to the end, saving its history files (`run_report`).
 
 use crate::build_cmd::PackedFab;
 use crate::follow::{Followed, follow, log_command};
 use crate::project::Project;
 use crate::registry::BuiltinCatalog;
 use crate::remote::Remote;
-use crate::report::{Format, Reporter};
+use crate::report::{Ending, Format, HistoryTarget, Reporter};
 use crate::run_cmd::{RunArgs, app_ref};
+use crate::run_report::Destination;
 use crate::{UserError, exit_code};
 use floret_core::{
     AppCatalog, Federation, RunStatus, StartRun, SubStatus, UserConfig, UserConfigValue,
@@ -32,6 +33,15 @@ pub async fn execute(
             .check_config(&run_config)
             .map_err(|e| UserError::new(format!("{}: {e}", project.manifest_path.display())))?;
     }
+    // Only a followed run has a history to save; checked before the run is started.
+    let destination = if args.stream {
+        Some(Destination::prepare(
+            args.output_dir.as_deref(),
+            project.dir(),
+        )?)
+    } else {
+        None
+    };
     let control = remote.connect().await?;
     let started = Instant::now();
     let mut app = app_ref(project);
@@ -80,11 +90,32 @@ pub async fn execute(
         );
     }
     let mut reporter = Reporter::new(args.format);
-    let followed = follow(control.as_ref(), run_id, true, |e| reporter.on_event(e))
-        .await
-        .map_err(|e| remote.error(e))?;
+    if let Some(destination) = destination {
+        reporter = reporter.with_history(HistoryTarget {
+            destination,
+            app: project.manifest.name.clone(),
+            federation: federation.name.clone(),
+        });
+    }
+    let followed = match follow(control.as_ref(), run_id, true, |e| reporter.on_event(e)).await {
+        Ok(followed) => followed,
+        Err(e) => {
+            reporter.stop_early(Ending {
+                run_id,
+                status: RunStatus::Running,
+                reason: "the connection to the SuperLink broke",
+                wall: started.elapsed(),
+            });
+            return Err(remote.error(e));
+        }
+    };
     if followed == Followed::Detached {
-        reporter.clear();
+        reporter.stop_early(Ending {
+            run_id,
+            status: RunStatus::Running,
+            reason: "detached: the run goes on",
+            wall: started.elapsed(),
+        });
         eprintln!(
             "detached from run {run_id}, which goes on: follow it again with `{}`",
             log_command(run_id, &args.app_dir, &remote.federation)
@@ -93,7 +124,12 @@ pub async fn execute(
     }
     let info = control.get_run(run_id).await.map_err(|e| remote.error(e))?;
     if !info.status.is_finished() {
-        reporter.clear();
+        reporter.stop_early(Ending {
+            run_id,
+            status: info.status,
+            reason: "the SuperLink stopped streaming the run",
+            wall: started.elapsed(),
+        });
         eprintln!(
             "error: the SuperLink stopped streaming run {run_id} while it was {}: follow it again with `{}`",
             info.status,
@@ -101,7 +137,12 @@ pub async fn execute(
         );
         return Ok(exit_code::RUN_FAILED);
     }
-    reporter.finish(run_id, info.status, &info.reason, started.elapsed());
+    reporter.finish(Ending {
+        run_id,
+        status: info.status,
+        reason: &info.reason,
+        wall: started.elapsed(),
+    });
     Ok(match info.status {
         RunStatus::Finished(SubStatus::Completed) => exit_code::OK,
         _ => exit_code::RUN_FAILED,

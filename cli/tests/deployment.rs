@@ -329,12 +329,20 @@ fn the_daemons_stop_cleanly_on_sigterm_and_sigint() {
         "{}",
         link.proc.stderr()
     );
-    // The unfinished run was stopped, and its followers were told why before the end.
+    // The unfinished run was left to resume (the state is on disk), and its followers
+    // were told why their stream ends.
     follower.wait_exit(READY_TIMEOUT);
     assert!(
-        follower.stdout().contains("SuperLink shut down"),
+        follower
+            .stdout()
+            .contains("SuperLink shut down; the run resumes from its last checkpoint"),
         "{}",
         follower.stdout()
+    );
+    assert!(
+        link.proc.stderr().contains("run left unfinished"),
+        "{}",
+        link.proc.stderr()
     );
 }}
 
@@ -347,6 +355,8 @@ fn a_port_in_use_is_one_line_and_exit_2() {
         SUPERLINK,
         &[
             "--insecure",
+            "--database",
+            ":memory:",
             "--fleet-api-address",
             &taken,
             "--control-api-address",

@@ -184,3 +184,159 @@ fn unknown_flag_is_a_usage_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--rounds"));
 }
+
+/// GOOD with a `chaos` federation of 20 nodes where 30 % of the replies are lost.
+fn chaos_app(extra: &str) -> tempfile::TempDir {
+    app_with(&format!(
+        "{GOOD}[tool.flwr.federations.chaos]\noptions.num-supernodes = 20\n\
+         options.chaos.dropout-rate = 0.3\noptions.chaos.seed = 7\n{extra}"
+    ))
+}
+
+#[test]
+fn json_report_counts_the_replies_lost_to_dropouts_each_round() {
+    let app = chaos_app("");
+    let run = || {
+        let o = flwr(&[
+            "run",
+            app.path().to_str().unwrap(),
+            "chaos",
+            "--run-config",
+            "num-server-rounds=3",
+            "--format",
+            "json",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("stdout is one JSON object")
+    };
+    let v = run();
+    assert_eq!(v["status"], "finished:completed");
+    let rounds = v["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 3);
+    let mut lost_total = 0;
+    for r in rounds {
+        for phase in ["train", "evaluate"] {
+            let p = &r[phase];
+            let (sampled, replies, failures, lost) = (
+                p["sampled"].as_u64().unwrap(),
+                p["replies"].as_u64().unwrap(),
+                p["failures"].as_u64().unwrap(),
+                p["lost"].as_u64().unwrap(),
+            );
+            assert_eq!(sampled, 20, "{r}");
+            // Dropouts answer at once with an error: lost replies are failures.
+            assert_eq!(lost, failures, "{r}");
+            assert_eq!(replies + lost, sampled, "{r}");
+            assert!((1..=12).contains(&lost), "about 30 % of 20: {r}");
+            lost_total += lost;
+        }
+    }
+    assert!(
+        (20..=52).contains(&lost_total),
+        "about 30 % of 120: {lost_total}"
+    );
+    // The same seed loses the same replies.
+    let again = run();
+    let phases = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        v["rounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::json!([r["train"], r["evaluate"]]))
+            .collect()
+    };
+    assert_eq!(phases(&v), phases(&again));
+}
+
+#[test]
+fn the_table_has_a_lost_column_per_phase() {
+    let app = chaos_app("");
+    let o = flwr(&[
+        "run",
+        app.path().to_str().unwrap(),
+        "chaos",
+        "--run-config",
+        "num-server-rounds=2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let header = out.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("round  train lost  evaluate lost"),
+        "{out}"
+    );
+    assert!(
+        stderr(&o).contains("chaos: dropout-rate 0.3"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn an_unknown_chaos_option_lists_the_valid_ones() {
+    let app = chaos_app("options.chaos.drop-rate = 0.1\n");
+    let o = flwr(&["run", app.path().to_str().unwrap(), "chaos"]);
+    assert_user_error(
+        &o,
+        &[
+            "options.chaos.drop-rate",
+            "is not a chaos option",
+            "options.chaos.dropout-rate",
+            "options.chaos.straggler-rate",
+            "options.chaos.seed",
+        ],
+    );
+}
+
+#[test]
+fn a_chaos_rate_above_one_is_refused_with_the_fix() {
+    let app = app_with(&format!(
+        "{GOOD}[tool.flwr.federations.chaos]\noptions.num-supernodes = 20\n\
+         options.chaos.straggler-rate = 1.5\n"
+    ));
+    let o = flwr(&["run", app.path().to_str().unwrap(), "chaos"]);
+    assert_user_error(
+        &o,
+        &[
+            "options.chaos.straggler-rate",
+            "between 0 and 1 (got 1.5)",
+            "set options.chaos.straggler-rate = 0.3",
+        ],
+    );
+}
+
+#[test]
+fn stragglers_show_as_lost_then_late_and_cost_one_timeout_per_phase() {
+    let app = app_with(&format!(
+        "{GOOD}[tool.flwr.federations.slow]\noptions.num-supernodes = 20\n\
+         options.chaos.straggler-rate = 0.25\noptions.chaos.seed = 5\n"
+    ));
+    let started = std::time::Instant::now();
+    let o = flwr(&[
+        "run",
+        app.path().to_str().unwrap(),
+        "slow",
+        "--run-config",
+        "num-server-rounds=2 round-timeout=0.5",
+        "--format",
+        "json",
+    ]);
+    let wall = started.elapsed().as_secs_f64();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let rounds = v["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    let count = |phase: &str, key: &str| -> u64 {
+        rounds.iter().map(|r| r[phase][key].as_u64().unwrap()).sum()
+    };
+    // Stragglers are not errors: lost in their phase, late in the next one.
+    assert_eq!(
+        count("train", "failures") + count("evaluate", "failures"),
+        0,
+        "{v}"
+    );
+    assert!(count("train", "lost") > 0, "{v}");
+    assert_eq!(count("evaluate", "late"), count("train", "lost"), "{v}");
+    // 4 phases of at most one 0.5 s timeout each, not the 60 s of GOOD's default.
+    assert!(wall < 4.0 * 0.5 + 5.0, "{wall} s");
+}

@@ -409,3 +409,65 @@ fn a_supernode_refuses_a_fab_built_for_another_target() {
         assert!(logged_pids(node, "started ClientApp process").is_empty());
     }
 }
+
+/// The app processes join the run's trace: the ServerApp process's span is a child of the
+/// SuperLink's `run` span (handed down as `TRACEPARENT`), and each ClientApp process's
+/// `train` span a child of its SuperNode's `train` span (through the message's context
+/// over ClientAppIo).
+#[test]
+fn a_fab_run_is_one_trace_through_its_app_processes() {
+    let mut collector = support::otlp::Collector::start();
+    let endpoint = collector.endpoint();
+    let caches: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let link_cache = cache_flag(&caches[0]);
+    let link = SuperLink::start_with(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--fab-cache-dir", &link_cache, "--otlp-endpoint", &endpoint],
+    );
+    let otlp = ["--otlp-endpoint", endpoint.as_str()];
+    let nodes = [
+        node(&link, 0, &caches[1], &otlp),
+        node(&link, 1, &caches[2], &otlp),
+    ];
+    let flwr = Flwr::connect(&link);
+    let run = flwr.start(request(fab(HOST_TARGET), "")).unwrap();
+    completed(&flwr.finished(run));
+    let SuperLink { proc, .. } = link;
+    for daemon in nodes.into_iter().chain([proc]) {
+        stop(daemon);
+    }
+
+    let spans = collector.spans();
+    let run_id = run.to_string();
+    let root = spans
+        .named("run")
+        .find(|s| support::otlp::attr(s, "run_id").as_deref() == Some(run_id.as_str()))
+        .unwrap_or_else(|| panic!("no run span: {:?}", spans.names()));
+    let serverapp = spans
+        .named("serverapp")
+        .next()
+        .unwrap_or_else(|| panic!("no serverapp span: {:?}", spans.names()));
+    assert_eq!(serverapp.parent_span_id, root.span_id);
+    assert_eq!(serverapp.trace_id, root.trace_id);
+
+    let in_processes: Vec<_> = spans
+        .named("train")
+        .filter(|s| support::otlp::attr(s, "transport").as_deref() == Some("clientappio"))
+        .collect();
+    assert_eq!(
+        in_processes.len(),
+        4,
+        "2 rounds x 2 nodes: {:?}",
+        spans.names()
+    );
+    for span in in_processes {
+        let chain = spans.ancestry(span);
+        assert_eq!(chain[..3], ["train", "train", "deliver"], "{chain:?}");
+        assert!(
+            chain.contains(&"serverapp") && chain.last() == Some(&"run"),
+            "{chain:?}"
+        );
+        assert_eq!(span.trace_id, root.trace_id);
+    }
+}

@@ -154,6 +154,10 @@ pub enum GridError {
     Disconnected(String),
     #[error("invalid message: {0}")]
     InvalidMessage(String),
+    #[error("{0} is not supported here")]
+    Unsupported(String),
+    #[error("the SuperLink could not store it: {0}")]
+    Storage(String),
 }
 
 /// The set of node ids a run can reach, shared rather than copied each round.
@@ -183,6 +187,24 @@ pub trait Grid: Send + Sync {
     /// Reports progress of the run to whoever watches it (`flwr run`, `flwr log`).
     fn emit(&self, event: RunEvent);
 
+    /// The checkpoint an earlier start of this run's ServerApp left behind (one that a
+    /// SuperLink crash or restart cut short), or `None` for a run that starts from the
+    /// beginning. A ServerApp that checkpoints reads this first and resumes from it.
+    ///
+    /// Once this grid has saved a checkpoint itself it answers `None`: the ServerApp is
+    /// past its resume point, and a strategy started a second time within the same `main`
+    /// must begin afresh rather than resume from where the first one ended.
+    async fn load_checkpoint(&self) -> Result<Option<bytes::Bytes>, GridError> {
+        Ok(None)
+    }
+
+    /// Keeps `checkpoint` as the run's latest, replacing the previous one, in the
+    /// SuperLink's state (on disk when it has a database), so that a SuperLink restarted
+    /// after a crash resumes the run from it. `Unsupported` where nothing can be kept.
+    async fn save_checkpoint(&self, _checkpoint: bytes::Bytes) -> Result<(), GridError> {
+        Err(GridError::Unsupported("saving a checkpoint".into()))
+    }
+
     /// Sends `messages` and waits up to `timeout` for all their replies; replies that are
     /// not there by then are simply absent from the result.
     async fn send_and_receive(
@@ -210,7 +232,7 @@ pub trait Grid: Send + Sync {
 }
 
 /// Counts and aggregated metrics of one phase (train or evaluate) of a round.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct PhaseSummary {
     pub sampled: u64,
     pub replies: u64,
@@ -220,7 +242,7 @@ pub struct PhaseSummary {
 }
 
 /// What happened in one server round.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct RoundSummary {
     pub round: u64,
     pub train: Option<PhaseSummary>,
@@ -232,7 +254,7 @@ pub struct RoundSummary {
 /// Progress of a run, as shown to the user.
 // A few events per round: their size does not matter, and unboxed they are simpler to match.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum RunEvent {
     Log(String),
     RoundStarted { round: u64, num_rounds: u64 },

@@ -12,6 +12,7 @@ use crate::app::RunEvent;
 use crate::context::Context;
 use crate::message::{Message, Payload};
 use async_trait::async_trait;
+use bytes::Bytes;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -49,6 +50,11 @@ pub trait ServerAppIo: Send + Sync {
     async fn receive(&self, token: &str, timeout: Duration) -> Result<Vec<Message>, AppIoError>;
     async fn emit(&self, token: &str, event: RunEvent) -> Result<(), AppIoError>;
     async fn finish(&self, token: &str, outcome: AppOutcome) -> Result<(), AppIoError>;
+    /// The run's latest checkpoint (`Grid::load_checkpoint`): what a ServerApp process of
+    /// this run saved, maybe before the SuperLink restarted.
+    async fn load_checkpoint(&self, token: &str) -> Result<Option<Bytes>, AppIoError>;
+    /// Keeps the run's latest checkpoint (`Grid::save_checkpoint`) in the SuperLink's state.
+    async fn save_checkpoint(&self, token: &str, checkpoint: Bytes) -> Result<(), AppIoError>;
     /// The token of a run that waits for an app process started outside the SuperLink
     /// (`--isolation process`); the caller now serves that run. Each waiting run is handed
     /// to one caller only. `None` when no run waits: ask again later. The default suits a

@@ -16,7 +16,7 @@ compile_error!("floret-core stores array data little-endian and reinterprets it 
 pub const STYPE_RAW: &str = "raw";
 
 /// Element type of an array, named as numpy names it on the wire (`"float32"`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DType {
     F32,
     F64,
@@ -103,7 +103,7 @@ pub enum ArrayError {
 }
 
 /// One tensor: dtype, shape, serialisation type and the bytes themselves.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Array {
     pub dtype: DType,
     pub shape: Vec<i32>,

@@ -5,7 +5,7 @@ use crate::records::RecordDict;
 use crate::user_config::UserConfig;
 
 /// Flower's `Context`. Node id 0 is the SuperLink side (ServerApp).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Context {
     pub run_id: u64,
     pub node_id: u64,

@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod appio;
 pub mod array;
+pub mod codec;
 pub mod context;
 pub mod fab;
 pub mod manifest;
@@ -16,6 +17,7 @@ pub mod message;
 pub mod records;
 pub mod run;
 pub mod run_config;
+pub mod trace_context;
 pub mod user_auth;
 pub mod user_config;
 
@@ -30,7 +32,9 @@ pub use appio::{AppIoError, AppOutcome, ClientAppIo, ClientTask, ServerAppIo};
 pub use array::{Array, ArrayError, DType, Element, STYPE_RAW};
 pub use context::Context;
 pub use fab::{Fab, FabError, FabManifest, HOST_TARGET, fab_hash};
-pub use manifest::{AppManifest, ClientResources, Federation, FederationOptions, ManifestError};
+pub use manifest::{
+    AppManifest, ChaosOptions, ClientResources, Federation, FederationOptions, ManifestError,
+};
 pub use message::{Message, MessageError, Metadata, Payload, error_code, message_type};
 pub use records::{
     ArrayRecord, ConfigRecord, ConfigValue, MetricRecord, MetricValue, Record, RecordDict,

@@ -55,6 +55,8 @@ pub struct FederationOptions {
     pub num_supernodes: Option<u64>,
     /// `options.backend.client-resources.*`.
     pub client_resources: ClientResources,
+    /// `options.chaos.*`: faults a local simulation injects; all off unless set.
+    pub chaos: ChaosOptions,
     /// Every other `options.*` key, flattened and without the `options.` prefix, kept for
     /// the simulation backend to interpret.
     pub extra: UserConfig,
@@ -75,6 +77,46 @@ impl Default for ClientResources {
             num_cpus: 1.0,
             num_gpus: 0.0,
         }
+    }
+}
+
+/// `options.chaos.*`: faults the virtual fleet of a local simulation injects, so that a
+/// researcher can measure a strategy under dropouts, stragglers and slow links with the
+/// same `flwr run` they use without them. Every fault is drawn from `seed`, so the same
+/// manifest gives the same faults on every run. All off by default; see docs/CHAOS.md.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChaosOptions {
+    /// `options.chaos.dropout-rate`, in [0, 1]: the share of instructions whose node drops
+    /// out before answering; the strategy gets a `NODE_UNAVAILABLE` error reply instead.
+    pub dropout_rate: f64,
+    /// `options.chaos.straggler-rate`, in [0, 1]: the share of instructions whose reply is
+    /// held back until the run's next phase has started, so it arrives late.
+    pub straggler_rate: f64,
+    /// `options.chaos.latency-ms`: added to every reply before it reaches the SuperLink.
+    pub latency: std::time::Duration,
+    /// `options.chaos.latency-jitter-ms`: up to this much more, drawn per reply.
+    pub latency_jitter: std::time::Duration,
+    /// `options.chaos.seed`: the seed of every fault drawn; default 0.
+    pub seed: u64,
+}
+
+impl ChaosOptions {
+    /// The `options.chaos.*` keys there are, for errors that list them.
+    pub const KEYS: [&'static str; 5] = [
+        "options.chaos.dropout-rate",
+        "options.chaos.straggler-rate",
+        "options.chaos.latency-ms",
+        "options.chaos.latency-jitter-ms",
+        "options.chaos.seed",
+    ];
+
+    /// True when no fault is injected at all (the seed alone changes nothing), so the
+    /// simulation can keep its fault-free fast path.
+    pub fn is_off(&self) -> bool {
+        self.dropout_rate == 0.0
+            && self.straggler_rate == 0.0
+            && self.latency.is_zero()
+            && self.latency_jitter.is_zero()
     }
 }
 
@@ -369,6 +411,7 @@ impl Reader<'_> {
             transport: None,
             options: FederationOptions::default(),
         };
+        let mut chaos_keys = Vec::new();
         for (key, value) in self.flatten(&table_name, table)? {
             let wrong = |expected| self.wrong_type(&table_name, &key, expected, value.type_name());
             match (key.as_str(), &value) {
@@ -420,6 +463,57 @@ impl Reader<'_> {
                     }
                     federation.options.client_resources.num_gpus = gpus;
                 }
+                ("options.chaos.dropout-rate" | "options.chaos.straggler-rate", _) => {
+                    let rate = number(&value).ok_or_else(|| wrong("an int or float"))?;
+                    if !(0.0..=1.0).contains(&rate) {
+                        return Err(invalid(
+                            &key,
+                            format!("must be a fraction between 0 and 1 (got {value})"),
+                            &format!("set {key} = 0.3 for 30 % of the sampled nodes"),
+                        ));
+                    }
+                    let chaos = &mut federation.options.chaos;
+                    match key.as_str() {
+                        "options.chaos.dropout-rate" => chaos.dropout_rate = rate,
+                        _ => chaos.straggler_rate = rate,
+                    }
+                    chaos_keys.push(key.clone());
+                }
+                ("options.chaos.latency-ms" | "options.chaos.latency-jitter-ms", _) => {
+                    let ms = number(&value).ok_or_else(|| wrong("an int or float"))?;
+                    let duration =
+                        std::time::Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| {
+                            invalid(
+                                &key,
+                                format!("must be 0 or more milliseconds (got {value})"),
+                                &format!("set {key} = 50 for 50 ms"),
+                            )
+                        })?;
+                    let chaos = &mut federation.options.chaos;
+                    match key.as_str() {
+                        "options.chaos.latency-ms" => chaos.latency = duration,
+                        _ => chaos.latency_jitter = duration,
+                    }
+                    chaos_keys.push(key.clone());
+                }
+                ("options.chaos.seed", UserConfigValue::Int(n)) => {
+                    federation.options.chaos.seed = u64::try_from(*n).map_err(|_| {
+                        invalid(
+                            &key,
+                            format!("must be 0 or more (got {n})"),
+                            "set options.chaos.seed = 42",
+                        )
+                    })?;
+                    chaos_keys.push(key.clone());
+                }
+                ("options.chaos.seed", _) => return Err(wrong("an int")),
+                (chaos, _) if chaos.starts_with("options.chaos.") => {
+                    return Err(invalid(
+                        &key,
+                        "is not a chaos option".to_owned(),
+                        &format!("use one of: {}", ChaosOptions::KEYS.join(", ")),
+                    ));
+                }
                 ("address" | "root-certificates" | "transport", _) => {
                     return Err(wrong("a string"));
                 }
@@ -447,6 +541,26 @@ impl Reader<'_> {
                 "options.num-supernodes",
                 "is required for a local simulation (a federation without `address`)".to_owned(),
                 "set options.num-supernodes = 10, or set address = \"<host>:9093\" to use a SuperLink",
+            ));
+        }
+        let chaos = &federation.options.chaos;
+        if chaos.dropout_rate + chaos.straggler_rate > 1.0 {
+            return Err(invalid(
+                "options.chaos.straggler-rate",
+                format!(
+                    "plus options.chaos.dropout-rate is more than 1 ({} + {})",
+                    chaos.straggler_rate, chaos.dropout_rate
+                ),
+                "lower one of them: a node either drops out or straggles, so the two shares must add up to at most 1",
+            ));
+        }
+        if let (Some(address), Some(key)) = (&federation.address, chaos_keys.first()) {
+            return Err(invalid(
+                key,
+                format!(
+                    "only applies to a local simulation, but this federation is a SuperLink ({address})"
+                ),
+                "remove the options.chaos.* keys, or define a federation without address to simulate faults",
             ));
         }
         if federation.insecure == Some(true) && federation.root_certificates.is_some() {
@@ -853,6 +967,132 @@ options.backend."init-args.logging-level" = "info"
         let err = federation_error("address = \"h:9093\"\ninsecure = \"yes\"");
         assert!(
             matches!(err, ManifestError::WrongType { key, expected: "a bool", .. } if key == "insecure")
+        );
+    }
+
+    #[test]
+    fn chaos_options_are_typed_and_default_to_off() {
+        let m = parse(&with_federations(
+            r#"
+[tool.flwr.federations.calm]
+options.num-supernodes = 10
+[tool.flwr.federations.stormy]
+options.num-supernodes = 10
+options.chaos.dropout-rate = 0.3
+options.chaos.straggler-rate = 0.1
+options.chaos.latency-ms = 20
+options.chaos.latency-jitter-ms = 2.5
+options.chaos.seed = 7
+[tool.flwr.federations.seeded.options]
+num-supernodes = 2
+chaos.seed = 3
+"#,
+        ))
+        .unwrap();
+        let calm = &m.federation(Some("calm")).unwrap().options.chaos;
+        assert_eq!(calm, &ChaosOptions::default());
+        assert!(calm.is_off());
+        let stormy = &m.federation(Some("stormy")).unwrap().options;
+        assert_eq!(
+            stormy.chaos,
+            ChaosOptions {
+                dropout_rate: 0.3,
+                straggler_rate: 0.1,
+                latency: std::time::Duration::from_millis(20),
+                latency_jitter: std::time::Duration::from_micros(2500),
+                seed: 7,
+            }
+        );
+        assert!(!stormy.chaos.is_off());
+        assert!(
+            stormy.extra.is_empty(),
+            "chaos keys are not passed on as extras"
+        );
+        // A seed alone injects nothing; it must not leave the fast path.
+        let seeded = &m.federation(Some("seeded")).unwrap().options.chaos;
+        assert_eq!(seeded.seed, 3);
+        assert!(seeded.is_off());
+    }
+
+    #[test]
+    fn bad_chaos_options_name_the_key_and_the_fix() {
+        let sim = "options.num-supernodes = 10\n";
+        let cases = [
+            (
+                "options.chaos.dropout-rate = 1.5",
+                "options.chaos.dropout-rate",
+                "must be a fraction between 0 and 1 (got 1.5)",
+                "set options.chaos.dropout-rate = 0.3",
+            ),
+            (
+                "options.chaos.straggler-rate = -0.1",
+                "options.chaos.straggler-rate",
+                "must be a fraction between 0 and 1 (got -0.1)",
+                "set options.chaos.straggler-rate = 0.3",
+            ),
+            (
+                "options.chaos.dropout-rate = nan",
+                "options.chaos.dropout-rate",
+                "must be a fraction between 0 and 1 (got NaN)",
+                "0.3",
+            ),
+            (
+                "options.chaos.dropout-rate = 0.6\noptions.chaos.straggler-rate = 0.5",
+                "options.chaos.straggler-rate",
+                "plus options.chaos.dropout-rate is more than 1 (0.5 + 0.6)",
+                "at most 1",
+            ),
+            (
+                "options.chaos.latency-ms = -5",
+                "options.chaos.latency-ms",
+                "must be 0 or more milliseconds (got -5)",
+                "set options.chaos.latency-ms = 50",
+            ),
+            (
+                "options.chaos.seed = -1",
+                "options.chaos.seed",
+                "must be 0 or more (got -1)",
+                "set options.chaos.seed = 42",
+            ),
+            (
+                "options.chaos.drop-rate = 0.3",
+                "options.chaos.drop-rate",
+                "is not a chaos option",
+                "use one of: options.chaos.dropout-rate, options.chaos.straggler-rate, \
+                 options.chaos.latency-ms, options.chaos.latency-jitter-ms, options.chaos.seed",
+            ),
+        ];
+        for (body, key, problem, fix) in cases {
+            let err = federation_error(&format!("{sim}{body}"));
+            assert!(
+                matches!(&err, ManifestError::InvalidFederation { key: k, problem: p, fix: f, .. }
+                    if k == key && p == problem && f.contains(fix)),
+                "{body}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn chaos_options_are_refused_for_a_superlink_and_wrong_types_are_named() {
+        let err = federation_error("address = \"h:9093\"\noptions.chaos.dropout-rate = 0.3");
+        assert_eq!(
+            err.to_string(),
+            "app/pyproject.toml: `options.chaos.dropout-rate` in federation `f` only applies to \
+             a local simulation, but this federation is a SuperLink (h:9093): remove the \
+             options.chaos.* keys, or define a federation without address to simulate faults"
+        );
+        let err = federation_error("options.num-supernodes = 2\noptions.chaos.seed = 1.5");
+        assert!(
+            matches!(&err, ManifestError::WrongType { key, expected: "an int", .. }
+                if key == "options.chaos.seed"),
+            "{err:?}"
+        );
+        let err =
+            federation_error("options.num-supernodes = 2\noptions.chaos.dropout-rate = \"high\"");
+        assert!(
+            matches!(&err, ManifestError::WrongType { key, expected: "an int or float", .. }
+                if key == "options.chaos.dropout-rate"),
+            "{err:?}"
         );
     }
 }

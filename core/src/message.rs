@@ -57,7 +57,7 @@ pub fn validate_message_type(t: &str) -> Result<&str, InvalidMessageType> {
 }
 
 /// Routing and bookkeeping of a message, field for field as Flower's `Metadata`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Metadata {
     pub run_id: u64,
     /// Assigned by the runtime when the message is sent.
@@ -73,10 +73,14 @@ pub struct Metadata {
     pub message_type: String,
     /// Unix time in seconds, set by the runtime when the message is sent.
     pub created_at: f64,
+    /// Floret's addition: the W3C `traceparent` of the span that sent the message (see
+    /// `trace_context`), so that the span handling it anywhere joins the run's trace.
+    /// Empty when tracing is off.
+    pub trace_context: String,
 }
 
 /// A failure reported in place of content: error code and a short reason.
-#[derive(Debug, Clone, PartialEq, Error)]
+#[derive(Debug, Clone, PartialEq, Error, serde::Serialize, serde::Deserialize)]
 #[error("error {code}: {reason}")]
 pub struct MessageError {
     pub code: i64,
@@ -93,14 +97,14 @@ impl MessageError {
 }
 
 /// What a message carries: records, or the error that replaced them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Payload {
     Content(RecordDict),
     Error(MessageError),
 }
 
 /// Metadata plus payload.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     pub metadata: Metadata,
     pub payload: Payload,
@@ -124,6 +128,21 @@ impl Message {
     pub fn with_group_id(mut self, group_id: impl Into<String>) -> Message {
         self.metadata.group_id = group_id.into();
         self
+    }
+
+    /// Bytes of array data in the content (0 for an error reply): what a span reports as
+    /// the message's size without encoding it.
+    pub fn array_bytes(&self) -> usize {
+        match &self.payload {
+            Payload::Content(c) => c
+                .iter()
+                .map(|(_, r)| match r {
+                    crate::records::Record::Array(a) => a.num_bytes(),
+                    _ => 0,
+                })
+                .sum(),
+            Payload::Error(_) => 0,
+        }
     }
 
     /// The content, or the carried error.
@@ -155,6 +174,8 @@ impl Message {
                 ttl: m.ttl,
                 message_type: m.message_type.clone(),
                 created_at: 0.0,
+                // The handler's span, when there is one, takes this over (client_exec).
+                trace_context: m.trace_context.clone(),
             },
             payload,
         }

@@ -47,7 +47,7 @@ fn missing<'a>(
 }
 
 /// Ordered, named arrays: usually one model's parameters, layer by layer.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ArrayRecord(pub IndexMap<String, Array>);
 
 impl ArrayRecord {
@@ -91,7 +91,7 @@ impl FromIterator<(String, Array)> for ArrayRecord {
 }
 
 /// A metric value: numbers and lists of numbers, the types Flower aggregates.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum MetricValue {
     F64(f64),
     I64(i64),
@@ -141,7 +141,7 @@ impl From<u64> for MetricValue {
 }
 
 /// Ordered metrics, such as `train_loss` and `num-examples`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct MetricRecord(pub IndexMap<String, MetricValue>);
 
 impl MetricRecord {
@@ -183,7 +183,7 @@ impl MetricRecord {
 }
 
 /// A config value: metric types plus booleans, strings and bytes, and lists of each.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ConfigValue {
     F64(f64),
     I64(i64),
@@ -245,7 +245,7 @@ impl From<String> for ConfigValue {
 }
 
 /// Ordered settings sent with a message, such as the learning rate or the server round.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ConfigRecord(pub IndexMap<String, ConfigValue>);
 
 impl ConfigRecord {
@@ -320,7 +320,7 @@ fn wrong(key: &str, expected: &'static str, found: &'static str) -> RecordError 
 }
 
 /// One entry of a `RecordDict`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Record {
     Array(ArrayRecord),
     Metric(MetricRecord),
@@ -354,7 +354,7 @@ impl From<ConfigRecord> for Record {
 }
 
 /// Named records: the content of a message. Cheap to clone (shared until written).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct RecordDict(Arc<IndexMap<String, Record>>);
 
 macro_rules! typed_get {

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 /// Which app a run executes: its name and the components that build its ServerApp and
 /// ClientApp (`digits.server_app:app`), plus the FAB hash once apps travel as bundles.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct AppRef {
     pub name: String,
     pub serverapp: String,
@@ -19,7 +19,7 @@ pub struct AppRef {
 }
 
 /// A run as the SuperLink records it and `flwr ls` lists it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunInfo {
     pub run_id: u64,
     pub app: AppRef,
@@ -38,7 +38,7 @@ pub struct RunInfo {
 }
 
 /// How a finished run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum SubStatus {
     Completed,
     Failed,
@@ -46,7 +46,7 @@ pub enum SubStatus {
 }
 
 /// Where a run is in its life, as `flwr ls` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RunStatus {
     Pending,
     Starting,

@@ -6,7 +6,7 @@ use std::fmt;
 
 /// One run-config or node-config value. Integers and floats stay distinct so that an app
 /// reading `num-server-rounds` gets an integer back, as the TOML said.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum UserConfigValue {
     Bool(bool),
     Int(i64),

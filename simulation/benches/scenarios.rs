@@ -5,11 +5,13 @@
 //! Each scenario runs in a fresh child process (this binary re-executed), so its peak RSS
 //! (VmHWM) is its own and not the high-water mark of an earlier scenario.
 
+use floret_actors::MemoryLinkState;
 use floret_core::run_config::{apply_overrides, parse_overrides};
 use floret_core::{AppManifest, AppRef, UserConfigValue};
-use floret_simulation::{SimulationOptions, SimulationRun};
+use floret_simulation::{ChaosOptions, SimulationOptions, SimulationRun};
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 struct Scenario {
@@ -19,6 +21,8 @@ struct Scenario {
     arrays: u64,
     rounds: u64,
     fraction: f64,
+    /// `options.chaos.dropout-rate`; 0 keeps the fleet's fault-free path.
+    dropout: f64,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -29,6 +33,7 @@ const SCENARIOS: &[Scenario] = &[
         arrays: 4,
         rounds: 3,
         fraction: 1.0,
+        dropout: 0.0,
     },
     Scenario {
         id: "S2",
@@ -37,6 +42,7 @@ const SCENARIOS: &[Scenario] = &[
         arrays: 4,
         rounds: 3,
         fraction: 1.0,
+        dropout: 0.0,
     },
     Scenario {
         id: "S3",
@@ -45,6 +51,7 @@ const SCENARIOS: &[Scenario] = &[
         arrays: 1,
         rounds: 1,
         fraction: 1.0,
+        dropout: 0.0,
     },
     Scenario {
         id: "S4",
@@ -53,6 +60,17 @@ const SCENARIOS: &[Scenario] = &[
         arrays: 4,
         rounds: 3,
         fraction: 0.01,
+        dropout: 0.0,
+    },
+    // S1 with 30 % dropouts: what the chaos path costs (dropped nodes skip their work).
+    Scenario {
+        id: "S1-chaos",
+        nodes: 1_000,
+        params: 100_000,
+        arrays: 4,
+        rounds: 3,
+        fraction: 1.0,
+        dropout: 0.3,
     },
 ];
 
@@ -122,8 +140,14 @@ fn run_child(id: &str) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let started = Instant::now();
     let outcome = runtime
-        .block_on(floret_simulation::run(
+        .block_on(floret_simulation::run_with(
             &options,
+            &ChaosOptions {
+                dropout_rate: s.dropout,
+                seed: 1,
+                ..ChaosOptions::default()
+            },
+            Arc::new(MemoryLinkState::new()),
             SimulationRun {
                 app: AppRef {
                     name: "quickstart".into(),

@@ -5,11 +5,16 @@
 //! instructions wait in the `LinkState` until a worker takes them. At most `workers`
 //! ClientApp calls run at once, each on a blocking thread so CPU-bound training never
 //! stalls the async runtime that carries the ServerApp and the actors.
+//!
+//! With `options.chaos.*` set, `ChaosDelivery` decides each reply's fate (see `chaos`);
+//! without, a reply is pushed as soon as it is computed, as it always was.
 
+use crate::chaos::{Chaos, Fault};
 use crate::node_ids::{node_id, node_index};
 use floret_actors::LinkState;
 use floret_actors::client_exec::execute;
 use floret_actors::state::unix_now;
+use floret_core::trace_context;
 use floret_core::{
     ClientApp, Context, Message, MessageError, Payload, RecordDict, UserConfig, UserConfigValue,
     error_code,
@@ -17,8 +22,9 @@ use floret_core::{
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 /// What the fleet serves and with how many workers.
 pub struct FleetArgs {
@@ -26,6 +32,8 @@ pub struct FleetArgs {
     pub client_app: Arc<ClientApp>,
     pub num_nodes: u64,
     pub workers: usize,
+    /// Faults to inject; `None` for a fault-free fleet.
+    pub chaos: Option<Chaos>,
 }
 
 /// State shared by the dispatcher and the workers.
@@ -37,6 +45,117 @@ struct Shared {
     node_state: Mutex<HashMap<(u64, u64), RecordDict>>,
     /// Run configs, fetched once per run rather than once per message.
     run_configs: Mutex<HashMap<u64, UserConfig>>,
+    /// Present only when faults are injected, so the fault-free path tests one `Option`.
+    chaos: Option<ChaosDelivery>,
+}
+
+/// A run's current phase and the straggler replies held back until it moves past it.
+struct Held {
+    /// The phase of the newest instruction served: (group id, message type).
+    phase: (String, String),
+    /// When that phase's instructions were created; phases are created one after another,
+    /// so this orders them even when a slow worker serves an old instruction late.
+    created_at: f64,
+    /// Straggler replies to `phase`.
+    replies: Vec<Message>,
+}
+
+fn phase_of(message: &Message) -> (String, String) {
+    let md = &message.metadata;
+    (md.group_id.clone(), md.message_type.clone())
+}
+
+/// How replies travel when faults are injected.
+struct ChaosDelivery {
+    chaos: Chaos,
+    /// Where delayed replies are pushed from: workers are blocking threads.
+    runtime: tokio::runtime::Handle,
+    held: Mutex<HashMap<u64, Held>>,
+    /// Replies on their way; aborted when the fleet stops.
+    delayed: Mutex<JoinSet<()>>,
+}
+
+impl ChaosDelivery {
+    /// Notes the phase of an instruction about to be served; when it is a newer phase of
+    /// its run, releases the stragglers held for the previous one. The strategy sends a
+    /// phase only after the previous one ended, so they arrive late.
+    fn release_before(&self, state: &Arc<dyn LinkState>, message: &Message) {
+        let md = &message.metadata;
+        let released = {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            let current = held.entry(md.run_id).or_insert_with(|| Held {
+                phase: phase_of(message),
+                created_at: md.created_at,
+                replies: Vec::new(),
+            });
+            let phase = phase_of(message);
+            if md.created_at > current.created_at && current.phase != phase {
+                current.phase = phase;
+                current.created_at = md.created_at;
+                std::mem::take(&mut current.replies)
+            } else {
+                Vec::new()
+            }
+        };
+        for reply in released {
+            push(state.as_ref(), reply);
+        }
+    }
+
+    /// Keeps a straggler's reply until its run's next phase starts. When that phase has
+    /// already started (the ClientApp outlived its phase), the reply is late as it is and
+    /// goes now.
+    fn hold(&self, state: &Arc<dyn LinkState>, message: &Message, reply: Message) {
+        let phase = phase_of(message);
+        let late = {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            match held.get_mut(&message.metadata.run_id) {
+                Some(current) if current.phase == phase => {
+                    current.replies.push(reply);
+                    None
+                }
+                _ => Some(reply),
+            }
+        };
+        if let Some(reply) = late {
+            push(state.as_ref(), reply);
+        }
+    }
+
+    /// Pushes `reply` after `delay` on a tokio timer, so no worker waits for it.
+    fn send_after(&self, state: &Arc<dyn LinkState>, reply: Message, delay: Duration) {
+        if delay.is_zero() {
+            push(state.as_ref(), reply);
+            return;
+        }
+        let state = state.clone();
+        let mut delayed = self.delayed.lock().unwrap_or_else(|p| p.into_inner());
+        while delayed.try_join_next().is_some() {}
+        delayed.spawn_on(
+            async move {
+                tokio::time::sleep(delay).await;
+                push(state.as_ref(), reply);
+            },
+            &self.runtime,
+        );
+    }
+
+    fn stop(&self) {
+        self.delayed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .abort_all();
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// Stores a reply; one the state refuses (its run has finished) is only logged.
+fn push(state: &dyn LinkState, reply: Message) {
+    let run_id = reply.metadata.run_id;
+    let node = reply.metadata.src_node_id;
+    if let Err(e) = state.push_reply(reply, unix_now()) {
+        tracing::debug!(run_id, node_id = node, "reply dropped: {e}");
+    }
 }
 
 impl Shared {
@@ -65,25 +184,64 @@ impl Shared {
             message_type = %message.metadata.message_type
         )
         .entered();
-        let reply = if message.is_expired(unix_now()) {
-            message.reply(Payload::Error(MessageError::new(
+        let Some(chaos) = &self.chaos else {
+            let reply = self.answer(&message);
+            push(self.state.as_ref(), reply);
+            return;
+        };
+        chaos.release_before(&self.state, &message);
+        match chaos.chaos.fault_of(&message) {
+            Fault::Dropout => {
+                let reply = message.reply(Payload::Error(MessageError::new(
+                    error_code::NODE_UNAVAILABLE,
+                    format!(
+                        "node {node} unavailable: simulated dropout (options.chaos.dropout-rate)"
+                    ),
+                )));
+                chaos.send_after(&self.state, reply, chaos.chaos.latency_of(&message));
+            }
+            Fault::Straggler => {
+                let reply = self.answer(&message);
+                chaos.hold(&self.state, &message, reply);
+            }
+            Fault::None => {
+                let reply = self.answer(&message);
+                chaos.send_after(&self.state, reply, chaos.chaos.latency_of(&message));
+            }
+        }
+    }
+
+    /// Runs the ClientApp on the message's node (or answers an expired message) and keeps
+    /// what the app stored in its node state.
+    fn answer(&self, message: &Message) -> Message {
+        let run_id = message.metadata.run_id;
+        let node = message.metadata.dst_node_id;
+        if message.is_expired(unix_now()) {
+            return message.reply(Payload::Error(MessageError::new(
                 error_code::MESSAGE_TTL_EXPIRED,
                 "message TTL expired before the node could run it",
-            )))
-        } else {
-            let mut context = self.context(run_id, node);
-            let reply = execute(&self.app, &message, &mut context);
-            if !context.state.is_empty() {
-                self.node_state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert((run_id, node), context.state);
-            }
-            reply
-        };
-        if let Err(e) = self.state.push_reply(reply, unix_now()) {
-            tracing::debug!(run_id, node_id = node, "reply dropped: {e}");
+            )));
         }
+        let span = trace_context::message_span(
+            trace_context::phase_of(&message.metadata.message_type),
+            message,
+            node,
+            "memory",
+        );
+        let _entered = span.enter();
+        let mut context = self.context(run_id, node);
+        let mut reply = execute(&self.app, message, &mut context);
+        let header = trace_context::traceparent(&span);
+        if !header.is_empty() {
+            reply.metadata.trace_context = header;
+        }
+        if !context.state.is_empty() {
+            self.node_state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((run_id, node), context.state);
+        }
+        reply
     }
 
     fn context(&self, run_id: u64, node: u64) -> Context {
@@ -143,6 +301,7 @@ pub struct VirtualFleet;
 
 pub struct FleetState {
     dispatcher: JoinHandle<()>,
+    shared: Arc<Shared>,
 }
 
 impl Actor for VirtualFleet {
@@ -163,9 +322,15 @@ impl Actor for VirtualFleet {
             num_nodes: args.num_nodes,
             node_state: Mutex::default(),
             run_configs: Mutex::default(),
+            chaos: args.chaos.map(|chaos| ChaosDelivery {
+                chaos,
+                runtime: tokio::runtime::Handle::current(),
+                held: Mutex::default(),
+                delayed: Mutex::default(),
+            }),
         });
-        let dispatcher = tokio::spawn(dispatch(shared, args.workers.max(1)));
-        Ok(FleetState { dispatcher })
+        let dispatcher = tokio::spawn(dispatch(shared.clone(), args.workers.max(1)));
+        Ok(FleetState { dispatcher, shared })
     }
 
     async fn post_stop(
@@ -174,6 +339,9 @@ impl Actor for VirtualFleet {
         state: &mut FleetState,
     ) -> Result<(), ActorProcessingErr> {
         state.dispatcher.abort();
+        if let Some(chaos) = &state.shared.chaos {
+            chaos.stop();
+        }
         Ok(())
     }
 }

@@ -6,8 +6,12 @@
 //! in-memory `LinkState`, so model data is shared (`Bytes`, `Arc`) and never copied.
 //! Depends on floret-actors and floret-core; not on any transport.
 
+pub mod chaos;
 mod fleet;
 pub mod node_ids;
+
+pub use chaos::{Chaos, Fault};
+pub use floret_core::ChaosOptions;
 
 use fleet::{FleetArgs, VirtualFleet};
 use floret_actors::{
@@ -89,10 +93,25 @@ pub enum SimulationError {
 pub async fn run(
     options: &SimulationOptions,
     run: SimulationRun,
+    on_event: impl FnMut(&RunEvent),
+) -> Result<Outcome, SimulationError> {
+    let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+    run_with(options, &ChaosOptions::default(), state, run, on_event).await
+}
+
+/// `run` with the faults of `chaos` injected (`options.chaos.*`, see `chaos`), on the
+/// `LinkState` the caller gives (fresh and empty), so that a test can watch what it holds.
+/// A separate function rather than fields of `SimulationOptions`, so that code building
+/// options for a fault-free run does not change.
+pub async fn run_with(
+    options: &SimulationOptions,
+    chaos: &ChaosOptions,
+    state: Arc<dyn LinkState>,
+    run: SimulationRun,
     mut on_event: impl FnMut(&RunEvent),
 ) -> Result<Outcome, SimulationError> {
     options.validate()?;
-    let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+    validate_chaos(chaos)?;
     let spawn_err = |e: ractor::SpawnErr| SimulationError::Spawn(e.to_string());
     let (fleet, fleet_handle) = Actor::spawn(
         None,
@@ -102,6 +121,7 @@ pub async fn run(
             client_app: Arc::new(run.client_app),
             num_nodes: options.num_supernodes,
             workers: options.workers(),
+            chaos: Chaos::new(chaos),
         },
     )
     .await
@@ -131,6 +151,27 @@ pub async fn run(
     let _ = link_handle.await;
     let _ = fleet_handle.await;
     outcome
+}
+
+/// The manifest checks these already; options built in code get the same checks.
+fn validate_chaos(chaos: &ChaosOptions) -> Result<(), SimulationError> {
+    for (key, rate) in [
+        ("dropout-rate", chaos.dropout_rate),
+        ("straggler-rate", chaos.straggler_rate),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(SimulationError::Options(format!(
+                "options.chaos.{key} must be a fraction between 0 and 1 (got {rate}): set options.chaos.{key} = 0.3 for 30 % of the sampled nodes"
+            )));
+        }
+    }
+    if chaos.dropout_rate + chaos.straggler_rate > 1.0 {
+        return Err(SimulationError::Options(format!(
+            "options.chaos.dropout-rate plus options.chaos.straggler-rate is more than 1 ({} + {}): lower one of them",
+            chaos.dropout_rate, chaos.straggler_rate
+        )));
+    }
+    Ok(())
 }
 
 /// Streams a run's events until it has finished.

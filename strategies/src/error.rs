@@ -42,4 +42,9 @@ pub enum StrategyError {
         #[source]
         source: GridError,
     },
+
+    /// The run's checkpoint cannot be resumed from: written by a newer Floret, damaged, or
+    /// of a run started with other settings.
+    #[error("cannot resume from the run's checkpoint: {reason}")]
+    Checkpoint { reason: String },
 }

@@ -6,6 +6,12 @@
 //! whose replies only carry metrics. Round numbers run from 1 to `num_rounds`; there is no
 //! round 0, not even for the central evaluation.
 //!
+//! After every round the run's state is saved through `Grid::save_checkpoint` (see
+//! `checkpoint`), and `start` first looks for one: a ServerApp started again after a
+//! SuperLink restart goes on after the last completed round, and ends with the model an
+//! uninterrupted run would have. The final model's sha256 is logged ("final model sha256
+//! <hex>") so that the models of two runs can be compared.
+//!
 //! Where Floret differs from Flower on purpose:
 //! - a phase samples only once `max(min_available_nodes, min_<phase>_nodes)` nodes are
 //!   connected, waiting up to the round timeout; a train phase that cannot start is an error,
@@ -15,22 +21,23 @@
 //! - the weight metric is summed into the aggregated metrics instead of being dropped.
 
 use crate::aggregate::{self, ArrayAccumulator};
+use crate::checkpoint::{self, Checkpoint, model_sha256, round_rng};
 use crate::config::FedAvgConfig;
 use crate::error::StrategyError;
 use crate::metrics::MetricAccumulator;
 use crate::phase::{Folder, Phase};
 use crate::reply::{self, Rejection};
 use crate::sampling::{required_nodes, sample_nodes, sample_size};
+use bytes::Bytes;
 use floret_core::{
     ArrayRecord, ConfigRecord, Grid, GridError, Message, MetricRecord, MetricValue, PhaseSummary,
     RecordDict, RoundSummary, RunEvent, message_type,
 };
-use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 /// Central evaluation: `(round, model) -> metrics`, run by the server after each round's
 /// aggregation (Flower's `evaluate_fn`). It runs on a blocking thread, so it may be slow.
@@ -56,7 +63,7 @@ impl fmt::Debug for FedAvg {
 }
 
 /// What a run produced: per-round summaries, central evaluations, and the final model.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct History {
     /// One summary per round, in order; the aggregated client metrics are in each phase's
     /// `PhaseSummary::metrics`.
@@ -105,6 +112,10 @@ impl FedAvg {
     /// `round_timeout` bounds each wait of a round on its own: for enough nodes to connect,
     /// and for the replies of each phase. `train_config` and `evaluate_config` are sent to
     /// the nodes with `"server-round"` added.
+    ///
+    /// When the grid holds a checkpoint of this run, the run resumes after the round it was
+    /// taken; a checkpoint of a run with other settings (rounds, seed, model shape) or of a
+    /// newer format is refused with `StrategyError::Checkpoint`.
     pub async fn start(
         &self,
         grid: &dyn Grid,
@@ -123,10 +134,6 @@ impl FedAvg {
             });
         }
         aggregate::check_model(&initial_arrays)?;
-        let mut rng = match self.config.seed {
-            Some(seed) => SmallRng::seed_from_u64(seed),
-            None => SmallRng::from_os_rng(),
-        };
         let run = Run {
             grid,
             num_rounds,
@@ -144,39 +151,100 @@ impl FedAvg {
                     initial_arrays.num_bytes()
                 ),
             );
-            let mut history = History {
-                arrays: initial_arrays,
-                ..History::default()
+            let (seed, first, mut history) = match self.resume(grid, num_rounds, &initial_arrays).await? {
+                Some(saved) => (saved.seed, saved.completed + 1, saved.history),
+                None => {
+                    // Drawn once and kept in every checkpoint, so that a resumed run samples
+                    // as this one would have even without a configured seed.
+                    let seed = self
+                        .config
+                        .seed
+                        .unwrap_or_else(rand::random);
+                    let history = History {
+                        arrays: initial_arrays,
+                        ..History::default()
+                    };
+                    (seed, 1, history)
+                }
             };
-            for round in 1..=num_rounds {
+            for round in first..=num_rounds {
+                let started = tokio::time::Instant::now();
                 let summary = self
-                    .round(&run, round, &mut rng, &mut history)
-                    .instrument(info_span!("round", round))
+                    .round(&run, round, seed, &mut history)
+                    .instrument(info_span!(
+                        "round",
+                        round,
+                        otel.name = %format_args!("round {round}")
+                    ))
                     .await?;
+                crate::meter::round_completed(started.elapsed());
                 history.rounds.push(summary);
+                save_checkpoint(grid, num_rounds, round, seed, &history).await;
             }
             log(grid, format!("FedAvg finished {num_rounds} rounds"));
+            log(
+                grid,
+                format!(
+                    "final model sha256 {}",
+                    digest(num_rounds, &history.arrays).await?
+                ),
+            );
             Ok(history)
         }
         .instrument(span)
         .await
     }
 
+    /// The run's checkpoint, checked against this run's settings, when there is one: the
+    /// ServerApp was started again (a SuperLink restarted) and the run goes on from it.
+    async fn resume(
+        &self,
+        grid: &dyn Grid,
+        num_rounds: u64,
+        initial_arrays: &ArrayRecord,
+    ) -> Result<Option<Checkpoint>, StrategyError> {
+        let bytes = match grid.load_checkpoint().await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                return Err(StrategyError::Checkpoint {
+                    reason: format!("it could not be read: {e}"),
+                });
+            }
+        };
+        let saved = checkpoint::decode(&bytes)?;
+        saved.check(num_rounds, self.config.seed, initial_arrays)?;
+        if saved.completed == num_rounds {
+            log(
+                grid,
+                format!("FedAvg: all {num_rounds} rounds were completed before the restart"),
+            );
+        } else {
+            log(
+                grid,
+                format!(
+                    "FedAvg: resuming from round {} of {num_rounds} (checkpoint after round {})",
+                    saved.completed + 1,
+                    saved.completed
+                ),
+            );
+        }
+        Ok(Some(saved))
+    }
+
     async fn round(
         &self,
         run: &Run<'_>,
         round: u64,
-        rng: &mut SmallRng,
+        seed: u64,
         history: &mut History,
     ) -> Result<RoundSummary, StrategyError> {
         run.grid.emit(RunEvent::RoundStarted {
             round,
             num_rounds: run.num_rounds,
         });
-        let train = self
-            .train(run, round, rng, &mut history.arrays)
-            .instrument(info_span!("train"))
-            .await?;
+        let rng = &mut round_rng(seed, round);
+        let train = self.train(run, round, rng, &mut history.arrays).await?;
         let central = match &self.evaluate_fn {
             Some(f) => central_evaluate(f, round, &history.arrays).await?,
             None => None,
@@ -189,9 +257,7 @@ impl FedAvg {
             history.central.push((round, metrics.clone()));
         }
         let evaluate = if self.config.fraction_evaluate > 0.0 {
-            self.evaluate(run, round, rng, &history.arrays)
-                .instrument(info_span!("evaluate"))
-                .await?
+            self.evaluate(run, round, rng, &history.arrays).await?
         } else {
             None
         };
@@ -220,29 +286,34 @@ impl FedAvg {
             timeout: run.timeout,
         };
         let required = required_nodes(c.min_available_nodes, c.min_train_nodes);
-        let nodes = phase.wait_for_nodes(required).await?;
-        if nodes.len() < required {
-            return Err(StrategyError::NotEnoughNodes {
+        let (targets, messages) = async {
+            let nodes = phase.wait_for_nodes(required).await?;
+            if nodes.len() < required {
+                return Err(StrategyError::NotEnoughNodes {
+                    round,
+                    phase: "train",
+                    required,
+                    available: nodes.len(),
+                    waited: run.timeout,
+                });
+            }
+            let connected = nodes.len();
+            let size = sample_size(c.fraction_train, c.min_train_nodes, connected);
+            let targets = sample_nodes(rng, nodes, size);
+            phase.log(format!(
+                "round {round}: training on {size} of {connected} connected nodes"
+            ));
+            let messages = self.messages(
+                &targets,
+                arrays,
+                run.train_config,
                 round,
-                phase: "train",
-                required,
-                available: nodes.len(),
-                waited: run.timeout,
-            });
+                message_type::TRAIN,
+            );
+            Ok((targets, messages))
         }
-        let connected = nodes.len();
-        let size = sample_size(c.fraction_train, c.min_train_nodes, connected);
-        let targets = sample_nodes(rng, nodes, size);
-        phase.log(format!(
-            "round {round}: training on {size} of {connected} connected nodes"
-        ));
-        let messages = self.messages(
-            &targets,
-            arrays,
-            run.train_config,
-            round,
-            message_type::TRAIN,
-        );
+        .instrument(info_span!("configure", phase = "train"))
+        .await?;
         let folder = TrainFolder {
             arrays: ArrayAccumulator::new(arrays)?,
             metrics: MetricAccumulator::new(&c.weighted_by_key),
@@ -250,6 +321,7 @@ impl FedAvg {
             weight_key: c.weighted_by_key.clone(),
         };
         let (mut summary, folder) = phase.collect(&targets, messages, folder).await?;
+        let _aggregate = info_span!("aggregate", phase = "train", last = true).entered();
         summary.metrics = finish_metrics(&phase, folder.metrics);
         match folder.arrays.finish() {
             Some(average) => *arrays = average,
@@ -276,7 +348,12 @@ impl FedAvg {
             timeout: run.timeout,
         };
         let required = required_nodes(c.min_available_nodes, c.min_evaluate_nodes);
-        let nodes = phase.wait_for_nodes(required).await?;
+        let configure = info_span!("configure", phase = "evaluate");
+        let nodes = phase
+            .wait_for_nodes(required)
+            .instrument(configure.clone())
+            .await?;
+        let _configuring = configure.enter();
         if nodes.len() < required {
             warn!(
                 required,
@@ -300,11 +377,13 @@ impl FedAvg {
             round,
             message_type::EVALUATE,
         );
+        drop(_configuring);
         let folder = EvaluateFolder {
             metrics: MetricAccumulator::new(&c.weighted_by_key),
             weight_key: c.weighted_by_key.clone(),
         };
         let (mut summary, folder) = phase.collect(&targets, messages, folder).await?;
+        let _aggregate = info_span!("aggregate", phase = "evaluate", last = true).entered();
         summary.metrics = finish_metrics(&phase, folder.metrics);
         Ok(Some(summary))
     }
@@ -413,6 +492,63 @@ fn finish_metrics(phase: &Phase<'_>, metrics: MetricAccumulator) -> MetricRecord
         ));
     }
     out
+}
+
+/// Keeps the run's state after `round` in the grid. A grid that cannot keep checkpoints
+/// (`Unsupported`) is fine: the run simply cannot resume. Any other failure is reported and
+/// the run goes on: losing the ability to resume is no reason to lose the run.
+async fn save_checkpoint(
+    grid: &dyn Grid,
+    num_rounds: u64,
+    round: u64,
+    seed: u64,
+    history: &History,
+) {
+    // Off the async threads: encoding copies the whole model.
+    let history = history.clone();
+    let encoded = match tokio::task::spawn_blocking(move || {
+        checkpoint::encode(num_rounds, round, seed, &history)
+    })
+    .await
+    {
+        Ok(encoded) => encoded.map_err(|e| e.to_string()),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(e.to_string()),
+    };
+    let failure = match encoded {
+        Ok(bytes) => match grid.save_checkpoint(Bytes::from(bytes)).await {
+            Ok(()) => {
+                debug!(round, "checkpoint saved");
+                return;
+            }
+            Err(GridError::Unsupported(_)) => return,
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e,
+    };
+    warn!(round, "could not save a checkpoint: {failure}");
+    log(
+        grid,
+        format!(
+            "round {round}: could not save a checkpoint ({failure}); the run goes on, but after \
+             a SuperLink restart it would resume from an earlier round"
+        ),
+    );
+}
+
+/// The model's sha256 (see `checkpoint::model_sha256`), on a blocking thread: hashing a
+/// large model takes a while.
+async fn digest(round: u64, arrays: &ArrayRecord) -> Result<String, StrategyError> {
+    let arrays = arrays.clone();
+    match tokio::task::spawn_blocking(move || model_sha256(&arrays)).await {
+        Ok(digest) => Ok(digest),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime that is shutting down cancels a blocking task.
+        Err(_) => Err(StrategyError::Grid {
+            round,
+            source: GridError::Stopped,
+        }),
+    }
 }
 
 /// Runs the user's central evaluation on a blocking thread: it may be as slow as training.

@@ -9,15 +9,18 @@
 //! checks, fold arithmetic) are pure functions, tested without a grid or a clock.
 
 pub mod aggregate;
+mod checkpoint;
 mod config;
 mod error;
 mod fedavg;
 mod kernel;
+pub mod meter;
 pub mod metrics;
 mod phase;
 pub mod reply;
 pub mod sampling;
 
+pub use checkpoint::{CHECKPOINT_KIND, CHECKPOINT_VERSION, model_sha256};
 pub use config::FedAvgConfig;
 pub use error::StrategyError;
 pub use fedavg::{EvaluateFn, FedAvg, History};

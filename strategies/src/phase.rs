@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt::Display;
 use std::time::Duration;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 /// Single-reply lines sent to the user per phase; the rest go to the tracing log only.
 const MAX_LOGGED_REPLIES: u64 = 20;
@@ -90,7 +90,7 @@ impl Phase<'_> {
         &self,
         targets: &[u64],
         messages: Vec<Message>,
-        mut folder: F,
+        folder: F,
     ) -> Result<(PhaseSummary, F), StrategyError> {
         let mut summary = PhaseSummary {
             sampled: messages.len() as u64,
@@ -99,13 +99,36 @@ impl Phase<'_> {
         let ids = self
             .grid
             .send(messages)
+            .instrument(info_span!(
+                "broadcast",
+                phase = self.name,
+                messages = summary.sampled
+            ))
             .await
             .map_err(|e| self.grid_error(e))?;
         let mut pending: HashMap<String, u64> =
             ids.into_iter().zip(targets.iter().copied()).collect();
         let deadline = Instant::now() + self.timeout;
         let mut logged = 0;
+        let waiting = info_span!("await replies", phase = self.name);
+        let folder = self
+            .await_replies(&mut pending, deadline, folder, &mut summary, &mut logged)
+            .instrument(waiting)
+            .await?;
+        self.report(&summary, &pending, logged);
+        Ok((summary, folder))
+    }
 
+    /// The receive loop of `collect`: folds each batch of awaited replies as it arrives.
+    async fn await_replies<F: Folder>(
+        &self,
+        pending: &mut HashMap<String, u64>,
+        deadline: Instant,
+        mut folder: F,
+        summary: &mut PhaseSummary,
+        logged: &mut u64,
+    ) -> Result<F, StrategyError> {
+        let mut folding = Duration::ZERO;
         while !pending.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -126,26 +149,28 @@ impl Phase<'_> {
                 } else {
                     summary.late += 1;
                     let why = "it answers no message of this phase (late from an earlier one, or repeated)";
-                    self.left_out(&reply, &why, &mut logged);
+                    self.left_out(&reply, &why, logged);
                 }
             }
             if awaited.is_empty() {
                 continue;
             }
+            let aggregate = info_span!("aggregate", phase = self.name, replies = awaited.len());
             let rejected;
-            (folder, awaited, rejected) = self.fold(folder, awaited).await?;
+            let started = Instant::now();
+            (folder, awaited, rejected) = self.fold(folder, awaited).instrument(aggregate).await?;
+            folding += started.elapsed();
             summary.replies += awaited.len().saturating_sub(rejected.len()) as u64;
             summary.failures += rejected.len() as u64;
             for (i, why) in rejected {
                 if let Some(reply) = awaited.get(i) {
-                    self.left_out(reply, &why, &mut logged);
+                    self.left_out(reply, &why, logged);
                 }
             }
             // `awaited` is dropped here: a folded reply is not kept.
         }
-
-        self.report(&summary, &pending, logged);
-        Ok((summary, folder))
+        crate::meter::aggregated(self.name, folding);
+        Ok(folder)
     }
 
     /// Folds a batch here, or on a blocking thread when it is large.

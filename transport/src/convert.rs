@@ -43,6 +43,7 @@ pub(crate) fn metadata_to_proto(m: &Metadata) -> proto::Metadata {
         created_at: m.created_at,
         src_task_id: None,
         dst_task_id: None,
+        traceparent: m.trace_context.clone(),
     }
 }
 
@@ -228,6 +229,7 @@ pub(crate) fn metadata_from_proto(p: proto::Metadata) -> Metadata {
         ttl: p.ttl,
         message_type: p.message_type,
         created_at: p.created_at,
+        trace_context: p.traceparent,
     }
 }
 

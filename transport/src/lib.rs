@@ -21,6 +21,7 @@ mod convert_runs;
 mod error;
 pub mod grpc;
 mod link;
+pub mod meter;
 mod objects;
 pub(crate) mod proto;
 mod quic;

@@ -56,6 +56,7 @@ pub(super) fn error_reply(
             ttl: flight.ttl,
             message_type: flight.message_type.clone(),
             created_at: now,
+            trace_context: String::new(),
         },
         payload: Payload::Error(error),
     }

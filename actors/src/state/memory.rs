@@ -21,6 +21,7 @@ struct Run {
     replies: VecDeque<Message>,
     events: Vec<RunEvent>,
     signals: Arc<RunSignals>,
+    checkpoint: Option<Bytes>,
 }
 
 #[derive(Default)]
@@ -183,7 +184,7 @@ impl Inner {
 }
 
 impl LinkState for MemoryLinkState {
-    fn create_run(&self, run: NewRun) -> u64 {
+    fn create_run(&self, run: NewRun) -> Result<u64, StateError> {
         let mut inner = self.lock();
         inner.next_run_id += 1;
         let run_id = inner.next_run_id;
@@ -205,7 +206,7 @@ impl LinkState for MemoryLinkState {
                 ..Run::default()
             },
         );
-        run_id
+        Ok(run_id)
     }
 
     fn run(&self, run_id: u64) -> Option<RunInfo> {
@@ -253,13 +254,13 @@ impl LinkState for MemoryLinkState {
         Ok(self.lock().run_mut(run_id)?.signals.clone())
     }
 
-    fn create_node(&self, lease: NodeLease) -> u64 {
+    fn create_node(&self, lease: NodeLease) -> Result<u64, StateError> {
         let mut inner = self.lock();
         loop {
             let id = inner.nodes.create(lease);
             // Ids bound to allowed keys are reserved for their nodes.
             if !inner.keys.has_id(id) {
-                return id;
+                return Ok(id);
             }
             inner.nodes.remove(id);
         }
@@ -495,11 +496,12 @@ impl LinkState for MemoryLinkState {
         Ok((run.events[start..].to_vec(), run.events.len()))
     }
 
-    fn store_fab(&self, fab_hash: &str, packed: Bytes) {
+    fn store_fab(&self, fab_hash: &str, packed: Bytes) -> Result<(), StateError> {
         self.lock()
             .fabs
             .entry(fab_hash.to_ascii_lowercase())
             .or_insert(packed);
+        Ok(())
     }
 
     fn fab(&self, fab_hash: &str) -> Option<Bytes> {
@@ -517,10 +519,10 @@ impl LinkState for MemoryLinkState {
         self.lock().keys.required
     }
 
-    fn allow_node_key(&self, public_key: Bytes, now: f64) -> u64 {
+    fn allow_node_key(&self, public_key: Bytes, now: f64) -> Result<u64, StateError> {
         let mut inner = self.lock();
         let Inner { keys, nodes, .. } = &mut *inner;
-        keys.allow(
+        Ok(keys.allow(
             public_key,
             |keys| loop {
                 let id: u64 = rand::random();
@@ -529,7 +531,7 @@ impl LinkState for MemoryLinkState {
                 }
             },
             now,
-        )
+        ))
     }
 
     fn disallow_node(&self, node_id: u64) -> Option<Bytes> {
@@ -540,8 +542,9 @@ impl LinkState for MemoryLinkState {
         self.lock().keys.id_of(public_key)
     }
 
-    fn activate_node(&self, node_id: u64, lease: NodeLease) {
+    fn activate_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError> {
         self.lock().nodes.activate(node_id, lease);
+        Ok(())
     }
 
     fn node_seen(&self, node_id: u64, now: f64) {
@@ -576,6 +579,25 @@ impl LinkState for MemoryLinkState {
         out.sort_by_key(|n| n.node_id);
         out
     }
+
+    fn held_messages(&self) -> usize {
+        let inner = self.lock();
+        inner.inflight.len() + inner.runs.values().map(|r| r.replies.len()).sum::<usize>()
+    }
+
+    fn save_checkpoint(&self, run_id: u64, checkpoint: Bytes) -> Result<(), StateError> {
+        let mut inner = self.lock();
+        let run = inner.run_mut(run_id)?;
+        if run.info.as_ref().is_some_and(|i| i.status.is_finished()) {
+            return Err(StateError::RunFinished(run_id));
+        }
+        run.checkpoint = Some(checkpoint);
+        Ok(())
+    }
+
+    fn checkpoint(&self, run_id: u64) -> Result<Option<Bytes>, StateError> {
+        Ok(self.lock().run_mut(run_id)?.checkpoint.clone())
+    }
 }
 
 impl NodeAuthority for MemoryLinkState {
@@ -594,7 +616,7 @@ mod tests {
     use floret_core::{MessageError, Payload, RecordDict};
 
     fn running_run(state: &MemoryLinkState) -> u64 {
-        let id = state.create_run(NewRun::default());
+        let id = state.create_run(NewRun::default()).unwrap();
         state.set_run_status(id, RunStatus::Starting, "").unwrap();
         state.set_run_status(id, RunStatus::Running, "").unwrap();
         id
@@ -645,7 +667,7 @@ mod tests {
     fn only_running_runs_send() {
         let s = MemoryLinkState::new();
         s.register_nodes(&[1]);
-        let pending = s.create_run(NewRun::default());
+        let pending = s.create_run(NewRun::default()).unwrap();
         let msg = || vec![Message::new(RecordDict::new(), 1, "train")];
         assert_eq!(
             s.push_instructions(pending, msg(), 0.0),
@@ -688,7 +710,7 @@ mod tests {
     #[test]
     fn a_leaving_node_has_its_queued_and_delivered_instructions_answered() {
         let s = MemoryLinkState::new();
-        let node = s.create_node(lease(100.0));
+        let node = s.create_node(lease(100.0)).unwrap();
         assert_ne!(node, 0);
         let run = running_run(&s);
         let two = vec![
@@ -722,8 +744,8 @@ mod tests {
     #[test]
     fn sweep_forgets_nodes_past_their_lease_only() {
         let s = MemoryLinkState::new();
-        let late = s.create_node(lease(10.0));
-        let fine = s.create_node(lease(30.0));
+        let late = s.create_node(lease(10.0)).unwrap();
+        let fine = s.create_node(lease(30.0)).unwrap();
         s.register_nodes(&[7]);
         let run = running_run(&s);
         s.push_instructions(
@@ -784,8 +806,8 @@ mod tests {
     #[tokio::test]
     async fn a_node_signal_fires_on_its_instructions_only_and_when_it_leaves() {
         let s = MemoryLinkState::new();
-        let a = s.create_node(lease(100.0));
-        let b = s.create_node(lease(100.0));
+        let a = s.create_node(lease(100.0)).unwrap();
+        let b = s.create_node(lease(100.0)).unwrap();
         let run = running_run(&s);
         let sig_a = s.node_signal(a).unwrap();
         let sig_b = s.node_signal(b).unwrap();
@@ -811,7 +833,7 @@ mod tests {
     #[test]
     fn redeliver_requeues_unanswered_deliveries_in_order_and_a_reply_counts_once() {
         let s = MemoryLinkState::new();
-        let node = s.create_node(lease(100.0));
+        let node = s.create_node(lease(100.0)).unwrap();
         let run = running_run(&s);
         let msgs = ["train", "evaluate", "query"].map(|t| Message::new(RecordDict::new(), node, t));
         s.push_instructions(run, msgs.to_vec(), 1.0).unwrap();
@@ -871,7 +893,7 @@ mod tests {
     #[test]
     fn events_are_read_from_a_cursor() {
         let s = MemoryLinkState::new();
-        let run = s.create_run(NewRun::default());
+        let run = s.create_run(NewRun::default()).unwrap();
         s.push_event(run, RunEvent::Log("a".into())).unwrap();
         s.push_event(run, RunEvent::Log("b".into())).unwrap();
         let (first, next) = s.events(run, 0).unwrap();

@@ -13,9 +13,11 @@ mod inflight;
 mod memory;
 mod node_keys;
 mod nodes;
+mod sqlite;
 
 pub use crate::clock::unix_now;
 pub use memory::MemoryLinkState;
+pub use sqlite::{OpenError, SqliteLinkState};
 
 use bytes::Bytes;
 pub use floret_core::RunInfo;
@@ -58,6 +60,10 @@ pub enum StateError {
         from: u64,
         to: u64,
     },
+    /// The store could not carry out a write (disk full, read-only file, I/O error); the
+    /// state is as it was before the call.
+    #[error("the SuperLink's database refused the write: {0}")]
+    Storage(String),
 }
 
 /// Wake-ups for whoever waits on a run: its ServerApp (replies) and its watchers (events).
@@ -89,7 +95,7 @@ pub struct Sweep {
 /// whether a verified key may act as a node, from its allow-list.
 pub trait LinkState: NodeAuthority + Send + Sync + 'static {
     /// Creates a run in `pending` and returns its id.
-    fn create_run(&self, run: NewRun) -> u64;
+    fn create_run(&self, run: NewRun) -> Result<u64, StateError>;
     fn run(&self, run_id: u64) -> Option<RunInfo>;
     fn runs(&self) -> Vec<RunInfo>;
     /// A run's status alone, cheap enough to check on every wait.
@@ -104,7 +110,7 @@ pub trait LinkState: NodeAuthority + Send + Sync + 'static {
     fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError>;
 
     /// Registers a SuperNode under a fresh random non-zero id.
-    fn create_node(&self, lease: NodeLease) -> u64;
+    fn create_node(&self, lease: NodeLease) -> Result<u64, StateError>;
     /// A heartbeat: renews the node's lease. `UnknownNode` once it was forgotten.
     fn renew_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError>;
     /// Registers node ids that never expire (a simulation's virtual nodes).
@@ -159,6 +165,9 @@ pub trait LinkState: NodeAuthority + Send + Sync + 'static {
     ) -> Result<Vec<Message>, StateError>;
     /// Drops a finished run's undelivered instructions and replies.
     fn purge_messages(&self, run_id: u64);
+    /// Messages held now: instructions not answered yet plus replies not taken yet. Flat
+    /// over a long run, because a message is dropped once it is answered or taken.
+    fn held_messages(&self) -> usize;
 
     /// Appends an event to a run's log; refused once the run has finished, so what
     /// `flwr log` shows of a finished run is final (a ServerApp being cancelled may still
@@ -169,7 +178,7 @@ pub trait LinkState: NodeAuthority + Send + Sync + 'static {
 
     /// Keeps a packed FAB under its hash (lowercase hex sha256), checked by the caller.
     /// Storing the same hash again keeps one copy.
-    fn store_fab(&self, fab_hash: &str, packed: Bytes);
+    fn store_fab(&self, fab_hash: &str, packed: Bytes) -> Result<(), StateError>;
     /// The packed FAB stored under `fab_hash`, shared rather than copied.
     fn fab(&self, fab_hash: &str) -> Option<Bytes>;
 
@@ -181,7 +190,7 @@ pub trait LinkState: NodeAuthority + Send + Sync + 'static {
     fn node_auth(&self) -> bool;
     /// Allows a key and binds it to a node id: a fresh random one, or the one it already
     /// has. Returns the id. The node is not registered until it connects.
-    fn allow_node_key(&self, public_key: Bytes, now: f64) -> u64;
+    fn allow_node_key(&self, public_key: Bytes, now: f64) -> Result<u64, StateError>;
     /// Takes a node's key off the allow-list; returns it, `None` if the id has no key. The
     /// caller also unregisters the node if it is connected.
     fn disallow_node(&self, node_id: u64) -> Option<Bytes>;
@@ -189,9 +198,23 @@ pub trait LinkState: NodeAuthority + Send + Sync + 'static {
     fn node_id_of_key(&self, public_key: &[u8]) -> Option<u64>;
     /// Registers a node under a known id (a keyed node connecting, maybe again); renews
     /// its lease when it is registered already.
-    fn activate_node(&self, node_id: u64, lease: NodeLease);
+    fn activate_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError>;
     /// Records a registration or heartbeat of a keyed node, for `flwr supernode list`.
     fn node_seen(&self, node_id: u64, now: f64);
     /// Every node with an allowed key, and every registered node without one, by id.
     fn nodes_info(&self) -> Vec<NodeInfo>;
+
+    // Crash recovery.
+
+    /// Keeps `checkpoint` (opaque bytes from the run's ServerApp) as the run's latest,
+    /// replacing the previous one in one step: after a crash the old or the new one is
+    /// there, never a mix. Refused once the run has finished.
+    fn save_checkpoint(&self, run_id: u64, checkpoint: Bytes) -> Result<(), StateError>;
+    /// The run's latest checkpoint, if its ServerApp saved one.
+    fn checkpoint(&self, run_id: u64) -> Result<Option<Bytes>, StateError>;
+    /// Whether this store outlives the process (a database file). When it does, unfinished
+    /// runs are resumed on the next start instead of being stopped at shutdown.
+    fn is_durable(&self) -> bool {
+        false
+    }
 }

@@ -24,6 +24,7 @@ use super::reply::{error_reply, expires_at, reply_with, spawn_push};
 use crate::backoff::Backoff;
 use crate::client_exec::{execute, panic_message};
 use crate::clock::unix_now;
+use floret_core::trace_context::{self, phase_of};
 use floret_core::{
     AppCatalog, ClientApp, Context, Fleet, FleetError, Message, Metadata, UserConfig, error_code,
 };
@@ -46,6 +47,8 @@ pub(super) struct HostArgs {
     pub(super) backoff: Backoff,
     /// Runs FABs; `None` on a SuperNode that runs built-in apps only.
     pub(super) fabs: Option<NodeFabs>,
+    /// How the node reaches its SuperLink, for span attributes.
+    pub(super) transport: &'static str,
 }
 
 pub(super) enum HostMsg {
@@ -68,7 +71,13 @@ pub(super) struct HostState {
 }
 
 impl HostState {
-    fn push(&self, reply: Message, instruction: &Metadata) {
+    /// Pushes `reply`, carrying the current (handling) span's trace context so that the
+    /// SuperLink's span for receiving it joins the trace.
+    fn push(&self, mut reply: Message, instruction: &Metadata) {
+        let header = trace_context::current();
+        if !header.is_empty() {
+            reply.metadata.trace_context = header;
+        }
         spawn_push(
             self.args.fleet.clone(),
             self.args.backoff,
@@ -85,13 +94,24 @@ impl HostState {
     /// Runs one instruction and pushes its reply (see the module doc).
     async fn execute(&mut self, message: Message) -> Result<(), ActorProcessingErr> {
         let md = message.metadata.clone();
-        let span = tracing::info_span!(
-            "clientapp",
-            run_id = md.run_id,
-            node_id = md.dst_node_id,
-            message_id = %md.message_id,
-            message_type = %md.message_type
+        // `train` / `evaluate` / `query` in the run's trace when tracing is on.
+        let traced = trace_context::message_span(
+            phase_of(&md.message_type),
+            &message,
+            md.dst_node_id,
+            self.args.transport,
         );
+        let span = if traced.is_none() {
+            tracing::info_span!(
+                "clientapp",
+                run_id = md.run_id,
+                node_id = md.dst_node_id,
+                message_id = %md.message_id,
+                message_type = %md.message_type
+            )
+        } else {
+            traced
+        };
         if message.is_expired(unix_now()) {
             let _g = span.enter();
             self.answer_error(
@@ -145,10 +165,15 @@ impl HostState {
     }
 
     /// Hands the message to the run's app process and pushes its reply (`fab_client`).
-    async fn execute_fab(&mut self, message: Message, md: &Metadata) {
+    async fn execute_fab(&mut self, mut message: Message, md: &Metadata) {
         let Some(LoadedApp::Fab(client)) = &mut self.app else {
             return;
         };
+        // The app process's span becomes a child of this node's.
+        let header = trace_context::current();
+        if !header.is_empty() {
+            message.metadata.trace_context = header;
+        }
         let context = self.context.clone();
         match client.execute(message, context, expires_at(md)).await {
             Ok((payload, context)) => {
@@ -282,6 +307,7 @@ mod tests {
             catalog: Arc::new(NoApps),
             backoff: Backoff::default(),
             fabs: None,
+            transport: "memory",
         };
         Actor::spawn(None, ClientAppHost, args).await.unwrap().0
     }
@@ -289,7 +315,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_host_lives_while_its_run_does_and_stops_once_it_has_finished() {
         let state = Arc::new(MemoryLinkState::new());
-        let run = state.create_run(NewRun::default());
+        let run = state.create_run(NewRun::default()).unwrap();
         state.set_run_status(run, RunStatus::Starting, "").unwrap();
         state.set_run_status(run, RunStatus::Running, "").unwrap();
         let running = host(state.clone(), run).await;

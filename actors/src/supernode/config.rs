@@ -26,6 +26,8 @@ pub struct SuperNodeConfig {
     pub max_retries: Option<u32>,
     /// `--max-wait-time`: longest time one outage is retried; `None` = forever.
     pub max_wait_time: Option<Duration>,
+    /// How the node reaches its SuperLink (`grpc`, `quic`, `memory`), for span attributes.
+    pub transport: &'static str,
 }
 
 impl Default for SuperNodeConfig {
@@ -38,6 +40,7 @@ impl Default for SuperNodeConfig {
             backoff: Backoff::default(),
             max_retries: None,
             max_wait_time: None,
+            transport: "memory",
         }
     }
 }

@@ -193,31 +193,46 @@ impl NodeState {
         myself.stop(None);
     }
 
-    async fn register(&self) -> Result<u64, FleetError> {
+    /// Registers and keeps the new id at once: if the next call of the connection attempt
+    /// fails, the retry heartbeats under this id instead of registering a second node that
+    /// the SuperLink would sample until its lease ran out.
+    async fn register(&mut self) -> Result<u64, FleetError> {
         let request = RegisterNode {
             heartbeat_interval: self.config.heartbeat_interval.as_secs_f64(),
             ..RegisterNode::default()
         };
-        self.fleet.register_node(request).await
+        let node_id = self.fleet.register_node(request).await?;
+        match self.node_id.replace(node_id) {
+            Some(old) if old != node_id => {
+                tracing::info!(
+                    node_id,
+                    old_node_id = old,
+                    "registered again under a new id"
+                )
+            }
+            _ => tracing::info!(node_id, superlink = %self.config.superlink, "registered"),
+        }
+        Ok(node_id)
     }
 
     /// One connection attempt: a node id the SuperLink knows, and its instruction stream.
-    async fn try_connect(&self) -> Result<(u64, mpsc::Receiver<Message>), FleetError> {
+    /// Also says whether the id is a fresh registration.
+    async fn try_connect(&mut self) -> Result<(u64, bool, mpsc::Receiver<Message>), FleetError> {
         let interval = self.config.heartbeat_interval.as_secs_f64();
-        let node_id = match self.node_id {
+        let (node_id, fresh) = match self.node_id {
             Some(id) => match self.fleet.heartbeat(id, interval).await {
-                Ok(()) => id,
-                Err(FleetError::UnknownNode(_)) => self.register().await?,
+                Ok(()) => (id, false),
+                Err(FleetError::UnknownNode(_)) => (self.register().await?, true),
                 Err(e) => return Err(e),
             },
-            None => self.register().await?,
+            None => (self.register().await?, true),
         };
         match self.fleet.subscribe(node_id).await {
-            Ok(rx) => Ok((node_id, rx)),
+            Ok(rx) => Ok((node_id, fresh, rx)),
             // Forgotten between the two calls: once more from the start.
             Err(FleetError::UnknownNode(_)) => {
                 let node_id = self.register().await?;
-                Ok((node_id, self.fleet.subscribe(node_id).await?))
+                Ok((node_id, true, self.fleet.subscribe(node_id).await?))
             }
             Err(e) => Err(e),
         }
@@ -228,7 +243,9 @@ impl NodeState {
             return;
         }
         match self.try_connect().await {
-            Ok((node_id, instructions)) => self.connected(myself, node_id, instructions).await,
+            Ok((node_id, fresh, instructions)) => {
+                self.connected(myself, node_id, fresh, instructions).await
+            }
             Err(error @ (FleetError::Unavailable(_) | FleetError::UnknownNode(_))) => {
                 self.retry_later(myself, error)
             }
@@ -243,20 +260,18 @@ impl NodeState {
         &mut self,
         myself: &ActorRef<SuperNodeMsg>,
         node_id: u64,
+        fresh: bool,
         instructions: mpsc::Receiver<Message>,
     ) {
-        match self.node_id.replace(node_id) {
-            Some(old) if old != node_id => {
-                tracing::info!(
-                    node_id,
-                    old_node_id = old,
-                    "registered again under a new id"
-                )
-            }
-            Some(_) => tracing::info!(node_id, "reconnected"),
-            None => tracing::info!(node_id, superlink = %self.config.superlink, "registered"),
+        self.node_id = Some(node_id);
+        if !fresh {
+            tracing::info!(node_id, "reconnected");
         }
         self.outage = None;
+        if self.session > 0 {
+            // Not the first session: the link was lost and is back.
+            crate::meter::reconnected();
+        }
         self.session += 1;
         let args = SessionArgs {
             node: myself.clone(),
@@ -325,7 +340,6 @@ impl NodeState {
                 node_id = id,
                 "the SuperLink forgot this node; registering again"
             );
-            self.node_id = None;
         } else {
             tracing::warn!(node_id = ?self.node_id, "link to the SuperLink lost: {error}");
         }
@@ -374,6 +388,7 @@ impl NodeState {
             catalog: self.catalog.clone(),
             backoff: self.config.backoff,
             fabs: self.fabs.clone(),
+            transport: self.config.transport,
         };
         let (host, _) = Actor::spawn_linked(None, ClientAppHost, args, myself.get_cell())
             .await

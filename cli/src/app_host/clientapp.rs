@@ -34,6 +34,10 @@ const GIVE_UP: Duration = Duration::from_secs(30);
 #[derive(Debug, Parser)]
 #[command(about = "Serve as the ClientApp of a run on a SuperNode")]
 pub struct ClientAppArgs {
+    /// Logging and tracing; the daemon that starts this process passes its collector on
+    /// through OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
     /// The SuperNode's ClientAppIo API.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9094")]
     pub clientappio_api_address: String,
@@ -46,7 +50,9 @@ pub struct ClientAppArgs {
 /// Parses `args` (`args[0]` names the program and mode) and serves one run.
 pub fn run(args: Vec<OsString>, client_app: ClientAppFn) -> ExitCode {
     // Handlers run on the blocking pool; one worker carries the calls.
-    crate::daemon::main_with_args(args, 1, |args: ClientAppArgs| serve(args, client_app))
+    crate::daemon::app_main_with_args("floret-clientapp", args, 1, |args: ClientAppArgs| {
+        serve(args, client_app)
+    })
 }
 
 /// Whether the loop goes on after an AppIo error, and how.
@@ -117,12 +123,22 @@ async fn serve(args: ClientAppArgs, client_app: ClientAppFn) -> anyhow::Result<i
         let handled = {
             let app = app.clone();
             tokio::task::spawn_blocking(move || {
+                let span = floret_core::trace_context::message_span(
+                    floret_core::trace_context::phase_of(&message.metadata.message_type),
+                    &message,
+                    message.metadata.dst_node_id,
+                    "clientappio",
+                );
+                let _entered = span.enter();
                 let reply = execute(&app, &message, &mut context);
                 (reply.payload, context)
             })
             .await?
         };
         let (payload, context) = handled;
+        // Before the reply: once the run's last reply is in, the SuperNode may kill this
+        // process at any moment.
+        crate::telemetry::flush().await;
         loop {
             let sent = appio
                 .complete_task(&token, &message_id, payload.clone(), context.clone())
@@ -148,4 +164,10 @@ async fn serve(args: ClientAppArgs, client_app: ClientAppFn) -> anyhow::Result<i
 fn done() -> i32 {
     tracing::info!("the run is over");
     exit_code::OK
+}
+
+impl crate::daemon::Observed for ClientAppArgs {
+    fn telemetry(&self) -> &crate::telemetry::TelemetryArgs {
+        &self.telemetry
+    }
 }

@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! <app> simulation [APP_DIR] [FEDERATION] [--run-config "k=v ..."] [--format default|json]
+//!     [--output-dir DIR]
 //!     a local simulation of itself, as `flwr run` runs it (same output and exit codes)
 //! <app> serverapp --serverappio-api-address HOST:PORT [--token TOKEN]
 //!     the ServerApp of a run, in its own process, driving the run through a SuperLink
@@ -88,6 +89,7 @@ fn usage(program: &str) -> String {
 
 Usage:
   {program} simulation [APP_DIR] [FEDERATION] [--run-config \"k=v ...\"] [--format default|json]
+      [--output-dir DIR]
       run a local simulation of this app (as `flwr run APP_DIR` does)
   {program} serverapp --serverappio-api-address HOST:PORT [--token TOKEN]
       serve as the ServerApp of a run on a SuperLink

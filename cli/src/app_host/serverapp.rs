@@ -19,6 +19,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// How often a process without a token asks for a run to serve.
 pub(super) const CLAIM_INTERVAL: Duration = Duration::from_millis(500);
@@ -27,6 +28,10 @@ pub(super) const CLAIM_INTERVAL: Duration = Duration::from_millis(500);
 #[derive(Debug, Parser)]
 #[command(about = "Serve as the ServerApp of a run on a SuperLink")]
 pub struct ServerAppArgs {
+    /// Logging and tracing; the daemon that starts this process passes its collector on
+    /// through OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
     /// The SuperLink's ServerAppIo API.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9091")]
     pub serverappio_api_address: String,
@@ -38,7 +43,9 @@ pub struct ServerAppArgs {
 
 /// Parses `args` (`args[0]` names the program and mode) and serves one run.
 pub fn run(args: Vec<OsString>, server_app: ServerAppFn) -> ExitCode {
-    crate::daemon::main_with_args(args, 2, |args: ServerAppArgs| serve(args, server_app))
+    crate::daemon::app_main_with_args("floret-serverapp", args, 2, |args: ServerAppArgs| {
+        serve(args, server_app)
+    })
 }
 
 /// Asks `claim` until it names a run (`--isolation process`); waits while the daemon is
@@ -76,10 +83,18 @@ async fn serve(args: ServerAppArgs, server_app: ServerAppFn) -> anyhow::Result<i
     tracing::info!(run_id, "serving as the ServerApp of run {run_id}");
     let grid = Arc::new(grid);
     // In a task of its own, so that a panic in `main` is caught and reported.
-    let main = tokio::spawn({
-        let grid = grid.clone();
-        async move { server_app().main(grid.as_ref(), context).await }
-    });
+    // The SuperLink's run span, handed down as TRACEPARENT, is this process's parent.
+    let span = tracing::info_span!("serverapp", run_id);
+    if let Ok(parent) = std::env::var(floret_actors::isolation::TRACEPARENT) {
+        floret_core::trace_context::set_parent(&span, &parent);
+    }
+    let main = tokio::spawn(
+        {
+            let grid = grid.clone();
+            async move { server_app().main(grid.as_ref(), context).await }
+        }
+        .instrument(span),
+    );
     let outcome = match main.await {
         Ok(Ok(())) => AppOutcome::Completed,
         Ok(Err(e)) => AppOutcome::Failed(format!("ServerApp returned an error: {e}")),
@@ -103,5 +118,11 @@ async fn serve(args: ServerAppArgs, server_app: ServerAppFn) -> anyhow::Result<i
             tracing::error!(run_id, "{reason}");
             Ok(exit_code::RUN_FAILED)
         }
+    }
+}
+
+impl crate::daemon::Observed for ServerAppArgs {
+    fn telemetry(&self) -> &crate::telemetry::TelemetryArgs {
+        &self.telemetry
     }
 }

@@ -1,11 +1,12 @@
-//! `<app> simulation [APP_DIR] [FEDERATION] [--run-config "k=v ..."] [--format ...]`: the
+//! `<app> simulation [APP_DIR] [FEDERATION] [--run-config "k=v ..."] [--format ...]
+//! [--output-dir DIR]`: the
 //! app binary's local simulation of itself, which `flwr run` starts for a user's app. It is
 //! `flwr run`'s simulation with the app's own ServerApp and ClientApp in place of the
 //! built-in catalog, so the output and exit codes are the same.
 
 use super::{ClientAppFn, ServerAppFn};
 use crate::report::Format;
-use crate::run_cmd::{Prepared, prepare, simulate};
+use crate::run_cmd::{Output, Prepared, prepare, simulate};
 use crate::{UserError, exit_code, report_outcome};
 use clap::Parser;
 use std::ffi::OsString;
@@ -28,6 +29,12 @@ pub struct SimulationArgs {
     /// Output format of the final report.
     #[arg(long, value_enum, default_value_t = Format::Default)]
     pub format: Format,
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
+    /// Where the run's history.json, history.csv and metrics.svg go; default a new
+    /// APP_DIR/runs/<UTC time>-run-<id>/ per run.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
 }
 
 /// Parses `args` (`args[0]` names the program and mode) and runs the simulation.
@@ -43,7 +50,14 @@ pub fn run(args: Vec<OsString>, server_app: ServerAppFn, client_app: ClientAppFn
             });
         }
     };
-    crate::init_tracing("warn");
+    let settings = match crate::telemetry::Settings::resolve(
+        &args.telemetry,
+        |k| std::env::var(k).ok(),
+        "warn",
+    ) {
+        Ok(settings) => settings,
+        Err(e) => return report_outcome(Err(e.into())),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -51,7 +65,10 @@ pub fn run(args: Vec<OsString>, server_app: ServerAppFn, client_app: ClientAppFn
             return ExitCode::from(exit_code::RUN_FAILED as u8);
         }
     };
-    report_outcome(runtime.block_on(execute(args, server_app, client_app)))
+    report_outcome(runtime.block_on(async {
+        let _telemetry = crate::telemetry::install("flwr", &settings, Vec::new())?;
+        execute(args, server_app, client_app).await
+    }))
 }
 
 async fn execute(
@@ -82,7 +99,10 @@ async fn execute(
         &project,
         &federation,
         run_config,
-        args.format,
+        Output {
+            format: args.format,
+            dir: args.output_dir.as_deref(),
+        },
         server_app(),
         client_app(),
     )

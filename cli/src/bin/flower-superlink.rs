@@ -13,13 +13,17 @@ use std::process::ExitCode;
 const WORKER_THREADS: usize = 2;
 
 fn main() -> ExitCode {
-    daemon::main(WORKER_THREADS, |args: SuperLinkArgs| async move {
-        let config = SuperLinkConfig::from_args(&args, std::env::vars())?;
-        serve(config, async {
-            let signal = shutdown_signal().await;
-            tracing::info!("{signal} received");
-        })
-        .await?;
-        Ok(exit_code::OK)
-    })
+    daemon::main(
+        "flower-superlink",
+        WORKER_THREADS,
+        |args: SuperLinkArgs| async move {
+            let config = SuperLinkConfig::from_args(&args, std::env::vars())?;
+            serve(config, async {
+                let signal = shutdown_signal().await;
+                tracing::info!("{signal} received");
+            })
+            .await?;
+            Ok(exit_code::OK)
+        },
+    )
 }

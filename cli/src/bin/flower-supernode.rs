@@ -12,13 +12,17 @@ use std::process::ExitCode;
 const WORKER_THREADS: usize = 1;
 
 fn main() -> ExitCode {
-    daemon::main(WORKER_THREADS, |args: SuperNodeArgs| async move {
-        let config = SuperNodeConfig::from_args(&args, std::env::vars())?;
-        serve(config, async {
-            let signal = shutdown_signal().await;
-            tracing::info!("{signal} received");
-        })
-        .await?;
-        Ok(exit_code::OK)
-    })
+    daemon::main(
+        "flower-supernode",
+        WORKER_THREADS,
+        |args: SuperNodeArgs| async move {
+            let config = SuperNodeConfig::from_args(&args, std::env::vars())?;
+            serve(config, async {
+                let signal = shutdown_signal().await;
+                tracing::info!("{signal} received");
+            })
+            .await?;
+            Ok(exit_code::OK)
+        },
+    )
 }

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use floret_cli::{
     build_cmd, exit_code, keygen_cmd, log_cmd, login_cmd, ls_cmd, new_cmd, report_outcome, run_cmd,
-    stop_cmd, supernode_cmd,
+    stop_cmd, supernode_cmd, telemetry,
 };
 use std::process::ExitCode;
 
@@ -21,6 +21,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    telemetry: telemetry::TelemetryArgs,
 }
 
 #[derive(Subcommand)]
@@ -65,7 +67,13 @@ fn main() -> ExitCode {
             });
         }
     };
-    floret_cli::init_tracing("warn");
+    let settings =
+        match telemetry::Settings::resolve(&cli.telemetry, |k| std::env::var(k).ok(), "warn") {
+            Ok(settings) => settings,
+            Err(e) => return report_outcome(Err(e.into())),
+        };
+    // No other thread exists yet.
+    telemetry::pass_on_to_children(&cli.telemetry);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -74,6 +82,8 @@ fn main() -> ExitCode {
         }
     };
     report_outcome(runtime.block_on(async {
+        // Dropped when the command is done, inside the runtime its exporter runs on.
+        let _telemetry = telemetry::install("flwr", &settings, Vec::new())?;
         match cli.command {
             Command::New(args) => new_cmd::execute(args).await,
             Command::Build(args) => build_cmd::execute(args).await,

@@ -13,6 +13,7 @@
 //!                                        their processes are killed), then the servers drain
 //! ```
 
+use super::metrics::{Daemon, install as install_metrics, metrics_address};
 use super::settings::layered;
 use super::{
     appio_listen_address, auth_key_pair, bind_error, connect_address, fab_cache_dir,
@@ -23,7 +24,7 @@ use crate::registry::BuiltinCatalog;
 use floret_actors::user_auth::{Accounts, AccountsAuthority, TokenLifetimes};
 use floret_actors::{
     AppLauncher, FabCache, HeartbeatPolicy, Isolation, LinkAppIo, LinkFabs, LinkState,
-    MemoryLinkState, SuperLinkService,
+    MemoryLinkState, SqliteLinkState, SuperLinkService,
 };
 use floret_core::NodeAuthority;
 use floret_transport::ServerSecurity;
@@ -49,6 +50,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 )]
 #[serde(rename_all = "kebab-case")]
 pub struct SuperLinkArgs {
+    /// Logging and tracing (command line and OTEL_* / RUST_LOG only, not --config).
+    #[command(flatten)]
+    #[serde(skip)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
     /// Serve without TLS (plaintext gRPC; QUIC then uses a throwaway self-signed
     /// certificate that only --insecure clients accept). For testing only.
     #[arg(long)]
@@ -97,10 +102,17 @@ pub struct SuperLinkArgs {
     #[arg(long, value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fab_cache_dir: Option<String>,
-    /// Where runs are kept; only `:memory:` for now [default: :memory:].
+    /// The SQLite database that keeps nodes, runs, messages, FABs and checkpoints across
+    /// restarts; `:memory:` keeps them in memory only, forgotten when the SuperLink stops
+    /// [default: state.db in --state-dir].
     #[arg(long, value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// Where the default database lives [default: $FLWR_HOME/superlink, or
+    /// ~/.flwr/superlink].
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
     /// Turn on user authentication for the Control API with this accounts file (TOML:
     /// `[[users]]` tables with `name`, `password-hash` or `api-token-hash` from
     /// `flwr hash-password`, and `role = "user"|"admin"`). `flwr` must then log in first
@@ -123,6 +135,11 @@ pub struct SuperLinkArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_superlink_public_key: Option<String>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464)
+    /// [default: off].
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
     /// A TOML file of settings, keyed by these flags' names (`insecure = true`,
     /// `fleet-api-address = "0.0.0.0:9092"`); FLWR_* variables override it, flags override both.
     #[arg(long, value_name = "FILE")]
@@ -150,13 +167,18 @@ struct Settings {
     isolation: String,
     /// Empty: the default cache (see `fab_cache_dir`).
     fab_cache_dir: String,
+    /// Empty: `state.db` in the state directory.
     database: String,
+    /// Empty: the default (see `state_dir`).
+    state_dir: String,
     /// Empty: no user authentication.
     user_auth_config: String,
     /// Empty: node authentication off.
     auth_list_public_keys: String,
     auth_superlink_private_key: String,
     auth_superlink_public_key: String,
+    /// Empty: no metrics endpoint.
+    metrics_address: String,
 }
 
 impl Default for Settings {
@@ -172,11 +194,13 @@ impl Default for Settings {
             serverappio_api_address: String::new(),
             isolation: "subprocess".into(),
             fab_cache_dir: String::new(),
-            database: ":memory:".into(),
+            database: String::new(),
+            state_dir: String::new(),
             user_auth_config: String::new(),
             auth_list_public_keys: String::new(),
             auth_superlink_private_key: String::new(),
             auth_superlink_public_key: String::new(),
+            metrics_address: String::new(),
         }
     }
 }
@@ -255,7 +279,52 @@ pub struct SuperLinkConfig {
     pub user_auth: Option<Accounts>,
     /// SuperNode authentication; `None`: any SuperNode may connect.
     pub node_auth: Option<NodeAuthConfig>,
+    /// Where the state is kept.
+    pub store: Store,
+    /// Where Prometheus scrapes `/metrics`; `None`: no endpoint.
+    pub metrics_address: Option<SocketAddr>,
 }
+
+/// Where the SuperLink keeps its state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Store {
+    /// In memory: forgotten when the SuperLink stops (`--database :memory:`).
+    Memory,
+    /// A SQLite database file: runs survive restarts and crashes.
+    File(PathBuf),
+}
+
+/// The database of `--database` / `--state-dir`.
+fn store(database: &str, state_dir: &str, env: &[(String, String)]) -> Result<Store, UserError> {
+    // Flower spells the in-memory store `:flwr-in-memory-state:`.
+    if matches!(database, ":memory:" | ":flwr-in-memory-state:") {
+        return Ok(Store::Memory);
+    }
+    if !database.is_empty() {
+        return Ok(Store::File(PathBuf::from(database)));
+    }
+    if !state_dir.is_empty() {
+        return Ok(Store::File(Path::new(state_dir).join(DATABASE_FILE)));
+    }
+    let var = |name: &str| {
+        env.iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| PathBuf::from(v))
+    };
+    let dir = if let Some(home) = var(crate::credentials::FLWR_HOME) {
+        home.join("superlink")
+    } else if let Some(home) = var("HOME") {
+        home.join(".flwr").join("superlink")
+    } else {
+        return Err(UserError::new(
+            "neither FLWR_HOME nor HOME is set, so there is no default state directory: pass --state-dir DIR, --database FILE, or --database :memory:",
+        ));
+    };
+    Ok(Store::File(dir.join(DATABASE_FILE)))
+}
+
+/// The database's name inside the state directory.
+const DATABASE_FILE: &str = "state.db";
 
 impl SuperLinkConfig {
     /// Merges defaults, the `--config` file, `env` (`FLWR_*`) and the flags, and checks the
@@ -297,13 +366,7 @@ impl SuperLinkConfig {
             ));
         }
         let isolation = parse_isolation(&s.isolation)?;
-        // Flower spells the in-memory store `:flwr-in-memory-state:`.
-        if !matches!(s.database.as_str(), ":memory:" | ":flwr-in-memory-state:") {
-            return Err(UserError::new(format!(
-                "--database {}: only :memory: is available yet (runs are kept in memory until the SuperLink stops): drop --database or pass --database :memory:",
-                s.database
-            )));
-        }
+        let store = store(&s.database, &s.state_dir, &env)?;
         Ok(SuperLinkConfig {
             security,
             fleet_security,
@@ -319,6 +382,8 @@ impl SuperLinkConfig {
             fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
             user_auth: user_auth_accounts(&s.user_auth_config)?,
             node_auth,
+            store,
+            metrics_address: metrics_address(&s.metrics_address)?,
         })
     }
 }
@@ -336,13 +401,47 @@ fn user_auth_accounts(path: &str) -> Result<Option<Accounts>, UserError> {
         .map_err(|e| UserError::new(format!("--user-auth-config {path}: {e}")))
 }
 
+/// Opens the store of `--database`, creating the state directory of the default one.
+fn open_state(store: &Store) -> anyhow::Result<Arc<dyn LinkState>> {
+    let path = match store {
+        Store::Memory => {
+            tracing::info!(
+                "state kept in memory (--database :memory:): runs end with the SuperLink"
+            );
+            return Ok(Arc::new(MemoryLinkState::new()));
+        }
+        Store::File(path) => path,
+    };
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            UserError::new(format!(
+                "cannot create the state directory {}: {e}; pass --state-dir with a writable directory, or --database :memory:",
+                dir.display()
+            ))
+        })?;
+    }
+    let state = SqliteLinkState::open(path).map_err(|e| UserError::new(e.to_string()))?;
+    tracing::info!(
+        "state kept in {} (runs resume after a restart)",
+        path.display()
+    );
+    Ok(Arc::new(state))
+}
+
 /// Runs the SuperLink until `shutdown` resolves, then shuts it down gracefully: unfinished
 /// runs end finished:stopped, open calls drain, and the function returns.
 pub async fn serve(
     config: SuperLinkConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+    if let Some(addr) = config.metrics_address {
+        install_metrics(addr, Daemon::SuperLink)?;
+    }
+    let state = open_state(&config.store)?;
+    state.set_node_auth(config.node_auth.is_some());
     let mut fleet_options = ServerOptions {
         security: config.fleet_security.clone(),
         quic: true,
@@ -352,7 +451,9 @@ pub async fn serve(
         state.set_node_auth(true);
         let now = floret_actors::state::unix_now();
         for key in &auth.allowed {
-            state.allow_node_key(key.spki_der().clone(), now);
+            state
+                .allow_node_key(key.spki_der().clone(), now)
+                .map_err(|e| anyhow::anyhow!("could not record the allowed SuperNode keys: {e}"))?;
         }
         let authority: Arc<dyn NodeAuthority> = state.clone();
         fleet_options.node_auth = Some(NodeAuth::new(authority));
@@ -486,6 +587,12 @@ pub async fn serve(
     Ok(())
 }
 
+impl crate::daemon::Observed for SuperLinkArgs {
+    fn telemetry(&self) -> &crate::telemetry::TelemetryArgs {
+        &self.telemetry
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,6 +603,13 @@ mod tests {
             std::iter::once("flower-superlink").chain(args.iter().copied()),
         )
         .unwrap();
+        // A HOME, as every login has, unless the test sets its own.
+        let home = [("HOME", "/home/user")];
+        let env = if env.iter().any(|(k, _)| *k == "HOME") {
+            env
+        } else {
+            &home.iter().chain(env).copied().collect::<Vec<_>>().leak()[..]
+        };
         SuperLinkConfig::from_args(
             &args,
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
@@ -507,6 +621,18 @@ mod tests {
         let c = config(&["--insecure"], &[]).unwrap();
         assert_eq!(c.fleet_api_address, "0.0.0.0:9092".parse().unwrap());
         assert_eq!(c.control_api_address, "0.0.0.0:9093".parse().unwrap());
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given_by_flag_or_environment() {
+        assert_eq!(config(&["--insecure"], &[]).unwrap().metrics_address, None);
+        let env = [("FLWR_METRICS_ADDRESS", "127.0.0.1:9464")];
+        let c = config(&["--insecure"], &env).unwrap();
+        assert_eq!(c.metrics_address, Some("127.0.0.1:9464".parse().unwrap()));
+        let c = config(&["--insecure", "--metrics-address", "0.0.0.0:9465"], &env).unwrap();
+        assert_eq!(c.metrics_address, Some("0.0.0.0:9465".parse().unwrap()));
+        let e = config(&["--insecure", "--metrics-address", "9464"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--metrics-address"), "{e}");
     }
 
     #[test]
@@ -556,11 +682,38 @@ mod tests {
     }
 
     #[test]
-    fn only_in_memory_state_for_now() {
-        let e = config(&["--insecure", "--database", "state.db"], &[]).unwrap_err();
-        assert!(e.to_string().contains("only :memory:"), "{e}");
-        assert!(config(&["--insecure", "--database", ":memory:"], &[]).is_ok());
-        assert!(config(&["--insecure", "--database", ":flwr-in-memory-state:"], &[]).is_ok());
+    fn state_lives_in_a_database_under_the_state_dir_unless_told_otherwise() {
+        let store = |args: &[&str], env: &[(&str, &str)]| config(args, env).unwrap().store;
+        let file = |p: &str| Store::File(PathBuf::from(p));
+        assert_eq!(
+            store(&["--insecure"], &[]),
+            file("/home/user/.flwr/superlink/state.db")
+        );
+        assert_eq!(
+            store(&["--insecure"], &[("FLWR_HOME", "/srv/flwr")]),
+            file("/srv/flwr/superlink/state.db")
+        );
+        assert_eq!(
+            store(&["--insecure", "--state-dir", "/var/lib/floret"], &[]),
+            file("/var/lib/floret/state.db")
+        );
+        assert_eq!(
+            store(
+                &["--insecure", "--database", "runs.db", "--state-dir", "/x"],
+                &[]
+            ),
+            file("runs.db")
+        );
+        assert_eq!(
+            store(&["--insecure", "--database", ":memory:"], &[]),
+            Store::Memory
+        );
+        assert_eq!(
+            store(&["--insecure", "--database", ":flwr-in-memory-state:"], &[]),
+            Store::Memory
+        );
+        let e = config(&["--insecure"], &[("HOME", "")]).unwrap_err();
+        assert!(e.to_string().contains("--state-dir"), "{e}");
     }
 
     #[test]

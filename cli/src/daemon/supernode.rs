@@ -12,6 +12,7 @@
 //!  └─ signal listener: SIGINT/SIGTERM -> deactivate, kill app processes, drain
 //! ```
 
+use super::metrics::{Daemon, install as install_metrics, metrics_address};
 use super::settings::layered;
 use super::{
     appio_listen_address, auth_key_pair, bind_error, client_security, connect_address,
@@ -47,6 +48,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 )]
 #[serde(rename_all = "kebab-case")]
 pub struct SuperNodeArgs {
+    /// Logging and tracing (command line and OTEL_* / RUST_LOG only, not --config).
+    #[command(flatten)]
+    #[serde(skip)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
     /// Connect without TLS (plaintext gRPC; over QUIC, accept any certificate). For
     /// testing only.
     #[arg(long)]
@@ -124,6 +129,11 @@ pub struct SuperNodeArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_supernode_public_key: Option<String>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464)
+    /// [default: off].
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
     /// A TOML file of settings, keyed by these flags' names (`insecure = true`,
     /// `node-config = "partition-id=0 num-partitions=2"`); FLWR_* variables override it,
     /// flags override both.
@@ -158,6 +168,8 @@ struct Settings {
     /// Empty: requests are not signed.
     auth_supernode_private_key: String,
     auth_supernode_public_key: String,
+    /// Empty: no metrics endpoint.
+    metrics_address: String,
 }
 
 impl Default for Settings {
@@ -178,6 +190,7 @@ impl Default for Settings {
             heartbeat_interval: 30.0,
             auth_supernode_private_key: String::new(),
             auth_supernode_public_key: String::new(),
+            metrics_address: String::new(),
         }
     }
 }
@@ -202,6 +215,8 @@ pub struct SuperNodeConfig {
     pub fab_cache_dir: PathBuf,
     /// The key every Fleet request is signed with (SuperNode authentication).
     pub node_key: Option<NodeKeyPair>,
+    /// Where Prometheus scrapes `/metrics`; `None`: no endpoint.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 impl SuperNodeConfig {
@@ -260,6 +275,10 @@ impl SuperNodeConfig {
                 heartbeat_interval,
                 max_retries: s.max_retries,
                 max_wait_time,
+                transport: match transport {
+                    TransportKind::Grpc => "grpc",
+                    TransportKind::Quic => "quic",
+                },
                 ..floret_actors::SuperNodeConfig::default()
             },
             superlink: s.superlink,
@@ -269,6 +288,7 @@ impl SuperNodeConfig {
             isolation,
             fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
             node_key,
+            metrics_address: metrics_address(&s.metrics_address)?,
         })
     }
 }
@@ -290,6 +310,9 @@ pub async fn serve(
     config: SuperNodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_address {
+        install_metrics(addr, Daemon::SuperNode)?;
+    }
     let options = ClientOptions {
         transport: config.transport,
         security: config.security.clone(),
@@ -376,6 +399,12 @@ fn seconds(setting: &str, value: f64, zero_ok: bool) -> Result<Duration, UserErr
         })
 }
 
+impl crate::daemon::Observed for SuperNodeArgs {
+    fn telemetry(&self) -> &crate::telemetry::TelemetryArgs {
+        &self.telemetry
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,6 +420,16 @@ mod tests {
             &args,
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given() {
+        assert_eq!(config(&["--insecure"], &[]).unwrap().metrics_address, None);
+        let c = config(&["--insecure", "--metrics-address", "127.0.0.1:9465"], &[]).unwrap();
+        assert_eq!(c.metrics_address, Some("127.0.0.1:9465".parse().unwrap()));
+        let env = [("FLWR_METRICS_ADDRESS", "nowhere")];
+        let e = config(&["--insecure"], &env).unwrap_err();
+        assert!(e.to_string().contains("--metrics-address"), "{e}");
     }
 
     #[test]

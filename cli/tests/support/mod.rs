@@ -3,6 +3,9 @@
 //! reading their logs, and kills whatever it started when dropped, also when a test fails.
 #![allow(dead_code)]
 
+pub mod otlp;
+pub mod partition;
+
 use std::cell::{Cell, RefCell};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -72,6 +75,28 @@ impl Lines {
 
     fn text(&self) -> String {
         self.lines.lock().unwrap().0.join("\n")
+    }
+
+    /// Waits up to `timeout` until `check` finds what it looks for in the lines so far
+    /// (it is asked again on every new line); `None` if the time passed or the stream
+    /// closed first.
+    fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&[String]) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lines.lock().unwrap();
+        loop {
+            if let Some(found) = check(&guard.0) {
+                return Some(found);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            if guard.1 {
+                return None;
+            }
+            guard = self.changed.wait_timeout(guard, left).unwrap().0;
+        }
     }
 }
 
@@ -147,6 +172,22 @@ impl Proc {
 
     pub fn stdout(&self) -> String {
         self.stdout.text()
+    }
+
+    /// The first stderr (log) line containing `needle`, or `None` if it did not come
+    /// within `timeout` (or the process ended without it).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.stderr.wait_for(needle, timeout)
+    }
+
+    /// Waits up to `timeout` until `check`, given all stderr (log) lines so far, finds what
+    /// it looks for; `None` if the time passed or the process ended first.
+    pub fn wait_log_lines<T>(
+        &self,
+        timeout: Duration,
+        check: impl FnMut(&[String]) -> Option<T>,
+    ) -> Option<T> {
+        self.stderr.wait_until(timeout, check)
     }
 
     pub fn stderr(&self) -> String {
@@ -237,6 +278,9 @@ pub struct SuperLink {
     pub proc: Proc,
     pub fleet: String,
     pub control: String,
+    /// Its own state directory (`--state-dir`), unless the test chose `--database` or
+    /// `--state-dir` itself: tests never touch the user's `~/.flwr`, nor each other's state.
+    pub state_dir: Option<tempfile::TempDir>,
 }
 
 impl SuperLink {
@@ -267,6 +311,16 @@ impl SuperLink {
             control,
         ];
         all.extend_from_slice(args);
+        let chosen = args
+            .iter()
+            .any(|a| a.starts_with("--database") || a.starts_with("--state-dir"));
+        let state_dir = (!chosen).then(|| tempfile::tempdir().expect("temp state dir"));
+        let state_path = state_dir
+            .as_ref()
+            .map(|d| d.path().to_string_lossy().into_owned());
+        if let Some(path) = &state_path {
+            all.extend_from_slice(&["--state-dir", path]);
+        }
         let proc = Proc::spawn_in("flower-superlink", SUPERLINK, &all, cwd);
         let fleet = address_after(&proc.expect_log("Fleet API (SuperNodes) listening on "));
         let control = address_after(&proc.expect_log("Control API (flwr) listening on "));
@@ -274,6 +328,7 @@ impl SuperLink {
             proc,
             fleet,
             control,
+            state_dir,
         }
     }
 

@@ -5,11 +5,12 @@
 #![allow(dead_code)]
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use floret_core::{
     Array, ArrayRecord, Grid, GridError, Message, MetricRecord, NodeSet, Payload, RecordDict,
     RunEvent,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -51,6 +52,14 @@ pub struct TestGrid {
     pub events: Mutex<Vec<RunEvent>>,
     /// Every message sent, with the ids the grid gave it.
     pub sent: Mutex<Vec<Message>>,
+    /// The run's checkpoint, as a SuperLink's state would keep it.
+    pub checkpoint: Mutex<Option<Bytes>>,
+    /// What `save_checkpoint` answers instead of keeping the checkpoint.
+    pub save_error: Option<GridError>,
+    /// After this many saved checkpoints the grid is gone (a SuperLink crash): every call
+    /// that reaches nodes fails.
+    pub crash_after_saves: Option<usize>,
+    saves: AtomicUsize,
 }
 
 impl TestGrid {
@@ -64,6 +73,35 @@ impl TestGrid {
             rx: tokio::sync::Mutex::new(rx),
             events: Mutex::new(Vec::new()),
             sent: Mutex::new(Vec::new()),
+            checkpoint: Mutex::new(None),
+            save_error: None,
+            crash_after_saves: None,
+            saves: AtomicUsize::new(0),
+        }
+    }
+
+    /// A grid holding `checkpoint`, as a restarted SuperLink's would.
+    pub fn with_checkpoint(self, checkpoint: Option<Bytes>) -> Self {
+        *self.checkpoint.lock().unwrap() = checkpoint;
+        self
+    }
+
+    pub fn crashing_after_saves(mut self, saves: usize) -> Self {
+        self.crash_after_saves = Some(saves);
+        self
+    }
+
+    pub fn failing_saves(mut self, error: GridError) -> Self {
+        self.save_error = Some(error);
+        self
+    }
+
+    fn check_alive(&self) -> Result<(), GridError> {
+        match self.crash_after_saves {
+            Some(k) if self.saves.load(Ordering::SeqCst) >= k => {
+                Err(GridError::Disconnected("the SuperLink crashed".into()))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -115,6 +153,7 @@ impl Grid for TestGrid {
     }
 
     async fn node_ids(&self) -> Result<NodeSet, GridError> {
+        self.check_alive()?;
         let elapsed = self.start.elapsed();
         Ok(self
             .nodes
@@ -126,6 +165,7 @@ impl Grid for TestGrid {
     }
 
     async fn send(&self, messages: Vec<Message>) -> Result<Vec<String>, GridError> {
+        self.check_alive()?;
         let mut ids = Vec::with_capacity(messages.len());
         for mut m in messages {
             let id = format!("m{}", self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -173,6 +213,23 @@ impl Grid for TestGrid {
 
     fn emit(&self, event: RunEvent) {
         self.events.lock().unwrap().push(event);
+    }
+
+    async fn load_checkpoint(&self) -> Result<Option<Bytes>, GridError> {
+        // As the real grids: past its own first save, a ServerApp has nothing to resume.
+        if self.saves.load(Ordering::SeqCst) > 0 {
+            return Ok(None);
+        }
+        Ok(self.checkpoint.lock().unwrap().clone())
+    }
+
+    async fn save_checkpoint(&self, checkpoint: Bytes) -> Result<(), GridError> {
+        if let Some(e) = &self.save_error {
+            return Err(e.clone());
+        }
+        *self.checkpoint.lock().unwrap() = Some(checkpoint);
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 }
 

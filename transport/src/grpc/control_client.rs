@@ -13,7 +13,7 @@ use super::status::to_control_error;
 use crate::convert_runs::{run_event_from_proto, run_info_from_proto, start_run_to_proto};
 use crate::link::Link;
 use crate::proto::v1;
-use crate::transport_error::TransportError;
+use crate::transport_error::{Api, TransportError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{
@@ -71,7 +71,7 @@ pub async fn control_client_with(
     address: &str,
     options: ClientOptions,
 ) -> Result<ControlClient, TransportError> {
-    let channel = connected_link(address, &options, MAX_MESSAGE_LEN).await?;
+    let channel = connected_link(Api::Control, address, &options, MAX_MESSAGE_LEN).await?;
     Ok(ControlClient {
         address: address.into(),
         // StartRun may carry a FAB; responses stay small.

@@ -10,6 +10,7 @@ use super::options::{ClientOptions, MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, link};
 use super::status::{Failure, classify, to_fleet_error};
 use crate::convert_runs::run_info_from_proto;
 use crate::link::Link;
+use crate::meter;
 use crate::objects::cache::ChunkCache;
 use crate::objects::envelope::{self, Opened};
 use crate::objects::id::{ObjectId, verify_blocking};
@@ -17,7 +18,7 @@ use crate::objects::outbox::pack;
 use crate::objects::store::Counters;
 use crate::objects::{TransferStats, deadline_after};
 use crate::proto::v1;
-use crate::transport_error::TransportError;
+use crate::transport_error::{Api, TransportError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{Fleet, FleetError, Message, RegisterNode, RunInfo};
@@ -51,6 +52,8 @@ struct Inner {
     /// Verified chunks not yet assembled into a message.
     cache: ChunkCache,
     counters: Counters,
+    /// Prometheus counters of the link's transport: messages received and replies sent.
+    meter: meter::Counters,
 }
 
 /// A client for the Fleet API at `address` (`HOST:PORT`) with default options. Connects
@@ -70,7 +73,8 @@ pub fn fleet_client_with(
     address: &str,
     options: ClientOptions,
 ) -> Result<FleetClient, TransportError> {
-    let channel = link(address, &options, MAX_FAB_MESSAGE_LEN)?;
+    let channel = link(Api::Fleet, address, &options, MAX_FAB_MESSAGE_LEN)?;
+    let meter = channel.counters().clone();
     // Responses may be as large as a FAB (GetFab); requests stay small.
     let rpc = Rpc::new(channel)
         .max_decoding_message_size(MAX_FAB_MESSAGE_LEN)
@@ -82,6 +86,7 @@ pub fn fleet_client_with(
             cache: ChunkCache::new(options.cache_ttl),
             options,
             counters: Counters::default(),
+            meter,
         }),
     })
 }
@@ -273,6 +278,12 @@ impl FleetClient {
             .filter(|&d| d != 0)
             .collect();
         let messages = assemble(opened, chunks).await;
+        if let Ok(messages) = &messages {
+            self.inner
+                .meter
+                .messages_received
+                .increment(messages.len() as u64);
+        }
         cache.remove_all(needed);
         if !deliveries.is_empty() {
             let mut rpc = self.rpc();
@@ -431,6 +442,10 @@ impl Fleet for FleetClient {
                 .await?
                 .missing_object_ids;
             if missing.is_empty() {
+                self.inner
+                    .meter
+                    .messages_sent
+                    .increment(messages.len() as u64);
                 return Ok(());
             }
             let uploads = missing

@@ -6,10 +6,12 @@ use super::node_auth::{Claim, NodeAuth, path};
 use super::server::stopped;
 use super::status::from_fleet_error;
 use crate::convert_runs::run_info_to_proto;
+use crate::meter::ApiMeter;
 use crate::objects::ChunkPolicy;
 use crate::objects::outbox::Outbox;
 use crate::objects::store::ObjectStore;
 use crate::proto::{self, v1};
+use crate::transport_error::Api;
 use floret_core::Fleet;
 use futures_util::{Stream, StreamExt};
 use std::pin::Pin;
@@ -27,6 +29,8 @@ pub(crate) struct FleetService {
     stop: watch::Receiver<bool>,
     /// When set, every call must be signed by a key this admits.
     auth: Option<NodeAuth>,
+    /// Prometheus counters of messages sent to nodes and replies received, per transport.
+    meter: ApiMeter,
 }
 
 impl FleetService {
@@ -42,6 +46,7 @@ impl FleetService {
             outbox: Arc::new(Outbox { objects, chunking }),
             stop,
             auth,
+            meter: ApiMeter::new(Api::Fleet),
         }
     }
 
@@ -120,6 +125,7 @@ impl v1::fleet_server::Fleet for FleetService {
     ) -> Result<Response<v1::PullMessagesResponse>, Status> {
         let node_id = request.get_ref().node_id;
         self.authenticate(&request, path::PULL_MESSAGES, Claim::Node(node_id))?;
+        let sent = self.meter.of(&request).messages_sent.clone();
         let node_id = request.into_inner().node_id;
         let messages = self
             .fleet
@@ -127,6 +133,7 @@ impl v1::fleet_server::Fleet for FleetService {
             .await
             .map_err(from_fleet_error)?;
         let envelopes = self.outbox.envelopes(node_id, &messages).await;
+        sent.increment(envelopes.len() as u64);
         Ok(Response::new(v1::PullMessagesResponse { envelopes }))
     }
 
@@ -136,6 +143,7 @@ impl v1::fleet_server::Fleet for FleetService {
     ) -> Result<Response<v1::PushMessagesResponse>, Status> {
         let node_id = request.get_ref().node_id;
         self.authenticate(&request, path::PUSH_MESSAGES, Claim::Node(node_id))?;
+        let received = self.meter.of(&request).messages_received.clone();
         let r = request.into_inner();
         let node_id = r.node_id;
         let opened = inbox::open_all("PushMessagesRequest.envelopes", r.envelopes)?;
@@ -153,10 +161,12 @@ impl v1::fleet_server::Fleet for FleetService {
             claimed.chunks,
         )
         .await?;
+        let count = messages.len() as u64;
         self.fleet
             .push_messages(node_id, messages)
             .await
             .map_err(from_fleet_error)?;
+        received.increment(count);
         // Kept on failure, so that a retry need not upload them again; the lease frees
         // them if none comes.
         self.objects().release_uploads(node_id, &claimed.ids);
@@ -206,6 +216,7 @@ impl v1::fleet_server::Fleet for FleetService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let node_id = request.get_ref().node_id;
         self.authenticate(&request, path::SUBSCRIBE, Claim::Node(node_id))?;
+        let sent = self.meter.of(&request).messages_sent.clone();
         let node_id = request.into_inner().node_id;
         let messages = self
             .fleet
@@ -216,6 +227,7 @@ impl v1::fleet_server::Fleet for FleetService {
         let envelopes = ReceiverStream::new(messages)
             .then(move |message| {
                 let outbox = outbox.clone();
+                sent.increment(1);
                 async move {
                     let mut budget = outbox.chunking.inline_budget;
                     Ok(outbox.envelope(node_id, &message, &mut budget).await)

@@ -5,7 +5,7 @@ use crate::link::Link;
 use crate::objects::{ChunkPolicy, MAX_CHUNK_LEN};
 use crate::quic::QuicChannel;
 use crate::tls::{ClientTls, ServerTls};
-use crate::transport_error::TransportError;
+use crate::transport_error::{Api, TransportError};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -211,20 +211,23 @@ pub(crate) fn parse_address(address: &str) -> Result<String, TransportError> {
 }
 
 /// A client's connection to `address` over the transport and security of `o`; nothing is
-/// opened before the first call. `max_response` bounds one message from the server.
+/// opened before the first call. `max_response` bounds one message from the server; `api`
+/// labels the link's metrics.
 pub(crate) fn link(
+    api: Api,
     address: &str,
     o: &ClientOptions,
     max_response: usize,
 ) -> Result<Link, TransportError> {
     Ok(match o.transport {
-        TransportKind::Grpc => Link::Grpc(endpoint(address, o)?.connect_lazy()),
-        TransportKind::Quic => Link::Quic(quic_channel(address, o, max_response)?),
+        TransportKind::Grpc => Link::grpc(api, endpoint(address, o)?.connect_lazy()),
+        TransportKind::Quic => Link::quic(api, quic_channel(address, o, max_response)?),
     })
 }
 
 /// [`link`], connected now: a wrong address, a dead server or a TLS mismatch fails here.
 pub(crate) async fn connected_link(
+    api: Api,
     address: &str,
     o: &ClientOptions,
     max_response: usize,
@@ -234,7 +237,8 @@ pub(crate) async fn connected_link(
         reason,
     };
     Ok(match o.transport {
-        TransportKind::Grpc => Link::Grpc(
+        TransportKind::Grpc => Link::grpc(
+            api,
             endpoint(address, o)?
                 .connect()
                 .await
@@ -246,7 +250,7 @@ pub(crate) async fn connected_link(
                 .connection()
                 .await
                 .map_err(|e| connect_error(e.to_string()))?;
-            Link::Quic(channel)
+            Link::quic(api, channel)
         }
     })
 }

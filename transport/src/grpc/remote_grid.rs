@@ -1,10 +1,12 @@
 //! `RemoteGrid`: the `Grid` of a process-isolated ServerApp, whose calls go to its
 //! SuperLink's ServerAppIo API, so that `ServerApp::main(&grid, context)` runs unchanged.
 
+use bytes::Bytes;
 use floret_core::{
     AppIoError, AppOutcome, Context, Grid, GridError, Message, NodeSet, RunEvent, ServerAppIo,
 };
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,6 +33,8 @@ pub struct RemoteGrid {
     run_id: u64,
     /// `emit` is not async: events queue here and a task sends them in order.
     events: mpsc::UnboundedSender<Emission>,
+    /// Set by the first `save_checkpoint`: from then on there is nothing to resume from.
+    saved: AtomicBool,
 }
 
 // As `RunEvent` itself: a few per round, simpler unboxed.
@@ -60,6 +64,7 @@ impl RemoteGrid {
             token: token.to_string(),
             run_id: context.run_id,
             events,
+            saved: AtomicBool::new(false),
         };
         Ok((grid, context))
     }
@@ -119,7 +124,8 @@ impl Grid for RemoteGrid {
         self.appio.node_ids(&self.token).await.map_err(grid_error)
     }
 
-    async fn send(&self, messages: Vec<Message>) -> Result<Vec<String>, GridError> {
+    async fn send(&self, mut messages: Vec<Message>) -> Result<Vec<String>, GridError> {
+        floret_core::trace_context::stamp(&mut messages);
         self.appio
             .send(&self.token, messages)
             .await
@@ -138,6 +144,25 @@ impl Grid for RemoteGrid {
             .receive(&self.token, timeout)
             .await
             .map_err(grid_error)
+    }
+
+    async fn load_checkpoint(&self) -> Result<Option<Bytes>, GridError> {
+        if self.saved.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        self.appio
+            .load_checkpoint(&self.token)
+            .await
+            .map_err(grid_error)
+    }
+
+    async fn save_checkpoint(&self, checkpoint: Bytes) -> Result<(), GridError> {
+        self.appio
+            .save_checkpoint(&self.token, checkpoint)
+            .await
+            .map_err(grid_error)?;
+        self.saved.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn emit(&self, event: RunEvent) {

@@ -357,7 +357,9 @@ fn start(
     } else {
         None
     };
-    let router = server_builder(options)?.add_routes(routes);
+    let router = server_builder(options)?
+        .layer(crate::meter::MeterLayer(api))
+        .add_routes(routes);
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));

@@ -71,6 +71,8 @@ type Hashed = Option<Arc<[ObjectId]>>;
 struct Inner {
     objects: HashMap<ObjectId, Object>,
     bytes: usize,
+    /// `bytes`, summed over every store of the process, for Prometheus.
+    held: HeldBytes,
     digests: HashMap<SourceKey, Digest>,
     /// Hashings under way, so that concurrent sends of one buffer hash it once.
     hashing: HashMap<SourceKey, watch::Receiver<Hashed>>,
@@ -78,6 +80,26 @@ struct Inner {
     deliveries: BTreeMap<(u64, u64), Hold>,
     uploads: HashMap<u64, Hold>,
     next_delivery: u64,
+}
+
+/// The `floret_object_store_bytes` gauge. Moved by the bytes each store adds and frees
+/// (not set), so that several stores in one process (Fleet and AppIo APIs) add up.
+struct HeldBytes(metrics::Gauge);
+
+impl Default for HeldBytes {
+    fn default() -> Self {
+        HeldBytes(metrics::gauge!(crate::meter::OBJECT_STORE_BYTES))
+    }
+}
+
+impl HeldBytes {
+    fn add(&self, len: usize) {
+        self.0.increment(len as f64);
+    }
+
+    fn sub(&self, len: usize) {
+        self.0.decrement(len as f64);
+    }
 }
 
 /// Counters of what a peer sent and received, for logs and tests.
@@ -117,6 +139,14 @@ pub(crate) struct ObjectStore {
     /// Test hook: the next fetched chunk comes out with a flipped bit.
     #[cfg(test)]
     corrupt_next: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for ObjectStore {
+    /// A store that goes (its server shut down) no longer holds its bytes.
+    fn drop(&mut self) {
+        let inner = self.lock();
+        inner.held.sub(inner.bytes);
+    }
 }
 
 /// A delivery's chunk ids, per detached array, and the id the node confirms.
@@ -243,6 +273,7 @@ impl ObjectStore {
                     let object = inner.objects.entry(id).or_insert_with(|| {
                         let data = chunk_of(source, self.chunk_len, k);
                         inner.bytes += data.len();
+                        inner.held.add(data.len());
                         Object { data, refs: 0 }
                     });
                     object.refs += 1;
@@ -312,6 +343,7 @@ impl ObjectStore {
         if hold.ids.insert(id) {
             let object = inner.objects.entry(id).or_insert_with(|| {
                 inner.bytes += data.len();
+                inner.held.add(data.len());
                 Object { data, refs: 0 }
             });
             object.refs += 1;
@@ -420,6 +452,7 @@ fn release(inner: &mut Inner, hold: Hold) {
             object.refs -= 1;
             if object.refs == 0 {
                 inner.bytes -= object.data.len();
+                inner.held.sub(object.data.len());
                 e.remove();
             }
         }

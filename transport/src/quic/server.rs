@@ -4,7 +4,8 @@
 
 use super::frame::{self, BodyReader, HEAD};
 use super::{ALPN, transport_config};
-use crate::grpc::ServerOptions;
+use crate::grpc::{ServerOptions, TransportKind};
+use crate::meter::Metered;
 use crate::proto::v1::QuicHead;
 use crate::tls::ServerTls;
 use crate::transport_error::{Api, TransportError};
@@ -46,13 +47,14 @@ pub(crate) fn serve(
         addr,
         source,
     })?;
+    let routes = Metered::new(routes, api, TransportKind::Quic);
     let task = tokio::spawn(accept(endpoint.clone(), routes, max_data, stop, grace));
     Ok(QuicServer { endpoint, task })
 }
 
 async fn accept(
     endpoint: quinn::Endpoint,
-    routes: Routes,
+    routes: Metered<Routes>,
     max_data: usize,
     stop: watch::Receiver<bool>,
     grace: Duration,
@@ -83,7 +85,7 @@ async fn accept(
 /// Serves the streams of one connection until it closes or the server stops.
 async fn connection(
     incoming: quinn::Incoming,
-    routes: Routes,
+    routes: Metered<Routes>,
     max_data: usize,
     stop: watch::Receiver<bool>,
 ) {
@@ -115,7 +117,7 @@ async fn connection(
 
 /// One call: HEAD in, request body streamed to the service, response streamed back.
 async fn call(
-    mut routes: Routes,
+    mut routes: Metered<Routes>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     max_data: usize,

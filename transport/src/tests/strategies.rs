@@ -130,11 +130,13 @@ pub(crate) fn metadata(f: Floats) -> impl Strategy<Value = Metadata> {
     (
         (any::<u64>(), ".{0,8}", any::<u64>(), any::<u64>()),
         (".{0,8}", ".{0,4}", float(f), ".{0,12}", float(f)),
+        ".{0,55}",
     )
         .prop_map(
             |(
                 (run_id, message_id, src_node_id, dst_node_id),
                 (reply_to_message_id, group_id, ttl, message_type, created_at),
+                trace_context,
             )| {
                 Metadata {
                     run_id,
@@ -146,6 +148,7 @@ pub(crate) fn metadata(f: Floats) -> impl Strategy<Value = Metadata> {
                     ttl,
                     message_type,
                     created_at,
+                    trace_context,
                 }
             },
         )

@@ -3,10 +3,13 @@
 
 use super::serving::{ContextIn, context_out, poll_timeout, unless_stopped};
 use super::wire::peer;
+use crate::grpc::TransportKind;
 use crate::grpc::inbox;
 use crate::grpc::status::from_appio_error;
+use crate::meter::Counters;
 use crate::objects::outbox::Outbox;
 use crate::proto::v1;
+use crate::transport_error::Api;
 use floret_core::ClientAppIo;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -19,6 +22,9 @@ pub(crate) struct ClientAppIoService {
     outbox: Arc<Outbox>,
     /// Ends `NextTask` long polls at shutdown.
     stop: watch::Receiver<bool>,
+    /// Prometheus counters of the messages it hands to apps and takes from them (AppIo
+    /// APIs are served over gRPC only).
+    meter: Counters,
 }
 
 impl ClientAppIoService {
@@ -31,6 +37,7 @@ impl ClientAppIoService {
             appio,
             outbox,
             stop,
+            meter: Counters::new(Api::ClientAppIo, TransportKind::Grpc),
         }
     }
 }
@@ -57,6 +64,7 @@ impl v1::client_app_io_server::ClientAppIo for ClientAppIoService {
         let mut budget = self.outbox.chunking.inline_budget;
         let message = self.outbox.envelope(peer, &task.message, &mut budget).await;
         let context = context_out(&self.outbox, peer, &task.context, &mut budget).await;
+        self.meter.messages_sent.increment(1);
         Ok(Response::new(v1::NextTaskResponse {
             message: Some(message),
             context: Some(context),
@@ -95,6 +103,7 @@ impl v1::client_app_io_server::ClientAppIo for ClientAppIoService {
             .complete_task(&r.token, &r.message_id, reply.payload, context)
             .await
             .map_err(from_appio_error)?;
+        self.meter.messages_received.increment(1);
         self.outbox.objects.release_uploads(peer, &claimed.ids);
         Ok(Response::new(v1::CompleteTaskResponse::default()))
     }

@@ -45,7 +45,7 @@ impl Link {
         address: &str,
         options: ClientOptions,
     ) -> Result<Link, TransportError> {
-        let channel = link(address, &options, MAX_MESSAGE_LEN)?;
+        let channel = link(api, address, &options, MAX_MESSAGE_LEN)?;
         let objects = ObjectsRpc::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_LEN)
             .max_encoding_message_size(MAX_MESSAGE_LEN);

@@ -4,10 +4,13 @@
 use super::serving::{context_out, poll_timeout, unless_stopped};
 use super::wire::{outcome_from_proto, peer};
 use crate::convert_runs::run_event_from_proto;
+use crate::grpc::TransportKind;
 use crate::grpc::inbox;
 use crate::grpc::status::{from_appio_error, from_decode_error};
+use crate::meter::Counters;
 use crate::objects::outbox::Outbox;
 use crate::proto::v1;
+use crate::transport_error::Api;
 use floret_core::ServerAppIo;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -20,6 +23,9 @@ pub(crate) struct ServerAppIoService {
     outbox: Arc<Outbox>,
     /// Ends `Receive` long polls at shutdown.
     stop: watch::Receiver<bool>,
+    /// Prometheus counters of the messages it hands to apps and takes from them (AppIo
+    /// APIs are served over gRPC only).
+    meter: Counters,
 }
 
 impl ServerAppIoService {
@@ -32,6 +38,7 @@ impl ServerAppIoService {
             appio,
             outbox,
             stop,
+            meter: Counters::new(Api::ServerAppIo, TransportKind::Grpc),
         }
     }
 }
@@ -87,11 +94,13 @@ impl v1::server_app_io_server::ServerAppIo for ServerAppIoService {
             claimed.chunks,
         )
         .await?;
+        let count = messages.len() as u64;
         let message_ids = self
             .appio
             .send(&r.token, messages)
             .await
             .map_err(from_appio_error)?;
+        self.meter.messages_received.increment(count);
         // Kept on failure, so that a retry need not upload them again.
         self.outbox.objects.release_uploads(peer, &claimed.ids);
         Ok(Response::new(v1::SendResponse {
@@ -111,6 +120,7 @@ impl v1::server_app_io_server::ServerAppIo for ServerAppIoService {
             .await
             .map_err(from_appio_error)?;
         let envelopes = self.outbox.envelopes(peer(&r.token), &replies).await;
+        self.meter.messages_sent.increment(envelopes.len() as u64);
         Ok(Response::new(v1::PullResponse { envelopes }))
     }
 
@@ -128,6 +138,7 @@ impl v1::server_app_io_server::ServerAppIo for ServerAppIoService {
         })
         .await?;
         let envelopes = self.outbox.envelopes(peer(&r.token), &replies).await;
+        self.meter.messages_sent.increment(envelopes.len() as u64);
         Ok(Response::new(v1::ReceiveResponse { envelopes }))
     }
 
@@ -158,6 +169,30 @@ impl v1::server_app_io_server::ServerAppIo for ServerAppIoService {
             .await
             .map_err(from_appio_error)?;
         Ok(Response::new(v1::FinishResponse {}))
+    }
+
+    async fn save_checkpoint(
+        &self,
+        request: Request<v1::SaveCheckpointRequest>,
+    ) -> Result<Response<v1::SaveCheckpointResponse>, Status> {
+        let r = request.into_inner();
+        self.appio
+            .save_checkpoint(&r.token, r.checkpoint)
+            .await
+            .map_err(from_appio_error)?;
+        Ok(Response::new(v1::SaveCheckpointResponse {}))
+    }
+
+    async fn load_checkpoint(
+        &self,
+        request: Request<v1::LoadCheckpointRequest>,
+    ) -> Result<Response<v1::LoadCheckpointResponse>, Status> {
+        let checkpoint = self
+            .appio
+            .load_checkpoint(&request.into_inner().token)
+            .await
+            .map_err(from_appio_error)?;
+        Ok(Response::new(v1::LoadCheckpointResponse { checkpoint }))
     }
 
     async fn claim(

@@ -10,6 +10,7 @@ use crate::link::Link as Channel;
 use crate::proto::v1;
 use crate::transport_error::{Api, TransportError};
 use async_trait::async_trait;
+use bytes::Bytes;
 use floret_core::{AppIoError, AppOutcome, Context, Message, NodeSet, RunEvent, ServerAppIo};
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,6 +186,36 @@ impl ServerAppIo for ServerAppIoClient {
                 let mut rpc = self.rpc();
                 let request = request.clone();
                 async move { rpc.finish(request).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn load_checkpoint(&self, token: &str) -> Result<Option<Bytes>, AppIoError> {
+        let request = v1::LoadCheckpointRequest {
+            token: token.to_string(),
+        };
+        let response = self
+            .link
+            .call(Duration::ZERO, || {
+                let mut rpc = self.rpc();
+                let request = request.clone();
+                async move { rpc.load_checkpoint(request).await }
+            })
+            .await?;
+        Ok(response.checkpoint)
+    }
+
+    async fn save_checkpoint(&self, token: &str, checkpoint: Bytes) -> Result<(), AppIoError> {
+        let request = v1::SaveCheckpointRequest {
+            token: token.to_string(),
+            checkpoint,
+        };
+        self.link
+            .call(Duration::ZERO, || {
+                let mut rpc = self.rpc();
+                let request = request.clone();
+                async move { rpc.save_checkpoint(request).await }
             })
             .await?;
         Ok(())

@@ -31,6 +31,7 @@ struct LinkState {
     events: Vec<RunEvent>,
     outcome: Option<AppOutcome>,
     waiting: VecDeque<String>,
+    checkpoint: Option<bytes::Bytes>,
 }
 
 /// A SuperLink's ServerAppIo for one run.
@@ -171,6 +172,21 @@ impl ServerAppIo for FakeServerAppIo {
     async fn finish(&self, token: &str, outcome: AppOutcome) -> Result<(), AppIoError> {
         self.check(token)?;
         self.state().outcome = Some(outcome);
+        Ok(())
+    }
+
+    async fn load_checkpoint(&self, token: &str) -> Result<Option<bytes::Bytes>, AppIoError> {
+        self.check(token)?;
+        Ok(self.state().checkpoint.clone())
+    }
+
+    async fn save_checkpoint(
+        &self,
+        token: &str,
+        checkpoint: bytes::Bytes,
+    ) -> Result<(), AppIoError> {
+        self.check(token)?;
+        self.state().checkpoint = Some(checkpoint);
         Ok(())
     }
 

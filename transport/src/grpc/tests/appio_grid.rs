@@ -132,3 +132,18 @@ async fn remote_grid_drives_a_fed_avg_run() {
     assert_eq!(appio.outcome(), Some(AppOutcome::Completed));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn remote_grid_keeps_checkpoints_in_the_superlink() {
+    let (_appio, server, client) =
+        serverappio(FakeServerAppIo::new(run_context(), vec![1], train)).await;
+    let client = Arc::new(client);
+    let (grid, _) = RemoteGrid::connect(client.clone(), TOKEN).await.unwrap();
+    assert_eq!(grid.load_checkpoint().await.unwrap(), None);
+    let checkpoint = bytes::Bytes::from(vec![7u8; 3 << 20]);
+    grid.save_checkpoint(checkpoint.clone()).await.unwrap();
+    // A ServerApp process started again (after a SuperLink restart) reads it back.
+    let (again, _) = RemoteGrid::connect(client, TOKEN).await.unwrap();
+    assert_eq!(again.load_checkpoint().await.unwrap(), Some(checkpoint));
+    server.shutdown().await;
+}

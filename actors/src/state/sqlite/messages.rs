@@ -1,0 +1,510 @@
+//! Instructions and replies.
+//!
+//! An instruction is one row from push to answer, in one of three states: queued, delivered
+//! by `pull_instructions` (put back by `redeliver`), or taken by `pull_any_instructions`.
+//! `seq` is its place in its node's queue and never changes: what a node pulled was at the
+//! head of its queue, so putting it back with its old `seq` puts it back at the head, in
+//! order. The row carries the few fields needed to answer in the node's place without
+//! decoding the message. It is deleted when answered; a reply is deleted when taken.
+//!
+//! `turns` orders the nodes for `pull_any_instructions` as the memory store's ready list
+//! does: by when each node's queue became non-empty, a node served in part keeping its turn.
+
+use super::{Counters, Inner, from_sql_id, sealed, set_counter, sql_id, storage, write};
+use crate::state::inflight::{Inflight, error_reply};
+use crate::state::{StateError, Sweep};
+use floret_core::{Message, MessageError, Metadata, RunStatus, error_code};
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+use std::collections::HashSet;
+
+/// Values of `instructions.state`.
+const QUEUED: i64 = 0;
+const DELIVERED: i64 = 1;
+const TAKEN: i64 = 2;
+
+/// The columns `flight` reads, in its order.
+const FLIGHT_COLUMNS: &str =
+    "seq, message_id, run_id, dst_node_id, created_at, ttl, group_id, message_type";
+
+impl Counters {
+    fn message_id(&mut self, run_id: u64) -> String {
+        self.next_message += 1;
+        format!("{run_id:x}-{:x}", self.next_message)
+    }
+}
+
+/// An instruction row as `FLIGHT_COLUMNS` selects it: its `seq`, id and flight.
+fn flight(r: &Row<'_>) -> rusqlite::Result<(i64, String, Inflight)> {
+    let md = Metadata {
+        run_id: from_sql_id(r.get(2)?),
+        dst_node_id: from_sql_id(r.get(3)?),
+        created_at: r.get(4)?,
+        ttl: r.get(5)?,
+        group_id: r.get(6)?,
+        message_type: r.get(7)?,
+        ..Metadata::default()
+    };
+    Ok((r.get(0)?, r.get(1)?, Inflight::of(&md)))
+}
+
+fn insert_reply(tx: &Transaction<'_>, reply: &Message) -> Result<(), StateError> {
+    let md = &reply.metadata;
+    tx.prepare_cached("INSERT INTO replies (run_id, reply_to, message) VALUES (?1, ?2, ?3)")
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                sql_id(md.run_id),
+                md.reply_to_message_id,
+                sealed::encode(sealed::MESSAGE, reply).map_err(to_sql_error)?
+            ])
+        })
+        .map_err(storage)?;
+    Ok(())
+}
+
+fn to_sql_error(e: StateError) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+/// Answers instruction `seq` in its node's place and deletes it; returns its run.
+fn answer(
+    tx: &Transaction<'_>,
+    ids: &mut Counters,
+    (seq, reply_to, flight): (i64, String, Inflight),
+    error: MessageError,
+    now: f64,
+) -> Result<u64, StateError> {
+    let id = ids.message_id(flight.run_id);
+    insert_reply(tx, &error_reply(&flight, reply_to, id, error, now))?;
+    tx.execute("DELETE FROM instructions WHERE seq = ?1", [seq])
+        .map_err(storage)?;
+    Ok(flight.run_id)
+}
+
+/// Deletes `gone` nodes and answers everything sent to them with `NODE_UNAVAILABLE`;
+/// returns the runs that got replies.
+pub(super) fn drop_nodes(
+    tx: &Transaction<'_>,
+    ids: &mut Counters,
+    gone: &HashSet<u64>,
+    reason: &dyn Fn(u64) -> String,
+    now: f64,
+) -> Result<HashSet<u64>, StateError> {
+    let mut runs = HashSet::new();
+    for &node in gone {
+        tx.execute("DELETE FROM nodes WHERE node_id = ?1", [sql_id(node)])
+            .map_err(storage)?;
+        let flights = select_flights(tx, "dst_node_id = ?1", sql_id(node))?;
+        for f in flights {
+            let error = MessageError::new(
+                error_code::NODE_UNAVAILABLE,
+                format!("node {node} unavailable: {}", reason(node)),
+            );
+            runs.insert(answer(tx, ids, f, error, now)?);
+        }
+    }
+    tidy_turns(tx)?;
+    Ok(runs)
+}
+
+/// Answers instructions whose TTL ended with `MESSAGE_TTL_EXPIRED`, whatever their state.
+fn expire(
+    tx: &Transaction<'_>,
+    ids: &mut Counters,
+    now: f64,
+    runs: &mut HashSet<u64>,
+) -> Result<usize, StateError> {
+    let flights = select_flights(tx, "expires_at < ?1", now)?;
+    let count = flights.len();
+    for f in flights {
+        let error = MessageError::new(
+            error_code::MESSAGE_TTL_EXPIRED,
+            format!(
+                "message TTL of {} s expired before node {} replied",
+                f.2.ttl(),
+                f.2.dst_node_id
+            ),
+        );
+        runs.insert(answer(tx, ids, f, error, now)?);
+    }
+    if count > 0 {
+        tidy_turns(tx)?;
+    }
+    Ok(count)
+}
+
+fn select_flights(
+    tx: &Transaction<'_>,
+    filter: &str,
+    value: impl rusqlite::ToSql,
+) -> Result<Vec<(i64, String, Inflight)>, StateError> {
+    let sql = format!("SELECT {FLIGHT_COLUMNS} FROM instructions WHERE {filter} ORDER BY seq");
+    let mut stmt = tx.prepare_cached(&sql).map_err(storage)?;
+    let rows = stmt.query_map([value], flight).map_err(storage)?;
+    rows.collect::<Result<_, _>>().map_err(storage)
+}
+
+/// Up to `limit` queued instructions of `node`, oldest first, moved to `state`.
+fn take_queued(
+    tx: &Transaction<'_>,
+    node: u64,
+    limit: usize,
+    state: i64,
+) -> Result<Vec<Message>, StateError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT seq, message FROM instructions WHERE dst_node_id = ?1 AND state = ?2
+             ORDER BY seq LIMIT ?3",
+        )
+        .map_err(storage)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt
+        .query_map(params![sql_id(node), QUEUED, limit], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .map_err(storage)?;
+    let rows: Vec<(i64, Vec<u8>)> = rows.collect::<Result<_, _>>().map_err(storage)?;
+    let mut update = tx
+        .prepare_cached("UPDATE instructions SET state = ?2 WHERE seq = ?1")
+        .map_err(storage)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (seq, blob) in rows {
+        out.push(sealed::decode(sealed::MESSAGE, &blob)?);
+        update.execute([seq, state]).map_err(storage)?;
+    }
+    tx.prepare_cached(
+        "DELETE FROM turns WHERE node_id = ?1 AND NOT EXISTS
+             (SELECT 1 FROM instructions WHERE dst_node_id = ?1 AND state = ?2)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![sql_id(node), QUEUED]))
+    .map_err(storage)?;
+    Ok(out)
+}
+
+/// Gives `node` a turn behind every other, unless it has one.
+fn take_turn(tx: &Transaction<'_>, node: u64) -> Result<(), StateError> {
+    tx.prepare_cached("INSERT OR IGNORE INTO turns (node_id) VALUES (?1)")
+        .and_then(|mut stmt| stmt.execute([sql_id(node)]))
+        .map_err(storage)?;
+    Ok(())
+}
+
+/// Drops the turns of nodes left without queued work after instructions were answered.
+fn tidy_turns(tx: &Transaction<'_>) -> Result<(), StateError> {
+    tx.execute(
+        "DELETE FROM turns WHERE node_id NOT IN
+             (SELECT dst_node_id FROM instructions WHERE state = ?1)",
+        [QUEUED],
+    )
+    .map_err(storage)?;
+    Ok(())
+}
+
+/// At open: puts instructions taken by `pull_any_instructions` back in their queues. The
+/// in-process fleet that took them ended with the previous process, so nobody else will
+/// answer them; a node's own deliveries stay out, as the node may still be working on them
+/// and asks for them again with `redeliver`.
+pub(super) fn requeue_taken(conn: &mut rusqlite::Connection) -> Result<usize, StateError> {
+    write(conn, |tx| {
+        let nodes: Vec<i64> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT dst_node_id FROM instructions WHERE state = ?1
+                     GROUP BY dst_node_id ORDER BY MIN(seq)",
+                )
+                .map_err(storage)?;
+            let rows = stmt.query_map([TAKEN], |r| r.get(0)).map_err(storage)?;
+            rows.collect::<Result<_, _>>().map_err(storage)?
+        };
+        let count = tx
+            .execute(
+                "UPDATE instructions SET state = ?2 WHERE state = ?1",
+                [TAKEN, QUEUED],
+            )
+            .map_err(storage)?;
+        for node in nodes {
+            take_turn(tx, from_sql_id(node))?;
+        }
+        Ok(count)
+    })
+}
+
+impl Inner {
+    /// Wakes the ServerApps of runs that got replies.
+    pub(super) fn wake_runs(&self, runs: &HashSet<u64>) {
+        for run in runs {
+            if let Some(entry) = self.runs.get(run) {
+                entry.signals.replies.notify_waiters();
+            }
+        }
+    }
+
+    pub(super) fn sweep(&mut self, now: f64) -> Result<Sweep, StateError> {
+        let offline = self.nodes.overdue(now);
+        let gone: HashSet<u64> = offline.iter().copied().collect();
+        let reason = |_| "it missed its heartbeats and is offline".to_string();
+        let (ids, runs, expired) = write(&mut self.conn, |tx| {
+            let mut ids = self.counters;
+            let mut runs = drop_nodes(tx, &mut ids, &gone, &reason, now)?;
+            let expired = expire(tx, &mut ids, now, &mut runs)?;
+            set_counter(tx, "next_message", ids.next_message)?;
+            Ok((ids, runs, expired))
+        })?;
+        self.counters = ids;
+        self.forget_nodes(&gone);
+        self.wake_runs(&runs);
+        Ok(Sweep { offline, expired })
+    }
+
+    pub(super) fn push_instructions(
+        &mut self,
+        run_id: u64,
+        messages: Vec<Message>,
+        now: f64,
+    ) -> Result<Vec<String>, StateError> {
+        if self.run_entry(run_id)?.info.status != RunStatus::Running {
+            return Err(StateError::RunNotRunning(run_id));
+        }
+        let nodes = &self.nodes;
+        let (ids, out, queued_to, answered) = write(&mut self.conn, |tx| {
+            let mut ids = self.counters;
+            let mut out = Vec::with_capacity(messages.len());
+            let mut queued_to = Vec::new();
+            let mut answered = false;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO instructions (message_id, run_id, dst_node_id, state,
+                         created_at, ttl, expires_at, group_id, message_type, message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(storage)?;
+            for mut m in messages {
+                let id = ids.message_id(run_id);
+                let md = &mut m.metadata;
+                md.run_id = run_id;
+                md.message_id = id.clone();
+                md.src_node_id = 0;
+                md.created_at = now;
+                let dst = md.dst_node_id;
+                out.push(id.clone());
+                if !nodes.contains(dst) {
+                    let flight = Inflight::of(md);
+                    let reply_id = ids.message_id(run_id);
+                    let error = MessageError::new(
+                        error_code::NODE_UNAVAILABLE,
+                        format!("node {dst} unavailable: it is not connected to this SuperLink"),
+                    );
+                    insert_reply(tx, &error_reply(&flight, id, reply_id, error, now))?;
+                    answered = true;
+                    continue;
+                }
+                // Same rule as `Message::is_expired`: no creation time, no expiry.
+                let expires_at = (md.created_at > 0.0).then_some(md.created_at + md.ttl);
+                let blob = sealed::encode(sealed::MESSAGE, &m)?;
+                let md = &m.metadata;
+                insert
+                    .execute(params![
+                        id,
+                        sql_id(run_id),
+                        sql_id(dst),
+                        QUEUED,
+                        md.created_at,
+                        md.ttl,
+                        expires_at,
+                        md.group_id,
+                        md.message_type,
+                        blob
+                    ])
+                    .map_err(storage)?;
+                take_turn(tx, dst)?;
+                queued_to.push(dst);
+            }
+            set_counter(tx, "next_message", ids.next_message)?;
+            Ok((ids, out, queued_to, answered))
+        })?;
+        self.counters = ids;
+        for dst in queued_to {
+            self.nodes.notify(dst);
+        }
+        if answered {
+            self.wake_runs(&HashSet::from([run_id]));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn pull_instructions(
+        &mut self,
+        node_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StateError> {
+        if !self.nodes.contains(node_id) {
+            return Err(StateError::UnknownNode(node_id));
+        }
+        write(&mut self.conn, |tx| {
+            take_queued(tx, node_id, limit, DELIVERED)
+        })
+    }
+
+    pub(super) fn redeliver(&mut self, node_id: u64) -> Result<usize, StateError> {
+        if !self.nodes.contains(node_id) {
+            return Err(StateError::UnknownNode(node_id));
+        }
+        let count = write(&mut self.conn, |tx| {
+            let count = tx
+                .execute(
+                    "UPDATE instructions SET state = ?3 WHERE dst_node_id = ?1 AND state = ?2",
+                    params![sql_id(node_id), DELIVERED, QUEUED],
+                )
+                .map_err(storage)?;
+            if count > 0 {
+                take_turn(tx, node_id)?;
+            }
+            Ok(count)
+        })?;
+        if count > 0 {
+            self.nodes.notify(node_id);
+        }
+        Ok(count)
+    }
+
+    /// Nodes are served in turn, each drained before the next: a virtual fleet gets a
+    /// node's work together.
+    pub(super) fn pull_any_instructions(
+        &mut self,
+        limit: usize,
+    ) -> Result<Vec<Message>, StateError> {
+        write(&mut self.conn, |tx| {
+            let nodes: Vec<i64> = {
+                let mut stmt = tx
+                    .prepare_cached("SELECT node_id FROM turns ORDER BY turn")
+                    .map_err(storage)?;
+                let rows = stmt.query_map([], |r| r.get(0)).map_err(storage)?;
+                rows.collect::<Result<_, _>>().map_err(storage)?
+            };
+            let mut out = Vec::new();
+            for node in nodes {
+                if out.len() >= limit {
+                    break;
+                }
+                out.extend(take_queued(
+                    tx,
+                    from_sql_id(node),
+                    limit - out.len(),
+                    TAKEN,
+                )?);
+            }
+            Ok(out)
+        })
+    }
+
+    pub(super) fn push_reply(&mut self, mut reply: Message, now: f64) -> Result<(), StateError> {
+        let id = reply.metadata.reply_to_message_id.clone();
+        let found: Option<(i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT run_id, dst_node_id FROM instructions WHERE message_id = ?1",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(storage)?;
+        let Some((run_id, dst)) = found.map(|(r, d)| (from_sql_id(r), from_sql_id(d))) else {
+            return Err(StateError::UnknownReply(id));
+        };
+        if dst != reply.metadata.src_node_id {
+            return Err(StateError::WrongReplier {
+                message_id: id,
+                from: reply.metadata.src_node_id,
+                to: dst,
+            });
+        }
+        self.run_entry(run_id)?;
+        let ids = write(&mut self.conn, |tx| {
+            let mut ids = self.counters;
+            tx.execute("DELETE FROM instructions WHERE message_id = ?1", [&id])
+                .map_err(storage)?;
+            reply.metadata.message_id = ids.message_id(run_id);
+            reply.metadata.run_id = run_id;
+            reply.metadata.created_at = now;
+            insert_reply(tx, &reply)?;
+            set_counter(tx, "next_message", ids.next_message)?;
+            Ok(ids)
+        })?;
+        self.counters = ids;
+        self.wake_runs(&HashSet::from([run_id]));
+        Ok(())
+    }
+
+    /// A run's replies not taken yet, oldest first, all or those answering `only`; removed.
+    pub(super) fn take_replies(
+        &mut self,
+        run_id: u64,
+        only: Option<&[String]>,
+    ) -> Result<Vec<Message>, StateError> {
+        self.run_entry(run_id)?;
+        write(&mut self.conn, |tx| {
+            let mut rows: Vec<(i64, Vec<u8>)> = Vec::new();
+            let row = |r: &Row<'_>| Ok((r.get(0)?, r.get(1)?));
+            match only {
+                None => {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "SELECT seq, message FROM replies WHERE run_id = ?1 ORDER BY seq",
+                        )
+                        .map_err(storage)?;
+                    let found = stmt.query_map([sql_id(run_id)], row).map_err(storage)?;
+                    rows = found.collect::<Result<_, _>>().map_err(storage)?;
+                }
+                Some(wanted) => {
+                    let wanted: HashSet<&String> = wanted.iter().collect();
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "SELECT seq, message FROM replies WHERE run_id = ?1 AND reply_to = ?2",
+                        )
+                        .map_err(storage)?;
+                    for reply_to in wanted {
+                        let found = stmt
+                            .query_map(params![sql_id(run_id), reply_to], row)
+                            .map_err(storage)?;
+                        for r in found {
+                            rows.push(r.map_err(storage)?);
+                        }
+                    }
+                    rows.sort_by_key(|(seq, _)| *seq);
+                }
+            }
+            let mut delete = tx
+                .prepare_cached("DELETE FROM replies WHERE seq = ?1")
+                .map_err(storage)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (seq, blob) in rows {
+                out.push(sealed::decode(sealed::MESSAGE, &blob)?);
+                delete.execute([seq]).map_err(storage)?;
+            }
+            Ok(out)
+        })
+    }
+
+    pub(super) fn purge_messages(&mut self, run_id: u64) -> Result<(), StateError> {
+        write(&mut self.conn, |tx| {
+            tx.execute(
+                "DELETE FROM instructions WHERE run_id = ?1",
+                [sql_id(run_id)],
+            )
+            .map_err(storage)?;
+            tx.execute("DELETE FROM replies WHERE run_id = ?1", [sql_id(run_id)])
+                .map_err(storage)?;
+            tidy_turns(tx)
+        })
+    }
+
+    pub(super) fn held_messages(&self) -> Result<usize, StateError> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM instructions) + (SELECT COUNT(*) FROM replies)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .map_err(storage)
+    }
+}

@@ -1,0 +1,526 @@
+//! The SQLite `LinkState`: everything the SuperLink knows, in one database file, so a
+//! SuperLink that is killed and restarted on the same file finds its runs, their logs and
+//! checkpoints, its nodes and the messages between them where it left them.
+//!
+//! One connection behind a mutex: the trait is synchronous, every critical section is a
+//! short transaction, and the lock is never held across an `.await` (there are none). What
+//! cannot outlive the process stays in memory next to it: the per-run and per-node wake-ups
+//! and the `instructions_ready` signal. Runs and the node registry are also mirrored in
+//! memory, written through after each commit, because `run_status` and `has_node` are asked
+//! on every request; the file stays the source of truth at open.
+//!
+//! Every change runs in one transaction and touches the in-memory mirror only after the
+//! commit, so a failed write (disk full, read-only file, I/O error) leaves the state as it
+//! was and reports `StateError::Storage`. Messages are deleted once answered or taken, so
+//! the file does not grow over a long run: freed pages are reused.
+
+mod fabs;
+mod messages;
+mod nodes;
+mod runs;
+mod schema;
+mod sealed;
+
+use super::nodes::Nodes;
+use super::{LinkState, NewRun, NodeLease, RunInfo, RunSignals, StateError, Sweep};
+use bytes::Bytes;
+use floret_core::{Message, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus};
+use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::Notify;
+
+/// How long a write waits for a lock held by another connection (a backup tool, the
+/// `sqlite3` shell) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a database file could not be opened. Each message names the file, the problem and
+/// what to do; the file itself is never changed when it is refused.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error(
+        "{0} is not an SQLite database: pass a different --database, or move the file away \
+         to start from a fresh state"
+    )]
+    NotSqlite(PathBuf),
+    #[error(
+        "{path} is an SQLite database of another program (application id {application_id:#x}): \
+         pass a different --database"
+    )]
+    Foreign { path: PathBuf, application_id: i32 },
+    #[error(
+        "{path} was written by a newer Floret (schema {found}, this build reads up to \
+         {supported}): run a newer flower-superlink or pass a different --database"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error(
+        "{path} is corrupt ({detail}): restore it from a backup, or pass a different \
+         --database to start from a fresh state"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "{0} cannot be written: make the file and its directory writable by this user, or \
+         pass a different --database"
+    )]
+    ReadOnly(PathBuf),
+    #[error("the directory of {0} does not exist: create it, or pass a different --database")]
+    NoDirectory(PathBuf),
+    #[error(
+        "cannot restore the state kept in {path} ({detail}): restore the file from a backup, \
+         or pass a different --database to start from a fresh state"
+    )]
+    Restore { path: PathBuf, detail: String },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+impl OpenError {
+    /// Sorts an SQLite error met while opening into the variant that says what to do.
+    fn from_sqlite(path: &Path, e: rusqlite::Error) -> OpenError {
+        let path = path.to_path_buf();
+        match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => OpenError::NotSqlite(path),
+            Some(ErrorCode::DatabaseCorrupt) => OpenError::Corrupt {
+                path,
+                detail: e.to_string(),
+            },
+            _ if schema::is_permission(&e) => OpenError::ReadOnly(path),
+            _ => OpenError::Sqlite { path, source: e },
+        }
+    }
+}
+
+/// A run as mirrored in memory.
+struct RunEntry {
+    info: RunInfo,
+    /// Events in the run's log; the next event's index.
+    events: usize,
+    signals: Arc<RunSignals>,
+}
+
+/// Counters that make ids unique across restarts; kept in the `counters` table.
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    next_run_id: u64,
+    next_message: u64,
+}
+
+struct Inner {
+    conn: Connection,
+    runs: HashMap<u64, RunEntry>,
+    /// Registered nodes with their leases and wake-ups, as in the `nodes` table.
+    nodes: Nodes,
+    node_auth: bool,
+    counters: Counters,
+}
+
+/// See the module doc.
+pub struct SqliteLinkState {
+    inner: Mutex<Inner>,
+    instructions: Notify,
+}
+
+impl SqliteLinkState {
+    /// Opens the database at `path`, creating it if it does not exist, and restores the
+    /// state it holds.
+    ///
+    /// WAL with `synchronous=NORMAL`: a commit is in the log before the call returns, so it
+    /// survives the SuperLink being killed at any moment (the failure this file is for); a
+    /// power cut may lose the last commits but never corrupts the file. `FULL` would add an
+    /// fsync to every heartbeat of every node.
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        schema::check_header(path)?;
+        let exists = path.exists();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(OpenError::NoDirectory(path.to_path_buf()));
+        }
+        let flags = if exists {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| OpenError::from_sqlite(path, e))?;
+        Self::setup(conn, path)
+    }
+
+    /// A database that lives as long as the value; for tests.
+    pub fn open_in_memory() -> Result<Self, OpenError> {
+        let path = Path::new(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| OpenError::from_sqlite(path, e))?;
+        Self::setup(conn, path)
+    }
+
+    fn setup(mut conn: Connection, path: &Path) -> Result<Self, OpenError> {
+        let sql = |e| OpenError::from_sqlite(path, e);
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        // SQLite falls back to read-only when the file is; say so now, not at the first write.
+        if conn.is_readonly("main").map_err(sql)? {
+            return Err(OpenError::ReadOnly(path.to_path_buf()));
+        }
+        schema::check(&conn, path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sql)?;
+        schema::migrate(&mut conn, path)?;
+        let restore = |e: StateError| OpenError::Restore {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        };
+        messages::requeue_taken(&mut conn).map_err(restore)?;
+        let inner = Inner::load(conn).map_err(restore)?;
+        Ok(SqliteLinkState {
+            inner: Mutex::new(inner),
+            instructions: Notify::new(),
+        })
+    }
+
+    /// Copies the write-ahead log into the database file and truncates it: for a tidy
+    /// shutdown and for measuring the file's size.
+    pub fn checkpoint_wal(&self) -> Result<(), StateError> {
+        self.lock()
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(storage)
+    }
+
+    /// A poisoned lock means a panic mid-call elsewhere; an unfinished transaction was
+    /// rolled back when it was dropped and the mirror is only touched after commits, so
+    /// keep serving.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    /// Reads the mirror and counters from a migrated database.
+    fn load(conn: Connection) -> Result<Inner, StateError> {
+        let counters = Counters {
+            next_run_id: counter(&conn, "next_run_id")?,
+            next_message: counter(&conn, "next_message")?,
+        };
+        let node_auth = counter(&conn, "node_auth")? != 0;
+        let runs = runs::load(&conn)?;
+        let nodes = nodes::load(&conn)?;
+        Ok(Inner {
+            conn,
+            runs,
+            nodes,
+            node_auth,
+            counters,
+        })
+    }
+
+    fn run_entry(&self, run_id: u64) -> Result<&RunEntry, StateError> {
+        self.runs.get(&run_id).ok_or(StateError::UnknownRun(run_id))
+    }
+}
+
+/// Runs `f` in an immediate transaction and commits; nothing is kept if either fails.
+fn write<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, StateError>,
+) -> Result<T, StateError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(storage)?;
+    let out = f(&tx)?;
+    tx.commit().map_err(storage)?;
+    Ok(out)
+}
+
+fn storage(e: impl std::fmt::Display) -> StateError {
+    StateError::Storage(e.to_string())
+}
+
+/// Ids use all 64 bits; SQLite integers are signed. Same bits, both ways.
+fn sql_id(id: u64) -> i64 {
+    id as i64
+}
+
+fn from_sql_id(id: i64) -> u64 {
+    id as u64
+}
+
+fn counter(conn: &Connection, name: &str) -> Result<u64, StateError> {
+    conn.query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(from_sql_id)
+    .map_err(storage)
+}
+
+fn set_counter(tx: &Transaction<'_>, name: &str, value: u64) -> Result<(), StateError> {
+    tx.execute(
+        "UPDATE counters SET value = ?2 WHERE name = ?1",
+        rusqlite::params![name, sql_id(value)],
+    )
+    .map_err(storage)?;
+    Ok(())
+}
+
+/// For the methods that cannot report a failure: say it and keep serving.
+fn warn_failed(what: &str, e: &StateError) {
+    tracing::warn!(error = %e, "the SuperLink's database refused to {what}; nothing changed");
+}
+
+impl LinkState for SqliteLinkState {
+    fn create_run(&self, run: NewRun) -> Result<u64, StateError> {
+        self.lock().create_run(run)
+    }
+
+    fn run(&self, run_id: u64) -> Option<RunInfo> {
+        self.lock().runs.get(&run_id).map(|r| r.info.clone())
+    }
+
+    fn runs(&self) -> Vec<RunInfo> {
+        let mut v: Vec<RunInfo> = self.lock().runs.values().map(|r| r.info.clone()).collect();
+        v.sort_by_key(|r| r.run_id);
+        v
+    }
+
+    fn run_status(&self, run_id: u64) -> Option<RunStatus> {
+        self.lock().runs.get(&run_id).map(|r| r.info.status)
+    }
+
+    fn set_run_status(
+        &self,
+        run_id: u64,
+        status: RunStatus,
+        reason: &str,
+    ) -> Result<RunInfo, StateError> {
+        self.lock().set_run_status(run_id, status, reason)
+    }
+
+    fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError> {
+        Ok(self.lock().run_entry(run_id)?.signals.clone())
+    }
+
+    fn create_node(&self, lease: NodeLease) -> Result<u64, StateError> {
+        self.lock().create_node(lease)
+    }
+
+    fn renew_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError> {
+        self.lock().renew_node(node_id, lease)
+    }
+
+    fn register_nodes(&self, node_ids: &[u64]) {
+        if let Err(e) = self.lock().register_nodes(node_ids) {
+            warn_failed("register virtual nodes", &e);
+        }
+    }
+
+    fn unregister_node(&self, node_id: u64, reason: &str, now: f64) -> bool {
+        match self.lock().unregister_node(node_id, reason, now) {
+            Ok(done) => done,
+            Err(e) => {
+                warn_failed("unregister a node", &e);
+                false
+            }
+        }
+    }
+
+    fn node_ids(&self) -> NodeSet {
+        self.lock().nodes.set()
+    }
+
+    fn has_node(&self, node_id: u64) -> bool {
+        self.lock().nodes.contains(node_id)
+    }
+
+    fn node_signal(&self, node_id: u64) -> Result<Arc<Notify>, StateError> {
+        self.lock().nodes.signal(node_id)
+    }
+
+    fn sweep(&self, now: f64) -> Sweep {
+        match self.lock().sweep(now) {
+            Ok(sweep) => sweep,
+            Err(e) => {
+                warn_failed("sweep offline nodes and expired messages", &e);
+                Sweep::default()
+            }
+        }
+    }
+
+    fn push_instructions(
+        &self,
+        run_id: u64,
+        messages: Vec<Message>,
+        now: f64,
+    ) -> Result<Vec<String>, StateError> {
+        let ids = self.lock().push_instructions(run_id, messages, now)?;
+        self.instructions.notify_waiters();
+        Ok(ids)
+    }
+
+    fn pull_instructions(&self, node_id: u64, limit: usize) -> Result<Vec<Message>, StateError> {
+        self.lock().pull_instructions(node_id, limit)
+    }
+
+    fn redeliver(&self, node_id: u64) -> Result<usize, StateError> {
+        self.lock().redeliver(node_id)
+    }
+
+    fn pull_any_instructions(&self, limit: usize) -> Vec<Message> {
+        match self.lock().pull_any_instructions(limit) {
+            Ok(out) => out,
+            Err(e) => {
+                warn_failed("hand out queued instructions", &e);
+                Vec::new()
+            }
+        }
+    }
+
+    fn instructions_ready(&self) -> &Notify {
+        &self.instructions
+    }
+
+    fn push_reply(&self, reply: Message, now: f64) -> Result<(), StateError> {
+        self.lock().push_reply(reply, now)
+    }
+
+    fn take_replies(&self, run_id: u64) -> Result<Vec<Message>, StateError> {
+        self.lock().take_replies(run_id, None)
+    }
+
+    fn take_replies_to(
+        &self,
+        run_id: u64,
+        message_ids: &[String],
+    ) -> Result<Vec<Message>, StateError> {
+        self.lock().take_replies(run_id, Some(message_ids))
+    }
+
+    fn purge_messages(&self, run_id: u64) {
+        if let Err(e) = self.lock().purge_messages(run_id) {
+            warn_failed("purge a run's messages", &e);
+        }
+    }
+
+    fn held_messages(&self) -> usize {
+        match self.lock().held_messages() {
+            Ok(n) => n,
+            Err(e) => {
+                warn_failed("count held messages", &e);
+                0
+            }
+        }
+    }
+
+    fn push_event(&self, run_id: u64, event: RunEvent) -> Result<(), StateError> {
+        self.lock().push_event(run_id, event)
+    }
+
+    fn events(&self, run_id: u64, from: usize) -> Result<(Vec<RunEvent>, usize), StateError> {
+        self.lock().events(run_id, from)
+    }
+
+    fn store_fab(&self, fab_hash: &str, packed: Bytes) -> Result<(), StateError> {
+        self.lock().store_fab(fab_hash, &packed)
+    }
+
+    fn fab(&self, fab_hash: &str) -> Option<Bytes> {
+        match self.lock().fab(fab_hash) {
+            Ok(fab) => fab,
+            Err(e) => {
+                warn_failed("read a FAB", &e);
+                None
+            }
+        }
+    }
+
+    fn set_node_auth(&self, required: bool) {
+        if let Err(e) = self.lock().set_node_auth(required) {
+            warn_failed("switch node authentication", &e);
+        }
+    }
+
+    fn node_auth(&self) -> bool {
+        self.lock().node_auth
+    }
+
+    fn allow_node_key(&self, public_key: Bytes, now: f64) -> Result<u64, StateError> {
+        self.lock().allow_node_key(&public_key, now)
+    }
+
+    fn disallow_node(&self, node_id: u64) -> Option<Bytes> {
+        match self.lock().disallow_node(node_id) {
+            Ok(key) => key,
+            Err(e) => {
+                warn_failed("take a node key off the allow-list", &e);
+                None
+            }
+        }
+    }
+
+    fn node_id_of_key(&self, public_key: &[u8]) -> Option<u64> {
+        self.lock().node_id_of_key(public_key)
+    }
+
+    fn activate_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError> {
+        self.lock().activate_node(node_id, lease)
+    }
+
+    fn node_seen(&self, node_id: u64, now: f64) {
+        if let Err(e) = self.lock().node_seen(node_id, now) {
+            warn_failed("record a node's heartbeat", &e);
+        }
+    }
+
+    fn nodes_info(&self) -> Vec<NodeInfo> {
+        match self.lock().nodes_info() {
+            Ok(info) => info,
+            Err(e) => {
+                warn_failed("list nodes", &e);
+                Vec::new()
+            }
+        }
+    }
+
+    fn save_checkpoint(&self, run_id: u64, checkpoint: Bytes) -> Result<(), StateError> {
+        self.lock().save_checkpoint(run_id, &checkpoint)
+    }
+
+    fn checkpoint(&self, run_id: u64) -> Result<Option<Bytes>, StateError> {
+        self.lock().checkpoint(run_id)
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+}
+
+impl NodeAuthority for SqliteLinkState {
+    fn admits(&self, public_key: &[u8]) -> bool {
+        self.lock().node_id_of_key(public_key).is_some()
+    }
+
+    fn owns(&self, node_id: u64, public_key: &[u8]) -> bool {
+        self.lock().node_id_of_key(public_key) == Some(node_id)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+//! Runs, their event logs and their checkpoints.
+
+use super::{Inner, RunEntry, from_sql_id, sealed, set_counter, sql_id, storage, write};
+use crate::state::{NewRun, RunInfo, StateError, unix_now};
+use bytes::Bytes;
+use floret_core::{RunEvent, RunStatus};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Every run with the length of its log, for the mirror.
+pub(super) fn load(conn: &Connection) -> Result<HashMap<u64, RunEntry>, StateError> {
+    let mut counts: HashMap<u64, usize> = HashMap::new();
+    let mut stmt = conn
+        .prepare("SELECT run_id, COUNT(*) FROM events GROUP BY run_id")
+        .map_err(storage)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(storage)?;
+    for row in rows {
+        let (run_id, n) = row.map_err(storage)?;
+        counts.insert(from_sql_id(run_id), usize::try_from(n).unwrap_or(0));
+    }
+    let mut runs = HashMap::new();
+    let mut stmt = conn.prepare("SELECT info FROM runs").map_err(storage)?;
+    let rows = stmt
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .map_err(storage)?;
+    for row in rows {
+        let info: RunInfo = sealed::decode(sealed::RUN, &row.map_err(storage)?)?;
+        let events = counts.get(&info.run_id).copied().unwrap_or(0);
+        runs.insert(
+            info.run_id,
+            RunEntry {
+                info,
+                events,
+                signals: Arc::default(),
+            },
+        );
+    }
+    Ok(runs)
+}
+
+fn save_info(tx: &rusqlite::Transaction<'_>, info: &RunInfo) -> Result<(), StateError> {
+    tx.execute(
+        "INSERT OR REPLACE INTO runs (run_id, info) VALUES (?1, ?2)",
+        params![sql_id(info.run_id), sealed::encode(sealed::RUN, info)?],
+    )
+    .map_err(storage)?;
+    Ok(())
+}
+
+impl Inner {
+    pub(super) fn create_run(&mut self, run: NewRun) -> Result<u64, StateError> {
+        let run_id = self.counters.next_run_id + 1;
+        let now = unix_now();
+        let info = RunInfo {
+            run_id,
+            app: run.app,
+            federation: run.federation,
+            run_config: run.run_config,
+            status: RunStatus::Pending,
+            reason: String::new(),
+            created_at: now,
+            status_changed_at: now,
+            owner: run.owner,
+        };
+        write(&mut self.conn, |tx| {
+            save_info(tx, &info)?;
+            set_counter(tx, "next_run_id", run_id)
+        })?;
+        self.counters.next_run_id = run_id;
+        self.runs.insert(
+            run_id,
+            RunEntry {
+                info,
+                events: 0,
+                signals: Arc::default(),
+            },
+        );
+        Ok(run_id)
+    }
+
+    pub(super) fn set_run_status(
+        &mut self,
+        run_id: u64,
+        status: RunStatus,
+        reason: &str,
+    ) -> Result<RunInfo, StateError> {
+        let mut info = self.run_entry(run_id)?.info.clone();
+        info.status = info.status.transition(status)?;
+        info.reason = reason.to_string();
+        info.status_changed_at = unix_now();
+        write(&mut self.conn, |tx| save_info(tx, &info))?;
+        let entry = self
+            .runs
+            .get_mut(&run_id)
+            .ok_or(StateError::UnknownRun(run_id))?;
+        entry.info = info.clone();
+        // Whoever waits on replies or events must see that the run ended.
+        entry.signals.replies.notify_waiters();
+        entry.signals.events.notify_waiters();
+        Ok(info)
+    }
+
+    /// The run, if its log is still open.
+    fn open_run(&self, run_id: u64) -> Result<&RunEntry, StateError> {
+        let entry = self.run_entry(run_id)?;
+        if entry.info.status.is_finished() {
+            return Err(StateError::RunFinished(run_id));
+        }
+        Ok(entry)
+    }
+
+    pub(super) fn push_event(&mut self, run_id: u64, event: RunEvent) -> Result<(), StateError> {
+        let idx = self.open_run(run_id)?.events;
+        let blob = sealed::encode(sealed::EVENT, &event)?;
+        write(&mut self.conn, |tx| {
+            tx.execute(
+                "INSERT INTO events (run_id, idx, event) VALUES (?1, ?2, ?3)",
+                params![sql_id(run_id), idx as i64, blob],
+            )
+            .map_err(storage)?;
+            Ok(())
+        })?;
+        if let Some(entry) = self.runs.get_mut(&run_id) {
+            entry.events = idx + 1;
+            entry.signals.events.notify_waiters();
+        }
+        Ok(())
+    }
+
+    pub(super) fn events(
+        &self,
+        run_id: u64,
+        from: usize,
+    ) -> Result<(Vec<RunEvent>, usize), StateError> {
+        let len = self.run_entry(run_id)?.events;
+        if from >= len {
+            return Ok((Vec::new(), len));
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT event FROM events WHERE run_id = ?1 AND idx >= ?2 ORDER BY idx")
+            .map_err(storage)?;
+        let rows = stmt
+            .query_map(params![sql_id(run_id), from as i64], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .map_err(storage)?;
+        let mut out = Vec::with_capacity(len - from);
+        for row in rows {
+            out.push(sealed::decode(sealed::EVENT, &row.map_err(storage)?)?);
+        }
+        Ok((out, len))
+    }
+
+    /// The bytes are the ServerApp's own format, so only the envelope is added. `INSERT OR
+    /// REPLACE` in one transaction is the atomic swap the trait asks for.
+    pub(super) fn save_checkpoint(&mut self, run_id: u64, data: &[u8]) -> Result<(), StateError> {
+        self.open_run(run_id)?;
+        write(&mut self.conn, |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO checkpoints (run_id, data) VALUES (?1, ?2)",
+                params![sql_id(run_id), sealed::seal_raw(sealed::CHECKPOINT, data)],
+            )
+            .map_err(storage)?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn checkpoint(&self, run_id: u64) -> Result<Option<Bytes>, StateError> {
+        self.run_entry(run_id)?;
+        self.conn
+            .query_row(
+                "SELECT data FROM checkpoints WHERE run_id = ?1",
+                [sql_id(run_id)],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()
+            .map_err(storage)?
+            .map(|blob| {
+                // The body is the tail of the blob: share it rather than copy it.
+                let start = blob.len() - sealed::open_raw(sealed::CHECKPOINT, &blob)?.len();
+                Ok(Bytes::from(blob).slice(start..))
+            })
+            .transpose()
+    }
+}

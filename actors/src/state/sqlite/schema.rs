@@ -1,0 +1,193 @@
+//! The database layout and how a file is recognised, checked and brought up to date.
+//!
+//! `PRAGMA application_id` marks a file as Floret's, so a SuperLink pointed at some other
+//! program's database refuses it instead of adding tables to it. `PRAGMA user_version` is
+//! the number of migrations applied; each migration runs in its own transaction together
+//! with the version bump, so a crash mid-upgrade leaves the file at the previous version.
+//! Every check happens before the first write: a file that is refused is left untouched.
+
+use super::OpenError;
+use rusqlite::{Connection, ErrorCode};
+use std::path::Path;
+
+/// "FLRT" as a big-endian 32-bit integer, the value `PRAGMA application_id` holds.
+pub(super) const APPLICATION_ID: i32 = 0x464C_5254;
+
+/// The first bytes of every SQLite 3 file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`. Append
+/// only: a released migration never changes, or databases written by it would differ.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first layout. Node and run ids are stored as the i64 with the same bits,
+    // because random node ids use all 64 bits.
+    "
+    CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO counters (name, value) VALUES ('next_run_id', 0), ('next_message', 0),
+        ('node_auth', 0);
+
+    CREATE TABLE runs (
+        run_id INTEGER PRIMARY KEY,
+        info   BLOB NOT NULL
+    );
+    CREATE TABLE events (
+        run_id INTEGER NOT NULL REFERENCES runs (run_id),
+        idx    INTEGER NOT NULL,
+        event  BLOB NOT NULL,
+        PRIMARY KEY (run_id, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE checkpoints (
+        run_id INTEGER PRIMARY KEY REFERENCES runs (run_id),
+        data   BLOB NOT NULL
+    );
+    CREATE TABLE fabs (
+        fab_hash TEXT PRIMARY KEY,
+        packed   BLOB NOT NULL
+    );
+
+    CREATE TABLE nodes (
+        node_id            INTEGER PRIMARY KEY,
+        heartbeat_interval REAL,
+        online_until       REAL
+    );
+    CREATE TABLE node_keys (
+        public_key BLOB PRIMARY KEY,
+        node_id    INTEGER NOT NULL UNIQUE,
+        allowed_at REAL NOT NULL,
+        last_seen  REAL
+    );
+
+    CREATE TABLE instructions (
+        seq          INTEGER PRIMARY KEY,
+        message_id   TEXT NOT NULL UNIQUE,
+        run_id       INTEGER NOT NULL REFERENCES runs (run_id),
+        dst_node_id  INTEGER NOT NULL,
+        state        INTEGER NOT NULL,
+        created_at   REAL NOT NULL,
+        ttl          REAL NOT NULL,
+        expires_at   REAL,
+        group_id     TEXT NOT NULL,
+        message_type TEXT NOT NULL,
+        message      BLOB NOT NULL
+    );
+    CREATE INDEX instructions_by_node ON instructions (dst_node_id, state, seq);
+    CREATE INDEX instructions_by_run ON instructions (run_id);
+    CREATE INDEX instructions_by_expiry ON instructions (expires_at) WHERE expires_at IS NOT NULL;
+    -- A node's turn in `pull_any_instructions`: a row exactly while it has queued work,
+    -- numbered when its queue became non-empty, kept while it is served in part.
+    CREATE TABLE turns (
+        turn    INTEGER PRIMARY KEY AUTOINCREMENT,
+        node_id INTEGER NOT NULL UNIQUE
+    );
+
+    CREATE TABLE replies (
+        seq      INTEGER PRIMARY KEY,
+        run_id   INTEGER NOT NULL REFERENCES runs (run_id),
+        reply_to TEXT NOT NULL,
+        message  BLOB NOT NULL
+    );
+    CREATE INDEX replies_by_run ON replies (run_id, reply_to);
+    ",
+];
+
+/// The schema version this build writes and the newest it reads.
+pub(super) const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// Refuses a non-empty file that is not SQLite before SQLite ever opens it, so not even a
+/// `-wal` file appears next to it.
+pub(super) fn check_header(path: &Path) -> Result<(), OpenError> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(OpenError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
+    };
+    let mut head = Vec::with_capacity(16);
+    file.by_ref()
+        .take(16)
+        .read_to_end(&mut head)
+        .map_err(|e| OpenError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+    if head.is_empty() || head.as_slice() == SQLITE_HEADER {
+        Ok(())
+    } else {
+        Err(OpenError::NotSqlite(path.to_path_buf()))
+    }
+}
+
+/// Checks that the open file is Floret's (or empty), not newer than this build and intact.
+/// Reads only.
+pub(super) fn check(conn: &Connection, path: &Path) -> Result<(), OpenError> {
+    let sql = |e| OpenError::from_sqlite(path, e);
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(sql)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)?;
+    let objects: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(sql)?;
+    if app_id != APPLICATION_ID && (app_id != 0 || objects > 0 || version != 0) {
+        return Err(OpenError::Foreign {
+            path: path.to_path_buf(),
+            application_id: app_id,
+        });
+    }
+    if version > LATEST {
+        return Err(OpenError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported: LATEST,
+        });
+    }
+    let verdict: Vec<String> = {
+        let mut stmt = conn.prepare("PRAGMA quick_check").map_err(sql)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(sql)?;
+        rows.collect::<Result<_, _>>().map_err(sql)?
+    };
+    if verdict != ["ok"] {
+        return Err(OpenError::Corrupt {
+            path: path.to_path_buf(),
+            detail: verdict.join("; "),
+        });
+    }
+    Ok(())
+}
+
+/// Applies the migrations the file has not seen yet, each in one transaction.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
+    let sql = |e| OpenError::from_sqlite(path, e);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)?;
+    let start = usize::try_from(version).unwrap_or(0);
+    for (done, migration) in MIGRATIONS.iter().enumerate().skip(start) {
+        let tx = conn.transaction().map_err(sql)?;
+        tx.execute_batch(migration).map_err(sql)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(sql)?;
+        tx.pragma_update(None, "user_version", done as i64 + 1)
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+    }
+    Ok(())
+}
+
+/// Whether an SQLite error says the file cannot be written or opened for lack of rights.
+pub(super) fn is_permission(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied)
+    )
+}

@@ -1,0 +1,231 @@
+//! Seeded faults of the virtual fleet (`options.chaos.*`): dropouts, stragglers, latency.
+//!
+//! Every decision is a pure function of `(seed, run id, group id, message type, node id)`,
+//! hashed with SplitMix64 rather than drawn from a shared generator. Workers serve
+//! instructions in whatever order the scheduler gives them, so a shared stream would hand
+//! a different fault to each node from one run to the next; a hash gives the same node the
+//! same fault in the same round every time. FedAvg sets the group id to the round number,
+//! so a node's fault changes from round to round. SplitMix64 is written out here because
+//! `rand`'s generators do not promise the same stream across versions, and a researcher's
+//! seed should keep meaning the same faults.
+//!
+//! - A **dropout** is what a node that leaves looks like to the SuperLink: its
+//!   instruction is answered with a `NODE_UNAVAILABLE` error reply (the ClientApp does not
+//!   run), which the strategy counts as a failure without waiting for its timeout.
+//! - A **straggler** runs its ClientApp, but its reply is held back until the run's next
+//!   phase has started (the next instruction of the run with another group id or message
+//!   type), so it is never in time: the phase it was sampled in waits out its timeout and
+//!   counts it as unanswered, and the next phase counts it as `late`. A straggler of the
+//!   run's last phase is never delivered.
+//! - **Latency** delays every other reply (dropout errors included) on a tokio timer, so a
+//!   slow reply never holds a worker.
+//!
+//! One draw per instruction decides between dropout (`u < dropout-rate`), straggler
+//! (`u < dropout-rate + straggler-rate`) and none, so the two never overlap.
+
+use floret_core::{ChaosOptions, Message};
+use std::time::Duration;
+
+/// What happens to one instruction's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Delivered, after the configured latency.
+    None,
+    /// The node dropped out: a `NODE_UNAVAILABLE` error reply takes its place.
+    Dropout,
+    /// Delivered only once the run's next phase has started.
+    Straggler,
+}
+
+/// The fault decisions of one simulation; see the module docs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chaos {
+    options: ChaosOptions,
+}
+
+/// Salt of the latency draw, so that it is independent of the fault draw.
+const LATENCY_SALT: u64 = 0x6c61_7465_6e63_7921;
+
+impl Chaos {
+    /// The faults `options` asks for; `None` when it asks for none, so that the fleet keeps
+    /// its fault-free path.
+    pub fn new(options: &ChaosOptions) -> Option<Chaos> {
+        (!options.is_off()).then(|| Chaos {
+            options: options.clone(),
+        })
+    }
+
+    /// The fault of the instruction of `message_type` in group `group_id` (the round, for
+    /// FedAvg) to `node_id` in run `run_id`.
+    pub fn fault(&self, run_id: u64, group_id: &str, message_type: &str, node_id: u64) -> Fault {
+        let u = unit(self.key(run_id, group_id, message_type, node_id));
+        if u < self.options.dropout_rate {
+            Fault::Dropout
+        } else if u < self.options.dropout_rate + self.options.straggler_rate {
+            Fault::Straggler
+        } else {
+            Fault::None
+        }
+    }
+
+    /// How long the reply to that instruction travels: `latency-ms` plus a share of
+    /// `latency-jitter-ms` drawn for it.
+    pub fn latency(
+        &self,
+        run_id: u64,
+        group_id: &str,
+        message_type: &str,
+        node_id: u64,
+    ) -> Duration {
+        let jitter = self.options.latency_jitter;
+        if jitter.is_zero() {
+            return self.options.latency;
+        }
+        let key = self.key(run_id, group_id, message_type, node_id);
+        self.options.latency + jitter.mul_f64(unit(splitmix(key ^ LATENCY_SALT)))
+    }
+
+    /// `fault` for an instruction as the fleet pulled it.
+    pub(crate) fn fault_of(&self, m: &Message) -> Fault {
+        let md = &m.metadata;
+        self.fault(md.run_id, &md.group_id, &md.message_type, md.dst_node_id)
+    }
+
+    /// `latency` for an instruction as the fleet pulled it.
+    pub(crate) fn latency_of(&self, m: &Message) -> Duration {
+        let md = &m.metadata;
+        self.latency(md.run_id, &md.group_id, &md.message_type, md.dst_node_id)
+    }
+
+    fn key(&self, run_id: u64, group_id: &str, message_type: &str, node_id: u64) -> u64 {
+        [run_id, fnv1a(group_id), fnv1a(message_type), node_id]
+            .into_iter()
+            .fold(splitmix(self.options.seed), |h, part| splitmix(h ^ part))
+    }
+}
+
+/// The SplitMix64 finaliser: a bijection on u64 that scatters nearby inputs.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// FNV-1a, to fold a string into the key; stable, unlike `std`'s `DefaultHasher`.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A uniform draw in [0, 1) from the top 53 bits of `h`.
+fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node_ids::node_id;
+
+    fn chaos(dropout_rate: f64, straggler_rate: f64, seed: u64) -> Chaos {
+        Chaos::new(&ChaosOptions {
+            dropout_rate,
+            straggler_rate,
+            seed,
+            ..ChaosOptions::default()
+        })
+        .expect("faults asked for")
+    }
+
+    fn faults(c: &Chaos, round: u64, nodes: u64) -> Vec<Fault> {
+        (0..nodes)
+            .map(|i| c.fault(1, &round.to_string(), "train", node_id(i)))
+            .collect()
+    }
+
+    #[test]
+    fn no_fault_asked_for_keeps_the_fast_path() {
+        assert!(Chaos::new(&ChaosOptions::default()).is_none());
+        let seed_only = ChaosOptions {
+            seed: 9,
+            ..ChaosOptions::default()
+        };
+        assert!(Chaos::new(&seed_only).is_none());
+    }
+
+    #[test]
+    fn same_seed_same_faults_other_seed_other_faults() {
+        let a = chaos(0.3, 0.2, 42);
+        assert_eq!(faults(&a, 1, 200), faults(&chaos(0.3, 0.2, 42), 1, 200));
+        assert_ne!(faults(&a, 1, 200), faults(&chaos(0.3, 0.2, 43), 1, 200));
+        // Another round, run or message type draws again.
+        assert_ne!(faults(&a, 1, 200), faults(&a, 2, 200));
+        let other_run: Vec<Fault> = (0..200)
+            .map(|i| a.fault(2, "1", "train", node_id(i)))
+            .collect();
+        assert_ne!(faults(&a, 1, 200), other_run);
+        let evaluate: Vec<Fault> = (0..200)
+            .map(|i| a.fault(1, "1", "evaluate", node_id(i)))
+            .collect();
+        assert_ne!(faults(&a, 1, 200), evaluate);
+    }
+
+    #[test]
+    fn the_rates_are_the_shares_of_faults() {
+        let c = chaos(0.3, 0.1, 7);
+        let all: Vec<Fault> = (1..=50).flat_map(|r| faults(&c, r, 200)).collect();
+        let share = |f| all.iter().filter(|x| **x == f).count() as f64 / all.len() as f64;
+        // 10,000 draws: the standard error of a 0.3 share is 0.0046.
+        assert!(
+            (share(Fault::Dropout) - 0.3).abs() < 0.02,
+            "{}",
+            share(Fault::Dropout)
+        );
+        assert!(
+            (share(Fault::Straggler) - 0.1).abs() < 0.02,
+            "{}",
+            share(Fault::Straggler)
+        );
+        assert!(
+            faults(&chaos(1.0, 0.0, 1), 1, 100)
+                .iter()
+                .all(|f| *f == Fault::Dropout)
+        );
+        assert!(
+            faults(&chaos(0.0, 1.0, 1), 1, 100)
+                .iter()
+                .all(|f| *f == Fault::Straggler)
+        );
+    }
+
+    #[test]
+    fn latency_is_the_base_plus_seeded_jitter_within_bounds() {
+        let options = ChaosOptions {
+            latency: Duration::from_millis(20),
+            latency_jitter: Duration::from_millis(10),
+            seed: 5,
+            ..ChaosOptions::default()
+        };
+        let c = Chaos::new(&options).expect("latency is a fault");
+        let draws: Vec<Duration> = (0..100)
+            .map(|i| c.latency(1, "1", "train", node_id(i)))
+            .collect();
+        assert!(
+            draws
+                .iter()
+                .all(|d| *d >= Duration::from_millis(20) && *d < Duration::from_millis(30))
+        );
+        assert!(draws.iter().any(|d| *d > Duration::from_millis(25)));
+        assert!(draws.iter().any(|d| *d < Duration::from_millis(25)));
+        assert_eq!(draws[3], c.latency(1, "1", "train", node_id(3)));
+        // Without jitter every reply gets exactly the base latency.
+        let flat = Chaos::new(&ChaosOptions {
+            latency: Duration::from_millis(20),
+            ..ChaosOptions::default()
+        })
+        .expect("latency is a fault");
+        assert_eq!(flat.latency(1, "1", "train", 77), Duration::from_millis(20));
+    }
+}
