@@ -7,14 +7,20 @@
 //! order. The row carries the few fields needed to answer in the node's place without
 //! decoding the message. It is deleted when answered; a reply is deleted when taken.
 //!
+//! An instruction's payload lives in `contents`, keyed by the sha256 of its encoding and
+//! shared by every instruction that carries the same bytes: a 100 MB model sent to 50
+//! nodes is written once, not 50 times. A trigger releases it when the last instruction
+//! referring to it goes. Replies differ per node and are stored whole.
+//!
 //! `turns` orders the nodes for `pull_any_instructions` as the memory store's ready list
 //! does: by when each node's queue became non-empty, a node served in part keeping its turn.
 
 use super::{Counters, Inner, from_sql_id, sealed, set_counter, sql_id, storage, write};
 use crate::state::inflight::{Inflight, error_reply};
 use crate::state::{StateError, Sweep};
-use floret_core::{Message, MessageError, Metadata, RunStatus, error_code};
+use floret_core::{Message, MessageError, Metadata, Payload, RecordDict, RunStatus, error_code};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
+use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 
 /// Values of `instructions.state`.
@@ -152,23 +158,30 @@ fn take_queued(
 ) -> Result<Vec<Message>, StateError> {
     let mut stmt = tx
         .prepare_cached(
-            "SELECT seq, message FROM instructions WHERE dst_node_id = ?1 AND state = ?2
-             ORDER BY seq LIMIT ?3",
+            "SELECT i.seq, i.message, c.data FROM instructions i
+                 JOIN contents c ON c.digest = i.content
+             WHERE i.dst_node_id = ?1 AND i.state = ?2 ORDER BY i.seq LIMIT ?3",
         )
         .map_err(storage)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = stmt
         .query_map(params![sql_id(node), QUEUED, limit], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
         })
         .map_err(storage)?;
-    let rows: Vec<(i64, Vec<u8>)> = rows.collect::<Result<_, _>>().map_err(storage)?;
+    let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = rows.collect::<Result<_, _>>().map_err(storage)?;
     let mut update = tx
         .prepare_cached("UPDATE instructions SET state = ?2 WHERE seq = ?1")
         .map_err(storage)?;
     let mut out = Vec::with_capacity(rows.len());
-    for (seq, blob) in rows {
-        out.push(sealed::decode(sealed::MESSAGE, &blob)?);
+    for (seq, message, payload) in rows {
+        let mut m: Message = sealed::decode(sealed::MESSAGE, &message)?;
+        m.payload = sealed::decode(sealed::PAYLOAD, &payload)?;
+        out.push(m);
         update.execute([seq, state]).map_err(storage)?;
     }
     tx.prepare_cached(
@@ -228,6 +241,38 @@ pub(super) fn requeue_taken(conn: &mut rusqlite::Connection) -> Result<usize, St
     })
 }
 
+/// The payloads one push stores, by digest.
+#[derive(Default)]
+struct Contents {
+    /// The payload stored last and its digest: a broadcast's messages come one after the
+    /// other with equal payloads, and comparing is cheaper than encoding and hashing.
+    last: Option<(Payload, Vec<u8>)>,
+}
+
+impl Contents {
+    /// Stores `payload` or counts one more reference to its stored copy; returns its digest.
+    fn add(&mut self, tx: &Transaction<'_>, payload: Payload) -> Result<Vec<u8>, StateError> {
+        if let Some((last, digest)) = &self.last
+            && *last == payload
+        {
+            tx.prepare_cached("UPDATE contents SET refs = refs + 1 WHERE digest = ?1")
+                .and_then(|mut stmt| stmt.execute([digest]))
+                .map_err(storage)?;
+            return Ok(digest.clone());
+        }
+        let data = sealed::encode(sealed::PAYLOAD, &payload)?;
+        let digest = Sha256::digest(&data).to_vec();
+        tx.prepare_cached(
+            "INSERT INTO contents (digest, refs, data) VALUES (?1, 1, ?2)
+             ON CONFLICT (digest) DO UPDATE SET refs = refs + 1",
+        )
+        .and_then(|mut stmt| stmt.execute(params![digest, data]))
+        .map_err(storage)?;
+        self.last = Some((payload, digest.clone()));
+        Ok(digest)
+    }
+}
+
 impl Inner {
     /// Wakes the ServerApps of runs that got replies.
     pub(super) fn wake_runs(&self, runs: &HashSet<u64>) {
@@ -273,10 +318,11 @@ impl Inner {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO instructions (message_id, run_id, dst_node_id, state,
-                         created_at, ttl, expires_at, group_id, message_type, message)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                         created_at, ttl, expires_at, group_id, message_type, message, content)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(storage)?;
+            let mut contents = Contents::default();
             for mut m in messages {
                 let id = ids.message_id(run_id);
                 let md = &mut m.metadata;
@@ -299,6 +345,9 @@ impl Inner {
                 }
                 // Same rule as `Message::is_expired`: no creation time, no expiry.
                 let expires_at = (md.created_at > 0.0).then_some(md.created_at + md.ttl);
+                let payload =
+                    std::mem::replace(&mut m.payload, Payload::Content(RecordDict::new()));
+                let digest = contents.add(tx, payload)?;
                 let blob = sealed::encode(sealed::MESSAGE, &m)?;
                 let md = &m.metadata;
                 insert
@@ -312,7 +361,8 @@ impl Inner {
                         expires_at,
                         md.group_id,
                         md.message_type,
-                        blob
+                        blob,
+                        digest
                     ])
                     .map_err(storage)?;
                 take_turn(tx, dst)?;

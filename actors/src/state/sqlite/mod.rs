@@ -37,6 +37,9 @@ use tokio::sync::Notify;
 /// `sqlite3` shell) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The bytes the write-ahead log keeps on disk after a checkpoint.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
 /// Why a database file could not be opened. Each message names the file, the problem and
 /// what to do; the file itself is never changed when it is refused.
 #[derive(Debug, Error)]
@@ -183,6 +186,10 @@ impl SqliteLinkState {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql)?;
         conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sql)?;
+        // A round of large models passes through the write-ahead log; without a limit the
+        // log keeps its largest size on disk for as long as the SuperLink runs.
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
             .map_err(sql)?;
         schema::migrate(&mut conn, path)?;
         let restore = |e: StateError| OpenError::Restore {

@@ -71,8 +71,23 @@ const MIGRATIONS: &[&str] = &[
         expires_at   REAL,
         group_id     TEXT NOT NULL,
         message_type TEXT NOT NULL,
-        message      BLOB NOT NULL
+        message      BLOB NOT NULL,
+        content      BLOB NOT NULL REFERENCES contents (digest)
     );
+    -- An instruction's payload, stored once however many nodes it goes to (a broadcast
+    -- model is the same bytes for every node), found by the sha256 of its encoding and
+    -- counted by the instructions that refer to it.
+    CREATE TABLE contents (
+        digest BLOB PRIMARY KEY,
+        refs   INTEGER NOT NULL,
+        data   BLOB NOT NULL
+    );
+    -- Every way an instruction goes (answered, expired, purged, its node dropped) releases
+    -- its payload here, so none is forgotten.
+    CREATE TRIGGER instructions_release_content AFTER DELETE ON instructions BEGIN
+        UPDATE contents SET refs = refs - 1 WHERE digest = OLD.content;
+        DELETE FROM contents WHERE digest = OLD.content AND refs <= 0;
+    END;
     CREATE INDEX instructions_by_node ON instructions (dst_node_id, state, seq);
     CREATE INDEX instructions_by_run ON instructions (run_id);
     CREATE INDEX instructions_by_expiry ON instructions (expires_at) WHERE expires_at IS NOT NULL;

@@ -8,6 +8,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub(super) const MESSAGE: &str = "message";
+/// An instruction's payload, stored apart from its message (see `messages`).
+pub(super) const PAYLOAD: &str = "message payload";
 pub(super) const RUN: &str = "run";
 pub(super) const EVENT: &str = "run event";
 pub(super) const CHECKPOINT: &str = "run checkpoint";

@@ -93,3 +93,69 @@ fn a_failed_write_reports_storage_and_changes_nothing() {
     );
     counters_agree(&s);
 }
+
+fn stored_payloads(s: &SqliteLinkState) -> (i64, i64) {
+    s.lock()
+        .conn
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM contents",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
+#[test]
+fn a_broadcast_payload_is_stored_once_and_released_with_its_last_instruction() {
+    use floret_core::{Array, ArrayRecord};
+    let s = SqliteLinkState::open_in_memory().unwrap();
+    let nodes: Vec<u64> = (0..4)
+        .map(|_| s.create_node(lease(100.0)).unwrap())
+        .collect();
+    let run = s.create_run(NewRun::default()).unwrap();
+    s.set_run_status(run, RunStatus::Starting, "").unwrap();
+    s.set_run_status(run, RunStatus::Running, "").unwrap();
+    let model = |fill: f32| {
+        let mut arrays = ArrayRecord::new();
+        arrays.insert("w", Array::from_slice(&[fill; 4096]));
+        let mut content = RecordDict::new();
+        content.insert("arrays", arrays);
+        content
+    };
+    let broadcast: Vec<Message> = nodes
+        .iter()
+        .map(|&n| Message::new(model(1.0), n, "train"))
+        .collect();
+    s.push_instructions(run, broadcast, 1.0).unwrap();
+    let (rows, bytes) = stored_payloads(&s);
+    assert_eq!(rows, 1, "four copies of one model are stored once");
+    assert!(bytes > 16_384 && bytes < 2 * 16_384, "{bytes}");
+
+    // Another payload, sent to one node, is stored beside it.
+    s.push_instructions(run, vec![Message::new(model(2.0), nodes[0], "train")], 2.0)
+        .unwrap();
+    assert_eq!(stored_payloads(&s).0, 2);
+
+    // Every node gets its own full copy back.
+    for &n in &nodes {
+        for m in s.pull_instructions(n, 10).unwrap() {
+            let want = if m.metadata.created_at == 2.0 {
+                2.0
+            } else {
+                1.0
+            };
+            assert_eq!(m.payload, floret_core::Payload::Content(model(want)));
+            s.push_reply(
+                m.reply(floret_core::Payload::Content(RecordDict::new())),
+                3.0,
+            )
+            .unwrap();
+        }
+    }
+    assert_eq!(
+        stored_payloads(&s),
+        (0, 0),
+        "answered instructions release their payload"
+    );
+    assert_eq!(s.held_messages(), 5 /* replies */);
+}
