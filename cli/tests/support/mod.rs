@@ -130,6 +130,12 @@ impl Proc {
         let mut child = command
             .args(args)
             .env("NO_COLOR", "1")
+            // FABs and app binaries SuperNodes cache stay in the build tree, not in the
+            // home directory of whoever runs the tests.
+            .env(
+                "FLWR_FAB_CACHE_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("fab-cache"),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
