@@ -39,6 +39,24 @@ async fn start(state: Arc<dyn LinkState>, catalog: Arc<dyn AppCatalog>) -> Super
         .unwrap()
 }
 
+/// A SuperLink over `state` with one run that never ends, once it is running.
+async fn start_hanging_run(
+    state: &Arc<dyn LinkState>,
+    catalog: &TestCatalog,
+) -> (SuperLinkService, u64) {
+    let service = start(state.clone(), Arc::new(catalog.clone())).await;
+    let run = service
+        .control()
+        .start_run(start_request(HANG, &[]))
+        .await
+        .unwrap();
+    wait_until("the run to run", Duration::from_secs(10), || {
+        state.run_status(run) == Some(RunStatus::Running)
+    })
+    .await;
+    (service, run)
+}
+
 fn fedavg_run() -> floret_core::StartRun {
     start_request(
         FEDAVG,
@@ -433,16 +451,7 @@ async fn a_run_resumes_after_a_superlink_crash_and_ends_with_the_uninterrupted_m
 async fn runs_that_cannot_resume_are_failed_with_the_reason() {
     let catalog = TestCatalog::new();
     let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
-    let old = start(state.clone(), Arc::new(catalog.clone())).await;
-    let hang = old
-        .control()
-        .start_run(start_request(HANG, &[]))
-        .await
-        .unwrap();
-    wait_until("the run to run", Duration::from_secs(10), || {
-        state.run_status(hang) == Some(RunStatus::Running)
-    })
-    .await;
+    let (old, hang) = start_hanging_run(&state, &catalog).await;
     // A FAB run, left running; the restarted SuperLink runs built-in apps only.
     let fab = state
         .create_run(NewRun {
@@ -534,16 +543,7 @@ async fn a_graceful_shutdown_over_a_durable_state_leaves_the_run_to_resume() {
 async fn a_graceful_shutdown_over_a_state_that_dies_with_the_process_stops_the_run() {
     let catalog = TestCatalog::new();
     let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
-    let old = start(state.clone(), Arc::new(catalog.clone())).await;
-    let hang = old
-        .control()
-        .start_run(start_request(HANG, &[]))
-        .await
-        .unwrap();
-    wait_until("the run to run", Duration::from_secs(10), || {
-        state.run_status(hang) == Some(RunStatus::Running)
-    })
-    .await;
+    let (old, hang) = start_hanging_run(&state, &catalog).await;
     old.shutdown().await;
     let run = state.run(hang).unwrap();
     assert_eq!(run.status, RunStatus::Finished(SubStatus::Stopped));
