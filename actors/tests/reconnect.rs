@@ -64,7 +64,7 @@ async fn a_supernode_registers_again_when_the_superlink_forgets_it() {
     state.unregister_node(
         first,
         "forgotten by the test",
-        floret_actors::clock::unix_now(),
+        floret_actors::policy::clock::unix_now(),
     );
     wait_until("a new registration", Duration::from_secs(10), || {
         state.node_ids().first().is_some_and(|&id| id != first)

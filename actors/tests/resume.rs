@@ -547,7 +547,10 @@ async fn a_graceful_shutdown_over_a_state_that_dies_with_the_process_stops_the_r
     old.shutdown().await;
     let run = state.run(hang).unwrap();
     assert_eq!(run.status, RunStatus::Finished(SubStatus::Stopped));
-    assert_eq!(run.reason, floret_actors::service::SHUTDOWN_REASON);
+    assert_eq!(
+        run.reason,
+        floret_actors::superlink::service::SHUTDOWN_REASON
+    );
     // Nothing left to resume for a SuperLink started over it.
     let new = start(state.clone(), Arc::new(catalog)).await;
     assert_eq!(state.run(hang).unwrap(), run);

@@ -12,7 +12,7 @@
 use crate::chaos::{Chaos, Fault};
 use crate::node_ids::{node_id, node_index};
 use floret_actors::LinkState;
-use floret_actors::client_exec::execute;
+use floret_actors::apps::client_exec::execute;
 use floret_actors::state::unix_now;
 use floret_core::trace_context;
 use floret_core::{

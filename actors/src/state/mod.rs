@@ -15,7 +15,7 @@ mod node_keys;
 mod nodes;
 mod sqlite;
 
-pub use crate::clock::unix_now;
+pub use crate::policy::clock::unix_now;
 pub use memory::MemoryLinkState;
 pub use sqlite::{OpenError, SqliteLinkState};
 

@@ -2,7 +2,7 @@
 //! counts as online, and the wake-up of whoever delivers its instructions.
 
 use super::{NodeLease, StateError};
-use crate::heartbeat::is_offline;
+use crate::policy::heartbeat::is_offline;
 use floret_core::NodeSet;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -21,9 +21,9 @@
 
 use super::fab_client::{FabClient, NodeFabs};
 use super::reply::{error_reply, expires_at, reply_with, spawn_push};
-use crate::backoff::Backoff;
-use crate::client_exec::{execute, panic_message};
-use crate::clock::unix_now;
+use crate::apps::client_exec::{execute, panic_message};
+use crate::policy::backoff::Backoff;
+use crate::policy::clock::unix_now;
 use floret_core::trace_context::{self, phase_of};
 use floret_core::{
     AppCatalog, ClientApp, Context, Fleet, FleetError, Message, Metadata, UserConfig, error_code,
@@ -279,9 +279,9 @@ impl Actor for ClientAppHost {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heartbeat::HeartbeatPolicy;
-    use crate::link_fleet::LinkFleet;
+    use crate::policy::heartbeat::HeartbeatPolicy;
     use crate::state::{LinkState, MemoryLinkState, NewRun};
+    use crate::superlink::fleet::LinkFleet;
     use floret_core::{RunStatus, ServerApp, SubStatus};
     use ractor::ActorStatus;
 

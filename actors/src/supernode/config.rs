@@ -1,7 +1,7 @@
 //! What a SuperNode is configured with, and why it may stop on its own.
 
-use crate::backoff::{Backoff, Limit, RetryBudget};
-use crate::heartbeat::{DEFAULT_HEARTBEAT_INTERVAL, HeartbeatPolicy, check_interval};
+use crate::policy::backoff::{Backoff, Limit, RetryBudget};
+use crate::policy::heartbeat::{DEFAULT_HEARTBEAT_INTERVAL, HeartbeatPolicy, check_interval};
 use floret_core::{FleetError, UserConfig};
 use std::time::Duration;
 use thiserror::Error;

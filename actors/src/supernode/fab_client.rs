@@ -17,9 +17,9 @@
 //! shuts down) closes the session and kills the process.
 
 use super::node_appio::{NodeAppIo, SessionGuard, TaskReply};
-use crate::app_process::AppProcess;
-use crate::clock::unix_now;
-use crate::isolation::{AppLauncher, Isolation};
+use crate::apps::app_process::AppProcess;
+use crate::apps::isolation::{AppLauncher, Isolation};
+use crate::policy::clock::unix_now;
 use floret_core::fab::Fab;
 use floret_core::{Context, Fleet, Message};
 use std::path::PathBuf;
@@ -174,7 +174,7 @@ impl FabClient {
 }
 
 /// How `process` ended; never resolves without one.
-async fn exited(process: Option<&AppProcess>) -> crate::app_process::Exit {
+async fn exited(process: Option<&AppProcess>) -> crate::apps::app_process::Exit {
     match process {
         Some(p) => p.exited().await,
         None => std::future::pending().await,

@@ -42,7 +42,7 @@ mod recent;
 mod reply;
 mod session;
 
-use crate::backoff::RetryDecision;
+use crate::policy::backoff::RetryDecision;
 use client_app_host::{ClientAppHost, HostArgs, HostMsg};
 pub use config::{SuperNodeConfig, SuperNodeError};
 pub use fab_client::NodeFabs;

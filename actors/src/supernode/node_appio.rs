@@ -9,7 +9,7 @@
 //! which tells the app process to exit. With `--isolation process` a session waits to be
 //! claimed by an app process started outside the SuperNode (`claim`, oldest run first).
 
-use crate::isolation::new_token;
+use crate::apps::isolation::new_token;
 use async_trait::async_trait;
 use floret_core::{AppIoError, ClientAppIo, ClientTask, Context, Message, Payload};
 use std::collections::{HashMap, VecDeque};

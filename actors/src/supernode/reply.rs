@@ -4,8 +4,8 @@
 //! refusal (the instruction was already answered, the node was forgotten) drops the reply
 //! with a log line: the SuperLink has moved on and so do we.
 
-use crate::backoff::Backoff;
-use crate::clock::unix_now;
+use crate::policy::backoff::Backoff;
+use crate::policy::clock::unix_now;
 use floret_core::{Fleet, FleetError, Message, MessageError, Metadata, Payload, RecordDict};
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! already replaced.
 
 use super::SuperNodeMsg;
-use crate::heartbeat::HeartbeatPolicy;
+use crate::policy::heartbeat::HeartbeatPolicy;
 use floret_core::{Fleet, FleetError, Message};
 use ractor::ActorRef;
 use std::sync::Arc;

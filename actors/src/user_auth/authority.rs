@@ -3,7 +3,7 @@
 
 use super::accounts::Accounts;
 use super::sessions::{Sessions, TokenLifetimes};
-use crate::clock::unix_now;
+use crate::policy::clock::unix_now;
 use floret_core::{Caller, Credentials, Tokens, UserAuthError, UserAuthority};
 use std::sync::{Mutex, MutexGuard};
 

@@ -14,7 +14,7 @@ use super::ClientAppFn;
 use super::serverapp::claim;
 use crate::{UserError, exit_code};
 use clap::Parser;
-use floret_actors::client_exec::execute;
+use floret_actors::apps::client_exec::execute;
 use floret_core::{AppIoError, ClientAppIo, ClientTask};
 use floret_transport::grpc::clientappio_client;
 use std::ffi::OsString;

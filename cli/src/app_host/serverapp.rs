@@ -11,7 +11,7 @@
 use super::ServerAppFn;
 use crate::{UserError, exit_code};
 use clap::Parser;
-use floret_actors::client_exec::panic_message;
+use floret_actors::apps::client_exec::panic_message;
 use floret_core::{AppIoError, AppOutcome, ServerAppIo};
 use floret_transport::grpc::{RemoteGrid, serverappio_client};
 use std::ffi::OsString;
@@ -85,7 +85,7 @@ async fn serve(args: ServerAppArgs, server_app: ServerAppFn) -> anyhow::Result<i
     // In a task of its own, so that a panic in `main` is caught and reported.
     // The SuperLink's run span, handed down as TRACEPARENT, is this process's parent.
     let span = tracing::info_span!("serverapp", run_id);
-    if let Ok(parent) = std::env::var(floret_actors::isolation::TRACEPARENT) {
+    if let Ok(parent) = std::env::var(floret_actors::apps::isolation::TRACEPARENT) {
         floret_core::trace_context::set_parent(&span, &parent);
     }
     let main = tokio::spawn(

@@ -8,9 +8,9 @@
 //! process` a session waits to be claimed by an app process started outside the
 //! SuperLink; `claim` hands each waiting session to one caller, oldest run first.
 
-use crate::grid::LinkGrid;
-use crate::isolation::new_token;
+use crate::apps::isolation::new_token;
 use crate::state::{LinkState, StateError};
+use crate::superlink::grid::LinkGrid;
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{

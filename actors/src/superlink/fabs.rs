@@ -20,10 +20,10 @@
 //! run again from the FAB kept in the state; its new app process reads the run's
 //! checkpoint through ServerAppIo (`LoadCheckpoint`) and goes on from there.
 
-use crate::app_process::AppProcess;
-use crate::isolation::{AppLauncher, Isolation};
-use crate::link_appio::{LinkAppIo, SessionGuard};
+use crate::apps::app_process::AppProcess;
+use crate::apps::isolation::{AppLauncher, Isolation};
 use crate::state::LinkState;
+use crate::superlink::appio::{LinkAppIo, SessionGuard};
 use async_trait::async_trait;
 use floret_core::fab::Fab;
 use floret_core::{

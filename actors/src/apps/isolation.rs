@@ -8,8 +8,8 @@
 //!   container, a test) connects to the AppIo API and claims the run (Flower's
 //!   `--isolation process`).
 
-use crate::app_process::{AppProcess, AppProcesses};
-use crate::fab_cache::FabCache;
+use crate::apps::app_process::{AppProcess, AppProcesses};
+use crate::apps::fab_cache::FabCache;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! SuperLinkService
-//!  ├─ SuperLink actor (root supervisor; see `superlink`)
-//!  │   └─ Run ── ServerAppHost, one per run ── app process of a FAB run (see `link_fabs`)
+//!  ├─ SuperLink actor (root supervisor; see `root`)
+//!  │   └─ Run ── ServerAppHost, one per run ── app process of a FAB run (see `fabs`)
 //!  ├─ sweeper task (liveness and TTL; see `sweeper`)
 //!  ├─ LinkFleet  ── one delivery task per subscribed node (see `delivery`)
 //!  └─ LinkControl ── one task per `stream_events` reader
@@ -21,13 +21,13 @@
 //! (`LinkState::is_durable`) leaves unfinished runs as they are, for the next start; over
 //! a state that dies with the process it stops them, as there is nothing to resume from.
 
-use crate::heartbeat::HeartbeatPolicy;
-use crate::link_control::LinkControl;
-use crate::link_fabs::LinkFabs;
-use crate::link_fleet::LinkFleet;
+use crate::policy::heartbeat::HeartbeatPolicy;
 use crate::state::LinkState;
+use crate::superlink::control::LinkControl;
+use crate::superlink::fabs::LinkFabs;
+use crate::superlink::fleet::LinkFleet;
+use crate::superlink::sweeper;
 use crate::superlink::{SuperLink, SuperLinkMsg};
-use crate::sweeper;
 use floret_core::{AppCatalog, RunEvent, RunInfo, RunStatus, ServerApp, SubStatus};
 use ractor::{Actor, ActorRef, call};
 use std::sync::Arc;

@@ -17,9 +17,9 @@
 //! recording an end, so the run resumes at the next start (graceful shutdown over a durable
 //! state).
 
-use crate::grid::LinkGrid;
-use crate::server_app_host::{COMPLETED, ServerAppArgs, ServerAppHost, ServerAppMsg};
 use crate::state::LinkState;
+use crate::superlink::grid::LinkGrid;
+use crate::superlink::server_app_host::{COMPLETED, ServerAppArgs, ServerAppHost, ServerAppMsg};
 use floret_core::{Context, RunEvent, ServerApp};
 use floret_core::{RunStatus, SubStatus};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};

@@ -7,7 +7,7 @@
 //! `SuperLinkService` owns its handle and aborts it at shutdown. The decisions are the
 //! state's and the heartbeat policy's; this loop only supplies the clock.
 
-use crate::clock::unix_now;
+use crate::policy::clock::unix_now;
 use crate::state::LinkState;
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,10 +8,10 @@
 //! instructions in it, and the SuperNode drops the ones it already has. Liveness follows `HeartbeatPolicy`: registering
 //! and every heartbeat renew a node's lease; the sweeper forgets nodes whose lease ran out.
 
-use crate::clock::unix_now;
-use crate::delivery::Subscriptions;
-use crate::heartbeat::{HeartbeatPolicy, check_interval};
+use crate::policy::clock::unix_now;
+use crate::policy::heartbeat::{HeartbeatPolicy, check_interval};
 use crate::state::{LinkState, NodeLease, StateError};
+use crate::superlink::delivery::Subscriptions;
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{Fleet, FleetError, Message, RegisterNode, RunInfo, trace_context};

@@ -7,8 +7,8 @@
 //! own process, it is the process's own report ("ServerApp panicked: ...") or how the
 //! process ended, as is.
 
-use crate::client_exec::panic_message;
-use crate::grid::LinkGrid;
+use crate::apps::client_exec::panic_message;
+use crate::superlink::grid::LinkGrid;
 use floret_core::{Context, ServerApp};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;

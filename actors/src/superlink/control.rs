@@ -13,10 +13,10 @@
 //! admin lists, reads, follows and stops only their own. Another user's run answers exactly
 //! like a run that does not exist, so run ids do not reveal other users' activity.
 
-use crate::clock::unix_now;
-use crate::link_fabs::LinkFabs;
+use crate::policy::clock::unix_now;
 use crate::state::LinkState;
 use crate::state::NewRun;
+use crate::superlink::fabs::LinkFabs;
 use crate::superlink::{RunControlError, SuperLinkMsg};
 use async_trait::async_trait;
 use bytes::Bytes;

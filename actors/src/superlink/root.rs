@@ -16,8 +16,8 @@
 //!
 //! `ResumeRun` takes up a run an earlier SuperLink process left unfinished (see `run`).
 
-use crate::run::{RunActor, RunArgs, RunMsg};
 use crate::state::{LinkState, NewRun};
+use crate::superlink::run::{RunActor, RunArgs, RunMsg};
 use floret_core::{Context, RunInfo, ServerApp, UserConfig};
 use floret_core::{RunStatus, SubStatus};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
