@@ -54,6 +54,9 @@ pub fn inject(app: ClientApp, plan: FaultPlan) -> ClientApp {
                                     "injected fault on partition {partition}"
                                 )));
                             }
+                            // A ClientApp handler is synchronous and runs on a blocking
+                            // thread, where a slow model is a thread that sleeps.
+                            #[allow(clippy::disallowed_methods)]
                             Fault::Delay(d) => std::thread::sleep(d),
                         }
                     }

@@ -6,6 +6,7 @@ use crate::exit_code;
 use crate::project::Project;
 use crate::remote::Remote;
 use crate::report::Format;
+use floret_actors::policy::clock::unix_now;
 use floret_core::RunInfo;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -102,12 +103,6 @@ fn json_list(runs: &[RunInfo], now: f64) -> Value {
         })
         .collect();
     json!({ "runs": runs })
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `01:02:03.45`: hours, minutes, seconds with hundredths (runs here take seconds).

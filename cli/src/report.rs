@@ -15,7 +15,8 @@ use floret_core::{MetricRecord, MetricValue, PhaseSummary, RoundSummary, RunEven
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How results are printed (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

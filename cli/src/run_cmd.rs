@@ -24,7 +24,7 @@ use floret_simulation::{SimulationError, SimulationOptions, SimulationRun};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {

@@ -15,7 +15,7 @@ use floret_core::{
     AppCatalog, Federation, RunStatus, StartRun, SubStatus, UserConfig, UserConfigValue,
 };
 use serde_json::json;
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// Starts the run on the federation's SuperLink, sending `fab` for an app that is not
 /// built in; returns the exit code.

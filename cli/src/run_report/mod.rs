@@ -17,9 +17,10 @@ mod plot;
 
 use crate::UserError;
 use crate::report::Round;
+use floret_actors::policy::clock::unix_now;
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 /// The file names inside the output directory.
@@ -94,7 +95,7 @@ impl Destination {
         })?;
         Ok(Destination {
             kind,
-            started: SystemTime::now(),
+            started: UNIX_EPOCH + Duration::from_secs_f64(unix_now()),
         })
     }
 

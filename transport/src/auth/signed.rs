@@ -88,6 +88,8 @@ impl NodeKeyPair {
     }
 
     /// Signs a call to `path` now, with a fresh random nonce.
+    // The timestamp is wall-clock time, which the SuperLink compares with its own clock.
+    #[allow(clippy::disallowed_methods)]
     pub fn sign_request_now(&self, path: &str) -> SignedHeaders {
         self.sign_request(path, unix_ms(SystemTime::now()), rand::random())
     }

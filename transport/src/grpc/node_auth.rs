@@ -75,6 +75,8 @@ impl NodeAuth {
 
     /// The verified key of a request to `path`, if its signer may make `claim`; else
     /// UNAUTHENTICATED naming the cause.
+    // Signatures carry wall-clock time, checked against this machine's wall clock.
+    #[allow(clippy::disallowed_methods)]
     pub(crate) fn check<T>(
         &self,
         request: &Request<T>,
