@@ -1,5 +1,8 @@
 //! The Control API of a SuperLinkService: what `flwr run/ls/log/stop` see.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,9 @@
 //! A whole deployment in one process: a SuperLinkService and SuperNodes talking through
 //! the `LinkFleet`, started and driven through the Control API.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use common::*;

@@ -4,6 +4,8 @@
 //! process`), so no transport is involved; cli/tests/isolation.rs runs real app binaries
 //! over gRPC.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 #![cfg(unix)]
 
 mod common;

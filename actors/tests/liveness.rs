@@ -1,6 +1,9 @@
 //! Node liveness and message expiry on virtual time: heartbeats, offline detection and
 //! TTLs play out over minutes in milliseconds.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use common::*;

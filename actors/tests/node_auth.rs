@@ -1,6 +1,9 @@
 //! Node authentication in the SuperLink's state and Fleet: the allow-list decides who may
 //! register, and a key keeps its node id.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use bytes::Bytes;
 use floret_actors::{HeartbeatPolicy, LinkFleet, LinkState, MemoryLinkState};
 use floret_core::{Fleet, FleetError, NodeAuthority, RegisterNode};

@@ -1,5 +1,8 @@
 //! A SuperNode finding, losing and re-finding its SuperLink, on virtual time.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use async_trait::async_trait;

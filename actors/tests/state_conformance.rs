@@ -3,6 +3,9 @@
 //! (the docs on `LinkState`). Tests only the SQLite store can fail (restart, refusing bad
 //! files, a flat file over a long run) follow in `sqlite_only`.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use bytes::Bytes;
 use floret_actors::state::{
     LinkState, MemoryLinkState, NewRun, NodeLease, OpenError, SqliteLinkState, StateError, Sweep,

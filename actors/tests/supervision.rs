@@ -1,5 +1,8 @@
 //! Supervision policies of the SuperLink side, driven through real actors.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use async_trait::async_trait;
 use floret_actors::{
     LinkState, MemoryLinkState, NewRun, RunStatus, SubStatus, SuperLink, SuperLinkMsg,

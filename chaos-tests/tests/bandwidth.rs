@@ -3,6 +3,9 @@
 //! takes at least the time the cap allows for the model to go down to a node and back
 //! (1 s).
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{Deployment, Wire};

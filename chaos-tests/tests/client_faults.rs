@@ -1,6 +1,9 @@
 //! ClientApps that panic, fail or stall on a share of the nodes each round: the run still
 //! completes, the faulty replies are counted and left out, the survivors are aggregated.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use floret_actors::{RunStatus, SubStatus};
 use floret_chaos_tests::client_faults::{Fault, FaultPlan, inject};
 use floret_core::run_config::{apply_overrides, parse_overrides};

@@ -4,6 +4,9 @@
 //! may be refused on its first copy (a node running an instruction twice would push a
 //! second, refused reply) and every second copy must be refused.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{Deployment, Wire};

@@ -2,6 +2,9 @@
 //! the SuperLink counts as connected, samples, and waits for until their lease runs out.
 //! On the in-memory link and the paused clock, so that a lease (20 s) costs nothing.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{Deployment, Wire, wait_until};

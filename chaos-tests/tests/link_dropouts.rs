@@ -4,6 +4,9 @@
 //! aggregating exactly the nodes that stayed, and the dropped nodes must be back for the
 //! next round by themselves.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{Deployment, Wire};

@@ -3,6 +3,9 @@
 //! unknown, registers again under a new id by itself, and the last rounds include it.
 //! In memory on the paused clock only: the lease alone is 20 s.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{Deployment, Wire};

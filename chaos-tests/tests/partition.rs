@@ -3,6 +3,9 @@
 //! other half; the cut-off nodes reconnect by themselves, under their old ids, and later
 //! rounds include them again. No reply is applied twice on the way.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{Deployment, Wire};

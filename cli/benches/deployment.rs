@@ -11,6 +11,9 @@
 //!
 //! `cargo bench -p floret-cli --bench deployment [-- RUNS]` (default 5 runs).
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 

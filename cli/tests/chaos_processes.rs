@@ -8,6 +8,9 @@
 //! rounds unpredictably. Every wait is bounded; every process is killed when its handle
 //! drops.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod support;
 
 use std::collections::HashMap;

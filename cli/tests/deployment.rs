@@ -3,6 +3,9 @@
 //! network run once per transport, see `over_both_transports!`). Every process is killed when its
 //! handle drops, so a failing test leaves nothing behind; timeouts only bound hangs.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,8 @@
 //! `flwr run` as a user meets it: the real binary, real files, exit codes and messages.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -9,6 +9,9 @@
 //! tests stay light. Every process is killed when its handle drops; the daemons are also
 //! stopped with SIGTERM so that the app processes they started are seen to end.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod support;
 
 use bytes::Bytes;

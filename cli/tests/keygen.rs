@@ -1,6 +1,9 @@
 //! `flwr keygen` as a user runs it: the layout of the seed's generate.sh, private files
 //! 0600, keys our loaders read back, and a server certificate that chains to the CA.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod support;
 
 use floret_transport::auth::{NodeKeyPair, NodePublicKey, load_allow_list};

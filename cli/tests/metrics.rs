@@ -3,6 +3,9 @@
 //! run, with the counters checked against what the run did (once per transport); and a bad
 //! address or a taken port stopping the daemon with one line naming the flag.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod support;
 
 use std::io::{Read, Write};

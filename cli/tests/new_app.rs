@@ -7,6 +7,9 @@
 //! without a network. Each test names its app differently, because apps sharing a target
 //! directory share `target/debug/<name>`.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use bytes::Bytes;
 use floret_core::fab::{Fab, FabError, HOST_TARGET, fab_hash};
 use std::path::{Path, PathBuf};

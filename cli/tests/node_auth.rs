@@ -2,6 +2,9 @@
 //! `--auth-list-public-keys`, SuperNodes signing with their keys, and `flwr supernode` to
 //! change the allow-list while the SuperLink runs.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod support;
 
 use std::path::Path;

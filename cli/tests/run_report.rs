@@ -2,6 +2,9 @@
 //! simulation, a user's app binary and a streamed run on a SuperLink leave behind, and the
 //! refusal of an output directory that cannot be written, before anything runs.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod support;
 
 use serde_json::Value;

@@ -4,6 +4,9 @@
 //! the federation's `root-certificates` — over gRPC and over QUIC. Every path is relative
 //! to the app directory, as the tutorial has it, and every process runs there.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod support;
 
 use std::path::Path;

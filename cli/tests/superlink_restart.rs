@@ -8,6 +8,9 @@
 //! order, and with two replies the float sum is the same in either order, so the models
 //! can be compared exactly even though replies may arrive in another order after resuming.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod support;
 
 use std::path::Path;

@@ -3,6 +3,9 @@
 //! the spans they send form one tree — the SuperLink's `run`, its `round N` spans, and each
 //! SuperNode's `train` spans under the round their message belongs to — over gRPC and QUIC.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod support;
 
 use std::collections::HashSet;

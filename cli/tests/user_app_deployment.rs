@@ -9,6 +9,9 @@
 //! SuperLink. Every process is stopped when its handle drops, also when a test fails: the
 //! daemons with SIGTERM, so that the app processes they started end with them.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod support;
 
 use std::io::Read;

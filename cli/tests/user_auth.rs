@@ -3,6 +3,9 @@
 //! (or an admin) can see or stop. Real processes on 127.0.0.1; each user has their own
 //! `FLWR_HOME`, as two people on two machines would.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod support;
 
 use std::io::Write;

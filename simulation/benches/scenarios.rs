@@ -5,6 +5,9 @@
 //! Each scenario runs in a fresh child process (this binary re-executed), so its peak RSS
 //! (VmHWM) is its own and not the high-water mark of an earlier scenario.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use floret_actors::MemoryLinkState;
 use floret_core::run_config::{apply_overrides, parse_overrides};
 use floret_core::{AppManifest, AppRef, UserConfigValue};

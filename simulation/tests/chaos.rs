@@ -1,6 +1,9 @@
 //! `options.chaos.*` on a real simulation: the quickstart app, FedAvg and the virtual fleet.
 //! The fault counts each round reports are the ones the seeded decisions predict.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use floret_actors::{LinkState, MemoryLinkState, RunStatus, SubStatus};
 use floret_core::run_config::{apply_overrides, parse_overrides};
 use floret_core::{AppManifest, AppRef, RoundSummary, RunEvent, message_type};

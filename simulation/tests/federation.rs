@@ -1,5 +1,8 @@
 //! A whole simulated federation through the real actors and FedAvg.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use async_trait::async_trait;
 use floret_actors::{RunStatus, SubStatus};
 use floret_core::{

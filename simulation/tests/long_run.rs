@@ -3,6 +3,9 @@
 //! round 300 close to what it was at round 50. Its own test binary, so no other test's
 //! allocations move the RSS it reads.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use async_trait::async_trait;
 use floret_actors::{LinkState, MemoryLinkState, RunStatus, SubStatus};
 use floret_core::{

@@ -8,6 +8,9 @@
 //!
 //! Run: `cargo bench -p floret-strategies --bench fold`
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use floret_core::{Array, ArrayRecord};
 use floret_strategies::aggregate::ArrayAccumulator;
 use std::hint::black_box;

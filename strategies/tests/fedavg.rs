@@ -1,5 +1,8 @@
 //! FedAvg driven through an in-memory grid, on tokio's paused clock.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{Answer, TestGrid, client, metrics, model, round_of, values};

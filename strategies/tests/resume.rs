@@ -1,6 +1,9 @@
 //! FedAvg checkpoints: a run interrupted after some rounds and started again on a grid that
 //! holds its checkpoint ends exactly where the uninterrupted run ends.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{Answer, TestGrid, metrics, model, round_of};

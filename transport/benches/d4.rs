@@ -11,6 +11,9 @@
 //! words that pick transports: `-- 3 quic`). The
 //! TLS certificates are generated at start into a temporary directory.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{

@@ -1,5 +1,8 @@
 //! The ClientApp's handlers, called directly with the messages a FedAvg server sends.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{evaluate_message, node_ctx, run_config, server_config, train_message};

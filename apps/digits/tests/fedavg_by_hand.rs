@@ -3,6 +3,9 @@
 //! reach at least 90 % accuracy on the held-out test split. No runtime: the ClientApp's
 //! handlers are called directly with the messages FedAvg would send.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{node_ctx, run_config, server_config, train_message};

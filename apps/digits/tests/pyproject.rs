@@ -1,6 +1,9 @@
 //! The shipped pyproject.toml agrees with the constants the CLI registers the app under,
 //! and its run config is one the ServerApp accepts.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use floret_app_digits::{CLIENT_COMPONENT, COMPONENTS, PYPROJECT, SERVER_COMPONENT};

@@ -2,6 +2,9 @@
 //! simulation benchmarks S1 (1,000 nodes x 100k params x 3 rounds) and S2 (10 nodes x 10M
 //! params x 3 rounds). Run: `cargo bench -p floret-app-quickstart --bench train`.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use floret_app_quickstart::{client_app, initial_arrays};
 use floret_core::{ConfigRecord, Context, Message, RecordDict};
 use std::time::Instant;

@@ -1,6 +1,9 @@
 //! The quickstart app through the real simulation runtime: FedAvg drives the noisy
 //! ClientApp for the configured rounds.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use floret_app_quickstart::{PYPROJECT, client_app, initial_arrays, server_app};
 use floret_core::run_config::{apply_overrides, parse_overrides};
 use floret_core::{AppManifest, AppRef, RunEvent, RunStatus, SubStatus};
