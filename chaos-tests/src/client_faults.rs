@@ -19,9 +19,11 @@ pub enum Fault {
 /// Which nodes fail, and how.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FaultPlan {
+    /// What a hit node does.
     pub fault: Fault,
     /// Share of nodes hit in each round, 0.0..=1.0.
     pub fraction: f64,
+    /// Same seed, same nodes hit in the same rounds.
     pub seed: u64,
 }
 

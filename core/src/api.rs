@@ -23,8 +23,10 @@ pub enum FleetError {
     /// the SuperNode registers again.
     #[error("node {0} is not registered with this SuperLink")]
     UnknownNode(u64),
+    /// The request names a run the SuperLink does not have.
     #[error("no run with id {0}")]
     UnknownRun(u64),
+    /// The request is malformed or asks for something the SuperLink does not serve; why.
     #[error("invalid request: {0}")]
     Invalid(String),
     /// Transport-level failure: connection refused, reset, timed out. Worth retrying.
@@ -76,13 +78,16 @@ pub trait Fleet: Send + Sync {
 /// Why the SuperLink refused a control request, or could not be reached.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ControlError {
+    /// No run has this id (or the caller may not see it).
     #[error("no run with id {0}: `flwr ls` lists the runs")]
     UnknownRun(u64),
+    /// The run has already ended, so it cannot be stopped.
     #[error("run {0} has already finished")]
     Finished(u64),
     /// The run request itself is wrong: unknown app component, bad run config.
     #[error("{0}")]
     Invalid(String),
+    /// Transport-level failure: connection refused, reset, timed out. Worth retrying.
     #[error("SuperLink unavailable: {0}")]
     Unavailable(String),
     /// The call carried no valid login (user authentication is on): the message says how
@@ -97,7 +102,9 @@ pub enum ControlError {
 /// `flwr run` against a SuperLink.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StartRun {
+    /// The app to run, with its FAB hash when it is not built in.
     pub app: AppRef,
+    /// The name of the `pyproject.toml` federation the run is submitted through.
     pub federation: String,
     /// The app's run config with the user's overrides applied.
     pub run_config: UserConfig,
@@ -111,9 +118,13 @@ pub struct StartRun {
 /// `flwr` CLI -> SuperLink.
 #[async_trait]
 pub trait Control: Send + Sync {
+    /// Creates the run, starts its ServerApp and returns the run's id.
     async fn start_run(&self, request: StartRun) -> Result<u64, ControlError>;
+    /// Stops an unfinished run: it ends as `finished:stopped`.
     async fn stop_run(&self, run_id: u64) -> Result<(), ControlError>;
+    /// The runs the caller may see (all of them without user authentication).
     async fn list_runs(&self) -> Result<Vec<RunInfo>, ControlError>;
+    /// One run the caller may see.
     async fn get_run(&self, run_id: u64) -> Result<RunInfo, ControlError>;
     /// The run's events from its start. With `follow`, the channel stays open until the run
     /// has finished; without, it closes after the events recorded so far.
@@ -153,6 +164,7 @@ pub trait Control: Send + Sync {
 /// One SuperNode as `flwr supernode list` shows it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeInfo {
+    /// The node's id, as the SuperLink assigned it.
     pub node_id: u64,
     /// SubjectPublicKeyInfo DER; empty for a node that connected without a key (node
     /// authentication off).

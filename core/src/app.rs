@@ -16,21 +16,33 @@ use thiserror::Error;
 /// Why an app could not do its work. Returned by handlers and by `ServerApp::main`.
 #[derive(Debug, Error)]
 pub enum AppError {
+    /// A record was missing or of another type than the app expected.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// Arrays could not be converted (wrong dtype or shape).
     #[error(transparent)]
     Array(#[from] crate::array::ArrayError),
+    /// The runtime could not carry out a Grid call.
     #[error(transparent)]
     Grid(#[from] GridError),
+    /// A message arrived for a type this ClientApp registered no handler for.
     #[error("this ClientApp has no handler for message type {found:?} (it handles: {handled})")]
-    NoHandler { found: String, handled: String },
+    NoHandler {
+        /// The message type that arrived.
+        found: String,
+        /// The types this app handles, comma-separated, so the error shows the choices.
+        handled: String,
+    },
+    /// The run or node config lacks a key or holds a value of another type.
     #[error("run config: {0}")]
     Config(String),
+    /// Any other failure, in the app's own words.
     #[error("{0}")]
     Other(String),
 }
 
 impl AppError {
+    /// An `Other` error from anything printable.
     pub fn other(reason: impl fmt::Display) -> Self {
         AppError::Other(reason.to_string())
     }
@@ -54,6 +66,7 @@ impl fmt::Debug for ClientApp {
 }
 
 impl ClientApp {
+    /// An app that handles nothing yet; add handlers with `train`, `evaluate`, `query` or `on`.
     pub fn new() -> Self {
         Self::default()
     }
@@ -74,6 +87,7 @@ impl ClientApp {
         Ok(self)
     }
 
+    /// Registers the handler for `train` messages.
     pub fn train<F>(self, handler: F) -> Self
     where
         F: Fn(&Message, &mut Context) -> Result<RecordDict, AppError> + Send + Sync + 'static,
@@ -81,6 +95,7 @@ impl ClientApp {
         self.register_builtin(crate::message::message_type::TRAIN, handler)
     }
 
+    /// Registers the handler for `evaluate` messages.
     pub fn evaluate<F>(self, handler: F) -> Self
     where
         F: Fn(&Message, &mut Context) -> Result<RecordDict, AppError> + Send + Sync + 'static,
@@ -88,6 +103,7 @@ impl ClientApp {
         self.register_builtin(crate::message::message_type::EVALUATE, handler)
     }
 
+    /// Registers the handler for `query` messages.
     pub fn query<F>(self, handler: F) -> Self
     where
         F: Fn(&Message, &mut Context) -> Result<RecordDict, AppError> + Send + Sync + 'static,
@@ -127,6 +143,8 @@ impl ClientApp {
 /// A ServerApp: the code that drives one run, usually by running a strategy.
 #[async_trait]
 pub trait ServerApp: Send + Sync {
+    /// Drives the run to its end; an error fails the run and its text becomes the run's failure
+    /// reason.
     async fn main(&self, grid: &dyn Grid, context: Context) -> Result<(), AppError>;
 
     /// Checks a run config before the run is created, so that a bad value is refused when
@@ -139,7 +157,9 @@ pub trait ServerApp: Send + Sync {
 /// Finds apps by the component strings of their `pyproject.toml`
 /// (`serverapp = "digits.server_app:app"`): the built-in apps, and later installed FABs.
 pub trait AppCatalog: Send + Sync {
+    /// The ServerApp named by `component`, or `None` when no app has that name.
     fn server_app(&self, component: &str) -> Option<Arc<dyn ServerApp>>;
+    /// The ClientApp named by `component`, or `None` when no app has that name.
     fn client_app(&self, component: &str) -> Option<ClientApp>;
     /// Every known `(serverapp, clientapp)` pair, for error messages that list the choices.
     fn components(&self) -> Vec<(String, String)>;
@@ -148,14 +168,19 @@ pub trait AppCatalog: Send + Sync {
 /// Why the runtime could not carry out a Grid call.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum GridError {
+    /// The run was stopped (by the user, or because the SuperLink is shutting down).
     #[error("the run was stopped")]
     Stopped,
+    /// The connection to the runtime is gone, with why.
     #[error("the link is gone: {0}")]
     Disconnected(String),
+    /// A message was refused before it was queued, with why.
     #[error("invalid message: {0}")]
     InvalidMessage(String),
+    /// The runtime cannot do this at all (e.g. checkpoints without a state to keep them in).
     #[error("{0} is not supported here")]
     Unsupported(String),
+    /// The SuperLink's state failed to store or read what the call needed.
     #[error("the SuperLink could not store it: {0}")]
     Storage(String),
 }
@@ -234,18 +259,26 @@ pub trait Grid: Send + Sync {
 /// Counts and aggregated metrics of one phase (train or evaluate) of a round.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct PhaseSummary {
+    /// Messages sent: one per sampled node.
     pub sampled: u64,
+    /// Replies that arrived in time and were used.
     pub replies: u64,
+    /// Replies that arrived but were left out (an error, wrong arrays, no weight).
     pub failures: u64,
+    /// Replies that answered no message of this phase (late from an earlier one, or repeated).
     pub late: u64,
+    /// The metrics of the used replies, aggregated.
     pub metrics: MetricRecord,
 }
 
 /// What happened in one server round.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct RoundSummary {
+    /// The round's number, from 1.
     pub round: u64,
+    /// The train phase, or `None` when the round did not train.
     pub train: Option<PhaseSummary>,
+    /// The evaluate phase, or `None` when the round did not evaluate on the clients.
     pub evaluate: Option<PhaseSummary>,
     /// Metrics of the server-side (centralised) evaluation of the round's global model.
     pub central: Option<MetricRecord>,
@@ -256,21 +289,32 @@ pub struct RoundSummary {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum RunEvent {
+    /// A line of text for the run's log.
     Log(String),
-    RoundStarted { round: u64, num_rounds: u64 },
+    /// A round begins.
+    RoundStarted {
+        /// The round's number, from 1.
+        round: u64,
+        /// How many rounds the run has in all.
+        num_rounds: u64,
+    },
+    /// A round ended; what happened in it.
     RoundFinished(RoundSummary),
 }
 
 /// Typed access to run and node configuration, with errors that name the key.
 impl Context {
+    /// An integer from the run config; a float is refused.
     pub fn run_config_i64(&self, key: &str) -> Result<i64, AppError> {
         config_i64(&self.run_config, "run config", key)
     }
 
+    /// A number from the run config, as a float (an integer converts).
     pub fn run_config_f64(&self, key: &str) -> Result<f64, AppError> {
         config_f64(&self.run_config, "run config", key)
     }
 
+    /// A string from the run config.
     pub fn run_config_str(&self, key: &str) -> Result<&str, AppError> {
         match config_get(&self.run_config, "run config", key)? {
             UserConfigValue::Str(s) => Ok(s),
@@ -278,6 +322,7 @@ impl Context {
         }
     }
 
+    /// A boolean from the run config.
     pub fn run_config_bool(&self, key: &str) -> Result<bool, AppError> {
         match config_get(&self.run_config, "run config", key)? {
             UserConfigValue::Bool(b) => Ok(*b),
@@ -285,6 +330,7 @@ impl Context {
         }
     }
 
+    /// An integer from the node config (e.g. `partition-id`); a float is refused.
     pub fn node_config_i64(&self, key: &str) -> Result<i64, AppError> {
         config_i64(&self.node_config, "node config", key)
     }

@@ -22,10 +22,14 @@ pub enum AppIoError {
     /// The token is unknown or its run has ended: the app process should exit.
     #[error("the AppIo token is not valid (unknown, or its run has ended)")]
     BadToken,
+    /// The run was stopped; the app process should end its work.
     #[error("the run was stopped")]
     Stopped,
+    /// The request cannot be served as asked (an invalid message, an unsupported call); why.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The daemon could not be reached, or could not serve the request (e.g. its state failed);
+    /// why.
     #[error("daemon unavailable: {0}")]
     Unavailable(String),
 }
@@ -33,6 +37,7 @@ pub enum AppIoError {
 /// How a process-isolated ServerApp ended, reported before it exits.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppOutcome {
+    /// `main` returned without error.
     Completed,
     /// `main` returned an error or panicked: the reason becomes the run's failure reason.
     Failed(String),
@@ -44,11 +49,17 @@ pub enum AppOutcome {
 pub trait ServerAppIo: Send + Sync {
     /// The run's context (run id, run config); the first call of an app process.
     async fn context(&self, token: &str) -> Result<Context, AppIoError>;
+    /// `Grid::node_ids`: the nodes connected now.
     async fn node_ids(&self, token: &str) -> Result<NodeSet, AppIoError>;
+    /// `Grid::send`: queues messages and returns their ids, in order.
     async fn send(&self, token: &str, messages: Vec<Message>) -> Result<Vec<String>, AppIoError>;
+    /// `Grid::pull`: replies that have arrived for any of `message_ids`, without waiting.
     async fn pull(&self, token: &str, message_ids: &[String]) -> Result<Vec<Message>, AppIoError>;
+    /// `Grid::receive`: replies not yet handed out, waiting up to `timeout` for the first.
     async fn receive(&self, token: &str, timeout: Duration) -> Result<Vec<Message>, AppIoError>;
+    /// `Grid::emit`: reports the run's progress to whoever watches it.
     async fn emit(&self, token: &str, event: RunEvent) -> Result<(), AppIoError>;
+    /// Reports how `main` ended; the SuperLink records it as the run's final status.
     async fn finish(&self, token: &str, outcome: AppOutcome) -> Result<(), AppIoError>;
     /// The run's latest checkpoint (`Grid::load_checkpoint`): what a ServerApp process of
     /// this run saved, maybe before the SuperLink restarted.
@@ -67,7 +78,9 @@ pub trait ServerAppIo: Send + Sync {
 /// One message for a process-isolated ClientApp, with the node's context for its run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientTask {
+    /// The message to handle.
     pub message: Message,
+    /// The node's context for the message's run, as the last reply left it.
     pub context: Context,
 }
 

@@ -18,10 +18,15 @@ pub const STYPE_RAW: &str = "raw";
 /// Element type of an array, named as numpy names it on the wire (`"float32"`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DType {
+    /// `float32`, what models usually hold.
     F32,
+    /// `float64`.
     F64,
+    /// `int32`.
     I32,
+    /// `int64`.
     I64,
+    /// `uint8`, e.g. raw image pixels.
     U8,
     /// A dtype Floret does not compute with but carries through unchanged.
     Other(String),
@@ -65,6 +70,7 @@ impl DType {
 
 /// A Rust element type that maps to one `DType`.
 pub trait Element: bytemuck::Pod + Send + Sync {
+    /// The dtype an array of this element type carries.
     const DTYPE: DType;
 }
 
@@ -87,17 +93,30 @@ impl Element for u8 {
 /// Why an array could not be read as the requested type.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ArrayError {
+    /// The array holds another element type than the one asked for.
     #[error("array has dtype {found}, expected {expected}")]
-    DType { expected: String, found: String },
+    DType {
+        /// The numpy name of the type asked for.
+        expected: String,
+        /// The numpy name of the type the array holds.
+        found: String,
+    },
+    /// The data is serialised some other way than `STYPE_RAW`; the stype found.
     #[error("array has stype {0:?}; Floret reads only {STYPE_RAW:?} data")]
     SType(String),
+    /// The data's length does not match what shape and dtype require.
     #[error("array data is {len} bytes, but shape {shape:?} of {dtype} needs {expected}")]
     Length {
+        /// Bytes of data present.
         len: usize,
+        /// Bytes the shape and dtype require.
         expected: usize,
+        /// The array's shape.
         shape: Vec<i32>,
+        /// The array's dtype, by its numpy name.
         dtype: String,
     },
+    /// A dimension is negative; the shape found.
     #[error("array shape {0:?} has a negative dimension")]
     Shape(Vec<i32>),
 }
@@ -105,9 +124,14 @@ pub enum ArrayError {
 /// One tensor: dtype, shape, serialisation type and the bytes themselves.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Array {
+    /// The element type.
     pub dtype: DType,
+    /// Dimensions, outermost first (C order); `i32` as on Flower's wire, never negative in a valid
+    /// array.
     pub shape: Vec<i32>,
+    /// How `data` is serialised; Floret writes and reads only `STYPE_RAW`.
     pub stype: String,
+    /// The elements' bytes, shared rather than copied on clone.
     pub data: Bytes,
 }
 

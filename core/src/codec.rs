@@ -22,31 +22,57 @@ const DECODE_LIMIT: usize = 8 << 30;
 /// Why a value could not be written or read.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum CodecError {
+    /// The codec could not encode the value.
     #[error("could not encode {what}: {reason}")]
-    Encode { what: &'static str, reason: String },
+    Encode {
+        /// What was being encoded (usually the envelope kind, e.g. `"fedavg-checkpoint"`).
+        what: &'static str,
+        /// The codec's own message.
+        reason: String,
+    },
+    /// The bytes are not a valid encoding of the value (corrupt, truncated or trailing bytes).
     #[error("could not decode {what}: {reason}")]
-    Decode { what: &'static str, reason: String },
+    Decode {
+        /// What was being decoded (usually the envelope kind).
+        what: &'static str,
+        /// The codec's own message.
+        reason: String,
+    },
+    /// The bytes do not start with the envelope: not written by `seal`.
     #[error("not a Floret {expected}: the data does not start with Floret's envelope")]
-    NotSealed { expected: &'static str },
+    NotSealed {
+        /// The kind the reader asked for.
+        expected: &'static str,
+    },
+    /// The envelope is of another kind (e.g. a stored message where a checkpoint was expected).
     #[error("expected a Floret {expected}, found a {found:?}")]
     WrongKind {
+        /// The kind the reader asked for.
         expected: &'static str,
+        /// The kind tag found in the envelope, lossily decoded.
         found: String,
     },
+    /// The envelope's version is above what this build reads.
     #[error(
         "{kind} format version {found} is newer than this build reads (up to {supported}); \
          run a newer Floret, or start from a fresh state"
     )]
     TooNew {
+        /// The kind of value sealed.
         kind: &'static str,
+        /// The version found.
         found: u16,
+        /// The highest version this build reads.
         supported: u16,
     },
 }
 
 /// Turns serde values into bytes and back.
 pub trait Codec {
+    /// Encodes `value`; `what` names it in the error, should it fail.
     fn encode<T: Serialize>(&self, what: &'static str, value: &T) -> Result<Vec<u8>, CodecError>;
+    /// Decodes a whole `bytes` as a `T`; trailing bytes are an error. `what` names the value in the
+    /// error.
     fn decode<T: DeserializeOwned>(
         &self,
         what: &'static str,
@@ -92,7 +118,9 @@ impl Codec for Bincode {
 /// A sealed value, opened: its version and the body still to decode.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Envelope<'a> {
+    /// The format version the value was sealed at; the caller decodes the body accordingly.
     pub version: u16,
+    /// The encoded value, after the envelope.
     pub body: &'a [u8],
 }
 

@@ -7,7 +7,9 @@ use crate::user_config::UserConfig;
 /// Flower's `Context`. Node id 0 is the SuperLink side (ServerApp).
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Context {
+    /// The run this context belongs to.
     pub run_id: u64,
+    /// The node the app serves; 0 on the SuperLink side (ServerApp).
     pub node_id: u64,
     /// Per-node settings (`--node-config`, or `partition-id`/`num-partitions` in simulation).
     pub node_config: UserConfig,

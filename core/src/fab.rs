@@ -68,47 +68,82 @@ pub struct FabManifest {
 /// An app bundle: its manifest and executable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fab {
+    /// What the FAB says about its app.
     pub manifest: FabManifest,
+    /// The app's executable, as built by `flwr build`; a slice of the packed bytes after `unpack`.
     pub binary: Bytes,
 }
 
 /// Why bytes are not a usable FAB. Each message names the problem and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FabError {
+    /// The bytes do not start with the FAB magic.
     #[error("not a FAB: it does not start with \"FLORETFAB\"; build one with `flwr build`")]
     NotAFab,
+    /// The archive is of a format version this code does not read.
     #[error(
         "FAB format version {found} is not supported (this Floret reads version {supported}): rebuild the app with this Floret's `flwr build`"
     )]
-    UnsupportedVersion { found: u8, supported: u8 },
+    UnsupportedVersion {
+        /// The version in the archive.
+        found: u8,
+        /// The version this code reads, `FORMAT_VERSION`.
+        supported: u8,
+    },
+    /// A length field points past the end of the bytes.
     #[error(
         "the FAB is truncated: its {part} needs {needed} bytes but only {available} are left; rebuild or resend it"
     )]
     Truncated {
+        /// The part being read ("header", "manifest", "binary length", "binary").
         part: &'static str,
+        /// Bytes that part needs.
         needed: u64,
+        /// Bytes left in the archive.
         available: u64,
     },
+    /// Bytes follow the binary; how many.
     #[error("the FAB has {0} bytes after its binary: it was corrupted or tampered with")]
     TrailingBytes(u64),
+    /// The manifest length field exceeds `MAX_MANIFEST_LEN`; the length found.
     #[error("the FAB's manifest is {0} bytes, more than the {MAX_MANIFEST_LEN} allowed")]
     ManifestTooLarge(u32),
+    /// The manifest is not UTF-8 TOML with the expected keys, or a key's value is invalid; why.
     #[error("the FAB's manifest is invalid: {0}")]
     Manifest(String),
+    /// The binary is empty.
     #[error("the FAB has no app binary: rebuild it with `flwr build`")]
     MissingBinary,
+    /// The binary's sha256 differs from the manifest's `binary_sha256`.
     #[error(
         "the FAB's binary does not match its manifest (sha256 {found}, manifest says {expected}): it was corrupted or tampered with; rebuild it with `flwr build`"
     )]
-    BinaryHash { expected: String, found: String },
+    BinaryHash {
+        /// The manifest's `binary_sha256`.
+        expected: String,
+        /// The binary's actual sha256, lowercase hex.
+        found: String,
+    },
+    /// The archive's sha256 differs from the one the run names (`AppRef.fab_hash`).
     #[error(
         "the FAB's sha256 is {found}, but the run names {expected}: it was corrupted or tampered with in transit"
     )]
-    FabHash { expected: String, found: String },
+    FabHash {
+        /// The hash the run names.
+        expected: String,
+        /// The archive's actual sha256, lowercase hex.
+        found: String,
+    },
+    /// The binary was built for another target triple than this machine's.
     #[error(
         "the FAB was built for {fab}, but this machine is {host}: build the app on (or for) {host}"
     )]
-    WrongTarget { fab: String, host: String },
+    WrongTarget {
+        /// The FAB's target triple.
+        fab: String,
+        /// This machine's target triple, `HOST_TARGET`.
+        host: String,
+    },
 }
 
 impl Fab {

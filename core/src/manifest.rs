@@ -36,15 +36,19 @@ pub struct AppManifest {
 /// Where and how to run an app: a local simulation (no `address`) or a remote SuperLink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Federation {
+    /// The table's name, `<name>` in `[tool.flwr.federations.<name>]`.
     pub name: String,
     /// The SuperLink's Control API address; `None` means a local simulation.
     pub address: Option<String>,
+    /// `insecure`: `Some(true)` connects in plain text; unset or `false` means TLS.
     pub insecure: Option<bool>,
     /// CA certificate path as written, relative to `pyproject.toml`'s directory.
     pub root_certificates: Option<String>,
+    /// `enable-user-auth`: the SuperLink asks `flwr` users to log in; default `false`.
     pub enable_user_auth: bool,
     /// `"grpc"` or `"quic"` (a Floret addition); `None` leaves the choice to the CLI.
     pub transport: Option<String>,
+    /// The `options.*` keys (simulation settings).
     pub options: FederationOptions,
 }
 
@@ -123,60 +127,102 @@ impl ChaosOptions {
 /// Why a `pyproject.toml` cannot be used, or why a federation cannot be chosen.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ManifestError {
+    /// The file is not valid TOML.
     #[error("{}: invalid TOML: {message}", path.display())]
-    Toml { path: PathBuf, message: String },
+    Toml {
+        /// The manifest's path, as the caller gave it.
+        path: PathBuf,
+        /// The TOML parser's message on one line, with the line and column it points at.
+        message: String,
+    },
+    /// A required key is missing.
     #[error("{}: `{key}` is missing from [{table}]: {fix}", path.display())]
     Missing {
+        /// The manifest's path, as the caller gave it.
         path: PathBuf,
+        /// The table the key belongs in, e.g. `tool.flwr.app.components`.
         table: String,
+        /// The missing key.
         key: String,
+        /// What to write, e.g. an example line.
         fix: String,
     },
+    /// A key holds a value of another type.
     #[error("{}: `{key}` in [{table}] must be {expected}, not {found}", path.display())]
     WrongType {
+        /// The manifest's path, as the caller gave it.
         path: PathBuf,
+        /// The table holding the key.
         table: String,
+        /// The key.
         key: String,
+        /// What the key must be, in words ("a string").
         expected: &'static str,
+        /// What it is instead, in words.
         found: &'static str,
     },
+    /// A key is given twice, once as nested keys and once quoted, so Flower and Floret could read
+    /// different values.
     #[error(
         "{}: `{key}` is set twice in [{table}] (once as nested keys, once quoted): keep one",
         path.display()
     )]
     DuplicateKey {
+        /// The manifest's path, as the caller gave it.
         path: PathBuf,
+        /// The table holding the key.
         table: String,
+        /// The key, dotted.
         key: String,
     },
+    /// A federation table has a key that is unknown, out of range, or at odds with another.
     #[error("{}: `{key}` in federation `{federation}` {problem}: {fix}", path.display())]
     InvalidFederation {
+        /// The manifest's path, as the caller gave it.
         path: PathBuf,
+        /// The federation's name.
         federation: String,
+        /// The offending key.
         key: String,
+        /// What is wrong with it, phrased to follow the key ("is set although insecure = true").
         problem: String,
+        /// What to write instead.
         fix: String,
     },
+    /// `default` names a federation that no table defines.
     #[error(
         "{}: [tool.flwr.federations] default = \"{default}\" names no federation: add [tool.flwr.federations.{default}] or set default to one of: {}",
         path.display(),
         names(defined)
     )]
     UndefinedDefault {
+        /// The manifest's path, as the caller gave it.
         path: PathBuf,
+        /// The name `default` gives.
         default: String,
+        /// The federations that are defined, in file order.
         defined: Vec<String>,
     },
+    /// The user asked for a federation that no table defines.
     #[error(
         "federation `{name}` is not defined in pyproject.toml: use one of: {}",
         names(defined)
     )]
-    UnknownFederation { name: String, defined: Vec<String> },
+    UnknownFederation {
+        /// The name the user gave.
+        name: String,
+        /// The federations that are defined, in file order.
+        defined: Vec<String>,
+    },
+    /// The user named no federation and the manifest sets no `default`.
     #[error(
         "no federation given and [tool.flwr.federations] sets no default: name one of: {}, or set default = \"<name>\"",
         names(defined)
     )]
-    NoDefaultFederation { defined: Vec<String> },
+    NoDefaultFederation {
+        /// The federations that are defined, in file order.
+        defined: Vec<String>,
+    },
 }
 
 impl AppManifest {

@@ -11,19 +11,29 @@ pub const DEFAULT_TTL: f64 = 43_200.0;
 
 /// The built-in message types.
 pub mod message_type {
+    /// Train the model in the content on local data and reply with the updated one.
     pub const TRAIN: &str = "train";
+    /// Evaluate the model in the content on local data and reply with metrics.
     pub const EVALUATE: &str = "evaluate";
+    /// Answer a question about the node or its data; the content's meaning is the app's.
     pub const QUERY: &str = "query";
 }
 
 /// Error codes carried in error replies, numbered as Flower numbers them.
 pub mod error_code {
+    /// An error of no known kind; Floret never sends it, but Flower peers may.
     pub const UNKNOWN: i64 = 0;
+    /// The ClientApp could not be loaded or started (missing FAB, app process failed to start).
     pub const LOAD_CLIENT_APP_EXCEPTION: i64 = 1;
+    /// The ClientApp's handler returned an error or panicked.
     pub const CLIENT_APP_RAISED_EXCEPTION: i64 = 2;
+    /// The message asked for is not available; Flower's code, not sent by Floret.
     pub const MESSAGE_UNAVAILABLE: i64 = 3;
+    /// The reply asked for is not available; Flower's code, not sent by Floret.
     pub const REPLY_MESSAGE_UNAVAILABLE: i64 = 4;
+    /// The destination node is gone or never existed; the SuperLink answers in its place.
     pub const NODE_UNAVAILABLE: i64 = 5;
+    /// The message's TTL ran out before it was handled or answered.
     pub const MESSAGE_TTL_EXPIRED: i64 = 6;
 }
 
@@ -59,10 +69,13 @@ pub fn validate_message_type(t: &str) -> Result<&str, InvalidMessageType> {
 /// Routing and bookkeeping of a message, field for field as Flower's `Metadata`.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Metadata {
+    /// The run the message belongs to.
     pub run_id: u64,
     /// Assigned by the runtime when the message is sent.
     pub message_id: String,
+    /// The node that sent the message; 0 is the SuperLink (the ServerApp's side).
     pub src_node_id: u64,
+    /// The node the message is for; 0 is the SuperLink (the ServerApp's side).
     pub dst_node_id: u64,
     /// For replies: the id of the message being answered; empty otherwise.
     pub reply_to_message_id: String,
@@ -70,6 +83,8 @@ pub struct Metadata {
     pub group_id: String,
     /// Seconds after `created_at` when the message expires.
     pub ttl: f64,
+    /// `train`, `evaluate` or `query`, optionally with a sub-name (`train.fedprox`); picks the
+    /// ClientApp's handler.
     pub message_type: String,
     /// Unix time in seconds, set by the runtime when the message is sent.
     pub created_at: f64,
@@ -83,11 +98,14 @@ pub struct Metadata {
 #[derive(Debug, Clone, PartialEq, Error, serde::Serialize, serde::Deserialize)]
 #[error("error {code}: {reason}")]
 pub struct MessageError {
+    /// One of `error_code`; Flower's numbering.
     pub code: i64,
+    /// A short, human-readable reason.
     pub reason: String,
 }
 
 impl MessageError {
+    /// An error reply's payload; `code` is one of `error_code`.
     pub fn new(code: i64, reason: impl Into<String>) -> Self {
         MessageError {
             code,
@@ -99,14 +117,18 @@ impl MessageError {
 /// What a message carries: records, or the error that replaced them.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Payload {
+    /// The records the sender sends.
     Content(RecordDict),
+    /// The error that replaced the content, e.g. a failed ClientApp.
     Error(MessageError),
 }
 
 /// Metadata plus payload.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
+    /// Routing and bookkeeping.
     pub metadata: Metadata,
+    /// Content or error.
     pub payload: Payload,
 }
 
@@ -153,6 +175,7 @@ impl Message {
         }
     }
 
+    /// The error, when the message carries one instead of content.
     pub fn error(&self) -> Option<&MessageError> {
         match &self.payload {
             Payload::Error(e) => Some(e),

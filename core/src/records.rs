@@ -15,16 +15,25 @@ use thiserror::Error;
 /// A missing key or a value of another type than the reader asked for.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum RecordError {
+    /// No record of this kind under the key.
     #[error("no {kind} named {key:?} (present: {available})")]
     Missing {
+        /// Which kind was asked for ("array", "metric", "config record", ...).
         kind: &'static str,
+        /// The key that was asked for.
         key: String,
+        /// The keys present, comma-separated (or "none"), so the error shows what to ask for
+        /// instead.
         available: String,
     },
+    /// The key holds a value or record of another type.
     #[error("{key:?} holds {found}, not {expected}")]
     WrongType {
+        /// The key that was read.
         key: String,
+        /// What the reader asked for, in words ("a number", "array record").
         expected: &'static str,
+        /// What the key actually holds, as `type_name` / `kind` names it.
         found: &'static str,
     },
 }
@@ -51,6 +60,7 @@ fn missing<'a>(
 pub struct ArrayRecord(pub IndexMap<String, Array>);
 
 impl ArrayRecord {
+    /// An empty record.
     pub fn new() -> Self {
         Self::default()
     }
@@ -60,20 +70,24 @@ impl ArrayRecord {
         self.0.insert(key.into(), array);
     }
 
+    /// The array under `key`, or an error listing the keys present.
     pub fn get(&self, key: &str) -> Result<&Array, RecordError> {
         self.0
             .get(key)
             .ok_or_else(|| missing("array", key, self.0.keys()))
     }
 
+    /// Arrays in insertion order (layer order for a model).
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Array)> {
         self.0.iter()
     }
 
+    /// Number of arrays.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// True when the record holds no array.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -93,15 +107,22 @@ impl FromIterator<(String, Array)> for ArrayRecord {
 /// A metric value: numbers and lists of numbers, the types Flower aggregates.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum MetricValue {
+    /// A float (`double` on Flower's wire).
     F64(f64),
+    /// A signed integer (`sint64` on Flower's wire).
     I64(i64),
+    /// An unsigned integer (`uint64` on Flower's wire).
     U64(u64),
+    /// A list of floats.
     F64List(Vec<f64>),
+    /// A list of signed integers.
     I64List(Vec<i64>),
+    /// A list of unsigned integers.
     U64List(Vec<u64>),
 }
 
 impl MetricValue {
+    /// The type's name in words, for error messages.
     pub fn type_name(&self) -> &'static str {
         match self {
             MetricValue::F64(_) => "float",
@@ -145,14 +166,17 @@ impl From<u64> for MetricValue {
 pub struct MetricRecord(pub IndexMap<String, MetricValue>);
 
 impl MetricRecord {
+    /// An empty record.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Appends (or replaces, keeping the position) a metric.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<MetricValue>) {
         self.0.insert(key.into(), value.into());
     }
 
+    /// The metric under `key`, or an error listing the keys present.
     pub fn get(&self, key: &str) -> Result<&MetricValue, RecordError> {
         self.0
             .get(key)
@@ -169,14 +193,17 @@ impl MetricRecord {
         })
     }
 
+    /// Metrics in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &MetricValue)> {
         self.0.iter()
     }
 
+    /// Number of metrics.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// True when the record holds no metric.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -185,21 +212,34 @@ impl MetricRecord {
 /// A config value: metric types plus booleans, strings and bytes, and lists of each.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ConfigValue {
+    /// A float.
     F64(f64),
+    /// A signed integer.
     I64(i64),
+    /// An unsigned integer.
     U64(u64),
+    /// A boolean.
     Bool(bool),
+    /// A UTF-8 string.
     Str(String),
+    /// Raw bytes (shared, so cloning does not copy them).
     Bytes(Bytes),
+    /// A list of floats.
     F64List(Vec<f64>),
+    /// A list of signed integers.
     I64List(Vec<i64>),
+    /// A list of unsigned integers.
     U64List(Vec<u64>),
+    /// A list of booleans.
     BoolList(Vec<bool>),
+    /// A list of strings.
     StrList(Vec<String>),
+    /// A list of byte strings.
     BytesList(Vec<Bytes>),
 }
 
 impl ConfigValue {
+    /// The type's name in words, for error messages.
     pub fn type_name(&self) -> &'static str {
         match self {
             ConfigValue::F64(_) => "float",
@@ -249,14 +289,17 @@ impl From<String> for ConfigValue {
 pub struct ConfigRecord(pub IndexMap<String, ConfigValue>);
 
 impl ConfigRecord {
+    /// An empty record.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Appends (or replaces, keeping the position) a setting.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<ConfigValue>) {
         self.0.insert(key.into(), value.into());
     }
 
+    /// The setting under `key`, or an error listing the keys present.
     pub fn get(&self, key: &str) -> Result<&ConfigValue, RecordError> {
         self.0
             .get(key)
@@ -284,6 +327,7 @@ impl ConfigRecord {
         }
     }
 
+    /// A boolean; no other type converts to one.
     pub fn get_bool(&self, key: &str) -> Result<bool, RecordError> {
         match self.get(key)? {
             ConfigValue::Bool(v) => Ok(*v),
@@ -291,6 +335,7 @@ impl ConfigRecord {
         }
     }
 
+    /// A string; no other type converts to one.
     pub fn get_str(&self, key: &str) -> Result<&str, RecordError> {
         match self.get(key)? {
             ConfigValue::Str(v) => Ok(v),
@@ -298,14 +343,17 @@ impl ConfigRecord {
         }
     }
 
+    /// Settings in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &ConfigValue)> {
         self.0.iter()
     }
 
+    /// Number of settings.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// True when the record holds no setting.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -322,12 +370,16 @@ fn wrong(key: &str, expected: &'static str, found: &'static str) -> RecordError 
 /// One entry of a `RecordDict`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Record {
+    /// Tensors, such as a model's parameters.
     Array(ArrayRecord),
+    /// Numbers to aggregate, such as losses and example counts.
     Metric(MetricRecord),
+    /// Settings, such as the learning rate.
     Config(ConfigRecord),
 }
 
 impl Record {
+    /// The kind's name in words, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {
             Record::Array(_) => "array record",
@@ -371,6 +423,7 @@ macro_rules! typed_get {
 }
 
 impl RecordDict {
+    /// An empty dict.
     pub fn new() -> Self {
         Self::default()
     }
@@ -386,10 +439,13 @@ impl RecordDict {
         self
     }
 
+    /// The record under `key`, of whatever kind.
     pub fn get(&self, key: &str) -> Option<&Record> {
         self.0.get(key)
     }
 
+    /// Removes a record, keeping the order of the others; copies the dict first only if another
+    /// holder shares it.
     pub fn remove(&mut self, key: &str) -> Option<Record> {
         Arc::make_mut(&mut self.0).shift_remove(key)
     }
@@ -398,14 +454,17 @@ impl RecordDict {
     typed_get!(metric_record, Metric, MetricRecord, "metric record");
     typed_get!(config_record, Config, ConfigRecord, "config record");
 
+    /// Records in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Record)> {
         self.0.iter()
     }
 
+    /// Number of records.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// True when the dict holds no record.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

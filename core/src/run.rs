@@ -11,8 +11,11 @@ use thiserror::Error;
 /// ClientApp (`digits.server_app:app`), plus the FAB hash once apps travel as bundles.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct AppRef {
+    /// The app's `[project] name`.
     pub name: String,
+    /// The ServerApp's component string, e.g. `digits.server_app:app`.
     pub serverapp: String,
+    /// The ClientApp's component string, e.g. `digits.client_app:app`.
     pub clientapp: String,
     /// sha256 of the app bundle; empty for apps built into the binaries.
     pub fab_hash: String,
@@ -21,16 +24,21 @@ pub struct AppRef {
 /// A run as the SuperLink records it and `flwr ls` lists it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunInfo {
+    /// Assigned by the SuperLink when the run is created, counting up from 1.
     pub run_id: u64,
+    /// The app the run executes.
     pub app: AppRef,
+    /// The name of the `pyproject.toml` federation the run was submitted through.
     pub federation: String,
     /// The app's run config with the user's overrides applied.
     pub run_config: UserConfig,
+    /// Where the run is in its life; moves only as `RunStatus::transition` allows.
     pub status: RunStatus,
     /// Why a run failed or was stopped; empty otherwise.
     pub reason: String,
-    /// Unix seconds at creation and at the last status change.
+    /// Unix seconds when the run was created.
     pub created_at: f64,
+    /// Unix seconds at the last status change.
     pub status_changed_at: f64,
     /// The user who started the run; empty when user authentication is off. With it on,
     /// only this user and admins see or stop the run.
@@ -40,17 +48,24 @@ pub struct RunInfo {
 /// How a finished run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum SubStatus {
+    /// The ServerApp returned without error.
     Completed,
+    /// The ServerApp returned an error, or could not be started or resumed; `reason` says why.
     Failed,
+    /// The user stopped the run, or the SuperLink stopped it on shutdown.
     Stopped,
 }
 
 /// Where a run is in its life, as `flwr ls` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RunStatus {
+    /// Created, waiting for its ServerApp to start.
     Pending,
+    /// Its ServerApp is being started.
     Starting,
+    /// Its ServerApp is running.
     Running,
+    /// Ended, and how.
     Finished(SubStatus),
 }
 
@@ -58,11 +73,14 @@ pub enum RunStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("run status cannot move from {from} to {to}")]
 pub struct InvalidTransition {
+    /// The status the run has.
     pub from: RunStatus,
+    /// The status that was asked for.
     pub to: RunStatus,
 }
 
 impl RunStatus {
+    /// True once the run has ended, however it ended.
     pub fn is_finished(self) -> bool {
         matches!(self, RunStatus::Finished(_))
     }

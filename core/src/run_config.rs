@@ -12,33 +12,68 @@ use thiserror::Error;
 /// A `--run-config` / `--node-config` string or an override that does not fit the app.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ConfigError {
+    /// A word without `=`.
     #[error("`{word}` is not a key=value pair: write it as key=value, e.g. num-server-rounds=5")]
-    NotAPair { word: String },
+    NotAPair {
+        /// The word as written.
+        word: String,
+    },
+    /// A key with characters Flower's config keys do not allow, or an empty part.
     #[error(
         "`{key}` is not a valid config key: use letters, digits, `-` and `_`, with `.` between parts"
     )]
-    InvalidKey { key: String },
+    InvalidKey {
+        /// The key as written.
+        key: String,
+    },
+    /// A quoted value whose quote is never closed.
     #[error(
         "the value of `{key}` opens a quote that is never closed: close it, e.g. {key}=\"a b\""
     )]
-    UnclosedQuote { key: String },
+    UnclosedQuote {
+        /// The key whose value it is.
+        key: String,
+    },
+    /// A value that TOML cannot read, usually an unquoted string.
     #[error(
         "the value of `{key}` (`{value}`) is not a TOML value: quote strings, e.g. {key}=\"{value}\""
     )]
-    NotAValue { key: String, value: String },
+    NotAValue {
+        /// The key whose value it is.
+        key: String,
+        /// The value as written.
+        value: String,
+    },
+    /// A TOML value of a type config values cannot hold (an array, a table, a date).
     #[error(
         "the value of `{key}` is a {found}: config values must be a bool, int, float or string"
     )]
-    UnsupportedValue { key: String, found: &'static str },
+    UnsupportedValue {
+        /// The key whose value it is.
+        key: String,
+        /// The TOML type found, e.g. "array".
+        found: &'static str,
+    },
+    /// An override for a key the app's `[tool.flwr.app.config]` does not have.
     #[error("unknown run-config key `{key}`: valid keys are {}", list(valid))]
-    UnknownKey { key: String, valid: Vec<String> },
+    UnknownKey {
+        /// The key given.
+        key: String,
+        /// The app's keys, in manifest order.
+        valid: Vec<String>,
+    },
+    /// An override whose type differs from the default's (other than int for float).
     #[error(
         "run-config key `{key}` has type {expected} in pyproject.toml but was given {value} (type {given}): pass a value of type {expected}"
     )]
     TypeMismatch {
+        /// The key overridden.
         key: String,
+        /// The default's type name.
         expected: &'static str,
+        /// The override's type name.
         given: &'static str,
+        /// The override, as it would be written.
         value: String,
     },
 }

@@ -59,8 +59,11 @@ impl Caller {
 /// What `flwr login` proves itself with.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
+    /// A user name and password, checked against the SuperLink's accounts file.
     Password {
+        /// The account's name.
         username: String,
+        /// The password in clear; kept out of `Debug` output.
         password: String,
     },
     /// A long-lived token for scripts, issued by the SuperLink's operator.
@@ -84,9 +87,11 @@ impl std::fmt::Debug for Credentials {
 /// refresh token to get a new pair when the access token expires.
 #[derive(Clone, PartialEq)]
 pub struct Tokens {
+    /// Sent as the bearer token of every Control call; opaque to the client.
     pub access_token: String,
     /// Unix seconds after which the access token is refused as expired.
     pub access_expires_at: f64,
+    /// Exchanged for a new pair once the access token has expired; usable once.
     pub refresh_token: String,
     /// Unix seconds after which the refresh token is refused: log in again.
     pub refresh_expires_at: f64,
@@ -108,8 +113,10 @@ impl std::fmt::Debug for Tokens {
 /// share one variant so that a client cannot probe which user names exist.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum UserAuthError {
+    /// The user name is unknown or the password wrong (one variant, so names cannot be probed).
     #[error("wrong username or password")]
     BadCredentials,
+    /// The API token is not one the operator issued.
     #[error("unknown API token")]
     BadApiToken,
     /// No token, or one this SuperLink never issued (it restarted, or the user logged out).
@@ -142,6 +149,7 @@ pub trait UserAuthority: Send + Sync {
 /// for that caller's view, so the `Control` trait itself stays identity-free and every
 /// in-process user of it (simulation, tests) is unchanged.
 pub trait ControlFor: Send + Sync {
+    /// `caller`'s view of the Control API.
     fn control_for(&self, caller: Caller) -> Arc<dyn Control>;
 }
 

@@ -8,9 +8,13 @@ use std::fmt;
 /// reading `num-server-rounds` gets an integer back, as the TOML said.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum UserConfigValue {
+    /// A TOML boolean.
     Bool(bool),
+    /// A TOML integer.
     Int(i64),
+    /// A TOML float.
     Float(f64),
+    /// A TOML string.
     Str(String),
 }
 

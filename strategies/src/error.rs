@@ -12,14 +12,22 @@ pub enum StrategyError {
     /// A setting is out of range; the message names the field and how to fix it.
     #[error("invalid strategy setting `{field}` = {value}: {fix}")]
     InvalidConfig {
+        /// The setting's name, as `FedAvgConfig` spells it.
         field: &'static str,
+        /// The value given, as it would be written.
         value: String,
+        /// What to set instead.
         fix: String,
     },
 
     /// The initial model holds an array FedAvg cannot average.
     #[error("initial array {key:?} cannot be aggregated: {problem}")]
-    InitialArrays { key: String, problem: String },
+    InitialArrays {
+        /// The array's name.
+        key: String,
+        /// Why it cannot be averaged (a dtype FedAvg does not average, or a bad shape).
+        problem: String,
+    },
 
     /// Too few nodes connected before the round timeout to run a phase.
     #[error(
@@ -28,17 +36,24 @@ pub enum StrategyError {
          min_available_nodes / min_{phase}_nodes, or raise the round timeout"
     )]
     NotEnoughNodes {
+        /// The round that could not start its phase.
         round: u64,
+        /// "train" or "evaluate".
         phase: &'static str,
+        /// Nodes the phase needs: the larger of `min_available_nodes` and the phase's minimum.
         required: usize,
+        /// Nodes connected when the wait ended.
         available: usize,
+        /// How long the strategy waited for more nodes.
         waited: Duration,
     },
 
     /// The grid failed (the run was stopped or the link is gone).
     #[error("round {round}: the grid failed: {source}")]
     Grid {
+        /// The round in which the grid failed.
         round: u64,
+        /// The grid's error.
         #[source]
         source: GridError,
     },
@@ -46,5 +61,8 @@ pub enum StrategyError {
     /// The run's checkpoint cannot be resumed from: written by a newer Floret, damaged, or
     /// of a run started with other settings.
     #[error("cannot resume from the run's checkpoint: {reason}")]
-    Checkpoint { reason: String },
+    Checkpoint {
+        /// Why, with what to do about it.
+        reason: String,
+    },
 }

@@ -103,6 +103,7 @@ impl FedAvg {
         self
     }
 
+    /// The settings this strategy runs with.
     pub fn config(&self) -> &FedAvgConfig {
         &self.config
     }

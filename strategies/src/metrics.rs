@@ -35,6 +35,8 @@ enum Kind {
 }
 
 impl MetricAccumulator {
+    /// Nothing folded yet; `weight_key` names the metric that weights replies (summed, not
+    /// averaged).
     pub fn new(weight_key: impl Into<String>) -> Self {
         MetricAccumulator {
             weight_key: weight_key.into(),

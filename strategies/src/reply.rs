@@ -17,35 +17,63 @@ pub const METRICS_KEY: &str = "metrics";
 /// Why a reply was left out of the aggregate. Never fatal: the reply is counted as a failure.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum Rejection {
+    /// The node answered with an error instead of content.
     #[error("the node reported error {code}: {reason}")]
-    ErrorReply { code: i64, reason: String },
+    ErrorReply {
+        /// The error's code, one of `floret_core::error_code`.
+        code: i64,
+        /// The node's reason.
+        reason: String,
+    },
+    /// No array record under the strategy's key, and not exactly one elsewhere; the lookup's error.
     #[error("no model in the reply: {0}")]
     NoArrays(String),
+    /// No metric record under "metrics", and not exactly one elsewhere; the lookup's error.
     #[error("no metrics in the reply: {0}")]
     NoMetrics(String),
+    /// The weight metric is missing or not a number; the lookup's error.
     #[error("no usable weight: {0}")]
     NoWeight(String),
+    /// The weight metric is zero, negative, infinite or NaN.
     #[error("weight metric {key:?} is {value}; it must be a positive finite number")]
-    BadWeight { key: String, value: f64 },
+    BadWeight {
+        /// The weight metric's key.
+        key: String,
+        /// The value it holds.
+        value: f64,
+    },
+    /// The model has an array, named here, that the reply lacks.
     #[error("array {0:?} of the model is missing from the reply")]
     MissingArray(String),
+    /// The reply has an array, named here, that the model lacks.
     #[error("the reply has an array {0:?} that the model does not have")]
     UnexpectedArray(String),
+    /// An array's dtype differs from the model's.
     #[error("array {key:?} has dtype {found}, but the model's is {expected}")]
     ArrayDType {
+        /// The array's name.
         key: String,
+        /// The model's dtype, by its numpy name.
         expected: String,
+        /// The reply's dtype, by its numpy name.
         found: String,
     },
+    /// An array's shape differs from the model's.
     #[error("array {key:?} has shape {found:?}, but the model's is {expected:?}")]
     ArrayShape {
+        /// The array's name.
         key: String,
+        /// The model's shape.
         expected: Vec<i32>,
+        /// The reply's shape.
         found: Vec<i32>,
     },
+    /// An array's data cannot be read (another stype, or a length its shape does not need).
     #[error("array {key:?} is unreadable: {source}")]
     ArrayData {
+        /// The array's name.
         key: String,
+        /// Why it could not be read.
         #[source]
         source: ArrayError,
     },
@@ -64,8 +92,11 @@ impl Rejection {
 /// The parts of a train reply that FedAvg folds, borrowed from the message.
 #[derive(Debug, Clone, Copy)]
 pub struct TrainReply<'a> {
+    /// The updated model.
     pub arrays: &'a ArrayRecord,
+    /// The node's metrics, weight included.
     pub metrics: &'a MetricRecord,
+    /// How much this reply counts in the average (usually `num-examples`): finite and above 0.
     pub weight: f64,
 }
 

@@ -81,6 +81,7 @@ impl Backoff {
     const FIRST: Duration = Duration::from_millis(50);
     const MAX: Duration = Duration::from_secs(1);
 
+    /// Starts at the first, shortest pause.
     pub fn new() -> Self {
         Backoff { next: Self::FIRST }
     }

@@ -20,7 +20,10 @@ pub fn client_app() -> ClientApp {
 /// How the data is laid out across the federation, from the run config.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DataConfig {
+    /// The run config's `seed`: the test split, the partitions and each round's shuffles follow
+    /// from it.
     pub seed: u64,
+    /// The run config's `partitioner` and `dirichlet-alpha`.
     pub partitioner: Partitioner,
 }
 
@@ -45,9 +48,13 @@ impl DataConfig {
 /// The images one node trains and validates on (indices into `data::digits()`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeData {
+    /// This node's partition, in `0..num_partitions`.
     pub partition_id: usize,
+    /// How many partitions the pool is cut into: one per node.
     pub num_partitions: usize,
+    /// Indices of the images this node trains on.
     pub train: Vec<usize>,
+    /// Indices of the images this node's `evaluate` scores on.
     pub validation: Vec<usize>,
 }
 
@@ -131,13 +138,18 @@ fn content(message: &Message) -> Result<&RecordDict, AppError> {
 /// Training hyper-parameters from a train message's config record.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrainConfig {
+    /// `server-round`, from 1; mixed into the seed so each round shuffles differently.
     pub server_round: u64,
+    /// `local-epochs`: passes over the node's training data per round; above 0.
     pub local_epochs: usize,
+    /// `lr`: the SGD learning rate; finite and above 0.
     pub lr: f32,
+    /// `batch-size`: examples per SGD step; above 0.
     pub batch_size: usize,
 }
 
 impl TrainConfig {
+    /// Reads and checks the hyper-parameters of a train message's `config` record.
     pub fn from_record(config: &ConfigRecord) -> Result<TrainConfig, AppError> {
         let positive = |key: &str| -> Result<usize, AppError> {
             let v = config.get_i64(key)?;

@@ -27,14 +27,17 @@ pub struct Digits {
 }
 
 impl Digits {
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// True when there is no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// The label (digit 0-9) of each image, in image order.
     pub fn labels(&self) -> &[u8] {
         &self.labels
     }
@@ -81,7 +84,9 @@ pub fn digits() -> &'static Digits {
 /// Indices of the held-out test images and of the pool the nodes train on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
+    /// Indices of the held-out images the server evaluates on; no node trains on them.
     pub test: Vec<usize>,
+    /// Indices of the images the nodes' partitions are cut from.
     pub pool: Vec<usize>,
 }
 

@@ -22,23 +22,41 @@ pub const KEYS: [&str; 4] = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
 /// Parameters that do not fit this model.
 #[derive(Debug, Error)]
 pub enum ModelError {
+    /// A record was missing or of another kind.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// A parameter is not a readable float32 array.
     #[error("parameter {key:?}: {source}")]
-    Array { key: String, source: ArrayError },
+    Array {
+        /// The parameter's name.
+        key: String,
+        /// Why it could not be read.
+        source: ArrayError,
+    },
+    /// A parameter has another shape than the model's layer.
     #[error("parameter {key:?} has shape {found:?}, but this model needs {expected:?}")]
     Shape {
+        /// The parameter's name.
         key: String,
+        /// The shape received.
         found: Vec<i32>,
+        /// The shape the layer has.
         expected: Vec<usize>,
     },
+    /// The record does not hold exactly the model's parameters, in order.
     #[error("the model has parameters {expected:?}, but the record holds {found:?}")]
     Keys {
+        /// `KEYS`.
         expected: Vec<&'static str>,
+        /// The names in the record, in its order.
         found: Vec<String>,
     },
+    /// A parameter holds a NaN or an infinity, which training would only spread.
     #[error("parameter {key:?} holds a value that is not finite")]
-    NotFinite { key: String },
+    NotFinite {
+        /// The parameter's name.
+        key: String,
+    },
 }
 
 /// The multi-layer perceptron's parameters.
@@ -61,6 +79,7 @@ pub struct Evaluation {
     pub loss: f64,
     /// Share of examples whose most likely class is the label, in [0, 1].
     pub accuracy: f64,
+    /// How many examples the figures are over.
     pub num_examples: usize,
 }
 

@@ -21,8 +21,14 @@ pub const VALIDATION_FRACTION: f64 = 0.2;
 /// How the training pool is divided between the nodes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Partitioner {
+    /// Equal shares of a seeded shuffle: every partition has about the same class mix.
     Iid,
-    Dirichlet { alpha: f64 },
+    /// Per class, the partitions' shares drawn from Dirichlet(`alpha`): label-skewed partitions.
+    Dirichlet {
+        /// Concentration, above 0: small values (0.1) give skewed partitions, large ones
+        /// (100) nearly IID ones.
+        alpha: f64,
+    },
 }
 
 impl Partitioner {

@@ -42,7 +42,9 @@ pub struct FaultCounts {
     pub streams_cut: u64,
     /// Instructions handed to the node (stream and pull), copies included.
     pub deliveries: u64,
+    /// Stream deliveries lost on the way to the node.
     pub deliveries_lost: u64,
+    /// Stream deliveries handed to the node twice.
     pub deliveries_duplicated: u64,
     /// Payload bytes carried under the bandwidth cap.
     pub payload_bytes: u64,

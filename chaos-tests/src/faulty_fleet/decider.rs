@@ -24,7 +24,9 @@ pub enum DropPoint {
 /// What happens to one call.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct CallFaults {
+    /// Waited before the call goes through: the plan's delay, jitter drawn.
     pub delay: Duration,
+    /// Where the call is lost, if it is; `None`: it goes through.
     pub drop: Option<DropPoint>,
     /// Pushes only: the request reaches the SuperLink twice.
     pub duplicate: bool,
@@ -35,10 +37,13 @@ pub struct CallFaults {
 /// What happens to one instruction on the subscribe stream.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Delivery {
+    /// Never reaches the node; the SuperLink believes it delivered.
     Lost,
     /// Handed to the node `copies` times (1 or 2) after `delay`.
     Delivered {
+        /// Waited before the copies are handed over: the stream's delay, jitter drawn.
         delay: Duration,
+        /// 1, or 2 for a duplicate.
         copies: u8,
     },
 }
@@ -80,6 +85,7 @@ impl Decider {
         }
     }
 
+    /// The plan the decisions are drawn from.
     pub fn plan(&self) -> &FaultPlan {
         &self.plan
     }

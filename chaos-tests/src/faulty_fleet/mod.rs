@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 pub struct Step {
     /// The server round, in Floret.
     pub group_id: String,
+    /// The instruction's message type, e.g. `train`.
     pub message_type: String,
 }
 

@@ -8,13 +8,21 @@ use thiserror::Error;
 /// The Fleet calls, for choosing which ones a fault applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Call {
+    /// `register_node`.
     Register,
+    /// `deactivate_node`.
     Deactivate,
+    /// `heartbeat`.
     Heartbeat,
+    /// `pull_messages`.
     Pull,
+    /// `push_messages`.
     Push,
+    /// `get_run`.
     GetRun,
+    /// `get_fab`.
     GetFab,
+    /// `subscribe`.
     Subscribe,
 }
 
@@ -60,7 +68,9 @@ pub struct Drops {
 /// A fixed delay plus a uniform jitter in [0, jitter].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Delay {
+    /// Added every time.
     pub fixed: Duration,
+    /// Upper bound of the uniform extra delay drawn each time.
     pub jitter: Duration,
 }
 
@@ -70,6 +80,7 @@ pub struct Reorder {
     /// Chance that a push is held: the node is told it arrived, the SuperLink sees it
     /// after the link's next push has gone through, or after `hold`, whichever is first.
     pub rate: f64,
+    /// How long a held push waits at most for a later one to overtake it.
     pub hold: Duration,
 }
 
@@ -79,7 +90,9 @@ pub struct Reorder {
 /// can compute which nodes drop out of which round ([`super::Decider::drops_out`]).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Dropout {
+    /// Chance per (link, step) that the node drops out of the step, in [0, 1].
     pub rate: f64,
+    /// How long the link stays down once the node drops out.
     pub length: Duration,
     /// Only steps with these group ids; empty means every step.
     pub groups: Vec<String>,
@@ -88,7 +101,9 @@ pub struct Dropout {
 /// A scheduled disconnect window, counted from the wrapper's creation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Outage {
+    /// When the window opens, counted from the wrapper's creation.
     pub after: Duration,
+    /// How long the link stays down.
     pub length: Duration,
 }
 
@@ -109,27 +124,40 @@ pub struct StreamFaults {
 pub struct FaultPlan {
     /// Same seed, same link number, same sequence of calls: same faults.
     pub seed: u64,
+    /// Calls that fail as `FleetError::Unavailable`.
     pub drops: Drops,
     /// Added to every call.
     pub delay: Delay,
     /// Chance that a push reaches the SuperLink twice (a retransmission).
     pub duplicate_push: f64,
+    /// Pushes held back and released after later ones.
     pub reorder: Reorder,
+    /// The node dropping out of steps; `None`: never.
     pub dropout: Option<Dropout>,
+    /// Scheduled disconnect windows.
     pub outages: Vec<Outage>,
     /// Bytes per second of message payload (array data) the link carries, both directions
     /// sharing it; a call or delivery waits until its payload has "crossed". `None`: no cap.
     pub bandwidth: Option<u64>,
+    /// Faults on the `subscribe` instruction stream.
     pub stream: StreamFaults,
 }
 
 /// A plan that cannot be carried out.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum PlanError {
+    /// A chance outside [0, 1], or request and response drops that add up to more than 1.
     #[error("{field} is a chance per call and must be in [0, 1], got {value}")]
-    Rate { field: &'static str, value: f64 },
+    Rate {
+        /// The field, dotted as in the plan (`drops.request`).
+        field: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// A bandwidth cap of 0, which would stall every call.
     #[error("bandwidth must be at least 1 byte/s")]
     Bandwidth,
+    /// A duration that must be positive is zero; the field named.
     #[error("{0} must be longer than zero")]
     Length(&'static str),
 }
