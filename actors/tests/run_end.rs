@@ -151,36 +151,31 @@ fn assert_ended(state: &dyn LinkState, run: u64, sub: SubStatus, reason: &str) {
     assert_eq!(state.held_messages(), 0, "the run's messages are dropped");
 }
 
-#[tokio::test]
-async fn a_completed_run_ends_with_its_own_log_and_no_message_held() {
+/// Runs `server` on a fresh SuperLink until it ends by itself, and checks its record.
+async fn ends_by_itself(server: &str, sub: SubStatus, reason: &str) {
     let state = memory();
     let link = superlink(&state, None).await;
-    let run = start(link.control().as_ref(), COMPLETE).await;
+    let run = start(link.control().as_ref(), server).await;
     follow_to_end(link.control().as_ref(), run).await;
-    assert_ended(state.as_ref(), run, SubStatus::Completed, "");
+    assert_ended(state.as_ref(), run, sub, reason);
     link.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_completed_run_ends_with_its_own_log_and_no_message_held() {
+    ends_by_itself(COMPLETE, SubStatus::Completed, "").await;
 }
 
 #[tokio::test]
 async fn a_serverapp_error_ends_the_run_failed_with_its_message_last_in_the_log() {
-    let state = memory();
-    let link = superlink(&state, None).await;
-    let run = start(link.control().as_ref(), FAIL).await;
-    follow_to_end(link.control().as_ref(), run).await;
     let reason = "ServerApp returned an error: no luck";
-    assert_ended(state.as_ref(), run, SubStatus::Failed, reason);
-    link.shutdown().await;
+    ends_by_itself(FAIL, SubStatus::Failed, reason).await;
 }
 
 #[tokio::test]
 async fn a_serverapp_panic_ends_the_run_failed_with_the_panic_last_in_the_log() {
-    let state = memory();
-    let link = superlink(&state, None).await;
-    let run = start(link.control().as_ref(), PANIC).await;
-    follow_to_end(link.control().as_ref(), run).await;
     let reason = "ServerApp panicked: strategy bug";
-    assert_ended(state.as_ref(), run, SubStatus::Failed, reason);
-    link.shutdown().await;
+    ends_by_itself(PANIC, SubStatus::Failed, reason).await;
 }
 
 #[tokio::test]

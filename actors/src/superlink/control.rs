@@ -213,13 +213,10 @@ impl Control for LinkControl {
         })
         .map_err(unavailable)?;
         if stopped.is_err() {
-            // No Run actor: it finished in the meantime, or never got one.
-            match self.state.run_status(run_id) {
-                Some(s) if s.is_finished() => return Err(ControlError::Finished(run_id)),
-                _ => {
-                    let stopped = RunEnd::Stopped(STOPPED_BY_USER.to_string());
-                    run_end::record(self.state.as_ref(), run_id, &stopped);
-                }
+            // No Run actor: it never got one, or finished in the meantime (its end stands).
+            let end = RunEnd::Stopped(STOPPED_BY_USER.to_string());
+            if !run_end::record(self.state.as_ref(), run_id, &end) {
+                return Err(ControlError::Finished(run_id));
             }
         }
         self.wait_finished(run_id).await;
