@@ -17,14 +17,15 @@ use crate::policy::clock::unix_now;
 use crate::state::LinkState;
 use crate::state::NewRun;
 use crate::superlink::fabs::LinkFabs;
+use crate::superlink::run_end::{self, RunEnd};
 use crate::superlink::{RunControlError, SuperLinkMsg};
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::NodeInfo;
+use floret_core::RunStatus;
 use floret_core::{
     AppCatalog, Caller, Control, ControlError, ControlFor, RunEvent, RunInfo, ServerApp, StartRun,
 };
-use floret_core::{RunStatus, SubStatus};
 use ractor::{ActorRef, call};
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,16 +213,10 @@ impl Control for LinkControl {
         })
         .map_err(unavailable)?;
         if stopped.is_err() {
-            // No Run actor: it finished in the meantime, or never got one.
-            match self.state.run_status(run_id) {
-                Some(s) if s.is_finished() => return Err(ControlError::Finished(run_id)),
-                _ => {
-                    let _ = self.state.set_run_status(
-                        run_id,
-                        RunStatus::Finished(SubStatus::Stopped),
-                        STOPPED_BY_USER,
-                    );
-                }
+            // No Run actor: it never got one, or finished in the meantime (its end stands).
+            let end = RunEnd::Stopped(STOPPED_BY_USER.to_string());
+            if !run_end::record(self.state.as_ref(), run_id, &end) {
+                return Err(ControlError::Finished(run_id));
             }
         }
         self.wait_finished(run_id).await;

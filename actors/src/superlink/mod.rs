@@ -3,7 +3,7 @@
 //! ```text
 //! SuperLinkService (server process: `service`)
 //!  ├─ SuperLink (root supervisor: `root`)
-//!  │   └─ Run (one per run: `run`)
+//!  │   └─ Run (one per run: `run`; how every run ends: `run_end`)
 //!  │       └─ ServerAppHost (the run's ServerApp: `server_app_host`, over `grid`)
 //!  │           └─ app process of a FAB run, over `LinkAppIo` (`appio`, `fabs`)
 //!  ├─ liveness sweeper (heartbeat leases, message TTLs: `sweeper`)
@@ -23,6 +23,7 @@ pub mod fleet;
 pub mod grid;
 pub mod root;
 pub mod run;
+pub(crate) mod run_end;
 pub mod server_app_host;
 pub mod service;
 pub(crate) mod sweeper;

@@ -18,8 +18,8 @@
 
 use crate::state::{LinkState, NewRun};
 use crate::superlink::run::{RunActor, RunArgs, RunMsg};
+use crate::superlink::run_end::{self, RunEnd};
 use floret_core::{Context, RunInfo, ServerApp, UserConfig};
-use floret_core::{RunStatus, SubStatus};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -115,11 +115,7 @@ impl SuperLinkState {
                 let reason = e.to_string();
                 // A resumed run is failed by its resumer, with a reason that says so.
                 if !resume {
-                    let _ = self.state.set_run_status(
-                        run_id,
-                        RunStatus::Finished(SubStatus::Failed),
-                        &reason,
-                    );
+                    run_end::record(self.state.as_ref(), run_id, &RunEnd::Failed(reason.clone()));
                 }
                 Err(RunControlError::StartFailed { run_id, reason })
             }
@@ -234,12 +230,7 @@ impl Actor for SuperLink {
                 if let Some((run_id, _)) = st.runs.remove(&cell.get_id()) {
                     let reason = format!("run supervisor failed: {err}");
                     tracing::error!(run_id, "{reason}");
-                    let _ = st.state.set_run_status(
-                        run_id,
-                        RunStatus::Finished(SubStatus::Failed),
-                        &reason,
-                    );
-                    st.state.purge_messages(run_id);
+                    run_end::record(st.state.as_ref(), run_id, &RunEnd::Failed(reason));
                 }
             }
             _ => {}

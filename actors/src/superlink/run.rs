@@ -1,5 +1,9 @@
 //! The Run actor: one per run, owner of its status.
 //!
+//! It moves the run through starting and running, and records its end through
+//! `run_end::record`, the one way every path ends a run (the paths that find a run without
+//! a Run actor use it too, so the record is the same whoever writes it).
+//!
 //! ```text
 //! Run
 //!  └─ ServerAppHost (App)
@@ -19,9 +23,9 @@
 
 use crate::state::LinkState;
 use crate::superlink::grid::LinkGrid;
+use crate::superlink::run_end::{self, RunEnd};
 use crate::superlink::server_app_host::{COMPLETED, ServerAppArgs, ServerAppHost, ServerAppMsg};
-use floret_core::{Context, RunEvent, ServerApp};
-use floret_core::{RunStatus, SubStatus};
+use floret_core::{Context, RunStatus, ServerApp};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::Arc;
 use tracing::Instrument;
@@ -57,19 +61,8 @@ pub struct RunState {
 
 impl RunState {
     /// Records the end of the run unless it has already ended (a stop racing a failure).
-    fn finish(&self, sub: SubStatus, reason: &str) {
-        if !reason.is_empty() {
-            let _ = self
-                .state
-                .push_event(self.run_id, RunEvent::Log(reason.to_string()));
-        }
-        match self
-            .state
-            .set_run_status(self.run_id, RunStatus::Finished(sub), reason)
-        {
-            Ok(info) => tracing::info!(run_id = self.run_id, status = %info.status, "run finished"),
-            Err(e) => tracing::debug!(run_id = self.run_id, "run already finished: {e}"),
-        }
+    fn finish(&self, end: RunEnd) {
+        run_end::record(self.state.as_ref(), self.run_id, &end);
     }
 }
 
@@ -126,7 +119,7 @@ impl Actor for RunActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RunMsg::Stop(reason) => {
-                state.finish(SubStatus::Stopped, &reason);
+                state.finish(RunEnd::Stopped(reason));
                 state.host.stop(None);
                 myself.stop(None);
             }
@@ -148,12 +141,12 @@ impl Actor for RunActor {
         match event {
             SupervisionEvent::ActorTerminated(_, _, reason) => {
                 if reason.as_deref() == Some(COMPLETED) {
-                    state.finish(SubStatus::Completed, "");
+                    state.finish(RunEnd::Completed);
                 }
                 myself.stop(None);
             }
             SupervisionEvent::ActorFailed(_, err) => {
-                state.finish(SubStatus::Failed, &err.to_string());
+                state.finish(RunEnd::Failed(err.to_string()));
                 myself.stop(None);
             }
             _ => {}
@@ -173,8 +166,9 @@ impl Actor for RunActor {
             );
             return Ok(());
         }
-        state.finish(SubStatus::Stopped, "");
-        state.state.purge_messages(state.run_id);
+        // Stopped without being told why (the SuperLink actor itself stopped); a no-op
+        // when the end was recorded above.
+        state.finish(RunEnd::Stopped(String::new()));
         Ok(())
     }
 }

@@ -26,9 +26,10 @@ use crate::state::LinkState;
 use crate::superlink::control::LinkControl;
 use crate::superlink::fabs::LinkFabs;
 use crate::superlink::fleet::LinkFleet;
+use crate::superlink::run_end::{self, RunEnd};
 use crate::superlink::sweeper;
 use crate::superlink::{SuperLink, SuperLinkMsg};
-use floret_core::{AppCatalog, RunEvent, RunInfo, RunStatus, ServerApp, SubStatus};
+use floret_core::{AppCatalog, RunEvent, RunInfo, ServerApp};
 use ractor::{Actor, ActorRef, call};
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,16 +155,10 @@ impl SuperLinkService {
                 );
                 continue;
             }
-            // Runs without a Run actor (never started, or whose actor died) end here too.
-            // Event first: a follower that sees the run finished has then seen why.
-            let _ = self
-                .state
-                .push_event(run.run_id, RunEvent::Log(SHUTDOWN_REASON.to_string()));
-            let stopped = RunStatus::Finished(SubStatus::Stopped);
-            let _ = self
-                .state
-                .set_run_status(run.run_id, stopped, SHUTDOWN_REASON);
-            self.state.purge_messages(run.run_id);
+            // Runs without a Run actor (never started, whose actor died, or did not stop
+            // in time) end here too.
+            let stopped = RunEnd::Stopped(SHUTDOWN_REASON.to_string());
+            run_end::record(self.state.as_ref(), run.run_id, &stopped);
         }
         if let Some(fabs) = &self.fabs {
             // Stopped runs have killed theirs; this is for any that did not stop in time.
@@ -283,8 +278,6 @@ async fn resume_runs(
             Resumption::Fail(reason) => reason,
         };
         tracing::warn!(run_id, "{failure}");
-        let _ = state.push_event(run_id, RunEvent::Log(failure.clone()));
-        let _ = state.set_run_status(run_id, RunStatus::Finished(SubStatus::Failed), &failure);
-        state.purge_messages(run_id);
+        run_end::record(state, run_id, &RunEnd::Failed(failure));
     }
 }

@@ -1,0 +1,145 @@
+//! How a run ends: the one record every ending leaves, whoever records it.
+//!
+//! A run ends completed, failed or stopped, along several paths. Its Run actor records the
+//! end it sees: the ServerApp returned, failed or panicked, or the run was stopped
+//! (`flwr stop`, shutdown over a state that dies with the process). Where no Run actor is
+//! there to do it, the path that finds the run records the end: the SuperLink actor for a
+//! run whose actor could not start or died, `flwr stop` for a run without an actor,
+//! shutdown for a run whose actor did not stop in time, a restarted SuperLink for a run it
+//! cannot resume. Every one of them calls [`record`], so every ended run leaves the same
+//! record, in this order:
+//!
+//! 1. the reason as the last line of the run's log, when there is one. A completed run has
+//!    none: its status says it all, and `flwr log` of a good run ends with the app's own
+//!    lines. First, because the log is closed once the run has finished, and a follower
+//!    that sees the run finished has then seen why.
+//! 2. the final status, with the reason. Followers (`flwr log --stream`, a simulation)
+//!    wake on it through the run's signals; the metrics read it at the next sweep.
+//! 3. none of the run's messages held: undelivered instructions and untaken replies are
+//!    dropped. After the status, because a finished run takes no new instructions and a
+//!    dropped instruction can no longer be answered, so nothing for the run comes back.
+//!
+//! The first end recorded stands: a later one (a stop racing a failure) changes nothing.
+//! Suspending a run (shutdown over a durable state, see `run`) is not an end and records
+//! none.
+
+use crate::state::LinkState;
+use floret_core::{RunEvent, RunStatus, SubStatus};
+
+/// How a run ended, and why: what its record says (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RunEnd {
+    /// The ServerApp's `main` returned.
+    Completed,
+    /// The run cannot go on: the ServerApp failed or panicked, its actor died or never
+    /// started, or it cannot resume after a restart.
+    Failed(String),
+    /// Someone ended it: `flwr stop`, or a shutdown. Empty when its Run actor stopped
+    /// without being told why.
+    Stopped(String),
+}
+
+impl RunEnd {
+    /// The final status this end records.
+    pub(crate) fn status(&self) -> RunStatus {
+        RunStatus::Finished(match self {
+            RunEnd::Completed => SubStatus::Completed,
+            RunEnd::Failed(_) => SubStatus::Failed,
+            RunEnd::Stopped(_) => SubStatus::Stopped,
+        })
+    }
+
+    /// Why the run ended; empty for a completed run.
+    pub(crate) fn reason(&self) -> &str {
+        match self {
+            RunEnd::Completed => "",
+            RunEnd::Failed(reason) | RunEnd::Stopped(reason) => reason,
+        }
+    }
+
+    /// The line that closes the run's log: the reason, if there is one.
+    pub(crate) fn event(&self) -> Option<RunEvent> {
+        let reason = self.reason();
+        (!reason.is_empty()).then(|| RunEvent::Log(reason.to_string()))
+    }
+}
+
+/// Records `end` for `run_id`, in the order of the module doc; true when this call ended
+/// the run, false when it had ended already (or is unknown), which leaves it as it was.
+pub(crate) fn record(state: &dyn LinkState, run_id: u64, end: &RunEnd) -> bool {
+    if let Some(event) = end.event() {
+        // Refused once the run has finished, which is the case this call then leaves alone.
+        let _ = state.push_event(run_id, event);
+    }
+    match state.set_run_status(run_id, end.status(), end.reason()) {
+        Ok(info) => {
+            state.purge_messages(run_id);
+            tracing::info!(run_id, status = %info.status, reason = %info.reason, "run finished");
+            true
+        }
+        Err(e) => {
+            tracing::debug!(run_id, "run already finished: {e}");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_end_has_its_own_sub_status() {
+        assert_eq!(
+            RunEnd::Completed.status(),
+            RunStatus::Finished(SubStatus::Completed)
+        );
+        assert_eq!(
+            RunEnd::Failed("boom".into()).status(),
+            RunStatus::Finished(SubStatus::Failed)
+        );
+        assert_eq!(
+            RunEnd::Stopped(String::new()).status(),
+            RunStatus::Finished(SubStatus::Stopped)
+        );
+    }
+
+    #[test]
+    fn the_reason_closes_the_log_and_a_completed_run_adds_no_line() {
+        assert_eq!(RunEnd::Completed.reason(), "");
+        assert_eq!(RunEnd::Completed.event(), None);
+        let failed = RunEnd::Failed("ServerApp panicked: bug".into());
+        assert_eq!(failed.reason(), "ServerApp panicked: bug");
+        assert_eq!(
+            failed.event(),
+            Some(RunEvent::Log("ServerApp panicked: bug".into()))
+        );
+        assert_eq!(
+            RunEnd::Stopped("stopped by user".into()).event(),
+            Some(RunEvent::Log("stopped by user".into()))
+        );
+    }
+
+    #[test]
+    fn a_stop_without_a_reason_adds_no_empty_line() {
+        assert_eq!(RunEnd::Stopped(String::new()).event(), None);
+    }
+
+    #[test]
+    fn the_first_end_stands_and_a_later_one_adds_nothing() {
+        let state = crate::state::MemoryLinkState::new();
+        let run = state
+            .create_run(crate::state::NewRun::default())
+            .expect("a new run");
+        let failed = RunEnd::Failed("boom".into());
+        assert!(record(&state, run, &failed));
+        assert!(!record(&state, run, &RunEnd::Stopped("late".into())));
+        let info = state.run(run).expect("the run");
+        assert_eq!(
+            (info.status, info.reason.as_str()),
+            (failed.status(), "boom")
+        );
+        let (events, _) = state.events(run, 0).expect("its log");
+        assert_eq!(events, vec![RunEvent::Log("boom".into())]);
+    }
+}
