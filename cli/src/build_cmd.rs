@@ -24,6 +24,7 @@ pub enum Profile {
     Dev,
 }
 
+/// Flags of `flwr build`.
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
     /// The app's directory, holding its pyproject.toml and Cargo.toml.
@@ -37,8 +38,11 @@ pub struct BuildArgs {
 /// A packed FAB and its sha256 (the run's `AppRef.fab_hash`).
 #[derive(Debug, Clone)]
 pub struct PackedFab {
+    /// What the FAB says of itself: the app's manifest and the binary's target.
     pub manifest: FabManifest,
+    /// The packed FAB, as written to disk and sent to a SuperLink.
     pub bytes: Bytes,
+    /// Lowercase hex sha256 of `bytes`.
     pub hash: String,
 }
 

@@ -27,10 +27,15 @@ pub const FLWR_HOME: &str = "FLWR_HOME";
 pub struct StoredLogin {
     /// The Control API address the tokens belong to.
     pub address: String,
+    /// Who logged in, for the "logged in as" line.
     pub username: String,
+    /// Sent with every Control call; as good as the password until it expires.
     pub access_token: String,
+    /// Unix seconds after which the SuperLink refuses the access token.
     pub access_expires_at: f64,
+    /// Exchanged once for a new pair when the access token has expired.
     pub refresh_token: String,
+    /// Unix seconds after which the refresh token is refused too: log in again.
     pub refresh_expires_at: f64,
 }
 
@@ -44,6 +49,7 @@ impl std::fmt::Debug for StoredLogin {
 }
 
 impl StoredLogin {
+    /// The login to keep for the SuperLink at `address`, from the tokens it issued.
     pub fn new(address: &str, tokens: Tokens) -> StoredLogin {
         StoredLogin {
             address: address.to_owned(),

@@ -25,6 +25,7 @@ use rcgen::{
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+/// Flags of `flwr keygen`.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
     /// How many SuperNode key pairs to make.
@@ -52,6 +53,8 @@ struct Output {
     private: bool,
 }
 
+/// Makes every file and writes them, refusing to overwrite any without `--force`;
+/// returns the exit code.
 pub async fn execute(args: KeygenArgs) -> Result<i32> {
     let outputs = generate(&args)?;
     let existing: Vec<String> = outputs

@@ -42,6 +42,7 @@ use thiserror::Error;
 pub struct UserError(pub String);
 
 impl UserError {
+    /// A user error with this message: one line naming the problem and the fix.
     pub fn new(msg: impl Into<String>) -> Self {
         UserError(msg.into())
     }
@@ -56,9 +57,11 @@ impl UserError {
 /// | 2 | bad input: flags, pyproject.toml, run config, a federation without an address for `ls`/`log`/`stop`, an unknown run id, a run that already finished | bad flags or config, an address that is in use or malformed |
 /// | 130 | Ctrl-C while following a run (`run --stream`, `log --stream`): detached, the run goes on | |
 pub mod exit_code {
+    /// Done: the command did what it says, or the followed run completed.
     pub const OK: i32 = 0;
     /// The run failed or was stopped, the SuperLink is unreachable, or the runtime failed.
     pub const RUN_FAILED: i32 = 1;
+    /// Bad input: a `UserError` (flags, config files, run config, run id).
     pub const USAGE: i32 = 2;
     /// Detached from a followed run by Ctrl-C (128 + SIGINT, the shell's convention).
     pub const DETACHED: i32 = 130;

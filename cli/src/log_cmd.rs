@@ -12,6 +12,7 @@ use floret_core::RunEvent;
 use std::io::Write as _;
 use std::path::PathBuf;
 
+/// Flags of `flwr log`.
 #[derive(Debug, clap::Args)]
 pub struct LogArgs {
     /// The run, as `flwr run` printed it or `flwr ls` lists it.
@@ -29,6 +30,8 @@ pub struct LogArgs {
     pub show: bool,
 }
 
+/// Prints the run's log to stdout (following it unless `--show`), then its final status on
+/// stderr; returns the exit code, `DETACHED` after Ctrl-C.
 pub async fn execute(args: LogArgs) -> anyhow::Result<i32> {
     let project = Project::load(&args.app_dir, "flwr log RUN_ID")?;
     let remote = Remote::from_project(&project, args.federation.as_deref(), "flwr log")?;

@@ -18,6 +18,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Flags of `flwr login`.
 #[derive(Debug, clap::Args)]
 pub struct LoginArgs {
     /// The app's directory, holding the pyproject.toml that names the federation.
@@ -37,6 +38,7 @@ pub struct LoginArgs {
     pub api_token_stdin: bool,
 }
 
+/// Flags of `flwr logout`.
 #[derive(Debug, clap::Args)]
 pub struct LogoutArgs {
     /// The app's directory, holding the pyproject.toml that names the federation.
@@ -46,9 +48,11 @@ pub struct LogoutArgs {
     pub federation: Option<String>,
 }
 
+/// Flags of `flwr hash-password`: none, the secret comes from stdin.
 #[derive(Debug, clap::Args)]
 pub struct HashPasswordArgs {}
 
+/// Logs in, stores the tokens and proves they work with one call; returns the exit code.
 pub async fn execute(args: LoginArgs) -> anyhow::Result<i32> {
     let project = Project::load(&args.app_dir, "flwr login")?;
     let remote = Remote::from_project(&project, args.federation.as_deref(), "flwr login")?;
@@ -77,6 +81,8 @@ pub async fn execute(args: LoginArgs) -> anyhow::Result<i32> {
     Ok(exit_code::OK)
 }
 
+/// Forgets the stored tokens of the federation's SuperLink (they are not revoked there:
+/// they lapse at their expiry); returns the exit code.
 pub async fn logout(args: LogoutArgs) -> anyhow::Result<i32> {
     let project = Project::load(&args.app_dir, "flwr logout")?;
     let remote = Remote::from_project(&project, args.federation.as_deref(), "flwr logout")?;

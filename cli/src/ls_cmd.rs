@@ -11,6 +11,7 @@ use floret_core::RunInfo;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
+/// Flags of `flwr ls`.
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
     /// The app's directory, holding the pyproject.toml that names the federation.
@@ -26,6 +27,7 @@ pub struct LsArgs {
     pub format: Format,
 }
 
+/// Prints the SuperLink's runs (or one) as a table or JSON; returns the exit code.
 pub async fn execute(args: LsArgs) -> anyhow::Result<i32> {
     let project = Project::load(&args.app_dir, "flwr ls")?;
     let remote = Remote::from_project(&project, args.federation.as_deref(), "flwr ls")?;

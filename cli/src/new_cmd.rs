@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
+/// Flags of `flwr new`.
 #[derive(Debug, clap::Args)]
 pub struct NewArgs {
     /// The app's name: its directory, Cargo package and project name (lowercase letters,

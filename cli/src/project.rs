@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 pub struct Project {
     /// `APP_DIR/pyproject.toml`, for error messages.
     pub manifest_path: PathBuf,
+    /// The parsed and validated `[project]` and `[tool.flwr]` tables.
     pub manifest: AppManifest,
 }
 

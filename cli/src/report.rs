@@ -21,13 +21,16 @@ use tokio::time::Instant;
 /// How results are printed (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Text for people: tables, and for a followed run its progress and a metrics table.
     Default,
+    /// JSON on stdout for scripts; progress and warnings stay on stderr.
     Json,
 }
 
 /// A finished round and how long it took, as this process saw its start and end events.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Round {
+    /// The strategy's summary of the round: per phase, nodes sampled, replies, metrics.
     pub summary: RoundSummary,
     /// `None` when the round's start event was not seen.
     pub duration: Option<Duration>,
@@ -36,17 +39,25 @@ pub struct Round {
 /// Where the run's history files go, and what they name the run by.
 #[derive(Debug, Clone)]
 pub struct HistoryTarget {
+    /// The directory the files go to, checked before the run started.
     pub destination: Destination,
+    /// The app's name from its manifest, recorded in `history.json`.
     pub app: String,
+    /// The federation's name, recorded in `history.json`.
     pub federation: String,
 }
 
 /// How a run ended, as the final report tells it.
 #[derive(Debug, Clone, Copy)]
 pub struct Ending<'a> {
+    /// The run, as the SuperLink or simulation numbered it.
     pub run_id: u64,
+    /// Its final status, or `Running` when `flwr` stopped following it before the end.
     pub status: RunStatus,
+    /// Why it ended as it did (or why following stopped); empty when there is nothing to
+    /// add to the status.
     pub reason: &'a str,
+    /// Wall time from the run's submission (or the simulation's start) to now.
     pub wall: Duration,
 }
 
@@ -89,6 +100,8 @@ impl Reporter {
         self
     }
 
+    /// Takes one event of the run: a log line is printed (above the bar, if any), a
+    /// finished round is kept for the report and moves the bar.
     pub fn on_event(&mut self, event: &RunEvent) {
         match event {
             RunEvent::Log(line) => self.line(line),

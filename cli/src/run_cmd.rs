@@ -26,6 +26,7 @@ use std::process::Command;
 use std::sync::Arc;
 use tokio::time::Instant;
 
+/// Flags of `flwr run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The app's directory, holding its pyproject.toml.
@@ -56,8 +57,11 @@ pub struct RunArgs {
 /// config with the user's overrides applied and checked against the manifest's keys.
 #[derive(Debug, Clone)]
 pub struct Prepared {
+    /// The app directory and its manifest.
     pub project: Project,
+    /// The federation chosen by name or by the manifest's `default`.
     pub federation: Federation,
+    /// The manifest's run config with the overrides applied.
     pub run_config: UserConfig,
 }
 
@@ -194,7 +198,9 @@ pub fn app_ref(project: &Project) -> AppRef {
 /// How a simulation reports: the console format and `--output-dir`.
 #[derive(Debug, Clone, Copy)]
 pub struct Output<'a> {
+    /// `--format`.
     pub format: Format,
+    /// `--output-dir`; `None`: a new directory under the app's `runs/`.
     pub dir: Option<&'a Path>,
 }
 

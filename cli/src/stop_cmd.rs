@@ -6,6 +6,7 @@ use crate::project::Project;
 use crate::remote::Remote;
 use std::path::PathBuf;
 
+/// Flags of `flwr stop`.
 #[derive(Debug, clap::Args)]
 pub struct StopArgs {
     /// The run to stop, as `flwr ls` lists it.
@@ -17,6 +18,7 @@ pub struct StopArgs {
     pub federation: Option<String>,
 }
 
+/// Asks the federation's SuperLink to stop the run; returns the exit code.
 pub async fn execute(args: StopArgs) -> anyhow::Result<i32> {
     let project = Project::load(&args.app_dir, "flwr stop RUN_ID")?;
     let remote = Remote::from_project(&project, args.federation.as_deref(), "flwr stop")?;

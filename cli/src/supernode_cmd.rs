@@ -14,12 +14,16 @@ use floret_transport::auth::NodePublicKey;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
+/// Flags of `flwr supernode`: one of its subcommands.
 #[derive(Debug, clap::Args)]
 pub struct SupernodeArgs {
+    /// What to do with the allow-list.
     #[command(subcommand)]
     pub command: SupernodeCommand,
 }
 
+/// The subcommands of `flwr supernode`, each a change to or a look at the SuperLink's
+/// allow-list of SuperNode keys.
 #[derive(Debug, clap::Subcommand)]
 pub enum SupernodeCommand {
     /// Allow a SuperNode's public key (an OpenSSH `.pub` file or PEM); prints its node id.
@@ -34,8 +38,10 @@ pub enum SupernodeCommand {
     },
     /// List the SuperNodes the SuperLink knows: id, key fingerprint, status, times.
     List {
+        /// The app's directory, holding the pyproject.toml that names the federation.
         #[arg(default_value = ".")]
         app_dir: PathBuf,
+        /// A federation with an address; defaults to the one named by `default`.
         federation: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Default)]
@@ -45,12 +51,15 @@ pub enum SupernodeCommand {
     Unregister {
         /// The node id, as `flwr supernode list` shows it.
         node_id: u64,
+        /// The app's directory, holding the pyproject.toml that names the federation.
         #[arg(default_value = ".")]
         app_dir: PathBuf,
+        /// A federation with an address; defaults to the one named by `default`.
         federation: Option<String>,
     },
 }
 
+/// Runs the subcommand against the federation's SuperLink; returns the exit code.
 pub async fn execute(args: SupernodeArgs) -> anyhow::Result<i32> {
     match args.command {
         SupernodeCommand::Register {

@@ -10,20 +10,35 @@ use thiserror::Error;
 pub enum DecodeError {
     /// The bytes are not a protobuf encoding of the expected message at all.
     #[error("{what} is not valid protobuf: {reason}")]
-    Malformed { what: &'static str, reason: String },
+    Malformed {
+        /// The message type that was expected, e.g. `Message`.
+        what: &'static str,
+        /// prost's reason.
+        reason: String,
+    },
     /// A sub-message that must be present is absent.
     #[error("{field} is missing")]
-    Missing { field: String },
+    Missing {
+        /// Path of the absent field from the top-level message.
+        field: String,
+    },
     /// A union (protobuf `oneof`) with none of its alternatives set, e.g. a record value
     /// without a value: usually a peer speaking a newer schema.
     #[error("{field} has no value (expected one of: {expected})")]
     NoValue {
+        /// Path of the union from the top-level message.
         field: String,
+        /// The alternatives this side knows, for the message.
         expected: &'static str,
     },
     /// The field is present but its value is not acceptable.
     #[error("{field}: {problem}")]
-    Invalid { field: String, problem: String },
+    Invalid {
+        /// Path of the field from the top-level message.
+        field: String,
+        /// What is wrong with its value.
+        problem: String,
+    },
 }
 
 /// Where in a message a value sits: a cheap, stack-allocated path that is rendered only when

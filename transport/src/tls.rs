@@ -38,40 +38,79 @@ fn provider() -> Arc<CryptoProvider> {
 /// Why TLS material could not be used. Each message names the file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A file could not be read (missing, no permission).
     #[error("cannot read the {what} {}: {reason}", path.display())]
     Read {
+        /// What the file is, for the message (e.g. "CA certificate").
         what: &'static str,
+        /// The path as it was given.
         path: PathBuf,
+        /// The I/O error, worded for a user.
         reason: String,
     },
+    /// A file meant to hold certificates holds no PEM certificate block.
     #[error(
         "the {what} {} holds no PEM certificate (a '-----BEGIN CERTIFICATE-----' block): pass the certificate file, not a key or a CSR",
         path.display()
     )]
-    NoCertificate { what: &'static str, path: PathBuf },
+    NoCertificate {
+        /// What the file is, for the message.
+        what: &'static str,
+        /// The path as it was given.
+        path: PathBuf,
+    },
+    /// The key file holds no PEM private key block.
     #[error(
         "the key file {} holds no PEM private key ('-----BEGIN PRIVATE KEY-----', 'EC PRIVATE KEY' or 'RSA PRIVATE KEY'): pass the private key of the certificate",
         path.display()
     )]
-    NoKey { path: PathBuf },
+    NoKey {
+        /// The key file as it was given.
+        path: PathBuf,
+    },
+    /// The key file holds a private key block that cannot be parsed.
     #[error("the key file {}: {reason}", path.display())]
-    BadKey { path: PathBuf, reason: String },
+    BadKey {
+        /// The key file as it was given.
+        path: PathBuf,
+        /// What the PEM parser objected to.
+        reason: String,
+    },
+    /// Certificate and key were both read but are not a pair.
     #[error(
         "the private key {} does not belong to the certificate {}: pass the key that was generated with that certificate",
         key.display(), cert.display()
     )]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file that does not match it.
+        key: PathBuf,
+    },
+    /// A certificate that is not valid PEM or DER, or not usable as a CA root.
     #[error("the certificate {} cannot be used: {reason}", path.display())]
-    BadCertificate { path: PathBuf, reason: String },
+    BadCertificate {
+        /// The certificate file as it was given.
+        path: PathBuf,
+        /// What rustls or webpki objected to.
+        reason: String,
+    },
+    /// The server's own certificate does not chain to the CA it was told to use, so its
+    /// clients would refuse it: caught at start rather than at every handshake.
     #[error(
         "the certificate {} is not valid under the CA {}: {reason}; issue a new one signed by that CA (e.g. with 'flwr keygen')",
         cert.display(), ca.display()
     )]
     NotTrusted {
+        /// The server's certificate file.
         cert: PathBuf,
+        /// The CA certificate file it was checked against.
         ca: PathBuf,
+        /// Why webpki refused the chain (expired, wrong issuer, wrong usage, ...).
         reason: String,
     },
+    /// rustls refused to build a configuration from material that did load (rare: an
+    /// unsupported key type or protocol set), or a certificate could not be generated.
     #[error("cannot make a TLS configuration: {0}")]
     Config(String),
 }

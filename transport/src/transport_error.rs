@@ -45,22 +45,37 @@ impl Api {
     }
 }
 
+/// Why a listener or a client connection could not be set up; each message says what to
+/// change (usually which flag).
 #[derive(Debug, Error)]
 pub enum TransportError {
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {}", bind_advice(*.api, .source))]
     Bind {
+        /// The service the socket was for: picks the flag the message suggests.
         api: Api,
+        /// The address that was asked for.
         addr: SocketAddr,
+        /// The operating system's reason (address in use, permission denied, ...).
         #[source]
         source: io::Error,
     },
     /// An address that is not `HOST:PORT`.
     #[error("invalid address {address:?}: {problem}")]
-    InvalidAddress { address: String, problem: String },
+    InvalidAddress {
+        /// The address as it was given.
+        address: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The peer could not be reached (connection refused, timed out, name not resolved).
     #[error("cannot reach the SuperLink at {address}: {reason}")]
-    Connect { address: String, reason: String },
+    Connect {
+        /// The address dialled, as it was given.
+        address: String,
+        /// The underlying error, worded for a user.
+        reason: String,
+    },
     /// Certificates or keys that cannot be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),

@@ -17,8 +17,11 @@ use std::str::FromStr;
 /// See the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolation {
+    /// The daemon starts and watches the app process itself (`--isolation subprocess`).
     #[default]
     Subprocess,
+    /// The daemon starts nothing and waits for an app process started elsewhere to claim
+    /// the run (`--isolation process`).
     Process,
 }
 
@@ -51,6 +54,7 @@ pub const TRACEPARENT: &str = "TRACEPARENT";
 /// Everything a daemon needs to start FAB apps. Cloning shares the process registry.
 #[derive(Debug, Clone)]
 pub struct AppLauncher {
+    /// Whether the daemon starts app processes itself or waits for them to connect.
     pub isolation: Isolation,
     /// Where binaries (and, on a SuperNode, packed FABs) are kept by hash.
     pub cache: FabCache,
@@ -61,6 +65,8 @@ pub struct AppLauncher {
 }
 
 impl AppLauncher {
+    /// A launcher with no app processes yet; `appio_address` must be the bound address
+    /// (see the field).
     pub fn new(isolation: Isolation, cache: FabCache, appio_address: String) -> AppLauncher {
         AppLauncher {
             isolation,

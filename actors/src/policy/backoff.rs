@@ -73,7 +73,9 @@ impl Backoff {
 /// Which limit ended the retrying, named as the SuperNode's flags name it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Limit {
+    /// `--max-retries` was reached: this many retries after the first failed attempt.
     Retries(u32),
+    /// `--max-wait-time` was reached: the outage lasted this long.
     WaitTime(Duration),
 }
 
@@ -89,7 +91,9 @@ impl fmt::Display for Limit {
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RetryDecision {
+    /// Try again once this delay (backoff with jitter) has passed.
     RetryAfter(Duration),
+    /// Stop retrying: the budget is spent, and this is the limit that spent it.
     GiveUp(Limit),
 }
 

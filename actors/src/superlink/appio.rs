@@ -42,6 +42,7 @@ struct Session {
 /// An open session, held by the run's `ExternalServerApp`; dropping it closes the session.
 pub struct SessionGuard {
     io: Arc<LinkAppIo>,
+    /// The secret an app process presents on every call to act for this run.
     pub token: String,
     /// The outcome the app process reports with `finish`.
     pub outcome: oneshot::Receiver<AppOutcome>,
@@ -54,6 +55,7 @@ impl Drop for SessionGuard {
 }
 
 impl LinkAppIo {
+    /// A ServerAppIo with no sessions, over the SuperLink's state.
     pub fn new(state: Arc<dyn LinkState>) -> LinkAppIo {
         LinkAppIo {
             state,

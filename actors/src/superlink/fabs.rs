@@ -40,7 +40,10 @@ const EXIT_GRACE: Duration = Duration::from_secs(10);
 /// What a SuperLink needs to run FABs: its ServerAppIo and how to start app processes.
 #[derive(Clone)]
 pub struct LinkFabs {
+    /// The ServerAppIo service the app processes connect to; each FAB run opens a session
+    /// on it.
     pub io: Arc<LinkAppIo>,
+    /// Starts (or waits for) the ServerApp processes, per `--isolation`.
     pub launcher: AppLauncher,
 }
 

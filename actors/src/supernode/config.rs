@@ -65,8 +65,10 @@ impl SuperNodeConfig {
 /// Why a SuperNode stopped on its own.
 #[derive(Debug, Error)]
 pub enum SuperNodeError {
+    /// A setting is out of range; the text names it.
     #[error("invalid SuperNode configuration: {0}")]
     Config(String),
+    /// The SuperLink stayed unreachable until the retry budget was spent.
     #[error(
         "gave up connecting to the SuperLink at {superlink} after {attempts} attempts in \
          {:.1} s ({limit} reached); last error: {last_error}. Check that the SuperLink is \
@@ -74,19 +76,30 @@ pub enum SuperNodeError {
         elapsed.as_secs_f64()
     )]
     GaveUp {
+        /// The SuperLink's address, as configured.
         superlink: String,
+        /// Failed attempts in this outage, the first included.
         attempts: u32,
+        /// How long the outage lasted, from its first failed attempt.
         elapsed: Duration,
+        /// The limit that ended the retrying.
         limit: Limit,
+        /// The error of the last attempt, usually the most telling.
         last_error: FleetError,
     },
+    /// The SuperLink answered but refused the node (e.g. not authenticated): retrying
+    /// would not help.
     #[error("the SuperLink at {superlink} refused this SuperNode: {error}")]
     Refused {
+        /// The SuperLink's address, as configured.
         superlink: String,
+        /// Its answer.
         error: FleetError,
     },
+    /// The actor system would not start the SuperNode actor.
     #[error("could not start the SuperNode actor: {0}")]
     Spawn(String),
+    /// The SuperNode actor panicked or stopped without reporting an outcome.
     #[error("the SuperNode actor stopped unexpectedly: {0}")]
     Crashed(String),
 }

@@ -29,7 +29,10 @@ use std::time::Duration;
 /// What a SuperNode needs to run FABs: its ClientAppIo and how to start app processes.
 #[derive(Clone)]
 pub struct NodeFabs {
+    /// The ClientAppIo service the app processes connect to; each message for a FAB app is
+    /// handed over through it.
     pub io: Arc<NodeAppIo>,
+    /// Starts (or waits for) the ClientApp processes, per `--isolation`.
     pub launcher: AppLauncher,
 }
 

@@ -31,7 +31,9 @@ pub enum Role {
 /// One user of the accounts file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
+    /// The name the user logs in with; unique within the file.
     pub name: String,
+    /// Which runs the user may see and stop.
     pub role: Role,
     /// Argon2 PHC string of the password; `None`: no password login.
     pub password_hash: Option<String>,
@@ -48,15 +50,27 @@ pub struct Accounts {
 /// Why an accounts file was refused: one line naming the place and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AccountsError {
+    /// Not valid TOML, or keys the file format does not have.
     #[error("line {line}: {message}")]
-    Syntax { line: usize, message: String },
+    Syntax {
+        /// 1-based line of the error.
+        line: usize,
+        /// The TOML parser's message, on one line.
+        message: String,
+    },
+    /// The file defines no users, so nobody could log in.
     #[error("no users: add at least one [[users]] table with name and password-hash")]
     Empty,
+    /// One user's entry is unusable (empty or duplicate name, unknown role, no usable hash).
     #[error("user {user:?} (line {line}): {problem}: {fix}")]
     User {
+        /// The user's name as written.
         user: String,
+        /// 1-based line of the user's name.
         line: usize,
+        /// What is wrong.
         problem: String,
+        /// What to change in the file.
         fix: &'static str,
     },
 }
@@ -164,6 +178,7 @@ impl Accounts {
         Ok(Accounts { users })
     }
 
+    /// Every account, in the order of the file.
     pub fn users(&self) -> &[Account] {
         &self.users
     }

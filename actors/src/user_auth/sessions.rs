@@ -52,6 +52,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// No sessions yet; tokens issued later live as long as `lifetimes` says.
     pub fn new(lifetimes: TokenLifetimes) -> Sessions {
         Sessions {
             lifetimes,
@@ -134,6 +135,7 @@ impl Sessions {
         self.sessions.len()
     }
 
+    /// Whether no session is open.
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
     }

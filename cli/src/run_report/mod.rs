@@ -25,7 +25,9 @@ use thiserror::Error;
 
 /// The file names inside the output directory.
 pub const HISTORY_JSON: &str = "history.json";
+/// See [`HISTORY_JSON`].
 pub const HISTORY_CSV: &str = "history.csv";
+/// See [`HISTORY_JSON`].
 pub const METRICS_SVG: &str = "metrics.svg";
 
 /// Where the history files of one run go, checked to be writable.
@@ -46,17 +48,22 @@ enum Kind {
 
 /// The history of a run, as the console report has it.
 pub struct History<'a> {
+    /// The app's name from its manifest.
     pub app: &'a str,
+    /// The federation the run ran on.
     pub federation: &'a str,
+    /// Why the run ended as it did; empty when the status says it all.
     pub reason: &'a str,
     /// The `--format json` object (`run_id`, `status`, `wall_s`, `rounds`).
     pub report: Value,
+    /// Every finished round, in order, for the CSV and the plot.
     pub rounds: &'a [Round],
 }
 
 /// The files written for a run.
 #[derive(Debug, Clone)]
 pub struct Written {
+    /// The directory holding the three files.
     pub dir: PathBuf,
 }
 

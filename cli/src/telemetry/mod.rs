@@ -87,7 +87,9 @@ pub fn pass_on_to_children(args: &TelemetryArgs) {
 /// error here, before a port is bound or a run started.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// The `EnvFilter` directive: `--log-level`, else `RUST_LOG`, else the binary's default.
     pub filter: String,
+    /// `--log-format`, or text.
     pub format: LogFormat,
     /// The collector, when tracing is on.
     pub endpoint: Option<String>,

@@ -223,6 +223,7 @@ impl NodeKeyPair {
         NodeKeyPair::parse(&read(path)?).map_err(|e| e.in_file(path))
     }
 
+    /// The public half: what the SuperLink's allow-list names and what verifies signatures.
     pub fn public_key(&self) -> &NodePublicKey {
         &self.public
     }

@@ -24,9 +24,13 @@ use base64::engine::general_purpose::STANDARD;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Metadata header carrying the node's public key (base64 SPKI DER): who signed.
 pub const HEADER_NODE_KEY: &str = "floret-node-key";
+/// Metadata header carrying the signing time, unix milliseconds in decimal.
 pub const HEADER_TIMESTAMP: &str = "floret-auth-timestamp";
+/// Metadata header carrying the single-use nonce, 32 lowercase hex digits.
 pub const HEADER_NONCE: &str = "floret-auth-nonce";
+/// Metadata header carrying the base64 r‖s signature over path, timestamp, nonce and key.
 pub const HEADER_SIGNATURE: &str = "floret-auth-signature";
 
 /// How far a request's timestamp may be from the SuperLink's clock, either way.
@@ -41,9 +45,13 @@ const MAX_HEADER_LEN: usize = 512;
 /// The four header values of one signed request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignedHeaders {
+    /// Value of [`HEADER_NODE_KEY`].
     pub node_key: String,
+    /// Value of [`HEADER_TIMESTAMP`].
     pub timestamp: String,
+    /// Value of [`HEADER_NONCE`].
     pub nonce: String,
+    /// Value of [`HEADER_SIGNATURE`].
     pub signature: String,
 }
 
@@ -116,6 +124,8 @@ impl Default for Verifier {
 }
 
 impl Verifier {
+    /// A verifier that accepts timestamps within `window` of its clock, either way, and
+    /// remembers each nonce for that long so that a copied request is refused.
     pub fn new(window: Duration) -> Verifier {
         Verifier::with_capacity(window, REPLAY_CAPACITY)
     }

@@ -45,7 +45,10 @@ pub(crate) fn sign<T>(key: Option<&NodeKeyPair>, path: &str, body: T) -> Request
 /// allow-list whether the signer may do what the request asks.
 #[derive(Clone)]
 pub struct NodeAuth {
+    /// Checks headers, clock window and signature, and refuses replayed nonces; shared so
+    /// that every connection sees the same replay cache.
     pub verifier: Arc<Verifier>,
+    /// Decides whether a verified key may act as a node, or as a given node.
     pub authority: Arc<dyn NodeAuthority>,
 }
 
@@ -66,6 +69,7 @@ pub(crate) enum Claim {
 }
 
 impl NodeAuth {
+    /// Node authentication against `authority`, with the default clock window.
     pub fn new(authority: Arc<dyn NodeAuthority>) -> NodeAuth {
         NodeAuth {
             verifier: Arc::new(Verifier::default()),

@@ -88,10 +88,10 @@ const MAX_FRAME: u32 = 1024 * 1024;
 /// Settings of a gRPC server (SuperLink side).
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// When to send HTTP/2 pings on an idle connection, and how long to wait for the
-    /// answer before closing it: finds SuperNodes that vanished without closing their
-    /// streams. Defaults 30 s and 20 s.
+    /// When to send HTTP/2 pings on an idle connection: finds SuperNodes that vanished
+    /// without closing their streams. Default 30 s.
     pub keepalive_interval: Duration,
+    /// How long to wait for a ping's answer before closing the connection. Default 20 s.
     pub keepalive_timeout: Duration,
     /// How messages sent to nodes are split into chunks.
     pub chunking: ChunkPolicy,
@@ -132,9 +132,10 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Time allowed for one unary call (one chunk, one push). Default 60 s.
     pub request_timeout: Duration,
-    /// HTTP/2 pings, also while idle, so that a dead SuperLink ends a `Subscribe` stream.
-    /// Defaults 30 s and 20 s.
+    /// When to send HTTP/2 pings, also while idle, so that a dead SuperLink ends a
+    /// `Subscribe` stream. Default 30 s.
     pub keepalive_interval: Duration,
+    /// How long to wait for a ping's answer before giving the connection up. Default 20 s.
     pub keepalive_timeout: Duration,
     /// Chunks fetched or uploaded at once. Default 4.
     pub transfer_concurrency: usize,

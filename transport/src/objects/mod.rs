@@ -75,11 +75,16 @@ pub struct TransferStats {
     pub chunks_hashed: u64,
     /// Chunks sent to the peer (served by PullObject, or uploaded by PushObject).
     pub chunks_sent: u64,
+    /// Payload bytes of those chunks.
     pub bytes_sent: u64,
     /// Chunks received and checked against their ids.
     pub chunks_received: u64,
+    /// Payload bytes of those chunks.
     pub bytes_received: u64,
+    /// Chunks held now (a gauge, unlike the counters above): see the type's doc for what
+    /// "held" means on each side.
     pub chunks_held: u64,
+    /// Payload bytes of the chunks held now.
     pub bytes_held: u64,
 }
 
