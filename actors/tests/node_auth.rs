@@ -2,7 +2,8 @@
 //! register, and a key keeps its node id.
 
 use bytes::Bytes;
-use floret_actors::{HeartbeatPolicy, LinkFleet, LinkState, MemoryLinkState};
+use floret_actors::state::prelude::*;
+use floret_actors::{HeartbeatPolicy, LinkFleet, MemoryLinkState};
 use floret_core::{Fleet, FleetError, NodeAuthority, RegisterNode};
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! Supervision policies of the SuperLink side, driven through real actors.
 
 use async_trait::async_trait;
+use floret_actors::state::RunStore;
 use floret_actors::{
     LinkState, MemoryLinkState, NewRun, RunStatus, SubStatus, SuperLink, SuperLinkMsg,
 };

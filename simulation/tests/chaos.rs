@@ -1,7 +1,8 @@
 //! `options.chaos.*` on a real simulation: the quickstart app, FedAvg and the virtual fleet.
 //! The fault counts each round reports are the ones the seeded decisions predict.
 
-use floret_actors::{LinkState, MemoryLinkState, RunStatus, SubStatus};
+use floret_actors::state::SimulationStore;
+use floret_actors::{MemoryLinkState, RunStatus, SubStatus};
 use floret_core::run_config::{apply_overrides, parse_overrides};
 use floret_core::{AppManifest, AppRef, RoundSummary, RunEvent, message_type};
 use floret_simulation::node_ids::node_id;
@@ -36,7 +37,7 @@ async fn run_quickstart(
         server_app: floret_app_quickstart::server_app(),
         client_app: floret_app_quickstart::client_app(),
     };
-    let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::new());
     let mut rounds = Vec::new();
     let outcome = floret_simulation::run_with(&options, chaos, state, run, |e| {
         if let RunEvent::RoundFinished(s) = e {
