@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use bytes::Bytes;
-use floret_actors::{HeartbeatPolicy, LinkFleet, LinkState, MemoryLinkState};
+use floret_actors::state::prelude::*;
+use floret_actors::{HeartbeatPolicy, LinkFleet, MemoryLinkState};
 use floret_core::{Fleet, FleetError, NodeAuthority, RegisterNode};
 use std::sync::Arc;
 

@@ -18,6 +18,7 @@ mod common;
 use async_trait::async_trait;
 use bytes::Bytes;
 use common::*;
+use floret_actors::state::prelude::*;
 use floret_actors::state::{RunSignals, StateError, Sweep};
 use floret_actors::{
     AppLauncher, FabCache, HeartbeatPolicy, Isolation, LinkAppIo, LinkFabs, LinkState,
@@ -232,22 +233,23 @@ impl NodeAuthority for Durable {
     }
 }
 
-impl LinkState for Durable {
-    fn is_durable(&self) -> bool {
-        true
-    }
+impl RunStore for Durable {
     fn create_run(&self, run: NewRun) -> Result<u64, StateError> {
         self.0.create_run(run)
     }
+
     fn run(&self, run_id: u64) -> Option<RunInfo> {
         self.0.run(run_id)
     }
+
     fn runs(&self) -> Vec<RunInfo> {
         self.0.runs()
     }
+
     fn run_status(&self, run_id: u64) -> Option<RunStatus> {
         self.0.run_status(run_id)
     }
+
     fn set_run_status(
         &self,
         run_id: u64,
@@ -256,33 +258,47 @@ impl LinkState for Durable {
     ) -> Result<RunInfo, StateError> {
         self.0.set_run_status(run_id, status, reason)
     }
+
     fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError> {
         self.0.signals(run_id)
     }
+}
+
+impl NodeStore for Durable {
     fn create_node(&self, lease: NodeLease) -> Result<u64, StateError> {
         self.0.create_node(lease)
     }
+
     fn renew_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError> {
         self.0.renew_node(node_id, lease)
     }
-    fn register_nodes(&self, node_ids: &[u64]) {
-        self.0.register_nodes(node_ids)
+
+    fn activate_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError> {
+        self.0.activate_node(node_id, lease)
     }
+
     fn unregister_node(&self, node_id: u64, reason: &str, now: f64) -> bool {
         self.0.unregister_node(node_id, reason, now)
     }
+
     fn node_ids(&self) -> NodeSet {
         self.0.node_ids()
     }
+
     fn has_node(&self, node_id: u64) -> bool {
         self.0.has_node(node_id)
     }
+
     fn node_signal(&self, node_id: u64) -> Result<Arc<Notify>, StateError> {
         self.0.node_signal(node_id)
     }
+
     fn sweep(&self, now: f64) -> Sweep {
         self.0.sweep(now)
     }
+}
+
+impl MessageStore for Durable {
     fn push_instructions(
         &self,
         run_id: u64,
@@ -291,24 +307,23 @@ impl LinkState for Durable {
     ) -> Result<Vec<String>, StateError> {
         self.0.push_instructions(run_id, messages, now)
     }
+
     fn pull_instructions(&self, node_id: u64, limit: usize) -> Result<Vec<Message>, StateError> {
         self.0.pull_instructions(node_id, limit)
     }
+
     fn redeliver(&self, node_id: u64) -> Result<usize, StateError> {
         self.0.redeliver(node_id)
     }
-    fn pull_any_instructions(&self, limit: usize) -> Vec<Message> {
-        self.0.pull_any_instructions(limit)
-    }
-    fn instructions_ready(&self) -> &Notify {
-        self.0.instructions_ready()
-    }
+
     fn push_reply(&self, reply: Message, now: f64) -> Result<(), StateError> {
         self.0.push_reply(reply, now)
     }
+
     fn take_replies(&self, run_id: u64) -> Result<Vec<Message>, StateError> {
         self.0.take_replies(run_id)
     }
+
     fn take_replies_to(
         &self,
         run_id: u64,
@@ -316,53 +331,79 @@ impl LinkState for Durable {
     ) -> Result<Vec<Message>, StateError> {
         self.0.take_replies_to(run_id, message_ids)
     }
+
     fn purge_messages(&self, run_id: u64) {
         self.0.purge_messages(run_id)
     }
+
     fn held_messages(&self) -> usize {
         self.0.held_messages()
     }
+}
+
+impl EventLog for Durable {
     fn push_event(&self, run_id: u64, event: RunEvent) -> Result<(), StateError> {
         self.0.push_event(run_id, event)
     }
+
     fn events(&self, run_id: u64, from: usize) -> Result<(Vec<RunEvent>, usize), StateError> {
         self.0.events(run_id, from)
     }
+}
+
+impl FabStore for Durable {
     fn store_fab(&self, fab_hash: &str, packed: Bytes) -> Result<(), StateError> {
         self.0.store_fab(fab_hash, packed)
     }
+
     fn fab(&self, fab_hash: &str) -> Option<Bytes> {
         self.0.fab(fab_hash)
     }
+}
+
+impl NodeKeyStore for Durable {
     fn set_node_auth(&self, required: bool) {
         self.0.set_node_auth(required)
     }
+
     fn node_auth(&self) -> bool {
         self.0.node_auth()
     }
+
     fn allow_node_key(&self, public_key: Bytes, now: f64) -> Result<u64, StateError> {
         self.0.allow_node_key(public_key, now)
     }
+
     fn disallow_node(&self, node_id: u64) -> Option<Bytes> {
         self.0.disallow_node(node_id)
     }
+
     fn node_id_of_key(&self, public_key: &[u8]) -> Option<u64> {
         self.0.node_id_of_key(public_key)
     }
-    fn activate_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError> {
-        self.0.activate_node(node_id, lease)
-    }
+
     fn node_seen(&self, node_id: u64, now: f64) {
         self.0.node_seen(node_id, now)
     }
+
     fn nodes_info(&self) -> Vec<NodeInfo> {
         self.0.nodes_info()
     }
+}
+
+impl CheckpointStore for Durable {
     fn save_checkpoint(&self, run_id: u64, checkpoint: Bytes) -> Result<(), StateError> {
         self.0.save_checkpoint(run_id, checkpoint)
     }
+
     fn checkpoint(&self, run_id: u64) -> Result<Option<Bytes>, StateError> {
         self.0.checkpoint(run_id)
+    }
+}
+
+impl LinkState for Durable {
+    fn is_durable(&self) -> bool {
+        true
     }
 }
 

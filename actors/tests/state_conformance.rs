@@ -1,14 +1,16 @@
 //! One suite, two stores: every test here runs against `MemoryLinkState` and against
 //! `SqliteLinkState`, so the durable store is held to the same contract as the reference
-//! (the docs on `LinkState`). Tests only the SQLite store can fail (restart, refusing bad
-//! files, a flat file over a long run) follow in `sqlite_only`.
+//! (the docs on `LinkState`). What only the in-memory store offers (`SimulationStore`, for a
+//! simulation's virtual fleet) is tested in `memory_only`; tests only the SQLite store can
+//! fail (restart, refusing bad files, a flat file over a long run) follow in `sqlite_only`.
 
 // Tests and benches may unwrap (a failure is the test failing) and read real time.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use bytes::Bytes;
+use floret_actors::state::prelude::*;
 use floret_actors::state::{
-    LinkState, MemoryLinkState, NewRun, NodeLease, OpenError, SqliteLinkState, StateError, Sweep,
+    MemoryLinkState, NewRun, NodeLease, OpenError, SqliteLinkState, StateError, Sweep,
 };
 use floret_core::{
     AppRef, Array, ArrayRecord, Message, MessageError, Payload, RecordDict, RunEvent, RunStatus,
@@ -44,7 +46,6 @@ conformance!(
     instructions_reach_their_node_and_replies_their_run,
     a_reply_is_accepted_once_and_only_from_its_node,
     redeliver_requeues_unanswered_deliveries_in_order,
-    pull_any_serves_nodes_in_arrival_order_within_the_limit,
     take_replies_to_takes_only_the_named_replies,
     purge_drops_one_runs_messages,
     an_instruction_to_an_unknown_node_is_answered_at_once,
@@ -68,6 +69,13 @@ fn lease(until: f64) -> NodeLease {
     NodeLease {
         heartbeat_interval: 10.0,
         online_until: until,
+    }
+}
+
+/// Registers nodes under known ids with a lease that outlasts every test.
+fn connect(s: &dyn LinkState, node_ids: &[u64]) {
+    for &id in node_ids {
+        s.activate_node(id, lease(1e9)).unwrap();
     }
 }
 
@@ -208,7 +216,7 @@ fn events_are_read_from_a_cursor_and_closed_when_the_run_finishes(s: &dyn LinkSt
 }
 
 fn only_running_runs_send(s: &dyn LinkState) {
-    s.register_nodes(&[1]);
+    connect(s, &[1]);
     let pending = s.create_run(NewRun::default()).unwrap();
     assert_eq!(
         s.push_instructions(pending, vec![msg(1, "train")], 0.0),
@@ -222,7 +230,7 @@ fn only_running_runs_send(s: &dyn LinkState) {
 }
 
 fn instructions_reach_their_node_and_replies_their_run(s: &dyn LinkState) {
-    s.register_nodes(&[5, 6]);
+    connect(s, &[5, 6]);
     let run = running_run(s);
     let mut m = msg(6, "train").with_group_id("2");
     m.metadata.src_node_id = 99;
@@ -267,7 +275,7 @@ fn instructions_reach_their_node_and_replies_their_run(s: &dyn LinkState) {
 }
 
 fn a_reply_is_accepted_once_and_only_from_its_node(s: &dyn LinkState) {
-    s.register_nodes(&[5]);
+    connect(s, &[5]);
     let run = running_run(s);
     s.push_instructions(run, vec![msg(5, "train")], 1.0)
         .unwrap();
@@ -328,7 +336,7 @@ fn redeliver_requeues_unanswered_deliveries_in_order(s: &dyn LinkState) {
     assert_eq!(s.redeliver(7), Err(StateError::UnknownNode(7)));
 }
 
-fn pull_any_serves_nodes_in_arrival_order_within_the_limit(s: &dyn LinkState) {
+fn pull_any_serves_nodes_in_arrival_order_within_the_limit(s: &dyn SimulationStore) {
     s.register_nodes(&[1, 2, 3]);
     let run = running_run(s);
     let msgs = [3, 1, 3, 2, 1].map(|n| msg(n, "train"));
@@ -342,7 +350,7 @@ fn pull_any_serves_nodes_in_arrival_order_within_the_limit(s: &dyn LinkState) {
 }
 
 fn take_replies_to_takes_only_the_named_replies(s: &dyn LinkState) {
-    s.register_nodes(&[1, 2, 3]);
+    connect(s, &[1, 2, 3]);
     let run = running_run(s);
     let ids = s
         .push_instructions(run, [1, 2, 3].map(|n| msg(n, "train")).to_vec(), 0.0)
@@ -377,7 +385,7 @@ fn take_replies_to_takes_only_the_named_replies(s: &dyn LinkState) {
 }
 
 fn purge_drops_one_runs_messages(s: &dyn LinkState) {
-    s.register_nodes(&[1]);
+    connect(s, &[1]);
     let gone = running_run(s);
     let kept = running_run(s);
     s.push_instructions(gone, vec![msg(1, "a"), msg(1, "b"), msg(9, "c")], 0.0)
@@ -418,7 +426,7 @@ fn an_instruction_to_an_unknown_node_is_answered_at_once(s: &dyn LinkState) {
         "{}",
         err.reason
     );
-    assert!(s.pull_any_instructions(10).is_empty());
+    assert_eq!(s.held_messages(), 0, "nothing queued for any node");
 }
 
 fn a_leaving_node_has_its_queued_and_delivered_instructions_answered(s: &dyn LinkState) {
@@ -455,7 +463,6 @@ fn a_leaving_node_has_its_queued_and_delivered_instructions_answered(s: &dyn Lin
 fn sweep_forgets_nodes_past_their_lease_only(s: &dyn LinkState) {
     let late = s.create_node(lease(10.0)).unwrap();
     let fine = s.create_node(lease(30.0)).unwrap();
-    s.register_nodes(&[7]);
     let run = running_run(s);
     s.push_instructions(run, vec![msg(late, "train")], 1.0)
         .unwrap();
@@ -473,21 +480,28 @@ fn sweep_forgets_nodes_past_their_lease_only(s: &dyn LinkState) {
         format!("node {late} unavailable: it missed its heartbeats and is offline")
     );
     s.renew_node(fine, lease(40.0)).unwrap();
-    s.renew_node(7, lease(1.0)).unwrap();
     assert!(s.sweep(35.0).offline.is_empty());
     assert_eq!(
         s.renew_node(late, lease(50.0)),
         Err(StateError::UnknownNode(late))
     );
-    let mut left = s.node_ids().to_vec();
-    left.sort_unstable();
-    let mut want = vec![7, fine];
-    want.sort_unstable();
-    assert_eq!(left, want, "virtual nodes never expire, even when renewed");
+    assert_eq!(s.node_ids().to_vec(), vec![fine]);
+}
+
+fn virtual_nodes_never_expire_even_when_renewed(s: &dyn SimulationStore) {
+    let late = s.create_node(lease(10.0)).unwrap();
+    s.register_nodes(&[7]);
+    s.renew_node(7, lease(1.0)).unwrap();
+    assert_eq!(s.sweep(35.0).offline, vec![late]);
+    assert_eq!(
+        s.node_ids().to_vec(),
+        vec![7],
+        "virtual nodes never expire, even when renewed"
+    );
 }
 
 fn sweep_answers_expired_instructions_queued_or_delivered(s: &dyn LinkState) {
-    s.register_nodes(&[1, 2]);
+    connect(s, &[1, 2]);
     let run = running_run(s);
     let mut queued = msg(1, "train");
     queued.metadata.ttl = 5.0;
@@ -538,21 +552,13 @@ fn signals_fire_for_their_node_and_run_only(s: &dyn LinkState) {
     let wait_b = sig_b.notified();
     let replies = run_sig.replies.notified();
     let quiet = other_sig.replies.notified();
-    let ready = s.instructions_ready().notified();
-    tokio::pin!(wait_a, wait_b, replies, quiet, ready);
-    for w in [
-        &mut wait_a,
-        &mut wait_b,
-        &mut replies,
-        &mut quiet,
-        &mut ready,
-    ] {
+    tokio::pin!(wait_a, wait_b, replies, quiet);
+    for w in [&mut wait_a, &mut wait_b, &mut replies, &mut quiet] {
         w.as_mut().enable();
     }
     s.push_instructions(run, vec![msg(a, "train")], 1.0)
         .unwrap();
     assert!(woken(wait_a.as_mut()));
-    assert!(woken(ready.as_mut()));
     assert!(!woken(wait_b.as_mut()));
     let m = s.pull_instructions(a, 1).unwrap().remove(0);
     assert!(!woken(replies.as_mut()));
@@ -579,6 +585,17 @@ fn signals_fire_for_their_node_and_run_only(s: &dyn LinkState) {
     assert!(matches!(s.node_signal(b), Err(StateError::UnknownNode(_))));
 }
 
+fn a_fleet_is_woken_when_instructions_are_queued(s: &dyn SimulationStore) {
+    let a = s.create_node(lease(100.0)).unwrap();
+    let run = running_run(s);
+    let ready = s.instructions_ready().notified();
+    tokio::pin!(ready);
+    ready.as_mut().enable();
+    s.push_instructions(run, vec![msg(a, "train")], 1.0)
+        .unwrap();
+    assert!(woken(ready.as_mut()));
+}
+
 fn node_keys_bind_ids_and_list_nodes(s: &dyn LinkState) {
     assert!(!s.node_auth());
     s.set_node_auth(true);
@@ -602,7 +619,7 @@ fn node_keys_bind_ids_and_list_nodes(s: &dyn LinkState) {
     s.activate_node(a, lease(200.0)).unwrap();
     assert!(s.has_node(a));
     s.node_seen(a, 15.0);
-    s.register_nodes(&[3]);
+    connect(s, &[3]);
     let info = s.nodes_info();
     let mut want = vec![
         (a, true, 10.0, Some(15.0)),
@@ -680,7 +697,7 @@ fn checkpoints_are_replaced_and_closed_with_the_run(s: &dyn LinkState) {
 }
 
 fn held_messages_drops_to_zero_once_everything_is_answered_and_taken(s: &dyn LinkState) {
-    s.register_nodes(&[1, 2]);
+    connect(s, &[1, 2]);
     let gone = s.create_node(lease(5.0)).unwrap();
     let run = running_run(s);
     let mut short = msg(2, "evaluate");
@@ -711,6 +728,25 @@ fn held_messages_drops_to_zero_once_everything_is_answered_and_taken(s: &dyn Lin
     assert_eq!(s.held_messages(), 0);
 }
 
+mod memory_only {
+    use super::*;
+
+    #[test]
+    fn pull_any_serves_nodes_in_arrival_order_within_the_limit() {
+        super::pull_any_serves_nodes_in_arrival_order_within_the_limit(&MemoryLinkState::new());
+    }
+
+    #[test]
+    fn virtual_nodes_never_expire_even_when_renewed() {
+        super::virtual_nodes_never_expire_even_when_renewed(&MemoryLinkState::new());
+    }
+
+    #[test]
+    fn a_fleet_is_woken_when_instructions_are_queued() {
+        super::a_fleet_is_woken_when_instructions_are_queued(&MemoryLinkState::new());
+    }
+}
+
 mod sqlite_only {
     use super::*;
     use std::path::Path;
@@ -738,7 +774,7 @@ mod sqlite_only {
             s.activate_node(keyed, lease(1000.0)).unwrap();
             s.node_seen(keyed, 4.0);
             let node = s.create_node(lease(50.0)).unwrap();
-            s.register_nodes(&[7]);
+            connect(&s, &[7]);
             let finished = running_run(&s);
             s.set_run_status(finished, RunStatus::Finished(SubStatus::Completed), "")
                 .unwrap();
@@ -767,8 +803,6 @@ mod sqlite_only {
             let d = s.pull_instructions(keyed, 1).unwrap().remove(0);
             s.push_reply(ok_reply(&d), 11.0).unwrap();
             issued.push(a.metadata.message_id.clone());
-            let taken = s.pull_any_instructions(10);
-            assert_eq!(types(&taken), ["b", "c"], "taken by a fleet that then dies");
             assert_eq!(s.held_messages(), 4);
             (run, finished, node, keyed, issued)
         };
@@ -816,12 +850,6 @@ mod sqlite_only {
             s.held_messages(),
             4,
             "queued, delivered and a reply not taken"
-        );
-
-        assert_eq!(
-            types(&s.pull_any_instructions(10)),
-            ["b", "c"],
-            "what a fleet took is queued again"
         );
         drop(s);
         let s = SqliteLinkState::open(&path).unwrap();
@@ -1002,7 +1030,7 @@ mod sqlite_only {
         let path = dir.path().join("state.db");
         let s = SqliteLinkState::open(&path).unwrap();
         let nodes: Vec<u64> = (1..=20).collect();
-        s.register_nodes(&nodes);
+        connect(&s, &nodes);
         let run = running_run(&s);
         let content = || {
             let mut arrays = ArrayRecord::default();

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use async_trait::async_trait;
+use floret_actors::state::RunStore;
 use floret_actors::{
     LinkState, MemoryLinkState, NewRun, RunStatus, SubStatus, SuperLink, SuperLinkMsg,
 };

@@ -17,7 +17,8 @@ use crate::report::{Ending, Format, HistoryTarget, Reporter};
 use crate::run_report::Destination;
 use crate::{UserError, exit_code, registry, submit};
 use anyhow::Context as _;
-use floret_actors::{LinkState, MemoryLinkState, RunStatus, SubStatus};
+use floret_actors::state::SimulationStore;
+use floret_actors::{MemoryLinkState, RunStatus, SubStatus};
 use floret_core::run_config::{apply_overrides, parse_overrides_many};
 use floret_core::{AppCatalog, AppRef, ClientApp, Federation, ServerApp, UserConfig};
 use floret_simulation::{SimulationError, SimulationOptions, SimulationRun};
@@ -271,7 +272,7 @@ pub async fn simulate(
         }
     }
     let started = Instant::now();
-    let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::new());
     let chaos = &federation.options.chaos;
     let outcome =
         floret_simulation::run_with(&options, chaos, state, run, |e| reporter.on_event(e))

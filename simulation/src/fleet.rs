@@ -13,6 +13,7 @@ use crate::chaos::{Chaos, Fault};
 use crate::node_ids::{node_id, node_index};
 use floret_actors::LinkState;
 use floret_actors::apps::client_exec::execute;
+use floret_actors::state::SimulationStore;
 use floret_actors::state::unix_now;
 use floret_core::trace_context;
 use floret_core::{
@@ -28,7 +29,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 /// What the fleet serves and with how many workers.
 pub struct FleetArgs {
-    pub state: Arc<dyn LinkState>,
+    pub state: Arc<dyn SimulationStore>,
     pub client_app: Arc<ClientApp>,
     pub num_nodes: u64,
     pub workers: usize,
@@ -38,7 +39,7 @@ pub struct FleetArgs {
 
 /// State shared by the dispatcher and the workers.
 struct Shared {
-    state: Arc<dyn LinkState>,
+    state: Arc<dyn SimulationStore>,
     app: Arc<ClientApp>,
     num_nodes: u64,
     /// `Context.state` of (run, node) pairs whose ClientApp stored something.
@@ -79,7 +80,7 @@ impl ChaosDelivery {
     /// Notes the phase of an instruction about to be served; when it is a newer phase of
     /// its run, releases the stragglers held for the previous one. The strategy sends a
     /// phase only after the previous one ended, so they arrive late.
-    fn release_before(&self, state: &Arc<dyn LinkState>, message: &Message) {
+    fn release_before(&self, state: &Arc<dyn SimulationStore>, message: &Message) {
         let md = &message.metadata;
         let released = {
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
@@ -105,7 +106,7 @@ impl ChaosDelivery {
     /// Keeps a straggler's reply until its run's next phase starts. When that phase has
     /// already started (the ClientApp outlived its phase), the reply is late as it is and
     /// goes now.
-    fn hold(&self, state: &Arc<dyn LinkState>, message: &Message, reply: Message) {
+    fn hold(&self, state: &Arc<dyn SimulationStore>, message: &Message, reply: Message) {
         let phase = phase_of(message);
         let late = {
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
@@ -123,7 +124,7 @@ impl ChaosDelivery {
     }
 
     /// Pushes `reply` after `delay` on a tokio timer, so no worker waits for it.
-    fn send_after(&self, state: &Arc<dyn LinkState>, reply: Message, delay: Duration) {
+    fn send_after(&self, state: &Arc<dyn SimulationStore>, reply: Message, delay: Duration) {
         if delay.is_zero() {
             push(state.as_ref(), reply);
             return;

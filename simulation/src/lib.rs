@@ -14,6 +14,7 @@ pub use chaos::{Chaos, Fault};
 pub use floret_core::ChaosOptions;
 
 use fleet::{FleetArgs, VirtualFleet};
+use floret_actors::state::SimulationStore;
 use floret_actors::{
     LinkState, MemoryLinkState, NewRun, RunStatus, StateError, SuperLink, SuperLinkMsg,
 };
@@ -95,18 +96,19 @@ pub async fn run(
     run: SimulationRun,
     on_event: impl FnMut(&RunEvent),
 ) -> Result<Outcome, SimulationError> {
-    let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::new());
     run_with(options, &ChaosOptions::default(), state, run, on_event).await
 }
 
 /// `run` with the faults of `chaos` injected (`options.chaos.*`, see `chaos`), on the
-/// `LinkState` the caller gives (fresh and empty), so that a test can watch what it holds.
+/// in-memory state the caller gives (fresh and empty), so that a test can watch what it
+/// holds.
 /// A separate function rather than fields of `SimulationOptions`, so that code building
 /// options for a fault-free run does not change.
 pub async fn run_with(
     options: &SimulationOptions,
     chaos: &ChaosOptions,
-    state: Arc<dyn LinkState>,
+    state: Arc<dyn SimulationStore>,
     run: SimulationRun,
     mut on_event: impl FnMut(&RunEvent),
 ) -> Result<Outcome, SimulationError> {
@@ -126,7 +128,8 @@ pub async fn run_with(
     )
     .await
     .map_err(spawn_err)?;
-    let (link, link_handle) = Actor::spawn(None, SuperLink, state.clone())
+    let link_state: Arc<dyn LinkState> = state.clone();
+    let (link, link_handle) = Actor::spawn(None, SuperLink, link_state)
         .await
         .map_err(spawn_err)?;
     let new_run = NewRun {

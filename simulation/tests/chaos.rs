@@ -4,7 +4,8 @@
 // Tests and benches may unwrap (a failure is the test failing) and read real time.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use floret_actors::{LinkState, MemoryLinkState, RunStatus, SubStatus};
+use floret_actors::state::SimulationStore;
+use floret_actors::{MemoryLinkState, RunStatus, SubStatus};
 use floret_core::run_config::{apply_overrides, parse_overrides};
 use floret_core::{AppManifest, AppRef, RoundSummary, RunEvent, message_type};
 use floret_simulation::node_ids::node_id;
@@ -39,7 +40,7 @@ async fn run_quickstart(
         server_app: floret_app_quickstart::server_app(),
         client_app: floret_app_quickstart::client_app(),
     };
-    let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::new());
     let mut rounds = Vec::new();
     let outcome = floret_simulation::run_with(&options, chaos, state, run, |e| {
         if let RunEvent::RoundFinished(s) = e {

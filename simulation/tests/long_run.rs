@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use async_trait::async_trait;
+use floret_actors::state::SimulationStore;
 use floret_actors::{LinkState, MemoryLinkState, RunStatus, SubStatus};
 use floret_core::{
     AppError, AppRef, Array, ArrayRecord, ConfigRecord, Context, Grid, RunEvent, ServerApp,
@@ -89,7 +90,7 @@ fn resident_bytes() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_rounds_hold_no_messages_and_flat_memory() {
-    let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::new());
     let samples = Arc::new(Mutex::new(Samples::default()));
     let server = Server {
         state: state.clone(),

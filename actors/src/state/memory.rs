@@ -3,14 +3,15 @@
 //! and synchronous, so callers on the async runtime never wait long and never hold the
 //! lock across an `.await`.
 
-use super::inflight::{Inflight, error_reply};
 use super::node_keys::NodeKeys;
 use super::nodes::Nodes;
-use super::{LinkState, NewRun, NodeLease, RunInfo, RunSignals, StateError, Sweep, unix_now};
-use bytes::Bytes;
-use floret_core::{
-    Message, MessageError, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus, error_code,
+use super::rules::{self, Inflight};
+use super::{
+    CheckpointStore, EventLog, FabStore, LinkState, MessageStore, NewRun, NodeKeyStore, NodeLease,
+    NodeStore, RunInfo, RunSignals, RunStore, SimulationStore, StateError, Sweep, unix_now,
 };
+use bytes::Bytes;
+use floret_core::{Message, MessageError, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -72,9 +73,18 @@ impl Inner {
             .ok_or(StateError::UnknownRun(run_id))
     }
 
+    /// The run, if its log and checkpoint are still open.
+    fn open_run_mut(&mut self, run_id: u64) -> Result<&mut Run, StateError> {
+        let run = self.run_mut(run_id)?;
+        if let Some(info) = &run.info {
+            rules::check_open(run_id, info.status)?;
+        }
+        Ok(run)
+    }
+
     fn next_id(&mut self, run_id: u64) -> String {
         self.next_message += 1;
-        format!("{run_id:x}-{:x}", self.next_message)
+        rules::message_id(run_id, self.next_message)
     }
 
     fn take_from_queue(&mut self, node_id: u64, limit: usize, out: &mut Vec<Message>) {
@@ -104,7 +114,7 @@ impl Inner {
     /// Stores a reply the SuperLink writes in the node's place and wakes the run.
     fn answer(&mut self, reply_to: String, flight: &Inflight, error: MessageError, now: f64) {
         let id = self.next_id(flight.run_id);
-        let reply = error_reply(flight, reply_to, id, error, now);
+        let reply = rules::error_reply(flight, reply_to, id, error, now);
         if let Ok(run) = self.run_mut(flight.run_id) {
             run.replies.push_back(reply);
             run.signals.replies.notify_waiters();
@@ -113,7 +123,7 @@ impl Inner {
 
     /// Forgets `gone` nodes and answers everything sent to them, in one pass over the
     /// instructions in flight however many nodes leave at once.
-    fn drop_nodes(&mut self, gone: &HashSet<u64>, reason: &dyn Fn(u64) -> String, now: f64) {
+    fn drop_nodes(&mut self, gone: &HashSet<u64>, reason: &str, now: f64) {
         if gone.is_empty() {
             return;
         }
@@ -132,11 +142,7 @@ impl Inner {
             .collect();
         for id in ids {
             if let Some(flight) = self.inflight.remove(&id) {
-                let node = flight.dst_node_id;
-                let error = MessageError::new(
-                    error_code::NODE_UNAVAILABLE,
-                    format!("node {node} unavailable: {}", reason(node)),
-                );
+                let error = rules::node_unavailable(flight.dst_node_id, reason);
                 self.answer(id, &flight, error, now);
             }
         }
@@ -155,14 +161,7 @@ impl Inner {
             if let Some(flight) = self.inflight.remove(id) {
                 touched.insert(flight.dst_node_id);
                 self.undeliver(flight.dst_node_id, id);
-                let error = MessageError::new(
-                    error_code::MESSAGE_TTL_EXPIRED,
-                    format!(
-                        "message TTL of {} s expired before node {} replied",
-                        flight.ttl(),
-                        flight.dst_node_id
-                    ),
-                );
+                let error = rules::ttl_expired(&flight);
                 self.answer(id.clone(), &flight, error, now);
             }
         }
@@ -183,26 +182,15 @@ impl Inner {
     }
 }
 
-impl LinkState for MemoryLinkState {
+impl RunStore for MemoryLinkState {
     fn create_run(&self, run: NewRun) -> Result<u64, StateError> {
         let mut inner = self.lock();
         inner.next_run_id += 1;
         let run_id = inner.next_run_id;
-        let now = unix_now();
         inner.runs.insert(
             run_id,
             Run {
-                info: Some(RunInfo {
-                    run_id,
-                    app: run.app,
-                    federation: run.federation,
-                    run_config: run.run_config,
-                    status: RunStatus::Pending,
-                    reason: String::new(),
-                    created_at: now,
-                    status_changed_at: now,
-                    owner: run.owner,
-                }),
+                info: Some(rules::new_run(run_id, run, unix_now())),
                 ..Run::default()
             },
         );
@@ -240,9 +228,7 @@ impl LinkState for MemoryLinkState {
         let mut inner = self.lock();
         let run = inner.run_mut(run_id)?;
         let info = run.info.as_mut().ok_or(StateError::UnknownRun(run_id))?;
-        info.status = info.status.transition(status)?;
-        info.reason = reason.to_string();
-        info.status_changed_at = unix_now();
+        rules::set_status(info, status, reason, unix_now())?;
         let out = info.clone();
         // Whoever waits on replies or events must see that the run ended.
         run.signals.replies.notify_waiters();
@@ -253,7 +239,9 @@ impl LinkState for MemoryLinkState {
     fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError> {
         Ok(self.lock().run_mut(run_id)?.signals.clone())
     }
+}
 
+impl NodeStore for MemoryLinkState {
     fn create_node(&self, lease: NodeLease) -> Result<u64, StateError> {
         let mut inner = self.lock();
         loop {
@@ -270,8 +258,9 @@ impl LinkState for MemoryLinkState {
         self.lock().nodes.renew(node_id, lease)
     }
 
-    fn register_nodes(&self, node_ids: &[u64]) {
-        self.lock().nodes.add_permanent(node_ids);
+    fn activate_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError> {
+        self.lock().nodes.activate(node_id, lease);
+        Ok(())
     }
 
     fn unregister_node(&self, node_id: u64, reason: &str, now: f64) -> bool {
@@ -279,7 +268,7 @@ impl LinkState for MemoryLinkState {
         if !inner.nodes.contains(node_id) {
             return false;
         }
-        inner.drop_nodes(&HashSet::from([node_id]), &|_| reason.to_string(), now);
+        inner.drop_nodes(&HashSet::from([node_id]), reason, now);
         true
     }
 
@@ -299,15 +288,13 @@ impl LinkState for MemoryLinkState {
         let mut inner = self.lock();
         let offline = inner.nodes.overdue(now);
         let gone: HashSet<u64> = offline.iter().copied().collect();
-        inner.drop_nodes(
-            &gone,
-            &|_| "it missed its heartbeats and is offline".to_string(),
-            now,
-        );
+        inner.drop_nodes(&gone, rules::OFFLINE, now);
         let expired = inner.expire(now);
         Sweep { offline, expired }
     }
+}
 
+impl MessageStore for MemoryLinkState {
     fn push_instructions(
         &self,
         run_id: u64,
@@ -315,26 +302,22 @@ impl LinkState for MemoryLinkState {
         now: f64,
     ) -> Result<Vec<String>, StateError> {
         let mut inner = self.lock();
-        let status = inner.run_mut(run_id)?.info.as_ref().map(|i| i.status);
-        if status != Some(RunStatus::Running) {
-            return Err(StateError::RunNotRunning(run_id));
-        }
+        let run = inner.run_mut(run_id)?;
+        let status = run
+            .info
+            .as_ref()
+            .ok_or(StateError::UnknownRun(run_id))?
+            .status;
+        rules::check_can_send(run_id, status)?;
         let mut ids = Vec::with_capacity(messages.len());
         for mut m in messages {
             let id = inner.next_id(run_id);
-            let md = &mut m.metadata;
-            md.run_id = run_id;
-            md.message_id = id.clone();
-            md.src_node_id = 0;
-            md.created_at = now;
-            let dst = md.dst_node_id;
-            let flight = Inflight::of(md);
+            rules::stamp_instruction(&mut m.metadata, run_id, id.clone(), now);
+            let dst = m.metadata.dst_node_id;
+            let flight = Inflight::of(&m.metadata);
             ids.push(id.clone());
             if !inner.nodes.contains(dst) {
-                let error = MessageError::new(
-                    error_code::NODE_UNAVAILABLE,
-                    format!("node {dst} unavailable: it is not connected to this SuperLink"),
-                );
+                let error = rules::node_unavailable(dst, rules::NOT_CONNECTED);
                 inner.answer(id, &flight, error, now);
                 continue;
             }
@@ -383,35 +366,12 @@ impl LinkState for MemoryLinkState {
         let count = again.len();
         let queue = inner.queues.entry(node_id).or_default();
         let was_empty = queue.is_empty();
-        for m in again.into_iter().rev() {
-            queue.push_front(m);
-        }
+        rules::requeue(queue, again);
         if was_empty {
             inner.ready.push_back(node_id);
         }
         inner.nodes.notify(node_id);
         Ok(count)
-    }
-
-    fn pull_any_instructions(&self, limit: usize) -> Vec<Message> {
-        let mut inner = self.lock();
-        let mut out = Vec::with_capacity(limit.min(1024));
-        while out.len() < limit {
-            let Some(node) = inner.ready.pop_front() else {
-                break;
-            };
-            inner.take_from_queue(node, limit, &mut out);
-            if inner.queues.contains_key(&node) {
-                // Still has messages: keep its turn for the next call.
-                inner.ready.push_front(node);
-                break;
-            }
-        }
-        out
-    }
-
-    fn instructions_ready(&self) -> &Notify {
-        &self.instructions
     }
 
     fn push_reply(&self, mut reply: Message, now: f64) -> Result<(), StateError> {
@@ -420,20 +380,13 @@ impl LinkState for MemoryLinkState {
         let Some(flight) = inner.inflight.get(&id) else {
             return Err(StateError::UnknownReply(id));
         };
-        if flight.dst_node_id != reply.metadata.src_node_id {
-            return Err(StateError::WrongReplier {
-                message_id: id,
-                from: reply.metadata.src_node_id,
-                to: flight.dst_node_id,
-            });
-        }
+        rules::check_replier(&id, reply.metadata.src_node_id, flight.dst_node_id)?;
         let run_id = flight.run_id;
         let node = flight.dst_node_id;
         inner.inflight.remove(&id);
         inner.undeliver(node, &id);
-        reply.metadata.message_id = inner.next_id(run_id);
-        reply.metadata.run_id = run_id;
-        reply.metadata.created_at = now;
+        let reply_id = inner.next_id(run_id);
+        rules::stamp_reply(&mut reply.metadata, run_id, reply_id, now);
         let run = inner.run_mut(run_id)?;
         run.replies.push_back(reply);
         run.signals.replies.notify_waiters();
@@ -478,12 +431,16 @@ impl LinkState for MemoryLinkState {
         }
     }
 
+    fn held_messages(&self) -> usize {
+        let inner = self.lock();
+        inner.inflight.len() + inner.runs.values().map(|r| r.replies.len()).sum::<usize>()
+    }
+}
+
+impl EventLog for MemoryLinkState {
     fn push_event(&self, run_id: u64, event: RunEvent) -> Result<(), StateError> {
         let mut inner = self.lock();
-        let run = inner.run_mut(run_id)?;
-        if run.info.as_ref().is_some_and(|i| i.status.is_finished()) {
-            return Err(StateError::RunFinished(run_id));
-        }
+        let run = inner.open_run_mut(run_id)?;
         run.events.push(event);
         run.signals.events.notify_waiters();
         Ok(())
@@ -495,22 +452,23 @@ impl LinkState for MemoryLinkState {
         let start = from.min(run.events.len());
         Ok((run.events[start..].to_vec(), run.events.len()))
     }
+}
 
+impl FabStore for MemoryLinkState {
     fn store_fab(&self, fab_hash: &str, packed: Bytes) -> Result<(), StateError> {
         self.lock()
             .fabs
-            .entry(fab_hash.to_ascii_lowercase())
+            .entry(rules::fab_key(fab_hash))
             .or_insert(packed);
         Ok(())
     }
 
     fn fab(&self, fab_hash: &str) -> Option<Bytes> {
-        self.lock()
-            .fabs
-            .get(&fab_hash.to_ascii_lowercase())
-            .cloned()
+        self.lock().fabs.get(&rules::fab_key(fab_hash)).cloned()
     }
+}
 
+impl NodeKeyStore for MemoryLinkState {
     fn set_node_auth(&self, required: bool) {
         self.lock().keys.required = required;
     }
@@ -542,18 +500,13 @@ impl LinkState for MemoryLinkState {
         self.lock().keys.id_of(public_key)
     }
 
-    fn activate_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError> {
-        self.lock().nodes.activate(node_id, lease);
-        Ok(())
-    }
-
     fn node_seen(&self, node_id: u64, now: f64) {
         self.lock().keys.seen(node_id, now);
     }
 
     fn nodes_info(&self) -> Vec<NodeInfo> {
         let mut inner = self.lock();
-        let mut out: Vec<NodeInfo> = inner
+        let keyed: Vec<NodeInfo> = inner
             .keys
             .entries()
             .map(|(key, e)| NodeInfo {
@@ -564,39 +517,49 @@ impl LinkState for MemoryLinkState {
                 last_seen: e.last_seen,
             })
             .collect();
-        let keyed: HashSet<u64> = out.iter().map(|n| n.node_id).collect();
-        let online = inner.nodes.set();
-        out.extend(
-            online
-                .iter()
-                .filter(|id| !keyed.contains(id))
-                .map(|&node_id| NodeInfo {
-                    node_id,
-                    online: true,
-                    ..NodeInfo::default()
-                }),
-        );
-        out.sort_by_key(|n| n.node_id);
-        out
+        rules::nodes_info(keyed, &inner.nodes.set())
     }
+}
 
-    fn held_messages(&self) -> usize {
-        let inner = self.lock();
-        inner.inflight.len() + inner.runs.values().map(|r| r.replies.len()).sum::<usize>()
-    }
-
+impl CheckpointStore for MemoryLinkState {
     fn save_checkpoint(&self, run_id: u64, checkpoint: Bytes) -> Result<(), StateError> {
         let mut inner = self.lock();
-        let run = inner.run_mut(run_id)?;
-        if run.info.as_ref().is_some_and(|i| i.status.is_finished()) {
-            return Err(StateError::RunFinished(run_id));
-        }
+        let run = inner.open_run_mut(run_id)?;
         run.checkpoint = Some(checkpoint);
         Ok(())
     }
 
     fn checkpoint(&self, run_id: u64) -> Result<Option<Bytes>, StateError> {
         Ok(self.lock().run_mut(run_id)?.checkpoint.clone())
+    }
+}
+
+impl LinkState for MemoryLinkState {}
+
+impl SimulationStore for MemoryLinkState {
+    fn register_nodes(&self, node_ids: &[u64]) {
+        self.lock().nodes.add_permanent(node_ids);
+    }
+
+    fn pull_any_instructions(&self, limit: usize) -> Vec<Message> {
+        let mut inner = self.lock();
+        let mut out = Vec::with_capacity(limit.min(1024));
+        while out.len() < limit {
+            let Some(node) = inner.ready.pop_front() else {
+                break;
+            };
+            inner.take_from_queue(node, limit, &mut out);
+            if inner.queues.contains_key(&node) {
+                // Still has messages: keep its turn for the next call.
+                inner.ready.push_front(node);
+                break;
+            }
+        }
+        out
+    }
+
+    fn instructions_ready(&self) -> &Notify {
+        &self.instructions
     }
 }
 
@@ -613,7 +576,7 @@ impl NodeAuthority for MemoryLinkState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use floret_core::{MessageError, Payload, RecordDict};
+    use floret_core::{MessageError, Payload, RecordDict, error_code};
 
     fn running_run(state: &MemoryLinkState) -> u64 {
         let id = state.create_run(NewRun::default()).unwrap();

@@ -1,7 +1,8 @@
 //! `LinkState`: everything a SuperLink knows — nodes, runs, queued instructions, replies
-//! and run events. The trait is synchronous and holds no actor handles, so an in-memory
-//! and (later) a SQLite implementation can sit behind the same actors. Waiting is done
-//! through the per-run `RunSignals` and per-node signals, never by polling.
+//! and run events. The trait is synchronous and holds no actor handles, so the in-memory
+//! and the SQLite store sit behind the same actors; the rules both obey are written once,
+//! in `rules`. Waiting is done through the per-run `RunSignals` and per-node signals, never
+//! by polling.
 //!
 //! Nodes come and go: a node that deactivates or misses its heartbeats is forgotten, and
 //! every instruction queued or in flight to it is answered at once with an error reply
@@ -9,10 +10,10 @@
 //! ServerApp's round continues without waiting for a timeout, and addressing a node that
 //! just vanished never fails a run.
 
-mod inflight;
 mod memory;
 mod node_keys;
 mod nodes;
+mod rules;
 mod sqlite;
 
 pub use crate::policy::clock::unix_now;
@@ -91,9 +92,30 @@ pub struct Sweep {
     pub expired: usize,
 }
 
-/// The SuperLink's state store. As a [`NodeAuthority`] it answers the transport's question
-/// whether a verified key may act as a node, from its allow-list.
-pub trait LinkState: NodeAuthority + Send + Sync + 'static {
+/// The SuperLink's state store: every concern below, in one object the actors share as
+/// `Arc<dyn LinkState>`. Each concern is a trait of its own, so a reader (or a test double)
+/// sees what belongs together; a trait object of `LinkState` has all their methods. Code
+/// that calls them on a concrete store imports [`prelude`].
+pub trait LinkState:
+    RunStore + NodeStore + MessageStore + EventLog + FabStore + NodeKeyStore + CheckpointStore
+{
+    /// Whether this store outlives the process (a database file). When it does, unfinished
+    /// runs are resumed on the next start instead of being stopped at shutdown.
+    fn is_durable(&self) -> bool {
+        false
+    }
+}
+
+/// Every trait of the state store, for code that calls their methods on a concrete store.
+pub mod prelude {
+    pub use super::{
+        CheckpointStore, EventLog, FabStore, LinkState, MessageStore, NodeKeyStore, NodeStore,
+        RunStore, SimulationStore,
+    };
+}
+
+/// Runs and their status.
+pub trait RunStore: Send + Sync + 'static {
     /// Creates a run in `pending` and returns its id.
     fn create_run(&self, run: NewRun) -> Result<u64, StateError>;
     fn run(&self, run_id: u64) -> Option<RunInfo>;
@@ -108,13 +130,17 @@ pub trait LinkState: NodeAuthority + Send + Sync + 'static {
         reason: &str,
     ) -> Result<RunInfo, StateError>;
     fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError>;
+}
 
+/// The registry of connected SuperNodes and their leases.
+pub trait NodeStore: Send + Sync + 'static {
     /// Registers a SuperNode under a fresh random non-zero id.
     fn create_node(&self, lease: NodeLease) -> Result<u64, StateError>;
     /// A heartbeat: renews the node's lease. `UnknownNode` once it was forgotten.
     fn renew_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError>;
-    /// Registers node ids that never expire (a simulation's virtual nodes).
-    fn register_nodes(&self, node_ids: &[u64]);
+    /// Registers a node under a known id (a keyed node connecting, maybe again); renews
+    /// its lease when it is registered already.
+    fn activate_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError>;
     /// Forgets a node and answers its queued and in-flight instructions with
     /// `NODE_UNAVAILABLE` ("node N unavailable: {reason}"). False if it was not registered.
     fn unregister_node(&self, node_id: u64, reason: &str, now: f64) -> bool;
@@ -128,7 +154,10 @@ pub trait LinkState: NodeAuthority + Send + Sync + 'static {
     /// Forgets the nodes whose lease ended before `now` (as `unregister_node`) and answers
     /// instructions whose TTL ended with `MESSAGE_TTL_EXPIRED`.
     fn sweep(&self, now: f64) -> Sweep;
+}
 
+/// Instructions from ServerApps to nodes and the replies back.
+pub trait MessageStore: Send + Sync + 'static {
     /// Stores instructions from a run's ServerApp, filling run id, message id, source and
     /// creation time; returns the ids in order. An instruction to a node that is not
     /// registered is answered at once with a `NODE_UNAVAILABLE` error reply.
@@ -147,12 +176,6 @@ pub trait LinkState: NodeAuthority + Send + Sync + 'static {
     /// have lost them with its old connection; it drops those it already has by message id.
     /// A reply is still accepted only once.
     fn redeliver(&self, node_id: u64) -> Result<usize, StateError>;
-    /// Up to `limit` queued instructions for any node, oldest first (a virtual fleet serves
-    /// many node ids at once).
-    fn pull_any_instructions(&self, limit: usize) -> Vec<Message>;
-    /// Wakes fleets when instructions are queued.
-    fn instructions_ready(&self) -> &Notify;
-
     /// Stores a reply; refuses replies to unknown messages and duplicates.
     fn push_reply(&self, reply: Message, now: f64) -> Result<(), StateError>;
     /// Replies of a run not handed out yet, oldest first.
@@ -168,22 +191,31 @@ pub trait LinkState: NodeAuthority + Send + Sync + 'static {
     /// Messages held now: instructions not answered yet plus replies not taken yet. Flat
     /// over a long run, because a message is dropped once it is answered or taken.
     fn held_messages(&self) -> usize;
+}
 
+/// Each run's event log, what `flwr log` shows.
+pub trait EventLog: Send + Sync + 'static {
     /// Appends an event to a run's log; refused once the run has finished, so what
     /// `flwr log` shows of a finished run is final (a ServerApp being cancelled may still
     /// emit for a moment).
     fn push_event(&self, run_id: u64, event: RunEvent) -> Result<(), StateError>;
     /// Events from index `from` on, and the index to continue from.
     fn events(&self, run_id: u64, from: usize) -> Result<(Vec<RunEvent>, usize), StateError>;
+}
 
+/// Packed FABs, kept for nodes to fetch.
+pub trait FabStore: Send + Sync + 'static {
     /// Keeps a packed FAB under its hash (lowercase hex sha256), checked by the caller.
     /// Storing the same hash again keeps one copy.
     fn store_fab(&self, fab_hash: &str, packed: Bytes) -> Result<(), StateError>;
     /// The packed FAB stored under `fab_hash`, shared rather than copied.
     fn fab(&self, fab_hash: &str) -> Option<Bytes>;
+}
 
-    // Node authentication. Keys are SubjectPublicKeyInfo DER.
-
+/// Node authentication: the allow-list of node keys (SubjectPublicKeyInfo DER) and the id
+/// bound to each. As a [`NodeAuthority`] the store answers the transport's question whether
+/// a verified key may act as a node.
+pub trait NodeKeyStore: NodeAuthority + Send + Sync + 'static {
     /// Turns node authentication on (an allow-list was given) or off. While on, only nodes
     /// with an allowed key may register.
     fn set_node_auth(&self, required: bool);
@@ -196,25 +228,31 @@ pub trait LinkState: NodeAuthority + Send + Sync + 'static {
     fn disallow_node(&self, node_id: u64) -> Option<Bytes>;
     /// The node id bound to an allowed key.
     fn node_id_of_key(&self, public_key: &[u8]) -> Option<u64>;
-    /// Registers a node under a known id (a keyed node connecting, maybe again); renews
-    /// its lease when it is registered already.
-    fn activate_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError>;
     /// Records a registration or heartbeat of a keyed node, for `flwr supernode list`.
     fn node_seen(&self, node_id: u64, now: f64);
     /// Every node with an allowed key, and every registered node without one, by id.
     fn nodes_info(&self) -> Vec<NodeInfo>;
+}
 
-    // Crash recovery.
-
+/// Crash recovery: the latest checkpoint of each run's ServerApp.
+pub trait CheckpointStore: Send + Sync + 'static {
     /// Keeps `checkpoint` (opaque bytes from the run's ServerApp) as the run's latest,
     /// replacing the previous one in one step: after a crash the old or the new one is
     /// there, never a mix. Refused once the run has finished.
     fn save_checkpoint(&self, run_id: u64, checkpoint: Bytes) -> Result<(), StateError>;
     /// The run's latest checkpoint, if its ServerApp saved one.
     fn checkpoint(&self, run_id: u64) -> Result<Option<Bytes>, StateError>;
-    /// Whether this store outlives the process (a database file). When it does, unfinished
-    /// runs are resumed on the next start instead of being stopped at shutdown.
-    fn is_durable(&self) -> bool {
-        false
-    }
+}
+
+/// What a simulation's virtual fleet needs beyond a deployment's: node ids that never
+/// expire, and instructions for any node at once. Only the in-memory store has it, since a
+/// simulation never outlives its process.
+pub trait SimulationStore: LinkState {
+    /// Registers node ids that never expire (a simulation's virtual nodes).
+    fn register_nodes(&self, node_ids: &[u64]);
+    /// Up to `limit` queued instructions for any node, oldest first (a virtual fleet serves
+    /// many node ids at once).
+    fn pull_any_instructions(&self, limit: usize) -> Vec<Message>;
+    /// Wakes fleets when instructions are queued.
+    fn instructions_ready(&self) -> &Notify;
 }

@@ -208,7 +208,7 @@ impl ServerAppIo for LinkAppIo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{MemoryLinkState, NewRun};
+    use crate::state::{MemoryLinkState, NewRun, RunStore};
     use floret_core::{RecordDict, RunStatus};
 
     fn running(state: &MemoryLinkState) -> Context {

@@ -87,6 +87,7 @@ pub(crate) fn record(state: &dyn LinkState, run_id: u64, end: &RunEnd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::prelude::*;
 
     #[test]
     fn each_end_has_its_own_sub_status() {

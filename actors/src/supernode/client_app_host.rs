@@ -280,7 +280,7 @@ impl Actor for ClientAppHost {
 mod tests {
     use super::*;
     use crate::policy::heartbeat::HeartbeatPolicy;
-    use crate::state::{LinkState, MemoryLinkState, NewRun};
+    use crate::state::{MemoryLinkState, NewRun, RunStore};
     use crate::superlink::fleet::LinkFleet;
     use floret_core::{RunStatus, ServerApp, SubStatus};
     use ractor::ActorStatus;

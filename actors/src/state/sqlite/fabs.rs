@@ -1,13 +1,13 @@
 //! Packed FABs by hash: runs of the same build share one copy.
 
 use super::{Inner, storage, write};
-use crate::state::StateError;
+use crate::state::{StateError, rules};
 use bytes::Bytes;
 use rusqlite::OptionalExtension;
 
 impl Inner {
     pub(super) fn store_fab(&mut self, fab_hash: &str, packed: &[u8]) -> Result<(), StateError> {
-        let hash = fab_hash.to_ascii_lowercase();
+        let hash = rules::fab_key(fab_hash);
         write(&mut self.conn, |tx| {
             tx.execute(
                 "INSERT OR IGNORE INTO fabs (fab_hash, packed) VALUES (?1, ?2)",
@@ -22,7 +22,7 @@ impl Inner {
         self.conn
             .query_row(
                 "SELECT packed FROM fabs WHERE fab_hash = ?1",
-                [fab_hash.to_ascii_lowercase()],
+                [rules::fab_key(fab_hash)],
                 |r| r.get::<_, Vec<u8>>(0),
             )
             .optional()

@@ -1,32 +1,29 @@
 //! Instructions and replies.
 //!
-//! An instruction is one row from push to answer, in one of three states: queued, delivered
-//! by `pull_instructions` (put back by `redeliver`), or taken by `pull_any_instructions`.
-//! `seq` is its place in its node's queue and never changes: what a node pulled was at the
-//! head of its queue, so putting it back with its old `seq` puts it back at the head, in
-//! order. The row carries the few fields needed to answer in the node's place without
+//! An instruction is one row from push to answer, in one of two states: queued, or
+//! delivered by `pull_instructions` (put back by `redeliver`). `seq` is its place in its
+//! node's queue and never changes: what a node pulled was at the head of its queue, so
+//! putting it back with its old `seq` puts it back at the head, in order (the redelivery
+//! order of `rules::requeue`). The row carries the few fields needed to answer in the node's place without
 //! decoding the message. It is deleted when answered; a reply is deleted when taken.
 //!
 //! An instruction's payload lives in `contents`, keyed by the sha256 of its encoding and
 //! shared by every instruction that carries the same bytes: a 100 MB model sent to 50
 //! nodes is written once, not 50 times. A trigger releases it when the last instruction
 //! referring to it goes. Replies differ per node and are stored whole.
-//!
-//! `turns` orders the nodes for `pull_any_instructions` as the memory store's ready list
-//! does: by when each node's queue became non-empty, a node served in part keeping its turn.
 
 use super::{Counters, Inner, from_sql_id, sealed, set_counter, sql_id, storage, write};
-use crate::state::inflight::{Inflight, error_reply};
+use crate::state::rules::{self, Inflight};
 use crate::state::{StateError, Sweep};
-use floret_core::{Message, MessageError, Metadata, Payload, RecordDict, RunStatus, error_code};
+use floret_core::{Message, MessageError, Metadata, Payload, RecordDict};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 
-/// Values of `instructions.state`.
+/// Values of `instructions.state`. (Schema 1 also had 2, taken by a simulation's fleet;
+/// migration 2 queued such rows again.)
 const QUEUED: i64 = 0;
 const DELIVERED: i64 = 1;
-const TAKEN: i64 = 2;
 
 /// The columns `flight` reads, in its order.
 const FLIGHT_COLUMNS: &str =
@@ -35,7 +32,7 @@ const FLIGHT_COLUMNS: &str =
 impl Counters {
     fn message_id(&mut self, run_id: u64) -> String {
         self.next_message += 1;
-        format!("{run_id:x}-{:x}", self.next_message)
+        rules::message_id(run_id, self.next_message)
     }
 }
 
@@ -80,7 +77,7 @@ fn answer(
     now: f64,
 ) -> Result<u64, StateError> {
     let id = ids.message_id(flight.run_id);
-    insert_reply(tx, &error_reply(&flight, reply_to, id, error, now))?;
+    insert_reply(tx, &rules::error_reply(&flight, reply_to, id, error, now))?;
     tx.execute("DELETE FROM instructions WHERE seq = ?1", [seq])
         .map_err(storage)?;
     Ok(flight.run_id)
@@ -92,7 +89,7 @@ pub(super) fn drop_nodes(
     tx: &Transaction<'_>,
     ids: &mut Counters,
     gone: &HashSet<u64>,
-    reason: &dyn Fn(u64) -> String,
+    reason: &str,
     now: f64,
 ) -> Result<HashSet<u64>, StateError> {
     let mut runs = HashSet::new();
@@ -101,14 +98,10 @@ pub(super) fn drop_nodes(
             .map_err(storage)?;
         let flights = select_flights(tx, "dst_node_id = ?1", sql_id(node))?;
         for f in flights {
-            let error = MessageError::new(
-                error_code::NODE_UNAVAILABLE,
-                format!("node {node} unavailable: {}", reason(node)),
-            );
+            let error = rules::node_unavailable(node, reason);
             runs.insert(answer(tx, ids, f, error, now)?);
         }
     }
-    tidy_turns(tx)?;
     Ok(runs)
 }
 
@@ -122,18 +115,8 @@ fn expire(
     let flights = select_flights(tx, "expires_at < ?1", now)?;
     let count = flights.len();
     for f in flights {
-        let error = MessageError::new(
-            error_code::MESSAGE_TTL_EXPIRED,
-            format!(
-                "message TTL of {} s expired before node {} replied",
-                f.2.ttl(),
-                f.2.dst_node_id
-            ),
-        );
+        let error = rules::ttl_expired(&f.2);
         runs.insert(answer(tx, ids, f, error, now)?);
-    }
-    if count > 0 {
-        tidy_turns(tx)?;
     }
     Ok(count)
 }
@@ -149,12 +132,11 @@ fn select_flights(
     rows.collect::<Result<_, _>>().map_err(storage)
 }
 
-/// Up to `limit` queued instructions of `node`, oldest first, moved to `state`.
-fn take_queued(
+/// Up to `limit` queued instructions of `node`, oldest first, marked delivered.
+fn deliver_queued(
     tx: &Transaction<'_>,
     node: u64,
     limit: usize,
-    state: i64,
 ) -> Result<Vec<Message>, StateError> {
     let mut stmt = tx
         .prepare_cached(
@@ -182,63 +164,9 @@ fn take_queued(
         let mut m: Message = sealed::decode(sealed::MESSAGE, &message)?;
         m.payload = sealed::decode(sealed::PAYLOAD, &payload)?;
         out.push(m);
-        update.execute([seq, state]).map_err(storage)?;
+        update.execute([seq, DELIVERED]).map_err(storage)?;
     }
-    tx.prepare_cached(
-        "DELETE FROM turns WHERE node_id = ?1 AND NOT EXISTS
-             (SELECT 1 FROM instructions WHERE dst_node_id = ?1 AND state = ?2)",
-    )
-    .and_then(|mut stmt| stmt.execute(params![sql_id(node), QUEUED]))
-    .map_err(storage)?;
     Ok(out)
-}
-
-/// Gives `node` a turn behind every other, unless it has one.
-fn take_turn(tx: &Transaction<'_>, node: u64) -> Result<(), StateError> {
-    tx.prepare_cached("INSERT OR IGNORE INTO turns (node_id) VALUES (?1)")
-        .and_then(|mut stmt| stmt.execute([sql_id(node)]))
-        .map_err(storage)?;
-    Ok(())
-}
-
-/// Drops the turns of nodes left without queued work after instructions were answered.
-fn tidy_turns(tx: &Transaction<'_>) -> Result<(), StateError> {
-    tx.execute(
-        "DELETE FROM turns WHERE node_id NOT IN
-             (SELECT dst_node_id FROM instructions WHERE state = ?1)",
-        [QUEUED],
-    )
-    .map_err(storage)?;
-    Ok(())
-}
-
-/// At open: puts instructions taken by `pull_any_instructions` back in their queues. The
-/// in-process fleet that took them ended with the previous process, so nobody else will
-/// answer them; a node's own deliveries stay out, as the node may still be working on them
-/// and asks for them again with `redeliver`.
-pub(super) fn requeue_taken(conn: &mut rusqlite::Connection) -> Result<usize, StateError> {
-    write(conn, |tx| {
-        let nodes: Vec<i64> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT dst_node_id FROM instructions WHERE state = ?1
-                     GROUP BY dst_node_id ORDER BY MIN(seq)",
-                )
-                .map_err(storage)?;
-            let rows = stmt.query_map([TAKEN], |r| r.get(0)).map_err(storage)?;
-            rows.collect::<Result<_, _>>().map_err(storage)?
-        };
-        let count = tx
-            .execute(
-                "UPDATE instructions SET state = ?2 WHERE state = ?1",
-                [TAKEN, QUEUED],
-            )
-            .map_err(storage)?;
-        for node in nodes {
-            take_turn(tx, from_sql_id(node))?;
-        }
-        Ok(count)
-    })
 }
 
 /// The payloads one push stores, by digest.
@@ -286,10 +214,9 @@ impl Inner {
     pub(super) fn sweep(&mut self, now: f64) -> Result<Sweep, StateError> {
         let offline = self.nodes.overdue(now);
         let gone: HashSet<u64> = offline.iter().copied().collect();
-        let reason = |_| "it missed its heartbeats and is offline".to_string();
         let (ids, runs, expired) = write(&mut self.conn, |tx| {
             let mut ids = self.counters;
-            let mut runs = drop_nodes(tx, &mut ids, &gone, &reason, now)?;
+            let mut runs = drop_nodes(tx, &mut ids, &gone, rules::OFFLINE, now)?;
             let expired = expire(tx, &mut ids, now, &mut runs)?;
             set_counter(tx, "next_message", ids.next_message)?;
             Ok((ids, runs, expired))
@@ -306,9 +233,7 @@ impl Inner {
         messages: Vec<Message>,
         now: f64,
     ) -> Result<Vec<String>, StateError> {
-        if self.run_entry(run_id)?.info.status != RunStatus::Running {
-            return Err(StateError::RunNotRunning(run_id));
-        }
+        rules::check_can_send(run_id, self.run_entry(run_id)?.info.status)?;
         let nodes = &self.nodes;
         let (ids, out, queued_to, answered) = write(&mut self.conn, |tx| {
             let mut ids = self.counters;
@@ -325,26 +250,19 @@ impl Inner {
             let mut contents = Contents::default();
             for mut m in messages {
                 let id = ids.message_id(run_id);
-                let md = &mut m.metadata;
-                md.run_id = run_id;
-                md.message_id = id.clone();
-                md.src_node_id = 0;
-                md.created_at = now;
+                rules::stamp_instruction(&mut m.metadata, run_id, id.clone(), now);
+                let md = &m.metadata;
                 let dst = md.dst_node_id;
                 out.push(id.clone());
                 if !nodes.contains(dst) {
                     let flight = Inflight::of(md);
                     let reply_id = ids.message_id(run_id);
-                    let error = MessageError::new(
-                        error_code::NODE_UNAVAILABLE,
-                        format!("node {dst} unavailable: it is not connected to this SuperLink"),
-                    );
-                    insert_reply(tx, &error_reply(&flight, id, reply_id, error, now))?;
+                    let error = rules::node_unavailable(dst, rules::NOT_CONNECTED);
+                    insert_reply(tx, &rules::error_reply(&flight, id, reply_id, error, now))?;
                     answered = true;
                     continue;
                 }
-                // Same rule as `Message::is_expired`: no creation time, no expiry.
-                let expires_at = (md.created_at > 0.0).then_some(md.created_at + md.ttl);
+                let expires_at = rules::expires_at(md.created_at, md.ttl);
                 let payload =
                     std::mem::replace(&mut m.payload, Payload::Content(RecordDict::new()));
                 let digest = contents.add(tx, payload)?;
@@ -365,7 +283,6 @@ impl Inner {
                         digest
                     ])
                     .map_err(storage)?;
-                take_turn(tx, dst)?;
                 queued_to.push(dst);
             }
             set_counter(tx, "next_message", ids.next_message)?;
@@ -389,9 +306,7 @@ impl Inner {
         if !self.nodes.contains(node_id) {
             return Err(StateError::UnknownNode(node_id));
         }
-        write(&mut self.conn, |tx| {
-            take_queued(tx, node_id, limit, DELIVERED)
-        })
+        write(&mut self.conn, |tx| deliver_queued(tx, node_id, limit))
     }
 
     pub(super) fn redeliver(&mut self, node_id: u64) -> Result<usize, StateError> {
@@ -399,51 +314,16 @@ impl Inner {
             return Err(StateError::UnknownNode(node_id));
         }
         let count = write(&mut self.conn, |tx| {
-            let count = tx
-                .execute(
-                    "UPDATE instructions SET state = ?3 WHERE dst_node_id = ?1 AND state = ?2",
-                    params![sql_id(node_id), DELIVERED, QUEUED],
-                )
-                .map_err(storage)?;
-            if count > 0 {
-                take_turn(tx, node_id)?;
-            }
-            Ok(count)
+            tx.execute(
+                "UPDATE instructions SET state = ?3 WHERE dst_node_id = ?1 AND state = ?2",
+                params![sql_id(node_id), DELIVERED, QUEUED],
+            )
+            .map_err(storage)
         })?;
         if count > 0 {
             self.nodes.notify(node_id);
         }
         Ok(count)
-    }
-
-    /// Nodes are served in turn, each drained before the next: a virtual fleet gets a
-    /// node's work together.
-    pub(super) fn pull_any_instructions(
-        &mut self,
-        limit: usize,
-    ) -> Result<Vec<Message>, StateError> {
-        write(&mut self.conn, |tx| {
-            let nodes: Vec<i64> = {
-                let mut stmt = tx
-                    .prepare_cached("SELECT node_id FROM turns ORDER BY turn")
-                    .map_err(storage)?;
-                let rows = stmt.query_map([], |r| r.get(0)).map_err(storage)?;
-                rows.collect::<Result<_, _>>().map_err(storage)?
-            };
-            let mut out = Vec::new();
-            for node in nodes {
-                if out.len() >= limit {
-                    break;
-                }
-                out.extend(take_queued(
-                    tx,
-                    from_sql_id(node),
-                    limit - out.len(),
-                    TAKEN,
-                )?);
-            }
-            Ok(out)
-        })
     }
 
     pub(super) fn push_reply(&mut self, mut reply: Message, now: f64) -> Result<(), StateError> {
@@ -460,21 +340,14 @@ impl Inner {
         let Some((run_id, dst)) = found.map(|(r, d)| (from_sql_id(r), from_sql_id(d))) else {
             return Err(StateError::UnknownReply(id));
         };
-        if dst != reply.metadata.src_node_id {
-            return Err(StateError::WrongReplier {
-                message_id: id,
-                from: reply.metadata.src_node_id,
-                to: dst,
-            });
-        }
+        rules::check_replier(&id, reply.metadata.src_node_id, dst)?;
         self.run_entry(run_id)?;
         let ids = write(&mut self.conn, |tx| {
             let mut ids = self.counters;
             tx.execute("DELETE FROM instructions WHERE message_id = ?1", [&id])
                 .map_err(storage)?;
-            reply.metadata.message_id = ids.message_id(run_id);
-            reply.metadata.run_id = run_id;
-            reply.metadata.created_at = now;
+            let reply_id = ids.message_id(run_id);
+            rules::stamp_reply(&mut reply.metadata, run_id, reply_id, now);
             insert_reply(tx, &reply)?;
             set_counter(tx, "next_message", ids.next_message)?;
             Ok(ids)
@@ -543,7 +416,7 @@ impl Inner {
             .map_err(storage)?;
             tx.execute("DELETE FROM replies WHERE run_id = ?1", [sql_id(run_id)])
                 .map_err(storage)?;
-            tidy_turns(tx)
+            Ok(())
         })
     }
 

@@ -4,8 +4,7 @@
 //!
 //! One connection behind a mutex: the trait is synchronous, every critical section is a
 //! short transaction, and the lock is never held across an `.await` (there are none). What
-//! cannot outlive the process stays in memory next to it: the per-run and per-node wake-ups
-//! and the `instructions_ready` signal. Runs and the node registry are also mirrored in
+//! cannot outlive the process stays in memory next to it: the per-run and per-node wake-ups. Runs and the node registry are also mirrored in
 //! memory, written through after each commit, because `run_status` and `has_node` are asked
 //! on every request; the file stays the source of truth at open.
 //!
@@ -22,7 +21,10 @@ mod schema;
 mod sealed;
 
 use super::nodes::Nodes;
-use super::{LinkState, NewRun, NodeLease, RunInfo, RunSignals, StateError, Sweep};
+use super::{
+    CheckpointStore, EventLog, FabStore, LinkState, MessageStore, NewRun, NodeKeyStore, NodeLease,
+    NodeStore, RunInfo, RunSignals, RunStore, StateError, Sweep,
+};
 use bytes::Bytes;
 use floret_core::{Message, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus};
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
@@ -135,7 +137,6 @@ struct Inner {
 /// See the module doc.
 pub struct SqliteLinkState {
     inner: Mutex<Inner>,
-    instructions: Notify,
 }
 
 impl SqliteLinkState {
@@ -196,11 +197,9 @@ impl SqliteLinkState {
             path: path.to_path_buf(),
             detail: e.to_string(),
         };
-        messages::requeue_taken(&mut conn).map_err(restore)?;
         let inner = Inner::load(conn).map_err(restore)?;
         Ok(SqliteLinkState {
             inner: Mutex::new(inner),
-            instructions: Notify::new(),
         })
     }
 
@@ -293,7 +292,7 @@ fn warn_failed(what: &str, e: &StateError) {
     tracing::warn!(error = %e, "the SuperLink's database refused to {what}; nothing changed");
 }
 
-impl LinkState for SqliteLinkState {
+impl RunStore for SqliteLinkState {
     fn create_run(&self, run: NewRun) -> Result<u64, StateError> {
         self.lock().create_run(run)
     }
@@ -324,7 +323,9 @@ impl LinkState for SqliteLinkState {
     fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError> {
         Ok(self.lock().run_entry(run_id)?.signals.clone())
     }
+}
 
+impl NodeStore for SqliteLinkState {
     fn create_node(&self, lease: NodeLease) -> Result<u64, StateError> {
         self.lock().create_node(lease)
     }
@@ -333,10 +334,8 @@ impl LinkState for SqliteLinkState {
         self.lock().renew_node(node_id, lease)
     }
 
-    fn register_nodes(&self, node_ids: &[u64]) {
-        if let Err(e) = self.lock().register_nodes(node_ids) {
-            warn_failed("register virtual nodes", &e);
-        }
+    fn activate_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError> {
+        self.lock().activate_node(node_id, lease)
     }
 
     fn unregister_node(&self, node_id: u64, reason: &str, now: f64) -> bool {
@@ -370,16 +369,16 @@ impl LinkState for SqliteLinkState {
             }
         }
     }
+}
 
+impl MessageStore for SqliteLinkState {
     fn push_instructions(
         &self,
         run_id: u64,
         messages: Vec<Message>,
         now: f64,
     ) -> Result<Vec<String>, StateError> {
-        let ids = self.lock().push_instructions(run_id, messages, now)?;
-        self.instructions.notify_waiters();
-        Ok(ids)
+        self.lock().push_instructions(run_id, messages, now)
     }
 
     fn pull_instructions(&self, node_id: u64, limit: usize) -> Result<Vec<Message>, StateError> {
@@ -388,20 +387,6 @@ impl LinkState for SqliteLinkState {
 
     fn redeliver(&self, node_id: u64) -> Result<usize, StateError> {
         self.lock().redeliver(node_id)
-    }
-
-    fn pull_any_instructions(&self, limit: usize) -> Vec<Message> {
-        match self.lock().pull_any_instructions(limit) {
-            Ok(out) => out,
-            Err(e) => {
-                warn_failed("hand out queued instructions", &e);
-                Vec::new()
-            }
-        }
-    }
-
-    fn instructions_ready(&self) -> &Notify {
-        &self.instructions
     }
 
     fn push_reply(&self, reply: Message, now: f64) -> Result<(), StateError> {
@@ -435,7 +420,9 @@ impl LinkState for SqliteLinkState {
             }
         }
     }
+}
 
+impl EventLog for SqliteLinkState {
     fn push_event(&self, run_id: u64, event: RunEvent) -> Result<(), StateError> {
         self.lock().push_event(run_id, event)
     }
@@ -443,7 +430,9 @@ impl LinkState for SqliteLinkState {
     fn events(&self, run_id: u64, from: usize) -> Result<(Vec<RunEvent>, usize), StateError> {
         self.lock().events(run_id, from)
     }
+}
 
+impl FabStore for SqliteLinkState {
     fn store_fab(&self, fab_hash: &str, packed: Bytes) -> Result<(), StateError> {
         self.lock().store_fab(fab_hash, &packed)
     }
@@ -457,7 +446,9 @@ impl LinkState for SqliteLinkState {
             }
         }
     }
+}
 
+impl NodeKeyStore for SqliteLinkState {
     fn set_node_auth(&self, required: bool) {
         if let Err(e) = self.lock().set_node_auth(required) {
             warn_failed("switch node authentication", &e);
@@ -486,10 +477,6 @@ impl LinkState for SqliteLinkState {
         self.lock().node_id_of_key(public_key)
     }
 
-    fn activate_node(&self, node_id: u64, lease: NodeLease) -> Result<(), StateError> {
-        self.lock().activate_node(node_id, lease)
-    }
-
     fn node_seen(&self, node_id: u64, now: f64) {
         if let Err(e) = self.lock().node_seen(node_id, now) {
             warn_failed("record a node's heartbeat", &e);
@@ -505,7 +492,9 @@ impl LinkState for SqliteLinkState {
             }
         }
     }
+}
 
+impl CheckpointStore for SqliteLinkState {
     fn save_checkpoint(&self, run_id: u64, checkpoint: Bytes) -> Result<(), StateError> {
         self.lock().save_checkpoint(run_id, &checkpoint)
     }
@@ -513,7 +502,9 @@ impl LinkState for SqliteLinkState {
     fn checkpoint(&self, run_id: u64) -> Result<Option<Bytes>, StateError> {
         self.lock().checkpoint(run_id)
     }
+}
 
+impl LinkState for SqliteLinkState {
     fn is_durable(&self) -> bool {
         true
     }

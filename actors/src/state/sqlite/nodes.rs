@@ -1,11 +1,12 @@
 //! Registered nodes with their leases, and the allow-list of node keys.
 //!
 //! Leases are stored with their `online_until`, so after a restart a node that does not
-//! come back is swept as offline like any other; a simulation's virtual nodes are stored
-//! without one and never expire, as in memory.
+//! come back is swept as offline like any other. A node stored without one (a simulation's
+//! virtual node, which only a database of schema 1 may hold) never expires, as in memory.
 
 use super::{Inner, from_sql_id, set_counter, sql_id, storage, write};
 use crate::state::nodes::Nodes;
+use crate::state::rules;
 use crate::state::{NodeLease, StateError};
 use bytes::Bytes;
 use floret_core::NodeInfo;
@@ -111,23 +112,6 @@ impl Inner {
         self.nodes.renew(node_id, lease)
     }
 
-    pub(super) fn register_nodes(&mut self, node_ids: &[u64]) -> Result<(), StateError> {
-        write(&mut self.conn, |tx| {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT OR REPLACE INTO nodes (node_id, heartbeat_interval, online_until)
-                     VALUES (?1, NULL, NULL)",
-                )
-                .map_err(storage)?;
-            for &id in node_ids {
-                stmt.execute([sql_id(id)]).map_err(storage)?;
-            }
-            Ok(())
-        })?;
-        self.nodes.add_permanent(node_ids);
-        Ok(())
-    }
-
     pub(super) fn unregister_node(
         &mut self,
         node_id: u64,
@@ -140,7 +124,7 @@ impl Inner {
         let gone = HashSet::from([node_id]);
         let (ids, runs) = write(&mut self.conn, |tx| {
             let mut ids = self.counters;
-            let runs = super::messages::drop_nodes(tx, &mut ids, &gone, &|_| reason.into(), now)?;
+            let runs = super::messages::drop_nodes(tx, &mut ids, &gone, reason, now)?;
             set_counter(tx, "next_message", ids.next_message)?;
             Ok((ids, runs))
         })?;
@@ -234,7 +218,7 @@ impl Inner {
     }
 
     pub(super) fn nodes_info(&mut self) -> Result<Vec<NodeInfo>, StateError> {
-        let mut out = Vec::new();
+        let mut keyed = Vec::new();
         {
             let mut stmt = self
                 .conn
@@ -253,7 +237,7 @@ impl Inner {
             for row in rows {
                 let (key, id, allowed_at, last_seen) = row.map_err(storage)?;
                 let node_id = from_sql_id(id);
-                out.push(NodeInfo {
+                keyed.push(NodeInfo {
                     node_id,
                     public_key: Bytes::from(key),
                     online: self.nodes.contains(node_id),
@@ -262,19 +246,6 @@ impl Inner {
                 });
             }
         }
-        let keyed: HashSet<u64> = out.iter().map(|n| n.node_id).collect();
-        let online = self.nodes.set();
-        out.extend(
-            online
-                .iter()
-                .filter(|id| !keyed.contains(id))
-                .map(|&node_id| NodeInfo {
-                    node_id,
-                    online: true,
-                    ..NodeInfo::default()
-                }),
-        );
-        out.sort_by_key(|n| n.node_id);
-        Ok(out)
+        Ok(rules::nodes_info(keyed, &self.nodes.set()))
     }
 }

@@ -1,7 +1,7 @@
 //! Runs, their event logs and their checkpoints.
 
 use super::{Inner, RunEntry, from_sql_id, sealed, set_counter, sql_id, storage, write};
-use crate::state::{NewRun, RunInfo, StateError, unix_now};
+use crate::state::{NewRun, RunInfo, StateError, rules, unix_now};
 use bytes::Bytes;
 use floret_core::{RunEvent, RunStatus};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -53,18 +53,7 @@ fn save_info(tx: &rusqlite::Transaction<'_>, info: &RunInfo) -> Result<(), State
 impl Inner {
     pub(super) fn create_run(&mut self, run: NewRun) -> Result<u64, StateError> {
         let run_id = self.counters.next_run_id + 1;
-        let now = unix_now();
-        let info = RunInfo {
-            run_id,
-            app: run.app,
-            federation: run.federation,
-            run_config: run.run_config,
-            status: RunStatus::Pending,
-            reason: String::new(),
-            created_at: now,
-            status_changed_at: now,
-            owner: run.owner,
-        };
+        let info = rules::new_run(run_id, run, unix_now());
         write(&mut self.conn, |tx| {
             save_info(tx, &info)?;
             set_counter(tx, "next_run_id", run_id)
@@ -88,9 +77,7 @@ impl Inner {
         reason: &str,
     ) -> Result<RunInfo, StateError> {
         let mut info = self.run_entry(run_id)?.info.clone();
-        info.status = info.status.transition(status)?;
-        info.reason = reason.to_string();
-        info.status_changed_at = unix_now();
+        rules::set_status(&mut info, status, reason, unix_now())?;
         write(&mut self.conn, |tx| save_info(tx, &info))?;
         let entry = self
             .runs
@@ -106,9 +93,7 @@ impl Inner {
     /// The run, if its log is still open.
     fn open_run(&self, run_id: u64) -> Result<&RunEntry, StateError> {
         let entry = self.run_entry(run_id)?;
-        if entry.info.status.is_finished() {
-            return Err(StateError::RunFinished(run_id));
-        }
+        rules::check_open(run_id, entry.info.status)?;
         Ok(entry)
     }
 

@@ -18,7 +18,7 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`. Append
 /// only: a released migration never changes, or databases written by it would differ.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first layout. Node and run ids are stored as the i64 with the same bits,
     // because random node ids use all 64 bits.
     "
@@ -105,6 +105,14 @@ const MIGRATIONS: &[&str] = &[
         message  BLOB NOT NULL
     );
     CREATE INDEX replies_by_run ON replies (run_id, reply_to);
+    ",
+    // 2: no `turns`. It ordered nodes for the virtual fleet of a simulation, which runs on
+    // the in-memory store only; every push kept it up to date for nothing. Instructions a
+    // fleet had taken (state 2) lost their taker with its process: they are queued again,
+    // as the open of schema 1 did on every start.
+    "
+    UPDATE instructions SET state = 0 WHERE state = 2;
+    DROP TABLE turns;
     ",
 ];
 
@@ -205,4 +213,154 @@ pub(super) fn is_permission(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{SqliteLinkState, sealed};
+    use super::*;
+    use crate::state::prelude::*;
+    use crate::state::{NewRun, rules};
+    use floret_core::{Message, Payload, RecordDict, RunEvent, RunStatus, error_code};
+    use rusqlite::params;
+
+    /// Writes a database as a build of schema 1 left it: the `turns` table, a leased node
+    /// (5) and a simulation's virtual node without a lease (7), a running run with one
+    /// event, an instruction queued to 5, one delivered to 5, one a virtual fleet had taken
+    /// (state 2) for 7, and a reply not taken yet. Rows are written with the encodings the
+    /// store uses, through schema 1's statements only.
+    fn schema_1_database(path: &Path) {
+        let mut conn = Connection::open(path).unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[0]).unwrap();
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        tx.pragma_update(None, "user_version", 1).unwrap();
+        let mut info = rules::new_run(1, NewRun::default(), 1.0);
+        info.status = RunStatus::Running;
+        tx.execute(
+            "INSERT INTO runs (run_id, info) VALUES (1, ?1)",
+            [sealed::encode(sealed::RUN, &info).unwrap()],
+        )
+        .unwrap();
+        let event = sealed::encode(sealed::EVENT, &RunEvent::Log("one".into())).unwrap();
+        tx.execute(
+            "INSERT INTO events (run_id, idx, event) VALUES (1, 0, ?1)",
+            [event],
+        )
+        .unwrap();
+        tx.execute_batch(
+            "UPDATE counters SET value = 1 WHERE name = 'next_run_id';
+             UPDATE counters SET value = 4 WHERE name = 'next_message';
+             INSERT INTO nodes VALUES (5, 10.0, 1000.0), (7, NULL, NULL);",
+        )
+        .unwrap();
+        let empty = Payload::Content(RecordDict::new());
+        tx.execute(
+            "INSERT INTO contents (digest, refs, data) VALUES (x'00', 3, ?1)",
+            [sealed::encode(sealed::PAYLOAD, &empty).unwrap()],
+        )
+        .unwrap();
+        for (seq, node, state, kind) in [(1, 5, 0, "a"), (2, 7, 2, "b"), (3, 5, 1, "c")] {
+            let id = rules::message_id(1, seq);
+            let mut m = Message::new(RecordDict::new(), node, kind);
+            rules::stamp_instruction(&mut m.metadata, 1, id.clone(), 10.0);
+            let md = &m.metadata;
+            tx.execute(
+                "INSERT INTO instructions (seq, message_id, run_id, dst_node_id, state,
+                     created_at, ttl, expires_at, group_id, message_type, message, content)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, '', ?8, ?9, x'00')",
+                params![
+                    seq as i64,
+                    id,
+                    node as i64,
+                    state,
+                    md.created_at,
+                    md.ttl,
+                    rules::expires_at(md.created_at, md.ttl),
+                    kind,
+                    sealed::encode(sealed::MESSAGE, &m).unwrap()
+                ],
+            )
+            .unwrap();
+        }
+        tx.execute("INSERT INTO turns (node_id) VALUES (7)", [])
+            .unwrap();
+        let mut answered = Message::new(RecordDict::new(), 5, "z");
+        rules::stamp_instruction(&mut answered.metadata, 1, rules::message_id(1, 0), 9.0);
+        let mut reply = answered.reply(empty);
+        rules::stamp_reply(&mut reply.metadata, 1, rules::message_id(1, 4), 9.5);
+        tx.execute(
+            "INSERT INTO replies (run_id, reply_to, message) VALUES (1, ?1, ?2)",
+            params![
+                reply.metadata.reply_to_message_id,
+                sealed::encode(sealed::MESSAGE, &reply).unwrap()
+            ],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+
+    fn types(msgs: &[Message]) -> Vec<&str> {
+        msgs.iter()
+            .map(|m| m.metadata.message_type.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_schema_1_database_opens_without_turns_and_keeps_its_runs_and_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        schema_1_database(&path);
+
+        let s = SqliteLinkState::open(&path).unwrap();
+        {
+            let inner = s.lock();
+            let version: i64 = inner
+                .conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, LATEST);
+            let turns: i64 = inner
+                .conn
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'turns'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(turns, 0, "the table is gone");
+        }
+        assert_eq!(s.run_status(1), Some(RunStatus::Running));
+        assert_eq!(
+            s.events(1, 0).unwrap(),
+            (vec![RunEvent::Log("one".into())], 1)
+        );
+        assert_eq!(s.held_messages(), 4, "three instructions and a reply");
+        assert_eq!(
+            types(&s.pull_instructions(7, 10).unwrap()),
+            ["b"],
+            "what a fleet took is queued again"
+        );
+        assert_eq!(s.redeliver(5), Ok(1), "the delivery is remembered");
+        assert_eq!(types(&s.pull_instructions(5, 10).unwrap()), ["a", "c"]);
+        let replies = s.take_replies(1).unwrap();
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].metadata.reply_to_message_id, "1-0");
+
+        let fresh = s
+            .push_instructions(1, vec![Message::new(RecordDict::new(), 7, "d")], 20.0)
+            .unwrap();
+        assert_eq!(fresh, ["1-5"], "message ids continue");
+        assert_eq!(s.create_run(NewRun::default()), Ok(2), "run ids continue");
+        let sweep = s.sweep(2000.0);
+        assert_eq!(sweep.offline, vec![5], "the virtual node never expires");
+        let errors = s.take_replies(1).unwrap();
+        assert_eq!(errors.len(), 2, "both instructions out to node 5");
+        assert!(
+            errors
+                .iter()
+                .all(|r| r.error().map(|e| e.code) == Some(error_code::NODE_UNAVAILABLE))
+        );
+    }
 }

@@ -39,7 +39,7 @@ fn is_storage<T: std::fmt::Debug>(r: Result<T, StateError>) -> bool {
 fn a_failed_write_reports_storage_and_changes_nothing() {
     let s = SqliteLinkState::open_in_memory().unwrap();
     let node = s.create_node(lease(100.0)).unwrap();
-    s.register_nodes(&[7]);
+    s.activate_node(7, lease(1000.0)).unwrap();
     let run = s.create_run(NewRun::default()).unwrap();
     s.set_run_status(run, RunStatus::Starting, "").unwrap();
     s.set_run_status(run, RunStatus::Running, "").unwrap();
@@ -63,7 +63,7 @@ fn a_failed_write_reports_storage_and_changes_nothing() {
     assert!(is_storage(s.create_node(lease(100.0))));
     assert!(is_storage(s.renew_node(node, lease(500.0))));
     assert!(is_storage(s.allow_node_key(Bytes::from_static(b"k"), 1.0)));
-    s.register_nodes(&[8]);
+    assert!(is_storage(s.activate_node(8, lease(100.0))));
     assert!(
         !s.has_node(8),
         "a registration that was not stored did not happen"

@@ -1,0 +1,383 @@
+//! The rules both stores obey, written once: how ids and timestamps are stamped, who may
+//! send and answer, when an instruction expires, what the SuperLink answers in a node's
+//! place, in which order redelivered work comes back, and how nodes are listed.
+//!
+//! Pure: no I/O and no clock. Callers pass `now`, so each rule is tested here on its own
+//! and each store only decides where the data lives.
+
+use super::{NewRun, RunInfo, StateError};
+use floret_core::{
+    Message, MessageError, Metadata, NodeInfo, NodeSet, Payload, RunStatus, error_code,
+};
+use std::collections::{HashSet, VecDeque};
+
+/// Why an instruction's node is unavailable when it was never registered (or is gone
+/// already) at the moment of the push.
+pub(super) const NOT_CONNECTED: &str = "it is not connected to this SuperLink";
+
+/// Why a node the sweep found past its lease is unavailable.
+pub(super) const OFFLINE: &str = "it missed its heartbeats and is offline";
+
+/// A message's id: its run and a store-wide counter, in hex. Unique across runs, and across
+/// restarts when the counter is kept.
+pub(super) fn message_id(run_id: u64, counter: u64) -> String {
+    format!("{run_id:x}-{counter:x}")
+}
+
+/// A new run's record: `pending`, created and changed at `now`.
+pub(super) fn new_run(run_id: u64, run: NewRun, now: f64) -> RunInfo {
+    RunInfo {
+        run_id,
+        app: run.app,
+        federation: run.federation,
+        run_config: run.run_config,
+        status: RunStatus::Pending,
+        reason: String::new(),
+        created_at: now,
+        status_changed_at: now,
+        owner: run.owner,
+    }
+}
+
+/// Moves `info` to `status` if the run's state machine allows it; unchanged otherwise.
+pub(super) fn set_status(
+    info: &mut RunInfo,
+    status: RunStatus,
+    reason: &str,
+    now: f64,
+) -> Result<(), StateError> {
+    info.status = info.status.transition(status)?;
+    info.reason = reason.to_string();
+    info.status_changed_at = now;
+    Ok(())
+}
+
+/// Only a running run sends instructions.
+pub(super) fn check_can_send(run_id: u64, status: RunStatus) -> Result<(), StateError> {
+    if status == RunStatus::Running {
+        Ok(())
+    } else {
+        Err(StateError::RunNotRunning(run_id))
+    }
+}
+
+/// A finished run's log and checkpoint are final.
+pub(super) fn check_open(run_id: u64, status: RunStatus) -> Result<(), StateError> {
+    if status.is_finished() {
+        Err(StateError::RunFinished(run_id))
+    } else {
+        Ok(())
+    }
+}
+
+/// Stamps an instruction as the SuperLink sends it: its run, its id, the SuperLink as its
+/// source (whatever the ServerApp wrote there) and `now` as its creation time.
+pub(super) fn stamp_instruction(md: &mut Metadata, run_id: u64, message_id: String, now: f64) {
+    md.run_id = run_id;
+    md.message_id = message_id;
+    md.src_node_id = 0;
+    md.created_at = now;
+}
+
+/// Whether `from` may answer the instruction it names, sent to `to`: only its own node may.
+/// (An instruction not in flight is refused by the caller with `UnknownReply`.)
+pub(super) fn check_replier(message_id: &str, from: u64, to: u64) -> Result<(), StateError> {
+    if from == to {
+        Ok(())
+    } else {
+        Err(StateError::WrongReplier {
+            message_id: message_id.to_string(),
+            from,
+            to,
+        })
+    }
+}
+
+/// Stamps an accepted reply: its own id, the run of the instruction it answers, `now`.
+pub(super) fn stamp_reply(md: &mut Metadata, run_id: u64, message_id: String, now: f64) {
+    md.message_id = message_id;
+    md.run_id = run_id;
+    md.created_at = now;
+}
+
+/// When an instruction created at `created_at` with `ttl` expires; `None` for one without a
+/// creation time, which never does (the rule of `Message::is_expired`).
+pub(super) fn expires_at(created_at: f64, ttl: f64) -> Option<f64> {
+    (created_at > 0.0).then_some(created_at + ttl)
+}
+
+/// Whether an instruction expiring at `expires_at` has expired at `now`: the end itself is
+/// still alive.
+pub(super) fn is_expired(expires_at: Option<f64>, now: f64) -> bool {
+    expires_at.is_some_and(|end| now > end)
+}
+
+/// The error answering an instruction to `node` that cannot reach it.
+pub(super) fn node_unavailable(node: u64, reason: &str) -> MessageError {
+    MessageError::new(
+        error_code::NODE_UNAVAILABLE,
+        format!("node {node} unavailable: {reason}"),
+    )
+}
+
+/// The error answering an instruction whose TTL ended before its node replied.
+pub(super) fn ttl_expired(flight: &Inflight) -> MessageError {
+    MessageError::new(
+        error_code::MESSAGE_TTL_EXPIRED,
+        format!(
+            "message TTL of {} s expired before node {} replied",
+            flight.ttl, flight.dst_node_id
+        ),
+    )
+}
+
+/// An instruction sent and not answered yet, kept small: just enough to check who may
+/// answer and to answer in the node's place (node unavailable, TTL expired) without the
+/// content.
+pub(super) struct Inflight {
+    pub(super) run_id: u64,
+    pub(super) dst_node_id: u64,
+    created_at: f64,
+    ttl: f64,
+    /// Copied into error replies so the ServerApp files them under the right round and phase.
+    group_id: String,
+    message_type: String,
+}
+
+impl Inflight {
+    pub(super) fn of(md: &Metadata) -> Inflight {
+        Inflight {
+            run_id: md.run_id,
+            dst_node_id: md.dst_node_id,
+            created_at: md.created_at,
+            ttl: md.ttl,
+            group_id: md.group_id.clone(),
+            message_type: md.message_type.clone(),
+        }
+    }
+
+    pub(super) fn is_expired(&self, now: f64) -> bool {
+        is_expired(expires_at(self.created_at, self.ttl), now)
+    }
+}
+
+/// The error reply the SuperLink gives in a node's place: it looks as if the node had
+/// answered message `reply_to`, so a strategy needs no special case.
+pub(super) fn error_reply(
+    flight: &Inflight,
+    reply_to: String,
+    message_id: String,
+    error: MessageError,
+    now: f64,
+) -> Message {
+    Message {
+        metadata: Metadata {
+            run_id: flight.run_id,
+            message_id,
+            src_node_id: flight.dst_node_id,
+            dst_node_id: 0,
+            reply_to_message_id: reply_to,
+            group_id: flight.group_id.clone(),
+            ttl: flight.ttl,
+            message_type: flight.message_type.clone(),
+            created_at: now,
+            trace_context: String::new(),
+        },
+        payload: Payload::Error(error),
+    }
+}
+
+/// Puts instructions a node took and did not answer back at the head of its queue, in the
+/// order it took them: redelivered work goes before newer work. (The SQLite store gets the
+/// same order from the queue position each row keeps.)
+pub(super) fn requeue<T>(queue: &mut VecDeque<T>, again: Vec<T>) {
+    for m in again.into_iter().rev() {
+        queue.push_front(m);
+    }
+}
+
+/// Every node with an allowed key (`keyed`), then every registered node without one,
+/// online and never seen, by id.
+pub(super) fn nodes_info(mut keyed: Vec<NodeInfo>, registered: &NodeSet) -> Vec<NodeInfo> {
+    let with_key: HashSet<u64> = keyed.iter().map(|n| n.node_id).collect();
+    keyed.extend(
+        registered
+            .iter()
+            .filter(|id| !with_key.contains(id))
+            .map(|&node_id| NodeInfo {
+                node_id,
+                online: true,
+                ..NodeInfo::default()
+            }),
+    );
+    keyed.sort_by_key(|n| n.node_id);
+    keyed
+}
+
+/// FAB hashes are hex; either case names the same FAB.
+pub(super) fn fab_key(fab_hash: &str) -> String {
+    fab_hash.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floret_core::{RecordDict, SubStatus};
+
+    fn flight(created_at: f64, ttl: f64) -> Inflight {
+        let mut m = Message::new(RecordDict::new(), 7, "train").with_group_id("3");
+        m.metadata.run_id = 2;
+        m.metadata.created_at = created_at;
+        m.metadata.ttl = ttl;
+        Inflight::of(&m.metadata)
+    }
+
+    #[test]
+    fn message_ids_name_their_run_and_counter_in_hex() {
+        assert_eq!(message_id(255, 16), "ff-10");
+    }
+
+    #[test]
+    fn a_new_run_is_pending_since_now() {
+        let info = new_run(4, NewRun::default(), 12.5);
+        assert_eq!(info.status, RunStatus::Pending);
+        assert_eq!(
+            (info.run_id, info.created_at, info.status_changed_at),
+            (4, 12.5, 12.5)
+        );
+    }
+
+    #[test]
+    fn a_refused_transition_changes_nothing() {
+        let mut info = new_run(1, NewRun::default(), 1.0);
+        set_status(&mut info, RunStatus::Starting, "go", 2.0).unwrap();
+        assert_eq!((info.reason.as_str(), info.status_changed_at), ("go", 2.0));
+        let before = info.clone();
+        assert!(matches!(
+            set_status(&mut info, RunStatus::Pending, "back", 3.0),
+            Err(StateError::Transition(_))
+        ));
+        assert_eq!(info, before);
+    }
+
+    #[test]
+    fn only_running_runs_send_and_only_unfinished_ones_log() {
+        assert_eq!(check_can_send(1, RunStatus::Running), Ok(()));
+        assert_eq!(
+            check_can_send(1, RunStatus::Pending),
+            Err(StateError::RunNotRunning(1))
+        );
+        assert_eq!(check_open(1, RunStatus::Running), Ok(()));
+        assert_eq!(
+            check_open(1, RunStatus::Finished(SubStatus::Stopped)),
+            Err(StateError::RunFinished(1))
+        );
+    }
+
+    #[test]
+    fn a_sent_instruction_comes_from_the_superlink() {
+        let mut md = Metadata {
+            src_node_id: 99,
+            ..Metadata::default()
+        };
+        stamp_instruction(&mut md, 3, "3-1".into(), 8.0);
+        assert_eq!((md.run_id, md.message_id.as_str()), (3, "3-1"));
+        assert_eq!((md.src_node_id, md.created_at), (0, 8.0));
+    }
+
+    #[test]
+    fn only_the_addressed_node_may_answer() {
+        assert_eq!(check_replier("m", 5, 5), Ok(()));
+        assert_eq!(
+            check_replier("m", 9, 5),
+            Err(StateError::WrongReplier {
+                message_id: "m".into(),
+                from: 9,
+                to: 5
+            })
+        );
+    }
+
+    #[test]
+    fn a_reply_is_stamped_with_its_instructions_run() {
+        let mut md = Message::new(RecordDict::new(), 0, "train").metadata;
+        md.run_id = 77;
+        stamp_reply(&mut md, 3, "3-2".into(), 9.0);
+        assert_eq!(
+            (md.run_id, md.message_id.as_str(), md.created_at),
+            (3, "3-2", 9.0)
+        );
+    }
+
+    #[test]
+    fn the_ttl_end_itself_is_alive_and_no_creation_time_never_expires() {
+        assert_eq!(expires_at(100.0, 5.0), Some(105.0));
+        assert!(!flight(100.0, 5.0).is_expired(105.0));
+        assert!(flight(100.0, 5.0).is_expired(105.5));
+        assert_eq!(expires_at(0.0, 5.0), None);
+        assert!(!flight(0.0, 5.0).is_expired(1e12));
+    }
+
+    #[test]
+    fn an_error_reply_looks_like_the_nodes_own_answer() {
+        let f = flight(1.0, 30.0);
+        let reply = error_reply(
+            &f,
+            "2-1".into(),
+            "2-2".into(),
+            node_unavailable(7, OFFLINE),
+            4.0,
+        );
+        let md = &reply.metadata;
+        assert_eq!((md.run_id, md.src_node_id, md.dst_node_id), (2, 7, 0));
+        assert_eq!(
+            (md.reply_to_message_id.as_str(), md.message_id.as_str()),
+            ("2-1", "2-2")
+        );
+        assert_eq!(
+            (md.group_id.as_str(), md.message_type.as_str()),
+            ("3", "train")
+        );
+        assert_eq!((md.ttl, md.created_at), (30.0, 4.0));
+        let err = reply.error().unwrap();
+        assert_eq!(err.code, error_code::NODE_UNAVAILABLE);
+        assert_eq!(
+            err.reason,
+            "node 7 unavailable: it missed its heartbeats and is offline"
+        );
+        let expired = ttl_expired(&flight(1.0, 5.0));
+        assert_eq!(expired.code, error_code::MESSAGE_TTL_EXPIRED);
+        assert_eq!(
+            expired.reason,
+            "message TTL of 5 s expired before node 7 replied"
+        );
+    }
+
+    #[test]
+    fn redelivered_work_goes_before_newer_work_in_its_order() {
+        let mut queue = VecDeque::from(["late"]);
+        requeue(&mut queue, vec!["evaluate", "query"]);
+        assert_eq!(queue, ["evaluate", "query", "late"]);
+    }
+
+    #[test]
+    fn nodes_are_listed_keyed_or_not_by_id() {
+        let keyed = vec![NodeInfo {
+            node_id: 9,
+            online: false,
+            registered_at: 3.0,
+            ..NodeInfo::default()
+        }];
+        let registered: NodeSet = vec![2, 9, 4].into();
+        let got: Vec<(u64, bool, f64)> = nodes_info(keyed, &registered)
+            .iter()
+            .map(|n| (n.node_id, n.online, n.registered_at))
+            .collect();
+        assert_eq!(got, [(2, true, 0.0), (4, true, 0.0), (9, false, 3.0)]);
+    }
+
+    #[test]
+    fn fab_hashes_ignore_case() {
+        assert_eq!(fab_key("ABcd"), "abcd");
+    }
+}
