@@ -2,9 +2,9 @@
 //! `SuperNodeArgs` where each daemon lists them, so `--help` keeps its order.
 //!
 //! The names, the `--config` keys and the `FLWR_*` variables come from the field names,
-//! as for every other flag (see `settings`). Where the daemons word a flag's help for
-//! their own apps, they override it with `mut_arg`; the doc comments here are the
-//! wording both share.
+//! as for every other flag (see `settings`). A daemon that words a flag's help for its
+//! own apps overrides it with `mut_arg` (both do for `--isolation`, which names their
+//! app and its AppIo flag); the doc comments here are the help otherwise.
 
 use serde::Serialize;
 
