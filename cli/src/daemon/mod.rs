@@ -4,6 +4,7 @@
 //! type (`SuperLinkConfig`, `SuperNodeConfig`) and only then starts anything, so a bad
 //! setting is one line and exit 2 before a port is bound. Both stop on SIGINT or SIGTERM.
 
+pub mod flags;
 pub mod metrics;
 pub mod settings;
 pub mod superlink;

@@ -1,150 +1,23 @@
-//! `flower-supernode`: the client side of a deployment. Connects to a SuperLink's Fleet
-//! API, keeps the connection alive with heartbeats (reconnecting with backoff when the
-//! SuperLink is away), runs the built-in ClientApps in-process for every run, and the
-//! ClientApps of FABs as processes of their own (`--isolation`), which reach it through
-//! its ClientAppIo API.
-//!
-//! ```text
-//! flower-supernode
-//!  ├─ SuperNode (actors) ── Fleet client ──> SuperLink
-//!  │   └─ ClientApp processes of FAB runs (subprocess)
-//!  ├─ ClientAppIo gRPC server <── ClientApp processes
-//!  └─ signal listener: SIGINT/SIGTERM -> deactivate, kill app processes, drain
-//! ```
+//! The SuperNode's settings: defaults, the `--config` file, `FLWR_*` and the flags merged
+//! (`crate::daemon::settings`), then checked into a [`SuperNodeConfig`] before anything
+//! starts, so that a bad setting is one line and exit 2.
 
-use super::metrics::{Daemon, install as install_metrics, metrics_address};
-use super::settings::layered;
-use super::{
-    appio_listen_address, auth_key_pair, bind_error, client_security, connect_address,
-    fab_cache_dir, parse_isolation,
-};
+use super::args::SuperNodeArgs;
 use crate::UserError;
-use crate::registry::BuiltinCatalog;
-use crate::remote::has_port;
-use floret_actors::{
-    AppLauncher, FabCache, Isolation, NodeAppIo, NodeFabs, SuperNode, SuperNodeError,
+use crate::daemon::metrics::metrics_address;
+use crate::daemon::settings::layered;
+use crate::daemon::{
+    appio_listen_address, auth_key_pair, client_security, fab_cache_dir, parse_isolation,
 };
+use crate::remote::has_port;
+use floret_actors::Isolation;
 use floret_core::run_config::parse_node_config;
 use floret_transport::auth::NodeKeyPair;
-use floret_transport::grpc::ClientOptions;
 use floret_transport::{ClientSecurity, TransportKind};
 use serde::{Deserialize, Serialize};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
-
-/// How long the ClientAppIo server may take to drain open calls at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Flags, with Flower's names (plus `--heartbeat-interval`). Each may also be set in the
-/// `--config` file (same name) or as `FLWR_<NAME>` (upper case, `_` for `-`).
-#[derive(Debug, clap::Parser, Serialize)]
-#[command(
-    name = "flower-supernode",
-    version,
-    about = "The Floret SuperNode: connects to a SuperLink and runs ClientApps"
-)]
-#[serde(rename_all = "kebab-case")]
-pub struct SuperNodeArgs {
-    /// Logging and tracing (command line and OTEL_* / RUST_LOG only, not --config).
-    #[command(flatten)]
-    #[serde(skip)]
-    pub telemetry: crate::telemetry::TelemetryArgs,
-    /// Connect without TLS (plaintext gRPC; over QUIC, accept any certificate). For
-    /// testing only.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "is_false")]
-    pub insecure: bool,
-    /// How to reach the SuperLink: `grpc` (HTTP/2 over TCP) or `quic` (QUIC over UDP, the
-    /// same port number) [default: grpc].
-    #[arg(long, value_name = "grpc|quic")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub transport: Option<String>,
-    /// The SuperLink's Fleet API [default: 127.0.0.1:9092].
-    #[arg(long, value_name = "HOST:PORT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub superlink: Option<String>,
-    /// The CA certificate that signed the SuperLink's certificate (PEM, e.g.
-    /// certificates/ca.crt): connect with TLS and trust only it.
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub root_certificates: Option<String>,
-    /// Mutual TLS: this node's client certificate (PEM), for a SuperLink started with
-    /// --ssl-client-ca-certfile.
-    #[arg(long, value_name = "FILE", requires = "ssl_client_keyfile")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssl_client_certfile: Option<String>,
-    /// The private key of --ssl-client-certfile (PEM).
-    #[arg(long, value_name = "FILE", requires = "ssl_client_certfile")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssl_client_keyfile: Option<String>,
-    /// This node's config, as `key=value` pairs of TOML values:
-    /// 'partition-id=0 num-partitions=2'.
-    #[arg(long, value_name = "'K=V ...'")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_config: Option<String>,
-    /// Where process-isolated ClientApps connect (ClientAppIo API) [default: 127.0.0.1:9094
-    /// with --isolation process; any free port on 127.0.0.1 with subprocess, so that
-    /// several SuperNodes run side by side].
-    #[arg(long, value_name = "HOST:PORT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub clientappio_api_address: Option<String>,
-    /// How the ClientApps of FABs run: `subprocess` starts one process per run; with
-    /// `process` the SuperNode starts nothing and waits for
-    /// `<app> clientapp --clientappio-api-address ...` to claim the run. Built-in apps run
-    /// inside the SuperNode either way [default: subprocess].
-    #[arg(long, value_name = "MODE", value_parser = ["subprocess", "process"])]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub isolation: Option<String>,
-    /// Where FABs and their app binaries are kept, by hash [default:
-    /// $XDG_CACHE_HOME/floret/fabs or ~/.cache/floret/fabs].
-    #[arg(long, value_name = "DIR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fab_cache_dir: Option<String>,
-    /// Give up after this many failed attempts to reach the SuperLink in a row
-    /// [default: never].
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_retries: Option<u32>,
-    /// Give up when the SuperLink has been unreachable for this many seconds
-    /// [default: never].
-    #[arg(long, value_name = "SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_wait_time: Option<f64>,
-    /// Seconds between heartbeats; the SuperLink declares the node offline after two
-    /// missed ones [default: 30].
-    #[arg(long, value_name = "SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heartbeat_interval: Option<f64>,
-    /// This node's private key for SuperNode authentication (e.g.
-    /// keys/client_credentials_1): every request to the SuperLink is signed with it. PEM
-    /// (PKCS#8, SEC1) or OpenSSH, unencrypted, ECDSA P-384.
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_supernode_private_key: Option<String>,
-    /// The matching public key (e.g. keys/client_credentials_1.pub). Optional: it is
-    /// derived from the private key; when given, it must match.
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_supernode_public_key: Option<String>,
-    /// Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464)
-    /// [default: off].
-    #[arg(long, value_name = "HOST:PORT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics_address: Option<String>,
-    /// A TOML file of settings, keyed by these flags' names (`insecure = true`,
-    /// `node-config = "partition-id=0 num-partitions=2"`); FLWR_* variables override it,
-    /// flags override both.
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
 
 /// The merged settings before validation.
 #[derive(Debug, Serialize, Deserialize)]
@@ -304,88 +177,6 @@ fn node_key(s: &Settings) -> Result<Option<NodeKeyPair>, UserError> {
     )
 }
 
-/// Runs the SuperNode until `shutdown` resolves (Ok) or it gives up reaching the SuperLink
-/// (an error saying so).
-pub async fn serve(
-    config: SuperNodeConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    if let Some(addr) = config.metrics_address {
-        install_metrics(addr, Daemon::SuperNode)?;
-    }
-    let options = ClientOptions {
-        transport: config.transport,
-        security: config.security.clone(),
-        node_key: config.node_key.clone(),
-        ..ClientOptions::default()
-    };
-    if let Some(key) = &config.node_key {
-        tracing::info!(
-            key = %key.public_key().fingerprint(),
-            "signing requests with this node's key"
-        );
-    }
-    let fleet = floret_transport::grpc::fleet_client_with(&config.superlink, options)
-        .map_err(|e| UserError::new(format!("--superlink {}: {e}", config.superlink)))?;
-    let appio = Arc::new(NodeAppIo::new());
-    let clientappio =
-        floret_transport::grpc::bind_clientappio(config.clientappio_api_address, appio.clone())
-            .await
-            .map_err(|e| {
-                bind_error(
-                    "clientappio-api-address",
-                    config.clientappio_api_address,
-                    &e,
-                )
-            })?;
-    tracing::info!(
-        "apps of FABs run with --isolation {}, binaries cached in {}",
-        config.isolation,
-        config.fab_cache_dir.display()
-    );
-    tracing::info!(
-        "ClientAppIo API (ClientApps) listening on {}",
-        clientappio.local_addr()
-    );
-    let fabs = NodeFabs {
-        io: appio,
-        launcher: AppLauncher::new(
-            config.isolation,
-            FabCache::new(&config.fab_cache_dir),
-            connect_address(clientappio.local_addr()),
-        ),
-    };
-    let security = match &config.security {
-        ClientSecurity::Insecure => "insecure".to_string(),
-        ClientSecurity::Tls(tls) => format!("TLS, trusting {}", tls.roots_path().display()),
-    };
-    tracing::info!(
-        "Starting Floret SuperNode, SuperLink at {} over {} ({security})",
-        config.superlink,
-        config.transport
-    );
-    let ran = SuperNode::run_with_fabs(
-        config.node,
-        Arc::new(fleet),
-        Arc::new(BuiltinCatalog),
-        Some(fabs),
-        shutdown,
-    )
-    .await;
-    if tokio::time::timeout(DRAIN_TIMEOUT, clientappio.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("ClientAppIo calls did not end within {DRAIN_TIMEOUT:?}; leaving them");
-    }
-    ran.map_err(|e| match e {
-        SuperNodeError::Config(_) => anyhow::Error::from(UserError::new(e.to_string())),
-        other => anyhow::Error::from(other),
-    })?;
-    tracing::info!("SuperNode stopped");
-    Ok(())
-}
-
 /// A number of seconds from a setting: finite, positive (or zero when `zero_ok`).
 fn seconds(setting: &str, value: f64, zero_ok: bool) -> Result<Duration, UserError> {
     let ok = value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0));
@@ -397,12 +188,6 @@ fn seconds(setting: &str, value: f64, zero_ok: bool) -> Result<Duration, UserErr
                 "--{setting} {value}: must be a positive number of seconds, e.g. --{setting} 30"
             ))
         })
-}
-
-impl crate::daemon::Observed for SuperNodeArgs {
-    fn telemetry(&self) -> &crate::telemetry::TelemetryArgs {
-        &self.telemetry
-    }
 }
 
 #[cfg(test)]

@@ -1,155 +1,23 @@
-//! `flower-superlink`: the server side of a deployment. Serves the Fleet API (SuperNodes
-//! connect, default port 9092), the Control API (`flwr` connects, default port 9093) and
-//! the ServerAppIo API (process-isolated ServerApps connect) over gRPC, runs built-in
-//! ServerApps in-process and the ServerApps of FABs as processes of their own
-//! (`--isolation`), keeps its state in memory.
-//!
-//! ```text
-//! flower-superlink
-//!  ├─ Fleet gRPC server ───────┐
-//!  ├─ Control gRPC server ─────┼─> SuperLinkService (actors) ─> MemoryLinkState
-//!  ├─ ServerAppIo gRPC server ─┘    └─ ServerApp processes of FAB runs (subprocess)
-//!  └─ signal listener: SIGINT/SIGTERM -> service shutdown (runs end finished:stopped,
-//!                                        their processes are killed), then the servers drain
-//! ```
+//! The SuperLink's settings: defaults, the `--config` file, `FLWR_*` and the flags merged
+//! (`crate::daemon::settings`), then checked into a [`SuperLinkConfig`] before anything
+//! starts, so that a bad setting is one line and exit 2.
 
-use super::metrics::{Daemon, install as install_metrics, metrics_address};
-use super::settings::layered;
-use super::{
-    appio_listen_address, auth_key_pair, bind_error, connect_address, fab_cache_dir,
-    listen_address, parse_isolation, server_security,
-};
+use super::args::SuperLinkArgs;
+use super::state::{Store, store};
 use crate::UserError;
-use crate::registry::BuiltinCatalog;
-use floret_actors::user_auth::{Accounts, AccountsAuthority, TokenLifetimes};
-use floret_actors::{
-    AppLauncher, FabCache, HeartbeatPolicy, Isolation, LinkAppIo, LinkFabs, LinkState,
-    MemoryLinkState, SqliteLinkState, SuperLinkService,
+use crate::daemon::metrics::metrics_address;
+use crate::daemon::settings::layered;
+use crate::daemon::{
+    appio_listen_address, auth_key_pair, fab_cache_dir, listen_address, parse_isolation,
+    server_security,
 };
-use floret_core::NodeAuthority;
+use floret_actors::Isolation;
+use floret_actors::user_auth::Accounts;
 use floret_transport::ServerSecurity;
 use floret_transport::auth::{NodeKeyPair, NodePublicKey, load_allow_list};
-use floret_transport::grpc::{NodeAuth, ServerOptions};
 use serde::{Deserialize, Serialize};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
-
-/// How long the servers may take to drain open calls after the service has shut down.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Flags, with Flower's names. Each may also be set in the `--config` file (same name,
-/// without the dashes in front) or as `FLWR_<NAME>` (upper case, `_` for `-`).
-#[derive(Debug, clap::Parser, Serialize)]
-#[command(
-    name = "flower-superlink",
-    version,
-    about = "The Floret SuperLink: coordinates SuperNodes and runs ServerApps"
-)]
-#[serde(rename_all = "kebab-case")]
-pub struct SuperLinkArgs {
-    /// Logging and tracing (command line and OTEL_* / RUST_LOG only, not --config).
-    #[command(flatten)]
-    #[serde(skip)]
-    pub telemetry: crate::telemetry::TelemetryArgs,
-    /// Serve without TLS (plaintext gRPC; QUIC then uses a throwaway self-signed
-    /// certificate that only --insecure clients accept). For testing only.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "is_false")]
-    pub insecure: bool,
-    /// The CA certificate that signed --ssl-certfile; the SuperLink checks the pair at
-    /// start (PEM, e.g. certificates/ca.crt from `flwr keygen`).
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssl_ca_certfile: Option<String>,
-    /// The SuperLink's TLS certificate (PEM, e.g. certificates/server.pem).
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssl_certfile: Option<String>,
-    /// The private key of --ssl-certfile (PEM, e.g. certificates/server.key).
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssl_keyfile: Option<String>,
-    /// Mutual TLS on the Fleet API: SuperNodes must present a client certificate signed
-    /// by this CA (PEM) [default: no client certificates].
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssl_client_ca_certfile: Option<String>,
-    /// Where SuperNodes connect (Fleet API) [default: 0.0.0.0:9092].
-    #[arg(long, value_name = "HOST:PORT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fleet_api_address: Option<String>,
-    /// Where `flwr` connects (Control API) [default: 0.0.0.0:9093].
-    #[arg(long, visible_alias = "exec-api-address", value_name = "HOST:PORT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub control_api_address: Option<String>,
-    /// Where process-isolated ServerApps connect (ServerAppIo API) [default: 127.0.0.1:9091
-    /// with --isolation process; any free port on 127.0.0.1 with subprocess].
-    #[arg(long, value_name = "HOST:PORT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub serverappio_api_address: Option<String>,
-    /// How the ServerApps of FABs run: `subprocess` starts each as a process of the
-    /// SuperLink; with `process` the SuperLink starts nothing and waits for
-    /// `<app> serverapp --serverappio-api-address ...` to claim the run. Built-in apps run
-    /// inside the SuperLink either way [default: subprocess].
-    #[arg(long, value_name = "MODE", value_parser = ["subprocess", "process"])]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub isolation: Option<String>,
-    /// Where app binaries from FABs are kept, by hash [default: $XDG_CACHE_HOME/floret/fabs
-    /// or ~/.cache/floret/fabs].
-    #[arg(long, value_name = "DIR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fab_cache_dir: Option<String>,
-    /// The SQLite database that keeps nodes, runs, messages, FABs and checkpoints across
-    /// restarts; `:memory:` keeps them in memory only, forgotten when the SuperLink stops
-    /// [default: state.db in --state-dir].
-    #[arg(long, value_name = "PATH")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub database: Option<String>,
-    /// Where the default database lives [default: $FLWR_HOME/superlink, or
-    /// ~/.flwr/superlink].
-    #[arg(long, value_name = "DIR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state_dir: Option<String>,
-    /// Turn on user authentication for the Control API with this accounts file (TOML:
-    /// `[[users]]` tables with `name`, `password-hash` or `api-token-hash` from
-    /// `flwr hash-password`, and `role = "user"|"admin"`). `flwr` must then log in first
-    /// (`flwr login`), and users see only their own runs.
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_auth_config: Option<String>,
-    /// Turns on SuperNode authentication: only SuperNodes whose public key is in this CSV
-    /// (OpenSSH `ecdsa-sha2-nistp384` keys, comma-separated or one per line, as
-    /// `flwr keygen` writes keys/client_public_keys.csv) or added with
-    /// `flwr supernode register` may connect.
-    #[arg(long, value_name = "FILE.csv")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_list_public_keys: Option<String>,
-    /// The SuperLink's own private key (keys/server_credentials).
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_superlink_private_key: Option<String>,
-    /// The SuperLink's own public key (keys/server_credentials.pub); must match the private key.
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_superlink_public_key: Option<String>,
-    /// Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464)
-    /// [default: off].
-    #[arg(long, value_name = "HOST:PORT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics_address: Option<String>,
-    /// A TOML file of settings, keyed by these flags' names (`insecure = true`,
-    /// `fleet-api-address = "0.0.0.0:9092"`); FLWR_* variables override it, flags override both.
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
 
 /// The merged settings before validation.
 #[derive(Debug, Serialize, Deserialize)]
@@ -285,47 +153,6 @@ pub struct SuperLinkConfig {
     pub metrics_address: Option<SocketAddr>,
 }
 
-/// Where the SuperLink keeps its state.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Store {
-    /// In memory: forgotten when the SuperLink stops (`--database :memory:`).
-    Memory,
-    /// A SQLite database file: runs survive restarts and crashes.
-    File(PathBuf),
-}
-
-/// The database of `--database` / `--state-dir`.
-fn store(database: &str, state_dir: &str, env: &[(String, String)]) -> Result<Store, UserError> {
-    // Flower spells the in-memory store `:flwr-in-memory-state:`.
-    if matches!(database, ":memory:" | ":flwr-in-memory-state:") {
-        return Ok(Store::Memory);
-    }
-    if !database.is_empty() {
-        return Ok(Store::File(PathBuf::from(database)));
-    }
-    if !state_dir.is_empty() {
-        return Ok(Store::File(Path::new(state_dir).join(DATABASE_FILE)));
-    }
-    let var = |name: &str| {
-        env.iter()
-            .find(|(k, v)| k == name && !v.is_empty())
-            .map(|(_, v)| PathBuf::from(v))
-    };
-    let dir = if let Some(home) = var(crate::credentials::FLWR_HOME) {
-        home.join("superlink")
-    } else if let Some(home) = var("HOME") {
-        home.join(".flwr").join("superlink")
-    } else {
-        return Err(UserError::new(
-            "neither FLWR_HOME nor HOME is set, so there is no default state directory: pass --state-dir DIR, --database FILE, or --database :memory:",
-        ));
-    };
-    Ok(Store::File(dir.join(DATABASE_FILE)))
-}
-
-/// The database's name inside the state directory.
-const DATABASE_FILE: &str = "state.db";
-
 impl SuperLinkConfig {
     /// Merges defaults, the `--config` file, `env` (`FLWR_*`) and the flags, and checks the
     /// result.
@@ -399,198 +226,6 @@ fn user_auth_accounts(path: &str) -> Result<Option<Accounts>, UserError> {
     Accounts::parse(&text)
         .map(Some)
         .map_err(|e| UserError::new(format!("--user-auth-config {path}: {e}")))
-}
-
-/// Opens the store of `--database`, creating the state directory of the default one.
-fn open_state(store: &Store) -> anyhow::Result<Arc<dyn LinkState>> {
-    let path = match store {
-        Store::Memory => {
-            tracing::info!(
-                "state kept in memory (--database :memory:): runs end with the SuperLink"
-            );
-            return Ok(Arc::new(MemoryLinkState::new()));
-        }
-        Store::File(path) => path,
-    };
-    if let Some(dir) = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-    {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            UserError::new(format!(
-                "cannot create the state directory {}: {e}; pass --state-dir with a writable directory, or --database :memory:",
-                dir.display()
-            ))
-        })?;
-    }
-    let state = SqliteLinkState::open(path).map_err(|e| UserError::new(e.to_string()))?;
-    tracing::info!(
-        "state kept in {} (runs resume after a restart)",
-        path.display()
-    );
-    Ok(Arc::new(state))
-}
-
-/// Runs the SuperLink until `shutdown` resolves, then shuts it down gracefully: unfinished
-/// runs end finished:stopped, open calls drain, and the function returns.
-pub async fn serve(
-    config: SuperLinkConfig,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    if let Some(addr) = config.metrics_address {
-        install_metrics(addr, Daemon::SuperLink)?;
-    }
-    let state = open_state(&config.store)?;
-    state.set_node_auth(config.node_auth.is_some());
-    let mut fleet_options = ServerOptions {
-        security: config.fleet_security.clone(),
-        quic: true,
-        ..ServerOptions::default()
-    };
-    if let Some(auth) = &config.node_auth {
-        state.set_node_auth(true);
-        let now = floret_actors::state::unix_now();
-        for key in &auth.allowed {
-            state
-                .allow_node_key(key.spki_der().clone(), now)
-                .map_err(|e| anyhow::anyhow!("could not record the allowed SuperNode keys: {e}"))?;
-        }
-        let authority: Arc<dyn NodeAuthority> = state.clone();
-        fleet_options.node_auth = Some(NodeAuth::new(authority));
-        tracing::info!(
-            allowed = auth.allowed.len(),
-            "SuperNode authentication on: only allowed keys may connect"
-        );
-    }
-    let appio = Arc::new(LinkAppIo::new(state.clone()));
-    let serverappio =
-        floret_transport::grpc::bind_serverappio(config.serverappio_api_address, appio.clone())
-            .await
-            .map_err(|e| {
-                bind_error(
-                    "serverappio-api-address",
-                    config.serverappio_api_address,
-                    &e,
-                )
-            })?;
-    let fabs = LinkFabs {
-        io: appio,
-        launcher: AppLauncher::new(
-            config.isolation,
-            FabCache::new(&config.fab_cache_dir),
-            connect_address(serverappio.local_addr()),
-        ),
-    };
-    let service = match SuperLinkService::start_with_fabs(
-        state,
-        Arc::new(BuiltinCatalog),
-        HeartbeatPolicy::default(),
-        Some(fabs),
-    )
-    .await
-    {
-        Ok(service) => service,
-        Err(e) => {
-            serverappio.shutdown().await;
-            return Err(e.into());
-        }
-    };
-    let served = |security: &ServerSecurity| ServerOptions {
-        security: security.clone(),
-        quic: true,
-        ..ServerOptions::default()
-    };
-    let fleet = match floret_transport::grpc::bind_fleet_with(
-        config.fleet_api_address,
-        service.fleet(),
-        fleet_options,
-    )
-    .await
-    {
-        Ok(server) => server,
-        Err(e) => {
-            service.shutdown().await;
-            serverappio.shutdown().await;
-            return Err(bind_error(
-                "fleet-api-address",
-                config.fleet_api_address,
-                &e,
-            ));
-        }
-    };
-    let bound = match config.user_auth {
-        Some(accounts) => {
-            tracing::info!(
-                "user authentication on: {} accounts; flwr must log in",
-                accounts.users().len()
-            );
-            floret_transport::grpc::bind_control_with_users(
-                config.control_api_address,
-                service.control(),
-                Arc::new(AccountsAuthority::new(accounts, TokenLifetimes::default())),
-                served(&config.security),
-            )
-            .await
-        }
-        None => {
-            floret_transport::grpc::bind_control_with(
-                config.control_api_address,
-                service.control(),
-                served(&config.security),
-            )
-            .await
-        }
-    };
-    let control = match bound {
-        Ok(server) => server,
-        Err(e) => {
-            fleet.shutdown().await;
-            service.shutdown().await;
-            serverappio.shutdown().await;
-            return Err(bind_error(
-                "control-api-address",
-                config.control_api_address,
-                &e,
-            ));
-        }
-    };
-    tracing::info!(
-        "apps of FABs run with --isolation {}, binaries cached in {}",
-        config.isolation,
-        config.fab_cache_dir.display()
-    );
-    tracing::info!(
-        "ServerAppIo API (ServerApps) listening on {}",
-        serverappio.local_addr()
-    );
-    let mode = match (&config.security, &config.fleet_security) {
-        (ServerSecurity::Insecure, _) => {
-            "plaintext gRPC (--insecure); QUIC with a throwaway certificate"
-        }
-        (_, ServerSecurity::Tls(tls)) if tls.is_mutual() => "TLS, mutual on the Fleet API",
-        _ => "TLS",
-    };
-    tracing::info!("Fleet and Control APIs: gRPC over TCP and QUIC over UDP, same ports; {mode}");
-    tracing::info!("Fleet API (SuperNodes) listening on {}", fleet.local_addr());
-    tracing::info!("Control API (flwr) listening on {}", control.local_addr());
-    shutdown.await;
-    tracing::info!("shutting down: stopping unfinished runs");
-    service.shutdown().await;
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        tokio::join!(fleet.shutdown(), control.shutdown(), serverappio.shutdown())
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("open calls did not end within {DRAIN_TIMEOUT:?}; leaving them");
-    }
-    tracing::info!("SuperLink stopped");
-    Ok(())
-}
-
-impl crate::daemon::Observed for SuperLinkArgs {
-    fn telemetry(&self) -> &crate::telemetry::TelemetryArgs {
-        &self.telemetry
-    }
 }
 
 #[cfg(test)]
@@ -733,6 +368,37 @@ mod tests {
         assert_eq!(c.fab_cache_dir, PathBuf::from("/tmp/fabs"));
         let e = config(&["--insecure", "--serverappio-api-address", "9091"], &[]).unwrap_err();
         assert!(e.to_string().contains("--serverappio-api-address"), "{e}");
+    }
+
+    #[test]
+    fn the_shared_flags_keep_their_config_keys_and_beat_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("superlink.toml");
+        std::fs::write(
+            &file,
+            "isolation = \"process\"\nfab-cache-dir = \"/srv/fabs\"\nmetrics-address = \"127.0.0.1:9464\"\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let c = config(&["--insecure", "--config", file], &[]).unwrap();
+        assert_eq!(c.isolation, Isolation::Process);
+        assert_eq!(c.fab_cache_dir, PathBuf::from("/srv/fabs"));
+        assert_eq!(c.metrics_address, Some("127.0.0.1:9464".parse().unwrap()));
+        let c = config(
+            &[
+                "--insecure",
+                "--config",
+                file,
+                "--isolation",
+                "subprocess",
+                "--fab-cache-dir",
+                "/tmp/fabs",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.isolation, Isolation::Subprocess);
+        assert_eq!(c.fab_cache_dir, PathBuf::from("/tmp/fabs"));
     }
 
     #[test]

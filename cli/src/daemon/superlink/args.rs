@@ -1,0 +1,115 @@
+//! The SuperLink's flags, as the command line gives them; `config` layers and checks them.
+
+use crate::daemon::flags::{FabFlags, MetricsFlags, is_false};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Flags, with Flower's names. Each may also be set in the `--config` file (same name,
+/// without the dashes in front) or as `FLWR_<NAME>` (upper case, `_` for `-`).
+#[derive(Debug, clap::Parser, Serialize)]
+#[command(
+    name = "flower-superlink",
+    version,
+    about = "The Floret SuperLink: coordinates SuperNodes and runs ServerApps",
+    mut_arg("isolation", |a| a.help(
+        "How the ServerApps of FABs run: `subprocess` starts each as a process of the \
+         SuperLink; with `process` the SuperLink starts nothing and waits for \
+         `<app> serverapp --serverappio-api-address ...` to claim the run. Built-in apps run \
+         inside the SuperLink either way [default: subprocess]"
+    ))
+)]
+#[serde(rename_all = "kebab-case")]
+pub struct SuperLinkArgs {
+    /// Logging and tracing (command line and OTEL_* / RUST_LOG only, not --config).
+    #[command(flatten)]
+    #[serde(skip)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
+    /// Serve without TLS (plaintext gRPC; QUIC then uses a throwaway self-signed
+    /// certificate that only --insecure clients accept). For testing only.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
+    pub insecure: bool,
+    /// The CA certificate that signed --ssl-certfile; the SuperLink checks the pair at
+    /// start (PEM, e.g. certificates/ca.crt from `flwr keygen`).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_ca_certfile: Option<String>,
+    /// The SuperLink's TLS certificate (PEM, e.g. certificates/server.pem).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_certfile: Option<String>,
+    /// The private key of --ssl-certfile (PEM, e.g. certificates/server.key).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_keyfile: Option<String>,
+    /// Mutual TLS on the Fleet API: SuperNodes must present a client certificate signed
+    /// by this CA (PEM) [default: no client certificates].
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_client_ca_certfile: Option<String>,
+    /// Where SuperNodes connect (Fleet API) [default: 0.0.0.0:9092].
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_api_address: Option<String>,
+    /// Where `flwr` connects (Control API) [default: 0.0.0.0:9093].
+    #[arg(long, visible_alias = "exec-api-address", value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_api_address: Option<String>,
+    /// Where process-isolated ServerApps connect (ServerAppIo API) [default: 127.0.0.1:9091
+    /// with --isolation process; any free port on 127.0.0.1 with subprocess].
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serverappio_api_address: Option<String>,
+    /// `--isolation` and `--fab-cache-dir`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub fabs: FabFlags,
+    /// The SQLite database that keeps nodes, runs, messages, FABs and checkpoints across
+    /// restarts; `:memory:` keeps them in memory only, forgotten when the SuperLink stops
+    /// [default: state.db in --state-dir].
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Where the default database lives [default: $FLWR_HOME/superlink, or
+    /// ~/.flwr/superlink].
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
+    /// Turn on user authentication for the Control API with this accounts file (TOML:
+    /// `[[users]]` tables with `name`, `password-hash` or `api-token-hash` from
+    /// `flwr hash-password`, and `role = "user"|"admin"`). `flwr` must then log in first
+    /// (`flwr login`), and users see only their own runs.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_auth_config: Option<String>,
+    /// Turns on SuperNode authentication: only SuperNodes whose public key is in this CSV
+    /// (OpenSSH `ecdsa-sha2-nistp384` keys, comma-separated or one per line, as
+    /// `flwr keygen` writes keys/client_public_keys.csv) or added with
+    /// `flwr supernode register` may connect.
+    #[arg(long, value_name = "FILE.csv")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_list_public_keys: Option<String>,
+    /// The SuperLink's own private key (keys/server_credentials).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_superlink_private_key: Option<String>,
+    /// The SuperLink's own public key (keys/server_credentials.pub); must match the private key.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_superlink_public_key: Option<String>,
+    /// `--metrics-address`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub metrics: MetricsFlags,
+    /// A TOML file of settings, keyed by these flags' names (`insecure = true`,
+    /// `fleet-api-address = "0.0.0.0:9092"`); FLWR_* variables override it, flags override both.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+impl crate::daemon::Observed for SuperLinkArgs {
+    fn telemetry(&self) -> &crate::telemetry::TelemetryArgs {
+        &self.telemetry
+    }
+}
