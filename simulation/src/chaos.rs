@@ -228,4 +228,18 @@ mod tests {
         .expect("latency is a fault");
         assert_eq!(flat.latency(1, "1", "train", 77), Duration::from_millis(20));
     }
+
+    /// A researcher's seed must keep meaning the same faults: these are the key and draws
+    /// the code gave when the hash moved to `floret_core::seeded`.
+    #[test]
+    fn draws_are_pinned() {
+        let c = chaos(0.3, 0.2, 42);
+        let key = c.key(1, "1", "train", 0x1234);
+        assert_eq!(key, 0xa7f0_25c9_f62e_d8be);
+        assert_eq!(unit(key), 0.656_008_111_769_718_2);
+        assert_eq!(unit(splitmix(key ^ LATENCY_SALT)), 0.150_590_005_277_799_42);
+        assert_eq!(c.fault(1, "1", "train", 0x1234), Fault::None);
+        assert_eq!(chaos(0.7, 0.0, 42).fault(1, "1", "train", 0x1234), Fault::Dropout);
+        assert_eq!(chaos(0.5, 0.2, 42).fault(1, "1", "train", 0x1234), Fault::Straggler);
+    }
 }
