@@ -1,7 +1,7 @@
 //! Faulty ClientApps: wrap a real app so that a seeded share of nodes panic, fail or stall
 //! in a given round, while the others run the real handler.
 
-use crate::seeded::mix;
+use floret_core::seeded::{mix, unit};
 use floret_core::{AppError, ClientApp, Context, Message};
 use std::time::Duration;
 
@@ -31,8 +31,7 @@ impl FaultPlan {
     pub fn hits(&self, partition_id: i64, server_round: i64) -> bool {
         let x =
             mix(self.seed ^ mix(partition_id as u64) ^ mix(server_round as u64).rotate_left(17));
-        let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
-        unit < self.fraction
+        unit(x) < self.fraction
     }
 }
 

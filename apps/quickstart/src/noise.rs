@@ -5,6 +5,8 @@
 //! node's update costs about as much as copying its model. The streams are seeded with
 //! SplitMix64 from (node id, server round, array index), so a rerun gives the same model.
 
+use floret_core::seeded::splitmix_next;
+
 /// Half-width of the noise: each value moves by a uniform amount in `[-NOISE, NOISE)`.
 pub const NOISE: f32 = 0.01;
 
@@ -14,23 +16,14 @@ const BLOCK: usize = 4096;
 /// Maps a 24-bit integer onto `[0, 2 * NOISE)`.
 const SCALE: f32 = 2.0 * NOISE / (1u32 << 24) as f32;
 
-/// SplitMix64: a fine seed scrambler (and the seeding generator xoshiro's authors suggest).
-pub fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The seed of one array's noise on one node in one round.
 pub fn seed_for(node_id: u64, server_round: u64, array_index: u64) -> u64 {
     let mut s = node_id;
-    let a = splitmix64(&mut s);
+    let a = splitmix_next(&mut s);
     let mut s = a ^ server_round.wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    let b = splitmix64(&mut s);
+    let b = splitmix_next(&mut s);
     let mut s = b ^ array_index.wrapping_mul(0xA076_1D64_78BD_642F);
-    splitmix64(&mut s)
+    splitmix_next(&mut s)
 }
 
 #[inline(always)]
@@ -49,7 +42,7 @@ pub fn add_noise(values: &[f32], seed: u64) -> (Vec<f32>, f64) {
     for lane in lanes.iter_mut() {
         // xorshift32 must not start at zero; SplitMix64's low bits are never all zero for
         // long, but be sure.
-        *lane = (splitmix64(&mut sm) as u32) | 1;
+        *lane = (splitmix_next(&mut sm) as u32) | 1;
     }
     let mut out = vec![0f32; values.len()];
     let mut total = 0f64;
