@@ -256,27 +256,14 @@ impl FleetClient {
                 FleetError::Invalid(format!("the SuperLink sent an invalid message: {e}"))
             })?;
         let needed: HashSet<ObjectId> = opened.iter().flat_map(Opened::chunk_ids).collect();
-        let mut chunks: HashMap<ObjectId, Bytes> = HashMap::with_capacity(needed.len());
-        let mut missing = Vec::new();
-        for &id in &needed {
-            match cache.get(id) {
-                Some(c) => {
-                    chunks.insert(id, c);
-                }
-                None => missing.push(id),
-            }
-        }
+        let (mut chunks, missing) = cache.split(&needed);
         let fetched: Vec<(ObjectId, Bytes)> = stream::iter(missing)
             .map(|id| self.fetch(node_id, id))
             .buffer_unordered(self.inner.options.concurrency())
             .try_collect()
             .await?;
         chunks.extend(fetched);
-        let deliveries: Vec<u64> = opened
-            .iter()
-            .map(Opened::delivery_id)
-            .filter(|&d| d != 0)
-            .collect();
+        let deliveries = envelope::deliveries(&opened);
         let messages = assemble(opened, chunks).await;
         if let Ok(messages) = &messages {
             self.inner

@@ -1,5 +1,6 @@
 //! What both AppIo clients share: the connection to the daemon, calls that wait for the
-//! daemon to listen, and the chunk transfers of large arrays both ways.
+//! daemon to listen, and the chunk transfers of large arrays both ways. [`Client`] is the
+//! whole of an AppIo client but its API's stub, so that each call is written once.
 
 use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN, link};
 use crate::grpc::status::{refused, to_appio_error};
@@ -17,6 +18,7 @@ use floret_core::{AppIoError, Message};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Response, Status};
 
@@ -24,6 +26,46 @@ type ObjectsRpc = v1::app_io_objects_client::AppIoObjectsClient<Channel>;
 
 /// Rounds of "push what is missing, then send again" before giving up.
 const PUSH_ROUNDS: usize = 3;
+
+/// An AppIo client: the [`Link`] to its daemon and `R`, the API's generated stub over the
+/// link's channel. Clones share the connection and the chunk cache.
+#[derive(Clone)]
+pub(crate) struct Client<R> {
+    pub(crate) link: Arc<Link>,
+    rpc: R,
+}
+
+impl<R: Clone> Client<R> {
+    /// A client of `api` at `address`; `stub` makes the API's stub over the channel (with
+    /// `MAX_MESSAGE_LEN` as its message limits).
+    pub(crate) fn connect(
+        api: Api,
+        address: &str,
+        options: ClientOptions,
+        stub: impl FnOnce(Channel) -> R,
+    ) -> Result<Client<R>, TransportError> {
+        let link = Link::new(api, address, options)?;
+        let rpc = stub(link.channel());
+        Ok(Client {
+            link: Arc::new(link),
+            rpc,
+        })
+    }
+
+    /// The unary call `method` of the stub with `request`, as [`Link::call`] makes it.
+    pub(crate) async fn call<Q, T, Fut>(
+        &self,
+        wait: Duration,
+        request: &Q,
+        method: impl Fn(R, Q) -> Fut,
+    ) -> Result<T, AppIoError>
+    where
+        Q: Clone,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.link.call_on(wait, &self.rpc, request, method).await
+    }
+}
 
 pub(crate) struct Link {
     /// Which API this is, for error messages.
@@ -40,11 +82,7 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub(crate) fn new(
-        api: Api,
-        address: &str,
-        options: ClientOptions,
-    ) -> Result<Link, TransportError> {
+    fn new(api: Api, address: &str, options: ClientOptions) -> Result<Link, TransportError> {
         let channel = link(api, address, &options, MAX_MESSAGE_LEN)?;
         let objects = ObjectsRpc::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_LEN)
@@ -60,7 +98,7 @@ impl Link {
         })
     }
 
-    pub(crate) fn channel(&self) -> Channel {
+    fn channel(&self) -> Channel {
         self.channel.clone()
     }
 
@@ -85,7 +123,7 @@ impl Link {
     /// is starting), it is made again after growing pauses, for up to `connect_patience`:
     /// such a request never left, so repeating it is safe. Each attempt may take
     /// `request_timeout` plus `wait` (the call's own long-poll time).
-    pub(crate) async fn call<T, F, Fut>(&self, wait: Duration, mut call: F) -> Result<T, AppIoError>
+    async fn call<T, F, Fut>(&self, wait: Duration, mut call: F) -> Result<T, AppIoError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
@@ -111,6 +149,24 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// [`Link::call`] of `method` on `rpc` with `request`: each attempt gets its own clone
+    /// of both, since a tonic call takes them by value.
+    async fn call_on<R, Q, T, Fut>(
+        &self,
+        wait: Duration,
+        rpc: &R,
+        request: &Q,
+        method: impl Fn(R, Q) -> Fut,
+    ) -> Result<T, AppIoError>
+    where
+        R: Clone,
+        Q: Clone,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.call(wait, || method(rpc.clone(), request.clone()))
+            .await
     }
 
     /// Splits messages into envelopes and the chunks they name.
@@ -171,11 +227,12 @@ impl Link {
             object_id: id.to_hex(),
             content,
         };
-        self.call(Duration::ZERO, || {
-            let mut rpc = self.objects.clone();
-            let request = request.clone();
-            async move { rpc.push_object(request).await }
-        })
+        self.call_on(
+            Duration::ZERO,
+            &self.objects,
+            &request,
+            |mut rpc, r| async move { rpc.push_object(r).await },
+        )
         .await?;
         self.counters.sent(len);
         Ok(())
@@ -188,11 +245,12 @@ impl Link {
             object_id: id.to_hex(),
         };
         let content = self
-            .call(Duration::ZERO, || {
-                let mut rpc = self.objects.clone();
-                let request = request.clone();
-                async move { rpc.pull_object(request).await }
-            })
+            .call_on(
+                Duration::ZERO,
+                &self.objects,
+                &request,
+                |mut rpc, r| async move { rpc.pull_object(r).await },
+            )
             .await?
             .content;
         verify_blocking(id, content.clone())
@@ -219,27 +277,14 @@ impl Link {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.invalid_reply(format_args!("an invalid message: {e}")))?;
         let needed: HashSet<ObjectId> = opened.iter().flat_map(Opened::chunk_ids).collect();
-        let mut chunks: HashMap<ObjectId, Bytes> = HashMap::with_capacity(needed.len());
-        let mut missing = Vec::new();
-        for &id in &needed {
-            match self.cache.get(id) {
-                Some(c) => {
-                    chunks.insert(id, c);
-                }
-                None => missing.push(id),
-            }
-        }
+        let (mut chunks, missing) = self.cache.split(&needed);
         let fetched: Vec<(ObjectId, Bytes)> = stream::iter(missing)
             .map(|id| self.fetch(token, id))
             .buffer_unordered(self.options.concurrency())
             .try_collect()
             .await?;
         chunks.extend(fetched);
-        let deliveries: Vec<u64> = opened
-            .iter()
-            .map(Opened::delivery_id)
-            .filter(|&d| d != 0)
-            .collect();
+        let deliveries = envelope::deliveries(&opened);
         let messages = tokio::task::spawn_blocking(move || envelope::assemble_all(opened, &chunks))
             .await
             .map_err(|e| AppIoError::Invalid(format!("assembling a message failed: {e}")))?
