@@ -2,7 +2,7 @@
 //! `floret_core::ClientAppIo` over gRPC, for a process-isolated ClientApp.
 
 use super::link::Client;
-use super::wire::{carrier, context_from_parts, context_head};
+use super::wire::{carrier, context_head};
 use crate::TransferStats;
 use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN};
 use crate::link::Link as Channel;
@@ -79,21 +79,14 @@ impl ClientAppIo for ClientAppIoClient {
                     .invalid_reply("a task without its message or context"));
             }
         };
-        let state = context
-            .state
-            .ok_or_else(|| self.0.link.invalid_reply("a context without its state"))?;
-        let [message, state]: [_; 2] = self
+        let (mut messages, context) = self
             .0
             .link
-            .receive(token, vec![message, state])
-            .await?
-            .try_into()
-            .map_err(|_| self.0.link.invalid_reply("a task that did not assemble"))?;
-        let context = context_from_parts(context.context, state).map_err(|e| {
-            self.0
-                .link
-                .invalid_reply(format_args!("an invalid context: {e}"))
-        })?;
+            .receive_in_context(token, vec![message], context)
+            .await?;
+        let message = messages
+            .pop()
+            .ok_or_else(|| self.0.link.invalid_reply("a task that did not assemble"))?;
         Ok(Some(ClientTask { message, context }))
     }
 

@@ -2,19 +2,20 @@
 //! daemon to listen, and the chunk transfers of large arrays both ways. [`Client`] is the
 //! whole of an AppIo client but its API's stub, so that each call is written once.
 
+use super::wire::context_from_parts;
 use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN, link};
 use crate::grpc::status::{refused, to_appio_error};
 use crate::link::Link as Channel;
 use crate::objects::cache::ChunkCache;
 use crate::objects::envelope::{self, Opened};
 use crate::objects::id::{ObjectId, verify_blocking};
-use crate::objects::outbox::pack;
+use crate::objects::outbox::{pack, requested};
 use crate::objects::store::Counters;
 use crate::objects::{TransferStats, deadline_after};
 use crate::proto::v1;
 use crate::transport_error::{Api, TransportError};
 use bytes::Bytes;
-use floret_core::{AppIoError, Message};
+use floret_core::{AppIoError, Context, Message};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -194,19 +195,11 @@ impl Link {
             if missing.is_empty() {
                 return Ok(result);
             }
-            let uploads = missing
-                .iter()
-                .map(|s| {
-                    ObjectId::parse(s)
-                        .ok()
-                        .and_then(|id| chunks.get(&id).map(|c| (id, c.clone())))
-                        .ok_or_else(|| {
-                            self.invalid_reply(format_args!(
-                                "a request for chunk {s:?}, which this call does not carry"
-                            ))
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let uploads = requested(&missing, chunks).map_err(|s| {
+                self.invalid_reply(format_args!(
+                    "a request for chunk {s:?}, which this call does not carry"
+                ))
+            })?;
             stream::iter(uploads.into_iter().map(Ok))
                 .try_for_each_concurrent(self.options.concurrency(), |(id, c)| {
                     self.upload(token, id, c)
@@ -261,6 +254,23 @@ impl Link {
         self.counters.received(content.len());
         self.cache.insert(id, content.clone());
         Ok((id, content))
+    }
+
+    /// Receives `envelopes` and the state of `context` in one batch, so that their chunks
+    /// are fetched together: the messages, and the context they came with.
+    pub(crate) async fn receive_in_context(
+        &self,
+        token: &str,
+        mut envelopes: Vec<v1::Envelope>,
+        context: v1::AppContext,
+    ) -> Result<(Vec<Message>, Context), AppIoError> {
+        let no_state = || self.invalid_reply("a context without its state");
+        envelopes.push(context.state.ok_or_else(no_state)?);
+        let mut messages = self.receive(token, envelopes).await?;
+        let state = messages.pop().ok_or_else(no_state)?;
+        let context = context_from_parts(context.context, state)
+            .map_err(|e| self.invalid_reply(format_args!("an invalid context: {e}")))?;
+        Ok((messages, context))
     }
 
     /// Turns received envelopes into messages: fetches the chunks not in the cache (a few

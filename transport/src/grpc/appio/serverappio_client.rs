@@ -2,7 +2,7 @@
 //! `floret_core::ServerAppIo` over gRPC, for a process-isolated ServerApp.
 
 use super::link::Client;
-use super::wire::{context_from_parts, outcome_to_proto};
+use super::wire::outcome_to_proto;
 use crate::TransferStats;
 use crate::convert_runs::run_event_to_proto;
 use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN};
@@ -69,21 +69,12 @@ impl ServerAppIo for ServerAppIoClient {
         let context = response
             .context
             .ok_or_else(|| self.0.link.invalid_reply("no context"))?;
-        let state = context
-            .state
-            .ok_or_else(|| self.0.link.invalid_reply("a context without its state"))?;
-        let state = self
+        let (_, context) = self
             .0
             .link
-            .receive(token, vec![state])
-            .await?
-            .pop()
-            .ok_or_else(|| self.0.link.invalid_reply("a context without its state"))?;
-        context_from_parts(context.context, state).map_err(|e| {
-            self.0
-                .link
-                .invalid_reply(format_args!("an invalid context: {e}"))
-        })
+            .receive_in_context(token, Vec::new(), context)
+            .await?;
+        Ok(context)
     }
 
     async fn node_ids(&self, token: &str) -> Result<NodeSet, AppIoError> {
