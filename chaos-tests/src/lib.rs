@@ -45,7 +45,6 @@
 
 pub mod client_faults;
 pub mod faulty_fleet;
-mod seeded;
 
 pub use faulty_fleet::{
     Call, CallFaults, Decider, Delay, Delivery, DropPoint, Dropout, Drops, FaultCounts, FaultPlan,

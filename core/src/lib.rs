@@ -17,6 +17,7 @@ pub mod message;
 pub mod records;
 pub mod run;
 pub mod run_config;
+pub mod seeded;
 pub mod trace_context;
 pub mod user_auth;
 pub mod user_config;

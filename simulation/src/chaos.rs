@@ -5,9 +5,8 @@
 //! instructions in whatever order the scheduler gives them, so a shared stream would hand
 //! a different fault to each node from one run to the next; a hash gives the same node the
 //! same fault in the same round every time. FedAvg sets the group id to the round number,
-//! so a node's fault changes from round to round. SplitMix64 is written out here because
-//! `rand`'s generators do not promise the same stream across versions, and a researcher's
-//! seed should keep meaning the same faults.
+//! so a node's fault changes from round to round. The hashes are `floret_core::seeded`'s,
+//! whose outputs never change: a researcher's seed keeps meaning the same faults.
 //!
 //! - A **dropout** is what a node that leaves looks like to the SuperLink: its
 //!   instruction is answered with a `NODE_UNAVAILABLE` error reply (the ClientApp does not
@@ -23,6 +22,7 @@
 //! One draw per instruction decides between dropout (`u < dropout-rate`), straggler
 //! (`u < dropout-rate + straggler-rate`) and none, so the two never overlap.
 
+use floret_core::seeded::{fnv1a, splitmix, unit};
 use floret_core::{ChaosOptions, Message};
 use std::time::Duration;
 
@@ -102,26 +102,6 @@ impl Chaos {
             .into_iter()
             .fold(splitmix(self.options.seed), |h, part| splitmix(h ^ part))
     }
-}
-
-/// The SplitMix64 finaliser: a bijection on u64 that scatters nearby inputs.
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// FNV-1a, to fold a string into the key; stable, unlike `std`'s `DefaultHasher`.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// A uniform draw in [0, 1) from the top 53 bits of `h`.
-fn unit(h: u64) -> f64 {
-    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -227,5 +207,25 @@ mod tests {
         })
         .expect("latency is a fault");
         assert_eq!(flat.latency(1, "1", "train", 77), Duration::from_millis(20));
+    }
+
+    /// A researcher's seed must keep meaning the same faults: these are the key and draws
+    /// the code gave when the hash moved to `floret_core::seeded`.
+    #[test]
+    fn draws_are_pinned() {
+        let c = chaos(0.3, 0.2, 42);
+        let key = c.key(1, "1", "train", 0x1234);
+        assert_eq!(key, 0xa7f0_25c9_f62e_d8be);
+        assert_eq!(unit(key), 0.656_008_111_769_718_2);
+        assert_eq!(unit(splitmix(key ^ LATENCY_SALT)), 0.150_590_005_277_799_42);
+        assert_eq!(c.fault(1, "1", "train", 0x1234), Fault::None);
+        assert_eq!(
+            chaos(0.7, 0.0, 42).fault(1, "1", "train", 0x1234),
+            Fault::Dropout
+        );
+        assert_eq!(
+            chaos(0.5, 0.2, 42).fault(1, "1", "train", 0x1234),
+            Fault::Straggler
+        );
     }
 }

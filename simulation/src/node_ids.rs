@@ -7,10 +7,7 @@
 
 /// The id of virtual node `index`.
 pub fn node_id(index: u64) -> u64 {
-    let mut z = index.wrapping_add(1);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    floret_core::seeded::mix(index.wrapping_add(1))
 }
 
 /// The index of the virtual node with id `id`; the inverse of `node_id`.

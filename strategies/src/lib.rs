@@ -19,9 +19,11 @@ pub mod metrics;
 mod phase;
 pub mod reply;
 pub mod sampling;
+mod server_app;
 
 pub use checkpoint::{CHECKPOINT_KIND, CHECKPOINT_VERSION, model_sha256};
 pub use config::FedAvgConfig;
 pub use error::StrategyError;
 pub use fedavg::{EvaluateFn, FedAvg, History};
 pub use reply::Rejection;
+pub use server_app::{StrategyRun, StrategyServer, announce, fraction, round_timeout};

@@ -7,8 +7,8 @@
 //! transfer for large arrays ([`ChunkPolicy`]), and the transports that carry the
 //! protocols of floret-core — `Fleet` (with FABs), `Control` (StartRun with a FAB),
 //! `ServerAppIo` and `ClientAppIo` (process-isolated apps, with [`grpc::RemoteGrid`] for a
-//! ServerApp's `Grid`): gRPC ([`grpc`], tonic) now; QUIC, TLS and node authentication to
-//! come.
+//! ServerApp's `Grid`) over gRPC ([`grpc`], tonic) or QUIC ([`TransportKind`]), with TLS
+//! ([`tls`], [`ClientSecurity`], [`ServerSecurity`]) and node authentication ([`auth`]).
 //!
 //! The generated wire types stay private to this crate; other crates exchange core values
 //! and bytes ([`encode_message`], [`decode_message`], ...) or call the core traits through

@@ -6,17 +6,16 @@ use crate::client_app::DataConfig;
 use crate::data::{digits, test_split};
 use crate::model::Mlp;
 use async_trait::async_trait;
-use floret_core::{
-    AppError, ArrayRecord, ConfigRecord, Context, Grid, MetricRecord, RunEvent, ServerApp,
-    UserConfig,
+use floret_core::{AppError, ArrayRecord, ConfigRecord, Context, Grid, MetricRecord, ServerApp};
+use floret_strategies::{
+    FedAvg, FedAvgConfig, History, StrategyRun, StrategyServer, announce, fraction, round_timeout,
 };
-use floret_strategies::{FedAvg, FedAvgConfig, History};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The ServerApp registered as `digits.server_app:app`.
 pub fn server_app() -> Arc<dyn ServerApp> {
-    Arc::new(DigitsServer)
+    Arc::new(DigitsServer::default())
 }
 
 /// The run config of the digits app, read and checked.
@@ -56,15 +55,7 @@ impl DigitsConfig {
                 "run config key \"lr\" must be a positive number, but is {lr}"
             )));
         }
-        let secs = ctx.run_config_f64("round-timeout")?;
-        let round_timeout = Duration::try_from_secs_f64(secs)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                AppError::Config(format!(
-                    "run config key \"round-timeout\" must be a positive number of seconds, but is {secs}"
-                ))
-            })?;
+        let round_timeout = round_timeout(ctx)?;
         Ok(DigitsConfig {
             num_server_rounds,
             fraction_train: fraction(ctx, "fraction-train", false)?,
@@ -84,23 +75,6 @@ impl DigitsConfig {
         config.insert("lr", self.lr);
         config.insert("batch-size", self.batch_size);
         config
-    }
-}
-
-/// A share of the nodes in (0, 1], or in [0, 1] when `zero_ok` (0 turns a phase off).
-fn fraction(ctx: &Context, key: &str, zero_ok: bool) -> Result<f64, AppError> {
-    let v = ctx.run_config_f64(key)?;
-    if (v > 0.0 || (zero_ok && v == 0.0)) && v <= 1.0 {
-        Ok(v)
-    } else {
-        let range = if zero_ok {
-            "[0, 1] (0 turns the phase off)"
-        } else {
-            "(0, 1]"
-        };
-        Err(AppError::Config(format!(
-            "run config key {key:?} must be a fraction in {range}, but is {v}"
-        )))
     }
 }
 
@@ -128,33 +102,41 @@ pub fn central_evaluate(
 }
 
 /// The digits ServerApp. `run` is `main` that hands back the strategy's history.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DigitsServer;
+pub type DigitsServer = StrategyServer<DigitsConfig>;
 
-impl DigitsServer {
-    pub async fn run(&self, grid: &dyn Grid, ctx: &Context) -> Result<History, AppError> {
-        let cfg = DigitsConfig::from_context(ctx)?;
+#[async_trait]
+impl StrategyRun for DigitsConfig {
+    fn read(ctx: &Context) -> Result<Self, AppError> {
+        DigitsConfig::from_context(ctx)
+    }
+
+    async fn run(self, grid: &dyn Grid) -> Result<History, AppError> {
         let strategy = FedAvg::new(FedAvgConfig {
-            fraction_train: cfg.fraction_train,
-            fraction_evaluate: cfg.fraction_evaluate,
-            seed: Some(cfg.data.seed),
+            fraction_train: self.fraction_train,
+            fraction_evaluate: self.fraction_evaluate,
+            seed: Some(self.data.seed),
             ..FedAvgConfig::default()
         })
         .map_err(AppError::other)?
-        .with_evaluate_fn(central_evaluate(cfg.data.seed));
-        let start = format!(
-            "digits: {} rounds of FedAvg, {} partitions, {} local epochs, lr {}, batch size {}",
-            cfg.num_server_rounds, cfg.data.partitioner, cfg.local_epochs, cfg.lr, cfg.batch_size
+        .with_evaluate_fn(central_evaluate(self.data.seed));
+        announce(
+            grid,
+            format!(
+                "digits: {} rounds of FedAvg, {} partitions, {} local epochs, lr {}, batch size {}",
+                self.num_server_rounds,
+                self.data.partitioner,
+                self.local_epochs,
+                self.lr,
+                self.batch_size
+            ),
         );
-        tracing::info!(run_id = grid.run_id(), "{start}");
-        grid.emit(RunEvent::Log(start));
         let history = strategy
             .start(
                 grid,
-                Mlp::init(cfg.data.seed).to_arrays(),
-                cfg.num_server_rounds,
-                cfg.round_timeout,
-                cfg.train_config(),
+                Mlp::init(self.data.seed).to_arrays(),
+                self.num_server_rounds,
+                self.round_timeout,
+                self.train_config(),
                 ConfigRecord::new(),
             )
             .await
@@ -167,24 +149,8 @@ impl DigitsServer {
             ),
             None => "digits: finished without a central evaluation".to_string(),
         };
-        tracing::info!(run_id = grid.run_id(), "{done}");
-        grid.emit(RunEvent::Log(done));
+        announce(grid, done);
         Ok(history)
-    }
-}
-
-#[async_trait]
-impl ServerApp for DigitsServer {
-    async fn main(&self, grid: &dyn Grid, context: Context) -> Result<(), AppError> {
-        self.run(grid, &context).await.map(|_| ())
-    }
-
-    fn check_config(&self, run_config: &UserConfig) -> Result<(), AppError> {
-        let context = Context {
-            run_config: run_config.clone(),
-            ..Context::default()
-        };
-        DigitsConfig::from_context(&context).map(|_| ())
     }
 }
 

@@ -2,16 +2,16 @@
 //! `total-params` values in all.
 
 use async_trait::async_trait;
-use floret_core::{
-    AppError, Array, ArrayRecord, ConfigRecord, Context, Grid, RunEvent, ServerApp, UserConfig,
+use floret_core::{AppError, Array, ArrayRecord, ConfigRecord, Context, Grid, ServerApp};
+use floret_strategies::{
+    FedAvg, FedAvgConfig, History, StrategyRun, StrategyServer, announce, fraction, round_timeout,
 };
-use floret_strategies::{FedAvg, FedAvgConfig, History};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The ServerApp registered as `quickstart.server_app:app`.
 pub fn server_app() -> Arc<dyn ServerApp> {
-    Arc::new(QuickstartServer)
+    Arc::new(QuickstartServer::default())
 }
 
 /// The run-config of the quickstart, read and checked.
@@ -70,34 +70,6 @@ fn to_usize(v: u64, key: &str) -> Result<usize, AppError> {
         .map_err(|_| AppError::Config(format!("run config key {key:?} is too large: {v}")))
 }
 
-/// A share of the nodes in (0, 1], or in [0, 1] when `zero_ok` (0 turns a phase off).
-fn fraction(ctx: &Context, key: &str, zero_ok: bool) -> Result<f64, AppError> {
-    let v = ctx.run_config_f64(key)?;
-    if (v > 0.0 || (zero_ok && v == 0.0)) && v <= 1.0 {
-        Ok(v)
-    } else {
-        let range = if zero_ok {
-            "[0, 1] (0 turns the phase off)"
-        } else {
-            "(0, 1]"
-        };
-        Err(AppError::Config(format!(
-            "run config key {key:?} must be a fraction in {range}, but is {v}"
-        )))
-    }
-}
-
-/// `round-timeout` in seconds, positive and finite.
-fn round_timeout(ctx: &Context) -> Result<Duration, AppError> {
-    let secs = ctx.run_config_f64("round-timeout")?;
-    match Duration::try_from_secs_f64(secs) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(AppError::Config(format!(
-            "run config key \"round-timeout\" must be a positive number of seconds, but is {secs}"
-        ))),
-    }
-}
-
 /// `num_arrays` one-dimensional float32 arrays of zeros, named `layer_0`, `layer_1`, ...,
 /// whose sizes differ by at most one and add up to `total_params`.
 pub fn initial_arrays(total_params: usize, num_arrays: usize) -> ArrayRecord {
@@ -114,39 +86,41 @@ pub fn initial_arrays(total_params: usize, num_arrays: usize) -> ArrayRecord {
 }
 
 /// The quickstart ServerApp. `run` is `main` that hands back the strategy's history.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct QuickstartServer;
+pub type QuickstartServer = StrategyServer<QuickstartConfig>;
 
-impl QuickstartServer {
-    /// Runs FedAvg as the run config says and returns its history.
-    pub async fn run(&self, grid: &dyn Grid, ctx: &Context) -> Result<History, AppError> {
-        let cfg = QuickstartConfig::from_context(ctx)?;
+#[async_trait]
+impl StrategyRun for QuickstartConfig {
+    fn read(ctx: &Context) -> Result<Self, AppError> {
+        QuickstartConfig::from_context(ctx)
+    }
+
+    /// Runs FedAvg as the run config says.
+    async fn run(self, grid: &dyn Grid) -> Result<History, AppError> {
         let strategy = FedAvg::new(FedAvgConfig {
-            fraction_train: cfg.fraction_train,
-            fraction_evaluate: cfg.fraction_evaluate,
+            fraction_train: self.fraction_train,
+            fraction_evaluate: self.fraction_evaluate,
             ..FedAvgConfig::default()
         })
         .map_err(AppError::other)?;
-        let start = format!(
-            "quickstart: {} rounds of FedAvg over {} arrays, {} parameters (fraction-train {})",
-            cfg.num_server_rounds, cfg.num_arrays, cfg.total_params, cfg.fraction_train
+        announce(
+            grid,
+            format!(
+                "quickstart: {} rounds of FedAvg over {} arrays, {} parameters (fraction-train {})",
+                self.num_server_rounds, self.num_arrays, self.total_params, self.fraction_train
+            ),
         );
-        tracing::info!(run_id = grid.run_id(), "{start}");
-        grid.emit(RunEvent::Log(start));
         let history = strategy
             .start(
                 grid,
-                initial_arrays(cfg.total_params, cfg.num_arrays),
-                cfg.num_server_rounds,
-                cfg.round_timeout,
+                initial_arrays(self.total_params, self.num_arrays),
+                self.num_server_rounds,
+                self.round_timeout,
                 ConfigRecord::new(),
                 ConfigRecord::new(),
             )
             .await
             .map_err(AppError::other)?;
-        let done = summary(&history);
-        tracing::info!(run_id = grid.run_id(), "{done}");
-        grid.emit(RunEvent::Log(done));
+        announce(grid, summary(&history));
         Ok(history)
     }
 }
@@ -164,21 +138,6 @@ fn summary(history: &History) -> String {
         }
     }
     line
-}
-
-#[async_trait]
-impl ServerApp for QuickstartServer {
-    async fn main(&self, grid: &dyn Grid, context: Context) -> Result<(), AppError> {
-        self.run(grid, &context).await.map(|_| ())
-    }
-
-    fn check_config(&self, run_config: &UserConfig) -> Result<(), AppError> {
-        let context = Context {
-            run_config: run_config.clone(),
-            ..Context::default()
-        };
-        QuickstartConfig::from_context(&context).map(|_| ())
-    }
 }
 
 #[cfg(test)]

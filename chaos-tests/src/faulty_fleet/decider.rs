@@ -9,7 +9,7 @@
 //! instead, so they do not depend on ordering at all.
 
 use super::plan::{Call, Delay, FaultPlan};
-use crate::seeded::{hash_str, unit};
+use floret_core::seeded::{fnv1a, mix, unit};
 use std::time::Duration;
 
 /// Where a dropped call is lost.
@@ -91,7 +91,7 @@ impl Decider {
     }
 
     fn draw(&self, what: Draw, index: u64) -> f64 {
-        unit(&[self.plan.seed, self.link, what as u64, index])
+        unit_of(&[self.plan.seed, self.link, what as u64, index])
     }
 
     fn delay(&self, delay: Delay, what: Draw, index: u64) -> Duration {
@@ -155,10 +155,10 @@ impl Decider {
             self.plan.seed,
             self.link,
             Draw::Dropout as u64,
-            hash_str(group_id),
-            hash_str(message_type),
+            fnv1a(group_id),
+            fnv1a(message_type),
         ];
-        (unit(&key) < dropout.rate).then_some(dropout.length)
+        (unit_of(&key) < dropout.rate).then_some(dropout.length)
     }
 
     /// How much longer the link is down at `now` by the scheduled outages, if it is.
@@ -194,6 +194,16 @@ impl Decider {
         self.busy_until = start + Duration::from_secs_f64(bytes as f64 / rate as f64);
         self.busy_until - now
     }
+}
+
+/// A uniform draw in [0, 1) determined by `keys`: stateless, so that the same seed replays
+/// the same faults whatever else the test does, and a test can ask in advance what a given
+/// decision will be.
+fn unit_of(keys: &[u64]) -> f64 {
+    unit(
+        keys.iter()
+            .fold(0x9e37_79b9_7f4a_7c15, |acc, &k| mix(acc ^ mix(k))),
+    )
 }
 
 #[cfg(test)]
@@ -360,5 +370,23 @@ mod tests {
         assert_eq!(d.transfer(ms(6_000), 0), Duration::ZERO);
         let mut uncapped = Decider::new(FaultPlan::default(), 0);
         assert_eq!(uncapped.transfer(ms(0), 1 << 30), Duration::ZERO);
+    }
+
+    #[test]
+    fn unit_is_uniform_and_depends_on_every_key() {
+        let below: usize = (0..10_000u64).filter(|&i| unit_of(&[1, i]) < 0.25).count();
+        assert!((2_300..2_700).contains(&below), "{below}");
+        assert_eq!(unit_of(&[1, 2, 3]), unit_of(&[1, 2, 3]));
+        assert_ne!(unit_of(&[1, 2, 3]), unit_of(&[1, 3, 2]));
+        assert_ne!(fnv1a("train"), fnv1a("evaluate"));
+    }
+
+    /// A seed must keep meaning the same faults: these are the draws the code gave when the
+    /// hash moved to `floret_core::seeded`.
+    #[test]
+    fn draws_are_pinned() {
+        assert_eq!(unit_of(&[1, 2, 3]), 0.335_126_741_439_297_1);
+        assert_eq!(unit_of(&[]), 0.618_033_988_749_894_8);
+        assert_eq!(fnv1a("train"), 0xdee7_95a6_c508_7209);
     }
 }

@@ -14,7 +14,7 @@ use crate::meter;
 use crate::objects::cache::ChunkCache;
 use crate::objects::envelope::{self, Opened};
 use crate::objects::id::{ObjectId, verify_blocking};
-use crate::objects::outbox::pack;
+use crate::objects::outbox::{pack, requested};
 use crate::objects::store::Counters;
 use crate::objects::{TransferStats, deadline_after};
 use crate::proto::v1;
@@ -256,27 +256,14 @@ impl FleetClient {
                 FleetError::Invalid(format!("the SuperLink sent an invalid message: {e}"))
             })?;
         let needed: HashSet<ObjectId> = opened.iter().flat_map(Opened::chunk_ids).collect();
-        let mut chunks: HashMap<ObjectId, Bytes> = HashMap::with_capacity(needed.len());
-        let mut missing = Vec::new();
-        for &id in &needed {
-            match cache.get(id) {
-                Some(c) => {
-                    chunks.insert(id, c);
-                }
-                None => missing.push(id),
-            }
-        }
+        let (mut chunks, missing) = cache.split(&needed);
         let fetched: Vec<(ObjectId, Bytes)> = stream::iter(missing)
             .map(|id| self.fetch(node_id, id))
             .buffer_unordered(self.inner.options.concurrency())
             .try_collect()
             .await?;
         chunks.extend(fetched);
-        let deliveries: Vec<u64> = opened
-            .iter()
-            .map(Opened::delivery_id)
-            .filter(|&d| d != 0)
-            .collect();
+        let deliveries = envelope::deliveries(&opened);
         let messages = assemble(opened, chunks).await;
         if let Ok(messages) = &messages {
             self.inner
@@ -448,19 +435,11 @@ impl Fleet for FleetClient {
                     .increment(messages.len() as u64);
                 return Ok(());
             }
-            let uploads = missing
-                .iter()
-                .map(|s| {
-                    ObjectId::parse(s)
-                        .ok()
-                        .and_then(|id| chunks.get(&id).map(|c| (id, c.clone())))
-                        .ok_or_else(|| {
-                            FleetError::Invalid(format!(
-                                "the SuperLink asked for chunk {s:?}, which these messages do not contain"
-                            ))
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let uploads = requested(&missing, &chunks).map_err(|s| {
+                FleetError::Invalid(format!(
+                    "the SuperLink asked for chunk {s:?}, which these messages do not contain"
+                ))
+            })?;
             stream::iter(uploads.into_iter().map(Ok))
                 .try_for_each_concurrent(self.inner.options.concurrency(), |(id, c)| {
                     self.upload(node_id, id, c)

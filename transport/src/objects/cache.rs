@@ -8,7 +8,7 @@
 
 use super::id::ObjectId;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -32,8 +32,23 @@ impl ChunkCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn get(&self, id: ObjectId) -> Option<Bytes> {
-        self.lock().get(&id).map(|(b, _)| b.clone())
+    /// The chunks of `ids` held here, and the ids of those that are not (to be fetched).
+    pub(crate) fn split(
+        &self,
+        ids: &HashSet<ObjectId>,
+    ) -> (HashMap<ObjectId, Bytes>, Vec<ObjectId>) {
+        let held = self.lock();
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for &id in ids {
+            match held.get(&id) {
+                Some((c, _)) => {
+                    found.insert(id, c.clone());
+                }
+                None => missing.push(id),
+            }
+        }
+        (found, missing)
     }
 
     pub(crate) fn insert(&self, id: ObjectId, data: Bytes) {

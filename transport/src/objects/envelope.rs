@@ -222,6 +222,15 @@ pub(crate) fn open(envelope: v1::Envelope) -> Result<Opened, DecodeError> {
     })
 }
 
+/// The deliveries to confirm once `opened` are assembled: those the sender keeps chunks for.
+pub(crate) fn deliveries(opened: &[Opened]) -> Vec<u64> {
+    opened
+        .iter()
+        .map(Opened::delivery_id)
+        .filter(|&d| d != 0)
+        .collect()
+}
+
 impl Opened {
     /// What to confirm once assembled; 0 when the sender keeps nothing for us.
     pub(crate) fn delivery_id(&self) -> u64 {

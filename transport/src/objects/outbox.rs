@@ -54,6 +54,23 @@ impl Outbox {
 /// Splits `messages` into envelopes (sharing one inline budget) and their chunks by id.
 /// Each distinct array buffer is hashed once, however many messages carry it (a model sent
 /// to every node), all of them at once off the async threads.
+/// The chunks a peer asked for by id (its `missing_object_ids`), taken from those a call
+/// carries; `Err` with the first id that names none of them.
+pub(crate) fn requested<'a>(
+    missing: &'a [String],
+    chunks: &HashMap<ObjectId, Bytes>,
+) -> Result<Vec<(ObjectId, Bytes)>, &'a str> {
+    missing
+        .iter()
+        .map(|s| {
+            ObjectId::parse(s)
+                .ok()
+                .and_then(|id| chunks.get(&id).map(|c| (id, c.clone())))
+                .ok_or(s.as_str())
+        })
+        .collect()
+}
+
 pub(crate) async fn pack(
     messages: &[Message],
     policy: &ChunkPolicy,

@@ -64,6 +64,20 @@ struct Hold {
     expires: Instant,
 }
 
+impl Hold {
+    /// `node_id`'s hold on its uploads (a new, empty one if it has none), to last until
+    /// `expires`: each upload or claim renews the lease of all the node holds.
+    fn renewed(uploads: &mut HashMap<u64, Hold>, node_id: u64, expires: Instant) -> &mut Hold {
+        let hold = uploads.entry(node_id).or_insert_with(|| Hold {
+            ids: HashSet::new(),
+            sources: Vec::new(),
+            expires,
+        });
+        hold.expires = expires;
+        hold
+    }
+}
+
 /// Chunk ids of a buffer being hashed: `None` until done.
 type Hashed = Option<Arc<[ObjectId]>>;
 
@@ -333,13 +347,7 @@ impl ObjectStore {
         self.counters.received(data.len());
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let expires = deadline_after(self.lease);
-        let hold = inner.uploads.entry(node_id).or_insert_with(|| Hold {
-            ids: HashSet::new(),
-            sources: Vec::new(),
-            expires,
-        });
-        hold.expires = expires;
+        let hold = Hold::renewed(&mut inner.uploads, node_id, deadline_after(self.lease));
         if hold.ids.insert(id) {
             let object = inner.objects.entry(id).or_insert_with(|| {
                 inner.bytes += data.len();
@@ -371,13 +379,7 @@ impl ObjectStore {
                 .filter_map(|id| inner.objects.get(id).map(|o| (*id, o.data.clone())))
                 .collect());
         }
-        let expires = deadline_after(self.lease);
-        let hold = inner.uploads.entry(node_id).or_insert_with(|| Hold {
-            ids: HashSet::new(),
-            sources: Vec::new(),
-            expires,
-        });
-        hold.expires = expires;
+        let hold = Hold::renewed(&mut inner.uploads, node_id, deadline_after(self.lease));
         for id in ids {
             if let Some(object) = inner.objects.get_mut(id)
                 && hold.ids.insert(*id)

@@ -1,8 +1,8 @@
 //! The ClientAppIo API's client side: `ClientAppIoClient` implements
 //! `floret_core::ClientAppIo` over gRPC, for a process-isolated ClientApp.
 
-use super::link::Link;
-use super::wire::{carrier, context_from_parts, context_head};
+use super::link::Client;
+use super::wire::{carrier, context_head};
 use crate::TransferStats;
 use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN};
 use crate::link::Link as Channel;
@@ -10,7 +10,6 @@ use crate::proto::v1;
 use crate::transport_error::{Api, TransportError};
 use async_trait::async_trait;
 use floret_core::{AppIoError, ClientAppIo, ClientTask, Context, Payload};
-use std::sync::Arc;
 use std::time::Duration;
 
 type Rpc = v1::client_app_io_client::ClientAppIoClient<Channel>;
@@ -18,10 +17,7 @@ type Rpc = v1::client_app_io_client::ClientAppIoClient<Channel>;
 /// A ClientApp process's connection to its SuperNode's ClientAppIo API. Clones share the
 /// connection and the chunk cache.
 #[derive(Clone)]
-pub struct ClientAppIoClient {
-    link: Arc<Link>,
-    rpc: Rpc,
-}
+pub struct ClientAppIoClient(Client<Rpc>);
 
 /// A client for the ClientAppIo API at `address` (`HOST:PORT`) with default options.
 /// Connects lazily, and each call waits up to 30 s for the SuperNode to listen: the
@@ -41,24 +37,18 @@ pub fn clientappio_client_with(
     address: &str,
     options: ClientOptions,
 ) -> Result<ClientAppIoClient, TransportError> {
-    let link = Link::new(Api::ClientAppIo, address, options)?;
-    let rpc = Rpc::new(link.channel())
-        .max_decoding_message_size(MAX_MESSAGE_LEN)
-        .max_encoding_message_size(MAX_MESSAGE_LEN);
-    Ok(ClientAppIoClient {
-        link: Arc::new(link),
-        rpc,
+    Client::connect(Api::ClientAppIo, address, options, |channel| {
+        Rpc::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_LEN)
+            .max_encoding_message_size(MAX_MESSAGE_LEN)
     })
+    .map(ClientAppIoClient)
 }
 
 impl ClientAppIoClient {
     /// Chunks fetched and uploaded so far, and those held in the cache now.
     pub fn transfer_stats(&self) -> TransferStats {
-        self.link.transfer_stats()
-    }
-
-    fn rpc(&self) -> Rpc {
-        self.rpc.clone()
+        self.0.link.transfer_stats()
     }
 }
 
@@ -74,11 +64,9 @@ impl ClientAppIo for ClientAppIoClient {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         };
         let response = self
-            .link
-            .call(timeout, || {
-                let mut rpc = self.rpc();
-                let request = request.clone();
-                async move { rpc.next_task(request).await }
+            .0
+            .call(timeout, &request, |mut rpc, r| async move {
+                rpc.next_task(r).await
             })
             .await?;
         let (message, context) = match (response.message, response.context) {
@@ -86,23 +74,19 @@ impl ClientAppIo for ClientAppIoClient {
             (Some(m), Some(c)) => (m, c),
             _ => {
                 return Err(self
+                    .0
                     .link
                     .invalid_reply("a task without its message or context"));
             }
         };
-        let state = context
-            .state
-            .ok_or_else(|| self.link.invalid_reply("a context without its state"))?;
-        let [message, state]: [_; 2] = self
+        let (mut messages, context) = self
+            .0
             .link
-            .receive(token, vec![message, state])
-            .await?
-            .try_into()
-            .map_err(|_| self.link.invalid_reply("a task that did not assemble"))?;
-        let context = context_from_parts(context.context, state).map_err(|e| {
-            self.link
-                .invalid_reply(format_args!("an invalid context: {e}"))
-        })?;
+            .receive_in_context(token, vec![message], context)
+            .await?;
+        let message = messages
+            .pop()
+            .ok_or_else(|| self.0.link.invalid_reply("a task that did not assemble"))?;
         Ok(Some(ClientTask { message, context }))
     }
 
@@ -115,7 +99,7 @@ impl ClientAppIo for ClientAppIoClient {
     ) -> Result<(), AppIoError> {
         let head = context_head(&context);
         let carriers = [carrier(reply), carrier(Payload::Content(context.state))];
-        let (envelopes, chunks) = self.link.pack(&carriers).await;
+        let (envelopes, chunks) = self.0.link.pack(&carriers).await;
         let [reply, state]: [_; 2] = envelopes
             .try_into()
             .map_err(|_| AppIoError::Invalid("packing two messages gave another number".into()))?;
@@ -128,14 +112,13 @@ impl ClientAppIo for ClientAppIoClient {
                 state: Some(state),
             }),
         };
-        self.link
+        self.0
+            .link
             .push(token, &chunks, || async {
                 let response = self
-                    .link
-                    .call(Duration::ZERO, || {
-                        let mut rpc = self.rpc();
-                        let request = request.clone();
-                        async move { rpc.complete_task(request).await }
+                    .0
+                    .call(Duration::ZERO, &request, |mut rpc, r| async move {
+                        rpc.complete_task(r).await
                     })
                     .await?;
                 Ok(((), response.missing_object_ids))
@@ -145,11 +128,12 @@ impl ClientAppIo for ClientAppIoClient {
 
     async fn claim(&self) -> Result<Option<String>, AppIoError> {
         let response = self
-            .link
-            .call(Duration::ZERO, || {
-                let mut rpc = self.rpc();
-                async move { rpc.claim(v1::ClaimRequest {}).await }
-            })
+            .0
+            .call(
+                Duration::ZERO,
+                &v1::ClaimRequest {},
+                |mut rpc, r| async move { rpc.claim(r).await },
+            )
             .await?;
         Ok(response.token)
     }
@@ -158,7 +142,7 @@ impl ClientAppIo for ClientAppIoClient {
 impl std::fmt::Debug for ClientAppIoClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientAppIoClient")
-            .field("address", &self.link.address())
+            .field("address", &self.0.link.address())
             .finish_non_exhaustive()
     }
 }

@@ -1,22 +1,25 @@
 //! What both AppIo clients share: the connection to the daemon, calls that wait for the
-//! daemon to listen, and the chunk transfers of large arrays both ways.
+//! daemon to listen, and the chunk transfers of large arrays both ways. [`Client`] is the
+//! whole of an AppIo client but its API's stub, so that each call is written once.
 
+use super::wire::context_from_parts;
 use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN, link};
 use crate::grpc::status::{refused, to_appio_error};
 use crate::link::Link as Channel;
 use crate::objects::cache::ChunkCache;
 use crate::objects::envelope::{self, Opened};
 use crate::objects::id::{ObjectId, verify_blocking};
-use crate::objects::outbox::pack;
+use crate::objects::outbox::{pack, requested};
 use crate::objects::store::Counters;
 use crate::objects::{TransferStats, deadline_after};
 use crate::proto::v1;
 use crate::transport_error::{Api, TransportError};
 use bytes::Bytes;
-use floret_core::{AppIoError, Message};
+use floret_core::{AppIoError, Context, Message};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Response, Status};
 
@@ -24,6 +27,46 @@ type ObjectsRpc = v1::app_io_objects_client::AppIoObjectsClient<Channel>;
 
 /// Rounds of "push what is missing, then send again" before giving up.
 const PUSH_ROUNDS: usize = 3;
+
+/// An AppIo client: the [`Link`] to its daemon and `R`, the API's generated stub over the
+/// link's channel. Clones share the connection and the chunk cache.
+#[derive(Clone)]
+pub(crate) struct Client<R> {
+    pub(crate) link: Arc<Link>,
+    rpc: R,
+}
+
+impl<R: Clone> Client<R> {
+    /// A client of `api` at `address`; `stub` makes the API's stub over the channel (with
+    /// `MAX_MESSAGE_LEN` as its message limits).
+    pub(crate) fn connect(
+        api: Api,
+        address: &str,
+        options: ClientOptions,
+        stub: impl FnOnce(Channel) -> R,
+    ) -> Result<Client<R>, TransportError> {
+        let link = Link::new(api, address, options)?;
+        let rpc = stub(link.channel());
+        Ok(Client {
+            link: Arc::new(link),
+            rpc,
+        })
+    }
+
+    /// The unary call `method` of the stub with `request`, as [`Link::call`] makes it.
+    pub(crate) async fn call<Q, T, Fut>(
+        &self,
+        wait: Duration,
+        request: &Q,
+        method: impl Fn(R, Q) -> Fut,
+    ) -> Result<T, AppIoError>
+    where
+        Q: Clone,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.link.call_on(wait, &self.rpc, request, method).await
+    }
+}
 
 pub(crate) struct Link {
     /// Which API this is, for error messages.
@@ -40,11 +83,7 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub(crate) fn new(
-        api: Api,
-        address: &str,
-        options: ClientOptions,
-    ) -> Result<Link, TransportError> {
+    fn new(api: Api, address: &str, options: ClientOptions) -> Result<Link, TransportError> {
         let channel = link(api, address, &options, MAX_MESSAGE_LEN)?;
         let objects = ObjectsRpc::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_LEN)
@@ -60,7 +99,7 @@ impl Link {
         })
     }
 
-    pub(crate) fn channel(&self) -> Channel {
+    fn channel(&self) -> Channel {
         self.channel.clone()
     }
 
@@ -85,7 +124,7 @@ impl Link {
     /// is starting), it is made again after growing pauses, for up to `connect_patience`:
     /// such a request never left, so repeating it is safe. Each attempt may take
     /// `request_timeout` plus `wait` (the call's own long-poll time).
-    pub(crate) async fn call<T, F, Fut>(&self, wait: Duration, mut call: F) -> Result<T, AppIoError>
+    async fn call<T, F, Fut>(&self, wait: Duration, mut call: F) -> Result<T, AppIoError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
@@ -113,6 +152,24 @@ impl Link {
         }
     }
 
+    /// [`Link::call`] of `method` on `rpc` with `request`: each attempt gets its own clone
+    /// of both, since a tonic call takes them by value.
+    async fn call_on<R, Q, T, Fut>(
+        &self,
+        wait: Duration,
+        rpc: &R,
+        request: &Q,
+        method: impl Fn(R, Q) -> Fut,
+    ) -> Result<T, AppIoError>
+    where
+        R: Clone,
+        Q: Clone,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.call(wait, || method(rpc.clone(), request.clone()))
+            .await
+    }
+
     /// Splits messages into envelopes and the chunks they name.
     pub(crate) async fn pack(
         &self,
@@ -138,19 +195,11 @@ impl Link {
             if missing.is_empty() {
                 return Ok(result);
             }
-            let uploads = missing
-                .iter()
-                .map(|s| {
-                    ObjectId::parse(s)
-                        .ok()
-                        .and_then(|id| chunks.get(&id).map(|c| (id, c.clone())))
-                        .ok_or_else(|| {
-                            self.invalid_reply(format_args!(
-                                "a request for chunk {s:?}, which this call does not carry"
-                            ))
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let uploads = requested(&missing, chunks).map_err(|s| {
+                self.invalid_reply(format_args!(
+                    "a request for chunk {s:?}, which this call does not carry"
+                ))
+            })?;
             stream::iter(uploads.into_iter().map(Ok))
                 .try_for_each_concurrent(self.options.concurrency(), |(id, c)| {
                     self.upload(token, id, c)
@@ -171,11 +220,12 @@ impl Link {
             object_id: id.to_hex(),
             content,
         };
-        self.call(Duration::ZERO, || {
-            let mut rpc = self.objects.clone();
-            let request = request.clone();
-            async move { rpc.push_object(request).await }
-        })
+        self.call_on(
+            Duration::ZERO,
+            &self.objects,
+            &request,
+            |mut rpc, r| async move { rpc.push_object(r).await },
+        )
         .await?;
         self.counters.sent(len);
         Ok(())
@@ -188,11 +238,12 @@ impl Link {
             object_id: id.to_hex(),
         };
         let content = self
-            .call(Duration::ZERO, || {
-                let mut rpc = self.objects.clone();
-                let request = request.clone();
-                async move { rpc.pull_object(request).await }
-            })
+            .call_on(
+                Duration::ZERO,
+                &self.objects,
+                &request,
+                |mut rpc, r| async move { rpc.pull_object(r).await },
+            )
             .await?
             .content;
         verify_blocking(id, content.clone())
@@ -203,6 +254,23 @@ impl Link {
         self.counters.received(content.len());
         self.cache.insert(id, content.clone());
         Ok((id, content))
+    }
+
+    /// Receives `envelopes` and the state of `context` in one batch, so that their chunks
+    /// are fetched together: the messages, and the context they came with.
+    pub(crate) async fn receive_in_context(
+        &self,
+        token: &str,
+        mut envelopes: Vec<v1::Envelope>,
+        context: v1::AppContext,
+    ) -> Result<(Vec<Message>, Context), AppIoError> {
+        let no_state = || self.invalid_reply("a context without its state");
+        envelopes.push(context.state.ok_or_else(no_state)?);
+        let mut messages = self.receive(token, envelopes).await?;
+        let state = messages.pop().ok_or_else(no_state)?;
+        let context = context_from_parts(context.context, state)
+            .map_err(|e| self.invalid_reply(format_args!("an invalid context: {e}")))?;
+        Ok((messages, context))
     }
 
     /// Turns received envelopes into messages: fetches the chunks not in the cache (a few
@@ -219,27 +287,14 @@ impl Link {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.invalid_reply(format_args!("an invalid message: {e}")))?;
         let needed: HashSet<ObjectId> = opened.iter().flat_map(Opened::chunk_ids).collect();
-        let mut chunks: HashMap<ObjectId, Bytes> = HashMap::with_capacity(needed.len());
-        let mut missing = Vec::new();
-        for &id in &needed {
-            match self.cache.get(id) {
-                Some(c) => {
-                    chunks.insert(id, c);
-                }
-                None => missing.push(id),
-            }
-        }
+        let (mut chunks, missing) = self.cache.split(&needed);
         let fetched: Vec<(ObjectId, Bytes)> = stream::iter(missing)
             .map(|id| self.fetch(token, id))
             .buffer_unordered(self.options.concurrency())
             .try_collect()
             .await?;
         chunks.extend(fetched);
-        let deliveries: Vec<u64> = opened
-            .iter()
-            .map(Opened::delivery_id)
-            .filter(|&d| d != 0)
-            .collect();
+        let deliveries = envelope::deliveries(&opened);
         let messages = tokio::task::spawn_blocking(move || envelope::assemble_all(opened, &chunks))
             .await
             .map_err(|e| AppIoError::Invalid(format!("assembling a message failed: {e}")))?

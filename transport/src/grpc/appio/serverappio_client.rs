@@ -1,8 +1,8 @@
 //! The ServerAppIo API's client side: `ServerAppIoClient` implements
 //! `floret_core::ServerAppIo` over gRPC, for a process-isolated ServerApp.
 
-use super::link::Link;
-use super::wire::{context_from_parts, outcome_to_proto};
+use super::link::Client;
+use super::wire::outcome_to_proto;
 use crate::TransferStats;
 use crate::convert_runs::run_event_to_proto;
 use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN};
@@ -12,7 +12,6 @@ use crate::transport_error::{Api, TransportError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{AppIoError, AppOutcome, Context, Message, NodeSet, RunEvent, ServerAppIo};
-use std::sync::Arc;
 use std::time::Duration;
 
 type Rpc = v1::server_app_io_client::ServerAppIoClient<Channel>;
@@ -20,10 +19,7 @@ type Rpc = v1::server_app_io_client::ServerAppIoClient<Channel>;
 /// A ServerApp process's connection to its SuperLink's ServerAppIo API. Clones share the
 /// connection and the chunk cache.
 #[derive(Clone)]
-pub struct ServerAppIoClient {
-    link: Arc<Link>,
-    rpc: Rpc,
-}
+pub struct ServerAppIoClient(Client<Rpc>);
 
 /// A client for the ServerAppIo API at `address` (`HOST:PORT`) with default options.
 /// Connects lazily, and each call waits up to 30 s for the SuperLink to listen: the
@@ -43,24 +39,18 @@ pub fn serverappio_client_with(
     address: &str,
     options: ClientOptions,
 ) -> Result<ServerAppIoClient, TransportError> {
-    let link = Link::new(Api::ServerAppIo, address, options)?;
-    let rpc = Rpc::new(link.channel())
-        .max_decoding_message_size(MAX_MESSAGE_LEN)
-        .max_encoding_message_size(MAX_MESSAGE_LEN);
-    Ok(ServerAppIoClient {
-        link: Arc::new(link),
-        rpc,
+    Client::connect(Api::ServerAppIo, address, options, |channel| {
+        Rpc::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_LEN)
+            .max_encoding_message_size(MAX_MESSAGE_LEN)
     })
+    .map(ServerAppIoClient)
 }
 
 impl ServerAppIoClient {
     /// Chunks fetched and uploaded so far, and those held in the cache now.
     pub fn transfer_stats(&self) -> TransferStats {
-        self.link.transfer_stats()
-    }
-
-    fn rpc(&self) -> Rpc {
-        self.rpc.clone()
+        self.0.link.transfer_stats()
     }
 }
 
@@ -71,29 +61,20 @@ impl ServerAppIo for ServerAppIoClient {
             token: token.to_string(),
         };
         let response = self
-            .link
-            .call(Duration::ZERO, || {
-                let mut rpc = self.rpc();
-                let request = request.clone();
-                async move { rpc.context(request).await }
+            .0
+            .call(Duration::ZERO, &request, |mut rpc, r| async move {
+                rpc.context(r).await
             })
             .await?;
         let context = response
             .context
-            .ok_or_else(|| self.link.invalid_reply("no context"))?;
-        let state = context
-            .state
-            .ok_or_else(|| self.link.invalid_reply("a context without its state"))?;
-        let state = self
+            .ok_or_else(|| self.0.link.invalid_reply("no context"))?;
+        let (_, context) = self
+            .0
             .link
-            .receive(token, vec![state])
-            .await?
-            .pop()
-            .ok_or_else(|| self.link.invalid_reply("a context without its state"))?;
-        context_from_parts(context.context, state).map_err(|e| {
-            self.link
-                .invalid_reply(format_args!("an invalid context: {e}"))
-        })
+            .receive_in_context(token, Vec::new(), context)
+            .await?;
+        Ok(context)
     }
 
     async fn node_ids(&self, token: &str) -> Result<NodeSet, AppIoError> {
@@ -101,30 +82,27 @@ impl ServerAppIo for ServerAppIoClient {
             token: token.to_string(),
         };
         let response = self
-            .link
-            .call(Duration::ZERO, || {
-                let mut rpc = self.rpc();
-                let request = request.clone();
-                async move { rpc.node_ids(request).await }
+            .0
+            .call(Duration::ZERO, &request, |mut rpc, r| async move {
+                rpc.node_ids(r).await
             })
             .await?;
         Ok(response.node_ids.into())
     }
 
     async fn send(&self, token: &str, messages: Vec<Message>) -> Result<Vec<String>, AppIoError> {
-        let (envelopes, chunks) = self.link.pack(&messages).await;
+        let (envelopes, chunks) = self.0.link.pack(&messages).await;
         let request = v1::SendRequest {
             token: token.to_string(),
             envelopes,
         };
-        self.link
+        self.0
+            .link
             .push(token, &chunks, || async {
                 let response = self
-                    .link
-                    .call(Duration::ZERO, || {
-                        let mut rpc = self.rpc();
-                        let request = request.clone();
-                        async move { rpc.send(request).await }
+                    .0
+                    .call(Duration::ZERO, &request, |mut rpc, r| async move {
+                        rpc.send(r).await
                     })
                     .await?;
                 Ok((response.message_ids, response.missing_object_ids))
@@ -138,14 +116,12 @@ impl ServerAppIo for ServerAppIoClient {
             message_ids: message_ids.to_vec(),
         };
         let response = self
-            .link
-            .call(Duration::ZERO, || {
-                let mut rpc = self.rpc();
-                let request = request.clone();
-                async move { rpc.pull(request).await }
+            .0
+            .call(Duration::ZERO, &request, |mut rpc, r| async move {
+                rpc.pull(r).await
             })
             .await?;
-        self.link.receive(token, response.envelopes).await
+        self.0.link.receive(token, response.envelopes).await
     }
 
     async fn receive(&self, token: &str, timeout: Duration) -> Result<Vec<Message>, AppIoError> {
@@ -154,14 +130,12 @@ impl ServerAppIo for ServerAppIoClient {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         };
         let response = self
-            .link
-            .call(timeout, || {
-                let mut rpc = self.rpc();
-                let request = request.clone();
-                async move { rpc.receive(request).await }
+            .0
+            .call(timeout, &request, |mut rpc, r| async move {
+                rpc.receive(r).await
             })
             .await?;
-        self.link.receive(token, response.envelopes).await
+        self.0.link.receive(token, response.envelopes).await
     }
 
     async fn emit(&self, token: &str, event: RunEvent) -> Result<(), AppIoError> {
@@ -169,11 +143,9 @@ impl ServerAppIo for ServerAppIoClient {
             token: token.to_string(),
             event: Some(run_event_to_proto(&event)),
         };
-        self.link
-            .call(Duration::ZERO, || {
-                let mut rpc = self.rpc();
-                let request = request.clone();
-                async move { rpc.emit(request).await }
+        self.0
+            .call(Duration::ZERO, &request, |mut rpc, r| async move {
+                rpc.emit(r).await
             })
             .await?;
         Ok(())
@@ -181,11 +153,9 @@ impl ServerAppIo for ServerAppIoClient {
 
     async fn finish(&self, token: &str, outcome: AppOutcome) -> Result<(), AppIoError> {
         let request = outcome_to_proto(token.to_string(), outcome);
-        self.link
-            .call(Duration::ZERO, || {
-                let mut rpc = self.rpc();
-                let request = request.clone();
-                async move { rpc.finish(request).await }
+        self.0
+            .call(Duration::ZERO, &request, |mut rpc, r| async move {
+                rpc.finish(r).await
             })
             .await?;
         Ok(())
@@ -196,11 +166,9 @@ impl ServerAppIo for ServerAppIoClient {
             token: token.to_string(),
         };
         let response = self
-            .link
-            .call(Duration::ZERO, || {
-                let mut rpc = self.rpc();
-                let request = request.clone();
-                async move { rpc.load_checkpoint(request).await }
+            .0
+            .call(Duration::ZERO, &request, |mut rpc, r| async move {
+                rpc.load_checkpoint(r).await
             })
             .await?;
         Ok(response.checkpoint)
@@ -211,11 +179,9 @@ impl ServerAppIo for ServerAppIoClient {
             token: token.to_string(),
             checkpoint,
         };
-        self.link
-            .call(Duration::ZERO, || {
-                let mut rpc = self.rpc();
-                let request = request.clone();
-                async move { rpc.save_checkpoint(request).await }
+        self.0
+            .call(Duration::ZERO, &request, |mut rpc, r| async move {
+                rpc.save_checkpoint(r).await
             })
             .await?;
         Ok(())
@@ -223,11 +189,12 @@ impl ServerAppIo for ServerAppIoClient {
 
     async fn claim(&self) -> Result<Option<String>, AppIoError> {
         let response = self
-            .link
-            .call(Duration::ZERO, || {
-                let mut rpc = self.rpc();
-                async move { rpc.claim(v1::ClaimRequest {}).await }
-            })
+            .0
+            .call(
+                Duration::ZERO,
+                &v1::ClaimRequest {},
+                |mut rpc, r| async move { rpc.claim(r).await },
+            )
             .await?;
         Ok(response.token)
     }
@@ -236,7 +203,7 @@ impl ServerAppIo for ServerAppIoClient {
 impl std::fmt::Debug for ServerAppIoClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerAppIoClient")
-            .field("address", &self.link.address())
+            .field("address", &self.0.link.address())
             .finish_non_exhaustive()
     }
 }
