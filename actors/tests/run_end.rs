@@ -5,6 +5,9 @@
 //! Each run's ServerApp first sends one instruction to a node that never pulls it, so the
 //! run holds a message when it ends and the purge is seen to happen.
 
+// Tests and benches may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 mod common;
 
 use async_trait::async_trait;

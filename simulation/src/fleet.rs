@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// What the fleet serves and with how many workers.
-pub struct FleetArgs {
+pub(crate) struct FleetArgs {
     pub state: Arc<dyn SimulationStore>,
     pub client_app: Arc<ClientApp>,
     pub num_nodes: u64,
@@ -298,9 +298,9 @@ async fn dispatch(shared: Arc<Shared>, workers: usize) {
 }
 
 /// The fleet actor: owns the dispatcher and registers the virtual node ids.
-pub struct VirtualFleet;
+pub(crate) struct VirtualFleet;
 
-pub struct FleetState {
+pub(crate) struct FleetState {
     dispatcher: JoinHandle<()>,
     shared: Arc<Shared>,
 }

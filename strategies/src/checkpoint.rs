@@ -88,7 +88,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, StrategyError> {
 impl Checkpoint {
     /// Refuses a checkpoint that does not belong to a run started with these settings: a
     /// resumed run must be the run that was interrupted, or its result means nothing.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         num_rounds: u64,
         seed: Option<u64>,

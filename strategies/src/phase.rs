@@ -42,12 +42,12 @@ pub(crate) struct Phase<'a> {
 
 impl Phase<'_> {
     /// Tells the user (a `RunEvent::Log`) and the tracing log.
-    pub fn log(&self, line: String) {
+    pub(crate) fn log(&self, line: String) {
         info!("{line}");
         self.grid.emit(RunEvent::Log(line));
     }
 
-    pub fn grid_error(&self, source: GridError) -> StrategyError {
+    pub(crate) fn grid_error(&self, source: GridError) -> StrategyError {
         StrategyError::Grid {
             round: self.round,
             source,
@@ -56,7 +56,7 @@ impl Phase<'_> {
 
     /// Polls the connected nodes (50 ms, doubling to 1 s) until `required` are connected or
     /// the timeout passes, and returns the last set seen, which may be too small.
-    pub async fn wait_for_nodes(&self, required: usize) -> Result<NodeSet, StrategyError> {
+    pub(crate) async fn wait_for_nodes(&self, required: usize) -> Result<NodeSet, StrategyError> {
         let deadline = Instant::now() + self.timeout;
         let mut backoff = Backoff::new();
         let mut announced = false;
@@ -86,7 +86,7 @@ impl Phase<'_> {
     /// from an earlier phase, repeats) are counted as `late` and left out; replies the folder
     /// rejects are counted as `failures`. `sampled - replies - failures` nodes did not answer
     /// in time.
-    pub async fn collect<F: Folder>(
+    pub(crate) async fn collect<F: Folder>(
         &self,
         targets: &[u64],
         messages: Vec<Message>,

@@ -20,13 +20,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub const FEDAVG: (&str, &str) = ("test.server:fedavg", "test.client:fedavg");
-pub const PROBE: (&str, &str) = ("test.server:probe", "test.client:probe");
-pub const HANG: (&str, &str) = ("test.server:hang", "test.client:fedavg");
+pub(crate) const FEDAVG: (&str, &str) = ("test.server:fedavg", "test.client:fedavg");
+pub(crate) const PROBE: (&str, &str) = ("test.server:probe", "test.client:probe");
+pub(crate) const HANG: (&str, &str) = ("test.server:hang", "test.client:fedavg");
 
 /// Each node adds its partition id to every weight, weighs itself by partition id + 1 and
 /// counts its calls in its context state.
-pub fn fedavg_client() -> ClientApp {
+pub(crate) fn fedavg_client() -> ClientApp {
     ClientApp::new().train(|msg, ctx| {
         let content = msg.content().map_err(|e| AppError::other(e.clone()))?;
         let w = content.array_record("arrays")?.get("w")?.values::<f32>()?;
@@ -66,7 +66,7 @@ impl Drop for PanicsOnDrop {
 }
 
 /// `train` counts calls in the context; `query` panics; `evaluate` kills its host.
-pub fn probe_client() -> ClientApp {
+pub(crate) fn probe_client() -> ClientApp {
     ClientApp::new()
         .train(|_, ctx| {
             let mut m = MetricRecord::new();
@@ -79,7 +79,7 @@ pub fn probe_client() -> ClientApp {
 
 /// FedAvg over every connected node: `num-server-rounds` rounds, waiting for
 /// `min-nodes` nodes.
-pub struct FedAvgServer {
+pub(crate) struct FedAvgServer {
     pub history: Arc<Mutex<Option<History>>>,
 }
 
@@ -125,7 +125,7 @@ impl ServerApp for FedAvgServer {
 
 /// Sends the message types listed in `steps` (comma-separated) one after the other to every
 /// connected node, with TTL `ttl` seconds, and records every reply.
-pub struct ProbeServer {
+pub(crate) struct ProbeServer {
     pub replies: Arc<Mutex<Vec<Message>>>,
 }
 
@@ -154,7 +154,7 @@ impl ServerApp for ProbeServer {
 }
 
 /// Logs a line, then waits for an hour: a run that only ends when stopped.
-pub struct HangServer;
+pub(crate) struct HangServer;
 
 #[async_trait]
 impl ServerApp for HangServer {
@@ -167,14 +167,14 @@ impl ServerApp for HangServer {
 
 /// The test apps. `clients: false` leaves the ClientApps out (a node with other apps).
 #[derive(Clone)]
-pub struct TestCatalog {
+pub(crate) struct TestCatalog {
     pub history: Arc<Mutex<Option<History>>>,
     pub replies: Arc<Mutex<Vec<Message>>>,
     pub clients: bool,
 }
 
 impl TestCatalog {
-    pub fn new() -> TestCatalog {
+    pub(crate) fn new() -> TestCatalog {
         TestCatalog {
             history: Arc::default(),
             replies: Arc::default(),
@@ -214,14 +214,14 @@ impl AppCatalog for TestCatalog {
     }
 }
 
-pub async fn service(catalog: &TestCatalog) -> SuperLinkService {
+pub(crate) async fn service(catalog: &TestCatalog) -> SuperLinkService {
     let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
     SuperLinkService::start(state, Arc::new(catalog.clone()), HeartbeatPolicy::default())
         .await
         .unwrap()
 }
 
-pub fn start_request(app: (&str, &str), config: &[(&str, UserConfigValue)]) -> StartRun {
+pub(crate) fn start_request(app: (&str, &str), config: &[(&str, UserConfigValue)]) -> StartRun {
     StartRun {
         app: AppRef {
             name: "test".into(),
@@ -239,7 +239,7 @@ pub fn start_request(app: (&str, &str), config: &[(&str, UserConfigValue)]) -> S
     }
 }
 
-pub fn node_config(partition: i64) -> SuperNodeConfig {
+pub(crate) fn node_config(partition: i64) -> SuperNodeConfig {
     let mut node_config = UserConfig::new();
     node_config.insert("partition-id".into(), UserConfigValue::Int(partition));
     SuperNodeConfig {
@@ -250,19 +250,19 @@ pub fn node_config(partition: i64) -> SuperNodeConfig {
 }
 
 /// A SuperNode running in a task, and the switch that stops it.
-pub struct NodeHandle {
+pub(crate) struct NodeHandle {
     pub stop: oneshot::Sender<()>,
     pub task: JoinHandle<Result<(), SuperNodeError>>,
 }
 
 impl NodeHandle {
-    pub async fn shutdown(self) -> Result<(), SuperNodeError> {
+    pub(crate) async fn shutdown(self) -> Result<(), SuperNodeError> {
         let _ = self.stop.send(());
         self.task.await.unwrap()
     }
 }
 
-pub fn spawn_node(
+pub(crate) fn spawn_node(
     config: SuperNodeConfig,
     fleet: Arc<dyn Fleet>,
     catalog: &TestCatalog,
@@ -276,7 +276,7 @@ pub fn spawn_node(
 }
 
 /// Polls `check` every 10 ms (virtual or real) until it holds; panics after `limit`.
-pub async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !check() {
         assert!(
@@ -288,7 +288,7 @@ pub async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> 
 }
 
 /// Waits for a run to finish, through `stream_events(follow)`, and returns it.
-pub async fn follow_to_end(control: &dyn Control, run_id: u64) -> (RunInfo, Vec<RunEvent>) {
+pub(crate) async fn follow_to_end(control: &dyn Control, run_id: u64) -> (RunInfo, Vec<RunEvent>) {
     let mut rx = control.stream_events(run_id, true).await.unwrap();
     let mut events = Vec::new();
     while let Some(e) = rx.recv().await {
@@ -299,14 +299,14 @@ pub async fn follow_to_end(control: &dyn Control, run_id: u64) -> (RunInfo, Vec<
 
 /// A Fleet that is unreachable for its first `failures` calls, then passes calls through;
 /// it counts the calls that failed.
-pub struct FlakyFleet {
+pub(crate) struct FlakyFleet {
     pub inner: Arc<dyn Fleet>,
     pub failures: u32,
     pub failed: AtomicU32,
 }
 
 impl FlakyFleet {
-    pub fn new(inner: Arc<dyn Fleet>, failures: u32) -> FlakyFleet {
+    pub(crate) fn new(inner: Arc<dyn Fleet>, failures: u32) -> FlakyFleet {
         FlakyFleet {
             inner,
             failures,
@@ -326,18 +326,18 @@ impl FlakyFleet {
 }
 
 /// A Fleet handle whose SuperLink can be swapped: a restarted SuperLink at the same address.
-pub struct SwitchFleet {
+pub(crate) struct SwitchFleet {
     pub current: RwLock<Arc<dyn Fleet>>,
 }
 
 impl SwitchFleet {
-    pub fn new(fleet: Arc<dyn Fleet>) -> SwitchFleet {
+    pub(crate) fn new(fleet: Arc<dyn Fleet>) -> SwitchFleet {
         SwitchFleet {
             current: RwLock::new(fleet),
         }
     }
 
-    pub fn switch(&self, fleet: Arc<dyn Fleet>) {
+    pub(crate) fn switch(&self, fleet: Arc<dyn Fleet>) {
         *self.current.write().unwrap() = fleet;
     }
 

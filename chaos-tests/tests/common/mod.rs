@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 /// How the SuperNodes reach the SuperLink.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Wire {
+pub(crate) enum Wire {
     /// The `LinkFleet` itself, in-process (the tests run on tokio's paused clock).
     Memory,
     Grpc,
@@ -100,7 +100,7 @@ struct NodeHandle {
 }
 
 /// A run's end and what happened in each round.
-pub struct RunOutcome {
+pub(crate) struct RunOutcome {
     pub info: RunInfo,
     pub rounds: Vec<RoundSummary>,
     /// From `RoundStarted` to `RoundFinished` of each round, as the event follower saw it.
@@ -109,7 +109,7 @@ pub struct RunOutcome {
 
 impl RunOutcome {
     /// Asserts the run completed (else shows why not) and went through `rounds` rounds.
-    pub fn assert_completed(&self, rounds: usize) {
+    pub(crate) fn assert_completed(&self, rounds: usize) {
         assert_eq!(
             self.info.status,
             floret_core::RunStatus::Finished(floret_core::SubStatus::Completed),
@@ -119,7 +119,7 @@ impl RunOutcome {
         assert_eq!(self.rounds.len(), rounds);
     }
 
-    pub fn train(&self, round: usize) -> &floret_core::PhaseSummary {
+    pub(crate) fn train(&self, round: usize) -> &floret_core::PhaseSummary {
         self.rounds[round - 1]
             .train
             .as_ref()
@@ -127,7 +127,7 @@ impl RunOutcome {
     }
 }
 
-pub struct Deployment {
+pub(crate) struct Deployment {
     pub wire: Wire,
     pub service: SuperLinkService,
     server: Option<Server>,
@@ -161,7 +161,7 @@ impl Deployment {
     /// A SuperLink and one SuperNode per plan, node `i` through a `FaultyFleet` with
     /// `plans[i]` as link `i`; returns once every node has subscribed to its instructions.
     /// Registrations are not counted here: a fault may have left extra ones.
-    pub async fn start(wire: Wire, plans: Vec<FaultPlan>) -> Deployment {
+    pub(crate) async fn start(wire: Wire, plans: Vec<FaultPlan>) -> Deployment {
         let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
         let service =
             SuperLinkService::start(state, Arc::new(Quickstart), HeartbeatPolicy::default())
@@ -231,7 +231,7 @@ impl Deployment {
     }
 
     /// Runs the quickstart with `overrides` (and `fraction-evaluate`) to its end.
-    pub async fn run(&self, overrides: &str, fraction_evaluate: f64) -> RunOutcome {
+    pub(crate) async fn run(&self, overrides: &str, fraction_evaluate: f64) -> RunOutcome {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/quickstart/pyproject.toml");
         let text = std::fs::read_to_string(&path).expect("the quickstart's pyproject.toml");
         let manifest = AppManifest::parse(&text, &path).expect("a valid manifest");
@@ -283,13 +283,13 @@ impl Deployment {
     }
 
     /// Injected faults over every link.
-    pub fn counts(&self) -> FaultCounts {
+    pub(crate) fn counts(&self) -> FaultCounts {
         let all: Vec<FaultCounts> = self.links.iter().map(FaultyFleet::counts).collect();
         FaultCounts::sum(&all)
     }
 
     /// Stops the nodes, then the server and the SuperLink.
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         for node in self.nodes {
             let _ = node.stop.send(());
             // A node whose link is down cannot deactivate; it gives up after a few seconds.
@@ -303,7 +303,7 @@ impl Deployment {
 }
 
 /// Polls `check` every 10 ms (virtual or real) until it holds; panics after `limit`.
-pub async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

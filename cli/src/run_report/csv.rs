@@ -28,7 +28,7 @@ const PHASES: [(&str, Phase); 2] = [
 ];
 
 /// The whole file: a header and one line per round, `\n`-terminated.
-pub fn table(rounds: &[Round]) -> String {
+pub(super) fn table(rounds: &[Round]) -> String {
     let metrics = metric_columns(rounds);
     let mut header = vec!["round".to_string(), "duration_s".to_string()];
     for (phase, _) in PHASES {

@@ -40,7 +40,7 @@ pub(crate) fn series(rounds: &[Round]) -> Vec<Series> {
 
 /// The SVG document. Drawing into a string cannot fail for lack of a font or a file; a
 /// plotters error (none is expected) leaves a plot with what was drawn before it.
-pub fn svg(title: &str, rounds: &[Round]) -> String {
+pub(super) fn svg(title: &str, rounds: &[Round]) -> String {
     let series = series(rounds);
     let mut out = String::new();
     if let Err(e) = draw(&mut out, title, &series) {

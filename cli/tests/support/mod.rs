@@ -3,8 +3,8 @@
 //! reading their logs, and kills whatever it started when dropped, also when a test fails.
 #![allow(dead_code)]
 
-pub mod otlp;
-pub mod partition;
+pub(crate) mod otlp;
+pub(crate) mod partition;
 
 use std::cell::{Cell, RefCell};
 use std::io::{BufRead, BufReader, Read};
@@ -14,15 +14,15 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Generous, because CI machines have two busy cores; a healthy start takes milliseconds.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Upper bound for a whole `flwr` command or a run; only reached when something hangs.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
 
-pub const SUPERLINK: &str = env!("CARGO_BIN_EXE_flower-superlink");
-pub const SUPERNODE: &str = env!("CARGO_BIN_EXE_flower-supernode");
-pub const FLWR: &str = env!("CARGO_BIN_EXE_flwr");
+pub(crate) const SUPERLINK: &str = env!("CARGO_BIN_EXE_flower-superlink");
+pub(crate) const SUPERNODE: &str = env!("CARGO_BIN_EXE_flower-supernode");
+pub(crate) const FLWR: &str = env!("CARGO_BIN_EXE_flwr");
 /// The quickstart app as a user's app binary (tests/support/test_app.rs).
-pub const TEST_APP: &str = env!("CARGO_BIN_EXE_floret-test-app");
+pub(crate) const TEST_APP: &str = env!("CARGO_BIN_EXE_floret-test-app");
 
 /// Lines a process wrote to one stream, and a way to wait for more.
 #[derive(Default)]
@@ -101,7 +101,7 @@ impl Lines {
 }
 
 /// A process the test started; killed on drop.
-pub struct Proc {
+pub(crate) struct Proc {
     pub name: String,
     child: Child,
     stdout: Arc<Lines>,
@@ -112,12 +112,12 @@ pub struct Proc {
 impl Proc {
     /// Starts `program`; daemons log at `info`, `flwr` at its default (`warn`), so that its
     /// stderr holds only what a user sees.
-    pub fn spawn(name: &str, program: &str, args: &[&str]) -> Proc {
+    pub(crate) fn spawn(name: &str, program: &str, args: &[&str]) -> Proc {
         Proc::spawn_in(name, program, args, None)
     }
 
     /// [`Proc::spawn`] in the directory `cwd` (relative paths in `args` are from there).
-    pub fn spawn_in(name: &str, program: &str, args: &[&str], cwd: Option<&Path>) -> Proc {
+    pub(crate) fn spawn_in(name: &str, program: &str, args: &[&str], cwd: Option<&Path>) -> Proc {
         let mut command = Command::new(program);
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
@@ -154,12 +154,12 @@ impl Proc {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The first stderr (log) line containing `needle`; panics after `READY_TIMEOUT`.
-    pub fn expect_log(&self, needle: &str) -> String {
+    pub(crate) fn expect_log(&self, needle: &str) -> String {
         self.stderr
             .wait_for(needle, READY_TIMEOUT)
             .unwrap_or_else(|| {
@@ -172,23 +172,23 @@ impl Proc {
     }
 
     /// The first stdout line containing `needle`, or `None` if the process ended without it.
-    pub fn wait_stdout(&self, needle: &str, timeout: Duration) -> Option<String> {
+    pub(crate) fn wait_stdout(&self, needle: &str, timeout: Duration) -> Option<String> {
         self.stdout.wait_for(needle, timeout)
     }
 
-    pub fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         self.stdout.text()
     }
 
     /// The first stderr (log) line containing `needle`, or `None` if it did not come
     /// within `timeout` (or the process ended without it).
-    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+    pub(crate) fn wait_log(&self, needle: &str, timeout: Duration) -> Option<String> {
         self.stderr.wait_for(needle, timeout)
     }
 
     /// Waits up to `timeout` until `check`, given all stderr (log) lines so far, finds what
     /// it looks for; `None` if the time passed or the process ended first.
-    pub fn wait_log_lines<T>(
+    pub(crate) fn wait_log_lines<T>(
         &self,
         timeout: Duration,
         check: impl FnMut(&[String]) -> Option<T>,
@@ -196,12 +196,12 @@ impl Proc {
         self.stderr.wait_until(timeout, check)
     }
 
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.text()
     }
 
     /// Sends a signal by name (`TERM`, `INT`, `KILL`) through kill(1).
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid().to_string())
@@ -212,7 +212,7 @@ impl Proc {
     }
 
     /// Waits for the process to exit; panics after `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -233,7 +233,7 @@ impl Proc {
         }
     }
 
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if self.status.is_none() {
             let _ = self.child.kill();
             self.status = self.child.wait().ok();
@@ -280,7 +280,7 @@ impl Drop for Proc {
 }
 
 /// A running `flower-superlink` on 127.0.0.1 with OS-chosen ports.
-pub struct SuperLink {
+pub(crate) struct SuperLink {
     pub proc: Proc,
     pub fleet: String,
     pub control: String,
@@ -291,16 +291,16 @@ pub struct SuperLink {
 
 impl SuperLink {
     /// Starts on free ports and waits until both APIs listen.
-    pub fn start() -> SuperLink {
+    pub(crate) fn start() -> SuperLink {
         SuperLink::start_on("127.0.0.1:0", "127.0.0.1:0")
     }
 
-    pub fn start_on(fleet: &str, control: &str) -> SuperLink {
+    pub(crate) fn start_on(fleet: &str, control: &str) -> SuperLink {
         SuperLink::start_with(fleet, control, &[])
     }
 
     /// Starts with `extra` flags (`--isolation process`, ...).
-    pub fn start_with(fleet: &str, control: &str, extra: &[&str]) -> SuperLink {
+    pub(crate) fn start_with(fleet: &str, control: &str, extra: &[&str]) -> SuperLink {
         let security = superlink_security();
         let mut args: Vec<&str> = security.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
@@ -309,7 +309,7 @@ impl SuperLink {
 
     /// Starts with exactly `args` (plus the two API addresses) in `cwd`: for TLS, where
     /// `--insecure` must not be given.
-    pub fn launch(fleet: &str, control: &str, args: &[&str], cwd: Option<&Path>) -> SuperLink {
+    pub(crate) fn launch(fleet: &str, control: &str, args: &[&str], cwd: Option<&Path>) -> SuperLink {
         let mut all = vec![
             "--fleet-api-address",
             fleet,
@@ -339,7 +339,7 @@ impl SuperLink {
     }
 
     /// Where process-isolated ServerApps connect (the ServerAppIo API).
-    pub fn serverappio(&self) -> String {
+    pub(crate) fn serverappio(&self) -> String {
         address_after(
             &self
                 .proc
@@ -349,12 +349,12 @@ impl SuperLink {
 }
 
 /// Where a SuperNode's process-isolated ClientApps connect (its ClientAppIo API).
-pub fn clientappio(node: &Proc) -> String {
+pub(crate) fn clientappio(node: &Proc) -> String {
     address_after(&node.expect_log("ClientAppIo API (ClientApps) listening on "))
 }
 
 /// The `pid=N` of every log line of `proc` containing `needle`.
-pub fn logged_pids(proc: &Proc, needle: &str) -> Vec<u32> {
+pub(crate) fn logged_pids(proc: &Proc, needle: &str) -> Vec<u32> {
     proc.stderr()
         .lines()
         .filter(|l| l.contains(needle))
@@ -367,7 +367,7 @@ pub fn logged_pids(proc: &Proc, needle: &str) -> Vec<u32> {
 }
 
 /// Whether a process with this pid exists (and is not a zombie).
-pub fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| {
             let state = stat.rsplit(')').next().unwrap_or("").trim_start();
@@ -387,7 +387,7 @@ thread_local! {
 }
 
 /// Makes the SuperNodes and federations that this test starts use `transport`.
-pub fn use_transport(transport: &'static str) {
+pub(crate) fn use_transport(transport: &'static str) {
     TRANSPORT.with(|t| t.set(transport));
 }
 
@@ -398,7 +398,7 @@ thread_local! {
 
 /// Makes the SuperLinks, SuperNodes and federations this test starts use TLS with the
 /// certificates `flwr keygen` wrote under `dir` (instead of `--insecure`).
-pub fn use_tls(dir: &Path) {
+pub(crate) fn use_tls(dir: &Path) {
     PKI.with(|p| *p.borrow_mut() = Some(dir.to_path_buf()));
 }
 
@@ -441,7 +441,7 @@ fn supernode_security() -> Vec<String> {
 }
 
 /// `grpc` or `quic`: see [`use_transport`].
-pub fn transport() -> &'static str {
+pub(crate) fn transport() -> &'static str {
     TRANSPORT.with(Cell::get)
 }
 
@@ -472,7 +472,7 @@ macro_rules! over_both_transports {
 }
 
 /// Starts a SuperNode of a `num`-way partitioned federation; `extra` adds flags.
-pub fn supernode(fleet: &str, partition: u32, num: u32, extra: &[&str]) -> Proc {
+pub(crate) fn supernode(fleet: &str, partition: u32, num: u32, extra: &[&str]) -> Proc {
     let node_config = format!("partition-id={partition} num-partitions={num}");
     let security = supernode_security();
     let mut args: Vec<&str> = security.iter().map(String::as_str).collect();
@@ -489,7 +489,7 @@ pub fn supernode(fleet: &str, partition: u32, num: u32, extra: &[&str]) -> Proc 
 }
 
 /// A port that was free a moment ago (for a SuperLink that must start after its nodes).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -499,7 +499,7 @@ pub fn free_port() -> u16 {
 
 /// A copy of a built-in app's directory whose pyproject.toml gains a federation `e2e`
 /// pointing at `control` (with this test's transport and TLS).
-pub fn app_for(app: &str, control: &str) -> tempfile::TempDir {
+pub(crate) fn app_for(app: &str, control: &str) -> tempfile::TempDir {
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../apps")
         .join(app)
@@ -520,14 +520,14 @@ pub fn app_for(app: &str, control: &str) -> tempfile::TempDir {
 }
 
 /// What a finished `flwr` command left behind.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
 
 /// Runs `flwr` to completion (bounded by `COMMAND_TIMEOUT`).
-pub fn flwr(args: &[&str]) -> Outcome {
+pub(crate) fn flwr(args: &[&str]) -> Outcome {
     let mut proc = Proc::spawn(&format!("flwr {}", args.join(" ")), FLWR, args);
     let status = proc.wait_exit(COMMAND_TIMEOUT);
     Outcome {
@@ -538,11 +538,11 @@ pub fn flwr(args: &[&str]) -> Outcome {
 }
 
 /// `flwr` in the background, for commands that follow a run.
-pub fn flwr_spawn(args: &[&str]) -> Proc {
+pub(crate) fn flwr_spawn(args: &[&str]) -> Proc {
     Proc::spawn(&format!("flwr {}", args.join(" ")), FLWR, args)
 }
 
 /// What a SuperNode logs once it is registered with its SuperLink.
-pub const NODE_READY: &str = "registered node_id=";
+pub(crate) const NODE_READY: &str = "registered node_id=";
 /// What a SuperNode logs when its SuperLink cannot be reached and it will try again.
-pub const NODE_RETRYING: &str = "SuperLink unreachable";
+pub(crate) const NODE_RETRYING: &str = "SuperLink unreachable";

@@ -44,7 +44,7 @@ struct Counters {
 }
 
 /// A cuttable forwarder from `127.0.0.1:PORT` (TCP and UDP) to a SuperLink's Fleet API.
-pub struct Partition {
+pub(crate) struct Partition {
     port: u16,
     target: SocketAddr,
     cut: watch::Sender<bool>,
@@ -54,7 +54,7 @@ pub struct Partition {
 
 impl Partition {
     /// Starts forwarding to `target` (`127.0.0.1:PORT`, TCP and UDP), healed.
-    pub fn new(target: &str) -> Partition {
+    pub(crate) fn new(target: &str) -> Partition {
         let target: SocketAddr = target
             .parse()
             .unwrap_or_else(|e| panic!("partition target {target:?}: {e}"));
@@ -89,47 +89,47 @@ impl Partition {
     }
 
     /// Where a SuperNode connects instead of the SuperLink: `127.0.0.1:PORT`.
-    pub fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// From now on nothing passes, either way, until [`Partition::heal`].
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.cut.send_replace(true);
     }
 
     /// Forwarding resumes; held TCP bytes go on.
-    pub fn heal(&self) {
+    pub(crate) fn heal(&self) {
         self.cut.send_replace(false);
     }
 
-    pub fn is_cut(&self) -> bool {
+    pub(crate) fn is_cut(&self) -> bool {
         *self.cut.borrow()
     }
 
     /// Bytes copied over TCP, both ways, since the start.
-    pub fn tcp_bytes(&self) -> u64 {
+    pub(crate) fn tcp_bytes(&self) -> u64 {
         self.counters.tcp_bytes.load(Ordering::Relaxed)
     }
 
     /// Bytes passed on from the clients to the target, over TCP and UDP, since the start:
     /// shows a SuperNode uploading, whatever its transport.
-    pub fn upstream_bytes(&self) -> u64 {
+    pub(crate) fn upstream_bytes(&self) -> u64 {
         self.counters.upstream_bytes.load(Ordering::Relaxed)
     }
 
     /// TCP connections accepted since the start.
-    pub fn tcp_connections(&self) -> u64 {
+    pub(crate) fn tcp_connections(&self) -> u64 {
         self.counters.tcp_connections.load(Ordering::Relaxed)
     }
 
     /// Datagrams forwarded, both ways, since the start.
-    pub fn udp_forwarded(&self) -> u64 {
+    pub(crate) fn udp_forwarded(&self) -> u64 {
         self.counters.udp_forwarded.load(Ordering::Relaxed)
     }
 
     /// Datagrams dropped by a cut, both ways, since the start.
-    pub fn udp_dropped(&self) -> u64 {
+    pub(crate) fn udp_dropped(&self) -> u64 {
         self.counters.udp_dropped.load(Ordering::Relaxed)
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// What a node does with a message.
-pub enum Answer {
+pub(crate) enum Answer {
     /// Replies with `payload` after `after`.
     Reply { after: Duration, payload: Payload },
     /// Replies twice with the same payload (a retransmission).
@@ -27,7 +27,7 @@ pub enum Answer {
 }
 
 impl Answer {
-    pub fn now(payload: Payload) -> Answer {
+    pub(crate) fn now(payload: Payload) -> Answer {
         Answer::Reply {
             after: Duration::ZERO,
             payload,
@@ -35,7 +35,7 @@ impl Answer {
     }
 }
 
-pub type Behaviour = Arc<dyn Fn(&Message) -> Answer + Send + Sync>;
+pub(crate) type Behaviour = Arc<dyn Fn(&Message) -> Answer + Send + Sync>;
 
 struct Node {
     id: u64,
@@ -43,7 +43,7 @@ struct Node {
     behaviour: Behaviour,
 }
 
-pub struct TestGrid {
+pub(crate) struct TestGrid {
     start: Instant,
     nodes: Vec<Node>,
     next_id: AtomicU64,
@@ -63,7 +63,7 @@ pub struct TestGrid {
 }
 
 impl TestGrid {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         TestGrid {
             start: Instant::now(),
@@ -81,17 +81,17 @@ impl TestGrid {
     }
 
     /// A grid holding `checkpoint`, as a restarted SuperLink's would.
-    pub fn with_checkpoint(self, checkpoint: Option<Bytes>) -> Self {
+    pub(crate) fn with_checkpoint(self, checkpoint: Option<Bytes>) -> Self {
         *self.checkpoint.lock().unwrap() = checkpoint;
         self
     }
 
-    pub fn crashing_after_saves(mut self, saves: usize) -> Self {
+    pub(crate) fn crashing_after_saves(mut self, saves: usize) -> Self {
         self.crash_after_saves = Some(saves);
         self
     }
 
-    pub fn failing_saves(mut self, error: GridError) -> Self {
+    pub(crate) fn failing_saves(mut self, error: GridError) -> Self {
         self.save_error = Some(error);
         self
     }
@@ -106,12 +106,12 @@ impl TestGrid {
     }
 
     /// A node connected from the start.
-    pub fn node(self, id: u64, f: impl Fn(&Message) -> Answer + Send + Sync + 'static) -> Self {
+    pub(crate) fn node(self, id: u64, f: impl Fn(&Message) -> Answer + Send + Sync + 'static) -> Self {
         self.node_joining(id, Duration::ZERO, f)
     }
 
     /// A node that connects `at` after the grid was made.
-    pub fn node_joining(
+    pub(crate) fn node_joining(
         mut self,
         id: u64,
         at: Duration,
@@ -125,7 +125,7 @@ impl TestGrid {
         self
     }
 
-    pub fn logs(&self) -> Vec<String> {
+    pub(crate) fn logs(&self) -> Vec<String> {
         self.events
             .lock()
             .unwrap()
@@ -137,7 +137,7 @@ impl TestGrid {
             .collect()
     }
 
-    pub fn sent_of_type(&self, kind: &str) -> Vec<Message> {
+    pub(crate) fn sent_of_type(&self, kind: &str) -> Vec<Message> {
         let sent = self.sent.lock().unwrap();
         sent.iter()
             .filter(|m| m.metadata.message_type == kind)
@@ -234,13 +234,13 @@ impl Grid for TestGrid {
 }
 
 /// A model of one float32 array "w".
-pub fn model(values: &[f32]) -> ArrayRecord {
+pub(crate) fn model(values: &[f32]) -> ArrayRecord {
     let mut a = ArrayRecord::new();
     a.insert("w", Array::from_slice(values));
     a
 }
 
-pub fn metrics(num_examples: i64, loss: f64) -> MetricRecord {
+pub(crate) fn metrics(num_examples: i64, loss: f64) -> MetricRecord {
     let mut m = MetricRecord::new();
     m.insert("num-examples", num_examples);
     m.insert("loss", loss);
@@ -248,7 +248,7 @@ pub fn metrics(num_examples: i64, loss: f64) -> MetricRecord {
 }
 
 /// The round a message belongs to, from its config.
-pub fn round_of(m: &Message) -> i64 {
+pub(crate) fn round_of(m: &Message) -> i64 {
     m.content()
         .ok()
         .and_then(|c| c.config_record("config").ok())
@@ -258,7 +258,7 @@ pub fn round_of(m: &Message) -> i64 {
 
 /// A well-behaved node: trains to `values` on `n` examples (loss `loss`) and evaluates
 /// with the same `n` and loss.
-pub fn client(values: Vec<f32>, n: i64, loss: f64) -> impl Fn(&Message) -> Answer + Send + Sync {
+pub(crate) fn client(values: Vec<f32>, n: i64, loss: f64) -> impl Fn(&Message) -> Answer + Send + Sync {
     move |m: &Message| {
         let content = if m.metadata.message_type == "train" {
             RecordDict::new()
@@ -271,7 +271,7 @@ pub fn client(values: Vec<f32>, n: i64, loss: f64) -> impl Fn(&Message) -> Answe
     }
 }
 
-pub fn values(arrays: &ArrayRecord) -> Vec<f32> {
+pub(crate) fn values(arrays: &ArrayRecord) -> Vec<f32> {
     arrays
         .get("w")
         .unwrap()

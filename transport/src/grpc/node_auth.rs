@@ -14,17 +14,17 @@ use tonic::{Request, Status};
 
 /// gRPC paths of the Fleet methods: what a signature covers.
 pub(crate) mod path {
-    pub const REGISTER_NODE: &str = "/floret.v1.Fleet/RegisterNode";
-    pub const DEACTIVATE_NODE: &str = "/floret.v1.Fleet/DeactivateNode";
-    pub const HEARTBEAT: &str = "/floret.v1.Fleet/Heartbeat";
-    pub const PULL_MESSAGES: &str = "/floret.v1.Fleet/PullMessages";
-    pub const PUSH_MESSAGES: &str = "/floret.v1.Fleet/PushMessages";
-    pub const GET_RUN: &str = "/floret.v1.Fleet/GetRun";
-    pub const GET_FAB: &str = "/floret.v1.Fleet/GetFab";
-    pub const SUBSCRIBE: &str = "/floret.v1.Fleet/Subscribe";
-    pub const PUSH_OBJECT: &str = "/floret.v1.Fleet/PushObject";
-    pub const PULL_OBJECT: &str = "/floret.v1.Fleet/PullObject";
-    pub const CONFIRM_DELIVERIES: &str = "/floret.v1.Fleet/ConfirmDeliveries";
+    pub(crate) const REGISTER_NODE: &str = "/floret.v1.Fleet/RegisterNode";
+    pub(crate) const DEACTIVATE_NODE: &str = "/floret.v1.Fleet/DeactivateNode";
+    pub(crate) const HEARTBEAT: &str = "/floret.v1.Fleet/Heartbeat";
+    pub(crate) const PULL_MESSAGES: &str = "/floret.v1.Fleet/PullMessages";
+    pub(crate) const PUSH_MESSAGES: &str = "/floret.v1.Fleet/PushMessages";
+    pub(crate) const GET_RUN: &str = "/floret.v1.Fleet/GetRun";
+    pub(crate) const GET_FAB: &str = "/floret.v1.Fleet/GetFab";
+    pub(crate) const SUBSCRIBE: &str = "/floret.v1.Fleet/Subscribe";
+    pub(crate) const PUSH_OBJECT: &str = "/floret.v1.Fleet/PushObject";
+    pub(crate) const PULL_OBJECT: &str = "/floret.v1.Fleet/PullObject";
+    pub(crate) const CONFIRM_DELIVERIES: &str = "/floret.v1.Fleet/ConfirmDeliveries";
 }
 
 /// Wraps `body` into a request to `path`, signed with `key` when there is one.

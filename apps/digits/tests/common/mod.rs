@@ -10,7 +10,7 @@ use floret_core::{
 };
 
 /// `[tool.flwr.app.config]` of the crate's pyproject.toml.
-pub fn run_config() -> UserConfig {
+pub(crate) fn run_config() -> UserConfig {
     AppManifest::parse(
         PYPROJECT,
         std::path::Path::new("apps/digits/pyproject.toml"),
@@ -20,7 +20,7 @@ pub fn run_config() -> UserConfig {
 }
 
 /// The context of simulated node `partition_id` of `num_partitions`.
-pub fn node_ctx(partition_id: i64, num_partitions: i64, run_config: &UserConfig) -> Context {
+pub(crate) fn node_ctx(partition_id: i64, num_partitions: i64, run_config: &UserConfig) -> Context {
     let mut ctx = Context {
         run_id: 1,
         node_id: 1000 + partition_id as u64,
@@ -37,7 +37,7 @@ pub fn node_ctx(partition_id: i64, num_partitions: i64, run_config: &UserConfig)
 }
 
 /// The server-side view of the run config.
-pub fn server_config(run_config: &UserConfig) -> DigitsConfig {
+pub(crate) fn server_config(run_config: &UserConfig) -> DigitsConfig {
     let ctx = Context {
         run_config: run_config.clone(),
         ..Context::default()
@@ -47,7 +47,7 @@ pub fn server_config(run_config: &UserConfig) -> DigitsConfig {
 
 /// A train message as FedAvg builds it: the global arrays and the train config plus the
 /// server round.
-pub fn train_message(arrays: &ArrayRecord, round: i64, cfg: &DigitsConfig, dst: u64) -> Message {
+pub(crate) fn train_message(arrays: &ArrayRecord, round: i64, cfg: &DigitsConfig, dst: u64) -> Message {
     let mut config = cfg.train_config();
     config.insert("server-round", round);
     Message::new(
@@ -61,7 +61,7 @@ pub fn train_message(arrays: &ArrayRecord, round: i64, cfg: &DigitsConfig, dst: 
 }
 
 /// An evaluate message as FedAvg builds it.
-pub fn evaluate_message(arrays: &ArrayRecord, round: i64, dst: u64) -> Message {
+pub(crate) fn evaluate_message(arrays: &ArrayRecord, round: i64, dst: u64) -> Message {
     let mut config = ConfigRecord::new();
     config.insert("server-round", round);
     Message::new(
