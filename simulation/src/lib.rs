@@ -26,6 +26,8 @@ use thiserror::Error;
 /// The federation's `options.*`, as read from `pyproject.toml`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimulationOptions {
+    /// How many virtual SuperNodes the fleet has (`options.num-supernodes`); at least 1.
+    /// Their ids come from `node_ids`, so the count costs no per-node memory.
     pub num_supernodes: u64,
     /// CPUs one ClientApp call may use; concurrency is available cores / num_cpus.
     pub num_cpus: f64,
@@ -64,27 +66,41 @@ impl SimulationOptions {
 
 /// The app and configuration of one simulated run.
 pub struct SimulationRun {
+    /// The app as the run records it: its name and component strings.
     pub app: AppRef,
+    /// The name of the `pyproject.toml` federation the run was started through.
     pub federation: String,
+    /// The app's run config with the user's overrides applied.
     pub run_config: UserConfig,
+    /// The ServerApp the run's actor drives.
     pub server_app: Arc<dyn ServerApp>,
+    /// The ClientApp every virtual node calls; one instance shared by the worker pool.
     pub client_app: ClientApp,
 }
 
 /// How a simulated run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
+    /// The id the in-process SuperLink gave the run.
     pub run_id: u64,
+    /// The run's final status, always a finished one.
     pub status: RunStatus,
+    /// Why the run failed or was stopped; empty when it completed.
     pub reason: String,
 }
 
+/// Why a simulation could not run to its end. A run that started and then failed is not
+/// an error here but an [`Outcome`] with a failed status.
 #[derive(Debug, Error)]
 pub enum SimulationError {
+    /// An option is out of range; the message names the `options.*` key and a fix.
     #[error("{0}")]
     Options(String),
+    /// The fleet or SuperLink actor could not be spawned, or the SuperLink refused to
+    /// start the run.
     #[error("could not start the simulation's actors: {0}")]
     Spawn(String),
+    /// The in-memory state refused an operation while following the run.
     #[error(transparent)]
     State(#[from] StateError),
 }

@@ -154,6 +154,7 @@ pub struct AppProcess {
 }
 
 impl AppProcess {
+    /// The OS process id, for logs; it may already be reused once the process has ended.
     pub fn pid(&self) -> u32 {
         self.pid
     }

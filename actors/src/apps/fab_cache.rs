@@ -23,6 +23,7 @@ pub struct FabCache {
 }
 
 impl FabCache {
+    /// A cache in `dir`, which is created on the first write; several daemons may share it.
     pub fn new(dir: impl Into<PathBuf>) -> FabCache {
         FabCache { dir: dir.into() }
     }

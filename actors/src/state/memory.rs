@@ -54,6 +54,7 @@ pub struct MemoryLinkState {
 }
 
 impl MemoryLinkState {
+    /// An empty store: no runs, no nodes, node authentication off.
     pub fn new() -> Self {
         Self::default()
     }

@@ -33,8 +33,11 @@ use tokio::sync::Notify;
 /// What is needed to create a run.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NewRun {
+    /// The app to run, with its FAB hash when it is not built in.
     pub app: AppRef,
+    /// The name of the `pyproject.toml` federation the run was submitted through.
     pub federation: String,
+    /// The app's run config with the user's overrides applied.
     pub run_config: UserConfig,
     /// The user who starts it; empty without user authentication.
     pub owner: String,
@@ -43,22 +46,34 @@ pub struct NewRun {
 /// Why a state operation was refused.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum StateError {
+    /// No run has this id (it was never created).
     #[error("no run with id {0}")]
     UnknownRun(u64),
+    /// The run's state machine does not allow the requested status change.
     #[error(transparent)]
     Transition(#[from] InvalidTransition),
+    /// Only a `running` run may send instructions to nodes.
     #[error("run {0} is not running, so it cannot send messages")]
     RunNotRunning(u64),
+    /// The run has finished, so its event log and checkpoint are final.
     #[error("run {0} has finished; its log is closed")]
     RunFinished(u64),
+    /// The node was never registered or has been forgotten (deactivated, or its lease
+    /// ran out).
     #[error("node {0} is not registered")]
     UnknownNode(u64),
+    /// A reply names no instruction in flight: it never existed, was answered already
+    /// (a reply is accepted once) or was dropped with its run.
     #[error("reply to unknown or already answered message {0:?}")]
     UnknownReply(String),
+    /// A node answered an instruction sent to another node; only the addressee may answer.
     #[error("reply to message {message_id:?} came from node {from}, but it was sent to node {to}")]
     WrongReplier {
+        /// The instruction the reply answers.
         message_id: String,
+        /// The node that sent the reply.
         from: u64,
+        /// The node the instruction was sent to.
         to: u64,
     },
     /// The store could not carry out a write (disk full, read-only file, I/O error); the
@@ -70,7 +85,10 @@ pub enum StateError {
 /// Wake-ups for whoever waits on a run: its ServerApp (replies) and its watchers (events).
 #[derive(Debug, Default)]
 pub struct RunSignals {
+    /// Notified when a reply for the run arrives, and when the run's status changes (so a
+    /// ServerApp waiting on replies sees that its run ended).
     pub replies: Notify,
+    /// Notified when an event is appended to the run's log, and when its status changes.
     pub events: Notify,
 }
 
@@ -118,7 +136,9 @@ pub mod prelude {
 pub trait RunStore: Send + Sync + 'static {
     /// Creates a run in `pending` and returns its id.
     fn create_run(&self, run: NewRun) -> Result<u64, StateError>;
+    /// One run, `None` if no run has that id.
     fn run(&self, run_id: u64) -> Option<RunInfo>;
+    /// Every run, by id (oldest first), as `flwr ls` lists them.
     fn runs(&self) -> Vec<RunInfo>;
     /// A run's status alone, cheap enough to check on every wait.
     fn run_status(&self, run_id: u64) -> Option<RunStatus>;
@@ -129,6 +149,7 @@ pub trait RunStore: Send + Sync + 'static {
         status: RunStatus,
         reason: &str,
     ) -> Result<RunInfo, StateError>;
+    /// The run's wake-ups, shared with every waiter on it; `UnknownRun` if it does not exist.
     fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError>;
 }
 
@@ -219,6 +240,7 @@ pub trait NodeKeyStore: NodeAuthority + Send + Sync + 'static {
     /// Turns node authentication on (an allow-list was given) or off. While on, only nodes
     /// with an allowed key may register.
     fn set_node_auth(&self, required: bool);
+    /// Whether node authentication is on, as last set by `set_node_auth`.
     fn node_auth(&self) -> bool;
     /// Allows a key and binds it to a node id: a fresh random one, or the one it already
     /// has. Returns the id. The node is not registered until it connects.

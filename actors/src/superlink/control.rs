@@ -54,6 +54,8 @@ pub struct LinkControl {
 }
 
 impl LinkControl {
+    /// The anonymous view (every run) of the SuperLink actor `link` over `state`, with
+    /// built-in apps only from `catalog`; see `with_fabs` and `control_for`.
     pub fn new(
         state: Arc<dyn LinkState>,
         catalog: Arc<dyn AppCatalog>,

@@ -31,6 +31,8 @@ pub struct LinkFleet {
 }
 
 impl LinkFleet {
+    /// Serves the Fleet protocol from `state`, leasing nodes by `policy` (validated by the
+    /// caller: see `SuperLinkService::start`). Open, with no node subscribed.
     pub fn new(state: Arc<dyn LinkState>, policy: HeartbeatPolicy) -> LinkFleet {
         LinkFleet {
             state,

@@ -21,6 +21,8 @@ pub struct LinkGrid {
 }
 
 impl LinkGrid {
+    /// The grid of `run_id`, sharing the run's wake-ups with every other waiter on it;
+    /// `UnknownRun` if the state has no such run.
     pub fn new(run_id: u64, state: Arc<dyn LinkState>) -> Result<LinkGrid, StateError> {
         let signals = state.signals(run_id)?;
         Ok(LinkGrid {

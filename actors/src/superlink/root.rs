@@ -29,51 +29,79 @@ use thiserror::Error;
 /// How long shutdown waits for one Run actor to record its end before moving on.
 const RUN_STOP_WAIT: Duration = Duration::from_secs(5);
 
+/// The SuperLink actor (see the module doc); its arguments are the `LinkState` every run
+/// is recorded in.
 pub struct SuperLink;
 
 /// Why a run could not be started or stopped.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum RunControlError {
+    /// No Run actor holds this run id: it does not exist or has already ended.
     #[error("no active run with id {0}")]
     NotActive(u64),
+    /// The run was created but its Run actor could not start; a new run is recorded as
+    /// finished:failed with `reason`.
     #[error("run {run_id} could not start: {reason}")]
-    StartFailed { run_id: u64, reason: String },
+    StartFailed {
+        /// The run that was created, so the caller can still look it up.
+        run_id: u64,
+        /// Why its Run actor did not start.
+        reason: String,
+    },
+    /// `Shutdown` has been received: no run starts or resumes from then on.
     #[error("the SuperLink is shutting down")]
     ShuttingDown,
+    /// The `LinkState` refused to create the run; nothing was started.
     #[error("the run could not be recorded: {0}")]
     Storage(String),
 }
 
+/// What the SuperLink actor is asked to do: start, stop and resume runs, and shut down.
 pub enum SuperLinkMsg {
     /// Creates a run and starts its ServerApp; answers with the run id.
     StartRun {
+        /// The run to record; an `app.fab_hash` makes its ServerApp an external one.
         run: NewRun,
+        /// The ServerApp the run hosts, already resolved (catalog or FAB).
         app: Arc<dyn ServerApp>,
+        /// Gets the new run's id, or why it was not started.
         reply: RpcReplyPort<Result<u64, RunControlError>>,
     },
-    /// Stops an active run.
+    /// Stops an active run. Answers once the stop is handed to its Run actor, not once the
+    /// end is recorded.
     StopRun {
+        /// The run to stop.
         run_id: u64,
+        /// Recorded as the finished:stopped reason.
         reason: String,
+        /// `NotActive` when no Run actor holds the run.
         reply: RpcReplyPort<Result<(), RunControlError>>,
     },
     /// Starts a Run actor in resume mode for an unfinished run of the state.
     ResumeRun {
+        /// The run as the state holds it, with its id and run config.
         run: RunInfo,
+        /// Its ServerApp, built again by this process.
         app: Arc<dyn ServerApp>,
+        /// Whether the Run actor started; a failed resume is recorded by the caller.
         reply: RpcReplyPort<Result<(), RunControlError>>,
     },
     /// Stops every active run with `reason` and refuses new ones; answers once the runs
     /// have recorded their end (or `RUN_STOP_WAIT` passed for each). With `suspend` the
     /// runs are left unfinished instead, to be resumed by the next SuperLink.
     Shutdown {
+        /// Recorded as the finished:stopped reason of every run stopped.
         reason: String,
+        /// Leave the runs unfinished for the next start (a durable state) instead.
         suspend: bool,
+        /// Answered once every Run actor has ended or timed out.
         reply: RpcReplyPort<()>,
     },
 }
 
+/// The SuperLink actor's state: its runs, and whether it still takes new ones.
 pub struct SuperLinkState {
+    /// Where runs are created, and where a run whose actor failed is recorded as failed.
     state: Arc<dyn LinkState>,
     /// Active Run actors, by actor id so supervision events find their run.
     runs: HashMap<ActorId, (u64, ActorRef<RunMsg>)>,

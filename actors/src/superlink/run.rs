@@ -30,11 +30,16 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::Arc;
 use tracing::Instrument;
 
+/// The Run actor (see the module doc).
 pub struct RunActor;
 
+/// What the SuperLink hands a Run actor at spawn.
 pub struct RunArgs {
+    /// The state the run's status, messages and end are recorded in.
     pub state: Arc<dyn LinkState>,
+    /// The ServerApp the run hosts.
     pub app: Arc<dyn ServerApp>,
+    /// The ServerApp's context; `run_id` names the run the actor owns.
     pub context: Context,
     /// The ServerApp is a FAB's, in its own process (see `server_app_host`).
     pub external: bool,
@@ -43,6 +48,7 @@ pub struct RunArgs {
     pub resume: bool,
 }
 
+/// What a Run actor is asked by the SuperLink; both end the actor and its ServerApp.
 pub enum RunMsg {
     /// Stops the run (`flwr stop`); its status becomes finished:stopped.
     Stop(String),
@@ -51,9 +57,11 @@ pub enum RunMsg {
     Suspend,
 }
 
+/// The Run actor's state: its run and the ServerApp host it supervises.
 pub struct RunState {
     run_id: u64,
     state: Arc<dyn LinkState>,
+    /// Stopped with the run; its end (or failure) tells the actor how the run ended.
     host: ActorRef<ServerAppMsg>,
     /// Set by `Suspend`: `post_stop` then records nothing.
     suspended: bool,

@@ -18,16 +18,23 @@ use tracing::Instrument;
 /// Exit reason of a ServerApp whose `main` returned `Ok`.
 pub const COMPLETED: &str = "completed";
 
+/// The App actor hosting one run's ServerApp (see the module doc).
 pub struct ServerAppHost;
 
+/// What the Run actor hands its ServerAppHost at spawn; taken by `Start`.
 pub struct ServerAppArgs {
+    /// The ServerApp whose `main` the actor runs.
     pub app: Arc<dyn ServerApp>,
+    /// The run's view of the link, which `main` talks to.
     pub grid: Arc<LinkGrid>,
+    /// Handed to `main` as is.
     pub context: Context,
     /// The app is a FAB's, in its own process (see the module doc).
     pub external: bool,
 }
 
+/// What a ServerAppHost is told: by the Run actor to start, by its own task that `main`
+/// ended.
 pub enum ServerAppMsg {
     /// Starts `main`; sent by the Run actor once the run is `running`.
     Start,
@@ -35,8 +42,11 @@ pub enum ServerAppMsg {
     Exited(Result<Result<(), String>, String>),
 }
 
+/// The ServerAppHost's state: the app until it starts, then the task running `main`.
 pub struct ServerAppState {
+    /// `Some` until `Start` takes it, so a second `Start` does nothing.
     args: Option<ServerAppArgs>,
+    /// An external app's error is its process's own report, passed on without a prefix.
     external: bool,
     /// Cancels `main` when the actor ends, however it ends: a stopping Run actor kills its
     /// children, which skips `post_stop` but drops their state. So a stopped run's

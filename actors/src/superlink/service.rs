@@ -48,8 +48,10 @@ const ACTOR_STOP_WAIT: Duration = Duration::from_secs(10);
 /// Why a SuperLink could not start.
 #[derive(Debug, Error)]
 pub enum ServiceError {
+    /// The `HeartbeatPolicy` would let a node that beats on time lose its lease; says why.
     #[error("invalid heartbeat policy: {0}")]
     Policy(String),
+    /// ractor refused to spawn the SuperLink actor.
     #[error("could not start the SuperLink actor: {0}")]
     Spawn(String),
 }

@@ -95,6 +95,7 @@ impl SessionGuard {
 }
 
 impl NodeAppIo {
+    /// An endpoint with no session open; share it as an `Arc`, which `open` needs.
     pub fn new() -> NodeAppIo {
         NodeAppIo::default()
     }

@@ -15,6 +15,8 @@ pub struct AccountsAuthority {
 }
 
 impl AccountsAuthority {
+    /// Checks logins against `accounts`; the tokens it hands out last as `lifetimes` says.
+    /// Sessions live in memory only: a SuperLink restart logs everyone out.
     pub fn new(accounts: Accounts, lifetimes: TokenLifetimes) -> AccountsAuthority {
         AccountsAuthority {
             accounts,

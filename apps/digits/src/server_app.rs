@@ -21,17 +21,31 @@ pub fn server_app() -> Arc<dyn ServerApp> {
 /// The run config of the digits app, read and checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DigitsConfig {
+    /// `num-server-rounds`: rounds of FedAvg to run.
     pub num_server_rounds: u64,
+    /// `fraction-train`: the share of connected nodes sampled to train each round, in (0, 1].
     pub fraction_train: f64,
+    /// `fraction-evaluate`: the share sampled for federated evaluation, in [0, 1]; 0 turns
+    /// that phase off (the central evaluation on the test split still runs).
     pub fraction_evaluate: f64,
+    /// `local-epochs`: passes over its partition each node makes per round; at least 1.
+    /// Sent to the nodes in the train config.
     pub local_epochs: i64,
+    /// `lr`: the nodes' SGD learning rate; positive. Sent in the train config.
     pub lr: f64,
+    /// `batch-size`: examples per SGD step on the nodes; at least 1. Sent in the train config.
     pub batch_size: i64,
+    /// `round-timeout` (seconds in the run config): bounds each wait of a round on its
+    /// own, for enough nodes and for each phase's replies.
     pub round_timeout: Duration,
+    /// `seed`, `partitioner` and `dirichlet-alpha`, read as the nodes read them; the seed
+    /// also fixes the held-out test split and FedAvg's sampling.
     pub data: DataConfig,
 }
 
 impl DigitsConfig {
+    /// Reads and checks the run config keys above; an out-of-range value is an
+    /// `AppError::Config` naming the key.
     pub fn from_context(ctx: &Context) -> Result<DigitsConfig, AppError> {
         let rounds = ctx.run_config_i64("num-server-rounds")?;
         let num_server_rounds = u64::try_from(rounds).map_err(|_| {

@@ -17,11 +17,21 @@ pub fn server_app() -> Arc<dyn ServerApp> {
 /// The run-config of the quickstart, read and checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuickstartConfig {
+    /// `num-server-rounds`: rounds of FedAvg to run.
     pub num_server_rounds: u64,
+    /// `total-params`: float32 values in the model, over all its arrays; sets the size of
+    /// every message (4 bytes a value).
     pub total_params: usize,
+    /// `num-arrays`: how many arrays the values are split into, between 1 and
+    /// `total_params`.
     pub num_arrays: usize,
+    /// `fraction-train`: the share of connected nodes sampled to train each round, in (0, 1].
     pub fraction_train: f64,
+    /// `fraction-evaluate`: the share sampled to evaluate each round, in [0, 1]; 0 turns
+    /// the phase off. Default 1.0 when the key is absent.
     pub fraction_evaluate: f64,
+    /// `round-timeout` (seconds in the run config): bounds each wait of a round on its
+    /// own, for enough nodes and for each phase's replies.
     pub round_timeout: Duration,
 }
 

@@ -29,6 +29,8 @@ pub struct SimulationArgs {
     /// Output format of the final report.
     #[arg(long, value_enum, default_value_t = Format::Default)]
     pub format: Format,
+    /// Logging and tracing; quieter than the daemons, at `warn` unless `--log-level` or
+    /// `RUST_LOG` says otherwise, so the report stays readable.
     #[command(flatten)]
     pub telemetry: crate::telemetry::TelemetryArgs,
     /// Where the run's history.json, history.csv and metrics.svg go; default a new

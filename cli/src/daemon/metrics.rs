@@ -28,7 +28,10 @@ pub fn metrics_address(value: &str) -> Result<Option<SocketAddr>, UserError> {
 /// Which daemon serves the metrics: decides the series shown at 0 before anything happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Daemon {
+    /// `flower-superlink`: besides the reconnect counter and app-process gauge, its
+    /// missed-heartbeat and completed-round counters start at 0.
     SuperLink,
+    /// `flower-supernode`: only the reconnect counter and app-process gauge start at 0.
     SuperNode,
 }
 

@@ -23,6 +23,7 @@ use std::process::ExitCode;
 
 /// A binary's arguments that carry the logging and tracing flags (`telemetry`).
 pub trait Observed {
+    /// The parsed logging and tracing flags, read before anything else so the rest can log.
     fn telemetry(&self) -> &TelemetryArgs;
 }
 

@@ -46,50 +46,87 @@ const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// what to do; the file itself is never changed when it is refused.
 #[derive(Debug, Error)]
 pub enum OpenError {
+    /// The file is not empty and does not start with SQLite's header; refused before
+    /// SQLite opens it, so not even a `-wal` file appears next to it.
     #[error(
         "{0} is not an SQLite database: pass a different --database, or move the file away \
          to start from a fresh state"
     )]
     NotSqlite(PathBuf),
+    /// An SQLite database of another program: a foreign `PRAGMA application_id`, or none in
+    /// a database that already holds tables. Floret never writes into it.
     #[error(
         "{path} is an SQLite database of another program (application id {application_id:#x}): \
          pass a different --database"
     )]
-    Foreign { path: PathBuf, application_id: i32 },
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+        /// The `application_id` found in the file's header.
+        application_id: i32,
+    },
+    /// The file's schema is newer than this build knows; reading it could misread or
+    /// lose what a newer Floret wrote.
     #[error(
         "{path} was written by a newer Floret (schema {found}, this build reads up to \
          {supported}): run a newer flower-superlink or pass a different --database"
     )]
     TooNew {
+        /// The database file.
         path: PathBuf,
+        /// The file's schema version (`PRAGMA user_version`).
         found: i64,
+        /// The newest schema version this build reads (its number of migrations).
         supported: i64,
     },
+    /// SQLite reports the file as damaged, or `PRAGMA quick_check` found problems.
     #[error(
         "{path} is corrupt ({detail}): restore it from a backup, or pass a different \
          --database to start from a fresh state"
     )]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite reported: the error, or `quick_check`'s findings joined by `; `.
+        detail: String,
+    },
+    /// The file or its directory is not writable by this user. Refused at open rather
+    /// than at the first write, where SQLite's read-only fallback would otherwise surface.
     #[error(
         "{0} cannot be written: make the file and its directory writable by this user, or \
          pass a different --database"
     )]
     ReadOnly(PathBuf),
+    /// The file's parent directory does not exist; the file is created when missing, its
+    /// directory never is.
     #[error("the directory of {0} does not exist: create it, or pass a different --database")]
     NoDirectory(PathBuf),
+    /// The file opened and passed its checks, but its rows could not be loaded into
+    /// the in-memory mirror (runs and nodes).
     #[error(
         "cannot restore the state kept in {path} ({detail}): restore the file from a backup, \
          or pass a different --database to start from a fresh state"
     )]
-    Restore { path: PathBuf, detail: String },
+    Restore {
+        /// The database file.
+        path: PathBuf,
+        /// The `StateError` met while loading.
+        detail: String,
+    },
+    /// The file exists but could not be read to check its header.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The database file.
         path: PathBuf,
+        /// The I/O error from reading it.
         source: std::io::Error,
     },
+    /// Any other SQLite error while opening, configuring or migrating the file.
     #[error("cannot open the database {path}: {source}")]
     Sqlite {
+        /// The database file.
         path: PathBuf,
+        /// The error SQLite returned.
         source: rusqlite::Error,
     },
 }
