@@ -130,7 +130,8 @@ async fn an_instruction_past_its_ttl_is_answered_with_message_ttl_expired() {
     link.shutdown().await;
 }
 
-/// The Fleet refuses what a node has no business sending, without disturbing anything.
+/// The Fleet refuses what a node has no business sending (including a reply with a bad
+/// TTL), without disturbing anything.
 #[tokio::test(start_paused = true)]
 async fn the_fleet_refuses_unknown_nodes_and_foreign_replies() {
     let catalog = TestCatalog::new();
@@ -201,6 +202,16 @@ async fn the_fleet_refuses_unknown_nodes_and_foreign_replies() {
         fleet.push_messages(a, vec![unknown_run]).await,
         Err(FleetError::Invalid(_))
     ));
+    // A reply whose TTL is NaN, negative or huge is refused with the reason, not stored.
+    for ttl in [f64::NAN, -1.0, 1e300] {
+        let mut bad_ttl = foreign.clone();
+        bad_ttl.metadata.ttl = ttl;
+        let refused = fleet.push_messages(a, vec![bad_ttl]).await;
+        assert!(
+            matches!(&refused, Err(FleetError::Invalid(r)) if r.contains("invalid message TTL")),
+            "{refused:?}"
+        );
+    }
     // The real reply still lands, and the run completes.
     fleet.push_messages(a, vec![foreign]).await.unwrap();
     let mut b_msgs = Vec::new();

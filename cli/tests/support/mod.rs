@@ -309,7 +309,12 @@ impl SuperLink {
 
     /// Starts with exactly `args` (plus the two API addresses) in `cwd`: for TLS, where
     /// `--insecure` must not be given.
-    pub(crate) fn launch(fleet: &str, control: &str, args: &[&str], cwd: Option<&Path>) -> SuperLink {
+    pub(crate) fn launch(
+        fleet: &str,
+        control: &str,
+        args: &[&str],
+        cwd: Option<&Path>,
+    ) -> SuperLink {
         let mut all = vec![
             "--fleet-api-address",
             fleet,

@@ -66,7 +66,10 @@ pub(crate) struct Spans {
 }
 
 impl Spans {
-    pub(crate) fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ExportedSpan> + 'a {
+    pub(crate) fn named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a ExportedSpan> + 'a {
         self.all.iter().filter(move |s| s.name == name)
     }
 

@@ -106,7 +106,11 @@ impl TestGrid {
     }
 
     /// A node connected from the start.
-    pub(crate) fn node(self, id: u64, f: impl Fn(&Message) -> Answer + Send + Sync + 'static) -> Self {
+    pub(crate) fn node(
+        self,
+        id: u64,
+        f: impl Fn(&Message) -> Answer + Send + Sync + 'static,
+    ) -> Self {
         self.node_joining(id, Duration::ZERO, f)
     }
 
@@ -258,7 +262,11 @@ pub(crate) fn round_of(m: &Message) -> i64 {
 
 /// A well-behaved node: trains to `values` on `n` examples (loss `loss`) and evaluates
 /// with the same `n` and loss.
-pub(crate) fn client(values: Vec<f32>, n: i64, loss: f64) -> impl Fn(&Message) -> Answer + Send + Sync {
+pub(crate) fn client(
+    values: Vec<f32>,
+    n: i64,
+    loss: f64,
+) -> impl Fn(&Message) -> Answer + Send + Sync {
     move |m: &Message| {
         let content = if m.metadata.message_type == "train" {
             RecordDict::new()

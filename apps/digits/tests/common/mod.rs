@@ -47,7 +47,12 @@ pub(crate) fn server_config(run_config: &UserConfig) -> DigitsConfig {
 
 /// A train message as FedAvg builds it: the global arrays and the train config plus the
 /// server round.
-pub(crate) fn train_message(arrays: &ArrayRecord, round: i64, cfg: &DigitsConfig, dst: u64) -> Message {
+pub(crate) fn train_message(
+    arrays: &ArrayRecord,
+    round: i64,
+    cfg: &DigitsConfig,
+    dst: u64,
+) -> Message {
     let mut config = cfg.train_config();
     config.insert("server-round", round);
     Message::new(
