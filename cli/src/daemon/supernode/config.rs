@@ -274,6 +274,25 @@ mod tests {
         assert_eq!(c.superlink, "h:1");
     }
 
+    /// A negative number reaches the check that names the flag, rather than clap taking
+    /// `-1` for an unknown flag.
+    #[test]
+    fn a_negative_number_of_seconds_is_refused_naming_the_flag() {
+        for flag in ["--heartbeat-interval", "--max-wait-time"] {
+            let e = config(&["--insecure", flag, "-1"], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("{flag} -1: must be a positive number")),
+                "{e}"
+            );
+        }
+        let e = SuperNodeArgs::try_parse_from(["flower-supernode", "--max-retries", "-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid value '-1' for '--max-retries"), "{e}");
+    }
+
     #[test]
     fn bad_numbers_and_addresses_are_refused() {
         assert!(config(&["--insecure", "--heartbeat-interval", "0"], &[]).is_err());
