@@ -7,7 +7,8 @@ use crate::UserError;
 use crate::daemon::metrics::metrics_address;
 use crate::daemon::settings::layered;
 use crate::daemon::{
-    appio_listen_address, auth_key_pair, client_security, fab_cache_dir, parse_isolation,
+    CLIENT_TLS_FLAGS, appio_listen_address, auth_key_pair, auth_needs_tls, client_security,
+    fab_cache_dir, parse_isolation,
 };
 use crate::remote::has_port;
 use floret_actors::Isolation;
@@ -121,6 +122,14 @@ impl SuperNodeConfig {
         };
         let security = client_security(s.insecure, s.root_certificates.as_deref(), client_cert)?;
         let node_key = node_key(&s)?;
+        if node_key.is_some() {
+            auth_needs_tls(
+                s.insecure,
+                "--auth-supernode-private-key",
+                "node signatures do not cover request bodies and TLS keeps them intact",
+                CLIENT_TLS_FLAGS,
+            )?;
+        }
         let isolation = parse_isolation(&s.isolation)?;
         if !has_port(&s.superlink) {
             return Err(UserError::new(format!(
@@ -291,6 +300,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("invalid value '-1' for '--max-retries"), "{e}");
+    }
+
+    /// A signing key over --insecure is refused at start with one line naming both flags,
+    /// by the same rule as the SuperLink's node and user authentication.
+    #[test]
+    fn an_auth_key_needs_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("client_credentials_1");
+        let pair = floret_transport::auth::NodeKeyPair::generate().unwrap();
+        std::fs::write(&key, pair.to_openssh_private("n")).unwrap();
+        let key = key.to_str().unwrap();
+        let e = config(&["--insecure", "--auth-supernode-private-key", key], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--auth-supernode-private-key needs TLS, but --insecure was given")
+                && e.contains("--root-certificates"),
+            "{e}"
+        );
+        assert!(config(&["--insecure"], &[]).unwrap().node_key.is_none());
     }
 
     #[test]
