@@ -66,6 +66,27 @@ fn keygen(dir: &Path) {
     use_tls(dir);
 }
 
+/// Starts `flower-superlink --insecure --user-auth-config accounts`, which must refuse to
+/// start with exit code 2; returns what it wrote to stderr.
+fn refused_start(accounts: &Path) -> String {
+    let mut proc = Proc::spawn(
+        "flower-superlink",
+        SUPERLINK,
+        &[
+            "--insecure",
+            "--fleet-api-address",
+            "127.0.0.1:0",
+            "--control-api-address",
+            "127.0.0.1:0",
+            "--user-auth-config",
+            accounts.to_str().unwrap(),
+        ],
+    );
+    let status = proc.wait_exit(COMMAND_TIMEOUT);
+    assert_eq!(status.code(), Some(2), "{}", proc.stderr());
+    proc.stderr()
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -268,22 +289,7 @@ fn a_bad_accounts_file_stops_the_superlink_with_one_line() {
         "[[users]]\nname = \"alice\"\nrole = \"root\"\npassword-hash = \"x\"\n",
     )
     .unwrap();
-    let mut proc = Proc::spawn(
-        "flower-superlink",
-        SUPERLINK,
-        &[
-            "--insecure",
-            "--fleet-api-address",
-            "127.0.0.1:0",
-            "--control-api-address",
-            "127.0.0.1:0",
-            "--user-auth-config",
-            path.to_str().unwrap(),
-        ],
-    );
-    let status = proc.wait_exit(COMMAND_TIMEOUT);
-    assert_eq!(status.code(), Some(2), "{}", proc.stderr());
-    let stderr = proc.stderr();
+    let stderr = refused_start(&path);
     let line = stderr
         .lines()
         .find(|l| l.contains("--user-auth-config"))
@@ -305,22 +311,7 @@ fn user_auth_with_insecure_is_refused_at_start() {
         hash(dir.path(), "pw")
     );
     std::fs::write(&path, accounts).unwrap();
-    let mut proc = Proc::spawn(
-        "flower-superlink",
-        SUPERLINK,
-        &[
-            "--insecure",
-            "--fleet-api-address",
-            "127.0.0.1:0",
-            "--control-api-address",
-            "127.0.0.1:0",
-            "--user-auth-config",
-            path.to_str().unwrap(),
-        ],
-    );
-    let status = proc.wait_exit(COMMAND_TIMEOUT);
-    assert_eq!(status.code(), Some(2), "{}", proc.stderr());
-    let stderr = proc.stderr();
+    let stderr = refused_start(&path);
     assert!(
         stderr.contains("--user-auth-config needs TLS, but --insecure was given"),
         "{stderr}"
