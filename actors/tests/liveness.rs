@@ -8,11 +8,14 @@ mod common;
 
 use common::*;
 use floret_actors::{RunStatus, SubStatus};
+use floret_core::RunInfo;
 use floret_core::{
     Control, Fleet, FleetError, Message, Payload, RecordDict, RegisterNode, RunEvent,
     UserConfigValue, error_code,
 };
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 async fn register(fleet: &dyn Fleet, interval: f64) -> u64 {
@@ -130,7 +133,8 @@ async fn an_instruction_past_its_ttl_is_answered_with_message_ttl_expired() {
     link.shutdown().await;
 }
 
-/// The Fleet refuses what a node has no business sending, without disturbing anything.
+/// The Fleet refuses what a node has no business sending (including a reply with a bad
+/// TTL), without disturbing anything.
 #[tokio::test(start_paused = true)]
 async fn the_fleet_refuses_unknown_nodes_and_foreign_replies() {
     let catalog = TestCatalog::new();
@@ -201,6 +205,16 @@ async fn the_fleet_refuses_unknown_nodes_and_foreign_replies() {
         fleet.push_messages(a, vec![unknown_run]).await,
         Err(FleetError::Invalid(_))
     ));
+    // A reply whose TTL is NaN, negative or huge is refused with the reason, not stored.
+    for ttl in [f64::NAN, -1.0, 1e300] {
+        let mut bad_ttl = foreign.clone();
+        bad_ttl.metadata.ttl = ttl;
+        let refused = fleet.push_messages(a, vec![bad_ttl]).await;
+        assert!(
+            matches!(&refused, Err(FleetError::Invalid(r)) if r.contains("invalid message TTL")),
+            "{refused:?}"
+        );
+    }
     // The real reply still lands, and the run completes.
     fleet.push_messages(a, vec![foreign]).await.unwrap();
     let mut b_msgs = Vec::new();
@@ -212,5 +226,108 @@ async fn the_fleet_refuses_unknown_nodes_and_foreign_replies() {
     fleet.push_messages(b, vec![reply]).await.unwrap();
     let (info, _) = follow_to_end(control.as_ref(), run_id).await;
     assert_eq!(info.status, RunStatus::Finished(SubStatus::Completed));
+    link.shutdown().await;
+}
+
+/// Sets a NaN TTL on the first instruction it delivers (as a broken or hostile SuperLink
+/// would) and records which instructions the node answered.
+struct NanTtlFleet {
+    inner: Arc<dyn Fleet>,
+    /// The id of the instruction whose TTL was set to NaN.
+    tampered: Arc<Mutex<Option<String>>>,
+    /// `reply_to_message_id` of every reply the node pushed.
+    answered: Mutex<Vec<String>>,
+}
+
+fn tamper(tampered: &Mutex<Option<String>>, mut m: Message) -> Message {
+    let mut tampered = tampered.lock().unwrap();
+    if tampered.is_none() {
+        m.metadata.ttl = f64::NAN;
+        *tampered = Some(m.metadata.message_id.clone());
+    }
+    m
+}
+
+#[async_trait::async_trait]
+impl Fleet for NanTtlFleet {
+    async fn register_node(&self, r: RegisterNode) -> Result<u64, FleetError> {
+        self.inner.register_node(r).await
+    }
+    async fn deactivate_node(&self, n: u64) -> Result<(), FleetError> {
+        self.inner.deactivate_node(n).await
+    }
+    async fn heartbeat(&self, n: u64, i: f64) -> Result<(), FleetError> {
+        self.inner.heartbeat(n, i).await
+    }
+    async fn pull_messages(&self, n: u64) -> Result<Vec<Message>, FleetError> {
+        let got = self.inner.pull_messages(n).await?;
+        Ok(got.into_iter().map(|m| tamper(&self.tampered, m)).collect())
+    }
+    async fn push_messages(&self, n: u64, m: Vec<Message>) -> Result<(), FleetError> {
+        let ids = m.iter().map(|r| r.metadata.reply_to_message_id.clone());
+        self.answered.lock().unwrap().extend(ids);
+        self.inner.push_messages(n, m).await
+    }
+    async fn get_run(&self, r: u64) -> Result<RunInfo, FleetError> {
+        self.inner.get_run(r).await
+    }
+    async fn subscribe(&self, n: u64) -> Result<mpsc::Receiver<Message>, FleetError> {
+        let mut from_link = self.inner.subscribe(n).await?;
+        let (tx, rx) = mpsc::channel(16);
+        let tampered = self.tampered.clone();
+        tokio::spawn(async move {
+            while let Some(m) = from_link.recv().await {
+                if tx.send(tamper(&tampered, m)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// A SuperNode refuses an instruction whose TTL is NaN on receipt (a warning, no reply,
+/// no panic) and goes on with the next one; the SuperLink answers the refused one when
+/// its own TTL ends.
+#[tokio::test(start_paused = true)]
+async fn a_supernode_refuses_an_instruction_with_a_bad_ttl_and_goes_on() {
+    let catalog = TestCatalog::new();
+    let link = service(&catalog).await;
+    let fleet = Arc::new(NanTtlFleet {
+        inner: link.fleet(),
+        tampered: Arc::default(),
+        answered: Mutex::default(),
+    });
+    let node = spawn_node(node_config(0), fleet.clone(), &catalog);
+    let state = link.state();
+    wait_until("1 node", Duration::from_secs(10), || {
+        state.node_ids().len() == 1
+    })
+    .await;
+    let control = link.control();
+    let run_id = control
+        .start_run(start_request(
+            PROBE,
+            &[
+                ("steps", UserConfigValue::Str("train,train".into())),
+                ("ttl", UserConfigValue::Float(600.0)),
+            ],
+        ))
+        .await
+        .unwrap();
+    let (info, _) = follow_to_end(control.as_ref(), run_id).await;
+    assert_eq!(info.status, RunStatus::Finished(SubStatus::Completed));
+    let tampered = fleet.tampered.lock().unwrap().clone().unwrap();
+    let answered = fleet.answered.lock().unwrap().clone();
+    assert!(!answered.contains(&tampered), "{answered:?}");
+    assert_eq!(answered.len(), 1, "the second instruction is answered");
+    let replies = catalog.replies.lock().unwrap().clone();
+    assert_eq!(replies.len(), 2);
+    assert_eq!(
+        replies[0].error().map(|e| e.code),
+        Some(error_code::MESSAGE_TTL_EXPIRED)
+    );
+    assert!(replies[1].error().is_none(), "{:?}", replies[1]);
+    node.shutdown().await.unwrap();
     link.shutdown().await;
 }

@@ -35,7 +35,8 @@ pub struct RunArgs {
     pub app_dir: PathBuf,
     /// A federation of [tool.flwr.federations]; defaults to the one named by `default`.
     pub federation: Option<String>,
-    /// Run-config overrides as TOML values: "num-server-rounds=5 lr=0.1 name='a b'".
+    /// Run-config overrides as TOML values: "num-server-rounds=5 lr=0.1 name='a b'". A key
+    /// repeated within one flag is an error; a later flag overrides an earlier one.
     #[arg(long = "run-config", short = 'c', value_name = "K=V ...")]
     pub run_config: Vec<String>,
     /// Follow the run's logs until it ends (a local simulation always does; on a SuperLink,

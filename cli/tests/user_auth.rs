@@ -58,6 +58,35 @@ fn login(home: &Path, app: &str, user: &str, password: &str) -> Outcome {
     )
 }
 
+/// `flwr keygen --out dir`; the test's daemons and federations then use TLS, which user
+/// authentication needs (the SuperLink refuses it with `--insecure`).
+fn keygen(dir: &Path) {
+    let o = flwr(&["keygen", "--out", dir.to_str().unwrap()]);
+    assert_eq!(o.code, Some(0), "flwr keygen: {}", o.stderr);
+    use_tls(dir);
+}
+
+/// Starts `flower-superlink --insecure --user-auth-config accounts`, which must refuse to
+/// start with exit code 2; returns what it wrote to stderr.
+fn refused_start(accounts: &Path) -> String {
+    let mut proc = Proc::spawn(
+        "flower-superlink",
+        SUPERLINK,
+        &[
+            "--insecure",
+            "--fleet-api-address",
+            "127.0.0.1:0",
+            "--control-api-address",
+            "127.0.0.1:0",
+            "--user-auth-config",
+            accounts.to_str().unwrap(),
+        ],
+    );
+    let status = proc.wait_exit(COMMAND_TIMEOUT);
+    assert_eq!(status.code(), Some(2), "{}", proc.stderr());
+    proc.stderr()
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -78,6 +107,7 @@ fn user_error(o: &Outcome) -> String {
 #[test]
 fn users_must_log_in_and_see_only_their_own_runs() {
     let dir = tempfile::tempdir().unwrap();
+    keygen(dir.path());
     let [alice, bob, root] = ["alice", "bob", "root"].map(|u| dir.path().join(u));
     let accounts = format!(
         "[[users]]\nname = \"alice\"\npassword-hash = \"{}\"\n\n\
@@ -229,6 +259,7 @@ fn users_must_log_in_and_see_only_their_own_runs() {
 #[test]
 fn a_superlink_with_user_auth_refuses_a_federation_without_it() {
     let dir = tempfile::tempdir().unwrap();
+    keygen(dir.path());
     let accounts = format!(
         "[[users]]\nname = \"alice\"\npassword-hash = \"{}\"\n",
         hash(dir.path(), "pw")
@@ -258,22 +289,7 @@ fn a_bad_accounts_file_stops_the_superlink_with_one_line() {
         "[[users]]\nname = \"alice\"\nrole = \"root\"\npassword-hash = \"x\"\n",
     )
     .unwrap();
-    let mut proc = Proc::spawn(
-        "flower-superlink",
-        SUPERLINK,
-        &[
-            "--insecure",
-            "--fleet-api-address",
-            "127.0.0.1:0",
-            "--control-api-address",
-            "127.0.0.1:0",
-            "--user-auth-config",
-            path.to_str().unwrap(),
-        ],
-    );
-    let status = proc.wait_exit(COMMAND_TIMEOUT);
-    assert_eq!(status.code(), Some(2), "{}", proc.stderr());
-    let stderr = proc.stderr();
+    let stderr = refused_start(&path);
     let line = stderr
         .lines()
         .find(|l| l.contains("--user-auth-config"))
@@ -281,5 +297,23 @@ fn a_bad_accounts_file_stops_the_superlink_with_one_line() {
     assert!(
         line.contains("user \"alice\" (line 2)") && line.contains("unknown role"),
         "{line}"
+    );
+}
+
+/// Passwords in plaintext: a SuperLink given user authentication and `--insecure` does not
+/// start, and says so in one line naming both flags.
+#[test]
+fn user_auth_with_insecure_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.toml");
+    let accounts = format!(
+        "[[users]]\nname = \"alice\"\npassword-hash = \"{}\"\n",
+        hash(dir.path(), "pw")
+    );
+    std::fs::write(&path, accounts).unwrap();
+    let stderr = refused_start(&path);
+    assert!(
+        stderr.contains("--user-auth-config needs TLS, but --insecure was given"),
+        "{stderr}"
     );
 }

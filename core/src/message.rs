@@ -9,6 +9,11 @@ use thiserror::Error;
 /// Seconds a message stays deliverable unless its sender says otherwise (Flower's default).
 pub const DEFAULT_TTL: f64 = 43_200.0;
 
+/// The longest TTL a message may carry: 30 days. A longer one is a mistake or an attack (it
+/// would pin the instruction in the SuperLink's state and the node's timers for ever), and a
+/// deadline this far out still converts to a `Duration` on every platform.
+pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 /// The built-in message types.
 pub mod message_type {
     /// Train the model in the content on local data and reply with the updated one.
@@ -63,6 +68,25 @@ pub fn validate_message_type(t: &str) -> Result<&str, InvalidMessageType> {
         Ok(base)
     } else {
         Err(InvalidMessageType(t.to_string()))
+    }
+}
+
+/// A message TTL that is not a finite number of seconds in `(0, MAX_TTL]`.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error(
+    "invalid message TTL {0}: use a finite number of seconds greater than 0 and at most {max} (30 days)",
+    max = MAX_TTL.as_secs()
+)]
+pub struct InvalidTtl(pub f64);
+
+/// Checks a message TTL as it enters a SuperLink or a SuperNode, and returns it as a
+/// `Duration`. TTLs come from peers (a ServerApp, a SuperNode, a SuperLink), so a NaN, a
+/// negative or a huge one must be refused here rather than panic a `Duration` conversion later.
+pub fn validate_ttl(ttl: f64) -> Result<std::time::Duration, InvalidTtl> {
+    if ttl > 0.0 && ttl <= MAX_TTL.as_secs_f64() {
+        std::time::Duration::try_from_secs_f64(ttl).map_err(|_| InvalidTtl(ttl))
+    } else {
+        Err(InvalidTtl(ttl))
     }
 }
 
@@ -221,6 +245,33 @@ mod tests {
         assert!(validate_message_type("fit").is_err());
         assert!(validate_message_type("train.").is_err());
         assert!(validate_message_type("query.a b").is_err());
+    }
+
+    #[test]
+    fn a_ttl_is_finite_positive_and_at_most_the_maximum() {
+        assert_eq!(
+            validate_ttl(DEFAULT_TTL),
+            Ok(std::time::Duration::from_secs(43_200))
+        );
+        assert_eq!(validate_ttl(0.5), Ok(std::time::Duration::from_millis(500)));
+        assert_eq!(validate_ttl(MAX_TTL.as_secs_f64()), Ok(MAX_TTL));
+        for bad in [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -1.0,
+            0.0,
+            -0.0,
+            MAX_TTL.as_secs_f64() + 1.0,
+            1e300,
+        ] {
+            assert!(validate_ttl(bad).is_err(), "{bad} was accepted");
+        }
+        let e = validate_ttl(f64::NAN).unwrap_err().to_string();
+        assert!(
+            e.contains("invalid message TTL NaN") && e.contains("greater than 0"),
+            "{e}"
+        );
     }
 
     #[test]

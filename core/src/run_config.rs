@@ -54,6 +54,15 @@ pub enum ConfigError {
         /// The TOML type found, e.g. "array".
         found: &'static str,
     },
+    /// A key written twice in one string: which value was meant is a guess, so neither is
+    /// taken. (Several `--run-config` flags are merged instead; see `parse_overrides_many`.)
+    #[error(
+        "config key `{key}` is given more than once in the same string: keep one of them (a later --run-config flag may override an earlier one)"
+    )]
+    DuplicateKey {
+        /// The key given twice.
+        key: String,
+    },
     /// An override for a key the app's `[tool.flwr.app.config]` does not have.
     #[error("unknown run-config key `{key}`: valid keys are {}", list(valid))]
     UnknownKey {
@@ -79,19 +88,24 @@ pub enum ConfigError {
 }
 
 /// Parses one `--run-config` value, e.g. `num-server-rounds=5 fraction-fit=0.333`.
-/// A key given twice keeps its last value, as repeated flags do.
+/// A key given twice in it is an error, as it is in TOML (and so in Flower).
 pub fn parse_overrides(s: &str) -> Result<UserConfig, ConfigError> {
     let mut config = UserConfig::new();
     let mut rest = s.trim_start();
     while !rest.is_empty() {
         let (key, value, tail) = next_pair(rest)?;
+        if config.contains_key(&key) {
+            return Err(ConfigError::DuplicateKey { key });
+        }
         config.insert(key, value);
         rest = tail.trim_start();
     }
     Ok(config)
 }
 
-/// Parses repeated `--run-config` flags; later flags override earlier ones.
+/// Parses repeated `--run-config` flags; later flags override earlier ones, as Flower merges
+/// them, so that a script can append an override to a fixed command line. Within one flag a
+/// repeated key is still an error (`parse_overrides`).
 pub fn parse_overrides_many(args: &[String]) -> Result<UserConfig, ConfigError> {
     let mut config = UserConfig::new();
     for arg in args {
@@ -332,6 +346,28 @@ mod tests {
         let args = ["lr=0.1 rounds=3".to_owned(), "rounds=5".to_owned()];
         let parsed = parse_overrides_many(&args).unwrap();
         assert_eq!(parsed, config(&[("lr", Float(0.1)), ("rounds", Int(5))]));
+    }
+
+    #[test]
+    fn a_key_repeated_within_one_string_is_an_error_naming_it() {
+        for s in ["a=1 a=2", "a=1 b=2 a=1"] {
+            let e = parse_overrides(s).unwrap_err();
+            assert_eq!(e, ConfigError::DuplicateKey { key: "a".into() });
+            assert!(e.to_string().contains("`a` is given more than once"), "{e}");
+        }
+        let args = ["lr=0.1".to_owned(), "rounds=3 rounds=5".to_owned()];
+        assert_eq!(
+            parse_overrides_many(&args),
+            Err(ConfigError::DuplicateKey {
+                key: "rounds".into()
+            })
+        );
+        assert_eq!(
+            parse_node_config("partition-id=0 partition-id=1"),
+            Err(ConfigError::DuplicateKey {
+                key: "partition-id".into()
+            })
+        );
     }
 
     #[test]

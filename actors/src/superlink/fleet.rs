@@ -177,12 +177,14 @@ impl Fleet for LinkFleet {
             let span = trace_context::message_span("receive reply", &reply, node_id, "");
             let _entered = span.enter();
             let claimed = reply.metadata.src_node_id;
-            let outcome = if claimed == node_id {
-                self.state.push_reply(reply, now).map_err(|e| e.to_string())
-            } else {
+            let outcome = if claimed != node_id {
                 Err(format!(
                     "reply claims to come from node {claimed}, but node {node_id} pushed it"
                 ))
+            } else if let Err(e) = floret_core::message::validate_ttl(reply.metadata.ttl) {
+                Err(e.to_string())
+            } else {
+                self.state.push_reply(reply, now).map_err(|e| e.to_string())
             };
             if let Err(reason) = outcome {
                 tracing::debug!(node_id, "reply refused: {reason}");

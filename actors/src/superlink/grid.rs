@@ -67,6 +67,8 @@ impl Grid for LinkGrid {
         for m in &messages {
             floret_core::message::validate_message_type(&m.metadata.message_type)
                 .map_err(|e| GridError::InvalidMessage(e.to_string()))?;
+            floret_core::message::validate_ttl(m.metadata.ttl)
+                .map_err(|e| GridError::InvalidMessage(e.to_string()))?;
         }
         self.state
             .push_instructions(self.run_id, messages, unix_now())
@@ -151,5 +153,28 @@ mod tests {
             restarted.load_checkpoint().await.unwrap(),
             Some(Bytes::from_static(b"after round 1"))
         );
+    }
+
+    /// A ServerApp (in-process or over ServerAppIo, which sends through this grid) that
+    /// sets a NaN, negative or huge TTL is told so, and nothing is queued.
+    #[tokio::test]
+    async fn an_instruction_with_a_bad_ttl_is_refused_with_the_reason() {
+        let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
+        let run = state.create_run(NewRun::default()).unwrap();
+        state.set_run_status(run, RunStatus::Starting, "").unwrap();
+        state.set_run_status(run, RunStatus::Running, "").unwrap();
+        let grid = LinkGrid::new(run, state.clone()).unwrap();
+        for ttl in [f64::NAN, -1.0, 1e300] {
+            let mut m = Message::new(floret_core::RecordDict::new(), 5, "train");
+            m.metadata.ttl = ttl;
+            match grid.send(vec![m]).await {
+                Err(GridError::InvalidMessage(e)) => {
+                    assert!(e.contains("invalid message TTL"), "{e}")
+                }
+                other => panic!("TTL {ttl} was not refused: {other:?}"),
+            }
+        }
+        let ok = Message::new(floret_core::RecordDict::new(), 5, "train");
+        assert_eq!(grid.send(vec![ok]).await.unwrap().len(), 1);
     }
 }

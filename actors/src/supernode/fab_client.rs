@@ -24,7 +24,6 @@ use floret_core::fab::Fab;
 use floret_core::{Context, Fleet, Message};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// What a SuperNode needs to run FABs: its ClientAppIo and how to start app processes.
 #[derive(Clone)]
@@ -134,7 +133,7 @@ impl FabClient {
     ) -> Result<TaskReply, String> {
         self.ensure_process().await?;
         let reply = self.session.submit(message, context);
-        let left = Duration::from_secs_f64((expires_at - unix_now()).max(0.0));
+        let left = super::reply::time_left(expires_at, unix_now(), floret_core::message::MAX_TTL);
         let (outcome, crashed) = tokio::select! {
             biased;
             reply = reply => (reply.map_err(|_| "the ClientApp session closed".to_string()), false),

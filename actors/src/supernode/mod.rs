@@ -352,6 +352,12 @@ impl NodeState {
 
     /// Hands an instruction to its run's host, starting one if needed.
     async fn instruction(&mut self, myself: &ActorRef<SuperNodeMsg>, message: Message) {
+        if let Err(e) = floret_core::message::validate_ttl(message.metadata.ttl) {
+            // No reply: it would carry the same TTL, and the SuperLink expires the
+            // instruction on its own clock anyway.
+            tracing::warn!(message_id = %message.metadata.message_id, "instruction refused: {e}");
+            return;
+        }
         if !self.recent.insert(&message.metadata.message_id) {
             tracing::debug!(message_id = %message.metadata.message_id, "duplicate instruction dropped");
             return;

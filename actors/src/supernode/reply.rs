@@ -23,8 +23,7 @@ async fn push(fleet: Arc<dyn Fleet>, backoff: Backoff, reply: Message, expires_a
     let node_id = reply.metadata.src_node_id;
     let run_id = reply.metadata.run_id;
     let reply_to = reply.metadata.reply_to_message_id.clone();
-    let left = (expires_at - unix_now()).clamp(0.0, MAX_PUSH_WAIT.as_secs_f64());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(left);
+    let deadline = tokio::time::Instant::now() + time_left(expires_at, unix_now(), MAX_PUSH_WAIT);
     let mut retry = 0;
     loop {
         match fleet.push_messages(node_id, vec![reply.clone()]).await {
@@ -62,6 +61,14 @@ pub(super) fn reply_with(md: &Metadata, payload: Payload) -> Message {
     header.reply(payload)
 }
 
+/// Time from `now` until `expires_at` (Unix seconds), at most `cap`. Both come from a
+/// peer's clock and TTL, so a NaN, past or absurd deadline gives zero instead of panicking
+/// a `Duration` conversion.
+pub(super) fn time_left(expires_at: f64, now: f64, cap: Duration) -> Duration {
+    Duration::try_from_secs_f64((expires_at - now).clamp(0.0, cap.as_secs_f64()))
+        .unwrap_or(Duration::ZERO)
+}
+
 /// When (node clock, Unix seconds) the SuperLink stops waiting for a reply to the
 /// instruction with metadata `md`.
 pub(super) fn expires_at(md: &Metadata) -> f64 {
@@ -69,5 +76,23 @@ pub(super) fn expires_at(md: &Metadata) -> f64 {
         md.created_at + md.ttl
     } else {
         unix_now() + md.ttl
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deadline built from a peer's clock and TTL never panics the conversion: NaN,
+    /// infinite and past deadlines wait zero, a far one waits at most the cap.
+    #[test]
+    fn time_left_is_zero_for_a_nonsense_deadline_and_capped_for_a_far_one() {
+        let cap = Duration::from_secs(60);
+        assert_eq!(time_left(110.5, 100.0, cap), Duration::from_secs_f64(10.5));
+        assert_eq!(time_left(1e300, 100.0, cap), cap);
+        for bad in [f64::NAN, f64::NEG_INFINITY, 50.0] {
+            assert_eq!(time_left(bad, 100.0, cap), Duration::ZERO, "{bad}");
+        }
+        assert_eq!(time_left(f64::INFINITY, f64::INFINITY, cap), Duration::ZERO);
     }
 }

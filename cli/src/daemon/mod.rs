@@ -210,6 +210,32 @@ pub fn server_security(
     }
 }
 
+/// The SuperLink's flags that turn TLS on, as an authentication error names them.
+pub const SERVER_TLS_FLAGS: &str = "--ssl-ca-certfile, --ssl-certfile and --ssl-keyfile";
+
+/// The SuperNode's flag that turns TLS on, as an authentication error names it.
+pub const CLIENT_TLS_FLAGS: &str = "--root-certificates";
+
+/// The one rule for every authentication flag of both daemons: given with `--insecure`, it
+/// is refused at start. Over plaintext what it relies on (passwords and tokens, signed
+/// requests whose bodies the signature does not cover) crosses the network unprotected,
+/// and the operator would believe a door closed that is open. `flag` is the authentication
+/// flag, `exposed` what plaintext gives away, `tls` the flags that turn TLS on.
+pub fn auth_needs_tls(
+    insecure: bool,
+    flag: &str,
+    exposed: &str,
+    tls: &str,
+) -> Result<(), UserError> {
+    if insecure {
+        Err(UserError::new(format!(
+            "{flag} needs TLS, but --insecure was given: {exposed}; pass {tls} instead of --insecure"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 /// A client's TLS from its flags: `--root-certificates` (the CA that signed the SuperLink's
 /// certificate), or `--insecure`; as for [`server_security`], neither or both is an error.
 pub fn client_security(

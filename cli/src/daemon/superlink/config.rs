@@ -8,8 +8,8 @@ use crate::UserError;
 use crate::daemon::metrics::metrics_address;
 use crate::daemon::settings::layered;
 use crate::daemon::{
-    appio_listen_address, auth_key_pair, fab_cache_dir, listen_address, parse_isolation,
-    server_security,
+    SERVER_TLS_FLAGS, appio_listen_address, auth_key_pair, auth_needs_tls, fab_cache_dir,
+    listen_address, parse_isolation, server_security,
 };
 use floret_actors::Isolation;
 use floret_actors::user_auth::Accounts;
@@ -187,10 +187,22 @@ impl SuperLinkConfig {
             (security, None) => security.clone(),
         };
         let node_auth = NodeAuthConfig::from_settings(&s)?;
-        if node_auth.is_some() && matches!(security, ServerSecurity::Insecure) {
-            return Err(UserError::new(
-                "--auth-list-public-keys needs TLS: node signatures do not cover request bodies and TLS keeps them intact; pass --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile instead of --insecure",
-            ));
+        if node_auth.is_some() {
+            auth_needs_tls(
+                s.insecure,
+                "--auth-list-public-keys",
+                "node signatures do not cover request bodies and TLS keeps them intact",
+                SERVER_TLS_FLAGS,
+            )?;
+        }
+        let user_auth = user_auth_accounts(&s.user_auth_config)?;
+        if user_auth.is_some() {
+            auth_needs_tls(
+                s.insecure,
+                "--user-auth-config",
+                "passwords and session tokens would travel in plaintext",
+                SERVER_TLS_FLAGS,
+            )?;
         }
         let isolation = parse_isolation(&s.isolation)?;
         let store = store(&s.database, &s.state_dir, &env)?;
@@ -207,7 +219,7 @@ impl SuperLinkConfig {
             )?,
             isolation,
             fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
-            user_auth: user_auth_accounts(&s.user_auth_config)?,
+            user_auth,
             node_auth,
             store,
             metrics_address: metrics_address(&s.metrics_address)?,
@@ -436,6 +448,63 @@ mod tests {
         assert_eq!(config(&["--insecure"], &[]).unwrap().user_auth, None);
     }
 
+    /// `flwr keygen` into `dir`, and the SuperLink's flags to serve TLS with what it wrote.
+    fn keygen_tls(dir: &std::path::Path) -> [String; 6] {
+        let keygen = crate::keygen_cmd::KeygenArgs {
+            clients: 1,
+            out: dir.to_path_buf(),
+            san: Vec::new(),
+            days: 1,
+            force: false,
+        };
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(crate::keygen_cmd::execute(keygen))
+            .unwrap();
+        let file = |n: &str| {
+            dir.join("certificates")
+                .join(n)
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        [
+            "--ssl-ca-certfile".into(),
+            file("ca.crt"),
+            "--ssl-certfile".into(),
+            file("server.pem"),
+            "--ssl-keyfile".into(),
+            file("server.key"),
+        ]
+    }
+
+    /// Passwords and tokens in plaintext: user authentication over --insecure is refused
+    /// at start with one line naming both flags, as node authentication is.
+    #[test]
+    fn user_auth_needs_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = dir.path().join("users.toml");
+        let hash = floret_actors::user_auth::hash_secret("pw", &mut rand::rng()).unwrap();
+        std::fs::write(
+            &accounts,
+            format!("[[users]]\nname = \"alice\"\npassword-hash = \"{hash}\"\n"),
+        )
+        .unwrap();
+        let accounts = accounts.to_str().unwrap();
+        let e = config(&["--insecure", "--user-auth-config", accounts], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--user-auth-config needs TLS, but --insecure was given")
+                && !e.contains('\n'),
+            "{e}"
+        );
+        let mut args = keygen_tls(dir.path()).to_vec();
+        args.extend(["--user-auth-config".into(), accounts.to_owned()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert!(config(&args, &[]).unwrap().user_auth.is_some());
+    }
+
     #[test]
     fn node_auth_files_are_checked_at_startup() {
         use floret_transport::auth::NodeKeyPair;
@@ -471,30 +540,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("needs TLS"), "{e}");
-        let keygen = crate::keygen_cmd::KeygenArgs {
-            clients: 1,
-            out: dir.path().to_path_buf(),
-            san: Vec::new(),
-            days: 1,
-            force: false,
-        };
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(crate::keygen_cmd::execute(keygen))
-            .unwrap();
-        let (ca, cert, key) = (
-            path("certificates/ca.crt"),
-            path("certificates/server.pem"),
-            path("certificates/server.key"),
-        );
-        let tls = [
-            "--ssl-ca-certfile",
-            ca.as_str(),
-            "--ssl-certfile",
-            cert.as_str(),
-            "--ssl-keyfile",
-            key.as_str(),
-        ];
+        let tls = keygen_tls(dir.path());
+        let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
         let c = config(
             &[
                 tls[0],

@@ -5,7 +5,9 @@ use serde::Serialize;
 use std::path::PathBuf;
 
 /// Flags, with Flower's names (plus `--heartbeat-interval`). Each may also be set in the
-/// `--config` file (same name) or as `FLWR_<NAME>` (upper case, `_` for `-`).
+/// `--config` file (same name) or as `FLWR_<NAME>` (upper case, `_` for `-`). The numeric
+/// flags take negative numbers, so that `--heartbeat-interval -1` gets the validation's
+/// error naming the flag rather than clap's "unexpected argument".
 #[derive(Debug, clap::Parser, Serialize)]
 #[command(
     name = "flower-supernode",
@@ -73,17 +75,17 @@ pub struct SuperNodeArgs {
     pub fabs: FabFlags,
     /// Give up after this many failed attempts to reach the SuperLink in a row
     /// [default: never].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
     /// Give up when the SuperLink has been unreachable for this many seconds
     /// [default: never].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_wait_time: Option<f64>,
     /// Seconds between heartbeats; the SuperLink declares the node offline after two
     /// missed ones [default: 30].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval: Option<f64>,
     /// This node's private key for SuperNode authentication (e.g.

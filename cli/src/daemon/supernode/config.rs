@@ -7,7 +7,8 @@ use crate::UserError;
 use crate::daemon::metrics::metrics_address;
 use crate::daemon::settings::layered;
 use crate::daemon::{
-    appio_listen_address, auth_key_pair, client_security, fab_cache_dir, parse_isolation,
+    CLIENT_TLS_FLAGS, appio_listen_address, auth_key_pair, auth_needs_tls, client_security,
+    fab_cache_dir, parse_isolation,
 };
 use crate::remote::has_port;
 use floret_actors::Isolation;
@@ -121,6 +122,14 @@ impl SuperNodeConfig {
         };
         let security = client_security(s.insecure, s.root_certificates.as_deref(), client_cert)?;
         let node_key = node_key(&s)?;
+        if node_key.is_some() {
+            auth_needs_tls(
+                s.insecure,
+                "--auth-supernode-private-key",
+                "node signatures do not cover request bodies and TLS keeps them intact",
+                CLIENT_TLS_FLAGS,
+            )?;
+        }
         let isolation = parse_isolation(&s.isolation)?;
         if !has_port(&s.superlink) {
             return Err(UserError::new(format!(
@@ -272,6 +281,45 @@ mod tests {
         assert_eq!(c.node.max_retries, Some(3));
         assert_eq!(c.node.heartbeat_interval, Duration::from_millis(500));
         assert_eq!(c.superlink, "h:1");
+    }
+
+    /// A negative number reaches the check that names the flag, rather than clap taking
+    /// `-1` for an unknown flag.
+    #[test]
+    fn a_negative_number_of_seconds_is_refused_naming_the_flag() {
+        for flag in ["--heartbeat-interval", "--max-wait-time"] {
+            let e = config(&["--insecure", flag, "-1"], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("{flag} -1: must be a positive number")),
+                "{e}"
+            );
+        }
+        let e = SuperNodeArgs::try_parse_from(["flower-supernode", "--max-retries", "-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid value '-1' for '--max-retries"), "{e}");
+    }
+
+    /// A signing key over --insecure is refused at start with one line naming both flags,
+    /// by the same rule as the SuperLink's node and user authentication.
+    #[test]
+    fn an_auth_key_needs_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("client_credentials_1");
+        let pair = floret_transport::auth::NodeKeyPair::generate().unwrap();
+        std::fs::write(&key, pair.to_openssh_private("n")).unwrap();
+        let key = key.to_str().unwrap();
+        let e = config(&["--insecure", "--auth-supernode-private-key", key], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--auth-supernode-private-key needs TLS, but --insecure was given")
+                && e.contains("--root-certificates"),
+            "{e}"
+        );
+        assert!(config(&["--insecure"], &[]).unwrap().node_key.is_none());
     }
 
     #[test]
