@@ -262,6 +262,14 @@ impl RunStore for Durable {
     fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError> {
         self.0.signals(run_id)
     }
+
+    fn count_resume(&self, run_id: u64) -> Result<u32, StateError> {
+        self.0.count_resume(run_id)
+    }
+
+    fn clear_resumes(&self, run_id: u64) -> Result<(), StateError> {
+        self.0.clear_resumes(run_id)
+    }
 }
 
 impl NodeStore for Durable {
