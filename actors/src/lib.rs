@@ -46,6 +46,7 @@ pub use superlink::control::LinkControl;
 pub use superlink::fabs::LinkFabs;
 pub use superlink::fleet::LinkFleet;
 pub use superlink::grid::LinkGrid;
+pub use superlink::limits::RunLimits;
 pub use superlink::service::{ServiceError, SuperLinkService};
 pub use superlink::{RunControlError, SuperLink, SuperLinkMsg};
 pub use supernode::{NodeAppIo, NodeFabs, SuperNode, SuperNodeConfig, SuperNodeError};

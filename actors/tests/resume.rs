@@ -22,7 +22,7 @@ use floret_actors::state::prelude::*;
 use floret_actors::state::{RunSignals, StateError, Sweep};
 use floret_actors::{
     AppLauncher, FabCache, HeartbeatPolicy, Isolation, LinkAppIo, LinkFabs, LinkState,
-    MemoryLinkState, NewRun, NodeLease, SuperLinkService,
+    MemoryLinkState, NewRun, NodeLease, SqliteLinkState, SuperLinkService,
 };
 use floret_core::fab::{Fab, FabManifest, HOST_TARGET, sha256_hex};
 use floret_core::{
@@ -261,6 +261,14 @@ impl RunStore for Durable {
 
     fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError> {
         self.0.signals(run_id)
+    }
+
+    fn count_resume(&self, run_id: u64) -> Result<u32, StateError> {
+        self.0.count_resume(run_id)
+    }
+
+    fn clear_resumes(&self, run_id: u64) -> Result<(), StateError> {
+        self.0.clear_resumes(run_id)
     }
 }
 
@@ -536,6 +544,90 @@ async fn runs_that_cannot_resume_are_failed_with_the_reason() {
     );
     assert!(run.reason.contains("FAB"), "{}", run.reason);
     new.shutdown().await;
+}
+
+fn open(path: &std::path::Path) -> Arc<dyn LinkState> {
+    Arc::new(SqliteLinkState::open(path).unwrap())
+}
+
+/// The lines of `run`'s log that say it was resumed.
+fn resumed_lines(state: &dyn LinkState, run: u64) -> usize {
+    let (events, _) = state.events(run, 0).unwrap();
+    logs(&events)
+        .iter()
+        .filter(|l| l.starts_with(&format!("run {run} resumed after a SuperLink restart")))
+        .count()
+}
+
+/// A run whose ServerApp takes the SuperLink down at every start (here the service is
+/// aborted, as an abort on allocation or SIGKILL ends it) is resumed 3 times
+/// (`--max-resume-attempts`' default), each counted in the database before the ServerApp
+/// runs again, and is then failed with why instead of taking down every start after.
+#[tokio::test(start_paused = true)]
+async fn a_run_that_keeps_crashing_the_superlink_is_failed_after_three_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let catalog = TestCatalog::new();
+    let (first, run) = start_hanging_run(&open(&path), &catalog).await;
+    first.abort().await;
+    for resumes in 1..=3 {
+        let state = open(&path);
+        let link = start(state.clone(), Arc::new(catalog.clone())).await;
+        assert_eq!(state.run_status(run), Some(RunStatus::Running));
+        assert_eq!(resumed_lines(state.as_ref(), run), resumes);
+        link.abort().await;
+    }
+
+    let state = open(&path);
+    let link = start(state.clone(), Arc::new(catalog.clone())).await;
+    let info = state.run(run).unwrap();
+    assert_eq!(info.status, RunStatus::Finished(SubStatus::Failed));
+    assert!(
+        info.reason.starts_with(&format!(
+            "run {run} was not resumed again: it crashed the SuperLink 3 times"
+        )),
+        "{}",
+        info.reason
+    );
+    assert!(
+        info.reason.contains("--max-resume-attempts"),
+        "{}",
+        info.reason
+    );
+    let (events, _) = state.events(run, 0).unwrap();
+    assert_eq!(logs(&events).last(), Some(&info.reason), "{events:#?}");
+    assert_eq!(resumed_lines(state.as_ref(), run), 3);
+    // The SuperLink goes on serving.
+    let next = link
+        .control()
+        .start_run(start_request(HANG, &[]))
+        .await
+        .unwrap();
+    assert_ne!(next, run);
+    link.shutdown().await;
+}
+
+/// Only resumes that end in a crash count: a run suspended by clean shutdowns is resumed
+/// at every start, however many there are.
+#[tokio::test(start_paused = true)]
+async fn clean_shutdowns_do_not_count_towards_the_resume_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let catalog = TestCatalog::new();
+    let (first, run) = start_hanging_run(&open(&path), &catalog).await;
+    first.abort().await;
+    for _ in 0..5 {
+        let state = open(&path);
+        let link = start(state.clone(), Arc::new(catalog.clone())).await;
+        assert_eq!(
+            state.run_status(run),
+            Some(RunStatus::Running),
+            "{:?}",
+            state.run(run)
+        );
+        link.shutdown().await;
+    }
+    assert_eq!(resumed_lines(open(&path).as_ref(), run), 5);
 }
 
 #[tokio::test(start_paused = true)]

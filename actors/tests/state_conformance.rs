@@ -57,6 +57,7 @@ conformance!(
     a_fab_is_stored_once_per_hash,
     checkpoints_are_replaced_and_closed_with_the_run,
     held_messages_drops_to_zero_once_everything_is_answered_and_taken,
+    resumes_are_counted_per_run_until_cleared,
 );
 
 fn sqlite_store() -> (tempfile::TempDir, SqliteLinkState) {
@@ -747,12 +748,53 @@ mod memory_only {
     }
 }
 
+fn resumes_are_counted_per_run_until_cleared(s: &dyn LinkState) {
+    let a = s.create_run(NewRun::default()).unwrap();
+    let b = running_run(s);
+    assert_eq!(s.count_resume(a), Ok(1));
+    assert_eq!(s.count_resume(a), Ok(2));
+    assert_eq!(s.count_resume(b), Ok(1), "each run has its own count");
+    // A status change keeps the count (SQLite: the run's row is rewritten).
+    s.set_run_status(a, RunStatus::Starting, "").unwrap();
+    assert_eq!(s.count_resume(a), Ok(3));
+    s.clear_resumes(a).unwrap();
+    assert_eq!(
+        s.count_resume(a),
+        Ok(1),
+        "a clean shutdown starts the count anew"
+    );
+    assert_eq!(s.count_resume(99), Err(StateError::UnknownRun(99)));
+    assert_eq!(s.clear_resumes(99), Err(StateError::UnknownRun(99)));
+}
+
 mod sqlite_only {
     use super::*;
     use std::path::Path;
 
     fn bytes(path: &Path) -> Vec<u8> {
         std::fs::read(path).expect("the database file")
+    }
+
+    #[test]
+    fn the_resume_count_survives_reopen_and_status_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let run = {
+            let s = SqliteLinkState::open(&path).unwrap();
+            let run = s.create_run(NewRun::default()).unwrap();
+            s.set_run_status(run, RunStatus::Starting, "").unwrap();
+            assert_eq!(s.count_resume(run), Ok(1));
+            s.set_run_status(run, RunStatus::Running, "").unwrap();
+            assert_eq!(s.count_resume(run), Ok(2));
+            run
+        };
+        let s = SqliteLinkState::open(&path).unwrap();
+        assert_eq!(s.run_status(run), Some(RunStatus::Running));
+        assert_eq!(
+            s.count_resume(run),
+            Ok(3),
+            "the two resumes before the reopen count"
+        );
     }
 
     #[test]

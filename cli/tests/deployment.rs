@@ -477,6 +477,54 @@ fn bad_run_config_fails_before_contacting_the_superlink() {
     assert_one_error_line(o.code, &o.stderr, 2, &["num-rounds", "num-server-rounds"]);
 }
 
+/// A run config asking a built-in app for a model over the SuperLink's `--max-model-bytes`
+/// is refused at submit, naming the key, the limit and the flag, instead of aborting the
+/// SuperLink on allocation (and again at every restart, as it resumed the run); the
+/// SuperLink goes on serving and a run of normal size still starts.
+#[test]
+fn a_model_over_the_superlink_limit_is_refused_at_submit_and_the_superlink_keeps_serving() {
+    // The operator's limit, first: 1,000 float32 parameters are 4,000 bytes.
+    let small = SuperLink::start_with("127.0.0.1:0", "127.0.0.1:0", &["--max-model-bytes", "1000"]);
+    let app = app_for("quickstart", &small.control);
+    let app = app.path().to_str().unwrap();
+    let o = flwr(&["run", app, "e2e", "--run-config", "total-params=1000"]);
+    assert_one_error_line(
+        o.code,
+        &o.stderr,
+        2,
+        &["total-params=1000", "4000 bytes", "limit of 1000 bytes"],
+    );
+
+    let link = SuperLink::start();
+    let app = app_for("quickstart", &link.control);
+    let app = app.path().to_str().unwrap();
+    let o = flwr(&["run", app, "e2e", "--run-config", "total-params=2000000000"]);
+    assert_one_error_line(
+        o.code,
+        &o.stderr,
+        2,
+        &[
+            "total-params=2000000000",
+            "8000000000 bytes",
+            "limit of 943718400 bytes",
+            "--max-model-bytes",
+        ],
+    );
+    let ls = flwr(&["ls", app, "e2e", "--format", "json"]);
+    assert_eq!(ls.code, Some(0), "{}", ls.stderr);
+    assert_eq!(
+        json(&ls.stdout)["runs"],
+        serde_json::json!([]),
+        "no run left behind"
+    );
+
+    let o = flwr(&["run", app, "e2e", "--run-config", "total-params=1000"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let run_id = started_run_id(&o.stdout);
+    let status = status_of(app, run_id);
+    assert!(!status.starts_with("finished"), "run {run_id} is {status}");
+}
+
 #[test]
 fn ls_log_and_stop_refuse_a_local_simulation_federation() {
     let app = app_for("digits", "127.0.0.1:1");

@@ -152,6 +152,25 @@ pub trait ServerApp: Send + Sync {
     fn check_config(&self, _run_config: &UserConfig) -> Result<(), AppError> {
         Ok(())
     }
+
+    /// The model this app would allocate for `run_config`, when the config decides it
+    /// (`None`: a fixed or unknown size, or a config `check_config` refuses). The SuperLink
+    /// compares it with its model size limit when the run is submitted, so that a config
+    /// asking for more memory than the operator allows is refused with a message instead
+    /// of aborting the SuperLink on allocation.
+    fn model_size(&self, _run_config: &UserConfig) -> Option<ModelSize> {
+        None
+    }
+}
+
+/// The size of the model a run config asks for, and what in the config sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSize {
+    /// The model's bytes (its arrays' data).
+    pub bytes: u64,
+    /// The run config that sets it, as a user would write it to change it, e.g.
+    /// `total-params=2000000000 (float32)`: error messages name it.
+    pub set_by: String,
 }
 
 /// Finds apps by the component strings of their `pyproject.toml`

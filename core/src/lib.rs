@@ -26,8 +26,8 @@ pub use api::{
     Control, ControlError, Fleet, FleetError, NodeAuthority, NodeInfo, RegisterNode, StartRun,
 };
 pub use app::{
-    AppCatalog, AppError, ClientApp, Grid, GridError, NodeSet, PhaseSummary, RoundSummary,
-    RunEvent, ServerApp,
+    AppCatalog, AppError, ClientApp, Grid, GridError, ModelSize, NodeSet, PhaseSummary,
+    RoundSummary, RunEvent, ServerApp,
 };
 pub use appio::{AppIoError, AppOutcome, ClientAppIo, ClientTask, ServerAppIo};
 pub use array::{Array, ArrayError, DType, Element, STYPE_RAW};

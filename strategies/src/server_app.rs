@@ -5,7 +5,7 @@
 
 use crate::History;
 use async_trait::async_trait;
-use floret_core::{AppError, Context, Grid, RunEvent, ServerApp, UserConfig};
+use floret_core::{AppError, Context, Grid, ModelSize, RunEvent, ServerApp, UserConfig};
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -19,6 +19,12 @@ pub trait StrategyRun: Sized + Send {
 
     /// Runs the strategy with these settings and hands back its history.
     async fn run(self, grid: &dyn Grid) -> Result<History, AppError>;
+
+    /// The model these settings make the run allocate, when they decide its size (see
+    /// `ServerApp::model_size`); `None` for a model of fixed size.
+    fn model_size(&self) -> Option<ModelSize> {
+        None
+    }
 }
 
 /// The ServerApp whose run is an `R`: `main` reads `R` from the context and runs it.
@@ -43,6 +49,14 @@ impl<R: StrategyRun + 'static> ServerApp for StrategyServer<R> {
             ..Context::default()
         };
         R::read(&context).map(|_| ())
+    }
+
+    fn model_size(&self, run_config: &UserConfig) -> Option<ModelSize> {
+        let context = Context {
+            run_config: run_config.clone(),
+            ..Context::default()
+        };
+        R::read(&context).ok()?.model_size()
     }
 }
 

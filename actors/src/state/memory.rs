@@ -23,6 +23,8 @@ struct Run {
     events: Vec<RunEvent>,
     signals: Arc<RunSignals>,
     checkpoint: Option<Bytes>,
+    /// Resumes since the run last left a SuperLink cleanly (`RunStore::count_resume`).
+    resumes: u32,
 }
 
 #[derive(Default)]
@@ -239,6 +241,18 @@ impl RunStore for MemoryLinkState {
 
     fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError> {
         Ok(self.lock().run_mut(run_id)?.signals.clone())
+    }
+
+    fn count_resume(&self, run_id: u64) -> Result<u32, StateError> {
+        let mut inner = self.lock();
+        let run = inner.run_mut(run_id)?;
+        run.resumes = run.resumes.saturating_add(1);
+        Ok(run.resumes)
+    }
+
+    fn clear_resumes(&self, run_id: u64) -> Result<(), StateError> {
+        self.lock().run_mut(run_id)?.resumes = 0;
+        Ok(())
     }
 }
 

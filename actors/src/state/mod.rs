@@ -151,6 +151,14 @@ pub trait RunStore: Send + Sync + 'static {
     ) -> Result<RunInfo, StateError>;
     /// The run's wake-ups, shared with every waiter on it; `UnknownRun` if it does not exist.
     fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError>;
+    /// Counts one more resume of a run by a restarted SuperLink and returns how many
+    /// resumes that makes since the run last left a SuperLink cleanly. Durable before it
+    /// returns: a run whose ServerApp crashes the SuperLink must find the count raised at
+    /// the next start, or it would be resumed (and crash it) forever.
+    fn count_resume(&self, run_id: u64) -> Result<u32, StateError>;
+    /// Sets a run's resume count back to 0: a clean shutdown suspended it, so the resumes
+    /// so far did not end in a crash and must not count towards the limit.
+    fn clear_resumes(&self, run_id: u64) -> Result<(), StateError>;
 }
 
 /// The registry of connected SuperNodes and their leases.

@@ -17,6 +17,7 @@ use crate::policy::clock::unix_now;
 use crate::state::LinkState;
 use crate::state::NewRun;
 use crate::superlink::fabs::LinkFabs;
+use crate::superlink::limits::{self, RunLimits};
 use crate::superlink::run_end::{self, RunEnd};
 use crate::superlink::{RunControlError, SuperLinkMsg};
 use async_trait::async_trait;
@@ -51,6 +52,8 @@ pub struct LinkControl {
     fabs: Option<LinkFabs>,
     /// Whose view this is; anonymous (every run) unless made by `control_for`.
     caller: Caller,
+    /// The largest model a run may ask for (`RunLimits::max_model_bytes`).
+    max_model_bytes: u64,
 }
 
 impl LinkControl {
@@ -67,7 +70,14 @@ impl LinkControl {
             link,
             fabs: None,
             caller: Caller::anonymous(),
+            max_model_bytes: RunLimits::default().max_model_bytes,
         }
+    }
+
+    /// Refuses runs whose model is larger than `limits.max_model_bytes`.
+    pub fn with_limits(mut self, limits: RunLimits) -> LinkControl {
+        self.max_model_bytes = limits.max_model_bytes;
+        self
     }
 
     /// Lets this SuperLink run apps that come as FABs.
@@ -118,6 +128,9 @@ impl LinkControl {
         server_app
             .check_config(&request.run_config)
             .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        if let Some(size) = server_app.model_size(&request.run_config) {
+            limits::check_model_size(&size, self.max_model_bytes).map_err(ControlError::Invalid)?;
+        }
         Ok(server_app)
     }
 

@@ -21,6 +21,7 @@ pub(crate) mod delivery;
 pub mod fabs;
 pub mod fleet;
 pub mod grid;
+pub mod limits;
 pub mod root;
 pub mod run;
 pub(crate) mod run_end;

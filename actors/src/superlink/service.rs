@@ -17,7 +17,10 @@
 //! build again (a built-in app from the catalog, a FAB's from the FAB kept in the state);
 //! the ServerApp's `main` runs anew and picks up its checkpoint (FedAvg does; a FAB's app
 //! process does so through ServerAppIo).
-//! A run that cannot resume is failed with the reason. Shutdown over a durable state
+//! A run that cannot resume is failed with the reason, and so is one resumed
+//! `RunLimits::max_resume_attempts` times in a row already: its ServerApp likely takes the
+//! SuperLink down, and resuming it again would crash every start (see `limits`; a clean
+//! shutdown starts its count anew). Shutdown over a durable state
 //! (`LinkState::is_durable`) leaves unfinished runs as they are, for the next start; over
 //! a state that dies with the process it stops them, as there is nothing to resume from.
 
@@ -26,6 +29,7 @@ use crate::state::LinkState;
 use crate::superlink::control::LinkControl;
 use crate::superlink::fabs::LinkFabs;
 use crate::superlink::fleet::LinkFleet;
+use crate::superlink::limits::{self, RunLimits};
 use crate::superlink::run_end::{self, RunEnd};
 use crate::superlink::sweeper;
 use crate::superlink::{SuperLink, SuperLinkMsg};
@@ -85,13 +89,31 @@ impl SuperLinkService {
         policy: HeartbeatPolicy,
         fabs: Option<LinkFabs>,
     ) -> Result<SuperLinkService, ServiceError> {
+        SuperLinkService::start_with(state, catalog, policy, fabs, RunLimits::default()).await
+    }
+
+    /// `start_with_fabs`, with the operator's `limits` on runs instead of the defaults.
+    pub async fn start_with(
+        state: Arc<dyn LinkState>,
+        catalog: Arc<dyn AppCatalog>,
+        policy: HeartbeatPolicy,
+        fabs: Option<LinkFabs>,
+        limits: RunLimits,
+    ) -> Result<SuperLinkService, ServiceError> {
         policy.validate().map_err(ServiceError::Policy)?;
         let (link, link_task) = Actor::spawn(None, SuperLink, state.clone())
             .await
             .map_err(|e| ServiceError::Spawn(e.to_string()))?;
         let sweeper = sweeper::spawn(state.clone(), policy.sweep_interval);
-        resume_runs(state.as_ref(), catalog.as_ref(), fabs.as_ref(), &link).await;
-        let mut control = LinkControl::new(state.clone(), catalog, link.clone());
+        let resumer = Resumer {
+            state: state.as_ref(),
+            catalog: catalog.as_ref(),
+            fabs: fabs.as_ref(),
+            limits,
+        };
+        resumer.resume_runs(&link).await;
+        let mut control =
+            LinkControl::new(state.clone(), catalog, link.clone()).with_limits(limits);
         if let Some(fabs) = &fabs {
             control = control.with_fabs(fabs.clone());
         }
@@ -148,6 +170,13 @@ impl SuperLinkService {
                     status = %run.status,
                     "run left unfinished: it resumes when a SuperLink starts again over this state"
                 );
+                // A clean stop: the resumes so far did not crash the SuperLink.
+                if let Err(e) = self.state.clear_resumes(run.run_id) {
+                    tracing::warn!(
+                        run_id = run.run_id,
+                        "could not reset the run's resume count: {e}"
+                    );
+                }
                 // Followers (`flwr log --stream`) learn why their stream ends.
                 let _ = self.state.push_event(
                     run.run_id,
@@ -215,71 +244,94 @@ enum Resumption {
     Fail(String),
 }
 
-/// Whether `run` can resume here: its ServerApp, built-in or from its FAB, can be built
-/// again. A FAB's app process resumes through ServerAppIo's checkpoint calls.
-async fn resumption(
-    run: &RunInfo,
-    state: &dyn LinkState,
-    catalog: &dyn AppCatalog,
-    fabs: Option<&LinkFabs>,
-) -> Resumption {
-    let run_id = run.run_id;
-    let fab_hash = &run.app.fab_hash;
-    if !fab_hash.is_empty() {
-        return match fabs {
-            Some(fabs) => match fabs.resume(state, fab_hash).await {
-                Ok(app) => Resumption::Resume(app),
-                Err(e) => Resumption::Fail(format!("run {run_id} {NOT_RESUMABLE}: {e}")),
-            },
-            None => Resumption::Fail(format!(
-                "run {run_id} {NOT_RESUMABLE}: its ServerApp comes as a FAB, and this \
-                 SuperLink runs built-in apps only"
-            )),
-        };
-    }
-    match catalog.server_app(&run.app.serverapp) {
-        Some(app) => Resumption::Resume(app),
-        None => Resumption::Fail(format!(
-            "run {run_id} {NOT_RESUMABLE}: its ServerApp {:?} is not among this \
-             SuperLink's apps",
-            run.app.serverapp
-        )),
-    }
+/// What a starting SuperLink resumes unfinished runs with.
+struct Resumer<'a> {
+    state: &'a dyn LinkState,
+    catalog: &'a dyn AppCatalog,
+    fabs: Option<&'a LinkFabs>,
+    limits: RunLimits,
 }
 
-/// Resumes or fails every unfinished run of `state` (see the module doc).
-async fn resume_runs(
-    state: &dyn LinkState,
-    catalog: &dyn AppCatalog,
-    fabs: Option<&LinkFabs>,
-    link: &ActorRef<SuperLinkMsg>,
-) {
-    for run in state.runs() {
-        if run.status.is_finished() {
-            continue;
-        }
+impl Resumer<'_> {
+    /// Whether `run` can resume here: it has not crashed the SuperLink too often
+    /// (`limits::resume_verdict`, counted durably first), and its ServerApp, built-in or
+    /// from its FAB, can be built again and asks for no larger model than allowed. A FAB's
+    /// app process resumes through ServerAppIo's checkpoint calls.
+    async fn resumption(&self, run: &RunInfo) -> Resumption {
         let run_id = run.run_id;
-        let failure = match resumption(&run, state, catalog, fabs).await {
-            Resumption::Resume(app) => {
-                let status = run.status;
-                match call!(link, |reply| SuperLinkMsg::ResumeRun { run, app, reply }) {
-                    Ok(Ok(())) => {
-                        let line = format!(
-                            "run {run_id} resumed after a SuperLink restart (it was {status})"
-                        );
-                        tracing::info!(run_id, "{line}");
-                        let _ = state.push_event(run_id, RunEvent::Log(line));
-                        continue;
-                    }
-                    Ok(Err(e)) => format!("run {run_id} {NOT_RESUMABLE}: {e}"),
-                    Err(e) => {
-                        format!("run {run_id} {NOT_RESUMABLE}: the SuperLink actor is gone: {e}")
+        let attempt = match self.state.count_resume(run_id) {
+            Ok(attempt) => attempt,
+            Err(e) => {
+                // Resuming without a count could crash every start again.
+                return Resumption::Fail(format!(
+                    "run {run_id} {NOT_RESUMABLE}: its resume could not be counted: {e}"
+                ));
+            }
+        };
+        if let Err(reason) =
+            limits::resume_verdict(run_id, attempt, self.limits.max_resume_attempts)
+        {
+            return Resumption::Fail(reason);
+        }
+        let fab_hash = &run.app.fab_hash;
+        if !fab_hash.is_empty() {
+            return match self.fabs {
+                Some(fabs) => match fabs.resume(self.state, fab_hash).await {
+                    Ok(app) => Resumption::Resume(app),
+                    Err(e) => Resumption::Fail(format!("run {run_id} {NOT_RESUMABLE}: {e}")),
+                },
+                None => Resumption::Fail(format!(
+                    "run {run_id} {NOT_RESUMABLE}: its ServerApp comes as a FAB, and this \
+                     SuperLink runs built-in apps only"
+                )),
+            };
+        }
+        let Some(app) = self.catalog.server_app(&run.app.serverapp) else {
+            return Resumption::Fail(format!(
+                "run {run_id} {NOT_RESUMABLE}: its ServerApp {:?} is not among this \
+                 SuperLink's apps",
+                run.app.serverapp
+            ));
+        };
+        // A run accepted under a larger limit (or before there was one).
+        if let Some(size) = app.model_size(&run.run_config)
+            && let Err(reason) = limits::check_model_size(&size, self.limits.max_model_bytes)
+        {
+            return Resumption::Fail(format!("run {run_id} {NOT_RESUMABLE}: {reason}"));
+        }
+        Resumption::Resume(app)
+    }
+
+    /// Resumes or fails every unfinished run of the state (see the module doc).
+    async fn resume_runs(&self, link: &ActorRef<SuperLinkMsg>) {
+        let state = self.state;
+        for run in state.runs() {
+            if run.status.is_finished() {
+                continue;
+            }
+            let run_id = run.run_id;
+            let failure = match self.resumption(&run).await {
+                Resumption::Resume(app) => {
+                    let status = run.status;
+                    match call!(link, |reply| SuperLinkMsg::ResumeRun { run, app, reply }) {
+                        Ok(Ok(())) => {
+                            let line = format!(
+                                "run {run_id} resumed after a SuperLink restart (it was {status})"
+                            );
+                            tracing::info!(run_id, "{line}");
+                            let _ = state.push_event(run_id, RunEvent::Log(line));
+                            continue;
+                        }
+                        Ok(Err(e)) => format!("run {run_id} {NOT_RESUMABLE}: {e}"),
+                        Err(e) => format!(
+                            "run {run_id} {NOT_RESUMABLE}: the SuperLink actor is gone: {e}"
+                        ),
                     }
                 }
-            }
-            Resumption::Fail(reason) => reason,
-        };
-        tracing::warn!(run_id, "{failure}");
-        run_end::record(state, run_id, &RunEnd::Failed(failure));
+                Resumption::Fail(reason) => reason,
+            };
+            tracing::warn!(run_id, "{failure}");
+            run_end::record(state, run_id, &RunEnd::Failed(failure));
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! `total-params` values in all.
 
 use async_trait::async_trait;
-use floret_core::{AppError, Array, ArrayRecord, ConfigRecord, Context, Grid, ServerApp};
+use floret_core::{
+    AppError, Array, ArrayRecord, ConfigRecord, Context, Grid, ModelSize, ServerApp,
+};
 use floret_strategies::{
     FedAvg, FedAvgConfig, History, StrategyRun, StrategyServer, announce, fraction, round_timeout,
 };
@@ -104,6 +106,15 @@ impl StrategyRun for QuickstartConfig {
         QuickstartConfig::from_context(ctx)
     }
 
+    /// `total-params` float32 values: what `initial_arrays` allocates, and what every
+    /// round's broadcast, fold and checkpoint hold again.
+    fn model_size(&self) -> Option<ModelSize> {
+        Some(ModelSize {
+            bytes: (self.total_params as u64).saturating_mul(4),
+            set_by: format!("total-params={} (float32)", self.total_params),
+        })
+    }
+
     /// Runs FedAvg as the run config says.
     async fn run(self, grid: &dyn Grid) -> Result<History, AppError> {
         let strategy = FedAvg::new(FedAvgConfig {
@@ -198,6 +209,19 @@ mod tests {
                 round_timeout: Duration::from_secs(600),
             }
         );
+    }
+
+    #[test]
+    fn the_model_size_is_total_params_float32_values_named_by_the_key() {
+        let mut pairs = defaults();
+        pairs.retain(|(k, _)| *k != "total-params");
+        pairs.push(("total-params", UserConfigValue::Int(2_000_000_000)));
+        let run_config = ctx(&pairs).run_config;
+        let size = QuickstartServer::default().model_size(&run_config).unwrap();
+        assert_eq!(size.bytes, 8_000_000_000);
+        assert_eq!(size.set_by, "total-params=2000000000 (float32)");
+        let bad = ctx(&[("total-params", UserConfigValue::Int(5))]).run_config;
+        assert_eq!(QuickstartServer::default().model_size(&bad), None);
     }
 
     #[test]

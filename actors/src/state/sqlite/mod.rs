@@ -360,6 +360,14 @@ impl RunStore for SqliteLinkState {
     fn signals(&self, run_id: u64) -> Result<Arc<RunSignals>, StateError> {
         Ok(self.lock().run_entry(run_id)?.signals.clone())
     }
+
+    fn count_resume(&self, run_id: u64) -> Result<u32, StateError> {
+        self.lock().count_resume(run_id)
+    }
+
+    fn clear_resumes(&self, run_id: u64) -> Result<(), StateError> {
+        self.lock().clear_resumes(run_id)
+    }
 }
 
 impl NodeStore for SqliteLinkState {

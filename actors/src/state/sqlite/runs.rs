@@ -41,9 +41,12 @@ pub(super) fn load(conn: &Connection) -> Result<HashMap<u64, RunEntry>, StateErr
     Ok(runs)
 }
 
+/// An upsert rather than `INSERT OR REPLACE`, which deletes the row first and so would set
+/// the run's other columns (its resume count) back to their defaults.
 fn save_info(tx: &rusqlite::Transaction<'_>, info: &RunInfo) -> Result<(), StateError> {
     tx.execute(
-        "INSERT OR REPLACE INTO runs (run_id, info) VALUES (?1, ?2)",
+        "INSERT INTO runs (run_id, info) VALUES (?1, ?2)
+         ON CONFLICT (run_id) DO UPDATE SET info = excluded.info",
         params![sql_id(info.run_id), sealed::encode(sealed::RUN, info)?],
     )
     .map_err(storage)?;
@@ -88,6 +91,31 @@ impl Inner {
         entry.signals.replies.notify_waiters();
         entry.signals.events.notify_waiters();
         Ok(info)
+    }
+
+    pub(super) fn count_resume(&mut self, run_id: u64) -> Result<u32, StateError> {
+        self.run_entry(run_id)?;
+        let count: i64 = write(&mut self.conn, |tx| {
+            tx.query_row(
+                "UPDATE runs SET resumes = resumes + 1 WHERE run_id = ?1 RETURNING resumes",
+                [sql_id(run_id)],
+                |r| r.get(0),
+            )
+            .map_err(storage)
+        })?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    pub(super) fn clear_resumes(&mut self, run_id: u64) -> Result<(), StateError> {
+        self.run_entry(run_id)?;
+        write(&mut self.conn, |tx| {
+            tx.execute(
+                "UPDATE runs SET resumes = 0 WHERE run_id = ?1",
+                [sql_id(run_id)],
+            )
+            .map_err(storage)?;
+            Ok(())
+        })
     }
 
     /// The run, if its log is still open.

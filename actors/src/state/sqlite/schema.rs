@@ -114,6 +114,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     UPDATE instructions SET state = 0 WHERE state = 2;
     DROP TABLE turns;
     ",
+    // 3: how often each run was resumed by a restarted SuperLink since it last left one
+    // cleanly, so that a run whose ServerApp crashes the SuperLink is failed after a few
+    // resumes instead of crashing every start. Runs of older files start at 0.
+    "
+    ALTER TABLE runs ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// The schema version this build writes and the newest it reads.
@@ -352,6 +358,11 @@ mod tests {
             .push_instructions(1, vec![Message::new(RecordDict::new(), 7, "d")], 20.0)
             .unwrap();
         assert_eq!(fresh, ["1-5"], "message ids continue");
+        assert_eq!(
+            s.count_resume(1),
+            Ok(1),
+            "an old run starts with no resumes"
+        );
         assert_eq!(s.create_run(NewRun::default()), Ok(2), "run ids continue");
         let sweep = s.sweep(2000.0);
         assert_eq!(sweep.offline, vec![5], "the virtual node never expires");

@@ -97,6 +97,19 @@ pub struct SuperLinkArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_superlink_public_key: Option<String>,
+    /// How many times in a row a run left unfinished by a crash is resumed when the
+    /// SuperLink starts again; after that it is failed, so that a run that crashes the
+    /// SuperLink cannot crash every start (a clean shutdown starts the count anew; 0 resumes
+    /// no run) [default: 3].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_resume_attempts: Option<u32>,
+    /// The largest model, in bytes, a run of a built-in app may ask for in its run config
+    /// (e.g. quickstart's `total-params` float32 values); a larger one is refused at submit
+    /// [default: 943718400, 900 MiB, under SQLite's 1 GB limit on one stored value].
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_model_bytes: Option<u64>,
     /// `--metrics-address`.
     #[command(flatten)]
     #[serde(flatten)]

@@ -11,8 +11,8 @@ use crate::daemon::{
     SERVER_TLS_FLAGS, appio_listen_address, auth_key_pair, auth_needs_tls, fab_cache_dir,
     listen_address, parse_isolation, server_security,
 };
-use floret_actors::Isolation;
 use floret_actors::user_auth::Accounts;
+use floret_actors::{Isolation, RunLimits};
 use floret_transport::ServerSecurity;
 use floret_transport::auth::{NodeKeyPair, NodePublicKey, load_allow_list};
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,8 @@ struct Settings {
     auth_superlink_public_key: String,
     /// Empty: no metrics endpoint.
     metrics_address: String,
+    max_resume_attempts: u32,
+    max_model_bytes: u64,
 }
 
 impl Default for Settings {
@@ -69,6 +71,8 @@ impl Default for Settings {
             auth_superlink_private_key: String::new(),
             auth_superlink_public_key: String::new(),
             metrics_address: String::new(),
+            max_resume_attempts: RunLimits::default().max_resume_attempts,
+            max_model_bytes: RunLimits::default().max_model_bytes,
         }
     }
 }
@@ -151,6 +155,8 @@ pub struct SuperLinkConfig {
     pub store: Store,
     /// Where Prometheus scrapes `/metrics`; `None`: no endpoint.
     pub metrics_address: Option<SocketAddr>,
+    /// What runs may ask for: resumes after crashes, model size.
+    pub limits: RunLimits,
 }
 
 impl SuperLinkConfig {
@@ -223,6 +229,10 @@ impl SuperLinkConfig {
             node_auth,
             store,
             metrics_address: metrics_address(&s.metrics_address)?,
+            limits: RunLimits {
+                max_resume_attempts: s.max_resume_attempts,
+                max_model_bytes: s.max_model_bytes,
+            },
         })
     }
 }
@@ -268,6 +278,39 @@ mod tests {
         let c = config(&["--insecure"], &[]).unwrap();
         assert_eq!(c.fleet_api_address, "0.0.0.0:9092".parse().unwrap());
         assert_eq!(c.control_api_address, "0.0.0.0:9093".parse().unwrap());
+    }
+
+    #[test]
+    fn run_limits_have_defaults_and_are_set_by_file_environment_or_flag() {
+        let c = config(&["--insecure"], &[]).unwrap();
+        assert_eq!(c.limits, RunLimits::default());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("superlink.toml");
+        std::fs::write(&file, "max-resume-attempts = 5\nmax-model-bytes = 1000\n").unwrap();
+        let file = file.to_str().unwrap();
+        let c = config(&["--insecure", "--config", file], &[]).unwrap();
+        assert_eq!(
+            c.limits,
+            RunLimits {
+                max_resume_attempts: 5,
+                max_model_bytes: 1000
+            }
+        );
+        let env = [("FLWR_MAX_RESUME_ATTEMPTS", "0")];
+        let c = config(
+            &["--insecure", "--config", file, "--max-model-bytes", "7"],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.limits,
+            RunLimits {
+                max_resume_attempts: 0,
+                max_model_bytes: 7
+            }
+        );
+        let e = config(&["--insecure"], &[("FLWR_MAX_MODEL_BYTES", "lots")]).unwrap_err();
+        assert!(e.to_string().contains("max-model-bytes"), "{e}");
     }
 
     #[test]

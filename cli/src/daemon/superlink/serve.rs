@@ -116,11 +116,12 @@ async fn start(
         ),
     };
     let service = started.service.insert(
-        SuperLinkService::start_with_fabs(
+        SuperLinkService::start_with(
             state,
             Arc::new(BuiltinCatalog),
             HeartbeatPolicy::default(),
             Some(fabs),
+            config.limits,
         )
         .await?,
     );
