@@ -171,14 +171,8 @@ async fn stream_events_follows_until_the_run_ends_or_stops_at_the_present() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_unfinished_runs_and_closes_the_fleet() {
-    let catalog = TestCatalog::new();
-    let link = service(&catalog).await;
-    let node = spawn_node(node_config(0), link.fleet(), &catalog);
+    let (_catalog, link, [node]) = link_with_nodes().await;
     let state = link.state();
-    wait_until("the node", Duration::from_secs(10), || {
-        state.node_ids().len() == 1
-    })
-    .await;
     let control = link.control();
     let fleet = link.fleet();
     let hanging = control.start_run(start_request(HANG, &[])).await.unwrap();

@@ -8,33 +8,16 @@ mod common;
 
 use common::*;
 use floret_actors::{RunStatus, SubStatus};
-use floret_core::{Control, RunEvent, UserConfigValue, error_code};
+use floret_core::{Control, RunEvent, error_code};
 use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_supernodes_run_fedavg_to_completion_and_keep_their_context() {
-    let catalog = TestCatalog::new();
-    let link = service(&catalog).await;
-    let nodes: Vec<NodeHandle> = (0..3)
-        .map(|p| spawn_node(node_config(p), link.fleet(), &catalog))
-        .collect();
+    let (catalog, link, nodes) = link_with_nodes::<3>().await;
     let state = link.state();
-    wait_until("3 nodes", Duration::from_secs(10), || {
-        state.node_ids().len() == 3
-    })
-    .await;
     let control = link.control();
-    let run_id = control
-        .start_run(start_request(
-            FEDAVG,
-            &[
-                ("num-server-rounds", UserConfigValue::Int(2)),
-                ("min-nodes", UserConfigValue::Int(3)),
-            ],
-        ))
-        .await
-        .unwrap();
+    let run_id = control.start_run(fedavg_request(2, 3)).await.unwrap();
     let (info, events) = follow_to_end(control.as_ref(), run_id).await;
     assert_eq!(
         info.status,
@@ -73,24 +56,11 @@ async fn three_supernodes_run_fedavg_to_completion_and_keep_their_context() {
 /// dies is replaced by a fresh one (fresh context) and the node serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clientapp_failures_are_error_replies_and_a_failed_host_is_replaced() {
-    let catalog = TestCatalog::new();
-    let link = service(&catalog).await;
-    let node = spawn_node(node_config(0), link.fleet(), &catalog);
-    let state = link.state();
-    wait_until("the node", Duration::from_secs(10), || {
-        state.node_ids().len() == 1
-    })
-    .await;
+    let (catalog, link, [node]) = link_with_nodes().await;
     let control = link.control();
     let steps = "train,query,train,evaluate,train";
     let run_id = control
-        .start_run(start_request(
-            PROBE,
-            &[
-                ("steps", UserConfigValue::Str(steps.into())),
-                ("ttl", UserConfigValue::Float(600.0)),
-            ],
-        ))
+        .start_run(probe_request(steps, 600.0))
         .await
         .unwrap();
     let (info, _) = follow_to_end(control.as_ref(), run_id).await;
@@ -140,20 +110,10 @@ async fn a_node_without_the_runs_clientapp_answers_load_client_app_exception() {
         ..catalog.clone()
     };
     let node = spawn_node(node_config(0), link.fleet(), &other_apps);
-    let state = link.state();
-    wait_until("the node", Duration::from_secs(10), || {
-        state.node_ids().len() == 1
-    })
-    .await;
+    wait_for_nodes(&link, 1).await;
     let control = link.control();
     let run_id = control
-        .start_run(start_request(
-            PROBE,
-            &[
-                ("steps", UserConfigValue::Str("train".into())),
-                ("ttl", UserConfigValue::Float(600.0)),
-            ],
-        ))
+        .start_run(probe_request("train", 600.0))
         .await
         .unwrap();
     let (info, _) = follow_to_end(control.as_ref(), run_id).await;

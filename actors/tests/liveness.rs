@@ -10,8 +10,7 @@ use common::*;
 use floret_actors::{RunStatus, SubStatus};
 use floret_core::RunInfo;
 use floret_core::{
-    Control, Fleet, FleetError, Message, Payload, RecordDict, RegisterNode, RunEvent,
-    UserConfigValue, error_code,
+    Control, Fleet, FleetError, Message, Payload, RecordDict, RegisterNode, RunEvent, error_code,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,21 +42,9 @@ async fn a_silent_node_goes_offline_after_two_intervals_and_its_work_is_answered
     let registered = Instant::now();
     let _stream = fleet.subscribe(silent).await.unwrap();
     let state = link.state();
-    wait_until("3 nodes", Duration::from_secs(10), || {
-        state.node_ids().len() == 3
-    })
-    .await;
+    wait_for_nodes(&link, 3).await;
     let control = link.control();
-    let run_id = control
-        .start_run(start_request(
-            FEDAVG,
-            &[
-                ("num-server-rounds", UserConfigValue::Int(1)),
-                ("min-nodes", UserConfigValue::Int(3)),
-            ],
-        ))
-        .await
-        .unwrap();
+    let run_id = control.start_run(fedavg_request(1, 3)).await.unwrap();
     let (info, events) = follow_to_end(control.as_ref(), run_id).await;
     let took = registered.elapsed();
     assert_eq!(
@@ -101,13 +88,7 @@ async fn an_instruction_past_its_ttl_is_answered_with_message_ttl_expired() {
     let control = link.control();
     let start = Instant::now();
     let run_id = control
-        .start_run(start_request(
-            PROBE,
-            &[
-                ("steps", UserConfigValue::Str("train".into())),
-                ("ttl", UserConfigValue::Float(5.0)),
-            ],
-        ))
+        .start_run(probe_request("train", 5.0))
         .await
         .unwrap();
     let (info, _) = follow_to_end(control.as_ref(), run_id).await;
@@ -166,13 +147,7 @@ async fn the_fleet_refuses_unknown_nodes_and_foreign_replies() {
     let b = register(fleet.as_ref(), 60.0).await;
     let control = link.control();
     let run_id = control
-        .start_run(start_request(
-            PROBE,
-            &[
-                ("steps", UserConfigValue::Str("train".into())),
-                ("ttl", UserConfigValue::Float(600.0)),
-            ],
-        ))
+        .start_run(probe_request("train", 600.0))
         .await
         .unwrap();
     let mut to_a = Vec::new();
@@ -299,20 +274,10 @@ async fn a_supernode_refuses_an_instruction_with_a_bad_ttl_and_goes_on() {
         answered: Mutex::default(),
     });
     let node = spawn_node(node_config(0), fleet.clone(), &catalog);
-    let state = link.state();
-    wait_until("1 node", Duration::from_secs(10), || {
-        state.node_ids().len() == 1
-    })
-    .await;
+    wait_for_nodes(&link, 1).await;
     let control = link.control();
     let run_id = control
-        .start_run(start_request(
-            PROBE,
-            &[
-                ("steps", UserConfigValue::Str("train,train".into())),
-                ("ttl", UserConfigValue::Float(600.0)),
-            ],
-        ))
+        .start_run(probe_request("train,train", 600.0))
         .await
         .unwrap();
     let (info, _) = follow_to_end(control.as_ref(), run_id).await;

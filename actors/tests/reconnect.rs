@@ -8,7 +8,7 @@ mod common;
 use async_trait::async_trait;
 use common::*;
 use floret_actors::{SuperNode, SuperNodeConfig, SuperNodeError};
-use floret_core::{Control, Fleet, FleetError, Message, RegisterNode, RunInfo, UserConfigValue};
+use floret_core::{Control, Fleet, FleetError, Message, RegisterNode, RunInfo};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,13 +19,7 @@ async fn node_serves(link: &floret_actors::SuperLinkService, catalog: &TestCatal
     catalog.replies.lock().unwrap().clear();
     let control = link.control();
     let run_id = control
-        .start_run(start_request(
-            PROBE,
-            &[
-                ("steps", UserConfigValue::Str("train".into())),
-                ("ttl", UserConfigValue::Float(600.0)),
-            ],
-        ))
+        .start_run(probe_request("train", 600.0))
         .await
         .unwrap();
     let (info, _) = follow_to_end(control.as_ref(), run_id).await;
@@ -55,14 +49,8 @@ async fn a_supernode_started_before_its_superlink_connects_once_it_is_up() {
 
 #[tokio::test(start_paused = true)]
 async fn a_supernode_registers_again_when_the_superlink_forgets_it() {
-    let catalog = TestCatalog::new();
-    let link = service(&catalog).await;
-    let node = spawn_node(node_config(0), link.fleet(), &catalog);
+    let (catalog, link, [node]) = link_with_nodes().await;
     let state = link.state();
-    wait_until("the node", Duration::from_secs(10), || {
-        state.node_ids().len() == 1
-    })
-    .await;
     let first = state.node_ids()[0];
     state.unregister_node(
         first,
@@ -87,11 +75,7 @@ async fn a_supernode_follows_a_restarted_superlink() {
     let old = service(&catalog).await;
     let switch = Arc::new(SwitchFleet::new(old.fleet()));
     let node = spawn_node(node_config(0), switch.clone(), &catalog);
-    let old_state = old.state();
-    wait_until("the node", Duration::from_secs(10), || {
-        old_state.node_ids().len() == 1
-    })
-    .await;
+    wait_for_nodes(&old, 1).await;
     let new = service(&catalog).await;
     switch.switch(new.fleet());
     old.shutdown().await;
@@ -228,11 +212,7 @@ async fn an_instruction_lost_with_a_dropped_stream_is_redelivered_on_reconnect()
         lost: Default::default(),
     });
     let node = spawn_node(node_config(0), lossy, &catalog);
-    let state = link.state();
-    wait_until("the node", Duration::from_secs(10), || {
-        state.node_ids().len() == 1
-    })
-    .await;
+    wait_for_nodes(&link, 1).await;
     let start = tokio::time::Instant::now();
     node_serves(&link, &catalog).await;
     assert!(

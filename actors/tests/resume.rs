@@ -28,7 +28,7 @@ use floret_core::fab::{Fab, FabManifest, HOST_TARGET, sha256_hex};
 use floret_core::{
     AppCatalog, AppIoError, AppOutcome, AppRef, ClientApp, Control, Fleet, FleetError, Message,
     NodeAuthority, NodeInfo, NodeSet, RegisterNode, RunEvent, RunInfo, RunStatus, ServerApp,
-    ServerAppIo, SubStatus, UserConfigValue,
+    ServerAppIo, SubStatus,
 };
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,16 +59,6 @@ async fn start_hanging_run(
     })
     .await;
     (service, run)
-}
-
-fn fedavg_run() -> floret_core::StartRun {
-    start_request(
-        FEDAVG,
-        &[
-            ("num-server-rounds", UserConfigValue::Int(ROUNDS)),
-            ("min-nodes", UserConfigValue::Int(2)),
-        ],
-    )
 }
 
 fn final_digests(events: &[RunEvent]) -> Vec<String> {
@@ -111,7 +101,7 @@ async fn uninterrupted_digest() -> String {
         .map(|p| spawn_node(node_config(p), link.fleet(), &catalog))
         .collect();
     let control = link.control();
-    let run_id = control.start_run(fedavg_run()).await.unwrap();
+    let run_id = control.start_run(fedavg_request(ROUNDS, 2)).await.unwrap();
     let (info, events) = follow_to_end(control.as_ref(), run_id).await;
     assert_eq!(info.status, RunStatus::Finished(SubStatus::Completed));
     assert_eq!(round_starts(&events), [1, 1, 1, 1]);
@@ -437,24 +427,41 @@ fn count(n: &AtomicUsize) -> usize {
     n.load(Ordering::SeqCst)
 }
 
+/// A SuperLink over `state` running the FedAvg run on 2 SuperNodes that reach it through a
+/// `NodeLink`, once that link holds back both nodes' replies of round `round`.
+async fn fedavg_held_at_round(
+    state: &Arc<dyn LinkState>,
+    catalog: &TestCatalog,
+    round: u32,
+) -> (SuperLinkService, Arc<NodeLink>, Vec<NodeHandle>, u64) {
+    let service = start(state.clone(), Arc::new(catalog.clone())).await;
+    let link = Arc::new(NodeLink::new(service.fleet()));
+    link.hold(&round.to_string());
+    let nodes: Vec<NodeHandle> = (0..2)
+        .map(|p| spawn_node(node_config(p), link.clone(), catalog))
+        .collect();
+    let run_id = service
+        .control()
+        .start_run(fedavg_request(ROUNDS, 2))
+        .await
+        .unwrap();
+    wait_until(
+        &format!("both round-{round} replies"),
+        Duration::from_secs(120),
+        || count(&link.held) == 2,
+    )
+    .await;
+    (service, link, nodes, run_id)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_run_resumes_after_a_superlink_crash_and_ends_with_the_uninterrupted_model() {
     let expected = uninterrupted_digest().await;
     let catalog = TestCatalog::new();
     let state: Arc<dyn LinkState> = Arc::new(MemoryLinkState::new());
-    let old = start(state.clone(), Arc::new(catalog.clone())).await;
-    let link = Arc::new(NodeLink::new(old.fleet()));
-    link.hold("3");
-    let nodes: Vec<NodeHandle> = (0..2)
-        .map(|p| spawn_node(node_config(p), link.clone(), &catalog))
-        .collect();
-    let run_id = old.control().start_run(fedavg_run()).await.unwrap();
     // Both nodes have answered round 3 and the ServerApp waits for those answers: the
     // crash comes after round 2's checkpoint, in the middle of round 3.
-    wait_until("both round-3 replies", Duration::from_secs(120), || {
-        count(&link.held) == 2
-    })
-    .await;
+    let (old, link, nodes, run_id) = fedavg_held_at_round(&state, &catalog, 3).await;
     assert!(state.checkpoint(run_id).unwrap().is_some());
     old.abort().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -635,17 +642,7 @@ async fn a_graceful_shutdown_over_a_durable_state_leaves_the_run_to_resume() {
     let expected = uninterrupted_digest().await;
     let catalog = TestCatalog::new();
     let state: Arc<dyn LinkState> = Arc::new(Durable(MemoryLinkState::new()));
-    let old = start(state.clone(), Arc::new(catalog.clone())).await;
-    let link = Arc::new(NodeLink::new(old.fleet()));
-    link.hold("2");
-    let nodes: Vec<NodeHandle> = (0..2)
-        .map(|p| spawn_node(node_config(p), link.clone(), &catalog))
-        .collect();
-    let run_id = old.control().start_run(fedavg_run()).await.unwrap();
-    wait_until("both round-2 replies", Duration::from_secs(120), || {
-        count(&link.held) == 2
-    })
-    .await;
+    let (old, link, nodes, run_id) = fedavg_held_at_round(&state, &catalog, 2).await;
     old.shutdown().await;
     let left = state.run(run_id).unwrap();
     assert_eq!(left.status, RunStatus::Running, "{}", left.reason);

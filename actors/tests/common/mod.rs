@@ -239,6 +239,28 @@ pub(crate) fn start_request(app: (&str, &str), config: &[(&str, UserConfigValue)
     }
 }
 
+/// A FEDAVG run of `rounds` rounds that waits for `min_nodes` nodes.
+pub(crate) fn fedavg_request(rounds: i64, min_nodes: i64) -> StartRun {
+    start_request(
+        FEDAVG,
+        &[
+            ("num-server-rounds", UserConfigValue::Int(rounds)),
+            ("min-nodes", UserConfigValue::Int(min_nodes)),
+        ],
+    )
+}
+
+/// A PROBE run that sends `steps` (comma-separated message types) with a TTL of `ttl` s.
+pub(crate) fn probe_request(steps: &str, ttl: f64) -> StartRun {
+    start_request(
+        PROBE,
+        &[
+            ("steps", UserConfigValue::Str(steps.into())),
+            ("ttl", UserConfigValue::Float(ttl)),
+        ],
+    )
+}
+
 pub(crate) fn node_config(partition: i64) -> SuperNodeConfig {
     let mut node_config = UserConfig::new();
     node_config.insert("partition-id".into(), UserConfigValue::Int(partition));
@@ -285,6 +307,26 @@ pub(crate) async fn wait_until(what: &str, limit: Duration, mut check: impl FnMu
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Waits up to 10 s for `link` to have `n` registered nodes.
+pub(crate) async fn wait_for_nodes(link: &SuperLinkService, n: usize) {
+    let state = link.state();
+    wait_until(&format!("{n} node(s)"), Duration::from_secs(10), || {
+        state.node_ids().len() == n
+    })
+    .await;
+}
+
+/// A SuperLink over the test apps with `N` SuperNodes (partitions `0..N`) on its Fleet,
+/// once all of them have registered.
+pub(crate) async fn link_with_nodes<const N: usize>()
+-> (TestCatalog, SuperLinkService, [NodeHandle; N]) {
+    let catalog = TestCatalog::new();
+    let link = service(&catalog).await;
+    let nodes = std::array::from_fn(|p| spawn_node(node_config(p as i64), link.fleet(), &catalog));
+    wait_for_nodes(&link, N).await;
+    (catalog, link, nodes)
 }
 
 /// Waits for a run to finish, through `stream_events(follow)`, and returns it.
