@@ -3,19 +3,8 @@
 
 use super::proxy::CutProxy;
 use super::*;
-use crate::grpc::options::endpoint;
 use crate::proto::v1;
-use floret_core::{Fleet, FleetError, Payload, RegisterNode};
-
-async fn register(client: &FleetClient) -> u64 {
-    client
-        .register_node(RegisterNode {
-            heartbeat_interval: 30.0,
-            ..RegisterNode::default()
-        })
-        .await
-        .unwrap()
-}
+use floret_core::{Fleet, FleetError, Payload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_20_mb_array_round_trips_both_ways_in_chunks() {
@@ -84,11 +73,7 @@ async fn a_broadcast_is_hashed_and_stored_once() {
         fleet.queue(n, model_message(n, &model));
     }
     // Pull the envelopes without fetching or confirming: all three deliveries are held.
-    let channel = endpoint(&server.local_addr().to_string(), &ClientOptions::default())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = raw_channel(server.local_addr()).await;
     let mut raw = v1::fleet_client::FleetClient::new(channel);
     let mut chunk_lists = Vec::new();
     for &node_id in &nodes {
@@ -144,11 +129,7 @@ async fn a_broadcast_reaches_every_subscribed_node_and_is_then_freed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pushed_chunk_that_does_not_match_its_id_is_refused() {
     let (_fleet, server) = fleet_server(ServerOptions::default()).await;
-    let channel = endpoint(&server.local_addr().to_string(), &ClientOptions::default())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = raw_channel(server.local_addr()).await;
     let mut raw = v1::fleet_client::FleetClient::new(channel);
     let wrong = crate::objects::id::ObjectId::of(b"something else");
     let status = raw
@@ -227,11 +208,7 @@ async fn chunks_of_a_node_that_never_confirms_are_freed_after_the_lease() {
     let client = client(server.local_addr(), ClientOptions::default());
     let node = register(&client).await;
     fleet.queue(node, model_message(node, &model(TWENTY_MB)));
-    let channel = endpoint(&server.local_addr().to_string(), &ClientOptions::default())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = raw_channel(server.local_addr()).await;
     let mut raw = v1::fleet_client::FleetClient::new(channel);
     raw.pull_messages(v1::PullMessagesRequest { node_id: node })
         .await

@@ -4,7 +4,6 @@
 use super::appio_double::{FakeClientAppIo, FakeServerAppIo, TOKEN};
 use super::double::FakeControl;
 use super::*;
-use crate::grpc::options::endpoint;
 use crate::grpc::{
     bind_clientappio, bind_control, bind_fleet, bind_serverappio, clientappio_client,
     control_client, serverappio_client,
@@ -127,11 +126,7 @@ async fn a_malformed_address_is_refused_before_connecting() {
 }
 
 async fn raw_fleet(server: &Server) -> v1::fleet_client::FleetClient<tonic::transport::Channel> {
-    let channel = endpoint(&server.local_addr().to_string(), &ClientOptions::default())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = raw_channel(server.local_addr()).await;
     v1::fleet_client::FleetClient::new(channel)
 }
 
@@ -139,13 +134,7 @@ async fn raw_fleet(server: &Server) -> v1::fleet_client::FleetClient<tonic::tran
 async fn malformed_envelopes_are_invalid_arguments_naming_the_field() {
     let (fleet, server) = fleet_server(ServerOptions::default()).await;
     let client = client(server.local_addr(), ClientOptions::default());
-    let node = client
-        .register_node(RegisterNode {
-            heartbeat_interval: 30.0,
-            ..RegisterNode::default()
-        })
-        .await
-        .unwrap();
+    let node = register(&client).await;
     let mut raw = raw_fleet(&server).await;
     let good = crate::convert::message_to_proto(&small_message(0, 1));
     let cases: Vec<(v1::Envelope, &str)> = vec![
@@ -327,35 +316,28 @@ fn no_request_body_crashes_a_server() {
             bind_clientappio(localhost(), Arc::new(FakeClientAppIo::default()))
                 .await
                 .unwrap();
-        let connect = |addr: SocketAddr| async move {
-            endpoint(&addr.to_string(), &ClientOptions::default())
-                .unwrap()
-                .connect()
-                .await
-                .unwrap()
-        };
         (
             [
                 (
                     "/floret.v1.Fleet/",
-                    connect(fleet_server.local_addr()).await,
+                    raw_channel(fleet_server.local_addr()).await,
                 ),
                 (
                     "/floret.v1.Control/",
-                    connect(control_server.local_addr()).await,
+                    raw_channel(control_server.local_addr()).await,
                 ),
                 (
                     "/floret.v1.ServerAppIo/",
-                    connect(serverappio_server.local_addr()).await,
+                    raw_channel(serverappio_server.local_addr()).await,
                 ),
                 (
                     "/floret.v1.ClientAppIo/",
-                    connect(clientappio_server.local_addr()).await,
+                    raw_channel(clientappio_server.local_addr()).await,
                 ),
                 // Served next to ServerAppIo (and ClientAppIo).
                 (
                     "/floret.v1.AppIoObjects/",
-                    connect(serverappio_server.local_addr()).await,
+                    raw_channel(serverappio_server.local_addr()).await,
                 ),
             ],
             (
@@ -426,11 +408,7 @@ fn no_request_body_crashes_a_server() {
 #[tokio::test]
 async fn invalid_protobuf_is_an_invalid_argument_naming_the_request() {
     let (_fleet, server) = fleet_server(ServerOptions::default()).await;
-    let channel = endpoint(&server.local_addr().to_string(), &ClientOptions::default())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = raw_channel(server.local_addr()).await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let status = grpc
@@ -457,13 +435,7 @@ async fn garbage_on_a_connection_closes_it_and_harms_no_other_session() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (fleet, server) = fleet_server(ServerOptions::default()).await;
     let client = client(server.local_addr(), ClientOptions::default());
-    let node = client
-        .register_node(RegisterNode {
-            heartbeat_interval: 30.0,
-            ..RegisterNode::default()
-        })
-        .await
-        .unwrap();
+    let node = register(&client).await;
     let mut rx = client.subscribe(node).await.unwrap();
 
     for garbage in [
@@ -529,19 +501,12 @@ async fn malformed_appio_requests_are_invalid_arguments_naming_the_field() {
     let node = bind_clientappio(localhost(), clientappio.clone())
         .await
         .unwrap();
-    let connect = |addr: SocketAddr| async move {
-        endpoint(&addr.to_string(), &ClientOptions::default())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    };
     let mut server_rpc =
-        v1::server_app_io_client::ServerAppIoClient::new(connect(link.local_addr()).await);
+        v1::server_app_io_client::ServerAppIoClient::new(raw_channel(link.local_addr()).await);
     let mut client_rpc =
-        v1::client_app_io_client::ClientAppIoClient::new(connect(node.local_addr()).await);
+        v1::client_app_io_client::ClientAppIoClient::new(raw_channel(node.local_addr()).await);
     let mut objects_rpc =
-        v1::app_io_objects_client::AppIoObjectsClient::new(connect(node.local_addr()).await);
+        v1::app_io_objects_client::AppIoObjectsClient::new(raw_channel(node.local_addr()).await);
 
     let expect = |status: Status, expected: &str| {
         assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());

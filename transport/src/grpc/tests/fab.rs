@@ -3,7 +3,6 @@
 
 use super::double::FakeControl;
 use super::*;
-use crate::grpc::options::endpoint;
 use crate::grpc::{MAX_FAB_LEN, bind_control, control_client};
 use crate::proto::{self, v1};
 use bytes::Bytes;
@@ -81,11 +80,7 @@ async fn a_fab_over_the_limit_is_refused_before_it_is_sent() {
 async fn a_fab_naming_another_hash_than_its_app_is_an_invalid_argument() {
     let control = Arc::new(FakeControl::default());
     let server = bind_control(localhost(), control.clone()).await.unwrap();
-    let channel = endpoint(&server.local_addr().to_string(), &ClientOptions::default())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = raw_channel(server.local_addr()).await;
     let mut raw = v1::control_client::ControlClient::new(channel);
     let mut request = crate::convert_runs::start_run_to_proto(&start_with(fab(100)));
     if let Some(f) = request.fab.as_mut() {
@@ -128,11 +123,7 @@ async fn the_get_fab_answer_is_flowers_fab_naming_its_hash() {
     let (fleet, server) = fleet_server(ServerOptions::default()).await;
     let hash = "ef".repeat(32);
     fleet.add_fab(&hash, fab(1000));
-    let channel = endpoint(&server.local_addr().to_string(), &ClientOptions::default())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = raw_channel(server.local_addr()).await;
     let mut raw = v1::fleet_client::FleetClient::new(channel);
     let answer = raw
         .get_fab(v1::GetFabRequest {

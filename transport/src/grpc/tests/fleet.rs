@@ -56,13 +56,7 @@ async fn every_fleet_call_round_trips() {
 async fn subscribe_delivers_queued_messages_in_order_without_polling() {
     let (fleet, server) = fleet_server(ServerOptions::default()).await;
     let client = client(server.local_addr(), ClientOptions::default());
-    let node = client
-        .register_node(RegisterNode {
-            heartbeat_interval: 30.0,
-            ..RegisterNode::default()
-        })
-        .await
-        .unwrap();
+    let node = register(&client).await;
     // One waiting before the subscription, the rest pushed while it is open.
     fleet.queue(node, small_message(node, 0));
     let mut rx = client.subscribe(node).await.unwrap();
@@ -94,13 +88,7 @@ async fn subscribe_delivers_queued_messages_in_order_without_polling() {
 async fn shutdown_ends_subscriptions_and_returns_promptly() {
     let (_fleet, server) = fleet_server(ServerOptions::default()).await;
     let client = client(server.local_addr(), ClientOptions::default());
-    let node = client
-        .register_node(RegisterNode {
-            heartbeat_interval: 30.0,
-            ..RegisterNode::default()
-        })
-        .await
-        .unwrap();
+    let node = register(&client).await;
     let mut rx = client.subscribe(node).await.unwrap();
     let started = tokio::time::Instant::now();
     server.shutdown().await;

@@ -16,11 +16,14 @@ mod proxy;
 mod transports;
 mod user_auth;
 
+use super::options::endpoint;
 use super::{
     ClientOptions, FleetClient, Server, ServerOptions, bind_fleet_with, fleet_client_with,
 };
 use double::FakeFleet;
-use floret_core::{Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict};
+use floret_core::{
+    Array, ArrayRecord, ConfigRecord, Fleet, Message, MetricRecord, RecordDict, RegisterNode,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +43,27 @@ pub(crate) async fn fleet_server(options: ServerOptions) -> (Arc<FakeFleet>, Ser
 
 pub(crate) fn client(addr: SocketAddr, options: ClientOptions) -> FleetClient {
     fleet_client_with(&addr.to_string(), options).expect("a valid address")
+}
+
+/// Registers a node with a 30 s heartbeat interval and returns its id.
+pub(crate) async fn register(client: &FleetClient) -> u64 {
+    client
+        .register_node(RegisterNode {
+            heartbeat_interval: 30.0,
+            ..RegisterNode::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// A connected channel to `addr` with default options, for raw gRPC calls that the typed
+/// clients never make.
+pub(crate) async fn raw_channel(addr: SocketAddr) -> tonic::transport::Channel {
+    endpoint(&addr.to_string(), &ClientOptions::default())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// Options that give up quickly, so that failure tests do not wait a minute.
