@@ -5,9 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use bytes::Bytes;
+use floret_actors::state::NewRun;
 use floret_actors::state::prelude::*;
 use floret_actors::{HeartbeatPolicy, LinkFleet, MemoryLinkState};
-use floret_core::{Fleet, FleetError, NodeAuthority, RegisterNode};
+use floret_core::{
+    Fleet, FleetError, Message, NodeAuthority, RecordDict, RegisterNode, RunStatus, error_code,
+};
 use std::sync::Arc;
 
 fn register(key: &'static [u8]) -> RegisterNode {
@@ -65,6 +68,44 @@ async fn a_key_keeps_its_node_id() {
     let info = state.nodes_info();
     assert_eq!(info.len(), 1);
     assert!(info[0].online && info[0].last_seen.is_some());
+}
+
+/// A SuperNode killed and restarted within its lease registers again with its key: what
+/// the old process was sent is answered at once, not after two missed heartbeats.
+#[tokio::test]
+async fn registering_again_answers_the_old_sessions_instructions_at_once() {
+    let (state, fleet) = setup();
+    state
+        .allow_node_key(Bytes::from_static(b"key-a"), 1.0)
+        .unwrap();
+    let id = fleet.register_node(register(b"key-a")).await.unwrap();
+    let run = state.create_run(NewRun::default()).unwrap();
+    state.set_run_status(run, RunStatus::Starting, "").unwrap();
+    state.set_run_status(run, RunStatus::Running, "").unwrap();
+    let sent = state
+        .push_instructions(run, vec![Message::new(RecordDict::new(), id, "train")], 1.0)
+        .unwrap();
+    let mut old_stream = fleet.subscribe(id).await.unwrap();
+    let delivered = old_stream.recv().await.unwrap();
+    assert_eq!(delivered.metadata.message_id, sent[0]);
+    assert!(state.take_replies(run).unwrap().is_empty(), "in flight");
+
+    assert_eq!(fleet.register_node(register(b"key-a")).await.unwrap(), id);
+
+    let replies = state.take_replies(run).unwrap();
+    assert_eq!(
+        replies.len(),
+        1,
+        "the old session's instruction is answered"
+    );
+    assert_eq!(replies[0].metadata.reply_to_message_id, sent[0]);
+    let err = replies[0].error().unwrap();
+    assert_eq!(err.code, error_code::NODE_UNAVAILABLE);
+    assert!(err.reason.contains("restarted"), "{}", err.reason);
+    assert!(state.has_node(id), "the node is online under the same id");
+    let info = state.nodes_info();
+    assert!(info.len() == 1 && info[0].online);
+    assert_eq!(state.held_messages(), 0, "nothing is left to send again");
 }
 
 #[tokio::test]

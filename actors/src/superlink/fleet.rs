@@ -19,6 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
+/// Why the instructions of a keyed node's previous session are answered when its key
+/// registers again: the ServerApp learns it must not wait for those replies.
+const REPLACED: &str =
+    "it restarted, and its new session does not have the work sent to the old one";
+
 /// See the module doc.
 pub struct LinkFleet {
     state: Arc<dyn LinkState>,
@@ -84,10 +89,23 @@ impl LinkFleet {
                 "the SuperNode's public key is not on the SuperLink's allow-list: add it with `flwr supernode register` or --auth-list-public-keys".into(),
             )
         })?;
+        // If the key's node is still registered, the SuperNode restarted before its old
+        // session's lease ran out (a running SuperNode that reconnects heartbeats under its
+        // id and does not register). The old process is gone with whatever it was sent:
+        // answer that now, as the sweep would after two missed heartbeats, and register
+        // the node afresh under its id.
+        let now = unix_now();
+        self.subscriptions.end(node_id);
+        if self.state.unregister_node(node_id, REPLACED, now) {
+            tracing::info!(
+                node_id,
+                "a restarted SuperNode replaced its previous session"
+            );
+        }
         self.state
             .activate_node(node_id, lease)
             .map_err(fleet_error)?;
-        self.state.node_seen(node_id, unix_now());
+        self.state.node_seen(node_id, now);
         tracing::info!(
             node_id,
             heartbeat_interval = lease.heartbeat_interval,
