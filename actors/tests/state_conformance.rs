@@ -1011,6 +1011,31 @@ mod sqlite_only {
         assert_eq!(bytes(&path), data);
     }
 
+    #[test]
+    fn a_database_missing_a_table_is_refused_at_open_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = closed_database(dir.path());
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch("DROP TABLE checkpoints").unwrap();
+        }
+        let before = bytes(&path);
+        let e = refused(&path);
+        assert!(
+            matches!(&e, OpenError::Incomplete { missing, .. } if missing == "table checkpoints"),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(&path.display().to_string())
+                && text.contains("table checkpoints")
+                && text.contains("backup")
+                && text.contains("move it away"),
+            "{e}"
+        );
+        assert_eq!(bytes(&path), before);
+    }
+
     /// Whether this process can write despite permissions (root can).
     fn privileged(probe: &Path) -> bool {
         let can = std::fs::write(probe, b"probe").is_ok();

@@ -101,6 +101,19 @@ pub enum OpenError {
     /// directory never is.
     #[error("the directory of {0} does not exist: create it, or pass a different --database")]
     NoDirectory(PathBuf),
+    /// A file at the current schema that lacks a table (or a column, index or trigger)
+    /// the migrations create, say one dropped by hand; refused at open rather than
+    /// failing every run at its first write.
+    #[error(
+        "{path} lacks the {missing} this build needs: restore the file from a backup, or \
+         move it away to start from a fresh state"
+    )]
+    Incomplete {
+        /// The database file.
+        path: PathBuf,
+        /// What is missing, e.g. `table checkpoints` or `column runs.resumes`.
+        missing: String,
+    },
     /// The file opened and passed its checks, but its rows could not be loaded into
     /// the in-memory mirror (runs and nodes).
     #[error(
@@ -230,6 +243,7 @@ impl SqliteLinkState {
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
             .map_err(sql)?;
         schema::migrate(&mut conn, path)?;
+        schema::check_layout(&conn, path)?;
         let restore = |e: StateError| OpenError::Restore {
             path: path.to_path_buf(),
             detail: e.to_string(),
