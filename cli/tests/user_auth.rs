@@ -69,22 +69,7 @@ fn keygen(dir: &Path) {
 /// Starts `flower-superlink --insecure --user-auth-config accounts`, which must refuse to
 /// start with exit code 2; returns what it wrote to stderr.
 fn refused_start(accounts: &Path) -> String {
-    let mut proc = Proc::spawn(
-        "flower-superlink",
-        SUPERLINK,
-        &[
-            "--insecure",
-            "--fleet-api-address",
-            "127.0.0.1:0",
-            "--control-api-address",
-            "127.0.0.1:0",
-            "--user-auth-config",
-            accounts.to_str().unwrap(),
-        ],
-    );
-    let status = proc.wait_exit(COMMAND_TIMEOUT);
-    assert_eq!(status.code(), Some(2), "{}", proc.stderr());
-    proc.stderr()
+    SuperLink::refuse_insecure(&["--user-auth-config", accounts.to_str().unwrap()], None)
 }
 
 fn json(text: &str) -> serde_json::Value {

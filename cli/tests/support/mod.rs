@@ -307,6 +307,23 @@ impl SuperLink {
         SuperLink::launch(fleet, control, &args, None)
     }
 
+    /// Starts `--insecure` on free ports with `extra` flags in `cwd`, which the SuperLink must
+    /// refuse with exit code 2; returns what it wrote to stderr.
+    pub(crate) fn refuse_insecure(extra: &[&str], cwd: Option<&Path>) -> String {
+        let mut args = vec![
+            "--insecure",
+            "--fleet-api-address",
+            "127.0.0.1:0",
+            "--control-api-address",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::spawn_in("flower-superlink", SUPERLINK, &args, cwd);
+        let status = proc.wait_exit(READY_TIMEOUT);
+        assert_eq!(status.code(), Some(2), "{}", proc.stderr());
+        proc.stderr()
+    }
+
     /// Starts with exactly `args` (plus the two API addresses) in `cwd`: for TLS, where
     /// `--insecure` must not be given.
     pub(crate) fn launch(
