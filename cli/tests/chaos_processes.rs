@@ -148,26 +148,39 @@ const PARTITION_ROUNDS: &str =
     "local-epochs=20 fraction-train=0.5 fraction-evaluate=1.0 round-timeout=300";
 /// The partition the target asks the runtime to survive.
 const PARTITION: Duration = Duration::from_secs(30);
-/// How long the run should go on after the heal, at the measured pace, for the healed
-/// nodes to rejoin and be sampled again.
-const AFTER_HEAL: Duration = Duration::from_secs(15);
+/// Longest a healed node may take to register again: its reconnect backoff is capped at
+/// 30 s, so a node whose last try fell just before the heal waits that long.
+const REJOIN: Duration = Duration::from_secs(35);
+/// How long the run should go on after the heal, at the measured pace: the longest rejoin,
+/// then a few rounds that sample the rejoined nodes.
+const AFTER_HEAL: Duration = Duration::from_secs(REJOIN.as_secs() + 10);
 /// Rounds go a little faster with fewer nodes to evaluate: the run is planned this much
 /// longer than the measured pace says.
 const PACE_MARGIN: f64 = 1.2;
-/// Longest a healed node may take to register again: its reconnect backoff is capped at
-/// 30 s.
-const REJOIN: Duration = Duration::from_secs(35);
 
-/// Seconds per round of digits on 4 nodes on this machine now: a short run of the same
-/// config, so the partitioned run is long enough to outlast the partition however fast or
-/// slow the build and the machine are.
+/// Seconds per round of digits on 4 nodes on this machine now, timed between the ends of
+/// rounds of a short run of the same config (start-up excluded, or it would inflate the
+/// pace and the planned run would end too soon), so the partitioned run is long enough to
+/// outlast the partition and the rejoin however fast or slow the build and the machine are.
 fn round_pace(app: &str) -> Duration {
-    let rounds = 3;
-    let config = format!("num-server-rounds={rounds} {PARTITION_ROUNDS}");
+    let (first, last) = (1, 4);
+    let config = format!("num-server-rounds={last} {PARTITION_ROUNDS}");
+    let mut run = flwr_spawn(&["run", app, "e2e", "--run-config", &config, "--stream"]);
+    let ended = |round: u32| format!("round {round}: 4/4 evaluate replies");
+    assert!(
+        run.wait_log(&ended(first), COMMAND_TIMEOUT).is_some(),
+        "calibration run: {}",
+        run.stderr()
+    );
     let start = Instant::now();
-    let o = flwr(&["run", app, "e2e", "--run-config", &config, "--stream"]);
-    assert_eq!(o.code, Some(0), "calibration run: {}", o.stderr);
-    start.elapsed() / rounds
+    assert!(
+        run.wait_log(&ended(last), COMMAND_TIMEOUT).is_some(),
+        "calibration run: {}",
+        run.stderr()
+    );
+    let pace = start.elapsed() / (last - first);
+    assert_run_completed(&mut run);
+    pace
 }
 
 over_both_transports! {
