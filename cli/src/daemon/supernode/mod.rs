@@ -21,4 +21,4 @@ mod serve;
 
 pub use args::SuperNodeArgs;
 pub use config::SuperNodeConfig;
-pub use serve::serve;
+pub use serve::{fleet_client, serve};

@@ -8,7 +8,7 @@ use crate::daemon::{bind_error, connect_address};
 use crate::registry::BuiltinCatalog;
 use floret_actors::{AppLauncher, FabCache, NodeAppIo, NodeFabs, SuperNode, SuperNodeError};
 use floret_transport::ClientSecurity;
-use floret_transport::grpc::ClientOptions;
+use floret_transport::grpc::{ClientOptions, FleetClient};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,15 +16,13 @@ use std::time::Duration;
 /// How long the ClientAppIo server may take to drain open calls at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs the SuperNode until `shutdown` resolves (Ok) or it gives up reaching the SuperLink
-/// (an error saying so).
-pub async fn serve(
-    config: SuperNodeConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    if let Some(addr) = config.metrics_address {
-        install_metrics(addr, Daemon::SuperNode)?;
-    }
+/// The SuperNode's client for its SuperLink's Fleet API, as `config` says (transport, TLS,
+/// the key that signs every request). Load generators that play many nodes in one process
+/// use it too, so they connect exactly as `flower-supernode` does.
+///
+/// # Errors
+/// `--superlink` is not `HOST:PORT`.
+pub fn fleet_client(config: &SuperNodeConfig) -> Result<FleetClient, UserError> {
     let options = ClientOptions {
         transport: config.transport,
         security: config.security.clone(),
@@ -37,8 +35,20 @@ pub async fn serve(
             "signing requests with this node's key"
         );
     }
-    let fleet = floret_transport::grpc::fleet_client_with(&config.superlink, options)
-        .map_err(|e| UserError::new(format!("--superlink {}: {e}", config.superlink)))?;
+    floret_transport::grpc::fleet_client_with(&config.superlink, options)
+        .map_err(|e| UserError::new(format!("--superlink {}: {e}", config.superlink)))
+}
+
+/// Runs the SuperNode until `shutdown` resolves (Ok) or it gives up reaching the SuperLink
+/// (an error saying so).
+pub async fn serve(
+    config: SuperNodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_address {
+        install_metrics(addr, Daemon::SuperNode)?;
+    }
+    let fleet = fleet_client(&config)?;
     let appio = Arc::new(NodeAppIo::new());
     let clientappio =
         floret_transport::grpc::bind_clientappio(config.clientappio_api_address, appio.clone())
