@@ -265,7 +265,7 @@ impl RunStore for MemoryLinkState {
                     .get(run_id)
                     .and_then(|r| r.info.as_ref())
                     .is_some_and(|i| i.status.is_finished());
-                if let Some(run) = inner.runs.remove(run_id).filter(|_| finished) {
+                if finished && let Some(run) = inner.runs.remove(run_id) {
                     deleted.push((*run_id, run));
                 }
             }

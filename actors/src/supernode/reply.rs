@@ -1,8 +1,10 @@
 //! Getting a reply to the SuperLink. A training result is worth waiting for: while the
 //! SuperLink is unreachable the push is retried with backoff, up to the instruction's TTL
 //! (after which the SuperLink has answered it in the node's place anyway). Any other
-//! refusal (the instruction was already answered, the node was forgotten) drops the reply
-//! with a log line: the SuperLink has moved on and so do we.
+//! refusal (the instruction was already answered, the node was forgotten, the SuperLink's
+//! state database is full) drops the reply with a warning that carries the SuperLink's
+//! reason: the SuperLink has moved on and so do we, but the node's work is lost and the
+//! operator of the node should see why (a full database on the SuperLink is not routine).
 
 use crate::policy::backoff::Backoff;
 use crate::policy::clock::unix_now;
@@ -39,7 +41,8 @@ async fn push(fleet: Arc<dyn Fleet>, backoff: Backoff, reply: Message, expires_a
                 retry += 1;
             }
             Err(e) => {
-                tracing::info!(node_id, run_id, message_id = %reply_to, "reply refused: {e}");
+                tracing::warn!(node_id, run_id, message_id = %reply_to,
+                    "reply dropped: the SuperLink refused it: {e}");
                 return;
             }
         }
