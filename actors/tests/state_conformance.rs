@@ -771,7 +771,8 @@ fn resumes_are_counted_per_run_until_cleared(s: &dyn LinkState) {
 
 fn a_finished_runs_checkpoint_is_dropped_an_unfinished_ones_kept(s: &dyn LinkState) {
     let run = running_run(s);
-    s.save_checkpoint(run, Bytes::from_static(b"model")).unwrap();
+    s.save_checkpoint(run, Bytes::from_static(b"model"))
+        .unwrap();
     s.drop_checkpoint(run).unwrap();
     assert_eq!(
         s.checkpoint(run),
@@ -809,9 +810,11 @@ fn deleting_runs_takes_their_logs_and_fabs_no_run_left_refers_to(s: &dyn LinkSta
     let alone = fab_run(s, &own.to_ascii_uppercase());
     let going = fab_run(s, &shared);
     connect(s, &[9]);
-    s.push_instructions(old, vec![msg(9, "train")], 1.0).unwrap();
+    s.push_instructions(old, vec![msg(9, "train")], 1.0)
+        .unwrap();
     s.push_event(old, RunEvent::Log("old".into())).unwrap();
-    s.save_checkpoint(old, Bytes::from_static(b"model")).unwrap();
+    s.save_checkpoint(old, Bytes::from_static(b"model"))
+        .unwrap();
     for run in [old, alone] {
         s.set_run_status(run, RunStatus::Finished(SubStatus::Completed), "")
             .unwrap();
@@ -887,7 +890,11 @@ mod sqlite_only {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         drop(SqliteLinkState::open(&path).unwrap());
-        assert_eq!(auto_vacuum(&path), 2, "a new file is incremental from the start");
+        assert_eq!(
+            auto_vacuum(&path),
+            2,
+            "a new file is incremental from the start"
+        );
         rusqlite::Connection::open(&path)
             .unwrap()
             .execute_batch("PRAGMA auto_vacuum = NONE; VACUUM;")
@@ -902,7 +909,8 @@ mod sqlite_only {
             .map(|_| {
                 let run = running_run(&s);
                 s.save_checkpoint(run, model.clone()).unwrap();
-                s.push_event(run, RunEvent::Log("x".repeat(100_000))).unwrap();
+                s.push_event(run, RunEvent::Log("x".repeat(100_000)))
+                    .unwrap();
                 s.set_run_status(run, RunStatus::Finished(SubStatus::Completed), "")
                     .unwrap();
                 run
@@ -913,7 +921,10 @@ mod sqlite_only {
         s.drop_checkpoint(runs[0]).unwrap();
         s.checkpoint_wal().unwrap();
         let one_dropped = file_size(&path);
-        assert!(one_dropped < empty + (9 << 20), "{one_dropped}: a model given back");
+        assert!(
+            one_dropped < empty + (9 << 20),
+            "{one_dropped}: a model given back"
+        );
         assert_eq!(s.delete_runs(&runs), Ok(3));
         s.checkpoint_wal().unwrap();
         assert!(
