@@ -154,6 +154,20 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_run_keeps_no_checkpoint_and_a_later_end_changes_nothing() {
+        let state = crate::state::MemoryLinkState::new();
+        let run = state
+            .create_run(crate::state::NewRun::default())
+            .expect("a new run");
+        state
+            .save_checkpoint(run, bytes::Bytes::from_static(b"the whole model"))
+            .expect("a checkpoint");
+        assert!(record(&state, run, &RunEnd::Failed("boom".into())));
+        assert_eq!(state.checkpoint(run), Ok(None));
+        assert!(!record(&state, run, &RunEnd::Stopped("late".into())));
+    }
+
+    #[test]
     fn a_stop_without_a_reason_adds_no_empty_line() {
         assert_eq!(RunEnd::Stopped(String::new()).event(), None);
     }
