@@ -285,8 +285,11 @@ impl RunStore for MemoryLinkState {
             }
         }
         // A finished run's messages were purged when it ended; purge again in case.
-        for (run_id, _) in &deleted {
+        for (run_id, run) in &deleted {
             self.purge_messages(*run_id);
+            // Whoever still follows the run sees it gone rather than waiting on.
+            run.signals.events.notify_waiters();
+            run.signals.replies.notify_waiters();
         }
         Ok(deleted.len())
     }
