@@ -16,11 +16,12 @@ use floret_actors::state::Retention;
 use floret_actors::state::prelude::*;
 use floret_actors::{
     HeartbeatPolicy, LinkState, MemoryLinkState, RunLimits, SqliteLinkState, SuperLinkService,
+    SuperNode,
 };
 use floret_core::{
     AppCatalog, AppError, Array, ArrayRecord, ClientApp, ConfigRecord, Context, Control, Fleet,
-    FleetError, Grid, Message, RegisterNode, RunInfo, RunStatus, ServerApp, SubStatus,
-    UserConfigValue,
+    FleetError, Grid, Message, MetricRecord, RecordDict, RegisterNode, RunInfo, RunStatus,
+    ServerApp, SubStatus, UserConfigValue,
 };
 use floret_strategies::{FedAvg, FedAvgConfig};
 use std::path::Path;
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-const BIG: (&str, &str) = ("disk.server:fedavg", "test.client:fedavg");
+const BIG: (&str, &str) = ("disk.server:fedavg", "disk.client:fedavg");
 
 /// FedAvg on 2 nodes over a model of `params` float32 values, `rounds` rounds; its
 /// strategy saves a checkpoint (the whole model) after every round.
@@ -68,8 +69,13 @@ impl ServerApp for BigFedAvg {
     }
 }
 
+/// The apps of these tests. With `padded`, the ClientApp's reply carries a second copy of
+/// the model next to the update (which FedAvg ignores), so a reply takes more room than
+/// the instruction it answers frees.
 #[derive(Clone)]
-struct DiskCatalog;
+struct DiskCatalog {
+    padded: bool,
+}
 
 impl AppCatalog for DiskCatalog {
     fn server_app(&self, component: &str) -> Option<Arc<dyn ServerApp>> {
@@ -77,12 +83,42 @@ impl AppCatalog for DiskCatalog {
     }
 
     fn client_app(&self, component: &str) -> Option<ClientApp> {
-        (component == BIG.1).then(fedavg_client)
+        if component != BIG.1 {
+            None
+        } else if self.padded {
+            Some(padded_client())
+        } else {
+            Some(fedavg_client())
+        }
     }
 
     fn components(&self) -> Vec<(String, String)> {
         vec![(BIG.0.into(), BIG.1.into())]
     }
+}
+
+/// Sends the model back unchanged, plus a copy of it under `pad`.
+fn padded_client() -> ClientApp {
+    ClientApp::new().train(|msg, _ctx| {
+        let content = msg.content().map_err(|e| AppError::other(e.clone()))?;
+        let w: Vec<f32> = content
+            .array_record("arrays")?
+            .get("w")?
+            .values::<f32>()?
+            .iter()
+            .copied()
+            .collect();
+        let mut arrays = ArrayRecord::new();
+        arrays.insert("w", Array::from_vec(vec![w.len() as i32], w.clone()));
+        let mut pad = ArrayRecord::new();
+        pad.insert("pad", Array::from_vec(vec![w.len() as i32], w));
+        let mut metrics = MetricRecord::new();
+        metrics.insert("num-examples", 1i64);
+        Ok(RecordDict::new()
+            .with("arrays", arrays)
+            .with("pad", pad)
+            .with("metrics", metrics))
+    })
 }
 
 fn big_run(params: i64, rounds: i64) -> floret_core::StartRun {
@@ -100,32 +136,44 @@ fn big_run(params: i64, rounds: i64) -> floret_core::StartRun {
 async fn link_through(
     state: Arc<dyn LinkState>,
     limits: RunLimits,
+    padded: bool,
     wrap: impl Fn(Arc<dyn Fleet>) -> Arc<dyn Fleet>,
 ) -> (SuperLinkService, Vec<NodeHandle>) {
+    let catalog = DiskCatalog { padded };
     let link = SuperLinkService::start_with(
         state,
-        Arc::new(DiskCatalog),
+        Arc::new(catalog.clone()),
         HeartbeatPolicy::default(),
         None,
         limits,
     )
     .await
     .unwrap();
-    let catalog = TestCatalog::new();
     let nodes = (0..2)
-        .map(|p| spawn_node(node_config(p), wrap(link.fleet()), &catalog))
+        .map(|p| {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(SuperNode::run(
+                node_config(p),
+                wrap(link.fleet()),
+                Arc::new(catalog.clone()),
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            NodeHandle { stop, task }
+        })
         .collect();
     wait_for_nodes(&link, 2).await;
     (link, nodes)
 }
 
 async fn link(state: Arc<dyn LinkState>, limits: RunLimits) -> (SuperLinkService, Vec<NodeHandle>) {
-    link_through(state, limits, |fleet| fleet).await
+    link_through(state, limits, false, |fleet| fleet).await
 }
 
 /// The nodes' Fleet: the first call a node makes while the SuperLink holds a message (the
 /// round's broadcast is stored) caps the database at its current size, as a disk filling
-/// up mid-round would: the nodes' replies then find it full.
+/// up mid-round would: the nodes' (padded) replies then find it full.
 struct FillsUp {
     inner: Arc<dyn Fleet>,
     sqlite: Arc<SqliteLinkState>,
@@ -256,7 +304,7 @@ async fn a_full_database_fails_the_run_at_once_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Arc::new(SqliteLinkState::open(&dir.path().join("state.db")).unwrap());
     let full = Arc::new(AtomicBool::new(false));
-    let (link, nodes) = link_through(sqlite.clone(), RunLimits::default(), |inner| {
+    let (link, nodes) = link_through(sqlite.clone(), RunLimits::default(), true, |inner| {
         Arc::new(FillsUp {
             inner,
             sqlite: sqlite.clone(),
