@@ -11,7 +11,9 @@
 //! Every change runs in one transaction and touches the in-memory mirror only after the
 //! commit, so a failed write (disk full, read-only file, I/O error) leaves the state as it
 //! was and reports `StateError::Storage`. Messages are deleted once answered or taken, so
-//! the file does not grow over a long run: freed pages are reused.
+//! the file does not grow over a long run: freed pages are reused. The file is in
+//! `auto_vacuum = INCREMENTAL` mode, and a deletion that frees a lot (a finished run's
+//! checkpoint, runs past their retention) gives the pages back, so the file shrinks.
 
 mod fabs;
 mod messages;
