@@ -260,6 +260,10 @@ impl RunStore for Durable {
     fn clear_resumes(&self, run_id: u64) -> Result<(), StateError> {
         self.0.clear_resumes(run_id)
     }
+
+    fn delete_runs(&self, run_ids: &[u64]) -> Result<usize, StateError> {
+        self.0.delete_runs(run_ids)
+    }
 }
 
 impl NodeStore for Durable {
@@ -396,6 +400,10 @@ impl CheckpointStore for Durable {
 
     fn checkpoint(&self, run_id: u64) -> Result<Option<Bytes>, StateError> {
         self.0.checkpoint(run_id)
+    }
+
+    fn drop_checkpoint(&self, run_id: u64) -> Result<(), StateError> {
+        self.0.drop_checkpoint(run_id)
     }
 }
 

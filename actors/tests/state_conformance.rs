@@ -58,6 +58,8 @@ conformance!(
     checkpoints_are_replaced_and_closed_with_the_run,
     held_messages_drops_to_zero_once_everything_is_answered_and_taken,
     resumes_are_counted_per_run_until_cleared,
+    a_finished_runs_checkpoint_is_dropped_an_unfinished_ones_kept,
+    deleting_runs_takes_their_logs_and_fabs_no_run_left_refers_to,
 );
 
 fn sqlite_store() -> (tempfile::TempDir, SqliteLinkState) {
@@ -767,6 +769,79 @@ fn resumes_are_counted_per_run_until_cleared(s: &dyn LinkState) {
     assert_eq!(s.clear_resumes(99), Err(StateError::UnknownRun(99)));
 }
 
+fn a_finished_runs_checkpoint_is_dropped_an_unfinished_ones_kept(s: &dyn LinkState) {
+    let run = running_run(s);
+    s.save_checkpoint(run, Bytes::from_static(b"model"))
+        .unwrap();
+    s.drop_checkpoint(run).unwrap();
+    assert_eq!(
+        s.checkpoint(run),
+        Ok(Some(Bytes::from_static(b"model"))),
+        "a running run may yet be resumed from it"
+    );
+    s.set_run_status(run, RunStatus::Finished(SubStatus::Completed), "")
+        .unwrap();
+    s.drop_checkpoint(run).unwrap();
+    assert_eq!(s.checkpoint(run), Ok(None));
+    s.drop_checkpoint(run).unwrap();
+    assert_eq!(s.drop_checkpoint(404), Err(StateError::UnknownRun(404)));
+}
+
+fn fab_run(s: &dyn LinkState, fab_hash: &str) -> u64 {
+    let run = s
+        .create_run(NewRun {
+            app: AppRef {
+                fab_hash: fab_hash.into(),
+                ..AppRef::default()
+            },
+            ..NewRun::default()
+        })
+        .unwrap();
+    s.set_run_status(run, RunStatus::Starting, "").unwrap();
+    s.set_run_status(run, RunStatus::Running, "").unwrap();
+    run
+}
+
+fn deleting_runs_takes_their_logs_and_fabs_no_run_left_refers_to(s: &dyn LinkState) {
+    let (shared, own) = ("a".repeat(64), "b".repeat(64));
+    s.store_fab(&shared, Bytes::from_static(b"shared")).unwrap();
+    s.store_fab(&own, Bytes::from_static(b"own")).unwrap();
+    let old = fab_run(s, &shared);
+    let alone = fab_run(s, &own.to_ascii_uppercase());
+    let going = fab_run(s, &shared);
+    connect(s, &[9]);
+    s.push_instructions(old, vec![msg(9, "train")], 1.0)
+        .unwrap();
+    s.push_event(old, RunEvent::Log("old".into())).unwrap();
+    s.save_checkpoint(old, Bytes::from_static(b"model"))
+        .unwrap();
+    for run in [old, alone] {
+        s.set_run_status(run, RunStatus::Finished(SubStatus::Completed), "")
+            .unwrap();
+    }
+    assert_eq!(
+        s.delete_runs(&[old, alone, going, 404]),
+        Ok(2),
+        "an unfinished run and an unknown one are left alone"
+    );
+    assert_eq!(s.run(old), None);
+    assert_eq!(s.run_status(alone), None);
+    assert_eq!(s.events(old, 0), Err(StateError::UnknownRun(old)));
+    assert_eq!(s.checkpoint(old), Err(StateError::UnknownRun(old)));
+    assert_eq!(s.held_messages(), 0);
+    assert_eq!(
+        s.runs().iter().map(|r| r.run_id).collect::<Vec<_>>(),
+        [going]
+    );
+    assert_eq!(
+        s.fab(&shared),
+        Some(Bytes::from_static(b"shared")),
+        "the running run still needs it"
+    );
+    assert_eq!(s.fab(&own), None);
+    assert_eq!(s.delete_runs(&[old]), Ok(0));
+}
+
 mod sqlite_only {
     use super::*;
     use std::path::Path;
@@ -795,6 +870,103 @@ mod sqlite_only {
             Ok(3),
             "the two resumes before the reopen count"
         );
+    }
+
+    fn file_size(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().len()
+    }
+
+    fn auto_vacuum(path: &Path) -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A file written before incremental vacuum (auto_vacuum NONE) is switched at open,
+    /// and from then on deleting finished runs gives their space back: the file shrinks.
+    #[test]
+    fn deleted_runs_give_their_space_back_even_in_a_file_from_before_vacuum() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(SqliteLinkState::open(&path).unwrap());
+        assert_eq!(
+            auto_vacuum(&path),
+            2,
+            "a new file is incremental from the start"
+        );
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA auto_vacuum = NONE; VACUUM;")
+            .unwrap();
+        assert_eq!(auto_vacuum(&path), 0, "as an older build left it");
+        let s = SqliteLinkState::open(&path).unwrap();
+        assert_eq!(auto_vacuum(&path), 2);
+        s.checkpoint_wal().unwrap();
+        let empty = file_size(&path);
+        let model = Bytes::from(vec![7u8; 4 << 20]);
+        let runs: Vec<u64> = (0..3)
+            .map(|_| {
+                let run = running_run(&s);
+                s.save_checkpoint(run, model.clone()).unwrap();
+                s.push_event(run, RunEvent::Log("x".repeat(100_000)))
+                    .unwrap();
+                s.set_run_status(run, RunStatus::Finished(SubStatus::Completed), "")
+                    .unwrap();
+                run
+            })
+            .collect();
+        s.checkpoint_wal().unwrap();
+        assert!(file_size(&path) > empty + (12 << 20), "three models kept");
+        s.drop_checkpoint(runs[0]).unwrap();
+        s.checkpoint_wal().unwrap();
+        let one_dropped = file_size(&path);
+        assert!(
+            one_dropped < empty + (9 << 20),
+            "{one_dropped}: a model given back"
+        );
+        assert_eq!(s.delete_runs(&runs), Ok(3));
+        s.checkpoint_wal().unwrap();
+        assert!(
+            file_size(&path) < empty + (64 << 10),
+            "{} bytes left of {empty} empty",
+            file_size(&path)
+        );
+    }
+
+    /// `--max-database-size`: a write past the cap fails as a full disk would, saying what
+    /// is full and what to do; what fits still goes in, and deleting makes room again.
+    #[test]
+    fn a_full_database_refuses_writes_naming_the_problem_and_the_fix() {
+        let (_dir, s) = sqlite_store();
+        let cap = s.limit_size(2 << 20).unwrap();
+        assert!(cap <= 2 << 20 && cap > (2 << 20) - 8192, "{cap}");
+        let run = running_run(&s);
+        s.save_checkpoint(run, Bytes::from(vec![1u8; 1 << 20]))
+            .unwrap();
+        let Err(StateError::Storage(reason)) =
+            s.save_checkpoint(run, Bytes::from(vec![2u8; 3 << 20]))
+        else {
+            panic!("a write past the cap is refused");
+        };
+        assert!(
+            reason.starts_with(
+                "the state database is full: free disk space where it is kept, or raise \
+                 --max-database-size"
+            ),
+            "{reason}"
+        );
+        assert_eq!(
+            s.checkpoint(run).unwrap().map(|c| c.len()),
+            Some(1 << 20),
+            "the refused write changed nothing"
+        );
+        s.set_run_status(run, RunStatus::Finished(SubStatus::Failed), &reason)
+            .unwrap();
+        s.drop_checkpoint(run).unwrap();
+        let next = running_run(&s);
+        s.save_checkpoint(next, Bytes::from(vec![3u8; 1 << 20]))
+            .unwrap();
     }
 
     #[test]

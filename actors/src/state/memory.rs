@@ -254,6 +254,45 @@ impl RunStore for MemoryLinkState {
         self.lock().run_mut(run_id)?.resumes = 0;
         Ok(())
     }
+
+    fn delete_runs(&self, run_ids: &[u64]) -> Result<usize, StateError> {
+        let mut deleted = Vec::new();
+        {
+            let mut inner = self.lock();
+            for run_id in run_ids {
+                let finished = inner
+                    .runs
+                    .get(run_id)
+                    .and_then(|r| r.info.as_ref())
+                    .is_some_and(|i| i.status.is_finished());
+                if finished && let Some(run) = inner.runs.remove(run_id) {
+                    deleted.push((*run_id, run));
+                }
+            }
+            let referenced: HashSet<String> = inner
+                .runs
+                .values()
+                .filter_map(|r| r.info.as_ref())
+                .map(|i| rules::fab_key(&i.app.fab_hash))
+                .collect();
+            for (_, run) in &deleted {
+                if let Some(info) = &run.info {
+                    let key = rules::fab_key(&info.app.fab_hash);
+                    if !referenced.contains(&key) {
+                        inner.fabs.remove(&key);
+                    }
+                }
+            }
+        }
+        // A finished run's messages were purged when it ended; purge again in case.
+        for (run_id, run) in &deleted {
+            self.purge_messages(*run_id);
+            // Whoever still follows the run sees it gone rather than waiting on.
+            run.signals.events.notify_waiters();
+            run.signals.replies.notify_waiters();
+        }
+        Ok(deleted.len())
+    }
 }
 
 impl NodeStore for MemoryLinkState {
@@ -546,6 +585,15 @@ impl CheckpointStore for MemoryLinkState {
 
     fn checkpoint(&self, run_id: u64) -> Result<Option<Bytes>, StateError> {
         Ok(self.lock().run_mut(run_id)?.checkpoint.clone())
+    }
+
+    fn drop_checkpoint(&self, run_id: u64) -> Result<(), StateError> {
+        let mut inner = self.lock();
+        let run = inner.run_mut(run_id)?;
+        if run.info.as_ref().is_some_and(|i| i.status.is_finished()) {
+            run.checkpoint = None;
+        }
+        Ok(())
     }
 }
 

@@ -13,11 +13,13 @@
 mod memory;
 mod node_keys;
 mod nodes;
+pub mod retention;
 mod rules;
 mod sqlite;
 
 pub use crate::policy::clock::unix_now;
 pub use memory::MemoryLinkState;
+pub use retention::Retention;
 pub use sqlite::{OpenError, SqliteLinkState};
 
 use bytes::Bytes;
@@ -159,6 +161,11 @@ pub trait RunStore: Send + Sync + 'static {
     /// Sets a run's resume count back to 0: a clean shutdown suspended it, so the resumes
     /// so far did not end in a crash and must not count towards the limit.
     fn clear_resumes(&self, run_id: u64) -> Result<(), StateError>;
+    /// Deletes finished runs (the ones [`Retention::expired`] names) with everything kept
+    /// for them: record, event log, checkpoint, messages, and each FAB no run left refers
+    /// to; a durable store then gives the freed space back to the file system. Unknown
+    /// and unfinished runs among `run_ids` are left alone. Returns how many were deleted.
+    fn delete_runs(&self, run_ids: &[u64]) -> Result<usize, StateError>;
 }
 
 /// The registry of connected SuperNodes and their leases.
@@ -272,6 +279,11 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn save_checkpoint(&self, run_id: u64, checkpoint: Bytes) -> Result<(), StateError>;
     /// The run's latest checkpoint, if its ServerApp saved one.
     fn checkpoint(&self, run_id: u64) -> Result<Option<Bytes>, StateError>;
+    /// Drops a finished run's checkpoint: nothing resumes a finished run, no `flwr` command
+    /// reads its model, and a checkpoint holds a whole model, so keeping one per run would
+    /// grow the state by a model per run. An unfinished run keeps its checkpoint (it may
+    /// yet be resumed): the call changes nothing for it.
+    fn drop_checkpoint(&self, run_id: u64) -> Result<(), StateError>;
 }
 
 /// What a simulation's virtual fleet needs beyond a deployment's: node ids that never

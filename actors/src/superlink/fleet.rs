@@ -12,6 +12,7 @@ use crate::policy::clock::unix_now;
 use crate::policy::heartbeat::{HeartbeatPolicy, check_interval};
 use crate::state::{LinkState, NodeLease, StateError};
 use crate::superlink::delivery::Subscriptions;
+use crate::superlink::run_end::{self, RunEnd};
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{Fleet, FleetError, Message, RegisterNode, RunInfo, trace_context};
@@ -123,6 +124,22 @@ impl LinkFleet {
     }
 }
 
+impl LinkFleet {
+    /// A reply the state could not store (its database is full or failing) is lost, and
+    /// the round waiting for it would wait out its timeout with the run showing `running`:
+    /// the run is failed at once instead, with the reason, for `flwr ls` to show. Only a
+    /// running run is failed (a node names the run of its reply, which a stale reply may
+    /// name wrongly).
+    fn fail_run(&self, run_id: u64, node_id: u64, e: &StateError) {
+        if self.state.run_status(run_id) != Some(floret_core::RunStatus::Running) {
+            return;
+        }
+        let reason = format!("a reply from node {node_id} could not be stored: {e}");
+        tracing::error!(run_id, node_id, "{reason}");
+        run_end::record(self.state.as_ref(), run_id, &RunEnd::Failed(reason));
+    }
+}
+
 fn fleet_error(e: StateError) -> FleetError {
     match e {
         StateError::UnknownNode(n) => FleetError::UnknownNode(n),
@@ -202,7 +219,13 @@ impl Fleet for LinkFleet {
             } else if let Err(e) = floret_core::message::validate_ttl(reply.metadata.ttl) {
                 Err(e.to_string())
             } else {
-                self.state.push_reply(reply, now).map_err(|e| e.to_string())
+                let run_id = reply.metadata.run_id;
+                self.state.push_reply(reply, now).map_err(|e| {
+                    if matches!(e, StateError::Storage(_)) {
+                        self.fail_run(run_id, node_id, &e);
+                    }
+                    e.to_string()
+                })
             };
             if let Err(reason) = outcome {
                 tracing::debug!(node_id, "reply refused: {reason}");

@@ -12,6 +12,7 @@
 //!   when it is submitted (and not resumed), so that accepted input cannot abort the
 //!   SuperLink on allocation.
 
+use crate::state::Retention;
 use floret_core::ModelSize;
 
 /// The default of `--max-resume-attempts`: a crash on resume once or twice may be bad
@@ -34,6 +35,8 @@ pub struct RunLimits {
     pub max_resume_attempts: u32,
     /// The largest model, in bytes, a run's config may ask for.
     pub max_model_bytes: u64,
+    /// How long and how many finished runs are kept (`--retention`, `--retention-runs`).
+    pub retention: Retention,
 }
 
 impl Default for RunLimits {
@@ -41,6 +44,7 @@ impl Default for RunLimits {
         RunLimits {
             max_resume_attempts: DEFAULT_MAX_RESUME_ATTEMPTS,
             max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
+            retention: Retention::default(),
         }
     }
 }

@@ -6,7 +6,7 @@
 //!  │   └─ Run (one per run: `run`; how every run ends: `run_end`)
 //!  │       └─ ServerAppHost (the run's ServerApp: `server_app_host`, over `grid`)
 //!  │           └─ app process of a FAB run, over `LinkAppIo` (`appio`, `fabs`)
-//!  ├─ liveness sweeper (heartbeat leases, message TTLs: `sweeper`)
+//!  ├─ sweeper (heartbeat leases, message TTLs, retention of finished runs: `sweeper`)
 //!  ├─ LinkFleet (Fleet API: `fleet`; one delivery task per subscribed node: `delivery`)
 //!  └─ LinkControl (Control API: `control`)
 //! ```

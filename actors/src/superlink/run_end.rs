@@ -18,12 +18,20 @@
 //! 3. none of the run's messages held: undelivered instructions and untaken replies are
 //!    dropped. After the status, because a finished run takes no new instructions and a
 //!    dropped instruction can no longer be answered, so nothing for the run comes back.
+//! 4. no checkpoint: nothing resumes a finished run and no `flwr` command reads its model
+//!    (the log names its digest), so keeping it would grow the state by a model per run.
+//!    Last, because a finished run saves no new one.
+//!
+//! When the state refuses the status itself (its database is full, the usual reason a run
+//! ends this way), the run's messages and checkpoint are dropped first, which frees the
+//! room the record needs, and the record is tried once more: a run must not show
+//! `running` for want of the space its own leftovers take.
 //!
 //! The first end recorded stands: a later one (a stop racing a failure) changes nothing.
 //! Suspending a run (shutdown over a durable state, see `run`) is not an end and records
 //! none.
 
-use crate::state::LinkState;
+use crate::state::{LinkState, StateError};
 use floret_core::{RunEvent, RunStatus, SubStatus};
 
 /// How a run ended, and why: what its record says (see the module doc).
@@ -67,21 +75,45 @@ impl RunEnd {
 /// Records `end` for `run_id`, in the order of the module doc; true when this call ended
 /// the run, false when it had ended already (or is unknown), which leaves it as it was.
 pub(crate) fn record(state: &dyn LinkState, run_id: u64, end: &RunEnd) -> bool {
-    if let Some(event) = end.event() {
-        // Refused once the run has finished, which is the case this call then leaves alone.
-        let _ = state.push_event(run_id, event);
+    // Refused once the run has finished, which is the case this call then leaves alone.
+    let logged = log_reason(state, run_id, end);
+    let mut ended = state.set_run_status(run_id, end.status(), end.reason());
+    if let Err(e @ StateError::Storage(_)) = &ended {
+        tracing::warn!(
+            run_id,
+            "could not record the run's end ({e}); dropping its messages and checkpoint to make room"
+        );
+        state.purge_messages(run_id);
+        let _ = state.drop_checkpoint(run_id);
+        if !logged {
+            log_reason(state, run_id, end);
+        }
+        ended = state.set_run_status(run_id, end.status(), end.reason());
     }
-    match state.set_run_status(run_id, end.status(), end.reason()) {
+    match ended {
         Ok(info) => {
             state.purge_messages(run_id);
+            if let Err(e) = state.drop_checkpoint(run_id) {
+                tracing::warn!(run_id, "could not drop the finished run's checkpoint: {e}");
+            }
             tracing::info!(run_id, status = %info.status, reason = %info.reason, "run finished");
             true
+        }
+        Err(e @ StateError::Storage(_)) => {
+            tracing::error!(run_id, "could not record the run's end: {e}");
+            false
         }
         Err(e) => {
             tracing::debug!(run_id, "run already finished: {e}");
             false
         }
     }
+}
+
+/// Step 1 of the module doc; true when the line is in the log (or there is none to add).
+fn log_reason(state: &dyn LinkState, run_id: u64, end: &RunEnd) -> bool {
+    end.event()
+        .is_none_or(|event| state.push_event(run_id, event).is_ok())
 }
 
 #[cfg(test)]
@@ -119,6 +151,20 @@ mod tests {
             RunEnd::Stopped("stopped by user".into()).event(),
             Some(RunEvent::Log("stopped by user".into()))
         );
+    }
+
+    #[test]
+    fn a_finished_run_keeps_no_checkpoint_and_a_later_end_changes_nothing() {
+        let state = crate::state::MemoryLinkState::new();
+        let run = state
+            .create_run(crate::state::NewRun::default())
+            .expect("a new run");
+        state
+            .save_checkpoint(run, bytes::Bytes::from_static(b"the whole model"))
+            .expect("a checkpoint");
+        assert!(record(&state, run, &RunEnd::Failed("boom".into())));
+        assert_eq!(state.checkpoint(run), Ok(None));
+        assert!(!record(&state, run, &RunEnd::Stopped("late".into())));
     }
 
     #[test]

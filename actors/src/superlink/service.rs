@@ -4,7 +4,7 @@
 //! SuperLinkService
 //!  ├─ SuperLink actor (root supervisor; see `root`)
 //!  │   └─ Run ── ServerAppHost, one per run ── app process of a FAB run (see `fabs`)
-//!  ├─ sweeper task (liveness and TTL; see `sweeper`)
+//!  ├─ sweeper task (liveness, TTL and retention; see `sweeper`)
 //!  ├─ LinkFleet  ── one delivery task per subscribed node (see `delivery`)
 //!  └─ LinkControl ── one task per `stream_events` reader
 //! ```
@@ -104,7 +104,7 @@ impl SuperLinkService {
         let (link, link_task) = Actor::spawn(None, SuperLink, state.clone())
             .await
             .map_err(|e| ServiceError::Spawn(e.to_string()))?;
-        let sweeper = sweeper::spawn(state.clone(), policy.sweep_interval);
+        let sweeper = sweeper::spawn(state.clone(), policy.sweep_interval, limits.retention);
         let resumer = Resumer {
             state: state.as_ref(),
             catalog: catalog.as_ref(),

@@ -1,8 +1,10 @@
 //! Getting a reply to the SuperLink. A training result is worth waiting for: while the
 //! SuperLink is unreachable the push is retried with backoff, up to the instruction's TTL
 //! (after which the SuperLink has answered it in the node's place anyway). Any other
-//! refusal (the instruction was already answered, the node was forgotten) drops the reply
-//! with a log line: the SuperLink has moved on and so do we.
+//! refusal (the instruction was already answered, the node was forgotten, the SuperLink's
+//! state database is full) drops the reply with a warning that carries the SuperLink's
+//! reason: the SuperLink has moved on and so do we, but the node's work is lost and the
+//! operator of the node should see why (a full database on the SuperLink is not routine).
 
 use crate::policy::backoff::Backoff;
 use crate::policy::clock::unix_now;
@@ -39,7 +41,8 @@ async fn push(fleet: Arc<dyn Fleet>, backoff: Backoff, reply: Message, expires_a
                 retry += 1;
             }
             Err(e) => {
-                tracing::info!(node_id, run_id, message_id = %reply_to, "reply refused: {e}");
+                tracing::warn!(node_id, run_id, message_id = %reply_to,
+                    "reply dropped: the SuperLink refused it: {e}");
                 return;
             }
         }
@@ -82,6 +85,90 @@ pub(super) fn expires_at(md: &Metadata) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_trait::async_trait;
+    use floret_core::{RegisterNode, RunInfo};
+    use std::sync::Mutex;
+    use tokio::sync::mpsc;
+
+    /// A SuperLink whose database is full: every reply is refused with its reason.
+    struct FullLink;
+
+    const FULL: &str = "refused 1 of 1 replies: the SuperLink's database refused the write: \
+                        the state database is full: free disk space where it is kept";
+
+    #[async_trait]
+    impl Fleet for FullLink {
+        async fn register_node(&self, _: RegisterNode) -> Result<u64, FleetError> {
+            Err(FleetError::Invalid(FULL.into()))
+        }
+        async fn deactivate_node(&self, _: u64) -> Result<(), FleetError> {
+            Err(FleetError::Invalid(FULL.into()))
+        }
+        async fn heartbeat(&self, _: u64, _: f64) -> Result<(), FleetError> {
+            Err(FleetError::Invalid(FULL.into()))
+        }
+        async fn pull_messages(&self, _: u64) -> Result<Vec<Message>, FleetError> {
+            Err(FleetError::Invalid(FULL.into()))
+        }
+        async fn push_messages(&self, _: u64, _: Vec<Message>) -> Result<(), FleetError> {
+            Err(FleetError::Invalid(FULL.into()))
+        }
+        async fn get_run(&self, _: u64) -> Result<RunInfo, FleetError> {
+            Err(FleetError::Invalid(FULL.into()))
+        }
+        async fn subscribe(&self, _: u64) -> Result<mpsc::Receiver<Message>, FleetError> {
+            Err(FleetError::Invalid(FULL.into()))
+        }
+    }
+
+    /// Log lines, for the level they were logged at.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue 12: a reply refused because the SuperLink's database is full was an INFO line,
+    /// easy to miss while the node's work was lost. It is a warning with the reason.
+    #[tokio::test]
+    async fn a_refused_reply_is_a_warning_with_the_superlinks_reason() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let md = Metadata {
+            run_id: 7,
+            message_id: "7-1".into(),
+            dst_node_id: 3,
+            ttl: 60.0,
+            ..Metadata::default()
+        };
+        let reply = reply_with(&md, Payload::Content(RecordDict::new()));
+        push(
+            Arc::new(FullLink),
+            Backoff::default(),
+            reply,
+            unix_now() + 60.0,
+        )
+        .await;
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("reply dropped"))
+            .unwrap_or_else(|| panic!("no line about the reply: {text}"));
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains("the state database is full"), "{line}");
+    }
 
     /// A deadline built from a peer's clock and TTL never panics the conversion: NaN,
     /// infinite and past deadlines wait zero, a far one waits at most the cap.

@@ -11,7 +11,9 @@
 //! Every change runs in one transaction and touches the in-memory mirror only after the
 //! commit, so a failed write (disk full, read-only file, I/O error) leaves the state as it
 //! was and reports `StateError::Storage`. Messages are deleted once answered or taken, so
-//! the file does not grow over a long run: freed pages are reused.
+//! the file does not grow over a long run: freed pages are reused. The file is in
+//! `auto_vacuum = INCREMENTAL` mode, and a deletion that frees a lot (a finished run's
+//! checkpoint, runs past their retention) gives the pages back, so the file shrinks.
 
 mod fabs;
 mod messages;
@@ -232,6 +234,14 @@ impl SqliteLinkState {
             return Err(OpenError::ReadOnly(path.to_path_buf()));
         }
         schema::check(&conn, path)?;
+        let fresh: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(sql)?;
+        if fresh == 0 {
+            // Before the first table: a new file needs no VACUUM to take the mode.
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                .map_err(sql)?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -244,6 +254,7 @@ impl SqliteLinkState {
             .map_err(sql)?;
         schema::migrate(&mut conn, path)?;
         schema::check_layout(&conn, path)?;
+        schema::incremental_vacuum_mode(&conn, path)?;
         let restore = |e: StateError| OpenError::Restore {
             path: path.to_path_buf(),
             detail: e.to_string(),
@@ -261,6 +272,26 @@ impl SqliteLinkState {
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(storage)
+    }
+
+    /// Caps the database file at about `bytes` (`--max-database-size`): a write that would
+    /// grow it further fails as a full disk would, with [`FULL`] as its reason, so a
+    /// SuperLink sharing its disk cannot fill it. SQLite counts pages, so the cap is rounded
+    /// down to whole pages, and never set below the pages the file has now; returns the cap
+    /// in bytes as set.
+    pub fn limit_size(&self, bytes: u64) -> Result<u64, StateError> {
+        let inner = self.lock();
+        let page: i64 = inner
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .map_err(storage)?;
+        let page = u64::try_from(page).unwrap_or(4096).max(512);
+        let pages = i64::try_from(bytes / page).unwrap_or(i64::MAX).max(1);
+        let set: i64 = inner
+            .conn
+            .pragma_update_and_check(None, "max_page_count", pages, |r| r.get(0))
+            .map_err(storage)?;
+        Ok(u64::try_from(set).unwrap_or(0) * page)
     }
 
     /// A poisoned lock means a panic mid-call elsewhere; an unfinished transaction was
@@ -290,6 +321,24 @@ impl Inner {
         })
     }
 
+    /// Gives the pages freed by a deletion back to the file system (the file is in
+    /// `auto_vacuum = INCREMENTAL` mode), so the file shrinks instead of keeping its largest
+    /// size. Only a warning when it fails: the pages stay free and are reused by later
+    /// writes, nothing is lost.
+    fn vacuum(&mut self) {
+        let done = self
+            .conn
+            .prepare_cached("PRAGMA incremental_vacuum")
+            .and_then(|mut stmt| {
+                let mut rows = stmt.query([])?;
+                while rows.next()?.is_some() {}
+                Ok(())
+            });
+        if let Err(e) = done {
+            warn_failed("give freed space back", &storage(e));
+        }
+    }
+
     fn run_entry(&self, run_id: u64) -> Result<&RunEntry, StateError> {
         self.runs.get(&run_id).ok_or(StateError::UnknownRun(run_id))
     }
@@ -308,9 +357,24 @@ fn write<T>(
     Ok(out)
 }
 
-fn storage(e: impl std::fmt::Display) -> StateError {
-    StateError::Storage(e.to_string())
+/// A failed write as `StateError::Storage`. A full database (the disk, or
+/// `--max-database-size`) says so and what to do, since that reason ends up as the reason
+/// of the run that met it (`flwr ls`).
+fn storage<E: std::fmt::Display + 'static>(e: E) -> StateError {
+    let full = (&e as &dyn std::any::Any)
+        .downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code)
+        == Some(ErrorCode::DiskFull);
+    if full {
+        StateError::Storage(format!("{FULL} ({e})"))
+    } else {
+        StateError::Storage(e.to_string())
+    }
 }
+
+/// What a write that found the database full reports.
+pub(crate) const FULL: &str = "the state database is full: free disk space where it is \
+     kept, or raise --max-database-size if it is set";
 
 /// Ids use all 64 bits; SQLite integers are signed. Same bits, both ways.
 fn sql_id(id: u64) -> i64 {
@@ -381,6 +445,10 @@ impl RunStore for SqliteLinkState {
 
     fn clear_resumes(&self, run_id: u64) -> Result<(), StateError> {
         self.lock().clear_resumes(run_id)
+    }
+
+    fn delete_runs(&self, run_ids: &[u64]) -> Result<usize, StateError> {
+        self.lock().delete_runs(run_ids)
     }
 }
 
@@ -560,6 +628,10 @@ impl CheckpointStore for SqliteLinkState {
 
     fn checkpoint(&self, run_id: u64) -> Result<Option<Bytes>, StateError> {
         self.lock().checkpoint(run_id)
+    }
+
+    fn drop_checkpoint(&self, run_id: u64) -> Result<(), StateError> {
+        self.lock().drop_checkpoint(run_id)
     }
 }
 

@@ -200,3 +200,77 @@ impl Inner {
             .transpose()
     }
 }
+
+impl Inner {
+    /// Deletes the finished runs among `run_ids` and what is kept for them, in one
+    /// transaction, children before the run (the foreign keys ask for it), and the FABs no
+    /// run left refers to; then gives the freed pages back (`vacuum`).
+    pub(super) fn delete_runs(&mut self, run_ids: &[u64]) -> Result<usize, StateError> {
+        let doomed: Vec<u64> = run_ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.runs
+                    .get(id)
+                    .is_some_and(|r| r.info.status.is_finished())
+            })
+            .collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let kept_fabs: std::collections::HashSet<String> = self
+            .runs
+            .iter()
+            .filter(|(id, _)| !doomed.contains(id))
+            .map(|(_, r)| rules::fab_key(&r.info.app.fab_hash))
+            .collect();
+        let orphans: Vec<String> = doomed
+            .iter()
+            .filter_map(|id| self.runs.get(id))
+            .map(|r| rules::fab_key(&r.info.app.fab_hash))
+            .filter(|key| !key.is_empty() && !kept_fabs.contains(key))
+            .collect();
+        write(&mut self.conn, |tx| {
+            for id in &doomed {
+                for table in ["events", "checkpoints", "instructions", "replies", "runs"] {
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE run_id = ?1"),
+                        [sql_id(*id)],
+                    )
+                    .map_err(storage)?;
+                }
+            }
+            for key in &orphans {
+                tx.execute("DELETE FROM fabs WHERE fab_hash = ?1", [key])
+                    .map_err(storage)?;
+            }
+            Ok(())
+        })?;
+        for id in &doomed {
+            if let Some(entry) = self.runs.remove(id) {
+                // Whoever still follows the run sees it gone rather than waiting on.
+                entry.signals.events.notify_waiters();
+                entry.signals.replies.notify_waiters();
+            }
+        }
+        self.vacuum();
+        Ok(doomed.len())
+    }
+
+    pub(super) fn drop_checkpoint(&mut self, run_id: u64) -> Result<(), StateError> {
+        if !self.run_entry(run_id)?.info.status.is_finished() {
+            return Ok(());
+        }
+        let dropped = write(&mut self.conn, |tx| {
+            tx.execute(
+                "DELETE FROM checkpoints WHERE run_id = ?1",
+                [sql_id(run_id)],
+            )
+            .map_err(storage)
+        })?;
+        if dropped > 0 {
+            self.vacuum();
+        }
+        Ok(())
+    }
+}

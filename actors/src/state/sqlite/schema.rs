@@ -264,6 +264,40 @@ pub(super) fn check_layout(conn: &Connection, path: &Path) -> Result<(), OpenErr
     }
 }
 
+/// `PRAGMA auto_vacuum` of a file that gives freed pages back on `incremental_vacuum`.
+const INCREMENTAL: i64 = 2;
+
+/// Puts a file written before auto-vacuum was used (or by another tool) in
+/// `auto_vacuum = INCREMENTAL` mode, so that deleting finished runs shrinks it. A file
+/// with tables changes mode only through a one-time `VACUUM`, which rewrites it and
+/// needs up to its size again in free disk space for a moment; without that room the file
+/// stays as it is (a warning says so) and is tried again at the next start, since freed
+/// pages are still reused.
+pub(super) fn incremental_vacuum_mode(conn: &Connection, path: &Path) -> Result<(), OpenError> {
+    let sql = |e| OpenError::from_sqlite(path, e);
+    let mode: i64 = conn
+        .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+        .map_err(sql)?;
+    if mode == INCREMENTAL {
+        return Ok(());
+    }
+    conn.pragma_update(None, "auto_vacuum", INCREMENTAL)
+        .map_err(sql)?;
+    tracing::info!(
+        "switching {} to incremental vacuum (a one-time rewrite), so the file shrinks when \
+         finished runs are deleted",
+        path.display()
+    );
+    if let Err(e) = conn.execute_batch("VACUUM") {
+        tracing::warn!(
+            "could not rewrite {} for incremental vacuum ({e}); it keeps working, but does \
+             not shrink until a start with free disk space for a copy of it",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Whether an SQLite error says the file cannot be written or opened for lack of rights.
 pub(super) fn is_permission(e: &rusqlite::Error) -> bool {
     matches!(

@@ -110,6 +110,26 @@ pub struct SuperLinkArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_model_bytes: Option<u64>,
+    /// How long a finished run (its record, log, and FAB if no other run uses it) is kept
+    /// after it finished: a whole number with a unit, s, m, h or d (`30d`, `12h`); `0`
+    /// keeps finished runs forever. A finished run's checkpoint goes when it ends
+    /// [default: 30d].
+    #[arg(long, value_name = "AGE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
+    /// At most this many finished runs are kept, the most recently finished; older ones
+    /// are deleted as `--retention` deletes them (0 deletes each run soon after it ends)
+    /// [default: no count limit].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_runs: Option<u64>,
+    /// The largest size, in bytes, the state database may grow to; a write past it fails
+    /// as a full disk would (the run it belongs to fails, saying so), so the SuperLink
+    /// cannot fill a disk it shares. Never below the database's size at start; 0: no limit
+    /// but the disk's [default: 0].
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_database_size: Option<u64>,
     /// `--metrics-address`.
     #[command(flatten)]
     #[serde(flatten)]

@@ -11,6 +11,8 @@ use crate::daemon::{
     SERVER_TLS_FLAGS, appio_listen_address, auth_key_pair, auth_needs_tls, fab_cache_dir,
     listen_address, parse_isolation, server_security,
 };
+use floret_actors::state::Retention;
+use floret_actors::state::retention::parse_age;
 use floret_actors::user_auth::Accounts;
 use floret_actors::{Isolation, RunLimits};
 use floret_transport::ServerSecurity;
@@ -49,6 +51,12 @@ struct Settings {
     metrics_address: String,
     max_resume_attempts: u32,
     max_model_bytes: u64,
+    /// `30d`, `12h`, ...; `0`: keep forever.
+    retention: String,
+    /// `None`: no count limit.
+    retention_runs: Option<u64>,
+    /// 0: no limit.
+    max_database_size: u64,
 }
 
 impl Default for Settings {
@@ -73,6 +81,9 @@ impl Default for Settings {
             metrics_address: String::new(),
             max_resume_attempts: RunLimits::default().max_resume_attempts,
             max_model_bytes: RunLimits::default().max_model_bytes,
+            retention: "30d".into(),
+            retention_runs: None,
+            max_database_size: 0,
         }
     }
 }
@@ -155,8 +166,11 @@ pub struct SuperLinkConfig {
     pub store: Store,
     /// Where Prometheus scrapes `/metrics`; `None`: no endpoint.
     pub metrics_address: Option<SocketAddr>,
-    /// What runs may ask for: resumes after crashes, model size.
+    /// What runs may ask for: resumes after crashes, model size; how long finished runs
+    /// are kept.
     pub limits: RunLimits,
+    /// The state database's size cap in bytes (`--max-database-size`); `None`: the disk's.
+    pub max_database_size: Option<u64>,
 }
 
 impl SuperLinkConfig {
@@ -232,9 +246,25 @@ impl SuperLinkConfig {
             limits: RunLimits {
                 max_resume_attempts: s.max_resume_attempts,
                 max_model_bytes: s.max_model_bytes,
+                retention: retention(&s)?,
             },
+            max_database_size: (s.max_database_size > 0).then_some(s.max_database_size),
         })
     }
+}
+
+/// `--retention` and `--retention-runs`, checked.
+fn retention(s: &Settings) -> Result<Retention, UserError> {
+    let max_age =
+        parse_age(&s.retention).map_err(|e| UserError::new(format!("--retention {e}")))?;
+    let max_runs = s
+        .retention_runs
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    Ok(Retention {
+        max_age,
+        max_runs,
+        ..Retention::default()
+    })
 }
 
 /// Reads and checks `--user-auth-config` now, so a typo in the accounts file stops the
@@ -293,7 +323,8 @@ mod tests {
             c.limits,
             RunLimits {
                 max_resume_attempts: 5,
-                max_model_bytes: 1000
+                max_model_bytes: 1000,
+                ..RunLimits::default()
             }
         );
         let env = [("FLWR_MAX_RESUME_ATTEMPTS", "0")];
@@ -306,11 +337,55 @@ mod tests {
             c.limits,
             RunLimits {
                 max_resume_attempts: 0,
-                max_model_bytes: 7
+                max_model_bytes: 7,
+                ..RunLimits::default()
             }
         );
         let e = config(&["--insecure"], &[("FLWR_MAX_MODEL_BYTES", "lots")]).unwrap_err();
         assert!(e.to_string().contains("max-model-bytes"), "{e}");
+    }
+
+    #[test]
+    fn retention_and_the_database_cap_have_defaults_and_knobs() {
+        let c = config(&["--insecure"], &[]).unwrap();
+        assert_eq!(c.limits.retention, Retention::default());
+        assert_eq!(
+            c.limits.retention.max_age,
+            Some(std::time::Duration::from_secs(30 * 24 * 3600))
+        );
+        assert_eq!(c.limits.retention.max_runs, None);
+        assert_eq!(c.max_database_size, None);
+        let c = config(
+            &[
+                "--insecure",
+                "--retention",
+                "12h",
+                "--retention-runs",
+                "100",
+                "--max-database-size",
+                "1000000",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.limits.retention.max_age,
+            Some(std::time::Duration::from_secs(12 * 3600))
+        );
+        assert_eq!(c.limits.retention.max_runs, Some(100));
+        assert_eq!(c.max_database_size, Some(1_000_000));
+        let env = [("FLWR_RETENTION", "0"), ("FLWR_RETENTION_RUNS", "0")];
+        let c = config(&["--insecure"], &env).unwrap();
+        assert_eq!(c.limits.retention.max_age, None, "0 keeps forever");
+        assert_eq!(c.limits.retention.max_runs, Some(0));
+        let e = config(&["--insecure", "--retention", "30"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--retention \"30\" is not a retention period"),
+            "{e}"
+        );
+        assert!(e.contains("e.g. 30d, 12h"), "{e}");
     }
 
     #[test]

@@ -29,7 +29,11 @@ pub async fn serve(
     if let Some(addr) = config.metrics_address {
         install_metrics(addr, Daemon::SuperLink)?;
     }
-    let state = open_state(&config.store, config.node_auth.as_ref())?;
+    let state = open_state(
+        &config.store,
+        config.node_auth.as_ref(),
+        config.max_database_size,
+    )?;
     let mut started = Started::default();
     let outcome = start(config, state, &mut started).await;
     if outcome.is_ok() {

@@ -59,8 +59,9 @@ const DATABASE_FILE: &str = "state.db";
 pub(super) fn open_state(
     store: &Store,
     node_auth: Option<&NodeAuthConfig>,
+    max_size: Option<u64>,
 ) -> anyhow::Result<Arc<dyn LinkState>> {
-    let state = open(store)?;
+    let state = open(store, max_size)?;
     state.set_node_auth(node_auth.is_some());
     if let Some(auth) = node_auth {
         let now = floret_actors::state::unix_now();
@@ -77,10 +78,16 @@ pub(super) fn open_state(
     Ok(state)
 }
 
-/// The store itself, empty or as the last SuperLink left it.
-fn open(store: &Store) -> anyhow::Result<Arc<dyn LinkState>> {
+/// The store itself, empty or as the last SuperLink left it, capped at `max_size` bytes
+/// (`--max-database-size`, a database file only).
+fn open(store: &Store, max_size: Option<u64>) -> anyhow::Result<Arc<dyn LinkState>> {
     let path = match store {
         Store::Memory => {
+            if max_size.is_some() {
+                tracing::warn!(
+                    "--max-database-size has no effect with --database :memory: (no file)"
+                );
+            }
             tracing::info!(
                 "state kept in memory (--database :memory:): runs end with the SuperLink"
             );
@@ -104,5 +111,19 @@ fn open(store: &Store) -> anyhow::Result<Arc<dyn LinkState>> {
         "state kept in {} (runs resume after a restart)",
         path.display()
     );
+    if let Some(bytes) = max_size {
+        let cap = state.limit_size(bytes).map_err(|e| {
+            UserError::new(format!("--max-database-size {bytes}: cannot set it: {e}"))
+        })?;
+        if cap > bytes {
+            tracing::warn!(
+                "--max-database-size {bytes} is below the size of {} already: capped at its \
+                 size, {cap} bytes; delete finished runs (--retention) to make room",
+                path.display()
+            );
+        } else {
+            tracing::info!("state database capped at {cap} bytes (--max-database-size)");
+        }
+    }
     Ok(Arc::new(state))
 }
