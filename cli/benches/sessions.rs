@@ -87,6 +87,8 @@ fn main() {
     let pid = link.proc.pid();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Fleet clients spawn their connection tasks on the runtime they are made in.
+    let _in_runtime = runtime.enter();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let ca = pki.path().join("certificates/ca.crt");
     let started = Instant::now();
