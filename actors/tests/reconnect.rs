@@ -8,7 +8,7 @@ mod common;
 use async_trait::async_trait;
 use common::*;
 use floret_actors::{SuperNode, SuperNodeConfig, SuperNodeError};
-use floret_core::{Control, Fleet, FleetError, Message, RegisterNode, RunInfo};
+use floret_core::{Control, Fleet, FleetError, Message, RegisterNode, Registration, RunInfo};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -168,7 +168,7 @@ struct LossyFleet {
 
 #[async_trait]
 impl Fleet for LossyFleet {
-    async fn register_node(&self, r: RegisterNode) -> Result<u64, FleetError> {
+    async fn register_node(&self, r: RegisterNode) -> Result<Registration, FleetError> {
         self.inner.register_node(r).await
     }
     async fn deactivate_node(&self, n: u64) -> Result<(), FleetError> {

@@ -93,7 +93,7 @@ async fn an_allowed_key_registers_and_its_key_is_passed_on() {
     let s = setup().await;
     let key = s.allowed_key();
     let c = s.client(Some(key.clone()));
-    let id = c.register_node(register()).await.unwrap();
+    let id = c.register_node(register()).await.unwrap().node_id;
     let (registration, _) = s.fleet.registration(id).unwrap();
     assert_eq!(&registration.public_key, key.public_key().spki_der());
     c.heartbeat(id, 30.0).await.unwrap();
@@ -123,7 +123,7 @@ async fn a_key_cannot_act_for_another_node() {
     let s = setup().await;
     let a = s.client(Some(s.allowed_key()));
     let b = s.client(Some(s.allowed_key()));
-    let a_id = a.register_node(register()).await.unwrap();
+    let a_id = a.register_node(register()).await.unwrap().node_id;
     b.register_node(register()).await.unwrap();
     let e = b.heartbeat(a_id, 30.0).await.unwrap_err();
     assert!(
@@ -145,7 +145,8 @@ async fn a_replayed_signed_request_is_rejected() {
         .client(Some(key.clone()))
         .register_node(register())
         .await
-        .unwrap();
+        .unwrap()
+        .node_id;
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", s.server.local_addr()))
             .unwrap()
