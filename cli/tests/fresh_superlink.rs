@@ -61,8 +61,17 @@ fn a_fresh_superlink_trains_the_right_app_to_the_right_accuracy_on_nodes_that_ou
     link.proc.signal("KILL");
     link.proc.wait_exit(READY_TIMEOUT);
     let link = memory_superlink(&fleet, &control);
+    // Over QUIC a SuperLink killed without a word is noticed at the next heartbeat or
+    // the connection's idle timeout, which can take longer than `READY_TIMEOUT`.
     for node in &nodes {
-        node.expect_log("registered again under a new id");
+        for needle in ["registered again under a new id", "the SuperLink started on fresh state"] {
+            assert!(
+                node.wait_log(needle, COMMAND_TIMEOUT).is_some(),
+                "{} did not log {needle:?}:\n{}",
+                node.name,
+                node.stderr()
+            );
+        }
     }
 
     let digits = app_for("digits", &link.control);
