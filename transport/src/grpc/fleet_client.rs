@@ -111,7 +111,7 @@ impl FleetClient {
 
     /// A request to `path`, signed when this client has a node key (node authentication).
     /// Called once per attempt, so that every retry carries a fresh nonce.
-    fn signed<T>(&self, path: &str, body: T) -> tonic::Request<T> {
+    fn signed<T: prost::Message>(&self, path: &str, body: T) -> tonic::Request<T> {
         sign(self.inner.options.node_key.as_ref(), path, body)
     }
 

@@ -52,7 +52,7 @@ impl FleetService {
 
     /// With node authentication on, checks that the request to `path` is signed by a key
     /// that may make `claim`, and returns that key; without, lets everything through.
-    fn authenticate<T>(
+    fn authenticate<T: prost::Message>(
         &self,
         request: &Request<T>,
         path: &str,
