@@ -147,7 +147,8 @@ async fn ten_thousand_subscribers_each_receive_only_their_own_instructions() {
                 ..RegisterNode::default()
             })
             .await
-            .unwrap();
+            .unwrap()
+            .node_id;
         streams.push((id, fleet.subscribe(id).await.unwrap()));
     }
     assert_eq!(fleet.subscribers(), 10_000);

@@ -10,7 +10,8 @@ use common::*;
 use floret_actors::{RunStatus, SubStatus};
 use floret_core::RunInfo;
 use floret_core::{
-    Control, Fleet, FleetError, Message, Payload, RecordDict, RegisterNode, RunEvent, error_code,
+    Control, Fleet, FleetError, Message, Payload, RecordDict, RegisterNode, Registration, RunEvent,
+    error_code,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +26,7 @@ async fn register(fleet: &dyn Fleet, interval: f64) -> u64 {
         })
         .await
         .unwrap()
+        .node_id
 }
 
 /// A node that takes an instruction and then falls silent is declared offline 2 intervals
@@ -225,7 +227,7 @@ fn tamper(tampered: &Mutex<Option<String>>, mut m: Message) -> Message {
 
 #[async_trait::async_trait]
 impl Fleet for NanTtlFleet {
-    async fn register_node(&self, r: RegisterNode) -> Result<u64, FleetError> {
+    async fn register_node(&self, r: RegisterNode) -> Result<Registration, FleetError> {
         self.inner.register_node(r).await
     }
     async fn deactivate_node(&self, n: u64) -> Result<(), FleetError> {

@@ -59,12 +59,23 @@ async fn a_key_keeps_its_node_id() {
         reserved
     );
     assert!(!state.has_node(reserved), "allowed is not yet connected");
-    let id = fleet.register_node(register(b"key-a")).await.unwrap();
+    let id = fleet
+        .register_node(register(b"key-a"))
+        .await
+        .unwrap()
+        .node_id;
     assert_eq!(id, reserved);
     assert!(state.owns(id, b"key-a") && !state.owns(id, b"key-b"));
     assert!(state.admits(b"key-a") && !state.admits(b"key-b"));
     fleet.deactivate_node(id).await.unwrap();
-    assert_eq!(fleet.register_node(register(b"key-a")).await.unwrap(), id);
+    assert_eq!(
+        fleet
+            .register_node(register(b"key-a"))
+            .await
+            .unwrap()
+            .node_id,
+        id
+    );
     let info = state.nodes_info();
     assert_eq!(info.len(), 1);
     assert!(info[0].online && info[0].last_seen.is_some());
@@ -78,7 +89,11 @@ async fn registering_again_answers_the_old_sessions_instructions_at_once() {
     state
         .allow_node_key(Bytes::from_static(b"key-a"), 1.0)
         .unwrap();
-    let id = fleet.register_node(register(b"key-a")).await.unwrap();
+    let id = fleet
+        .register_node(register(b"key-a"))
+        .await
+        .unwrap()
+        .node_id;
     let run = state.create_run(NewRun::default()).unwrap();
     state.set_run_status(run, RunStatus::Starting, "").unwrap();
     state.set_run_status(run, RunStatus::Running, "").unwrap();
@@ -90,7 +105,14 @@ async fn registering_again_answers_the_old_sessions_instructions_at_once() {
     assert_eq!(delivered.metadata.message_id, sent[0]);
     assert!(state.take_replies(run).unwrap().is_empty(), "in flight");
 
-    assert_eq!(fleet.register_node(register(b"key-a")).await.unwrap(), id);
+    assert_eq!(
+        fleet
+            .register_node(register(b"key-a"))
+            .await
+            .unwrap()
+            .node_id,
+        id
+    );
 
     let replies = state.take_replies(run).unwrap();
     assert_eq!(
@@ -114,7 +136,11 @@ async fn a_disallowed_key_is_refused_again() {
     state
         .allow_node_key(Bytes::from_static(b"key-a"), 1.0)
         .unwrap();
-    let id = fleet.register_node(register(b"key-a")).await.unwrap();
+    let id = fleet
+        .register_node(register(b"key-a"))
+        .await
+        .unwrap()
+        .node_id;
     assert_eq!(state.disallow_node(id), Some(Bytes::from_static(b"key-a")));
     assert!(!state.owns(id, b"key-a"));
     assert!(matches!(
@@ -127,7 +153,7 @@ async fn a_disallowed_key_is_refused_again() {
 async fn without_node_auth_keys_are_not_needed() {
     let state = Arc::new(MemoryLinkState::new());
     let fleet = LinkFleet::new(state.clone(), HeartbeatPolicy::default());
-    let id = fleet.register_node(register(b"")).await.unwrap();
+    let id = fleet.register_node(register(b"")).await.unwrap().node_id;
     assert!(state.has_node(id));
     assert_eq!(state.nodes_info().len(), 1);
 }

@@ -8,7 +8,7 @@ mod common;
 use async_trait::async_trait;
 use common::*;
 use floret_actors::{SuperNode, SuperNodeConfig, SuperNodeError};
-use floret_core::{Control, Fleet, FleetError, Message, RegisterNode, RunInfo};
+use floret_core::{Control, Fleet, FleetError, Message, RegisterNode, Registration, RunInfo};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -168,7 +168,7 @@ struct LossyFleet {
 
 #[async_trait]
 impl Fleet for LossyFleet {
-    async fn register_node(&self, r: RegisterNode) -> Result<u64, FleetError> {
+    async fn register_node(&self, r: RegisterNode) -> Result<Registration, FleetError> {
         self.inner.register_node(r).await
     }
     async fn deactivate_node(&self, n: u64) -> Result<(), FleetError> {
@@ -222,4 +222,126 @@ async fn an_instruction_lost_with_a_dropped_stream_is_redelivered_on_reconnect()
     );
     node.shutdown().await.unwrap();
     link.shutdown().await;
+}
+
+/// A restartable SuperLink address, like `SwitchFleet`, that answers every registration
+/// with the incarnation the test set: two SuperLinks on the simulation's store reuse run
+/// and message ids exactly (runs from 1, no random part in message ids), as fresh
+/// SuperLinks did before run ids were random, and this gives them the incarnations two
+/// fresh SuperLinks have.
+struct Incarnated {
+    link: SwitchFleet,
+    incarnation: std::sync::atomic::AtomicU64,
+}
+
+impl Incarnated {
+    fn switch(&self, fleet: Arc<dyn Fleet>, incarnation: u64) {
+        self.link.switch(fleet);
+        self.incarnation.store(incarnation, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Fleet for Incarnated {
+    async fn register_node(&self, r: RegisterNode) -> Result<Registration, FleetError> {
+        let registered = self.link.register_node(r).await?;
+        Ok(Registration {
+            incarnation: self.incarnation.load(Ordering::SeqCst),
+            ..registered
+        })
+    }
+    async fn deactivate_node(&self, n: u64) -> Result<(), FleetError> {
+        self.link.deactivate_node(n).await
+    }
+    async fn heartbeat(&self, n: u64, i: f64) -> Result<(), FleetError> {
+        self.link.heartbeat(n, i).await
+    }
+    async fn pull_messages(&self, n: u64) -> Result<Vec<Message>, FleetError> {
+        self.link.pull_messages(n).await
+    }
+    async fn push_messages(&self, n: u64, m: Vec<Message>) -> Result<(), FleetError> {
+        self.link.push_messages(n, m).await
+    }
+    async fn get_run(&self, r: u64) -> Result<RunInfo, FleetError> {
+        self.link.get_run(r).await
+    }
+    async fn subscribe(&self, n: u64) -> Result<mpsc::Receiver<Message>, FleetError> {
+        self.link.subscribe(n).await
+    }
+}
+
+/// A SuperLink on the simulation's store: run 1 first, message ids without a random part.
+async fn service_reusing_ids(catalog: &TestCatalog) -> floret_actors::SuperLinkService {
+    let state: Arc<dyn floret_actors::LinkState> =
+        Arc::new(floret_actors::MemoryLinkState::for_simulation());
+    floret_actors::SuperLinkService::start(
+        state,
+        Arc::new(catalog.clone()),
+        floret_actors::HeartbeatPolicy::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Runs one `train` through the single node and returns its run id, the instruction's id
+/// and the `calls` count the ClientApp kept in its node state.
+async fn one_train(
+    link: &floret_actors::SuperLinkService,
+    catalog: &TestCatalog,
+) -> (u64, String, f64) {
+    catalog.replies.lock().unwrap().clear();
+    let control = link.control();
+    let run_id = control
+        .start_run(probe_request("train", 120.0))
+        .await
+        .unwrap();
+    follow_to_end(control.as_ref(), run_id).await;
+    let replies = catalog.replies.lock().unwrap().clone();
+    assert_eq!(replies.len(), 1);
+    let reply = &replies[0];
+    assert!(reply.error().is_none(), "{:?}", reply.error());
+    let calls = reply
+        .content()
+        .unwrap()
+        .metric_record("metrics")
+        .unwrap()
+        .get_f64("calls")
+        .unwrap();
+    (run_id, reply.metadata.reply_to_message_id.clone(), calls)
+}
+
+/// The fresh-state restart of issue 12 in one process: the new SuperLink's first run has
+/// the old one's run id and its first instruction the old one's message id. A node that
+/// kept its caches would drop that instruction as a duplicate (the run waits out its TTL)
+/// or serve it with the old run's ClientApp and node state.
+#[tokio::test(start_paused = true)]
+async fn a_supernode_meeting_a_new_superlink_incarnation_drops_what_it_kept_by_run_and_message_id()
+{
+    let catalog = TestCatalog::new();
+    let old = service_reusing_ids(&catalog).await;
+    let fleet = Arc::new(Incarnated {
+        link: SwitchFleet::new(old.fleet()),
+        incarnation: 1.into(),
+    });
+    let node = spawn_node(node_config(0), fleet.clone(), &catalog);
+    wait_for_nodes(&old, 1).await;
+    let before = one_train(&old, &catalog).await;
+    assert_eq!(before.2, 1.0);
+
+    let new = service_reusing_ids(&catalog).await;
+    fleet.switch(new.fleet(), 2);
+    old.shutdown().await;
+    wait_for_nodes(&new, 1).await;
+    let after = one_train(&new, &catalog).await;
+    assert_eq!(
+        (after.0, &after.1),
+        (before.0, &before.1),
+        "the test reuses run and message ids"
+    );
+    assert_eq!(
+        after.2, 1.0,
+        "the new run's ClientApp starts from fresh node state"
+    );
+    node.shutdown().await.unwrap();
+    new.shutdown().await;
 }

@@ -27,8 +27,8 @@ use floret_actors::{
 use floret_core::fab::{Fab, FabManifest, HOST_TARGET, sha256_hex};
 use floret_core::{
     AppCatalog, AppIoError, AppOutcome, AppRef, ClientApp, Control, Fleet, FleetError, Message,
-    NodeAuthority, NodeInfo, NodeSet, RegisterNode, RunEvent, RunInfo, RunStatus, ServerApp,
-    ServerAppIo, SubStatus,
+    NodeAuthority, NodeInfo, NodeSet, RegisterNode, Registration, RunEvent, RunInfo, RunStatus,
+    ServerApp, ServerAppIo, SubStatus,
 };
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -164,7 +164,7 @@ impl NodeLink {
 
 #[async_trait]
 impl Fleet for NodeLink {
-    async fn register_node(&self, r: RegisterNode) -> Result<u64, FleetError> {
+    async fn register_node(&self, r: RegisterNode) -> Result<Registration, FleetError> {
         self.switch.register_node(r).await
     }
     async fn deactivate_node(&self, n: u64) -> Result<(), FleetError> {
@@ -410,6 +410,10 @@ impl CheckpointStore for Durable {
 impl LinkState for Durable {
     fn is_durable(&self) -> bool {
         true
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.0.incarnation()
     }
 }
 

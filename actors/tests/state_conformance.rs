@@ -748,6 +748,46 @@ mod memory_only {
     fn a_fleet_is_woken_when_instructions_are_queued() {
         super::a_fleet_is_woken_when_instructions_are_queued(&MemoryLinkState::new());
     }
+
+    #[test]
+    fn the_simulation_store_numbers_runs_from_one_and_tells_no_incarnation() {
+        let s = MemoryLinkState::for_simulation();
+        assert_eq!(running_run(&s), 1);
+        assert_eq!(running_run(&s), 2);
+        assert_eq!(s.incarnation(), 0);
+    }
+}
+
+/// What a SuperLink started on fresh state hands out must differ from what the last one
+/// did, since its SuperNodes may still hold state under those ids.
+fn two_fresh_stores_share_no_run_id_message_id_or_incarnation(
+    a: &dyn LinkState,
+    b: &dyn LinkState,
+) {
+    let (run_a, run_b) = (running_run(a), running_run(b));
+    assert_ne!(run_a, run_b, "run ids");
+    assert_ne!(a.incarnation(), b.incarnation(), "incarnations");
+    assert!(a.incarnation() != 0 && b.incarnation() != 0);
+    connect(a, &[7]);
+    connect(b, &[7]);
+    let ids_a = a.push_instructions(run_a, vec![msg(7, "x")], 1.0).unwrap();
+    let ids_b = b.push_instructions(run_b, vec![msg(7, "x")], 1.0).unwrap();
+    assert_ne!(ids_a, ids_b, "message ids");
+}
+
+#[test]
+fn two_fresh_memory_stores_share_no_run_id_message_id_or_incarnation() {
+    two_fresh_stores_share_no_run_id_message_id_or_incarnation(
+        &MemoryLinkState::new(),
+        &MemoryLinkState::new(),
+    );
+}
+
+#[test]
+fn two_fresh_sqlite_stores_share_no_run_id_message_id_or_incarnation() {
+    let (_a_dir, a) = sqlite_store();
+    let (_b_dir, b) = sqlite_store();
+    two_fresh_stores_share_no_run_id_message_id_or_incarnation(&a, &b);
 }
 
 fn resumes_are_counted_per_run_until_cleared(s: &dyn LinkState) {
@@ -970,6 +1010,34 @@ mod sqlite_only {
     }
 
     #[test]
+    fn a_reopened_database_keeps_its_incarnation_and_issues_new_message_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let backup = dir.path().join("backup.db");
+        let (incarnation, run, first) = {
+            let s = SqliteLinkState::open(&path).unwrap();
+            let run = running_run(&s);
+            connect(&s, &[7]);
+            s.checkpoint_wal().unwrap();
+            std::fs::copy(&path, &backup).unwrap();
+            let first = s.push_instructions(run, vec![msg(7, "x")], 1.0).unwrap();
+            (s.incarnation(), run, first)
+        };
+        let s = SqliteLinkState::open(&path).unwrap();
+        assert_eq!(
+            s.incarnation(),
+            incarnation,
+            "a crash-resume is the same SuperLink"
+        );
+        drop(s);
+        // Restored from a backup taken before `first` was issued: its counter went back.
+        std::fs::copy(&backup, &path).unwrap();
+        let s = SqliteLinkState::open(&path).unwrap();
+        let again = s.push_instructions(run, vec![msg(7, "y")], 2.0).unwrap();
+        assert_ne!(again, first, "an id SuperNodes saw is not reissued");
+    }
+
+    #[test]
     fn only_the_sqlite_store_is_durable() {
         let (_dir, state) = sqlite_store();
         assert!(state.is_durable());
@@ -977,7 +1045,7 @@ mod sqlite_only {
     }
 
     #[test]
-    fn reopening_restores_the_state_and_continues_the_ids() {
+    fn reopening_restores_the_state_and_issues_ids_not_in_use() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let key = Bytes::from_static(b"node key");
@@ -1073,7 +1141,10 @@ mod sqlite_only {
         assert_eq!(s.take_replies(run).unwrap().len(), 1);
 
         let next = s.create_run(NewRun::default()).unwrap();
-        assert!(next > run, "run ids continue: {next} after {run}");
+        assert!(
+            next != run && next != finished,
+            "a new run id is none in use: {next}"
+        );
         let fresh = s.push_instructions(run, vec![msg(7, "e")], 20.0).unwrap();
         assert!(!issued.contains(&fresh[0]), "message ids are not reused");
 

@@ -273,7 +273,7 @@ pub async fn simulate(
         }
     }
     let started = Instant::now();
-    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::new());
+    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::for_simulation());
     let chaos = &federation.options.chaos;
     let outcome =
         floret_simulation::run_with(&options, chaos, state, run, |e| reporter.on_event(e))

@@ -49,11 +49,22 @@ pub struct RegisterNode {
     pub heartbeat_interval: f64,
 }
 
+/// What a SuperLink answers a registering node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Registration {
+    /// The id the node goes by from now on.
+    pub node_id: u64,
+    /// Who the SuperLink is: a new value means a SuperLink on fresh state, whose run and
+    /// message ids may repeat the last one's for other things, so the node drops whatever
+    /// it keeps by those ids. 0 when the SuperLink does not say; the node keeps its caches.
+    pub incarnation: u64,
+}
+
 /// SuperNode -> SuperLink.
 #[async_trait]
 pub trait Fleet: Send + Sync {
-    /// Registers and activates a node; returns its id.
-    async fn register_node(&self, request: RegisterNode) -> Result<u64, FleetError>;
+    /// Registers and activates a node; returns its id and the SuperLink's incarnation.
+    async fn register_node(&self, request: RegisterNode) -> Result<Registration, FleetError>;
     /// A node leaving on purpose: its pending messages are answered with errors at once.
     async fn deactivate_node(&self, node_id: u64) -> Result<(), FleetError>;
     /// "Still here"; `heartbeat_interval` may change from one beat to the next.

@@ -23,7 +23,8 @@ pub mod user_auth;
 pub mod user_config;
 
 pub use api::{
-    Control, ControlError, Fleet, FleetError, NodeAuthority, NodeInfo, RegisterNode, StartRun,
+    Control, ControlError, Fleet, FleetError, NodeAuthority, NodeInfo, RegisterNode, Registration,
+    StartRun,
 };
 pub use app::{
     AppCatalog, AppError, ClientApp, Grid, GridError, ModelSize, NodeSet, PhaseSummary,

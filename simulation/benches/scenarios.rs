@@ -150,7 +150,7 @@ fn run_child(id: &str) {
                 seed: 1,
                 ..ChaosOptions::default()
             },
-            Arc::new(MemoryLinkState::new()),
+            Arc::new(MemoryLinkState::for_simulation()),
             SimulationRun {
                 app: AppRef {
                     name: "quickstart".into(),

@@ -112,7 +112,7 @@ pub async fn run(
     run: SimulationRun,
     on_event: impl FnMut(&RunEvent),
 ) -> Result<Outcome, SimulationError> {
-    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::new());
+    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::for_simulation());
     run_with(options, &ChaosOptions::default(), state, run, on_event).await
 }
 

@@ -40,7 +40,7 @@ async fn run_quickstart(
         server_app: floret_app_quickstart::server_app(),
         client_app: floret_app_quickstart::client_app(),
     };
-    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::new());
+    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::for_simulation());
     let mut rounds = Vec::new();
     let outcome = floret_simulation::run_with(&options, chaos, state, run, |e| {
         if let RunEvent::RoundFinished(s) = e {

@@ -90,7 +90,7 @@ fn resident_bytes() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_rounds_hold_no_messages_and_flat_memory() {
-    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::new());
+    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::for_simulation());
     let samples = Arc::new(Mutex::new(Samples::default()));
     let server = Server {
         state: state.clone(),

@@ -17,7 +17,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{
-    Array, ArrayRecord, Fleet, FleetError, Message, RecordDict, RegisterNode, RunInfo,
+    Array, ArrayRecord, Fleet, FleetError, Message, RecordDict, RegisterNode, Registration, RunInfo,
 };
 use floret_transport::grpc::{ClientOptions, ServerOptions, bind_fleet_with, fleet_client_with};
 use floret_transport::tls::{ClientTls, ServerTls};
@@ -49,8 +49,11 @@ impl BenchFleet {
 
 #[async_trait]
 impl Fleet for BenchFleet {
-    async fn register_node(&self, _: RegisterNode) -> Result<u64, FleetError> {
-        Ok(1)
+    async fn register_node(&self, _: RegisterNode) -> Result<Registration, FleetError> {
+        Ok(Registration {
+            node_id: 1,
+            incarnation: 1,
+        })
     }
     async fn deactivate_node(&self, _: u64) -> Result<(), FleetError> {
         Ok(())
@@ -167,7 +170,8 @@ async fn transfer(arrays: usize, iterations: usize, wire: &Wire) -> Vec<Duration
             heartbeat_interval: 30.0,
         })
         .await
-        .expect("register");
+        .expect("register")
+        .node_id;
     let mut rx = client.subscribe(node).await.expect("subscribe");
     let mut times = Vec::with_capacity(iterations);
     for i in 0..iterations {

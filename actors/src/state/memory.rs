@@ -5,7 +5,7 @@
 
 use super::node_keys::NodeKeys;
 use super::nodes::Nodes;
-use super::rules::{self, Inflight};
+use super::rules::{self, Inflight, RunIds};
 use super::{
     CheckpointStore, EventLog, FabStore, LinkState, MessageStore, NewRun, NodeKeyStore, NodeLease,
     NodeStore, RunInfo, RunSignals, RunStore, SimulationStore, StateError, Sweep, unix_now,
@@ -27,9 +27,13 @@ struct Run {
     resumes: u32,
 }
 
-#[derive(Default)]
 struct Inner {
-    next_run_id: u64,
+    /// How runs are numbered: random, or 1, 2, 3, … in a simulation.
+    run_ids: RunIds,
+    /// The highest run id so far (sequential numbering counts on from it).
+    last_run_id: u64,
+    /// This store's part of every message id (`rules::message_id`); 0 in a simulation.
+    lifetime: u32,
     next_message: u64,
     runs: HashMap<u64, Run>,
     nodes: Nodes,
@@ -49,16 +53,58 @@ struct Inner {
 }
 
 /// See the module doc.
-#[derive(Default)]
 pub struct MemoryLinkState {
     inner: Mutex<Inner>,
     instructions: Notify,
+    /// Drawn when the store is made: a SuperLink on a fresh in-memory store is a new
+    /// incarnation to its SuperNodes (`LinkState::incarnation`).
+    incarnation: u64,
+}
+
+impl Default for MemoryLinkState {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryLinkState {
-    /// An empty store: no runs, no nodes, node authentication off.
+    /// An empty store for a SuperLink: no runs, no nodes, node authentication off; random
+    /// run ids and a random incarnation, so SuperNodes that outlive a SuperLink restarted
+    /// with `--database :memory:` never mistake its runs for the last one's.
     pub fn new() -> Self {
-        Self::default()
+        Self::with(
+            RunIds::Random,
+            rand::random(),
+            rules::incarnation(rand::random),
+        )
+    }
+
+    /// An empty store for a simulation: runs numbered 1, 2, 3, … and message ids without a
+    /// random part, so a seeded simulation (whose chaos draws are keyed by run id) repeats
+    /// exactly. No SuperNode outlives a simulation's store, so nothing can mistake its ids.
+    pub fn for_simulation() -> Self {
+        Self::with(RunIds::Sequential, 0, 0)
+    }
+
+    fn with(run_ids: RunIds, lifetime: u32, incarnation: u64) -> Self {
+        MemoryLinkState {
+            inner: Mutex::new(Inner {
+                run_ids,
+                last_run_id: 0,
+                lifetime,
+                next_message: 0,
+                runs: HashMap::new(),
+                nodes: Nodes::default(),
+                keys: NodeKeys::default(),
+                queues: HashMap::new(),
+                ready: VecDeque::new(),
+                inflight: HashMap::new(),
+                delivered: HashMap::new(),
+                fabs: HashMap::new(),
+            }),
+            instructions: Notify::new(),
+            incarnation,
+        }
     }
 
     /// A poisoned lock means a panic mid-update elsewhere; the maps are still structurally
@@ -87,7 +133,7 @@ impl Inner {
 
     fn next_id(&mut self, run_id: u64) -> String {
         self.next_message += 1;
-        rules::message_id(run_id, self.next_message)
+        rules::message_id(run_id, self.lifetime, self.next_message)
     }
 
     fn take_from_queue(&mut self, node_id: u64, limit: usize, out: &mut Vec<Message>) {
@@ -188,8 +234,10 @@ impl Inner {
 impl RunStore for MemoryLinkState {
     fn create_run(&self, run: NewRun) -> Result<u64, StateError> {
         let mut inner = self.lock();
-        inner.next_run_id += 1;
-        let run_id = inner.next_run_id;
+        let run_id = rules::new_run_id(inner.run_ids, inner.last_run_id, rand::random, |id| {
+            inner.runs.contains_key(&id)
+        });
+        inner.last_run_id = inner.last_run_id.max(run_id);
         inner.runs.insert(
             run_id,
             Run {
@@ -597,7 +645,11 @@ impl CheckpointStore for MemoryLinkState {
     }
 }
 
-impl LinkState for MemoryLinkState {}
+impl LinkState for MemoryLinkState {
+    fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+}
 
 impl SimulationStore for MemoryLinkState {
     fn register_nodes(&self, node_ids: &[u64]) {

@@ -124,6 +124,14 @@ pub trait LinkState:
     fn is_durable(&self) -> bool {
         false
     }
+
+    /// Who this state is to SuperNodes, told them at registration: a store made fresh
+    /// (`--database :memory:`, a new or replaced database file) has a new one, and a
+    /// database reopened after a crash keeps its own. A SuperNode that sees it change drops
+    /// everything it keeps by run or message id, since a fresh SuperLink reuses neither for
+    /// the same thing. Never 0 for a SuperLink's store (0 reads as "not said"); a
+    /// simulation's store, which no SuperNode sees, answers 0.
+    fn incarnation(&self) -> u64;
 }
 
 /// Every trait of the state store, for code that calls their methods on a concrete store.

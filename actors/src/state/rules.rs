@@ -18,10 +18,55 @@ pub(super) const NOT_CONNECTED: &str = "it is not connected to this SuperLink";
 /// Why a node the sweep found past its lease is unavailable.
 pub(super) const OFFLINE: &str = "it missed its heartbeats and is offline";
 
-/// A message's id: its run and a store-wide counter, in hex. Unique across runs, and across
-/// restarts when the counter is kept.
-pub(super) fn message_id(run_id: u64, counter: u64) -> String {
-    format!("{run_id:x}-{counter:x}")
+/// A message's id: its run, the store's lifetime tag and a store-wide counter, in hex.
+/// Unique within a store by the counter; across SuperLink lifetimes by the run id (random,
+/// so a fresh store does not reuse the last one's) and the tag (drawn anew each time a
+/// store is opened, so a database restored from a backup, whose counter went back, does
+/// not reissue ids either). SuperNodes de-duplicate instructions by this id, so an id
+/// reissued for another instruction would be silently dropped.
+pub(super) fn message_id(run_id: u64, lifetime: u32, counter: u64) -> String {
+    format!("{run_id:x}-{lifetime:x}-{counter:x}")
+}
+
+/// How a store numbers its runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RunIds {
+    /// Random non-zero 64-bit ids, as Flower's: a SuperLink started on fresh state never
+    /// reuses the ids of the one before, whose runs SuperNodes may still hold state for.
+    Random,
+    /// 1, 2, 3, …: for a simulation, whose chaos draws are keyed by run id so that a
+    /// seeded simulation repeats exactly, and which no SuperNode outlives.
+    Sequential,
+}
+
+/// A new run's id: the next one for `Sequential` (`last` is the highest so far), else the
+/// first of `draw`'s values that is neither 0 (no run) nor `taken`.
+pub(super) fn new_run_id(
+    ids: RunIds,
+    last: u64,
+    mut draw: impl FnMut() -> u64,
+    taken: impl Fn(u64) -> bool,
+) -> u64 {
+    match ids {
+        RunIds::Sequential => last + 1,
+        RunIds::Random => loop {
+            let id = draw();
+            if id != 0 && !taken(id) {
+                break id;
+            }
+        },
+    }
+}
+
+/// A SuperLink incarnation id from a random draw: never 0, which SuperNodes read as "this
+/// SuperLink does not say" (an older one), for which they keep their caches.
+pub(super) fn incarnation(mut draw: impl FnMut() -> u64) -> u64 {
+    loop {
+        let id = draw();
+        if id != 0 {
+            break id;
+        }
+    }
 }
 
 /// A new run's record: `pending`, created and changed at `now`.
@@ -233,8 +278,42 @@ mod tests {
     }
 
     #[test]
-    fn message_ids_name_their_run_and_counter_in_hex() {
-        assert_eq!(message_id(255, 16), "ff-10");
+    fn message_ids_name_their_run_lifetime_and_counter_in_hex() {
+        assert_eq!(message_id(255, 0xab, 16), "ff-ab-10");
+    }
+
+    #[test]
+    fn message_ids_of_two_lifetimes_differ_even_when_run_and_counter_repeat() {
+        assert_ne!(message_id(1, 7, 1), message_id(1, 8, 1));
+    }
+
+    #[test]
+    fn random_run_ids_skip_zero_and_ids_in_use() {
+        let mut draws = [0, 5, 9].into_iter();
+        let id = new_run_id(RunIds::Random, 0, || draws.next().unwrap(), |id| id == 5);
+        assert_eq!(id, 9);
+    }
+
+    #[test]
+    fn random_run_ids_of_two_fresh_stores_differ() {
+        let a = new_run_id(RunIds::Random, 0, rand::random, |_| false);
+        let b = new_run_id(RunIds::Random, 0, rand::random, |_| false);
+        assert_ne!(
+            a, b,
+            "two fresh SuperLinks would name their first run alike"
+        );
+    }
+
+    #[test]
+    fn sequential_run_ids_count_up_from_the_last() {
+        assert_eq!(new_run_id(RunIds::Sequential, 0, || 7, |_| false), 1);
+        assert_eq!(new_run_id(RunIds::Sequential, 41, || 7, |_| false), 42);
+    }
+
+    #[test]
+    fn an_incarnation_is_never_zero() {
+        let mut draws = [0, 0, 3].into_iter();
+        assert_eq!(incarnation(|| draws.next().unwrap()), 3);
     }
 
     #[test]

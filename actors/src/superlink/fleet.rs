@@ -15,7 +15,7 @@ use crate::superlink::delivery::Subscriptions;
 use crate::superlink::run_end::{self, RunEnd};
 use async_trait::async_trait;
 use bytes::Bytes;
-use floret_core::{Fleet, FleetError, Message, RegisterNode, RunInfo, trace_context};
+use floret_core::{Fleet, FleetError, Message, RegisterNode, Registration, RunInfo, trace_context};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
@@ -151,19 +151,24 @@ fn fleet_error(e: StateError) -> FleetError {
 
 #[async_trait]
 impl Fleet for LinkFleet {
-    async fn register_node(&self, request: RegisterNode) -> Result<u64, FleetError> {
+    async fn register_node(&self, request: RegisterNode) -> Result<Registration, FleetError> {
         self.check_open()?;
         let lease = self.lease(request.heartbeat_interval)?;
-        if self.state.node_auth() {
-            return self.register_keyed(&request.public_key, lease);
-        }
-        let node_id = self.state.create_node(lease).map_err(fleet_error)?;
-        tracing::info!(
+        let node_id = if self.state.node_auth() {
+            self.register_keyed(&request.public_key, lease)?
+        } else {
+            let node_id = self.state.create_node(lease).map_err(fleet_error)?;
+            tracing::info!(
+                node_id,
+                heartbeat_interval = request.heartbeat_interval,
+                "node registered"
+            );
+            node_id
+        };
+        Ok(Registration {
             node_id,
-            heartbeat_interval = request.heartbeat_interval,
-            "node registered"
-        );
-        Ok(node_id)
+            incarnation: self.state.incarnation(),
+        })
     }
 
     async fn deactivate_node(&self, node_id: u64) -> Result<(), FleetError> {

@@ -20,6 +20,12 @@
 //! `UnknownNode` (it restarted, or declared this node offline) the node registers again by
 //! itself, under a new id, and carries on; Flower's SuperNodes exit there.
 //!
+//! Each registration also tells the SuperLink's incarnation. A new one means a SuperLink
+//! on fresh state (`--database :memory:`, a replaced database file), whose run and message
+//! ids may repeat the last one's for other runs: the node then stops its ClientApp hosts
+//! (with their run configs and node state) and forgets the instruction ids it saw, so a
+//! new run gets a fresh ClientApp and no instruction of it is taken for a duplicate.
+//!
 //! Supervision policies (overriding ractor's default, under which a supervisor stops when
 //! a child fails):
 //! - A ClientApp that returns an error or panics is not a failure: `client_exec` turns it
@@ -46,7 +52,7 @@ use crate::policy::backoff::RetryDecision;
 use client_app_host::{ClientAppHost, HostArgs, HostMsg};
 pub use config::{SuperNodeConfig, SuperNodeError};
 pub use fab_client::NodeFabs;
-use floret_core::{AppCatalog, Fleet, FleetError, Message, RegisterNode, error_code};
+use floret_core::{AppCatalog, Fleet, FleetError, Message, RegisterNode, Registration, error_code};
 pub use node_appio::NodeAppIo;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -178,6 +184,9 @@ struct NodeState {
     /// Run of each host, so supervision events find their entry.
     host_runs: HashMap<ActorId, u64>,
     recent: RecentIds,
+    /// The SuperLink incarnation of the last registration; `None` before the first, and
+    /// while only SuperLinks that do not say (0) have answered.
+    incarnation: Option<u64>,
     exit: Option<oneshot::Sender<Result<(), SuperNodeError>>>,
 }
 
@@ -201,7 +210,11 @@ impl NodeState {
             heartbeat_interval: self.config.heartbeat_interval.as_secs_f64(),
             ..RegisterNode::default()
         };
-        let node_id = self.fleet.register_node(request).await?;
+        let Registration {
+            node_id,
+            incarnation,
+        } = self.fleet.register_node(request).await?;
+        self.met_incarnation(incarnation);
         match self.node_id.replace(node_id) {
             Some(old) if old != node_id => {
                 tracing::info!(
@@ -213,6 +226,34 @@ impl NodeState {
             _ => tracing::info!(node_id, superlink = %self.config.superlink, "registered"),
         }
         Ok(node_id)
+    }
+
+    /// Drops every cache keyed by run or message id when `incarnation` is a SuperLink
+    /// other than the one these caches were filled by (see the module doc).
+    fn met_incarnation(&mut self, incarnation: u64) {
+        if incarnation == 0 {
+            return;
+        }
+        match self.incarnation.replace(incarnation) {
+            Some(old) if old != incarnation => {
+                let hosts = self.hosts.len();
+                for host in self.hosts.values() {
+                    host.stop(None);
+                }
+                self.hosts.clear();
+                self.host_runs.clear();
+                self.recent.clear();
+                tracing::info!(
+                    superlink = %self.config.superlink,
+                    old_incarnation = %format_args!("{old:x}"),
+                    incarnation = %format_args!("{incarnation:x}"),
+                    hosts,
+                    "the SuperLink started on fresh state: dropped the ClientApps, run configs, \
+                     node state and instruction ids kept for its predecessor's runs"
+                );
+            }
+            _ => {}
+        }
     }
 
     /// One connection attempt: a node id the SuperLink knows, and its instruction stream.
@@ -459,6 +500,7 @@ impl Actor for SuperNodeActor {
             hosts: HashMap::new(),
             host_runs: HashMap::new(),
             recent: RecentIds::new(RECENT_IDS),
+            incarnation: None,
             exit: Some(args.exit),
         })
     }

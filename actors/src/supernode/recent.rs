@@ -39,6 +39,12 @@ impl RecentIds {
         self.set.insert(id.to_string());
         true
     }
+
+    /// Forgets every id: they were another SuperLink's, whose ids may be reissued.
+    pub(super) fn clear(&mut self) {
+        self.order.clear();
+        self.set.clear();
+    }
 }
 
 #[cfg(test)]
@@ -55,5 +61,17 @@ mod tests {
         assert!(r.insert("a"));
         assert!(!r.insert("c"));
         assert!(r.insert("") && r.insert(""));
+    }
+
+    #[test]
+    fn a_cleared_id_is_new_again() {
+        let mut r = RecentIds::new(4);
+        assert!(r.insert("1-1"));
+        r.clear();
+        assert!(
+            r.insert("1-1"),
+            "an id of the last SuperLink must not drop a new one"
+        );
+        assert!(!r.insert("1-1"));
     }
 }

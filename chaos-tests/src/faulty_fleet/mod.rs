@@ -24,7 +24,7 @@ pub use plan::{Call, Delay, Dropout, Drops, FaultPlan, Outage, PlanError, Reorde
 use async_trait::async_trait;
 use bytes::Bytes;
 use counters::{add, bump};
-use floret_core::{Fleet, FleetError, Message, Record, RegisterNode, RunInfo};
+use floret_core::{Fleet, FleetError, Message, Record, RegisterNode, Registration, RunInfo};
 use link::{Link, lock, unavailable};
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,7 +110,7 @@ impl FaultyFleet {
 
 #[async_trait]
 impl Fleet for FaultyFleet {
-    async fn register_node(&self, request: RegisterNode) -> Result<u64, FleetError> {
+    async fn register_node(&self, request: RegisterNode) -> Result<Registration, FleetError> {
         let faults = self.link.before(Call::Register, 0).await?;
         let result = self.link.inner.register_node(request).await;
         self.link.after(faults, result)

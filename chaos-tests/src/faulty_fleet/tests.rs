@@ -2,7 +2,7 @@
 //! plan says, at the point it says (before or after the fleet acted).
 
 use super::*;
-use floret_core::{Array, ArrayRecord, Payload, RecordDict};
+use floret_core::{Array, ArrayRecord, Payload, RecordDict, Registration};
 use std::sync::Mutex;
 use tokio::time::Instant;
 
@@ -31,8 +31,11 @@ impl FakeFleet {
 
 #[async_trait]
 impl Fleet for FakeFleet {
-    async fn register_node(&self, _: RegisterNode) -> Result<u64, FleetError> {
-        Ok(1)
+    async fn register_node(&self, _: RegisterNode) -> Result<Registration, FleetError> {
+        Ok(Registration {
+            node_id: 1,
+            incarnation: 1,
+        })
     }
     async fn deactivate_node(&self, _: u64) -> Result<(), FleetError> {
         Ok(())

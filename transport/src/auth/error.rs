@@ -73,6 +73,21 @@ pub enum AuthError {
     /// The signature does not verify under the key in the request for this RPC path.
     #[error("bad signature: the request was not signed by the key it names")]
     BadSignature,
+    /// The signature verifies, but the body is not the one it was made for: the request
+    /// was altered after signing.
+    #[error("the request body is not the one that was signed: it was altered on the way")]
+    BodyChanged,
+    /// Signed before this SuperLink started: a copy of a request to the SuperLink that ran
+    /// before (whose nonces are forgotten), or a node whose clock lags; the node retries.
+    #[error(
+        "signed {early_ms} ms before this SuperLink started: a replay from before the restart, \
+         or the SuperNode's clock is behind the SuperLink's (it is let in once its clock passes \
+         the start; keep clocks in sync, e.g. with NTP)"
+    )]
+    BeforeStart {
+        /// How long before the start the request was signed, in milliseconds.
+        early_ms: u64,
+    },
     /// The request's timestamp is further from the SuperLink's clock than the window allows.
     #[error(
         "clock skew of {skew_s} s beyond the {window_s} s window: check the clocks of SuperNode and SuperLink"

@@ -1,20 +1,33 @@
 //! Signed requests: what a SuperNode attaches to every Fleet call and how the SuperLink
 //! checks it.
 //!
-//! The node signs `floret-node-auth-v1 \n path \n timestamp \n nonce \n key` with ECDSA
-//! P-384 / SHA-384 and sends four ASCII metadata headers:
+//! The node signs `floret-node-auth-v2 \n path \n timestamp \n nonce \n key \n body-sha256`
+//! with ECDSA P-384 / SHA-384 and sends five ASCII metadata headers:
 //!
 //! | header | value |
 //! |---|---|
 //! | `floret-node-key` | base64 SubjectPublicKeyInfo DER of the node's key |
 //! | `floret-auth-timestamp` | unix time in milliseconds, decimal |
 //! | `floret-auth-nonce` | 128 random bits, 32 lowercase hex digits |
+//! | `floret-auth-body-sha256` | sha256 of the request body, 64 lowercase hex digits |
 //! | `floret-auth-signature` | base64 of the fixed-size signature r‖s (96 bytes) |
 //!
 //! The signature covers the RPC path, so a signed heartbeat cannot be replayed as another
-//! call, but not the request body: within the window the nonce makes each signature
-//! single-use, and TLS (which node authentication is meant to run under) keeps the body
-//! from being altered in transit.
+//! call, and the body's digest, so a captured signature cannot carry another body (another
+//! node id, other replies). The body is the request message's protobuf encoding, hashed
+//! by the sender before sending and by the SuperLink after decoding it (prost encodes a
+//! message the same way every time); the headers alone are checked before the digest, so
+//! a transport that authenticates before reading the body can do the first half first.
+//!
+//! Which requests are refused, in order: a missing or garbled header; a timestamp further
+//! than the window (±30 s) from the SuperLink's clock; a timestamp before the SuperLink
+//! started (see below); a bad signature; a body whose digest is not the signed one; a nonce
+//! already seen. The nonce cache lives in memory, so a SuperLink that restarts forgets it;
+//! refusing what was signed before the start closes that gap without writing every nonce
+//! to disk. A node signs with its own clock, so one whose clock runs behind the SuperLink's
+//! is refused this way for as long as it lags (at most the window, beyond which it is
+//! refused for skew anyway): that refusal is UNAVAILABLE, which SuperNodes retry with
+//! backoff, so an honest node is delayed by its lag, never turned away.
 
 use super::error::AuthError;
 use super::keys::{NodeKeyPair, NodePublicKey};
@@ -30,7 +43,10 @@ pub const HEADER_NODE_KEY: &str = "floret-node-key";
 pub const HEADER_TIMESTAMP: &str = "floret-auth-timestamp";
 /// Metadata header carrying the single-use nonce, 32 lowercase hex digits.
 pub const HEADER_NONCE: &str = "floret-auth-nonce";
-/// Metadata header carrying the base64 r‖s signature over path, timestamp, nonce and key.
+/// Metadata header carrying the sha256 of the request body, 64 lowercase hex digits.
+pub const HEADER_BODY_SHA256: &str = "floret-auth-body-sha256";
+/// Metadata header carrying the base64 r‖s signature over path, timestamp, nonce, key and
+/// body digest.
 pub const HEADER_SIGNATURE: &str = "floret-auth-signature";
 
 /// How far a request's timestamp may be from the SuperLink's clock, either way.
@@ -42,7 +58,7 @@ const REPLAY_CAPACITY: usize = 1 << 20;
 /// Longest header value accepted before any parsing (a P-384 SPKI is 120 bytes).
 const MAX_HEADER_LEN: usize = 512;
 
-/// The four header values of one signed request.
+/// The five header values of one signed request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignedHeaders {
     /// Value of [`HEADER_NODE_KEY`].
@@ -51,24 +67,46 @@ pub struct SignedHeaders {
     pub timestamp: String,
     /// Value of [`HEADER_NONCE`].
     pub nonce: String,
+    /// Value of [`HEADER_BODY_SHA256`].
+    pub body_sha256: String,
     /// Value of [`HEADER_SIGNATURE`].
     pub signature: String,
 }
 
 impl SignedHeaders {
     /// (name, value) pairs, to attach as metadata.
-    pub fn pairs(&self) -> [(&'static str, &str); 4] {
+    pub fn pairs(&self) -> [(&'static str, &str); 5] {
         [
             (HEADER_NODE_KEY, &self.node_key),
             (HEADER_TIMESTAMP, &self.timestamp),
             (HEADER_NONCE, &self.nonce),
+            (HEADER_BODY_SHA256, &self.body_sha256),
             (HEADER_SIGNATURE, &self.signature),
         ]
     }
 }
 
-fn signed_bytes(path: &str, timestamp: &str, nonce: &str, node_key: &str) -> Vec<u8> {
-    format!("floret-node-auth-v1\n{path}\n{timestamp}\n{nonce}\n{node_key}").into_bytes()
+fn signed_bytes(
+    path: &str,
+    timestamp: &str,
+    nonce: &str,
+    node_key: &str,
+    body_sha256: &str,
+) -> Vec<u8> {
+    format!("floret-node-auth-v2\n{path}\n{timestamp}\n{nonce}\n{node_key}\n{body_sha256}")
+        .into_bytes()
+}
+
+/// The digest a signature carries for `body`: sha256, lowercase hex.
+fn body_digest(body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    Sha256::digest(body)
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
 }
 
 /// Milliseconds since the Unix epoch of `t` (0 before it).
@@ -79,33 +117,39 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl NodeKeyPair {
-    /// Signs a call to `path` (e.g. `/flwr.proto.Fleet/Heartbeat`) at `now_ms` with `nonce`.
-    /// Deterministic, for tests; [`NodeKeyPair::sign_request_now`] picks both.
-    pub fn sign_request(&self, path: &str, now_ms: u64, nonce: u128) -> SignedHeaders {
+    /// Signs a call to `path` (e.g. `/flwr.proto.Fleet/Heartbeat`) carrying `body` (the
+    /// request's encoding) at `now_ms` with `nonce`. Deterministic, for tests;
+    /// [`NodeKeyPair::sign_request_now`] picks time and nonce.
+    pub fn sign_request(&self, path: &str, body: &[u8], now_ms: u64, nonce: u128) -> SignedHeaders {
         let node_key = STANDARD.encode(self.public_key().spki_der());
         let timestamp = now_ms.to_string();
         let nonce = format!("{nonce:032x}");
-        let signature =
-            STANDARD.encode(self.sign(&signed_bytes(path, &timestamp, &nonce, &node_key)));
+        let body_sha256 = body_digest(body);
+        let signed = signed_bytes(path, &timestamp, &nonce, &node_key, &body_sha256);
+        let signature = STANDARD.encode(self.sign(&signed));
         SignedHeaders {
             node_key,
             timestamp,
             nonce,
+            body_sha256,
             signature,
         }
     }
 
-    /// Signs a call to `path` now, with a fresh random nonce.
+    /// Signs a call to `path` carrying `body` now, with a fresh random nonce.
     // The timestamp is wall-clock time, which the SuperLink compares with its own clock.
     #[allow(clippy::disallowed_methods)]
-    pub fn sign_request_now(&self, path: &str) -> SignedHeaders {
-        self.sign_request(path, unix_ms(SystemTime::now()), rand::random())
+    pub fn sign_request_now(&self, path: &str, body: &[u8]) -> SignedHeaders {
+        self.sign_request(path, body, unix_ms(SystemTime::now()), rand::random())
     }
 }
 
 /// Checks signed requests: the SuperLink keeps one for the Fleet API.
 pub struct Verifier {
     window: Duration,
+    /// When this SuperLink started (unix ms): what was signed before is refused, since the
+    /// nonces of that time were forgotten with the last process.
+    started_ms: u64,
     seen: Mutex<ReplayCache>,
 }
 
@@ -113,26 +157,23 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
             .field("window", &self.window)
+            .field("started_ms", &self.started_ms)
             .finish_non_exhaustive()
     }
 }
 
-impl Default for Verifier {
-    fn default() -> Self {
-        Verifier::new(DEFAULT_WINDOW)
-    }
-}
-
 impl Verifier {
-    /// A verifier that accepts timestamps within `window` of its clock, either way, and
-    /// remembers each nonce for that long so that a copied request is refused.
-    pub fn new(window: Duration) -> Verifier {
-        Verifier::with_capacity(window, REPLAY_CAPACITY)
+    /// A verifier for a SuperLink that started at `started_ms` (unix ms): it accepts
+    /// timestamps within `window` of its clock, either way, and not before `started_ms`,
+    /// and remembers each nonce for the window so that a copied request is refused.
+    pub fn new(window: Duration, started_ms: u64) -> Verifier {
+        Verifier::with_capacity(window, started_ms, REPLAY_CAPACITY)
     }
 
-    pub(crate) fn with_capacity(window: Duration, capacity: usize) -> Verifier {
+    pub(crate) fn with_capacity(window: Duration, started_ms: u64, capacity: usize) -> Verifier {
         Verifier {
             window,
+            started_ms,
             seen: Mutex::new(ReplayCache::new(capacity)),
         }
     }
@@ -142,18 +183,20 @@ impl Verifier {
         self.seen.lock().map(|c| c.len()).unwrap_or(0)
     }
 
-    /// Checks the signed request to `path` whose headers `header` looks up, at `now_ms`
-    /// (unix ms, passed in so that the decision is testable), and returns the key that
-    /// signed it. Whether that key may do what it asks is the caller's decision.
+    /// Checks the signed request to `path` carrying `body` (its encoding) whose headers
+    /// `header` looks up, at `now_ms` (unix ms, passed in so that the decision is
+    /// testable), and returns the key that signed it. Whether that key may do what it
+    /// asks is the caller's decision.
     ///
-    /// Order: headers, window, signature, and only then the replay cache, so that
-    /// unsigned garbage cannot fill the cache.
+    /// Order: headers, window, start, signature, body digest, and only then the replay
+    /// cache, so that unsigned garbage cannot fill the cache.
     ///
     /// # Errors
     /// [`AuthError`] naming the cause.
     pub fn verify<'a>(
         &self,
         path: &str,
+        body: &[u8],
         header: impl Fn(&'static str) -> Option<&'a str>,
         now_ms: u64,
     ) -> Result<NodePublicKey, AuthError> {
@@ -170,6 +213,7 @@ impl Verifier {
         let node_key = get(HEADER_NODE_KEY)?;
         let timestamp = get(HEADER_TIMESTAMP)?;
         let nonce = get(HEADER_NONCE)?;
+        let body_sha256 = get(HEADER_BODY_SHA256)?;
         let signature = get(HEADER_SIGNATURE)?;
 
         let sent_ms: u64 = timestamp.parse().map_err(|_| AuthError::Garbled {
@@ -182,6 +226,11 @@ impl Verifier {
             return Err(AuthError::ClockSkew {
                 skew_s: skew_ms.div_ceil(1000),
                 window_s: self.window.as_secs(),
+            });
+        }
+        if sent_ms < self.started_ms {
+            return Err(AuthError::BeforeStart {
+                early_ms: self.started_ms - sent_ms,
             });
         }
         if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -206,8 +255,12 @@ impl Verifier {
             header: HEADER_SIGNATURE,
             problem: format!("not base64: {e}"),
         })?;
-        if !key.verifies(&signed_bytes(path, timestamp, nonce, node_key), &signature) {
+        let signed = signed_bytes(path, timestamp, nonce, node_key, body_sha256);
+        if !key.verifies(&signed, &signature) {
             return Err(AuthError::BadSignature);
+        }
+        if body_digest(body) != body_sha256 {
+            return Err(AuthError::BodyChanged);
         }
 
         let mut seen = self

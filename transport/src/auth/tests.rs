@@ -5,6 +5,13 @@ use std::time::Duration;
 
 const PATH: &str = "/flwr.proto.Fleet/Heartbeat";
 const NOW: u64 = 1_800_000_000_000;
+/// The encoding of the request the tests sign.
+const BODY: &[u8] = b"\x08\x07\x11\x00\x00\x00\x00\x00\x00\x3e\x40";
+
+/// A verifier of a SuperLink that started a minute before `NOW`.
+fn verifier() -> Verifier {
+    Verifier::new(DEFAULT_WINDOW, NOW - 60_000)
+}
 
 fn pair() -> NodeKeyPair {
     NodeKeyPair::generate().unwrap()
@@ -147,81 +154,134 @@ fn allow_list_layouts() {
 #[test]
 fn signed_request_verifies_once() {
     let k = pair();
-    let v = Verifier::default();
-    let h = k.sign_request(PATH, NOW, 7);
+    let v = verifier();
+    let h = k.sign_request(PATH, BODY, NOW, 7);
     assert_eq!(
-        &v.verify(PATH, lookup(&h), NOW + 1000).unwrap(),
+        &v.verify(PATH, BODY, lookup(&h), NOW + 1000).unwrap(),
         k.public_key()
     );
-    let again = v.verify(PATH, lookup(&h), NOW + 2000).unwrap_err();
+    let again = v.verify(PATH, BODY, lookup(&h), NOW + 2000).unwrap_err();
     assert!(matches!(again, AuthError::Replayed { .. }), "{again}");
     // Another nonce is fine.
-    let h2 = k.sign_request(PATH, NOW, 8);
-    v.verify(PATH, lookup(&h2), NOW).unwrap();
+    let h2 = k.sign_request(PATH, BODY, NOW, 8);
+    v.verify(PATH, BODY, lookup(&h2), NOW).unwrap();
 }
 
 #[test]
 fn signature_is_bound_to_path_key_and_time() {
     let k = pair();
-    let v = Verifier::default();
-    let h = k.sign_request(PATH, NOW, 1);
+    let v = verifier();
+    let h = k.sign_request(PATH, BODY, NOW, 1);
     assert_eq!(
-        v.verify("/flwr.proto.Fleet/PullMessages", lookup(&h), NOW),
+        v.verify("/flwr.proto.Fleet/PullMessages", BODY, lookup(&h), NOW),
         Err(AuthError::BadSignature)
     );
     let mut other_key = h.clone();
-    other_key.node_key = k.sign_request(PATH, NOW, 1).node_key;
-    let other = pair().sign_request(PATH, NOW, 1);
+    other_key.node_key = k.sign_request(PATH, BODY, NOW, 1).node_key;
+    let other = pair().sign_request(PATH, BODY, NOW, 1);
     other_key.node_key = other.node_key;
     assert_eq!(
-        v.verify(PATH, lookup(&other_key), NOW),
+        v.verify(PATH, BODY, lookup(&other_key), NOW),
         Err(AuthError::BadSignature)
     );
     let mut later = h.clone();
     later.timestamp = (NOW + 1).to_string();
     assert_eq!(
-        v.verify(PATH, lookup(&later), NOW),
+        v.verify(PATH, BODY, lookup(&later), NOW),
         Err(AuthError::BadSignature)
     );
 }
 
 #[test]
+fn a_body_altered_after_signing_is_refused() {
+    let k = pair();
+    let v = verifier();
+    let h = k.sign_request(PATH, BODY, NOW, 1);
+    let mut other = BODY.to_vec();
+    other[1] = 8;
+    assert_eq!(
+        v.verify(PATH, &other, lookup(&h), NOW),
+        Err(AuthError::BodyChanged)
+    );
+    // The digest header swapped for the new body's: the signature no longer matches.
+    let mut swapped = h.clone();
+    swapped.body_sha256 = k.sign_request(PATH, &other, NOW, 1).body_sha256;
+    assert_eq!(
+        v.verify(PATH, &other, lookup(&swapped), NOW),
+        Err(AuthError::BadSignature)
+    );
+    assert_eq!(v.remembered(), 0, "a refused request burns no nonce");
+    v.verify(PATH, BODY, lookup(&h), NOW).unwrap();
+}
+
+#[test]
+fn a_request_signed_before_the_superlink_started_is_refused_even_within_the_window() {
+    let k = pair();
+    let captured = k.sign_request(PATH, BODY, NOW, 1);
+    let before_restart = Verifier::new(DEFAULT_WINDOW, NOW - 60_000);
+    before_restart
+        .verify(PATH, BODY, lookup(&captured), NOW)
+        .unwrap();
+    // The SuperLink restarts 2 s later and forgets its nonces: the copy is within the
+    // window but older than the new process.
+    let restarted = Verifier::new(DEFAULT_WINDOW, NOW + 1_500);
+    let e = restarted
+        .verify(PATH, BODY, lookup(&captured), NOW + 2_000)
+        .unwrap_err();
+    assert_eq!(e, AuthError::BeforeStart { early_ms: 1_500 });
+    assert!(
+        e.to_string().contains("before this SuperLink started"),
+        "{e}"
+    );
+    // What the node signs now gets in.
+    let fresh = k.sign_request(PATH, BODY, NOW + 2_000, 2);
+    restarted
+        .verify(PATH, BODY, lookup(&fresh), NOW + 2_000)
+        .unwrap();
+}
+
+#[test]
 fn clock_skew_is_named() {
     let k = pair();
-    let v = Verifier::default();
-    let h = k.sign_request(PATH, NOW, 1);
-    let e = v.verify(PATH, lookup(&h), NOW + 95_000).unwrap_err();
+    let v = verifier();
+    let h = k.sign_request(PATH, BODY, NOW, 1);
+    let e = v.verify(PATH, BODY, lookup(&h), NOW + 95_000).unwrap_err();
     assert_eq!(
         e.to_string(),
         "clock skew of 95 s beyond the 30 s window: check the clocks of SuperNode and SuperLink"
     );
-    let e = v.verify(PATH, lookup(&h), NOW - 31_000).unwrap_err();
+    let e = v.verify(PATH, BODY, lookup(&h), NOW - 31_000).unwrap_err();
     assert!(matches!(e, AuthError::ClockSkew { skew_s: 31, .. }), "{e}");
 }
 
 #[test]
 fn missing_headers_are_named() {
-    let v = Verifier::default();
-    let e = v.verify(PATH, |_| None, NOW).unwrap_err();
+    let v = verifier();
+    let e = v.verify(PATH, BODY, |_| None, NOW).unwrap_err();
     assert_eq!(e, AuthError::Missing(HEADER_NODE_KEY));
 }
 
 #[test]
 fn replay_cache_forgets_expired_nonces_and_is_bounded() {
     let k = pair();
-    let v = Verifier::with_capacity(Duration::from_secs(30), 3);
+    let v = Verifier::with_capacity(Duration::from_secs(30), 0, 3);
     for n in 0..3 {
-        v.verify(PATH, lookup(&k.sign_request(PATH, NOW, n)), NOW)
+        v.verify(PATH, BODY, lookup(&k.sign_request(PATH, BODY, NOW, n)), NOW)
             .unwrap();
     }
     let e = v
-        .verify(PATH, lookup(&k.sign_request(PATH, NOW, 9)), NOW)
+        .verify(PATH, BODY, lookup(&k.sign_request(PATH, BODY, NOW, 9)), NOW)
         .unwrap_err();
     assert!(matches!(e, AuthError::Overloaded(3)), "{e}");
     // Once the window has passed, the old nonces are dropped.
     let later = NOW + 31_000;
-    v.verify(PATH, lookup(&k.sign_request(PATH, later, 10)), later)
-        .unwrap();
+    v.verify(
+        PATH,
+        BODY,
+        lookup(&k.sign_request(PATH, BODY, later, 10)),
+        later,
+    )
+    .unwrap();
     assert_eq!(v.remembered(), 1);
 }
 
@@ -233,8 +293,8 @@ proptest! {
         let _ = parse_allow_list(&s, "x");
         let _ = NodePublicKey::from_spki_der(s.as_bytes());
         let _ = NodePublicKey::parse(&format!("ecdsa-sha2-nistp384 {s}"));
-        let v = Verifier::default();
-        let _ = v.verify(PATH, |_| Some(s.as_str()), NOW);
+        let v = verifier();
+        let _ = v.verify(PATH, BODY, |_| Some(s.as_str()), NOW);
     }
 
     #[test]
@@ -250,18 +310,18 @@ proptest! {
     }
 
     #[test]
-    fn mangled_headers_never_verify(i in 0usize..4, pos in 0usize..200, b in any::<u8>()) {
+    fn mangled_headers_never_verify(i in 0usize..5, pos in 0usize..200, b in any::<u8>()) {
         let k = NodeKeyPair::generate().unwrap();
-        let h = k.sign_request(PATH, NOW, 5);
+        let h = k.sign_request(PATH, BODY, NOW, 5);
         let mut vals: Vec<String> = h.pairs().iter().map(|(_, v)| v.to_string()).collect();
         let mut bytes = vals[i].clone().into_bytes();
         let p = pos % bytes.len();
         prop_assume!(bytes[p] != b);
         bytes[p] = b;
         vals[i] = String::from_utf8_lossy(&bytes).into_owned();
-        let names = [HEADER_NODE_KEY, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE];
-        let v = Verifier::default();
-        let r = v.verify(PATH, |n| names.iter().position(|x| *x == n).map(|j| vals[j].as_str()), NOW);
+        let names = [HEADER_NODE_KEY, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_BODY_SHA256, HEADER_SIGNATURE];
+        let v = verifier();
+        let r = v.verify(PATH, BODY, |n| names.iter().position(|x| *x == n).map(|j| vals[j].as_str()), NOW);
         // A changed byte may still decode to the same value (base64 padding bits), but then
         // the key is the same one.
         if let Ok(key) = r {

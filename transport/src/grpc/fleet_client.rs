@@ -21,7 +21,7 @@ use crate::proto::v1;
 use crate::transport_error::{Api, TransportError};
 use async_trait::async_trait;
 use bytes::Bytes;
-use floret_core::{Fleet, FleetError, Message, RegisterNode, RunInfo};
+use floret_core::{Fleet, FleetError, Message, RegisterNode, Registration, RunInfo};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -111,7 +111,7 @@ impl FleetClient {
 
     /// A request to `path`, signed when this client has a node key (node authentication).
     /// Called once per attempt, so that every retry carries a fresh nonce.
-    fn signed<T>(&self, path: &str, body: T) -> tonic::Request<T> {
+    fn signed<T: prost::Message>(&self, path: &str, body: T) -> tonic::Request<T> {
         sign(self.inner.options.node_key.as_ref(), path, body)
     }
 
@@ -350,7 +350,7 @@ async fn assemble(
 
 #[async_trait]
 impl Fleet for FleetClient {
-    async fn register_node(&self, request: RegisterNode) -> Result<u64, FleetError> {
+    async fn register_node(&self, request: RegisterNode) -> Result<Registration, FleetError> {
         let public_key = match &self.inner.options.node_key {
             Some(key) if request.public_key.is_empty() => key.public_key().spki_der().clone(),
             _ => request.public_key,
@@ -360,13 +360,16 @@ impl Fleet for FleetClient {
             heartbeat_interval: request.heartbeat_interval,
         };
         let mut rpc = self.rpc();
-        Ok(self
+        let reply = self
             .call(
                 0,
                 rpc.register_node(self.signed(path::REGISTER_NODE, request)),
             )
-            .await?
-            .node_id)
+            .await?;
+        Ok(Registration {
+            node_id: reply.node_id,
+            incarnation: reply.superlink_incarnation,
+        })
     }
 
     async fn deactivate_node(&self, node_id: u64) -> Result<(), FleetError> {

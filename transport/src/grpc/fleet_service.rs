@@ -52,7 +52,7 @@ impl FleetService {
 
     /// With node authentication on, checks that the request to `path` is signed by a key
     /// that may make `claim`, and returns that key; without, lets everything through.
-    fn authenticate<T>(
+    fn authenticate<T: prost::Message>(
         &self,
         request: &Request<T>,
         path: &str,
@@ -81,7 +81,7 @@ impl v1::fleet_server::Fleet for FleetService {
         let r = request.into_inner();
         // The key that signed, not whatever the body says.
         let public_key = key.map_or(r.public_key, |k| k.spki_der().clone());
-        let node_id = self
+        let registered = self
             .fleet
             .register_node(floret_core::RegisterNode {
                 public_key,
@@ -89,7 +89,10 @@ impl v1::fleet_server::Fleet for FleetService {
             })
             .await
             .map_err(from_fleet_error)?;
-        Ok(Response::new(v1::RegisterNodeResponse { node_id }))
+        Ok(Response::new(v1::RegisterNodeResponse {
+            node_id: registered.node_id,
+            superlink_incarnation: registered.incarnation,
+        }))
     }
 
     async fn deactivate_node(

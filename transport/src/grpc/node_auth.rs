@@ -5,7 +5,7 @@
 //! channel type, so that how clients are built (TCP, QUIC, TLS) stays independent of it.
 
 use super::status::unauthenticated;
-use crate::auth::{NodeKeyPair, NodePublicKey, Verifier, unix_ms};
+use crate::auth::{AuthError, DEFAULT_WINDOW, NodeKeyPair, NodePublicKey, Verifier, unix_ms};
 use floret_core::NodeAuthority;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -27,11 +27,18 @@ pub(crate) mod path {
     pub(crate) const CONFIRM_DELIVERIES: &str = "/floret.v1.Fleet/ConfirmDeliveries";
 }
 
-/// Wraps `body` into a request to `path`, signed with `key` when there is one.
-pub(crate) fn sign<T>(key: Option<&NodeKeyPair>, path: &str, body: T) -> Request<T> {
+/// Wraps `body` into a request to `path`, signed with `key` when there is one. The
+/// signature covers the body's protobuf encoding, which the SuperLink encodes again from
+/// what it decoded to check it.
+pub(crate) fn sign<T: prost::Message>(
+    key: Option<&NodeKeyPair>,
+    path: &str,
+    body: T,
+) -> Request<T> {
+    let headers = key.map(|key| key.sign_request_now(path, &body.encode_to_vec()));
     let mut request = Request::new(body);
-    if let Some(key) = key {
-        for (name, value) in key.sign_request_now(path).pairs() {
+    if let Some(headers) = headers {
+        for (name, value) in headers.pairs() {
             // Our own base64, hex and decimal values are always valid ASCII metadata.
             if let Ok(value) = MetadataValue::try_from(value) {
                 request.metadata_mut().insert(name, value);
@@ -45,8 +52,8 @@ pub(crate) fn sign<T>(key: Option<&NodeKeyPair>, path: &str, body: T) -> Request
 /// allow-list whether the signer may do what the request asks.
 #[derive(Clone)]
 pub struct NodeAuth {
-    /// Checks headers, clock window and signature, and refuses replayed nonces; shared so
-    /// that every connection sees the same replay cache.
+    /// Checks headers, clock window, start, signature and body digest, and refuses
+    /// replayed nonces; shared so that every connection sees the same replay cache.
     pub verifier: Arc<Verifier>,
     /// Decides whether a verified key may act as a node, or as a given node.
     pub authority: Arc<dyn NodeAuthority>,
@@ -69,19 +76,23 @@ pub(crate) enum Claim {
 }
 
 impl NodeAuth {
-    /// Node authentication against `authority`, with the default clock window.
+    /// Node authentication against `authority`, with the default clock window, for a
+    /// SuperLink starting now: requests signed before this call are refused.
+    // The start is wall-clock time, compared with the wall-clock time nodes sign.
+    #[allow(clippy::disallowed_methods)]
     pub fn new(authority: Arc<dyn NodeAuthority>) -> NodeAuth {
         NodeAuth {
-            verifier: Arc::new(Verifier::default()),
+            verifier: Arc::new(Verifier::new(DEFAULT_WINDOW, unix_ms(SystemTime::now()))),
             authority,
         }
     }
 
     /// The verified key of a request to `path`, if its signer may make `claim`; else
-    /// UNAUTHENTICATED naming the cause.
+    /// UNAUTHENTICATED naming the cause (UNAVAILABLE for a request signed before this
+    /// SuperLink started, which an honest node whose clock lags retries).
     // Signatures carry wall-clock time, checked against this machine's wall clock.
     #[allow(clippy::disallowed_methods)]
-    pub(crate) fn check<T>(
+    pub(crate) fn check<T: prost::Message>(
         &self,
         request: &Request<T>,
         path: &str,
@@ -92,10 +103,14 @@ impl NodeAuth {
             .verifier
             .verify(
                 path,
+                &request.get_ref().encode_to_vec(),
                 |name| metadata.get(name).and_then(|v| v.to_str().ok()),
                 unix_ms(SystemTime::now()),
             )
-            .map_err(|e| unauthenticated(e.to_string()))?;
+            .map_err(|e| match e {
+                AuthError::BeforeStart { .. } => Status::unavailable(e.to_string()),
+                e => unauthenticated(e.to_string()),
+            })?;
         let spki = key.spki_der();
         if !self.authority.admits(spki) {
             return Err(unauthenticated(format!(

@@ -32,7 +32,7 @@ const FLIGHT_COLUMNS: &str =
 impl Counters {
     fn message_id(&mut self, run_id: u64) -> String {
         self.next_message += 1;
-        rules::message_id(run_id, self.next_message)
+        rules::message_id(run_id, self.lifetime, self.next_message)
     }
 }
 

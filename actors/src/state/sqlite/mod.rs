@@ -170,11 +170,13 @@ struct RunEntry {
     signals: Arc<RunSignals>,
 }
 
-/// Counters that make ids unique across restarts; kept in the `counters` table.
+/// What makes message ids unique across restarts: the counter, kept in the `counters`
+/// table, and this opening's random tag (`rules::message_id`). Run ids are random and
+/// need no counter; the `next_run_id` row of schema 1 is left unused.
 #[derive(Clone, Copy, Default)]
 struct Counters {
-    next_run_id: u64,
     next_message: u64,
+    lifetime: u32,
 }
 
 struct Inner {
@@ -184,6 +186,8 @@ struct Inner {
     nodes: Nodes,
     node_auth: bool,
     counters: Counters,
+    /// The database's incarnation (`LinkState::incarnation`), made with the file.
+    incarnation: u64,
 }
 
 /// See the module doc.
@@ -306,9 +310,10 @@ impl Inner {
     /// Reads the mirror and counters from a migrated database.
     fn load(conn: Connection) -> Result<Inner, StateError> {
         let counters = Counters {
-            next_run_id: counter(&conn, "next_run_id")?,
             next_message: counter(&conn, "next_message")?,
+            lifetime: rand::random(),
         };
+        let incarnation = incarnation(&conn)?;
         let node_auth = counter(&conn, "node_auth")? != 0;
         let runs = runs::load(&conn)?;
         let nodes = nodes::load(&conn)?;
@@ -318,6 +323,7 @@ impl Inner {
             nodes,
             node_auth,
             counters,
+            incarnation,
         })
     }
 
@@ -391,6 +397,18 @@ fn counter(conn: &Connection, name: &str) -> Result<u64, StateError> {
     })
     .map(from_sql_id)
     .map_err(storage)
+}
+
+/// The database's incarnation, drawn and kept in the `counters` table the first time a
+/// file is opened: a row rather than a migration, since nothing else changes. A file
+/// reopened after a crash keeps it; a new or replaced file gets a new one.
+fn incarnation(conn: &Connection) -> Result<u64, StateError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO counters (name, value) VALUES ('incarnation', ?1)",
+        [sql_id(super::rules::incarnation(rand::random))],
+    )
+    .map_err(storage)?;
+    counter(conn, "incarnation")
 }
 
 fn set_counter(tx: &Transaction<'_>, name: &str, value: u64) -> Result<(), StateError> {
@@ -638,6 +656,10 @@ impl CheckpointStore for SqliteLinkState {
 impl LinkState for SqliteLinkState {
     fn is_durable(&self) -> bool {
         true
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.lock().incarnation
     }
 }
 

@@ -1,7 +1,8 @@
 //! Runs, their event logs and their checkpoints.
 
-use super::{Inner, RunEntry, from_sql_id, sealed, set_counter, sql_id, storage, write};
-use crate::state::{NewRun, RunInfo, StateError, rules, unix_now};
+use super::{Inner, RunEntry, from_sql_id, sealed, sql_id, storage, write};
+use crate::state::rules::{self, RunIds};
+use crate::state::{NewRun, RunInfo, StateError, unix_now};
 use bytes::Bytes;
 use floret_core::{RunEvent, RunStatus};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -55,13 +56,11 @@ fn save_info(tx: &rusqlite::Transaction<'_>, info: &RunInfo) -> Result<(), State
 
 impl Inner {
     pub(super) fn create_run(&mut self, run: NewRun) -> Result<u64, StateError> {
-        let run_id = self.counters.next_run_id + 1;
+        let run_id = rules::new_run_id(RunIds::Random, 0, rand::random, |id| {
+            self.runs.contains_key(&id)
+        });
         let info = rules::new_run(run_id, run, unix_now());
-        write(&mut self.conn, |tx| {
-            save_info(tx, &info)?;
-            set_counter(tx, "next_run_id", run_id)
-        })?;
-        self.counters.next_run_id = run_id;
+        write(&mut self.conn, |tx| save_info(tx, &info))?;
         self.runs.insert(
             run_id,
             RunEntry {

@@ -4,13 +4,16 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{
-    AppRef, Control, ControlError, Fleet, FleetError, Message, RegisterNode, RunEvent, RunInfo,
-    RunStatus, StartRun, SubStatus, UserConfig,
+    AppRef, Control, ControlError, Fleet, FleetError, Message, RegisterNode, Registration,
+    RunEvent, RunInfo, RunStatus, StartRun, SubStatus, UserConfig,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Notify, mpsc};
+
+/// The incarnation the double answers every registration with, as a SuperLink would.
+pub(super) const INCARNATION: u64 = 0x1ce;
 
 #[derive(Default)]
 struct Node {
@@ -101,7 +104,7 @@ impl FakeFleet {
 
 #[async_trait]
 impl Fleet for FakeFleet {
-    async fn register_node(&self, request: RegisterNode) -> Result<u64, FleetError> {
+    async fn register_node(&self, request: RegisterNode) -> Result<Registration, FleetError> {
         if request.heartbeat_interval <= 0.0 {
             return Err(FleetError::Invalid(
                 "heartbeat_interval must be positive".into(),
@@ -117,7 +120,10 @@ impl Fleet for FakeFleet {
                 ..Node::default()
             },
         );
-        Ok(id)
+        Ok(Registration {
+            node_id: id,
+            incarnation: INCARNATION,
+        })
     }
 
     async fn deactivate_node(&self, node_id: u64) -> Result<(), FleetError> {

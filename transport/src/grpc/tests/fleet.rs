@@ -12,13 +12,19 @@ async fn every_fleet_call_round_trips() {
     let client = client(server.local_addr(), ClientOptions::default());
 
     let key = Bytes::from_static(b"public key bytes");
-    let node = client
+    let registered = client
         .register_node(RegisterNode {
             public_key: key.clone(),
             heartbeat_interval: 30.0,
         })
         .await
         .unwrap();
+    assert_eq!(
+        registered.incarnation,
+        super::double::INCARNATION,
+        "the SuperLink's incarnation reaches the node"
+    );
+    let node = registered.node_id;
     client.heartbeat(node, 12.5).await.unwrap();
     let (registration, beat) = fleet.registration(node).unwrap();
     assert_eq!(registration.public_key, key);
@@ -118,6 +124,9 @@ async fn a_client_made_before_its_server_connects_once_it_is_up() {
     ));
     let fleet = Arc::new(FakeFleet::default());
     let server = super::super::bind_fleet(addr, fleet).await.unwrap();
-    assert_eq!(client.register_node(register).await, Ok(1));
+    assert_eq!(
+        client.register_node(register).await.map(|r| r.node_id),
+        Ok(1)
+    );
     server.shutdown().await;
 }

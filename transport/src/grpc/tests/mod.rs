@@ -54,6 +54,7 @@ pub(crate) async fn register(client: &FleetClient) -> u64 {
         })
         .await
         .unwrap()
+        .node_id
 }
 
 /// A connected channel to `addr` with default options, for raw gRPC calls that the typed

@@ -93,7 +93,7 @@ async fn an_allowed_key_registers_and_its_key_is_passed_on() {
     let s = setup().await;
     let key = s.allowed_key();
     let c = s.client(Some(key.clone()));
-    let id = c.register_node(register()).await.unwrap();
+    let id = c.register_node(register()).await.unwrap().node_id;
     let (registration, _) = s.fleet.registration(id).unwrap();
     assert_eq!(&registration.public_key, key.public_key().spki_der());
     c.heartbeat(id, 30.0).await.unwrap();
@@ -123,7 +123,7 @@ async fn a_key_cannot_act_for_another_node() {
     let s = setup().await;
     let a = s.client(Some(s.allowed_key()));
     let b = s.client(Some(s.allowed_key()));
-    let a_id = a.register_node(register()).await.unwrap();
+    let a_id = a.register_node(register()).await.unwrap().node_id;
     b.register_node(register()).await.unwrap();
     let e = b.heartbeat(a_id, 30.0).await.unwrap_err();
     assert!(
@@ -145,7 +145,8 @@ async fn a_replayed_signed_request_is_rejected() {
         .client(Some(key.clone()))
         .register_node(register())
         .await
-        .unwrap();
+        .unwrap()
+        .node_id;
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", s.server.local_addr()))
             .unwrap()
@@ -181,4 +182,91 @@ async fn a_replayed_signed_request_is_rejected() {
         "{}",
         status.message()
     );
+}
+
+/// A request whose body was changed after it was signed (another heartbeat interval, or
+/// another node's id) is refused, though its headers are intact.
+#[tokio::test]
+async fn a_request_whose_body_changed_after_signing_is_rejected() {
+    let s = setup().await;
+    let key = s.allowed_key();
+    let id = s
+        .client(Some(key.clone()))
+        .register_node(register())
+        .await
+        .unwrap()
+        .node_id;
+    let mut rpc =
+        v1::fleet_client::FleetClient::new(super::raw_channel(s.server.local_addr()).await);
+    let body = v1::HeartbeatRequest {
+        node_id: id,
+        heartbeat_interval: 30.0,
+    };
+    let mut tampered = sign(Some(&key), path::HEARTBEAT, body);
+    tampered.get_mut().heartbeat_interval = 3600.0;
+    let status = rpc.heartbeat(tampered).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("altered"), "{}", status.message());
+    assert_eq!(
+        s.fleet.registration(id).unwrap().1,
+        None,
+        "no heartbeat got through"
+    );
+    rpc.heartbeat(sign(Some(&key), path::HEARTBEAT, body))
+        .await
+        .unwrap();
+}
+
+/// The nonce cache lives in memory: a SuperLink that restarts forgets it. A request
+/// captured before the restart and replayed after it (within the clock window) is refused
+/// because it was signed before the new SuperLink started; what the node signs afterwards
+/// gets in.
+#[tokio::test]
+async fn a_request_captured_before_a_superlink_restart_is_refused_after_it() {
+    let s = setup().await;
+    let key = s.allowed_key();
+    let id = s
+        .client(Some(key.clone()))
+        .register_node(register())
+        .await
+        .unwrap()
+        .node_id;
+    let body = v1::HeartbeatRequest {
+        node_id: id,
+        heartbeat_interval: 30.0,
+    };
+    let original = sign(Some(&key), path::HEARTBEAT, body);
+    let captured = original.metadata().clone();
+    let mut rpc =
+        v1::fleet_client::FleetClient::new(super::raw_channel(s.server.local_addr()).await);
+    rpc.heartbeat(original).await.unwrap();
+
+    // Restarted: a new process with a new verifier (and an empty nonce cache), a moment
+    // later, serving the same nodes.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let options = ServerOptions {
+        node_auth: Some(NodeAuth::new(s.authority.clone())),
+        ..ServerOptions::default()
+    };
+    let restarted = bind_fleet_with(localhost(), s.fleet.clone(), options)
+        .await
+        .unwrap();
+    let mut rpc =
+        v1::fleet_client::FleetClient::new(super::raw_channel(restarted.local_addr()).await);
+    let mut replay = tonic::Request::new(body);
+    *replay.metadata_mut() = captured;
+    let status = rpc.heartbeat(replay).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::Unavailable,
+        "retryable, for an honest node whose clock lags"
+    );
+    assert!(
+        status.message().contains("before this SuperLink started"),
+        "{}",
+        status.message()
+    );
+    rpc.heartbeat(sign(Some(&key), path::HEARTBEAT, body))
+        .await
+        .unwrap();
 }

@@ -97,6 +97,7 @@ async fn register(client: &FleetClient) -> Result<u64, FleetError> {
             ..RegisterNode::default()
         })
         .await
+        .map(|r| r.node_id)
 }
 
 /// Register, push delivery, a 20 MB model both ways, and deactivate: over `transport`.
