@@ -98,7 +98,10 @@ mod tests {
 
     #[async_trait]
     impl Fleet for FullLink {
-        async fn register_node(&self, _: RegisterNode) -> Result<u64, FleetError> {
+        async fn register_node(
+            &self,
+            _: RegisterNode,
+        ) -> Result<floret_core::api::Registration, FleetError> {
             Err(FleetError::Invalid(FULL.into()))
         }
         async fn deactivate_node(&self, _: u64) -> Result<(), FleetError> {

@@ -10,8 +10,8 @@ use floret_actors::{
 };
 use floret_core::{
     AppCatalog, AppError, AppRef, Array, ArrayRecord, ClientApp, ConfigRecord, Context, Control,
-    Fleet, FleetError, Grid, Message, MetricRecord, RecordDict, RegisterNode, Registration,
-    RunEvent, RunInfo, ServerApp, StartRun, UserConfig, UserConfigValue,
+    Fleet, FleetError, Grid, Message, MetricRecord, RecordDict, RegisterNode, RunEvent, RunInfo,
+    ServerApp, StartRun, UserConfig, UserConfigValue,
 };
 use floret_strategies::{FedAvg, FedAvgConfig, History};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -393,7 +393,10 @@ macro_rules! delegate_fleet {
     ($ty:ty, |$s:ident| $inner:expr, $gate:expr) => {
         #[async_trait]
         impl Fleet for $ty {
-            async fn register_node(&self, r: RegisterNode) -> Result<Registration, FleetError> {
+            async fn register_node(
+                &self,
+                r: RegisterNode,
+            ) -> Result<floret_core::Registration, FleetError> {
                 let $s = self;
                 $gate?;
                 $inner.register_node(r).await
