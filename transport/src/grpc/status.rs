@@ -340,4 +340,17 @@ mod unauthenticated_tests {
             FleetError::Unauthenticated("no".into())
         );
     }
+
+    /// A logged-in user without the admin role hears that, not "log in again".
+    #[test]
+    fn forbidden_maps_both_ways_and_is_not_a_login_problem() {
+        let e = ControlError::Forbidden("listing SuperNodes requires the admin role".into());
+        let status = from_control_error(e.clone());
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(to_control_error(&status, "a:1", 0), e);
+        assert_eq!(
+            to_control_error(&Status::permission_denied("no"), "a:1", 0),
+            ControlError::Forbidden("no".into())
+        );
+    }
 }
