@@ -499,9 +499,16 @@ fn a_registered_node_counts_only_once_it_shows_it_is_alive(s: &dyn LinkState) {
     let ghost = s.create_node(lease(1e9)).unwrap();
     let keyed = 77;
     s.activate_node(keyed, lease(1e9)).unwrap();
-    assert!(s.has_node(ghost) && s.has_node(keyed), "both are registered");
+    assert!(
+        s.has_node(ghost) && s.has_node(keyed),
+        "both are registered"
+    );
     assert!(s.node_ids().is_empty(), "neither is offered to ServerApps");
-    let listed: Vec<(u64, bool)> = s.nodes_info().iter().map(|n| (n.node_id, n.online)).collect();
+    let listed: Vec<(u64, bool)> = s
+        .nodes_info()
+        .iter()
+        .map(|n| (n.node_id, n.online))
+        .collect();
     assert!(listed.contains(&(ghost, false)), "{listed:?}");
     s.node_alive(keyed).unwrap();
     assert_eq!(s.node_ids().to_vec(), vec![keyed]);
@@ -513,7 +520,10 @@ fn a_registered_node_counts_only_once_it_shows_it_is_alive(s: &dyn LinkState) {
     assert_eq!(s.node_ids().to_vec(), vec![keyed]);
     assert!(s.unregister_node(keyed, "gone", 1.0));
     s.activate_node(keyed, lease(1e9)).unwrap();
-    assert!(s.node_ids().is_empty(), "a new registration starts not alive");
+    assert!(
+        s.node_ids().is_empty(),
+        "a new registration starts not alive"
+    );
 }
 
 fn virtual_nodes_never_expire_even_when_renewed(s: &dyn SimulationStore) {

@@ -106,7 +106,10 @@ fn a_tls_superlink_without_user_auth_says_its_control_api_is_loopback_only() {
         "{line}"
     );
     assert!(
-        !link.proc.stderr().contains("without TLS or user authentication"),
+        !link
+            .proc
+            .stderr()
+            .contains("without TLS or user authentication"),
         "no --insecure warning over TLS"
     );
 }
@@ -170,7 +173,10 @@ fn with_user_auth_only_an_admin_manages_supernode_keys() {
             e.contains("requires the admin role") && e.contains("\"alice\" is not an admin"),
             "{args:?}: {e}"
         );
-        assert!(!e.contains("flwr login"), "logging in again would not help: {e}");
+        assert!(
+            !e.contains("flwr login"),
+            "logging in again would not help: {e}"
+        );
     }
 
     // The admin: registers, lists, unregisters.

@@ -6,9 +6,7 @@
 //! and each store only decides where the data lives.
 
 use super::{NewRun, RunInfo, StateError};
-use floret_core::{
-    Message, MessageError, Metadata, NodeInfo, Payload, RunStatus, error_code,
-};
+use floret_core::{Message, MessageError, Metadata, NodeInfo, Payload, RunStatus, error_code};
 use std::collections::{HashSet, VecDeque};
 
 /// Why an instruction's node is unavailable when it was never registered (or is gone
