@@ -58,10 +58,17 @@ async fn a_ghost_left_by_a_lost_registration_response_slows_no_round() {
     let run = async {
         let deployment = Deployment::start(Wire::Memory, plans(first)).await;
         let state = deployment.service.state();
-        assert_eq!(state.nodes_info().len(), NODES + 1, "one ghost is registered");
-        assert_eq!(state.node_ids().len(), NODES, "but not offered to ServerApps");
-        // Heartbeat interval 10 s, patience 2: the ghost is forgotten after about 20 s,
-        // inside round 5 at 5 s per round.
+        assert_eq!(
+            state.nodes_info().len(),
+            NODES + 1,
+            "one ghost is registered"
+        );
+        assert_eq!(
+            state.node_ids().len(),
+            NODES,
+            "but not offered to ServerApps"
+        );
+        // Rounds of 5 s at most: a round that sampled the ghost would take all of them.
         let outcome = deployment
             .run(
                 "num-server-rounds=6 total-params=1000 round-timeout=5.0",
