@@ -18,15 +18,18 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// Registers a node and beats once, so that it is alive and ServerApps sample it.
 async fn register(fleet: &dyn Fleet, interval: f64) -> u64 {
-    fleet
+    let node = fleet
         .register_node(RegisterNode {
             heartbeat_interval: interval,
             ..RegisterNode::default()
         })
         .await
         .unwrap()
-        .node_id
+        .node_id;
+    fleet.heartbeat(node, interval).await.unwrap();
+    node
 }
 
 /// A node that takes an instruction and then falls silent is declared offline 2 intervals

@@ -78,7 +78,9 @@ async fn a_key_keeps_its_node_id() {
     );
     let info = state.nodes_info();
     assert_eq!(info.len(), 1);
-    assert!(info[0].online && info[0].last_seen.is_some());
+    assert!(!info[0].online && info[0].last_seen.is_some());
+    fleet.heartbeat(id, 30.0).await.unwrap();
+    assert!(state.nodes_info()[0].online, "online once it beats");
 }
 
 /// A SuperNode killed and restarted within its lease registers again with its key: what
@@ -124,9 +126,16 @@ async fn registering_again_answers_the_old_sessions_instructions_at_once() {
     let err = replies[0].error().unwrap();
     assert_eq!(err.code, error_code::NODE_UNAVAILABLE);
     assert!(err.reason.contains("restarted"), "{}", err.reason);
-    assert!(state.has_node(id), "the node is online under the same id");
+    assert!(
+        state.has_node(id),
+        "the node is registered under the same id"
+    );
+    let _new_stream = fleet.subscribe(id).await.unwrap();
     let info = state.nodes_info();
-    assert!(info.len() == 1 && info[0].online);
+    assert!(
+        info.len() == 1 && info[0].online,
+        "and online once it subscribes"
+    );
     assert_eq!(state.held_messages(), 0, "nothing is left to send again");
 }
 

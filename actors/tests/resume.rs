@@ -287,6 +287,10 @@ impl NodeStore for Durable {
         self.0.node_ids()
     }
 
+    fn node_alive(&self, node_id: u64) -> Result<(), StateError> {
+        self.0.node_alive(node_id)
+    }
+
     fn has_node(&self, node_id: u64) -> bool {
         self.0.has_node(node_id)
     }

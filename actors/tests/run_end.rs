@@ -105,7 +105,8 @@ async fn superlink(state: &Arc<dyn LinkState>, without: Option<&'static str>) ->
         online_until: f64::MAX,
     };
     if state.node_ids().is_empty() {
-        state.create_node(lease).unwrap();
+        let node = state.create_node(lease).unwrap();
+        state.node_alive(node).unwrap();
     }
     SuperLinkService::start(
         state.clone(),

@@ -51,6 +51,7 @@ conformance!(
     an_instruction_to_an_unknown_node_is_answered_at_once,
     a_leaving_node_has_its_queued_and_delivered_instructions_answered,
     sweep_forgets_nodes_past_their_lease_only,
+    a_registered_node_counts_only_once_it_shows_it_is_alive,
     sweep_answers_expired_instructions_queued_or_delivered,
     signals_fire_for_their_node_and_run_only,
     node_keys_bind_ids_and_list_nodes,
@@ -75,10 +76,11 @@ fn lease(until: f64) -> NodeLease {
     }
 }
 
-/// Registers nodes under known ids with a lease that outlasts every test.
+/// Registers nodes under known ids with a lease that outlasts every test, alive.
 fn connect(s: &dyn LinkState, node_ids: &[u64]) {
     for &id in node_ids {
         s.activate_node(id, lease(1e9)).unwrap();
+        s.node_alive(id).unwrap();
     }
 }
 
@@ -483,12 +485,47 @@ fn sweep_forgets_nodes_past_their_lease_only(s: &dyn LinkState) {
         format!("node {late} unavailable: it missed its heartbeats and is offline")
     );
     s.renew_node(fine, lease(40.0)).unwrap();
+    s.node_alive(fine).unwrap();
     assert!(s.sweep(35.0).offline.is_empty());
     assert_eq!(
         s.renew_node(late, lease(50.0)),
         Err(StateError::UnknownNode(late))
     );
     assert_eq!(s.node_ids().to_vec(), vec![fine]);
+}
+
+/// A ghost node: registered (by anyone who reaches the Fleet API, or a SuperNode that
+/// crashed at once) and never heard from again. It is listed, offline, but no ServerApp
+/// samples it or waits for it; its first sign of life makes it count.
+fn a_registered_node_counts_only_once_it_shows_it_is_alive(s: &dyn LinkState) {
+    let ghost = s.create_node(lease(1e9)).unwrap();
+    let keyed = 77;
+    s.activate_node(keyed, lease(1e9)).unwrap();
+    assert!(
+        s.has_node(ghost) && s.has_node(keyed),
+        "both are registered"
+    );
+    assert!(s.node_ids().is_empty(), "neither is offered to ServerApps");
+    let listed: Vec<(u64, bool)> = s
+        .nodes_info()
+        .iter()
+        .map(|n| (n.node_id, n.online))
+        .collect();
+    assert!(listed.contains(&(ghost, false)), "{listed:?}");
+    s.node_alive(keyed).unwrap();
+    assert_eq!(s.node_ids().to_vec(), vec![keyed]);
+    s.node_alive(keyed).unwrap();
+    assert_eq!(s.node_ids().to_vec(), vec![keyed], "once is enough");
+    assert_eq!(s.node_alive(5), Err(StateError::UnknownNode(5)));
+    // Registering again (a keyed SuperNode restarting) keeps an alive node alive.
+    s.activate_node(keyed, lease(2e9)).unwrap();
+    assert_eq!(s.node_ids().to_vec(), vec![keyed]);
+    assert!(s.unregister_node(keyed, "gone", 1.0));
+    s.activate_node(keyed, lease(1e9)).unwrap();
+    assert!(
+        s.node_ids().is_empty(),
+        "a new registration starts not alive"
+    );
 }
 
 fn virtual_nodes_never_expire_even_when_renewed(s: &dyn SimulationStore) {
@@ -621,6 +658,7 @@ fn node_keys_bind_ids_and_list_nodes(s: &dyn LinkState) {
     s.activate_node(a, lease(100.0)).unwrap();
     s.activate_node(a, lease(200.0)).unwrap();
     assert!(s.has_node(a));
+    s.node_alive(a).unwrap();
     s.node_seen(a, 15.0);
     connect(s, &[3]);
     let info = s.nodes_info();
@@ -1121,8 +1159,16 @@ mod sqlite_only {
             .unwrap();
         assert_eq!(
             (seen.registered_at, seen.last_seen, seen.online),
-            (3.0, Some(4.0), true)
+            (3.0, Some(4.0), false),
+            "registered, but not online until it is back"
         );
+        assert!(
+            s.node_ids().is_empty(),
+            "no node is offered to a ServerApp before it shows it is alive after the restart"
+        );
+        for id in [node, 7, keyed] {
+            s.node_alive(id).unwrap();
+        }
         let mut nodes = s.node_ids().to_vec();
         nodes.sort_unstable();
         let mut want = vec![node, 7, keyed];

@@ -9,7 +9,8 @@
 
 use crate::UserError;
 use async_trait::async_trait;
-use floret_core::{Control, ControlError, RunEvent, RunInfo, StartRun, Tokens};
+use bytes::Bytes;
+use floret_core::{Control, ControlError, NodeInfo, RunEvent, RunInfo, StartRun, Tokens};
 use floret_transport::grpc::ControlClient;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -271,6 +272,25 @@ impl Control for UserSession {
         follow: bool,
     ) -> Result<mpsc::Receiver<RunEvent>, ControlError> {
         self.retry(|c| async move { c.stream_events(run_id, follow).await })
+            .await
+    }
+
+    // The SuperNode key list: without these the trait's defaults answered a logged-in
+    // admin that the SuperLink "does not manage SuperNode keys".
+    async fn register_node_key(&self, public_key: Bytes) -> Result<u64, ControlError> {
+        self.retry(|c| {
+            let public_key = public_key.clone();
+            async move { c.register_node_key(public_key).await }
+        })
+        .await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>, ControlError> {
+        self.retry(|c| async move { c.list_nodes().await }).await
+    }
+
+    async fn unregister_node_key(&self, node_id: u64) -> Result<(), ControlError> {
+        self.retry(|c| async move { c.unregister_node_key(node_id).await })
             .await
     }
 }

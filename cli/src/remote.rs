@@ -186,9 +186,10 @@ impl Remote {
     /// user's to fix (exit 2); a lost connection is not (exit 1).
     pub fn error(&self, e: ControlError) -> anyhow::Error {
         match e {
-            ControlError::UnknownRun(_) | ControlError::Finished(_) | ControlError::Invalid(_) => {
-                UserError::new(e.to_string()).into()
-            }
+            ControlError::UnknownRun(_)
+            | ControlError::Finished(_)
+            | ControlError::Invalid(_)
+            | ControlError::Forbidden(_) => UserError::new(e.to_string()).into(),
             ControlError::Unavailable(reason) => anyhow::anyhow!(
                 "lost the connection to the SuperLink at {}: {reason}",
                 self.address

@@ -108,6 +108,11 @@ pub enum ControlError {
     /// The call's access token has expired: refresh it and call again.
     #[error("the access token has expired")]
     TokenExpired,
+    /// The caller is logged in, but the call needs a role they do not have (managing
+    /// SuperNode keys needs an admin): logging in again would not help, so it is not
+    /// `Unauthenticated`. The message names the role.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// `flwr run` against a SuperLink.

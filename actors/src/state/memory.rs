@@ -378,6 +378,10 @@ impl NodeStore for MemoryLinkState {
         self.lock().nodes.set()
     }
 
+    fn node_alive(&self, node_id: u64) -> Result<(), StateError> {
+        self.lock().nodes.alive(node_id)
+    }
+
     fn has_node(&self, node_id: u64) -> bool {
         self.lock().nodes.contains(node_id)
     }
@@ -607,19 +611,19 @@ impl NodeKeyStore for MemoryLinkState {
     }
 
     fn nodes_info(&self) -> Vec<NodeInfo> {
-        let mut inner = self.lock();
+        let inner = self.lock();
         let keyed: Vec<NodeInfo> = inner
             .keys
             .entries()
             .map(|(key, e)| NodeInfo {
                 node_id: e.node_id,
                 public_key: key.clone(),
-                online: inner.nodes.contains(e.node_id),
+                online: inner.nodes.is_alive(e.node_id),
                 registered_at: e.allowed_at,
                 last_seen: e.last_seen,
             })
             .collect();
-        rules::nodes_info(keyed, &inner.nodes.set())
+        rules::nodes_info(keyed, &inner.nodes.registered())
     }
 }
 
@@ -841,6 +845,7 @@ mod tests {
         assert_eq!(sweep.offline, vec![late]);
         assert_eq!(only_error(&s, run).code, error_code::NODE_UNAVAILABLE);
         s.renew_node(fine, lease(40.0)).unwrap();
+        s.node_alive(fine).unwrap();
         assert!(s.sweep(35.0).offline.is_empty());
         assert_eq!(
             s.renew_node(late, lease(50.0)),

@@ -188,8 +188,15 @@ pub trait NodeStore: Send + Sync + 'static {
     /// Forgets a node and answers its queued and in-flight instructions with
     /// `NODE_UNAVAILABLE` ("node N unavailable: {reason}"). False if it was not registered.
     fn unregister_node(&self, node_id: u64, reason: &str, now: f64) -> bool;
-    /// Every registered node, shared rather than copied.
+    /// Every registered node that has shown it is alive since it registered (see
+    /// `node_alive`): the nodes a ServerApp may sample and wait for. Shared, not copied.
     fn node_ids(&self) -> NodeSet;
+    /// The node showed it is alive (a heartbeat, its instruction stream, a pull): from now
+    /// on it is in `node_ids`. A node that only registered is not, so that a `RegisterNode`
+    /// nobody follows up cannot hold up every round until its lease runs out. Kept in
+    /// memory only: after a restart a node counts once it is back. `UnknownNode` if it is
+    /// not registered.
+    fn node_alive(&self, node_id: u64) -> Result<(), StateError>;
     /// Whether a node is registered now; cheap, for checks on every request.
     fn has_node(&self, node_id: u64) -> bool;
     /// Wakes whoever delivers a node's instructions: when some are queued for it, and when

@@ -6,9 +6,7 @@
 //! and each store only decides where the data lives.
 
 use super::{NewRun, RunInfo, StateError};
-use floret_core::{
-    Message, MessageError, Metadata, NodeInfo, NodeSet, Payload, RunStatus, error_code,
-};
+use floret_core::{Message, MessageError, Metadata, NodeInfo, Payload, RunStatus, error_code};
 use std::collections::{HashSet, VecDeque};
 
 /// Why an instruction's node is unavailable when it was never registered (or is gone
@@ -241,17 +239,18 @@ pub(super) fn requeue<T>(queue: &mut VecDeque<T>, again: Vec<T>) {
     }
 }
 
-/// Every node with an allowed key (`keyed`), then every registered node without one,
-/// online and never seen, by id.
-pub(super) fn nodes_info(mut keyed: Vec<NodeInfo>, registered: &NodeSet) -> Vec<NodeInfo> {
+/// Every node with an allowed key (`keyed`), then every registered node without one
+/// (`registered`: id, and whether it has shown it is alive, which is what `online` says
+/// of it), by id.
+pub(super) fn nodes_info(mut keyed: Vec<NodeInfo>, registered: &[(u64, bool)]) -> Vec<NodeInfo> {
     let with_key: HashSet<u64> = keyed.iter().map(|n| n.node_id).collect();
     keyed.extend(
         registered
             .iter()
-            .filter(|id| !with_key.contains(id))
-            .map(|&node_id| NodeInfo {
+            .filter(|(id, _)| !with_key.contains(id))
+            .map(|&(node_id, online)| NodeInfo {
                 node_id,
-                online: true,
+                online,
                 ..NodeInfo::default()
             }),
     );
@@ -447,12 +446,12 @@ mod tests {
             registered_at: 3.0,
             ..NodeInfo::default()
         }];
-        let registered: NodeSet = vec![2, 9, 4].into();
+        let registered = [(2, true), (9, true), (4, false)];
         let got: Vec<(u64, bool, f64)> = nodes_info(keyed, &registered)
             .iter()
             .map(|n| (n.node_id, n.online, n.registered_at))
             .collect();
-        assert_eq!(got, [(2, true, 0.0), (4, true, 0.0), (9, false, 3.0)]);
+        assert_eq!(got, [(2, true, 0.0), (4, false, 0.0), (9, false, 3.0)]);
     }
 
     #[test]

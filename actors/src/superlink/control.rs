@@ -86,13 +86,14 @@ impl LinkControl {
         self
     }
 
-    /// Managing SuperNodes is for admins when users log in.
+    /// Managing SuperNodes is for admins when users log in: whoever may register a key
+    /// may let any machine in as a SuperNode.
     fn require_admin(&self, what: &str) -> Result<(), ControlError> {
         if self.caller.may_administer() {
             return Ok(());
         }
-        Err(ControlError::Unauthenticated(format!(
-            "only an admin may {what}; {} is not one",
+        Err(ControlError::Forbidden(format!(
+            "{what} requires the admin role, and user {:?} is not an admin (role = \"admin\" in the SuperLink's --user-auth-config)",
             self.caller.owner()
         )))
     }
@@ -260,7 +261,7 @@ impl Control for LinkControl {
     }
 
     async fn register_node_key(&self, public_key: Bytes) -> Result<u64, ControlError> {
-        self.require_admin("register a SuperNode key")?;
+        self.require_admin("registering a SuperNode key")?;
         if public_key.is_empty() {
             return Err(ControlError::Invalid("no public key given".into()));
         }
@@ -273,7 +274,7 @@ impl Control for LinkControl {
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>, ControlError> {
-        self.require_admin("list SuperNodes")?;
+        self.require_admin("listing SuperNodes")?;
         Ok(self.state.nodes_info())
     }
 
@@ -281,7 +282,7 @@ impl Control for LinkControl {
     /// closes, and its next call is refused as unauthenticated (the transport finds its
     /// key no longer owns the id).
     async fn unregister_node_key(&self, node_id: u64) -> Result<(), ControlError> {
-        self.require_admin("unregister a SuperNode key")?;
+        self.require_admin("unregistering a SuperNode key")?;
         if self.state.disallow_node(node_id).is_none() {
             return Err(ControlError::Invalid(format!(
                 "no SuperNode with id {node_id} has a registered key: `flwr supernode list` shows them"

@@ -7,6 +7,8 @@
 //! node was sent and has not answered: its previous stream may have died with those
 //! instructions in it, and the SuperNode drops the ones it already has. Liveness follows `HeartbeatPolicy`: registering
 //! and every heartbeat renew a node's lease; the sweeper forgets nodes whose lease ran out.
+//! A node is offered to ServerApps only once it has heartbeated, subscribed or pulled
+//! after registering (`NodeStore::node_alive`): registering alone proves nothing.
 
 use crate::policy::clock::unix_now;
 use crate::policy::heartbeat::{HeartbeatPolicy, check_interval};
@@ -189,6 +191,7 @@ impl Fleet for LinkFleet {
         self.check_open()?;
         let lease = self.lease(heartbeat_interval)?;
         self.state.renew_node(node_id, lease).map_err(fleet_error)?;
+        self.state.node_alive(node_id).map_err(fleet_error)?;
         self.state.node_seen(node_id, unix_now());
         Ok(())
     }
@@ -199,6 +202,8 @@ impl Fleet for LinkFleet {
             .state
             .pull_instructions(node_id, usize::MAX)
             .map_err(fleet_error)?;
+        // A node that polls instead of subscribing (as Flower's SuperNodes do) is alive too.
+        self.state.node_alive(node_id).map_err(fleet_error)?;
         Ok(messages
             .into_iter()
             .map(|m| trace_context::delivered(m, node_id))
@@ -263,6 +268,7 @@ impl Fleet for LinkFleet {
     async fn subscribe(&self, node_id: u64) -> Result<mpsc::Receiver<Message>, FleetError> {
         self.check_open()?;
         let signal = self.state.node_signal(node_id).map_err(fleet_error)?;
+        self.state.node_alive(node_id).map_err(fleet_error)?;
         // A new stream means the old one is gone, maybe with instructions in it.
         let again = self.state.redeliver(node_id).map_err(fleet_error)?;
         if again > 0 {

@@ -282,14 +282,15 @@ impl Control for ControlClient {
 
     async fn register_node_key(&self, public_key: Bytes) -> Result<u64, ControlError> {
         let mut rpc = self.rpc.clone();
-        let request = v1::RegisterNodeKeyRequest { public_key };
+        // With the token, as every call: without it a logged-in admin was "not logged in".
+        let request = self.request(v1::RegisterNodeKeyRequest { public_key });
         Ok(self.call(0, rpc.register_node_key(request)).await?.node_id)
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>, ControlError> {
         let mut rpc = self.rpc.clone();
         let nodes = self
-            .call(0, rpc.list_nodes(v1::ListNodesRequest {}))
+            .call(0, rpc.list_nodes(self.request(v1::ListNodesRequest {})))
             .await?
             .nodes;
         Ok(nodes
@@ -306,7 +307,7 @@ impl Control for ControlClient {
 
     async fn unregister_node_key(&self, node_id: u64) -> Result<(), ControlError> {
         let mut rpc = self.rpc.clone();
-        let request = v1::UnregisterNodeKeyRequest { node_id };
+        let request = self.request(v1::UnregisterNodeKeyRequest { node_id });
         self.call(node_id, rpc.unregister_node_key(request)).await?;
         Ok(())
     }

@@ -257,12 +257,13 @@ impl v1::control_server::Control for ControlService {
         &self,
         request: Request<v1::RegisterNodeKeyRequest>,
     ) -> Result<Response<v1::RegisterNodeKeyResponse>, Status> {
+        // Who asks first: a stranger learns nothing, not even whether the key would do.
+        let control = self.control_for(&request)?;
         let public_key = request.get_ref().public_key.clone();
         // Only keys a SuperNode could sign with reach the allow-list.
         crate::auth::NodePublicKey::from_spki_der(&public_key)
             .map_err(|e| Status::invalid_argument(format!("RegisterNodeKey.public_key: {e}")))?;
-        let node_id = self
-            .control_for(&request)?
+        let node_id = control
             .register_node_key(public_key)
             .await
             .map_err(from_control_error)?;

@@ -11,6 +11,7 @@
 //! | `AppIoError::Stopped` | FAILED_PRECONDITION | `stopped` |
 //! | `ControlError::Unauthenticated`, no or unknown access token | UNAUTHENTICATED | `not-logged-in` |
 //! | `ControlError::TokenExpired` | UNAUTHENTICATED | `token-expired` |
+//! | `ControlError::Forbidden`, a role the caller lacks | PERMISSION_DENIED | `forbidden` |
 //! | `Invalid`, undecodable body | INVALID_ARGUMENT | |
 //! | `Unavailable` | UNAVAILABLE | |
 //!
@@ -41,6 +42,7 @@ const STOPPED: &str = "stopped";
 const NOT_LOGGED_IN: &str = "not-logged-in";
 const TOKEN_EXPIRED: &str = "token-expired";
 const UNAUTHENTICATED: &str = "unauthenticated";
+const FORBIDDEN: &str = "forbidden";
 
 fn marked(code: Code, message: String, marker: &'static str, id: Option<u64>) -> Status {
     let mut metadata = MetadataMap::new();
@@ -82,6 +84,7 @@ pub(crate) fn from_control_error(e: ControlError) -> Status {
         ControlError::TokenExpired => {
             marked(Code::Unauthenticated, e.to_string(), TOKEN_EXPIRED, None)
         }
+        ControlError::Forbidden(m) => marked(Code::PermissionDenied, m, FORBIDDEN, None),
     }
 }
 
@@ -123,6 +126,8 @@ pub(crate) enum Failure {
     NotLoggedIn,
     /// A Control call whose access token expired.
     TokenExpired,
+    /// A Control call by a user without the role it needs; the message names the role.
+    Forbidden(String),
     /// Node authentication refused the request.
     Unauthenticated(String),
     /// The peer refused the request, or sent something we refuse.
@@ -148,10 +153,12 @@ pub(crate) fn classify(status: &Status) -> Failure {
         Some(NOT_LOGGED_IN) => return Failure::NotLoggedIn,
         Some(TOKEN_EXPIRED) => return Failure::TokenExpired,
         Some(UNAUTHENTICATED) => return Failure::Unauthenticated(status.message().to_string()),
+        Some(FORBIDDEN) => return Failure::Forbidden(status.message().to_string()),
         _ => {}
     }
     match status.code() {
         Code::Unauthenticated => Failure::BadToken,
+        Code::PermissionDenied => Failure::Forbidden(status.message().to_string()),
         Code::Unavailable
         | Code::Cancelled
         | Code::DeadlineExceeded
@@ -198,7 +205,8 @@ pub(crate) fn to_fleet_error(status: &Status, address: &str, asked: u64) -> Flee
         | Failure::UnknownObject
         | Failure::Stopped
         | Failure::NotLoggedIn
-        | Failure::TokenExpired => FleetError::Invalid(status.message().to_string()),
+        | Failure::TokenExpired
+        | Failure::Forbidden(_) => FleetError::Invalid(status.message().to_string()),
         Failure::Invalid(m) => FleetError::Invalid(m),
     }
 }
@@ -214,6 +222,7 @@ pub(crate) fn to_control_error(status: &Status, address: &str, asked: u64) -> Co
             ControlError::Unauthenticated(status.message().to_string())
         }
         Failure::TokenExpired => ControlError::TokenExpired,
+        Failure::Forbidden(m) => ControlError::Forbidden(m),
         Failure::UnknownNode(_) | Failure::UnknownObject | Failure::Stopped => {
             ControlError::Invalid(status.message().to_string())
         }
@@ -233,7 +242,8 @@ pub(crate) fn to_appio_error(status: &Status, api: Api, address: &str) -> AppIoE
         Failure::UnknownNode(_)
         | Failure::UnknownRun(_)
         | Failure::Finished(_)
-        | Failure::UnknownObject => AppIoError::Invalid(status.message().to_string()),
+        | Failure::UnknownObject
+        | Failure::Forbidden(_) => AppIoError::Invalid(status.message().to_string()),
         Failure::Invalid(m) => AppIoError::Invalid(m),
     }
 }
@@ -328,6 +338,19 @@ mod unauthenticated_tests {
         assert_eq!(
             to_fleet_error(&Status::unauthenticated("no"), "a:1", 0),
             FleetError::Unauthenticated("no".into())
+        );
+    }
+
+    /// A logged-in user without the admin role hears that, not "log in again".
+    #[test]
+    fn forbidden_maps_both_ways_and_is_not_a_login_problem() {
+        let e = ControlError::Forbidden("listing SuperNodes requires the admin role".into());
+        let status = from_control_error(e.clone());
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(to_control_error(&status, "a:1", 0), e);
+        assert_eq!(
+            to_control_error(&Status::permission_denied("no"), "a:1", 0),
+            ControlError::Forbidden("no".into())
         );
     }
 }

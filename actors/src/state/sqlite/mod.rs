@@ -497,6 +497,10 @@ impl NodeStore for SqliteLinkState {
         self.lock().nodes.set()
     }
 
+    fn node_alive(&self, node_id: u64) -> Result<(), StateError> {
+        self.lock().nodes.alive(node_id)
+    }
+
     fn has_node(&self, node_id: u64) -> bool {
         self.lock().nodes.contains(node_id)
     }

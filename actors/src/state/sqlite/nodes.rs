@@ -240,12 +240,12 @@ impl Inner {
                 keyed.push(NodeInfo {
                     node_id,
                     public_key: Bytes::from(key),
-                    online: self.nodes.contains(node_id),
+                    online: self.nodes.is_alive(node_id),
                     registered_at: allowed_at,
                     last_seen,
                 });
             }
         }
-        Ok(rules::nodes_info(keyed, &self.nodes.set()))
+        Ok(rules::nodes_info(keyed, &self.nodes.registered()))
     }
 }

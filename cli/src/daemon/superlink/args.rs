@@ -51,7 +51,10 @@ pub struct SuperLinkArgs {
     #[arg(long, value_name = "HOST:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet_api_address: Option<String>,
-    /// Where `flwr` connects (Control API) [default: 0.0.0.0:9093].
+    /// Where `flwr` connects (Control API). Without --user-auth-config, whoever reaches it
+    /// can register SuperNode keys and submit apps the SuperLink runs, so a TLS SuperLink
+    /// then listens on loopback only unless this is set [default: 127.0.0.1:9093 with TLS
+    /// and no --user-auth-config; 0.0.0.0:9093 with --user-auth-config or --insecure].
     #[arg(long, visible_alias = "exec-api-address", value_name = "HOST:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control_api_address: Option<String>,

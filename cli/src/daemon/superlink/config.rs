@@ -3,6 +3,7 @@
 //! starts, so that a bad setting is one line and exit 2.
 
 use super::args::SuperLinkArgs;
+use super::control_access::{ControlAccess, control_api_address};
 use super::state::{Store, store};
 use crate::UserError;
 use crate::daemon::metrics::metrics_address;
@@ -31,6 +32,7 @@ struct Settings {
     ssl_keyfile: Option<String>,
     ssl_client_ca_certfile: Option<String>,
     fleet_api_address: String,
+    /// Empty: chosen by TLS and user authentication (see `control_access`).
     control_api_address: String,
     /// Empty: chosen by `isolation` (see `appio_listen_address`).
     serverappio_api_address: String,
@@ -68,7 +70,7 @@ impl Default for Settings {
             ssl_keyfile: None,
             ssl_client_ca_certfile: None,
             fleet_api_address: "0.0.0.0:9092".into(),
-            control_api_address: "0.0.0.0:9093".into(),
+            control_api_address: String::new(),
             serverappio_api_address: String::new(),
             isolation: "subprocess".into(),
             fab_cache_dir: String::new(),
@@ -152,6 +154,8 @@ pub struct SuperLinkConfig {
     pub fleet_api_address: SocketAddr,
     /// Control API listen address; port 0 picks a free port.
     pub control_api_address: SocketAddr,
+    /// Why the Control API listens there: `serve` says so at start.
+    pub control_access: ControlAccess,
     /// ServerAppIo API listen address; port 0 picks a free port.
     pub serverappio_api_address: SocketAddr,
     /// How the ServerApps of FABs run.
@@ -226,11 +230,14 @@ impl SuperLinkConfig {
         }
         let isolation = parse_isolation(&s.isolation)?;
         let store = store(&s.database, &s.state_dir, &env)?;
+        let (control_api, control_access) =
+            control_api_address(&s.control_api_address, s.insecure, user_auth.is_some());
         Ok(SuperLinkConfig {
             security,
             fleet_security,
             fleet_api_address: listen_address("fleet-api-address", &s.fleet_api_address)?,
-            control_api_address: listen_address("control-api-address", &s.control_api_address)?,
+            control_api_address: listen_address("control-api-address", control_api)?,
+            control_access,
             serverappio_api_address: appio_listen_address(
                 "serverappio-api-address",
                 &s.serverappio_api_address,
@@ -308,6 +315,42 @@ mod tests {
         let c = config(&["--insecure"], &[]).unwrap();
         assert_eq!(c.fleet_api_address, "0.0.0.0:9092".parse().unwrap());
         assert_eq!(c.control_api_address, "0.0.0.0:9093".parse().unwrap());
+    }
+
+    /// Without user authentication a TLS SuperLink keeps its Control API on loopback unless
+    /// some layer above the defaults names an address; `--insecure` stays open as in Flower.
+    #[test]
+    fn the_control_api_is_closed_unless_opened_on_purpose() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = keygen_tls(dir.path());
+        let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+        let c = config(&tls, &[]).unwrap();
+        assert_eq!(c.control_api_address, "127.0.0.1:9093".parse().unwrap());
+        assert_eq!(c.control_access, ControlAccess::LoopbackByDefault);
+        assert_eq!(c.fleet_api_address, "0.0.0.0:9092".parse().unwrap());
+
+        let mut flag = tls.clone();
+        flag.extend(["--control-api-address", "0.0.0.0:9093"]);
+        let c = config(&flag, &[]).unwrap();
+        assert_eq!(c.control_api_address, "0.0.0.0:9093".parse().unwrap());
+        assert_eq!(c.control_access, ControlAccess::Given);
+
+        let env = [("FLWR_CONTROL_API_ADDRESS", "0.0.0.0:7")];
+        let c = config(&tls, &env).unwrap();
+        assert_eq!(c.control_api_address, "0.0.0.0:7".parse().unwrap());
+        assert_eq!(c.control_access, ControlAccess::Given);
+
+        let file = dir.path().join("superlink.toml");
+        std::fs::write(&file, "control-api-address = \"0.0.0.0:8\"\n").unwrap();
+        let mut from_file = tls.clone();
+        from_file.extend(["--config", file.to_str().unwrap()]);
+        let c = config(&from_file, &[]).unwrap();
+        assert_eq!(c.control_api_address, "0.0.0.0:8".parse().unwrap());
+        assert_eq!(c.control_access, ControlAccess::Given);
+
+        let c = config(&["--insecure"], &[]).unwrap();
+        assert_eq!(c.control_api_address, "0.0.0.0:9093".parse().unwrap());
+        assert_eq!(c.control_access, ControlAccess::Insecure);
     }
 
     #[test]
@@ -620,7 +663,13 @@ mod tests {
         let mut args = keygen_tls(dir.path()).to_vec();
         args.extend(["--user-auth-config".into(), accounts.to_owned()]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        assert!(config(&args, &[]).unwrap().user_auth.is_some());
+        let c = config(&args, &[]).unwrap();
+        assert!(c.user_auth.is_some());
+        assert_eq!(
+            (c.control_api_address, c.control_access),
+            ("0.0.0.0:9093".parse().unwrap(), ControlAccess::UserAuth),
+            "every call needs a login: open as in Flower"
+        );
     }
 
     #[test]

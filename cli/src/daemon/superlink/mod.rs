@@ -14,15 +14,18 @@
 //!                                        their processes are killed), then the servers drain
 //! ```
 //!
-//! One job a file: `args` (the flags), `config` (settings in layers, checked), `state`
-//! (where the state is kept, opened) and `serve` (the servers up, and down in one order).
+//! One job a file: `args` (the flags), `config` (settings in layers, checked),
+//! `control_access` (who may reach the Control API by default), `state` (where the state
+//! is kept, opened) and `serve` (the servers up, and down in one order).
 
 mod args;
 mod config;
+mod control_access;
 mod serve;
 mod state;
 
 pub use args::SuperLinkArgs;
 pub use config::{NodeAuthConfig, SuperLinkConfig};
+pub use control_access::ControlAccess;
 pub use serve::serve;
 pub use state::Store;

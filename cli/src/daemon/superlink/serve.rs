@@ -2,6 +2,7 @@
 //! stopping them, taken on a signal and when a later part fails to start alike.
 
 use super::config::SuperLinkConfig;
+use super::control_access::{Level, announcement};
 use super::state::open_state;
 use crate::daemon::metrics::{Daemon, install as install_metrics};
 use crate::daemon::{bind_error, connect_address};
@@ -188,5 +189,10 @@ async fn start(
     tracing::info!("Fleet and Control APIs: gRPC over TCP and QUIC over UDP, same ports; {mode}");
     tracing::info!("Fleet API (SuperNodes) listening on {}", fleet.local_addr());
     tracing::info!("Control API (flwr) listening on {}", control.local_addr());
+    match announcement(config.control_access, control.local_addr()) {
+        Some((Level::Warn, line)) => tracing::warn!("{line}"),
+        Some((Level::Info, line)) => tracing::info!("{line}"),
+        None => {}
+    }
     Ok(())
 }

@@ -127,6 +127,28 @@ async fn a_valid_token_reaches_the_callers_view() {
     server.shutdown().await;
 }
 
+/// The SuperNode key calls carry the token like every other call: without it a logged-in
+/// admin's `flwr supernode list` was refused as not logged in.
+#[tokio::test]
+async fn the_node_key_calls_carry_the_callers_token() {
+    let (views, server, client) = setup().await;
+    let authed = client.with_access_token("good").unwrap();
+    let alice = Some(Caller::user("alice", false));
+    // The fake answers these as a SuperLink without a key list; what counts is who asked.
+    let _ = authed.list_nodes().await;
+    assert_eq!(views.callers.lock().unwrap().last(), alice.as_ref());
+    views.callers.lock().unwrap().clear();
+    let _ = authed.unregister_node_key(7).await;
+    assert_eq!(views.callers.lock().unwrap().last(), alice.as_ref());
+    views.callers.lock().unwrap().clear();
+    let key = crate::auth::NodeKeyPair::generate().unwrap();
+    let _ = authed
+        .register_node_key(key.public_key().spki_der().clone())
+        .await;
+    assert_eq!(views.callers.lock().unwrap().last(), alice.as_ref());
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn wrong_credentials_and_expired_logins_say_what_to_do() {
     let (_views, server, client) = setup().await;
