@@ -1,0 +1,157 @@
+//! The login gate: at most `max_concurrent` password checks at once, at most `max_queued`
+//! waiting behind them, and every further login refused at once.
+//!
+//! An argon2 check holds 19 MiB while it runs; 512 concurrent wrong-password logins took a
+//! SuperLink from 168 MB to 9.8 GB. Bounding how many run at once bounds that memory (and
+//! the allocator's high-water mark); bounding the queue keeps a flood from piling up
+//! waiting requests. Checks run on tokio's blocking threads, so a slow check never stalls
+//! the async workers that serve every other call.
+
+use floret_core::UserAuthError;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// How many logins may be checked at once and wait for their turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateLimits {
+    /// Password or token checks running at once (each holds 19 MiB while it runs).
+    pub max_concurrent: usize,
+    /// Logins waiting for a check slot; beyond this a login is refused at once.
+    pub max_queued: usize,
+}
+
+impl Default for GateLimits {
+    /// 4 checks at once (under 80 MiB), 64 waiting: a login takes tens of milliseconds, so
+    /// a full queue clears within a second.
+    fn default() -> Self {
+        GateLimits {
+            max_concurrent: 4,
+            max_queued: 64,
+        }
+    }
+}
+
+/// See the module doc.
+#[derive(Debug)]
+pub struct LoginGate {
+    /// One permit per login admitted (checking or waiting); `try_acquire`, never waited on.
+    admitted: Arc<Semaphore>,
+    /// One permit per check running.
+    checking: Arc<Semaphore>,
+}
+
+impl LoginGate {
+    /// A gate with these limits; `max_concurrent` is at least 1 (the SuperLink's settings
+    /// refuse 0).
+    pub fn new(limits: GateLimits) -> LoginGate {
+        let concurrent = limits.max_concurrent.max(1);
+        LoginGate {
+            admitted: Arc::new(Semaphore::new(
+                concurrent.saturating_add(limits.max_queued),
+            )),
+            checking: Arc::new(Semaphore::new(concurrent)),
+        }
+    }
+
+    /// Runs `check` on a blocking thread once a slot is free.
+    ///
+    /// The permits move into the blocking task, so a check whose caller went away still
+    /// counts until it has finished: the number running never exceeds the limit.
+    ///
+    /// # Errors
+    /// `TooManyLogins` when every slot and queue place is taken.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        check: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, UserAuthError> {
+        let admitted = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| UserAuthError::TooManyLogins)?;
+        let slot = self
+            .checking
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| UserAuthError::TooManyLogins)?;
+        tokio::task::spawn_blocking(move || {
+            let _held = (admitted, slot);
+            check()
+        })
+        .await
+        .map_err(|e| {
+            // argon2 does not panic on any input; if a check ever does, the login fails
+            // like a wrong password and the SuperLink goes on.
+            tracing::error!(error = %e, "a login check failed");
+            UserAuthError::BadCredentials
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
+
+    /// A check that counts how many run at once and waits until released.
+    #[derive(Default)]
+    struct Probe {
+        running: AtomicUsize,
+        most: AtomicUsize,
+        released: Mutex<bool>,
+        release: Condvar,
+    }
+
+    impl Probe {
+        fn check(&self) {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            let mut released = self.released.lock().unwrap();
+            while !*released {
+                released = self.release.wait(released).unwrap();
+            }
+            self.running.fetch_sub(1, Ordering::SeqCst);
+        }
+
+        fn open(&self) {
+            *self.released.lock().unwrap() = true;
+            self.release.notify_all();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_runs_at_most_the_limit_and_refuses_beyond_the_queue() {
+        let gate = Arc::new(LoginGate::new(GateLimits {
+            max_concurrent: 2,
+            max_queued: 3,
+        }));
+        let probe = Arc::new(Probe::default());
+        let logins: Vec<_> = (0..20)
+            .map(|_| {
+                let (gate, probe) = (gate.clone(), probe.clone());
+                tokio::spawn(async move { gate.run(move || probe.check()).await })
+            })
+            .collect();
+        while probe.running.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        // Let the refused ones finish, then release the checks.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(probe.running.load(Ordering::SeqCst), 2);
+        probe.open();
+        let mut refused = 0;
+        for login in logins {
+            match login.await.unwrap() {
+                Ok(()) => {}
+                Err(UserAuthError::TooManyLogins) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(refused, 15, "20 logins, 2 checking, 3 queued");
+        assert_eq!(probe.most.load(Ordering::SeqCst), 2);
+        // The slots are free again.
+        assert_eq!(gate.run(|| 7).await, Ok(7));
+    }
+}
