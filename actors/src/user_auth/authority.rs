@@ -42,7 +42,9 @@ pub struct AccountsAuthority {
 /// consistent (every update is a few map inserts), so failing every later login would be
 /// worse.
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl AccountsAuthority {
@@ -175,7 +177,10 @@ mod tests {
             authority.login(password("mallory", "pw"), PEER).await,
             Err(UserAuthError::BadCredentials)
         );
-        let tokens = authority.login(password("alice", "pw"), PEER).await.unwrap();
+        let tokens = authority
+            .login(password("alice", "pw"), PEER)
+            .await
+            .unwrap();
         assert_eq!(
             authority.authenticate(&tokens.access_token),
             Ok(Caller::user("alice", false))
@@ -218,7 +223,9 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert!(matches!(
             authority.login(password("alice", "pw"), PEER).await,
-            Err(UserAuthError::LockedOut { retry_after_s: 30 | 31 })
+            Err(UserAuthError::LockedOut {
+                retry_after_s: 30 | 31
+            })
         ));
         tokio::time::sleep(Duration::from_secs(31)).await;
         assert!(authority.login(password("alice", "pw"), PEER).await.is_ok());
@@ -253,7 +260,10 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        assert!(refused >= 32 - 3 - 4, "only 1 checking and 2 queued: {refused}");
+        assert!(
+            refused >= 32 - 3 - 4,
+            "only 1 checking and 2 queued: {refused}"
+        );
         // Refused attempts do not count as failures, and the gate is free again.
         assert!(authority.login(password("alice", "pw"), PEER).await.is_ok());
     }
@@ -261,8 +271,14 @@ mod tests {
     #[tokio::test]
     async fn logout_ends_the_session_and_only_admins_manage_sessions() {
         let authority = authority(LoginLimits::default());
-        let alice = authority.login(password("alice", "pw"), PEER).await.unwrap();
-        let root = authority.login(password("root", "root-pw"), PEER).await.unwrap();
+        let alice = authority
+            .login(password("alice", "pw"), PEER)
+            .await
+            .unwrap();
+        let root = authority
+            .login(password("root", "root-pw"), PEER)
+            .await
+            .unwrap();
         let alice_caller = authority.authenticate(&alice.access_token).unwrap();
         let root_caller = authority.authenticate(&root.access_token).unwrap();
         assert_eq!(

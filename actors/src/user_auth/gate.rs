@@ -46,9 +46,7 @@ impl LoginGate {
     pub fn new(limits: GateLimits) -> LoginGate {
         let concurrent = limits.max_concurrent.max(1);
         LoginGate {
-            admitted: Arc::new(Semaphore::new(
-                concurrent.saturating_add(limits.max_queued),
-            )),
+            admitted: Arc::new(Semaphore::new(concurrent.saturating_add(limits.max_queued))),
             checking: Arc::new(Semaphore::new(concurrent)),
         }
     }

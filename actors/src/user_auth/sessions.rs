@@ -163,7 +163,12 @@ impl Sessions {
     /// Ends the sessions `which` selects; answers how many.
     pub fn revoke(&mut self, which: &SessionSelector) -> usize {
         let ids: Vec<u64> = match which {
-            SessionSelector::Id(id) => self.sessions.contains_key(id).then_some(*id).into_iter().collect(),
+            SessionSelector::Id(id) => self
+                .sessions
+                .contains_key(id)
+                .then_some(*id)
+                .into_iter()
+                .collect(),
             SessionSelector::User(user) => self
                 .sessions
                 .iter()

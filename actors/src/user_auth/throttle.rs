@@ -33,14 +33,14 @@ pub struct ThrottlePolicy {
 
 impl Default for ThrottlePolicy {
     /// 5 failures a minute per user, 30 per address, then 1 minute locked, doubling up to
-    /// an hour; 100,000 users and addresses remembered.
+    /// 64 minutes; 100,000 users and addresses remembered.
     fn default() -> Self {
         ThrottlePolicy {
             max_failures_per_user: 5,
             max_failures_per_address: 30,
             window_s: 60.0,
             lockout_s: 60.0,
-            max_lockout_s: 3600.0,
+            max_lockout_s: 64.0 * 60.0,
             max_tracked: 100_000,
         }
     }

@@ -11,7 +11,7 @@ use crate::daemon::{
     SERVER_TLS_FLAGS, appio_listen_address, auth_key_pair, auth_needs_tls, fab_cache_dir,
     listen_address, parse_isolation, server_security,
 };
-use floret_actors::user_auth::Accounts;
+use floret_actors::user_auth::{Accounts, GateLimits, LoginLimits, ThrottlePolicy, TokenLifetimes};
 use floret_actors::{Isolation, RunLimits};
 use floret_transport::ServerSecurity;
 use floret_transport::auth::{NodeKeyPair, NodePublicKey, load_allow_list};
@@ -41,6 +41,12 @@ struct Settings {
     state_dir: String,
     /// Empty: no user authentication.
     user_auth_config: String,
+    max_concurrent_logins: usize,
+    max_queued_logins: usize,
+    max_login_failures_per_user: u32,
+    max_login_failures_per_address: u32,
+    login_lockout: u64,
+    session_max_age: u64,
     /// Empty: node authentication off.
     auth_list_public_keys: String,
     auth_superlink_private_key: String,
@@ -67,6 +73,15 @@ impl Default for Settings {
             database: String::new(),
             state_dir: String::new(),
             user_auth_config: String::new(),
+            max_concurrent_logins: LoginLimits::default().gate.max_concurrent,
+            max_queued_logins: LoginLimits::default().gate.max_queued,
+            max_login_failures_per_user: ThrottlePolicy::default().max_failures_per_user,
+            max_login_failures_per_address: ThrottlePolicy::default().max_failures_per_address,
+            // Whole seconds: the defaults are.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            login_lockout: ThrottlePolicy::default().lockout_s as u64,
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            session_max_age: TokenLifetimes::default().max_s as u64,
             auth_list_public_keys: String::new(),
             auth_superlink_private_key: String::new(),
             auth_superlink_public_key: String::new(),
@@ -149,6 +164,9 @@ pub struct SuperLinkConfig {
     pub fab_cache_dir: PathBuf,
     /// The accounts of `--user-auth-config`; `None`: no user authentication.
     pub user_auth: Option<Accounts>,
+    /// How many logins are checked and wait at once, the login rate limits, and how long
+    /// a session lasts (`--max-concurrent-logins` ...).
+    pub login_limits: LoginLimits,
     /// SuperNode authentication; `None`: any SuperNode may connect.
     pub node_auth: Option<NodeAuthConfig>,
     /// Where the state is kept.
@@ -226,6 +244,7 @@ impl SuperLinkConfig {
             isolation,
             fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
             user_auth,
+            login_limits: login_limits(&s)?,
             node_auth,
             store,
             metrics_address: metrics_address(&s.metrics_address)?,
@@ -235,6 +254,63 @@ impl SuperLinkConfig {
             },
         })
     }
+}
+
+/// The login and session limits, each checked: a zero would refuse every login.
+fn login_limits(s: &Settings) -> Result<LoginLimits, UserError> {
+    let at_least_one = |flag: &str, value: u64, what: &str| {
+        if value == 0 {
+            Err(UserError::new(format!(
+                "--{flag} 0 would {what}: give at least 1"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    at_least_one(
+        "max-concurrent-logins",
+        wide(s.max_concurrent_logins),
+        "never check a login",
+    )?;
+    at_least_one(
+        "max-login-failures-per-user",
+        u64::from(s.max_login_failures_per_user),
+        "lock out every user",
+    )?;
+    at_least_one(
+        "max-login-failures-per-address",
+        u64::from(s.max_login_failures_per_address),
+        "lock out every address",
+    )?;
+    at_least_one("login-lockout", s.login_lockout, "count no failure")?;
+    at_least_one(
+        "session-max-age",
+        s.session_max_age,
+        "end every login at once",
+    )?;
+    // Seconds as f64, exact below 2^53.
+    #[allow(clippy::cast_precision_loss)]
+    let (lockout_s, max_age_s) = (s.login_lockout as f64, s.session_max_age as f64);
+    let defaults = LoginLimits::default();
+    Ok(LoginLimits {
+        lifetimes: TokenLifetimes {
+            max_s: max_age_s,
+            ..defaults.lifetimes
+        },
+        gate: GateLimits {
+            max_concurrent: s.max_concurrent_logins,
+            max_queued: s.max_queued_logins,
+        },
+        throttle: ThrottlePolicy {
+            max_failures_per_user: s.max_login_failures_per_user,
+            max_failures_per_address: s.max_login_failures_per_address,
+            window_s: lockout_s,
+            lockout_s,
+            max_lockout_s: lockout_s * 64.0,
+            ..defaults.throttle
+        },
+    })
 }
 
 /// Reads and checks `--user-auth-config` now, so a typo in the accounts file stops the
