@@ -135,10 +135,12 @@ mod tests {
         while probe.running.load(Ordering::SeqCst) < 2 {
             tokio::task::yield_now().await;
         }
-        // Let the refused ones finish, then release the checks.
+        // Let the refused ones finish, then release the checks (before asserting, so a
+        // failure cannot leave blocked threads behind and hang the test).
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        assert_eq!(probe.running.load(Ordering::SeqCst), 2);
+        let running = probe.running.load(Ordering::SeqCst);
         probe.open();
+        assert_eq!(running, 2);
         let mut refused = 0;
         for login in logins {
             match login.await.unwrap() {
