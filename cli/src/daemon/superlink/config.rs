@@ -533,6 +533,37 @@ mod tests {
     }
 
     #[test]
+    fn login_limits_come_from_flags_and_env_and_zero_is_refused() {
+        let c = config(&["--insecure"], &[]).unwrap();
+        assert_eq!(c.login_limits, LoginLimits::default());
+        let c = config(
+            &[
+                "--insecure",
+                "--max-concurrent-logins",
+                "2",
+                "--login-lockout",
+                "10",
+                "--session-max-age",
+                "3600",
+            ],
+            &[("FLWR_MAX_LOGIN_FAILURES_PER_USER", "3")],
+        )
+        .unwrap();
+        assert_eq!(c.login_limits.gate.max_concurrent, 2);
+        assert_eq!(c.login_limits.throttle.max_failures_per_user, 3);
+        assert_eq!(c.login_limits.throttle.lockout_s, 10.0);
+        assert_eq!(c.login_limits.throttle.max_lockout_s, 640.0);
+        assert_eq!(c.login_limits.lifetimes.max_s, 3600.0);
+        let e = config(&["--insecure", "--max-concurrent-logins", "0"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--max-concurrent-logins 0") && e.contains("at least 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_bad_accounts_file_is_one_line_naming_it() {
         let missing = config(
             &[
