@@ -64,9 +64,7 @@ impl LoginGate {
             }
         }
         LoginGate {
-            admitted: Arc::new(Semaphore::new(
-                concurrent.saturating_add(limits.max_queued),
-            )),
+            admitted: Arc::new(Semaphore::new(concurrent.saturating_add(limits.max_queued))),
             jobs,
         }
     }
