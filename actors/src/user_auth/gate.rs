@@ -5,11 +5,11 @@
 //! SuperLink from 168 MB to 9.8 GB. Bounding how many run at once bounds that memory;
 //! bounding the queue keeps a flood from piling up waiting requests.
 //!
-//! The checks run on `max_concurrent` threads of their own, not on tokio's blocking pool:
-//! the allocator keeps a thread's freed 19 MiB for that thread, and a flood spread over the
-//! pool's many threads left 1 GB resident (128 logins, 4 at a time) where a few dedicated
-//! threads reuse the same buffers. Either way, a slow check never stalls the async workers
-//! that serve every other call.
+//! The checks run on `max_concurrent` threads of their own, not on tokio's blocking pool,
+//! and each thread reuses one argon2 buffer (`secrets::verify_secret`): freed buffers stay
+//! resident in the allocator's per-thread arenas, and 128 logins checked 4 at a time on the
+//! blocking pool left 1 GB resident; now it is the threads' few buffers (docs/BENCHMARKS.md,
+//! "Login flood"). A slow check never stalls the async workers that serve every other call.
 
 use floret_core::UserAuthError;
 use std::sync::mpsc;
