@@ -10,7 +10,10 @@
 use crate::UserError;
 use async_trait::async_trait;
 use bytes::Bytes;
-use floret_core::{Control, ControlError, NodeInfo, RunEvent, RunInfo, StartRun, Tokens};
+use floret_core::{
+    Control, ControlError, NodeInfo, RunEvent, RunInfo, SessionInfo, SessionSelector, StartRun,
+    Tokens,
+};
 use floret_transport::grpc::ControlClient;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -223,6 +226,24 @@ impl UserSession {
         }
     }
 
+    /// The SuperLink's open sessions (`flwr session list`, admins only).
+    ///
+    /// # Errors
+    /// As the SuperLink answers: `Invalid` for a user who is not an admin.
+    pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>, ControlError> {
+        self.retry(|c| async move { c.list_sessions().await }).await
+    }
+
+    /// Ends the sessions `which` selects (`flwr session revoke`, admins only); answers how
+    /// many ended.
+    ///
+    /// # Errors
+    /// As [`Self::list_sessions`].
+    pub async fn revoke_sessions(&self, which: &SessionSelector) -> Result<u64, ControlError> {
+        self.retry(|c| async move { c.revoke_sessions(which).await })
+            .await
+    }
+
     /// Exchanges the refresh token for a new pair and stores it. When the refresh token has
     /// expired too, the SuperLink answers `Unauthenticated`, which asks to log in again.
     async fn refresh(&self, login: &StoredLogin) -> Result<ControlClient, ControlError> {
@@ -359,13 +380,16 @@ mod tests {
     /// refresh token `r1` trades for `fresh` (once).
     struct Authority(Mutex<bool>);
 
+    #[async_trait]
     impl floret_core::UserAuthority for Authority {
-        fn login(
+        async fn login(
             &self,
-            _: &floret_core::Credentials,
+            _: floret_core::Credentials,
+            _: Option<std::net::IpAddr>,
         ) -> Result<Tokens, floret_core::UserAuthError> {
             Err(floret_core::UserAuthError::BadCredentials)
         }
+        fn logout(&self, _: &str) {}
         fn refresh(&self, token: &str) -> Result<Tokens, floret_core::UserAuthError> {
             let mut used = self.0.lock().unwrap();
             if token != "r1" || *used {

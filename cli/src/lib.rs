@@ -22,6 +22,7 @@ pub mod remote;
 pub mod report;
 pub mod run_cmd;
 pub mod run_report;
+pub mod session_cmd;
 pub mod stop_cmd;
 pub mod submit;
 pub mod supernode_cmd;

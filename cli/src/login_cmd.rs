@@ -81,20 +81,47 @@ pub async fn execute(args: LoginArgs) -> anyhow::Result<i32> {
     Ok(exit_code::OK)
 }
 
-/// Forgets the stored tokens of the federation's SuperLink (they are not revoked there:
-/// they lapse at their expiry); returns the exit code.
+/// Ends the session on the federation's SuperLink (both tokens stop working there) and
+/// forgets the stored tokens; returns the exit code.
+///
+/// The local tokens are removed even when the SuperLink cannot be reached, but then the
+/// command says so and exits 1: the session stays valid there until it expires or an admin
+/// revokes it (`flwr session revoke`).
 pub async fn logout(args: LogoutArgs) -> anyhow::Result<i32> {
     let project = Project::load(&args.app_dir, "flwr logout")?;
     let remote = Remote::from_project(&project, args.federation.as_deref(), "flwr logout")?;
     let path = remote.credentials_path()?;
-    let removed =
-        credentials::remove(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-    if removed {
-        println!("logged out of `{}`", remote.federation);
-    } else {
-        println!("not logged in to `{}`", remote.federation);
+    let Some(login) = credentials::load(&path).ok().flatten() else {
+        let removed = credentials::remove(&path)
+            .with_context(|| format!("cannot remove {}", path.display()))?;
+        if removed {
+            println!(
+                "logged out of `{}` (the stored login was damaged)",
+                remote.federation
+            );
+        } else {
+            println!("not logged in to `{}`", remote.federation);
+        }
+        return Ok(exit_code::OK);
+    };
+    let revoked = match remote.connect_client().await {
+        Ok(client) => client
+            .logout(&login.refresh_token)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    credentials::remove(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    match revoked {
+        Ok(()) => {
+            println!("logged out of `{}`", remote.federation);
+            Ok(exit_code::OK)
+        }
+        Err(reason) => Err(anyhow::anyhow!(
+            "forgot the login to `{}`, but could not end the session on its SuperLink ({reason}): it stays valid there until it expires or an admin runs `flwr session revoke`",
+            remote.federation
+        )),
     }
-    Ok(exit_code::OK)
 }
 
 /// Reads a secret from stdin and prints its argon2id hash for the accounts file.

@@ -149,6 +149,26 @@ impl Remote {
         Ok(Arc::new(session))
     }
 
+    /// The stored login's session with the SuperLink, for the calls that only exist with
+    /// user authentication (`flwr session`).
+    ///
+    /// # Errors
+    /// A `UserError` when the federation does not use user authentication or no login is
+    /// stored; as [`Remote::connect_client`].
+    pub async fn connect_user_session(&self, command: &str) -> anyhow::Result<UserSession> {
+        if !self.user_auth {
+            return Err(UserError::new(format!(
+                "{command}: federation `{0}` does not use user authentication, so its SuperLink keeps no sessions: add enable-user-auth = true to [tool.flwr.federations.{0}] if it runs with --user-auth-config",
+                self.federation
+            ))
+            .into());
+        }
+        let path = self.credentials_path()?;
+        let login = credentials::load(&path)?.ok_or_else(|| UserError::new(self.login_hint()))?;
+        let client = self.connect_client().await?;
+        UserSession::new(client, login, path).map_err(|e| self.error(e))
+    }
+
     /// The plain connection to the Control API, without a login.
     pub async fn connect_client(&self) -> anyhow::Result<ControlClient> {
         let options = ClientOptions {

@@ -302,3 +302,134 @@ fn user_auth_with_insecure_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// A SuperLink with user authentication, the given extra flags, and users alice and root
+/// (an admin); answers it with an app directory whose federation `e2e` logs in.
+fn link_with_users(dir: &Path, flags: &[&str]) -> (SuperLink, tempfile::TempDir) {
+    keygen(dir);
+    let accounts = format!(
+        "[[users]]\nname = \"alice\"\npassword-hash = \"{}\"\n\n\
+         [[users]]\nname = \"root\"\npassword-hash = \"{}\"\nrole = \"admin\"\n",
+        hash(dir, "alice-pw"),
+        hash(dir, "root-pw"),
+    );
+    let accounts_path = dir.join("users.toml");
+    std::fs::write(&accounts_path, accounts).unwrap();
+    let mut args = vec!["--user-auth-config", accounts_path.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    let link = SuperLink::start_with("127.0.0.1:0", "127.0.0.1:0", &args);
+    let app_dir = app_for("digits", &link.control);
+    let manifest = app_dir.path().join("pyproject.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("enable-user-auth = true\n");
+    std::fs::write(&manifest, text).unwrap();
+    (link, app_dir)
+}
+
+/// Guessing is pointless: after `--max-login-failures-per-user` wrong passwords even the
+/// right one is refused until `--login-lockout` has passed. Sessions end where they should:
+/// an admin lists and revokes them (a user may not), and `flwr logout` ends the session on
+/// the SuperLink, so a copy of the tokens is worthless afterwards.
+#[test]
+fn logins_are_rate_limited_and_sessions_end_on_revoke_and_logout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_link, app_dir) = link_with_users(
+        dir.path(),
+        &["--max-login-failures-per-user", "2", "--login-lockout", "4"],
+    );
+    let app = app_dir.path().to_str().unwrap();
+    let [alice, root] = ["alice", "root"].map(|u| dir.path().join(u));
+
+    for _ in 0..2 {
+        let wrong = user_error(&login(&alice, app, "alice", "guess"));
+        assert!(wrong.contains("wrong username or password"), "{wrong}");
+    }
+    let locked_at = Instant::now();
+    let locked = user_error(&login(&alice, app, "alice", "alice-pw"));
+    assert!(
+        locked.contains("too many failed logins") && locked.contains("retry in"),
+        "{locked}"
+    );
+    std::thread::sleep(
+        Duration::from_secs(4).saturating_sub(locked_at.elapsed()) + Duration::from_millis(300),
+    );
+    let o = login(&alice, app, "alice", "alice-pw");
+    assert_eq!(o.code, Some(0), "after the lockout: {}", o.stderr);
+
+    // Sessions are for admins.
+    let refused = user_error(&flwr_as(&alice, &["session", "list", app, "e2e"], ""));
+    assert!(refused.contains("only an admin"), "{refused}");
+    let o = login(&root, app, "root", "root-pw");
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let o = flwr_as(
+        &root,
+        &["session", "list", app, "e2e", "--format", "json"],
+        "",
+    );
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let sessions = json(&o.stdout)["sessions"].as_array().unwrap().clone();
+    let users: Vec<&str> = sessions
+        .iter()
+        .map(|s| s["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["alice", "root"], "{}", o.stdout);
+    assert_eq!(sessions[1]["role"], "admin");
+    let stored = |home: &Path| {
+        let dir = home.join("credentials");
+        let file = std::fs::read_dir(&dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        (file.clone(), std::fs::read_to_string(file).unwrap())
+    };
+    let (_, alice_login) = stored(&alice);
+    let token = alice_login
+        .lines()
+        .find_map(|l| l.strip_prefix("access-token = "))
+        .unwrap()
+        .trim_matches('"');
+    assert!(!o.stdout.contains(token), "a list never shows tokens");
+
+    // The admin revokes alice's sessions: her tokens stop working at once.
+    let o = flwr_as(
+        &root,
+        &["session", "revoke", app, "e2e", "--user", "alice"],
+        "",
+    );
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(o.stdout.contains("revoked 1 session"), "{}", o.stdout);
+    let refused = user_error(&flwr_as(&alice, &["ls", app, "e2e"], ""));
+    assert!(refused.contains("no longer valid"), "{refused}");
+
+    // Logging out ends the session on the SuperLink: a copy of the tokens kept from before
+    // is refused afterwards.
+    let (file, copy) = stored(&root);
+    let o = flwr_as(&root, &["logout", app, "e2e"], "");
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(!file.exists());
+    std::fs::write(&file, copy).unwrap();
+    let refused = user_error(&flwr_as(&root, &["ls", app, "e2e"], ""));
+    assert!(refused.contains("no longer valid"), "{refused}");
+}
+
+/// Refreshing does not keep a login alive past `--session-max-age`: then the user logs in
+/// again.
+#[test]
+fn a_login_ends_at_its_absolute_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_link, app_dir) = link_with_users(dir.path(), &["--session-max-age", "3"]);
+    let app = app_dir.path().to_str().unwrap();
+    let alice = dir.path().join("alice");
+    let o = login(&alice, app, "alice", "alice-pw");
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let o = flwr_as(&alice, &["ls", app, "e2e"], "");
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    std::thread::sleep(Duration::from_millis(3300));
+    let refused = user_error(&flwr_as(&alice, &["ls", app, "e2e"], ""));
+    assert!(
+        refused.contains("no longer valid") && refused.contains("flwr login"),
+        "{refused}"
+    );
+}

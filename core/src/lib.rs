@@ -44,5 +44,8 @@ pub use records::{
 };
 pub use run::{AppRef, InvalidTransition, RunInfo, RunStatus, SubStatus};
 pub use run_config::ConfigError;
-pub use user_auth::{Caller, ControlFor, Credentials, Tokens, UserAuthError, UserAuthority};
+pub use user_auth::{
+    Caller, ControlFor, Credentials, SessionInfo, SessionSelector, Tokens, UserAuthError,
+    UserAuthority,
+};
 pub use user_config::{UserConfig, UserConfigValue};

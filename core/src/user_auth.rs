@@ -6,6 +6,8 @@
 //! logic nor this crate ever sees wire types or token bytes beyond opaque strings.
 
 use crate::api::Control;
+use async_trait::async_trait;
+use std::net::IpAddr;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -131,17 +133,88 @@ pub enum UserAuthError {
     /// This SuperLink does not authenticate users.
     #[error("user authentication is not enabled on this SuperLink")]
     Disabled,
+    /// Every password check slot and every queue place is taken: the login was refused
+    /// before any work was done, so a flood of logins cannot exhaust the SuperLink's memory.
+    #[error("too many logins in progress on this SuperLink: retry in a few seconds")]
+    TooManyLogins,
+    /// Too many failed logins for this user name or from this address: every login for
+    /// them, even with the right password, is refused until the lockout ends.
+    #[error(
+        "too many failed logins for this user or from this address: retry in {retry_after_s} s"
+    )]
+    LockedOut {
+        /// Whole seconds until a login is considered again.
+        retry_after_s: u64,
+    },
+    /// Listing or revoking other users' sessions is for admins.
+    #[error(
+        "only an admin may list or revoke sessions: log in as a user with role = \"admin\" in the accounts file"
+    )]
+    NotAdmin,
+}
+
+/// One open login as an admin sees it (`flwr session list`): never its tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionInfo {
+    /// Names the session for `flwr session revoke --id`.
+    pub id: u64,
+    /// Who logged in.
+    pub user: String,
+    /// Whether the user is an admin.
+    pub admin: bool,
+    /// Unix seconds of the login.
+    pub created_at: f64,
+    /// Unix seconds of the last call, login or refresh made with it.
+    pub last_used_at: f64,
+    /// Unix seconds after which it cannot be refreshed any more: the sooner of the refresh
+    /// token's expiry and the session's absolute end.
+    pub expires_at: f64,
+}
+
+/// Which sessions `flwr session revoke` ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionSelector {
+    /// One session, by its id.
+    Id(u64),
+    /// Every session of one user.
+    User(String),
 }
 
 /// The SuperLink's accounts and sessions. Implementations read the clock; the decisions
 /// themselves live in pure code that takes the time as a parameter.
+#[async_trait]
 pub trait UserAuthority: Send + Sync {
-    /// Exchanges credentials for a fresh token pair.
-    fn login(&self, credentials: &Credentials) -> Result<Tokens, UserAuthError>;
+    /// Exchanges credentials for a fresh token pair. `peer` is the address the login came
+    /// from (when the transport knows it), for the per-address rate limit. Async because
+    /// a login may wait its turn for the slow (argon2) check.
+    async fn login(
+        &self,
+        credentials: Credentials,
+        peer: Option<IpAddr>,
+    ) -> Result<Tokens, UserAuthError>;
     /// Exchanges a refresh token for a new pair; the old refresh token stops working.
     fn refresh(&self, refresh_token: &str) -> Result<Tokens, UserAuthError>;
     /// The caller an access token belongs to.
     fn authenticate(&self, access_token: &str) -> Result<Caller, UserAuthError>;
+    /// Ends the session of a refresh token (`flwr logout`): both its tokens stop working.
+    /// Unknown tokens are ignored, so logging out twice is not an error.
+    fn logout(&self, refresh_token: &str);
+    /// The open sessions, for an admin `caller`.
+    ///
+    /// # Errors
+    /// `NotAdmin` for anyone else; `Disabled` where sessions are not kept (the default).
+    fn sessions(&self, caller: &Caller) -> Result<Vec<SessionInfo>, UserAuthError> {
+        let _ = caller;
+        Err(UserAuthError::Disabled)
+    }
+    /// Ends the sessions `which` selects, for an admin `caller`; answers how many ended.
+    ///
+    /// # Errors
+    /// As [`UserAuthority::sessions`].
+    fn revoke(&self, caller: &Caller, which: &SessionSelector) -> Result<usize, UserAuthError> {
+        let _ = (caller, which);
+        Err(UserAuthError::Disabled)
+    }
 }
 
 /// A Control API that answers each caller for the runs they may see (the SuperLink's

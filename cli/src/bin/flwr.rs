@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use floret_cli::{
     build_cmd, exit_code, keygen_cmd, log_cmd, login_cmd, ls_cmd, new_cmd, report_outcome, run_cmd,
-    stop_cmd, supernode_cmd, telemetry,
+    session_cmd, stop_cmd, supernode_cmd, telemetry,
 };
 use std::process::ExitCode;
 
@@ -42,8 +42,10 @@ enum Command {
     Stop(stop_cmd::StopArgs),
     /// Log in to a SuperLink that authenticates users (`enable-user-auth = true`).
     Login(login_cmd::LoginArgs),
-    /// Forget the login to a SuperLink.
+    /// Log out of a SuperLink: the session ends there and the stored login is forgotten.
     Logout(login_cmd::LogoutArgs),
+    /// List or revoke the logins of a SuperLink that authenticates users (admins only).
+    Session(session_cmd::SessionArgs),
     /// Print the argon2 hash of a password read from stdin, for a SuperLink's accounts
     /// file (`flower-superlink --user-auth-config`).
     HashPassword(login_cmd::HashPasswordArgs),
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
             Command::Stop(args) => stop_cmd::execute(args).await,
             Command::Login(args) => login_cmd::execute(args).await,
             Command::Logout(args) => login_cmd::logout(args).await,
+            Command::Session(args) => session_cmd::execute(args).await,
             Command::HashPassword(args) => login_cmd::hash_password(args).await,
             Command::Keygen(args) => keygen_cmd::execute(args).await,
             Command::Supernode(args) => supernode_cmd::execute(args).await,

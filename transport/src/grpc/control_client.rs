@@ -17,7 +17,8 @@ use crate::transport_error::{Api, TransportError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{
-    Control, ControlError, Credentials, NodeInfo, RunEvent, RunInfo, StartRun, Tokens,
+    Control, ControlError, Credentials, NodeInfo, RunEvent, RunInfo, SessionInfo, SessionSelector,
+    StartRun, Tokens,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -145,6 +146,57 @@ impl ControlClient {
         });
         let t = self.call(0, rpc.refresh_token(request)).await?;
         Ok(tokens_from_proto(t))
+    }
+
+    /// Ends the session of `refresh_token` on the SuperLink (`flwr logout`).
+    ///
+    /// # Errors
+    /// `Invalid` when the SuperLink does not authenticate users; `Unavailable` when it
+    /// cannot be reached.
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), ControlError> {
+        let mut rpc = self.rpc.clone();
+        let request = Request::new(v1::LogoutRequest {
+            refresh_token: refresh_token.to_owned(),
+        });
+        self.call(0, rpc.logout(request)).await?;
+        Ok(())
+    }
+
+    /// The SuperLink's open sessions (admins only), oldest first.
+    ///
+    /// # Errors
+    /// `Invalid` with the SuperLink's reason for a caller who is not an admin; as
+    /// [`Self::login`].
+    pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>, ControlError> {
+        let mut rpc = self.rpc.clone();
+        let request = self.request(v1::ListSessionsRequest {});
+        let r = self.call(0, rpc.list_sessions(request)).await?;
+        Ok(r.sessions
+            .into_iter()
+            .map(|s| SessionInfo {
+                id: s.id,
+                user: s.user,
+                admin: s.admin,
+                created_at: s.created_at,
+                last_used_at: s.last_used_at,
+                expires_at: s.expires_at,
+            })
+            .collect())
+    }
+
+    /// Ends the sessions `which` selects (admins only); answers how many ended.
+    ///
+    /// # Errors
+    /// As [`Self::list_sessions`].
+    pub async fn revoke_sessions(&self, which: &SessionSelector) -> Result<u64, ControlError> {
+        use v1::revoke_sessions_request::Which;
+        let which = match which {
+            SessionSelector::Id(id) => Which::SessionId(*id),
+            SessionSelector::User(user) => Which::User(user.clone()),
+        };
+        let mut rpc = self.rpc.clone();
+        let request = self.request(v1::RevokeSessionsRequest { which: Some(which) });
+        Ok(self.call(0, rpc.revoke_sessions(request)).await?.revoked)
     }
 
     async fn call<T>(

@@ -3,14 +3,18 @@
 //! With user authentication (`ControlService::with_users`), every run call must carry
 //! `authorization: Bearer <access token>`: the token is resolved to a `Caller` by the
 //! `UserAuthority`, and the call goes to that caller's view of the SuperLink
-//! (`ControlFor`). `Login` and `RefreshToken` are the only calls without a token.
+//! (`ControlFor`). `Login`, `RefreshToken` and `Logout` are the only calls without a token;
+//! `ListSessions` and `RevokeSessions` are for admins. A login's peer address goes to the
+//! authority for its per-address rate limit: tonic's connect info over gRPC, the same
+//! extension set by the QUIC server.
 
 use super::server::stopped;
 use super::status::{from_control_error, from_decode_error};
 use crate::convert_runs::{run_event_to_proto, run_info_to_proto, start_run_from_proto};
 use crate::proto::v1;
 use floret_core::{
-    Caller, Control, ControlError, ControlFor, Credentials, Tokens, UserAuthError, UserAuthority,
+    Caller, Control, ControlError, ControlFor, Credentials, SessionSelector, Tokens, UserAuthError,
+    UserAuthority,
 };
 use futures_util::{Stream, StreamExt};
 use std::pin::Pin;
@@ -71,21 +75,7 @@ impl ControlService {
         let Some(users) = &self.users else {
             return Ok(self.control.clone());
         };
-        let token = request
-            .metadata()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| not_logged_in(LOGIN_HINT))?;
-        match users.authority.authenticate(token) {
-            Ok(caller) => Ok(users.views.control_for(caller)),
-            Err(UserAuthError::AccessExpired) => {
-                Err(from_control_error(ControlError::TokenExpired))
-            }
-            Err(_) => Err(not_logged_in(LOGIN_HINT)),
-        }
+        Ok(users.views.control_for(caller(users, request)?))
     }
 
     fn authority(&self) -> Result<&Arc<dyn UserAuthority>, Status> {
@@ -93,6 +83,32 @@ impl ControlService {
             .as_ref()
             .map(|u| &u.authority)
             .ok_or_else(|| Status::failed_precondition(UserAuthError::Disabled.to_string()))
+    }
+
+    /// The logged-in caller of an admin call (sessions), on a SuperLink with user auth.
+    fn user<T>(&self, request: &Request<T>) -> Result<(Caller, &Arc<dyn UserAuthority>), Status> {
+        let users = self
+            .users
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition(UserAuthError::Disabled.to_string()))?;
+        Ok((caller(users, request)?, &users.authority))
+    }
+}
+
+/// The caller behind a request's bearer token.
+fn caller<T>(users: &Users, request: &Request<T>) -> Result<Caller, Status> {
+    let token = request
+        .metadata()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| not_logged_in(LOGIN_HINT))?;
+    match users.authority.authenticate(token) {
+        Ok(caller) => Ok(caller),
+        Err(UserAuthError::AccessExpired) => Err(from_control_error(ControlError::TokenExpired)),
+        Err(_) => Err(not_logged_in(LOGIN_HINT)),
     }
 }
 
@@ -111,6 +127,10 @@ fn auth_refused(e: &UserAuthError) -> Status {
             "the login has expired: run `flwr login . <federation>` again".to_owned()
         }
         UserAuthError::Disabled => return Status::failed_precondition(e.to_string()),
+        UserAuthError::TooManyLogins | UserAuthError::LockedOut { .. } => {
+            return Status::resource_exhausted(e.to_string());
+        }
+        UserAuthError::NotAdmin => return Status::permission_denied(e.to_string()),
     };
     not_logged_in(&message)
 }
@@ -125,15 +145,15 @@ fn tokens_to_proto(t: Tokens) -> v1::AuthTokens {
     }
 }
 
-/// Runs a slow (argon2) authority call off the async workers, so logins do not stall
-/// other calls.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, UserAuthError> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("the login check failed: {e}")))?
-        .map_err(|e| auth_refused(&e))
+fn session_to_proto(s: floret_core::SessionInfo) -> v1::SessionInfo {
+    v1::SessionInfo {
+        id: s.id,
+        user: s.user,
+        admin: s.admin,
+        created_at: s.created_at,
+        last_used_at: s.last_used_at,
+        expires_at: s.expires_at,
+    }
 }
 
 /// How long a `StreamEvents` stream may go on after shutdown began. The SuperLink finishes
@@ -225,6 +245,8 @@ impl v1::control_server::Control for ControlService {
         request: Request<v1::LoginRequest>,
     ) -> Result<Response<v1::AuthTokens>, Status> {
         let authority = self.authority()?.clone();
+        // Set by tonic for TCP (and TLS) connections, and by the QUIC server.
+        let peer = request.remote_addr().map(|a| a.ip());
         let r = request.into_inner();
         let credentials = if !r.api_token.is_empty() {
             Credentials::ApiToken(r.api_token)
@@ -238,8 +260,55 @@ impl v1::control_server::Control for ControlService {
                 "Login needs a username and password, or an API token",
             ));
         };
-        let tokens = blocking(move || authority.login(&credentials)).await?;
+        let tokens = authority
+            .login(credentials, peer)
+            .await
+            .map_err(|e| auth_refused(&e))?;
         Ok(Response::new(tokens_to_proto(tokens)))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<v1::LogoutRequest>,
+    ) -> Result<Response<v1::LogoutResponse>, Status> {
+        self.authority()?
+            .logout(&request.into_inner().refresh_token);
+        Ok(Response::new(v1::LogoutResponse {}))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<v1::ListSessionsRequest>,
+    ) -> Result<Response<v1::ListSessionsResponse>, Status> {
+        let (caller, authority) = self.user(&request)?;
+        let sessions = authority.sessions(&caller).map_err(|e| auth_refused(&e))?;
+        Ok(Response::new(v1::ListSessionsResponse {
+            sessions: sessions.into_iter().map(session_to_proto).collect(),
+        }))
+    }
+
+    async fn revoke_sessions(
+        &self,
+        request: Request<v1::RevokeSessionsRequest>,
+    ) -> Result<Response<v1::RevokeSessionsResponse>, Status> {
+        let (caller, authority) = self.user(&request)?;
+        let which = match request.into_inner().which {
+            Some(v1::revoke_sessions_request::Which::SessionId(id)) => SessionSelector::Id(id),
+            Some(v1::revoke_sessions_request::Which::User(user)) if !user.is_empty() => {
+                SessionSelector::User(user)
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "RevokeSessions needs a session id or a user name",
+                ));
+            }
+        };
+        let revoked = authority
+            .revoke(&caller, &which)
+            .map_err(|e| auth_refused(&e))?;
+        Ok(Response::new(v1::RevokeSessionsResponse {
+            revoked: u64::try_from(revoked).unwrap_or(u64::MAX),
+        }))
     }
 
     async fn refresh_token(

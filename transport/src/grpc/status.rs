@@ -165,7 +165,10 @@ pub(crate) fn classify(status: &Status) -> Failure {
         | Code::Aborted
         | Code::Unknown
         | Code::Internal => Failure::Transport(transport_reason(status)),
-        Code::InvalidArgument => Failure::Invalid(status.message().to_string()),
+        // Refused logins (too many in progress, locked out): the message says what to do.
+        Code::InvalidArgument | Code::ResourceExhausted => {
+            Failure::Invalid(status.message().to_string())
+        }
         code => Failure::Invalid(format!("{}: {}", code.description(), status.message())),
     }
 }

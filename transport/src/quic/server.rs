@@ -96,6 +96,7 @@ async fn connection(
             return;
         }
     };
+    let peer = connection.remote_address();
     let mut calls = JoinSet::new();
     let stopped = crate::grpc::stopped(stop);
     tokio::pin!(stopped);
@@ -104,7 +105,7 @@ async fn connection(
             () = &mut stopped => break,
             stream = connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    calls.spawn(call(routes.clone(), send, recv, max_data));
+                    calls.spawn(call(routes.clone(), (send, recv), peer, max_data));
                 }
                 Err(_) => break,
             },
@@ -115,11 +116,13 @@ async fn connection(
     while calls.join_next().await.is_some() {}
 }
 
-/// One call: HEAD in, request body streamed to the service, response streamed back.
+/// One call: HEAD in, request body streamed to the service, response streamed back. The
+/// peer's address goes with the request as tonic's TCP connect info, so services read it
+/// with `Request::remote_addr` whichever transport carried the call (the login rate limit).
 async fn call(
     mut routes: Metered<Routes>,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    (mut send, mut recv): (quinn::SendStream, quinn::RecvStream),
+    peer: SocketAddr,
     max_data: usize,
 ) {
     let head = match frame::read_head(&mut recv).await {
@@ -133,6 +136,12 @@ async fn call(
     let mut request = Request::new(BodyReader::new(recv, max_data).into_body());
     *request.method_mut() = http::Method::POST;
     *request.version_mut() = http::Version::HTTP_2;
+    request
+        .extensions_mut()
+        .insert(tonic::transport::server::TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(peer),
+        });
     match (
         head.path.parse::<http::Uri>(),
         frame::headers_from_wire(head.headers),

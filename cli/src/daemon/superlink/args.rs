@@ -85,6 +85,35 @@ pub struct SuperLinkArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_auth_config: Option<String>,
+    // Limits on logins and sessions (with --user-auth-config).
+    /// Password or API-token checks (argon2, 19 MiB each) run at once [default: 4].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_logins: Option<usize>,
+    /// Logins waiting for a check; beyond this a login is refused at once with "too many
+    /// logins in progress" [default: 64].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queued_logins: Option<usize>,
+    /// Failed logins of one user name within --login-lockout seconds before every login
+    /// as that user, even with the right password, is refused for --login-lockout seconds
+    /// (doubling with each lockout in a row, up to 64 times) [default: 5].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_login_failures_per_user: Option<u32>,
+    /// The same, per peer IP address, across user names and API tokens [default: 30].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_login_failures_per_address: Option<u32>,
+    /// Seconds failed logins are counted over, and the first lockout [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_lockout: Option<u64>,
+    /// Seconds a login lasts at most, however often its tokens are refreshed; then
+    /// `flwr login` again [default: 604800, 7 days].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_max_age: Option<u64>,
     /// Turns on SuperNode authentication: only SuperNodes whose public key is in this CSV
     /// (OpenSSH `ecdsa-sha2-nistp384` keys, comma-separated or one per line, as
     /// `flwr keygen` writes keys/client_public_keys.csv) or added with

@@ -14,7 +14,7 @@ use crate::daemon::{
 };
 use floret_actors::state::Retention;
 use floret_actors::state::retention::parse_age;
-use floret_actors::user_auth::Accounts;
+use floret_actors::user_auth::{Accounts, GateLimits, LoginLimits, ThrottlePolicy, TokenLifetimes};
 use floret_actors::{Isolation, RunLimits};
 use floret_transport::ServerSecurity;
 use floret_transport::auth::{NodeKeyPair, NodePublicKey, load_allow_list};
@@ -45,6 +45,12 @@ struct Settings {
     state_dir: String,
     /// Empty: no user authentication.
     user_auth_config: String,
+    max_concurrent_logins: usize,
+    max_queued_logins: usize,
+    max_login_failures_per_user: u32,
+    max_login_failures_per_address: u32,
+    login_lockout: u64,
+    session_max_age: u64,
     /// Empty: node authentication off.
     auth_list_public_keys: String,
     auth_superlink_private_key: String,
@@ -77,6 +83,15 @@ impl Default for Settings {
             database: String::new(),
             state_dir: String::new(),
             user_auth_config: String::new(),
+            max_concurrent_logins: LoginLimits::default().gate.max_concurrent,
+            max_queued_logins: LoginLimits::default().gate.max_queued,
+            max_login_failures_per_user: ThrottlePolicy::default().max_failures_per_user,
+            max_login_failures_per_address: ThrottlePolicy::default().max_failures_per_address,
+            // Whole seconds: the defaults are.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            login_lockout: ThrottlePolicy::default().lockout_s as u64,
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            session_max_age: TokenLifetimes::default().max_s as u64,
             auth_list_public_keys: String::new(),
             auth_superlink_private_key: String::new(),
             auth_superlink_public_key: String::new(),
@@ -164,6 +179,9 @@ pub struct SuperLinkConfig {
     pub fab_cache_dir: PathBuf,
     /// The accounts of `--user-auth-config`; `None`: no user authentication.
     pub user_auth: Option<Accounts>,
+    /// How many logins are checked and wait at once, the login rate limits, and how long
+    /// a session lasts (`--max-concurrent-logins` ...).
+    pub login_limits: LoginLimits,
     /// SuperNode authentication; `None`: any SuperNode may connect.
     pub node_auth: Option<NodeAuthConfig>,
     /// Where the state is kept.
@@ -247,6 +265,7 @@ impl SuperLinkConfig {
             isolation,
             fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
             user_auth,
+            login_limits: login_limits(&s)?,
             node_auth,
             store,
             metrics_address: metrics_address(&s.metrics_address)?,
@@ -271,6 +290,63 @@ fn retention(s: &Settings) -> Result<Retention, UserError> {
         max_age,
         max_runs,
         ..Retention::default()
+    })
+}
+
+/// The login and session limits, each checked: a zero would refuse every login.
+fn login_limits(s: &Settings) -> Result<LoginLimits, UserError> {
+    let at_least_one = |flag: &str, value: u64, what: &str| {
+        if value == 0 {
+            Err(UserError::new(format!(
+                "--{flag} 0 would {what}: give at least 1"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    at_least_one(
+        "max-concurrent-logins",
+        wide(s.max_concurrent_logins),
+        "never check a login",
+    )?;
+    at_least_one(
+        "max-login-failures-per-user",
+        u64::from(s.max_login_failures_per_user),
+        "lock out every user",
+    )?;
+    at_least_one(
+        "max-login-failures-per-address",
+        u64::from(s.max_login_failures_per_address),
+        "lock out every address",
+    )?;
+    at_least_one("login-lockout", s.login_lockout, "count no failure")?;
+    at_least_one(
+        "session-max-age",
+        s.session_max_age,
+        "end every login at once",
+    )?;
+    // Seconds as f64, exact below 2^53.
+    #[allow(clippy::cast_precision_loss)]
+    let (lockout_s, max_age_s) = (s.login_lockout as f64, s.session_max_age as f64);
+    let defaults = LoginLimits::default();
+    Ok(LoginLimits {
+        lifetimes: TokenLifetimes {
+            max_s: max_age_s,
+            ..defaults.lifetimes
+        },
+        gate: GateLimits {
+            max_concurrent: s.max_concurrent_logins,
+            max_queued: s.max_queued_logins,
+        },
+        throttle: ThrottlePolicy {
+            max_failures_per_user: s.max_login_failures_per_user,
+            max_failures_per_address: s.max_login_failures_per_address,
+            window_s: lockout_s,
+            lockout_s,
+            max_lockout_s: lockout_s * 64.0,
+            ..defaults.throttle
+        },
     })
 }
 
@@ -572,6 +648,37 @@ mod tests {
         .unwrap();
         assert_eq!(c.isolation, Isolation::Subprocess);
         assert_eq!(c.fab_cache_dir, PathBuf::from("/tmp/fabs"));
+    }
+
+    #[test]
+    fn login_limits_come_from_flags_and_env_and_zero_is_refused() {
+        let c = config(&["--insecure"], &[]).unwrap();
+        assert_eq!(c.login_limits, LoginLimits::default());
+        let c = config(
+            &[
+                "--insecure",
+                "--max-concurrent-logins",
+                "2",
+                "--login-lockout",
+                "10",
+                "--session-max-age",
+                "3600",
+            ],
+            &[("FLWR_MAX_LOGIN_FAILURES_PER_USER", "3")],
+        )
+        .unwrap();
+        assert_eq!(c.login_limits.gate.max_concurrent, 2);
+        assert_eq!(c.login_limits.throttle.max_failures_per_user, 3);
+        assert_eq!(c.login_limits.throttle.lockout_s, 10.0);
+        assert_eq!(c.login_limits.throttle.max_lockout_s, 640.0);
+        assert_eq!(c.login_limits.lifetimes.max_s, 3600.0);
+        let e = config(&["--insecure", "--max-concurrent-logins", "0"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--max-concurrent-logins 0") && e.contains("at least 1"),
+            "{e}"
+        );
     }
 
     #[test]

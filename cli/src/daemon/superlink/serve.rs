@@ -7,7 +7,7 @@ use super::state::open_state;
 use crate::daemon::metrics::{Daemon, install as install_metrics};
 use crate::daemon::{bind_error, connect_address};
 use crate::registry::BuiltinCatalog;
-use floret_actors::user_auth::{AccountsAuthority, TokenLifetimes};
+use floret_actors::user_auth::AccountsAuthority;
 use floret_actors::{
     AppLauncher, FabCache, HeartbeatPolicy, LinkAppIo, LinkFabs, LinkState, SuperLinkService,
 };
@@ -153,7 +153,7 @@ async fn start(
             floret_transport::grpc::bind_control_with_users(
                 config.control_api_address,
                 service.control(),
-                Arc::new(AccountsAuthority::new(accounts, TokenLifetimes::default())),
+                Arc::new(AccountsAuthority::new(accounts, config.login_limits)),
                 served,
             )
             .await

@@ -1,11 +1,18 @@
-//! User authentication on the Control API: bearer tokens, callers, login and refresh.
+//! User authentication on the Control API: bearer tokens, callers, login and refresh,
+//! logout, admin session calls, and the login's peer address over both transports.
 
 use super::double::FakeControl;
 use super::*;
-use crate::grpc::{bind_control, bind_control_with_users, control_client};
-use floret_core::{
-    Caller, Control, ControlError, ControlFor, Credentials, Tokens, UserAuthError, UserAuthority,
+use crate::grpc::{
+    ClientSecurity, ServerSecurity, TransportKind, bind_control, bind_control_with_users,
+    control_client, control_client_with,
 };
+use async_trait::async_trait;
+use floret_core::{
+    Caller, Control, ControlError, ControlFor, Credentials, SessionInfo, SessionSelector, Tokens,
+    UserAuthError, UserAuthority,
+};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 /// Hands out one shared `FakeControl` and remembers who asked.
@@ -22,8 +29,14 @@ impl ControlFor for Views {
     }
 }
 
-/// `good` is alice's access token, `old` an expired one; alice's password is `pw`.
-struct Authority;
+/// `good` is alice's access token, `old` an expired one, `root` an admin's; alice's
+/// password is `pw`, `flood` is refused as too many logins. Remembers login peers and
+/// logged-out refresh tokens.
+#[derive(Default)]
+struct Authority {
+    peers: Mutex<Vec<Option<IpAddr>>>,
+    logged_out: Mutex<Vec<String>>,
+}
 
 fn tokens(access: &str) -> Tokens {
     Tokens {
@@ -35,9 +48,21 @@ fn tokens(access: &str) -> Tokens {
     }
 }
 
+#[async_trait]
 impl UserAuthority for Authority {
-    fn login(&self, credentials: &Credentials) -> Result<Tokens, UserAuthError> {
-        match credentials {
+    async fn login(
+        &self,
+        credentials: Credentials,
+        peer: Option<IpAddr>,
+    ) -> Result<Tokens, UserAuthError> {
+        self.peers.lock().unwrap().push(peer);
+        match &credentials {
+            Credentials::Password { password, .. } if password == "flood" => {
+                Err(UserAuthError::TooManyLogins)
+            }
+            Credentials::Password { password, .. } if password == "locked" => {
+                Err(UserAuthError::LockedOut { retry_after_s: 42 })
+            }
             Credentials::Password { username, password }
                 if username == "alice" && password == "pw" =>
             {
@@ -58,26 +83,75 @@ impl UserAuthority for Authority {
     fn authenticate(&self, access_token: &str) -> Result<Caller, UserAuthError> {
         match access_token {
             "good" => Ok(Caller::user("alice", false)),
+            "root" => Ok(Caller::user("root", true)),
             "old" => Err(UserAuthError::AccessExpired),
             _ => Err(UserAuthError::NotLoggedIn),
         }
     }
+
+    fn logout(&self, refresh_token: &str) {
+        self.logged_out
+            .lock()
+            .unwrap()
+            .push(refresh_token.to_owned());
+    }
+
+    fn sessions(&self, caller: &Caller) -> Result<Vec<SessionInfo>, UserAuthError> {
+        if !caller.admin {
+            return Err(UserAuthError::NotAdmin);
+        }
+        Ok(vec![SessionInfo {
+            id: 7,
+            user: "alice".into(),
+            admin: false,
+            created_at: 1.0,
+            last_used_at: 2.0,
+            expires_at: 3.0,
+        }])
+    }
+
+    fn revoke(&self, caller: &Caller, which: &SessionSelector) -> Result<usize, UserAuthError> {
+        if !caller.admin {
+            return Err(UserAuthError::NotAdmin);
+        }
+        Ok(match which {
+            SessionSelector::Id(7) => 1,
+            SessionSelector::User(u) if u == "alice" => 1,
+            _ => 0,
+        })
+    }
 }
 
 async fn setup() -> (Arc<Views>, Server, super::super::ControlClient) {
+    let (views, _authority, server, client) = setup_with(Arc::default()).await;
+    (views, server, client)
+}
+
+async fn setup_with(
+    authority: Arc<Authority>,
+) -> (
+    Arc<Views>,
+    Arc<Authority>,
+    Server,
+    super::super::ControlClient,
+) {
     let views = Arc::new(Views::default());
     let server = bind_control_with_users(
         localhost(),
         views.clone(),
-        Arc::new(Authority),
-        ServerOptions::default(),
+        authority.clone(),
+        ServerOptions {
+            security: ServerSecurity::Insecure,
+            quic: true,
+            ..ServerOptions::default()
+        },
     )
     .await
     .unwrap();
     let client = control_client(&server.local_addr().to_string())
         .await
         .unwrap();
-    (views, server, client)
+    (views, authority, server, client)
 }
 
 #[tokio::test]
@@ -189,5 +263,85 @@ async fn a_superlink_without_user_auth_refuses_login_and_ignores_tokens() {
     );
     let authed = client.with_access_token("anything").unwrap();
     assert!(authed.list_runs().await.unwrap().is_empty());
+    server.shutdown().await;
+}
+
+fn password(password: &str) -> Credentials {
+    Credentials::Password {
+        username: "alice".into(),
+        password: password.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_login_carries_the_peer_address_over_grpc_and_quic() {
+    let (_views, authority, server, _client) = setup_with(Arc::default()).await;
+    for transport in [TransportKind::Grpc, TransportKind::Quic] {
+        let options = ClientOptions {
+            transport,
+            security: ClientSecurity::Insecure,
+            ..ClientOptions::default()
+        };
+        let client = control_client_with(&server.local_addr().to_string(), options)
+            .await
+            .unwrap();
+        client.login(&password("pw")).await.unwrap();
+    }
+    let peers = authority.peers.lock().unwrap().clone();
+    let loopback = Some(IpAddr::from([127, 0, 0, 1]));
+    assert_eq!(peers, vec![loopback, loopback]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_logins_say_why_and_when_to_retry() {
+    let (_views, server, client) = setup().await;
+    let flood = client.login(&password("flood")).await.unwrap_err();
+    assert!(
+        matches!(&flood, ControlError::Invalid(t) if t.contains("too many logins in progress") && t.contains("retry")),
+        "{flood:?}"
+    );
+    let locked = client.login(&password("locked")).await.unwrap_err();
+    assert!(
+        matches!(&locked, ControlError::Invalid(t) if t.contains("retry in 42 s")),
+        "{locked:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn logout_reaches_the_superlink_and_sessions_are_for_admins() {
+    let (_views, authority, server, client) = setup_with(Arc::default()).await;
+    client.logout("refresh").await.unwrap();
+    assert_eq!(*authority.logged_out.lock().unwrap(), vec!["refresh"]);
+
+    let alice = client.with_access_token("good").unwrap();
+    let refused = alice.list_sessions().await.unwrap_err();
+    assert!(
+        matches!(&refused, ControlError::Invalid(t) if t.contains("only an admin")),
+        "{refused:?}"
+    );
+    assert!(
+        alice
+            .revoke_sessions(&SessionSelector::User("root".into()))
+            .await
+            .is_err()
+    );
+    let anonymous = client.list_sessions().await.unwrap_err();
+    assert!(
+        matches!(anonymous, ControlError::Unauthenticated(_)),
+        "{anonymous:?}"
+    );
+
+    let root = client.with_access_token("root").unwrap();
+    let sessions = root.list_sessions().await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].user, "alice");
+    assert_eq!(root.revoke_sessions(&SessionSelector::Id(7)).await, Ok(1));
+    assert_eq!(
+        root.revoke_sessions(&SessionSelector::User("bob".into()))
+            .await,
+        Ok(0)
+    );
     server.shutdown().await;
 }
