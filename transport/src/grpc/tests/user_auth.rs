@@ -318,7 +318,7 @@ async fn logout_reaches_the_superlink_and_sessions_are_for_admins() {
     let alice = client.with_access_token("good").unwrap();
     let refused = alice.list_sessions().await.unwrap_err();
     assert!(
-        matches!(&refused, ControlError::Invalid(t) if t.contains("only an admin")),
+        matches!(&refused, ControlError::Forbidden(t) if t.contains("only an admin")),
         "{refused:?}"
     );
     assert!(
