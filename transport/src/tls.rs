@@ -294,6 +294,9 @@ impl fmt::Debug for ServerTls {
     }
 }
 
+/// What an ephemeral certificate is called in messages (it has no file).
+const EPHEMERAL: &str = "(ephemeral self-signed certificate)";
+
 impl ServerTls {
     /// Reads `--ssl-certfile` and `--ssl-keyfile`, checks that they belong together and,
     /// when `ca` (`--ssl-ca-certfile`) is given, that the certificate is signed by it and
@@ -327,7 +330,7 @@ impl ServerTls {
         let key = PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
         Ok(ServerTls {
             identity: Identity {
-                cert_path: PathBuf::from("(ephemeral self-signed certificate)"),
+                cert_path: PathBuf::from(EPHEMERAL),
                 cert_pem: cert_pem.into_bytes().into(),
                 key_pem: key_pem.into_bytes().into(),
                 certs: vec![cert],
@@ -335,6 +338,25 @@ impl ServerTls {
             },
             client_roots: None,
         })
+    }
+
+    /// The secret a QUIC endpoint derives its stateless-reset tokens from, the same at every
+    /// start with the same key (see `quic::reset_key`). With a key from files it is a hash of
+    /// the private key, so only this server can end its clients' connections; with the
+    /// ephemeral certificate of `--insecure` (a new key each start) it is a fixed label,
+    /// which promises nothing more than `--insecure` does.
+    pub(crate) fn reset_secret(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"floret quic stateless reset v1\0");
+        if !self.is_ephemeral() {
+            h.update(&self.identity.key_pem[..]);
+        }
+        h.finalize().into()
+    }
+
+    fn is_ephemeral(&self) -> bool {
+        self.identity.cert_path == Path::new(EPHEMERAL)
     }
 
     /// Mutual TLS: clients must present a certificate signed by the CA in `ca`.

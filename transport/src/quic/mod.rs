@@ -19,6 +19,7 @@ mod server;
 pub(crate) use client::QuicChannel;
 pub(crate) use server::{QuicServer, serve};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The ALPN protocol id: a QUIC client of something else is refused in the handshake.
@@ -58,11 +59,27 @@ pub(crate) fn transport_config(
 /// overflowing datagram is a lost packet that halves the congestion window.
 const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 
+/// The key a server endpoint makes its stateless-reset tokens with: derived from `secret`
+/// and the address it serves, so a SuperLink restarted on the same address with the same
+/// TLS key makes the tokens it handed out before. Its clients' packets for connections it
+/// no longer knows are then answered with a reset they accept, and they reconnect at their
+/// next packet; with quinn's default (a random key per start) they would ignore the resets
+/// and wait out the idle timeout (keep-alive interval plus timeout, 50 s by default),
+/// longer than a node's heartbeat lease.
+pub(crate) fn reset_key(
+    secret: &[u8; 32],
+    addr: std::net::SocketAddr,
+) -> Arc<dyn quinn::crypto::HmacKey> {
+    let mut material = secret.to_vec();
+    material.extend_from_slice(addr.to_string().as_bytes());
+    Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &material))
+}
+
 /// A UDP socket bound to `addr` with large buffers, as a quinn endpoint (with
-/// `server` for the listening side).
+/// `server` and its stateless-reset key for the listening side).
 pub(crate) fn endpoint(
     addr: std::net::SocketAddr,
-    server: Option<quinn::ServerConfig>,
+    server: Option<(quinn::ServerConfig, Arc<dyn quinn::crypto::HmacKey>)>,
 ) -> std::io::Result<quinn::Endpoint> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
@@ -76,10 +93,9 @@ pub(crate) fn endpoint(
     socket.bind(&addr.into())?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        server,
-        socket.into(),
-        runtime,
-    )
+    let (server, config) = match server {
+        Some((server, reset_key)) => (Some(server), quinn::EndpointConfig::new(reset_key)),
+        None => (None, quinn::EndpointConfig::default()),
+    };
+    quinn::Endpoint::new(config, server, socket.into(), runtime)
 }

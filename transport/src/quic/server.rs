@@ -42,11 +42,9 @@ pub(crate) fn serve(
         .map_err(|e| TransportError::Tls(crate::tls::TlsError::Config(e.to_string())))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport_config(keepalive)));
-    let endpoint = super::endpoint(addr, Some(config)).map_err(|source| TransportError::Bind {
-        api,
-        addr,
-        source,
-    })?;
+    let reset_key = super::reset_key(&tls.reset_secret(), addr);
+    let endpoint = super::endpoint(addr, Some((config, reset_key)))
+        .map_err(|source| TransportError::Bind { api, addr, source })?;
     let routes = Metered::new(routes, api, TransportKind::Quic);
     let task = tokio::spawn(accept(endpoint.clone(), routes, max_data, stop, grace));
     Ok(QuicServer { endpoint, task })
