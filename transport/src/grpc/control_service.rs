@@ -71,21 +71,11 @@ impl ControlService {
         let Some(users) = &self.users else {
             return Ok(self.control.clone());
         };
-        let token = request
+        let header = request
             .metadata()
             .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| not_logged_in(LOGIN_HINT))?;
-        match users.authority.authenticate(token) {
-            Ok(caller) => Ok(users.views.control_for(caller)),
-            Err(UserAuthError::AccessExpired) => {
-                Err(from_control_error(ControlError::TokenExpired))
-            }
-            Err(_) => Err(not_logged_in(LOGIN_HINT)),
-        }
+            .and_then(|v| v.to_str().ok());
+        caller_of(users.authority.as_ref(), header).map(|caller| users.views.control_for(caller))
     }
 
     fn authority(&self) -> Result<&Arc<dyn UserAuthority>, Status> {
@@ -94,6 +84,38 @@ impl ControlService {
             .map(|u| &u.authority)
             .ok_or_else(|| Status::failed_precondition(UserAuthError::Disabled.to_string()))
     }
+}
+
+/// The caller behind an `authorization: Bearer <token>` header value.
+fn caller_of(authority: &dyn UserAuthority, header: Option<&str>) -> Result<Caller, Status> {
+    let token = header
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| not_logged_in(LOGIN_HINT))?;
+    match authority.authenticate(token) {
+        Ok(caller) => Ok(caller),
+        Err(UserAuthError::AccessExpired) => Err(from_control_error(ControlError::TokenExpired)),
+        Err(_) => Err(not_logged_in(LOGIN_HINT)),
+    }
+}
+
+/// The calls a user makes before holding an access token.
+const WITHOUT_TOKEN: [&str; 2] = ["Login", "RefreshToken"];
+
+/// User authentication from the headers alone, before the body of a call is read: without a
+/// valid access token, no `StartRun` body (a FAB of up to `--max-fab-size`) is received.
+/// The service checks the token again when it picks the caller's view; that lookup is
+/// cheap, unlike a login.
+pub(crate) fn pre_auth(authority: Arc<dyn UserAuthority>) -> crate::guard::PreAuth {
+    Arc::new(move |path, headers, _| {
+        let method = path.rsplit('/').next().unwrap_or(path);
+        if WITHOUT_TOKEN.contains(&method) {
+            return Ok(());
+        }
+        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        caller_of(authority.as_ref(), header).map(drop)
+    })
 }
 
 fn not_logged_in(message: &str) -> Status {

@@ -78,33 +78,25 @@ impl NodeAuth {
     }
 
     /// The verified key of a request to `path`, if its signer may make `claim`; else
-    /// UNAUTHENTICATED naming the cause.
-    // Signatures carry wall-clock time, checked against this machine's wall clock.
-    #[allow(clippy::disallowed_methods)]
+    /// UNAUTHENTICATED naming the cause. The key may have been verified already, from the
+    /// headers, before the body was read ([`NodeAuth::pre_auth`]).
     pub(crate) fn check<T>(
         &self,
         request: &Request<T>,
         path: &str,
         claim: Claim,
     ) -> Result<NodePublicKey, Status> {
-        let metadata = request.metadata();
-        let key = self
-            .verifier
-            .verify(
-                path,
-                |name| metadata.get(name).and_then(|v| v.to_str().ok()),
-                unix_ms(SystemTime::now()),
-            )
-            .map_err(|e| unauthenticated(e.to_string()))?;
-        let spki = key.spki_der();
-        if !self.authority.admits(spki) {
-            return Err(unauthenticated(format!(
-                "the SuperNode's public key ({}) is not on the SuperLink's allow-list: add it with `flwr supernode register` or --auth-list-public-keys",
-                key.fingerprint()
-            )));
-        }
+        let key = match request.extensions().get::<Verified>() {
+            Some(Verified(key)) => key.clone(),
+            None => {
+                let metadata = request.metadata();
+                self.verify(path, |name| {
+                    metadata.get(name).and_then(|v| v.to_str().ok())
+                })?
+            }
+        };
         if let Claim::Node(node_id) = claim
-            && !self.authority.owns(node_id, spki)
+            && !self.authority.owns(node_id, key.spki_der())
         {
             return Err(unauthenticated(format!(
                 "the SuperNode's public key ({}) does not belong to node {node_id}",
@@ -113,4 +105,44 @@ impl NodeAuth {
         }
         Ok(key)
     }
+
+    /// The key that signed a request to `path` (headers, clock window, signature, nonce),
+    /// if the allow-list admits it.
+    // Signatures carry wall-clock time, checked against this machine's wall clock.
+    #[allow(clippy::disallowed_methods)]
+    fn verify<'a>(
+        &self,
+        path: &str,
+        header: impl Fn(&'static str) -> Option<&'a str>,
+    ) -> Result<NodePublicKey, Status> {
+        let key = self
+            .verifier
+            .verify(path, header, unix_ms(SystemTime::now()))
+            .map_err(|e| unauthenticated(e.to_string()))?;
+        if !self.authority.admits(key.spki_der()) {
+            return Err(unauthenticated(format!(
+                "the SuperNode's public key ({}) is not on the SuperLink's allow-list: add it with `flwr supernode register` or --auth-list-public-keys",
+                key.fingerprint()
+            )));
+        }
+        Ok(key)
+    }
+
+    /// Node authentication from the headers alone, before the body of a call is read: a
+    /// peer without an admitted key cannot make the SuperLink receive its body. The key is
+    /// left in the extensions for [`NodeAuth::check`], so each signature is verified (and
+    /// its nonce spent) once.
+    pub(crate) fn pre_auth(self) -> crate::guard::PreAuth {
+        Arc::new(move |path, headers, extensions| {
+            let key = self.verify(path, |name| {
+                headers.get(name).and_then(|v| v.to_str().ok())
+            })?;
+            extensions.insert(Verified(key));
+            Ok(())
+        })
+    }
 }
+
+/// A key verified from a call's headers by [`NodeAuth::pre_auth`].
+#[derive(Clone)]
+struct Verified(NodePublicKey);

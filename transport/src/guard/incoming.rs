@@ -1,0 +1,162 @@
+//! The gRPC servers' accept loop and the connection wrapper that closes silent and idle
+//! connections.
+
+use super::{ConnInfo, ConnState, Slot, Tracker};
+use crate::limits::{Verdict, accept_backoff};
+use futures_util::Stream;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+use tonic::transport::server::Connected;
+
+/// The connections `listener` accepts, within the caps of `tracker`: a connection over a
+/// cap is closed at once (and logged); a failed accept (no file descriptors left, say)
+/// waits [`accept_backoff`] before the next try instead of spinning.
+pub(crate) fn incoming(
+    listener: TcpListener,
+    tracker: Arc<Tracker>,
+) -> impl Stream<Item = Result<GuardedIo, io::Error>> + Send + 'static {
+    futures_util::stream::unfold(
+        (listener, tracker, 0u32),
+        |(listener, tracker, mut failures)| async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        failures = 0;
+                        let slot = match tracker.admit(peer) {
+                            Ok(slot) => slot,
+                            Err(refused) => {
+                                tracker.warn(&refused);
+                                continue;
+                            }
+                        };
+                        let io = GuardedIo::new(stream, peer, slot, tracker.clone());
+                        return Some((Ok(io), (listener, tracker, failures)));
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        let wait = accept_backoff(failures);
+                        tracker.warn(&format_args!(
+                            "accepting a connection failed: {e}; trying again in {wait:?} (raise the open-file limit, `ulimit -n`, or lower --max-connections)"
+                        ));
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A TCP connection that closes itself (reads fail) when
+/// [`ServerLimits::connection_verdict`](crate::limits::ServerLimits::connection_verdict)
+/// says so. HTTP/2 always has a read pending on its connection, so the check runs on time.
+pub(crate) struct GuardedIo {
+    stream: TcpStream,
+    info: ConnInfo,
+    /// When to ask for the verdict again.
+    check: Pin<Box<Sleep>>,
+    tracker: Arc<Tracker>,
+    /// Counts the connection until it is dropped.
+    _slot: Slot,
+}
+
+impl GuardedIo {
+    fn new(stream: TcpStream, peer: std::net::SocketAddr, slot: Slot, tracker: Arc<Tracker>) -> Self {
+        let _ = stream.set_nodelay(true);
+        // Finds peers that vanished without a FIN (HTTP/2 pings do too, once it is up).
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(
+            &socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)),
+        );
+        let state = ConnState::new();
+        let first = state.at(tracker.limits().handshake_timeout);
+        GuardedIo {
+            stream,
+            info: ConnInfo {
+                remote: peer,
+                state,
+            },
+            check: Box::pin(tokio::time::sleep_until(first)),
+            tracker,
+            _slot: slot,
+        }
+    }
+
+    /// `Err` once the connection must close; else arms the timer for the next check.
+    fn poll_verdict(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        while self.check.as_mut().poll(cx).is_ready() {
+            let state = &self.info.state;
+            match self.tracker.limits().connection_verdict(&state.activity(Instant::now())) {
+                Verdict::Keep { recheck_at } => {
+                    let at = state.at(recheck_at);
+                    self.check.as_mut().reset(at);
+                }
+                Verdict::Close(why) => {
+                    self.tracker
+                        .warn(&format_args!("{}: {why}", self.info.remote));
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, why.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Connected for GuardedIo {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for GuardedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        this.poll_verdict(cx)?;
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.info.state.received();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for GuardedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
