@@ -424,7 +424,11 @@ mod tests {
         };
         let start_run = l.request_limit(Api::Control, "/floret.v1.Control/StartRun");
         assert_eq!(start_run.bytes, 11 << 20);
-        assert!(start_run.refusal("StartRun", 12 << 20).contains("--max-fab-size"));
+        assert!(
+            start_run
+                .refusal("StartRun", 12 << 20)
+                .contains("--max-fab-size")
+        );
         let login = l.request_limit(Api::Control, "/floret.v1.Control/Login");
         assert_eq!(login.bytes, SMALL_REQUEST_BYTES);
         let beat = l.request_limit(Api::Fleet, "/floret.v1.Fleet/Heartbeat");
@@ -433,7 +437,10 @@ mod tests {
         assert!(chunk.bytes > crate::MAX_CHUNK_LEN && chunk.bytes < 8 << 20);
         let push = l.request_limit(Api::Fleet, "/floret.v1.Fleet/PushMessages");
         assert_eq!(push.bytes, l.max_request_bytes);
-        assert!(push.refusal("PushMessages", 1).contains("--max-request-size"));
+        assert!(
+            push.refusal("PushMessages", 1)
+                .contains("--max-request-size")
+        );
         let app = l.request_limit(Api::ServerAppIo, "/floret.v1.ServerAppIo/Send");
         assert_eq!(app.bytes, l.max_request_bytes);
     }

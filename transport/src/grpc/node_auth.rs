@@ -134,9 +134,7 @@ impl NodeAuth {
     /// its nonce spent) once.
     pub(crate) fn pre_auth(self) -> crate::guard::PreAuth {
         Arc::new(move |path, headers, extensions| {
-            let key = self.verify(path, |name| {
-                headers.get(name).and_then(|v| v.to_str().ok())
-            })?;
+            let key = self.verify(path, |name| headers.get(name).and_then(|v| v.to_str().ok()))?;
             extensions.insert(Verified(key));
             Ok(())
         })

@@ -66,12 +66,16 @@ pub(crate) struct GuardedIo {
 }
 
 impl GuardedIo {
-    fn new(stream: TcpStream, peer: std::net::SocketAddr, slot: Slot, tracker: Arc<Tracker>) -> Self {
+    fn new(
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+        slot: Slot,
+        tracker: Arc<Tracker>,
+    ) -> Self {
         let _ = stream.set_nodelay(true);
         // Finds peers that vanished without a FIN (HTTP/2 pings do too, once it is up).
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(
-            &socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)),
-        );
+        let _ = socket2::SockRef::from(&stream)
+            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
         let state = ConnState::new();
         let first = state.at(tracker.limits().handshake_timeout);
         GuardedIo {
@@ -90,7 +94,11 @@ impl GuardedIo {
     fn poll_verdict(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         while self.check.as_mut().poll(cx).is_ready() {
             let state = &self.info.state;
-            match self.tracker.limits().connection_verdict(&state.activity(Instant::now())) {
+            match self
+                .tracker
+                .limits()
+                .connection_verdict(&state.activity(Instant::now()))
+            {
                 Verdict::Keep { recheck_at } => {
                     let at = state.at(recheck_at);
                     self.check.as_mut().reset(at);

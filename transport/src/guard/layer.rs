@@ -72,7 +72,11 @@ where
         {
             return Box::pin(std::future::ready(Ok(status.into_http())));
         }
-        let limit = self.guard.tracker.limits().request_limit(self.guard.api, &path);
+        let limit = self
+            .guard
+            .tracker
+            .limits()
+            .request_limit(self.guard.api, &path);
         let refused = Arc::new(Mutex::new(None));
         let body = tonic::body::Body::new(Limited {
             inner: body,
@@ -152,7 +156,8 @@ impl Body for Limited {
         if let Some(data) = frame.data_ref()
             && let Some(refusal) = this.check(data)
         {
-            this.tracker.warn(&format_args!("refused a request: {refusal}"));
+            this.tracker
+                .warn(&format_args!("refused a request: {refusal}"));
             *this
                 .refused
                 .lock()

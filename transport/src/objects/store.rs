@@ -24,9 +24,9 @@
 //! while the entry exists. Concurrent sends of one buffer wait for a single hashing.
 
 use super::deadline_after;
-use crate::limits::{MAX_UPLOAD_LEASES, ServerLimits, UploadRefused};
 use super::envelope::chunk_of;
 use super::id::{ObjectId, hash_chunks_blocking, hash_many_blocking};
+use crate::limits::{MAX_UPLOAD_LEASES, ServerLimits, UploadRefused};
 use bytes::Bytes;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -376,7 +376,10 @@ impl ObjectStore {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let node_held = inner.uploads.get(&node_id).map_or(0, |h| h.bytes);
-        let known = inner.uploads.get(&node_id).is_some_and(|h| h.ids.contains(&id));
+        let known = inner
+            .uploads
+            .get(&node_id)
+            .is_some_and(|h| h.ids.contains(&id));
         if !known {
             self.limits
                 .admit_upload(node_held, inner.upload_bytes, data.len())?;

@@ -302,14 +302,14 @@ async fn uploads_are_kept_until_used_or_expired() {
     let id = ObjectId::of(&chunk);
     let other = ObjectId::of(b"not uploaded");
     let wanted: HashSet<ObjectId> = [id, other].into();
-    store.put(7, id, chunk.clone());
+    store.put(7, id, chunk.clone()).unwrap();
     assert_eq!(store.claim(7, &wanted).unwrap_err(), vec![other]);
     let only: HashSet<ObjectId> = [id].into();
     assert_eq!(store.claim(7, &only).unwrap().get(&id), Some(&chunk));
     store.release_uploads(7, &only);
     assert_eq!(store.size(), (0, 0));
 
-    store.put(7, id, chunk);
+    store.put(7, id, chunk).unwrap();
     tokio::time::advance(Duration::from_secs(61)).await;
     store.sweep();
     assert_eq!(store.size(), (0, 0));

@@ -1,6 +1,6 @@
 //! The SuperLink's flags, as the command line gives them; `config` layers and checks them.
 
-use crate::daemon::flags::{FabFlags, MetricsFlags, is_false};
+use crate::daemon::flags::{FabFlags, LimitFlags, MetricsFlags, is_false};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -110,6 +110,10 @@ pub struct SuperLinkArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_model_bytes: Option<u64>,
+    /// Connection, stream, request-size and upload limits.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub server_limits: LimitFlags,
     /// `--metrics-address`.
     #[command(flatten)]
     #[serde(flatten)]

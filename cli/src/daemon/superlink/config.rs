@@ -5,6 +5,7 @@
 use super::args::SuperLinkArgs;
 use super::state::{Store, store};
 use crate::UserError;
+use crate::daemon::flags::LimitSettings;
 use crate::daemon::metrics::metrics_address;
 use crate::daemon::settings::layered;
 use crate::daemon::{
@@ -15,6 +16,7 @@ use floret_actors::user_auth::Accounts;
 use floret_actors::{Isolation, RunLimits};
 use floret_transport::ServerSecurity;
 use floret_transport::auth::{NodeKeyPair, NodePublicKey, load_allow_list};
+use floret_transport::limits::ServerLimits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,10 +51,21 @@ struct Settings {
     metrics_address: String,
     max_resume_attempts: u32,
     max_model_bytes: u64,
+    // What peers may hold of the servers (`LimitFlags`).
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    max_concurrent_streams: u32,
+    handshake_timeout: u64,
+    connection_idle_timeout: u64,
+    max_request_size: usize,
+    max_fab_size: usize,
+    max_upload_bytes_per_node: usize,
+    max_upload_bytes: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
+        let limits = LimitSettings::default();
         Settings {
             insecure: false,
             ssl_ca_certfile: None,
@@ -73,6 +86,15 @@ impl Default for Settings {
             metrics_address: String::new(),
             max_resume_attempts: RunLimits::default().max_resume_attempts,
             max_model_bytes: RunLimits::default().max_model_bytes,
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            max_concurrent_streams: limits.max_concurrent_streams,
+            handshake_timeout: limits.handshake_timeout,
+            connection_idle_timeout: limits.connection_idle_timeout,
+            max_request_size: limits.max_request_size,
+            max_fab_size: limits.max_fab_size,
+            max_upload_bytes_per_node: limits.max_upload_bytes_per_node,
+            max_upload_bytes: limits.max_upload_bytes,
         }
     }
 }
@@ -157,6 +179,8 @@ pub struct SuperLinkConfig {
     pub metrics_address: Option<SocketAddr>,
     /// What runs may ask for: resumes after crashes, model size.
     pub limits: RunLimits,
+    /// What peers may hold of the Fleet, Control and ServerAppIo servers.
+    pub server_limits: ServerLimits,
 }
 
 impl SuperLinkConfig {
@@ -233,6 +257,18 @@ impl SuperLinkConfig {
                 max_resume_attempts: s.max_resume_attempts,
                 max_model_bytes: s.max_model_bytes,
             },
+            server_limits: LimitSettings {
+                max_connections: s.max_connections,
+                max_connections_per_ip: s.max_connections_per_ip,
+                max_concurrent_streams: s.max_concurrent_streams,
+                handshake_timeout: s.handshake_timeout,
+                connection_idle_timeout: s.connection_idle_timeout,
+                max_request_size: s.max_request_size,
+                max_fab_size: s.max_fab_size,
+                max_upload_bytes_per_node: s.max_upload_bytes_per_node,
+                max_upload_bytes: s.max_upload_bytes,
+            }
+            .limits()?,
         })
     }
 }
