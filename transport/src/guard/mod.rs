@@ -75,12 +75,6 @@ impl Tracker {
         })
     }
 
-    /// Connections open now.
-    #[cfg(test)]
-    pub(crate) fn open(&self) -> usize {
-        self.lock().total
-    }
-
     /// Logs `line` at WARN unless one was logged in the last second (then counts it).
     pub(crate) fn warn(&self, line: &dyn std::fmt::Display) {
         self.log.warn(line);

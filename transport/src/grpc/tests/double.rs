@@ -120,6 +120,10 @@ impl Fleet for FakeFleet {
         Ok(id)
     }
 
+    async fn check_node(&self, node_id: u64) -> Result<(), FleetError> {
+        Self::known(&self.state(), node_id)
+    }
+
     async fn deactivate_node(&self, node_id: u64) -> Result<(), FleetError> {
         let mut state = self.state();
         Self::known(&state, node_id)?;
