@@ -11,7 +11,7 @@ use crate::proto::v1;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http_body::Frame;
-use std::time::Instant;
+use tokio::time::Instant;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tonic::Code;
