@@ -11,9 +11,9 @@ use crate::proto::v1;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http_body::Frame;
-use tokio::time::Instant;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tonic::Code;
 use tower::ServiceExt;
 
