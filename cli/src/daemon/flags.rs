@@ -44,8 +44,8 @@ pub(crate) fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// What peers may hold of the daemon's servers: connections, calls, request sizes and
-/// uploaded chunks (see the README's "Limits"). Defaults come from
+/// What peers may hold of the daemon's servers: connections, calls and request sizes (see
+/// the README's "Limits"). Defaults come from
 /// `floret_transport::limits::ServerLimits`, sized for 10,000 SuperNodes.
 #[derive(Debug, clap::Args, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -78,6 +78,12 @@ pub struct LimitFlags {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request_size: Option<usize>,
+}
+
+/// The SuperLink's limits on what peers send it beyond [`LimitFlags`]: FABs and uploads.
+#[derive(Debug, clap::Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct UploadLimitFlags {
     /// The largest FAB, in bytes, a StartRun may carry [default and most: 536870912,
     /// 512 MiB].
     #[arg(long, value_name = "BYTES")]

@@ -1,6 +1,6 @@
 //! The SuperLink's flags, as the command line gives them; `config` layers and checks them.
 
-use crate::daemon::flags::{FabFlags, LimitFlags, MetricsFlags, is_false};
+use crate::daemon::flags::{FabFlags, LimitFlags, MetricsFlags, UploadLimitFlags, is_false};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -114,6 +114,10 @@ pub struct SuperLinkArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub server_limits: LimitFlags,
+    /// FAB and upload limits.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub upload_limits: UploadLimitFlags,
     /// `--metrics-address`.
     #[command(flatten)]
     #[serde(flatten)]

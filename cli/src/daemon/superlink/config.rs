@@ -350,6 +350,33 @@ mod tests {
     }
 
     #[test]
+    fn server_limits_have_defaults_and_are_set_by_file_environment_or_flag() {
+        let c = config(&["--insecure"], &[]).unwrap();
+        assert_eq!(c.server_limits, ServerLimits::default());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("superlink.toml");
+        std::fs::write(&file, "max-connections = 100\nhandshake-timeout = 3\n").unwrap();
+        let file = file.to_str().unwrap();
+        let env = [("FLWR_MAX_UPLOAD_BYTES", "5000")];
+        let c = config(
+            &["--insecure", "--config", file, "--max-fab-size", "1000"],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.server_limits.max_connections, 100);
+        assert_eq!(
+            c.server_limits.handshake_timeout,
+            std::time::Duration::from_secs(3)
+        );
+        assert_eq!(c.server_limits.max_upload_bytes, 5000);
+        assert_eq!(c.server_limits.max_fab_bytes, 1000);
+        let e = config(&["--insecure", "--connection-idle-timeout", "0"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--connection-idle-timeout 0"), "{e}");
+        let e = config(&["--insecure", "--max-fab-size", "999999999999"], &[]).unwrap_err();
+        assert!(e.to_string().contains("at most 536870912"), "{e}");
+    }
+
+    #[test]
     fn metrics_are_off_unless_an_address_is_given_by_flag_or_environment() {
         assert_eq!(config(&["--insecure"], &[]).unwrap().metrics_address, None);
         let env = [("FLWR_METRICS_ADDRESS", "127.0.0.1:9464")];
