@@ -77,7 +77,10 @@ impl GuardedIo {
         let _ = socket2::SockRef::from(&stream)
             .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
         let state = ConnState::new();
-        let first = state.at(tracker.limits().handshake_timeout);
+        // The first check comes at whichever timeout can end it first; each check arms the
+        // next (a connection may outlive its idle timeout by up to one idle timeout).
+        let limits = tracker.limits();
+        let first = state.at(limits.handshake_timeout.min(limits.idle_timeout));
         GuardedIo {
             stream,
             info: ConnInfo {

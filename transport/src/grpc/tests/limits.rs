@@ -59,7 +59,7 @@ async fn connections_that_send_nothing_are_closed_after_the_handshake_timeout() 
 }
 
 #[tokio::test]
-async fn a_connection_with_no_call_open_is_closed_after_the_idle_timeout_but_a_stream_keeps_it() {
+async fn a_subscribed_connection_outlives_the_idle_timeout() {
     let (fleet, server) = fleet_server(limited(ServerLimits {
         idle_timeout: Duration::from_millis(500),
         ..ServerLimits::default()
@@ -243,4 +243,89 @@ async fn a_node_cannot_hold_more_uploads_than_its_cap() {
         "{status:?}"
     );
     assert_eq!(server.transfer_stats().bytes_held, 3 << 20);
+}
+
+fn quic_client(addr: SocketAddr) -> FleetClient {
+    client(
+        addr,
+        ClientOptions {
+            transport: crate::grpc::TransportKind::Quic,
+            connect_timeout: Duration::from_secs(2),
+            transfer_patience: Duration::from_secs(1),
+            ..impatient()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_connections_count_against_the_same_caps() {
+    let (_fleet, server) = fleet_server(ServerOptions {
+        quic: true,
+        limits: ServerLimits {
+            max_connections_per_ip: 1,
+            ..ServerLimits::default()
+        },
+        ..ServerOptions::default()
+    })
+    .await;
+    let first = quic_client(server.local_addr());
+    register(&first).await;
+    let second = quic_client(server.local_addr());
+    let refused = second
+        .register_node(floret_core::RegisterNode {
+            heartbeat_interval: 30.0,
+            ..floret_core::RegisterNode::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, floret_core::FleetError::Unavailable(_)),
+        "{refused:?}"
+    );
+    // Nor does a gRPC connection get past the count QUIC holds.
+    let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+    assert!(closed_within(&mut tcp, Duration::from_secs(2)).await);
+    drop(first);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_quic_connection_is_closed_and_frees_its_slot() {
+    let (_fleet, server) = fleet_server(ServerOptions {
+        quic: true,
+        limits: ServerLimits {
+            max_connections_per_ip: 1,
+            idle_timeout: Duration::from_millis(300),
+            ..ServerLimits::default()
+        },
+        ..ServerOptions::default()
+    })
+    .await;
+    let first = quic_client(server.local_addr());
+    register(&first).await;
+    // Idle past the timeout: the server closes it and frees its slot for another client.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let second = quic_client(server.local_addr());
+    register(&second).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_grpc_connection_is_closed_and_frees_its_slot_and_its_client_reconnects() {
+    let (_fleet, server) = fleet_server(limited(ServerLimits {
+        max_connections_per_ip: 1,
+        idle_timeout: Duration::from_millis(300),
+        ..ServerLimits::default()
+    }))
+    .await;
+    let first = client(server.local_addr(), impatient());
+    let node = register(&first).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The slot is free: a new connection is not closed at once.
+    let mut other = TcpStream::connect(server.local_addr()).await.unwrap();
+    assert!(!closed_within(&mut other, Duration::from_millis(200)).await);
+    drop(other);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // And the idle client's next call opens a new connection.
+    first.heartbeat(node, 30.0).await.unwrap();
 }
