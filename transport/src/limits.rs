@@ -49,6 +49,11 @@ pub struct ServerLimits {
     /// Bytes of uploaded chunks all nodes together may have waiting
     /// (`--max-upload-bytes`). Default 8 GiB.
     pub max_upload_bytes: usize,
+    /// Bytes of large requests (over [`SMALL_REQUEST_BYTES`]) being received at once, all
+    /// calls of the server together (`--max-inflight-request-bytes`): a request that would
+    /// pass it waits, unread, until others are done, so that many large bodies at once
+    /// (FABs in `StartRun`s, say) cannot add up. Default 1 GiB.
+    pub max_inflight_request_bytes: usize,
 }
 
 /// The largest request of a call that carries neither messages nor a FAB (heartbeats,
@@ -70,6 +75,7 @@ impl Default for ServerLimits {
             max_fab_bytes: crate::grpc::MAX_FAB_LEN,
             max_upload_bytes_per_node: 1024 * 1024 * 1024,
             max_upload_bytes: 8 * 1024 * 1024 * 1024,
+            max_inflight_request_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -205,6 +211,31 @@ impl ServerLimits {
             });
         }
         Ok(())
+    }
+}
+
+impl ServerLimits {
+    /// How much of the in-flight budget a request announcing `len` bytes to `path` takes,
+    /// in KiB (the unit of the budget): `None` for a small request, which takes none.
+    ///
+    /// # Errors
+    /// The refusal, for a request larger than the whole budget (it could never start).
+    pub fn inflight_share(&self, path: &str, len: usize) -> Result<Option<u32>, String> {
+        if len <= SMALL_REQUEST_BYTES {
+            return Ok(None);
+        }
+        if len > self.max_inflight_request_bytes {
+            return Err(format!(
+                "{path}: the request is {len} bytes, more than the server receives at once, {} bytes (--max-inflight-request-bytes)",
+                self.max_inflight_request_bytes
+            ));
+        }
+        Ok(Some(u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX)))
+    }
+
+    /// The in-flight budget in KiB, as [`ServerLimits::inflight_share`] counts.
+    pub fn inflight_budget(&self) -> usize {
+        self.max_inflight_request_bytes.div_ceil(1024)
     }
 }
 
@@ -457,6 +488,21 @@ mod tests {
         assert!(e.to_string().contains("--max-upload-bytes-per-node"), "{e}");
         let e = l.admit_upload(0, 22, 4).unwrap_err();
         assert!(e.to_string().contains("--max-upload-bytes)"), "{e}");
+    }
+
+    #[test]
+    fn large_requests_take_their_size_of_the_inflight_budget_and_small_ones_none() {
+        let l = ServerLimits {
+            max_inflight_request_bytes: 10 << 20,
+            ..ServerLimits::default()
+        };
+        assert_eq!(l.inflight_share("p", 100), Ok(None));
+        assert_eq!(l.inflight_share("p", SMALL_REQUEST_BYTES), Ok(None));
+        assert_eq!(l.inflight_share("p", 4 << 20), Ok(Some(4096)));
+        assert_eq!(l.inflight_share("p", (4 << 20) + 1), Ok(Some(4097)));
+        assert_eq!(l.inflight_budget(), 10240);
+        let e = l.inflight_share("p", 11 << 20).unwrap_err();
+        assert!(e.contains("--max-inflight-request-bytes"), "{e}");
     }
 
     #[test]

@@ -78,6 +78,11 @@ pub struct LimitFlags {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request_size: Option<usize>,
+    /// Bytes of large requests (over 1 MiB) each API receives at once; a request that would
+    /// pass it waits, unread, for others to finish [default: 1073741824, 1 GiB].
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_inflight_request_bytes: Option<usize>,
 }
 
 /// The SuperLink's limits on what peers send it beyond [`LimitFlags`]: FABs and uploads.
@@ -123,6 +128,8 @@ pub struct LimitSettings {
     pub max_upload_bytes_per_node: usize,
     /// `--max-upload-bytes`.
     pub max_upload_bytes: usize,
+    /// `--max-inflight-request-bytes`.
+    pub max_inflight_request_bytes: usize,
 }
 
 impl Default for LimitSettings {
@@ -138,6 +145,7 @@ impl Default for LimitSettings {
             max_fab_size: d.max_fab_bytes,
             max_upload_bytes_per_node: d.max_upload_bytes_per_node,
             max_upload_bytes: d.max_upload_bytes,
+            max_inflight_request_bytes: d.max_inflight_request_bytes,
         }
     }
 }
@@ -170,6 +178,10 @@ impl LimitSettings {
             self.max_upload_bytes_per_node as u64,
         )?;
         positive("max-upload-bytes", self.max_upload_bytes as u64)?;
+        positive(
+            "max-inflight-request-bytes",
+            self.max_inflight_request_bytes as u64,
+        )?;
         let most = floret_transport::grpc::MAX_FAB_LEN;
         if self.max_fab_size > most {
             return Err(crate::UserError::new(format!(
@@ -187,6 +199,7 @@ impl LimitSettings {
             max_fab_bytes: self.max_fab_size,
             max_upload_bytes_per_node: self.max_upload_bytes_per_node,
             max_upload_bytes: self.max_upload_bytes,
+            max_inflight_request_bytes: self.max_inflight_request_bytes,
         })
     }
 }

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 use tonic::Status;
 use tower::Service;
 
@@ -86,6 +87,9 @@ where
             seen: 0,
             refused: refused.clone(),
             tracker: self.guard.tracker.clone(),
+            held: None,
+            acquiring: None,
+            _permit: None,
         });
         let response = self.inner.call(http::Request::from_parts(parts, body));
         Box::pin(async move {
@@ -115,14 +119,33 @@ struct Limited {
     /// Set when the body was refused: the call's answer.
     refused: Arc<Mutex<Option<String>>>,
     tracker: Arc<Tracker>,
+    /// The first frame of a large request, read, while it waits for its share of the
+    /// server's in-flight budget (nothing more of it is read meanwhile).
+    held: Option<Frame<Bytes>>,
+    /// Waiting for that share.
+    acquiring: Option<Acquiring>,
+    /// The share, returned when the body is dropped (read and decoded, or abandoned).
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+type Acquiring = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// What the bytes so far say about a body.
+enum Check {
+    /// Read on.
+    Pass,
+    /// Over a limit: refuse it with this message.
+    Refuse(String),
+    /// Large: wait for this many KiB of the in-flight budget first.
+    Wait(u32),
 }
 
 /// The gRPC length prefix: a compression flag, then the length as a big-endian `u32`.
 const PREFIX: usize = 5;
 
 impl Limited {
-    /// The refusal when `data` (the next bytes of the body) takes it over its limit.
-    fn check(&mut self, data: &Bytes) -> Option<String> {
+    /// What `data` (the next bytes of the body) says: over its limit, large, or fine.
+    fn check(&mut self, data: &Bytes) -> Check {
         self.seen = self.seen.saturating_add(data.len());
         if self.prefix.len() < PREFIX {
             let take = (PREFIX - self.prefix.len()).min(data.len());
@@ -130,12 +153,20 @@ impl Limited {
             if self.prefix.len() == PREFIX {
                 let len = (&self.prefix[1..]).get_u32() as usize;
                 if len > self.limit.bytes {
-                    return Some(self.limit.refusal(&self.path, len));
+                    return Check::Refuse(self.limit.refusal(&self.path, len));
+                }
+                match self.tracker.limits().inflight_share(&self.path, len) {
+                    Err(refusal) => return Check::Refuse(refusal),
+                    Ok(Some(kib)) => return Check::Wait(kib),
+                    Ok(None) => {}
                 }
             }
         }
-        (self.seen > self.limit.bytes + PREFIX)
-            .then(|| self.limit.refusal(&self.path, self.seen - PREFIX))
+        if self.seen > self.limit.bytes + PREFIX {
+            Check::Refuse(self.limit.refusal(&self.path, self.seen - PREFIX))
+        } else {
+            Check::Pass
+        }
     }
 }
 
@@ -148,23 +179,43 @@ impl Body for Limited {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
+        if let Some(acquiring) = &mut this.acquiring {
+            let permit = std::task::ready!(acquiring.as_mut().poll(cx))
+                .map_err(|_| Status::unavailable("the server is shutting down"))?;
+            this._permit = Some(permit);
+            this.acquiring = None;
+            if let Some(frame) = this.held.take() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+        }
         let frame = match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             None => return Poll::Ready(None),
             Some(Err(e)) => return Poll::Ready(Some(Err(e))),
             Some(Ok(frame)) => frame,
         };
-        if let Some(data) = frame.data_ref()
-            && let Some(refusal) = this.check(data)
-        {
-            this.tracker
-                .warn(&format_args!("refused a request: {refusal}"));
-            *this
-                .refused
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(refusal.clone());
-            return Poll::Ready(Some(Err(Status::resource_exhausted(refusal))));
+        let Some(data) = frame.data_ref() else {
+            return Poll::Ready(Some(Ok(frame)));
+        };
+        match this.check(data) {
+            Check::Pass => Poll::Ready(Some(Ok(frame))),
+            Check::Refuse(refusal) => {
+                this.tracker
+                    .warn(&format_args!("refused a request: {refusal}"));
+                *this
+                    .refused
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(refusal.clone());
+                Poll::Ready(Some(Err(Status::resource_exhausted(refusal))))
+            }
+            Check::Wait(kib) => {
+                this.held = Some(frame);
+                this.acquiring = Some(Box::pin(
+                    this.tracker.inflight.clone().acquire_many_owned(kib),
+                ));
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
         }
-        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {

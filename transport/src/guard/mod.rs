@@ -33,6 +33,9 @@ pub(crate) struct Tracker {
     /// Refusals and closes are logged at most once a second, with a count of the others:
     /// a flood of junk connections must not become a flood of log lines.
     log: LogThrottle,
+    /// The in-flight budget of large requests, in KiB (see
+    /// [`ServerLimits::inflight_share`]).
+    pub(crate) inflight: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Default)]
@@ -43,10 +46,14 @@ struct Open {
 
 impl Tracker {
     pub(crate) fn new(limits: ServerLimits) -> Arc<Tracker> {
+        let budget = limits
+            .inflight_budget()
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         Arc::new(Tracker {
             limits,
             open: Mutex::default(),
             log: LogThrottle::default(),
+            inflight: Arc::new(tokio::sync::Semaphore::new(budget)),
         })
     }
 

@@ -53,6 +53,7 @@ struct Settings {
     handshake_timeout: u64,
     connection_idle_timeout: u64,
     max_request_size: usize,
+    max_inflight_request_bytes: usize,
 }
 
 impl Default for Settings {
@@ -81,6 +82,7 @@ impl Default for Settings {
             handshake_timeout: limits.handshake_timeout,
             connection_idle_timeout: limits.connection_idle_timeout,
             max_request_size: limits.max_request_size,
+            max_inflight_request_bytes: limits.max_inflight_request_bytes,
         }
     }
 }
@@ -196,6 +198,7 @@ impl SuperNodeConfig {
                 handshake_timeout: s.handshake_timeout,
                 connection_idle_timeout: s.connection_idle_timeout,
                 max_request_size: s.max_request_size,
+                max_inflight_request_bytes: s.max_inflight_request_bytes,
                 ..LimitSettings::default()
             }
             .limits()?,

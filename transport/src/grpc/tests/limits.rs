@@ -329,3 +329,52 @@ async fn an_idle_grpc_connection_is_closed_and_frees_its_slot_and_its_client_rec
     // And the idle client's next call opens a new connection.
     first.heartbeat(node, 30.0).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_requests_wait_for_the_inflight_budget_and_small_ones_do_not() {
+    let server = bind_control_with(
+        localhost(),
+        Arc::new(FakeControl::default()),
+        limited(ServerLimits {
+            max_fab_bytes: 4 << 20,
+            max_inflight_request_bytes: 5 << 20,
+            ..ServerLimits::default()
+        }),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    // A StartRun whose FAB never finishes arriving holds 3 MiB of the 5 MiB budget.
+    let stalled = tokio::spawn(async move {
+        answer_to_unfinished_body(addr, "/floret.v1.Control/StartRun", 3 << 20, &[]).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut raw = v1::control_client::ControlClient::new(raw_channel(addr).await)
+        .max_encoding_message_size(usize::MAX);
+    let complete = v1::StartRunRequest {
+        fab: Some(crate::proto::Fab {
+            hash_str: "f".repeat(64),
+            content: Bytes::from(vec![7u8; 3 << 20]),
+            verifications: Default::default(),
+        }),
+        ..Default::default()
+    };
+    let waiting = tokio::spawn(async move { raw.start_run(complete).await });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!waiting.is_finished(), "a second 3 MiB StartRun waits");
+    // Small calls pass by.
+    let mut small = v1::control_client::ControlClient::new(raw_channel(addr).await);
+    small
+        .list_runs(v1::ListRunsRequest::default())
+        .await
+        .unwrap();
+    // Once the first goes, the second is read and answered.
+    stalled.abort();
+    let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered once the budget was free")
+        .unwrap();
+    if let Err(status) = answer {
+        assert_ne!(status.code(), Code::ResourceExhausted, "{status:?}");
+    }
+}
