@@ -102,7 +102,7 @@ async fn connections_beyond_the_per_address_cap_are_closed_at_once_and_others_st
 /// Sends a request to `path` whose length prefix announces `announced` bytes, then 64 KiB
 /// of them, then nothing more, never ending the body; returns the status the server
 /// answers with while the body is still open.
-async fn answer_to_unfinished_body(
+pub(super) async fn answer_to_unfinished_body(
     addr: SocketAddr,
     path: &str,
     announced: u32,

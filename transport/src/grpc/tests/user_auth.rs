@@ -169,3 +169,20 @@ async fn a_superlink_without_user_auth_refuses_login_and_ignores_tokens() {
     assert!(authed.list_runs().await.unwrap().is_empty());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_start_run_without_a_valid_token_is_refused_before_its_body_is_read() {
+    let (_views, server, _client) = setup().await;
+    for headers in [vec![], vec![("authorization", "Bearer forged")]] {
+        // The FAB announced never arrives: the answer comes from the headers alone.
+        let status = super::limits::answer_to_unfinished_body(
+            server.local_addr(),
+            "/floret.v1.Control/StartRun",
+            400_000_000,
+            &headers,
+        )
+        .await;
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+        assert!(status.message().contains("flwr login"), "{status:?}");
+    }
+}
