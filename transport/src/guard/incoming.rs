@@ -2,8 +2,8 @@
 //! connections.
 
 use super::{ConnInfo, ConnState, Slot, Tracker};
-use crate::limits::{Verdict, accept_backoff};
-use futures_util::Stream;
+use crate::limits::{Closed, Verdict, accept_backoff};
+use futures_util::{Stream, StreamExt};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,42 +14,71 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
 
-/// The connections `listener` accepts, within the caps of `tracker`: a connection over a
-/// cap is closed at once (and logged); a failed accept (no file descriptors left, say)
-/// waits [`accept_backoff`] before the next try instead of spinning.
+/// The connections `listener` accepts, within the caps of `tracker`, once they have sent
+/// something: a connection over a cap is closed at once (and logged); one that sends
+/// nothing within the handshake timeout is closed without ever reaching HTTP/2 (TLS or
+/// hyper), so that a flood of silent connections costs a parked task each rather than
+/// their buffers; a failed accept (no file descriptors left, say) waits
+/// [`accept_backoff`] before the next try instead of spinning. Dropping the stream stops
+/// accepting and closes the listener.
 pub(crate) fn incoming(
     listener: TcpListener,
     tracker: Arc<Tracker>,
 ) -> impl Stream<Item = Result<GuardedIo, io::Error>> + Send + 'static {
-    futures_util::stream::unfold(
-        (listener, tracker, 0u32),
-        |(listener, tracker, mut failures)| async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        failures = 0;
-                        let slot = match tracker.admit(peer) {
-                            Ok(slot) => slot,
-                            Err(refused) => {
-                                tracker.warn(&refused);
-                                continue;
-                            }
-                        };
-                        let io = GuardedIo::new(stream, peer, slot, tracker.clone());
-                        return Some((Ok(io), (listener, tracker, failures)));
+    let (ready, connections) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(accept(listener, tracker, ready));
+    tokio_stream::wrappers::ReceiverStream::new(connections).map(Ok)
+}
+
+/// Accepts until `ready`'s receiver (the server) is gone, handing over each connection
+/// once it is readable.
+async fn accept(
+    listener: TcpListener,
+    tracker: Arc<Tracker>,
+    ready: tokio::sync::mpsc::Sender<GuardedIo>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let accepted = tokio::select! {
+            () = ready.closed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                failures = 0;
+                let slot = match tracker.admit(peer) {
+                    Ok(slot) => slot,
+                    Err(refused) => {
+                        tracker.warn(&refused);
+                        continue;
                     }
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        let wait = accept_backoff(failures);
-                        tracker.warn(&format_args!(
-                            "accepting a connection failed: {e}; trying again in {wait:?} (raise the open-file limit, `ulimit -n`, or lower --max-connections)"
-                        ));
-                        tokio::time::sleep(wait).await;
+                };
+                let (tracker, ready) = (tracker.clone(), ready.clone());
+                tokio::spawn(async move {
+                    let wait = tracker.limits().handshake_timeout;
+                    match tokio::time::timeout(wait, stream.readable()).await {
+                        Ok(Ok(())) => {
+                            let io = GuardedIo::new(stream, peer, slot, tracker);
+                            let _ = ready.send(io).await;
+                        }
+                        Ok(Err(_)) => {}
+                        Err(_) => tracker.warn(&format_args!("{peer}: {}", Closed::Silent(wait))),
                     }
+                });
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let wait = accept_backoff(failures);
+                tracker.warn(&format_args!(
+                    "accepting a connection failed: {e}; trying again in {wait:?} (raise the open-file limit, `ulimit -n`, or lower --max-connections)"
+                ));
+                tokio::select! {
+                    () = ready.closed() => return,
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
-        },
-    )
+        }
+    }
 }
 
 /// A TCP connection that closes itself (reads fail) when
