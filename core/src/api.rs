@@ -81,6 +81,13 @@ pub trait Fleet: Send + Sync {
             "this SuperLink does not serve app bundles (asked for FAB {fab_hash})"
         )))
     }
+    /// `Ok` if `node_id` is registered, else [`FleetError::UnknownNode`]. The transport asks
+    /// before it keeps chunks a node uploads, so that an id nobody registered cannot make
+    /// the SuperLink hold anything. By default every id passes (test doubles).
+    async fn check_node(&self, node_id: u64) -> Result<(), FleetError> {
+        let _ = node_id;
+        Ok(())
+    }
     /// Instructions for the node as soon as they are queued (push, not poll). The channel
     /// closes when the link drops; the node then reconnects and subscribes again.
     async fn subscribe(&self, node_id: u64) -> Result<mpsc::Receiver<Message>, FleetError>;

@@ -20,6 +20,8 @@ mod convert;
 mod convert_runs;
 mod error;
 pub mod grpc;
+mod guard;
+pub mod limits;
 mod link;
 pub mod meter;
 mod objects;

@@ -265,6 +265,11 @@ impl Fleet for LinkFleet {
         })
     }
 
+    async fn check_node(&self, node_id: u64) -> Result<(), FleetError> {
+        self.check_open()?;
+        self.known(node_id)
+    }
+
     async fn subscribe(&self, node_id: u64) -> Result<mpsc::Receiver<Message>, FleetError> {
         self.check_open()?;
         let signal = self.state.node_signal(node_id).map_err(fleet_error)?;

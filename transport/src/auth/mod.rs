@@ -20,7 +20,7 @@ pub use error::{AllowListError, AuthError, KeyError};
 pub use keys::{NodeKeyPair, NodePublicKey};
 pub use signed::{
     DEFAULT_WINDOW, HEADER_BODY_SHA256, HEADER_NODE_KEY, HEADER_NONCE, HEADER_SIGNATURE,
-    HEADER_TIMESTAMP, SignedHeaders, Verifier, unix_ms,
+    HEADER_TIMESTAMP, SignedBy, SignedHeaders, Verifier, unix_ms,
 };
 
 #[cfg(test)]

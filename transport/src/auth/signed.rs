@@ -200,6 +200,23 @@ impl Verifier {
         header: impl Fn(&'static str) -> Option<&'a str>,
         now_ms: u64,
     ) -> Result<NodePublicKey, AuthError> {
+        let signed = self.verify_headers(path, header, now_ms)?;
+        signed.check_body(body)?;
+        Ok(signed.key)
+    }
+
+    /// The headers' part of [`Verifier::verify`]: everything but the body, so that a server
+    /// can refuse an unsigned or forged call before it reads a byte of its body. The nonce
+    /// is spent here; the caller must then [`SignedBy::check_body`] once the body is in.
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`], except [`AuthError::BodyChanged`].
+    pub fn verify_headers<'a>(
+        &self,
+        path: &str,
+        header: impl Fn(&'static str) -> Option<&'a str>,
+        now_ms: u64,
+    ) -> Result<SignedBy, AuthError> {
         let get = |name: &'static str| -> Result<&'a str, AuthError> {
             let value = header(name).ok_or(AuthError::Missing(name))?;
             if value.len() > MAX_HEADER_LEN {
@@ -259,21 +276,44 @@ impl Verifier {
         if !key.verifies(&signed, &signature) {
             return Err(AuthError::BadSignature);
         }
-        if body_digest(body) != body_sha256 {
-            return Err(AuthError::BodyChanged);
-        }
-
         let mut seen = self
             .seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match seen.admit(nonce_value, sent_ms.saturating_add(window_ms), now_ms) {
-            Admit::Fresh => Ok(key),
+            Admit::Fresh => Ok(SignedBy {
+                key,
+                body_sha256: body_sha256.to_string(),
+            }),
             Admit::Replayed => Err(AuthError::Replayed {
                 nonce: nonce.to_string(),
                 window_s: self.window.as_secs(),
             }),
             Admit::Full => Err(AuthError::Overloaded(seen.len())),
+        }
+    }
+}
+
+/// A request whose headers carry a valid, fresh signature: its signer, and the digest of the
+/// body it signed, still to be compared with the body that arrives.
+#[derive(Debug, Clone)]
+pub struct SignedBy {
+    /// Who signed.
+    pub key: NodePublicKey,
+    /// `floret-auth-body-sha256` as signed.
+    body_sha256: String,
+}
+
+impl SignedBy {
+    /// Whether `body` (the request's protobuf encoding) is the body that was signed.
+    ///
+    /// # Errors
+    /// [`AuthError::BodyChanged`] when it is not.
+    pub fn check_body(&self, body: &[u8]) -> Result<(), AuthError> {
+        if body_digest(body) == self.body_sha256 {
+            Ok(())
+        } else {
+            Err(AuthError::BodyChanged)
         }
     }
 }

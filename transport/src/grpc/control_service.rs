@@ -97,19 +97,44 @@ impl ControlService {
 
 /// The caller behind a request's bearer token.
 fn caller<T>(users: &Users, request: &Request<T>) -> Result<Caller, Status> {
-    let token = request
+    let header = request
         .metadata()
         .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.to_str().ok());
+    caller_of(users.authority.as_ref(), header)
+}
+
+/// The caller behind an `authorization: Bearer <token>` header value.
+fn caller_of(authority: &dyn UserAuthority, header: Option<&str>) -> Result<Caller, Status> {
+    let token = header
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| not_logged_in(LOGIN_HINT))?;
-    match users.authority.authenticate(token) {
+    match authority.authenticate(token) {
         Ok(caller) => Ok(caller),
         Err(UserAuthError::AccessExpired) => Err(from_control_error(ControlError::TokenExpired)),
         Err(_) => Err(not_logged_in(LOGIN_HINT)),
     }
+}
+
+/// The calls a user makes without a valid access token: before holding one, or (Logout)
+/// after it expired.
+const WITHOUT_TOKEN: [&str; 3] = ["Login", "RefreshToken", "Logout"];
+
+/// User authentication from the headers alone, before the body of a call is read: without a
+/// valid access token, no `StartRun` body (a FAB of up to `--max-fab-size`) is received.
+/// The service checks the token again when it picks the caller's view; that lookup is
+/// cheap, unlike a login.
+pub(crate) fn pre_auth(authority: Arc<dyn UserAuthority>) -> crate::guard::PreAuth {
+    Arc::new(move |path, headers, _| {
+        let method = path.rsplit('/').next().unwrap_or(path);
+        if WITHOUT_TOKEN.contains(&method) {
+            return Ok(());
+        }
+        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        caller_of(authority.as_ref(), header).map(drop)
+    })
 }
 
 fn not_logged_in(message: &str) -> Status {
@@ -245,8 +270,10 @@ impl v1::control_server::Control for ControlService {
         request: Request<v1::LoginRequest>,
     ) -> Result<Response<v1::AuthTokens>, Status> {
         let authority = self.authority()?.clone();
-        // Set by tonic for TCP (and TLS) connections, and by the QUIC server.
-        let peer = request.remote_addr().map(|a| a.ip());
+        // The guard's connection record: set for TCP, TLS and QUIC connections alike.
+        let peer = crate::guard::ConnInfo::of(request.extensions())
+            .map(|c| c.remote.ip())
+            .or_else(|| request.remote_addr().map(|a| a.ip()));
         let r = request.into_inner();
         let credentials = if !r.api_token.is_empty() {
             Credentials::ApiToken(r.api_token)

@@ -246,6 +246,12 @@ impl v1::fleet_server::Fleet for FleetService {
     ) -> Result<Response<v1::PushObjectResponse>, Status> {
         let node_id = request.get_ref().node_id;
         self.authenticate(&request, path::PUSH_OBJECT, Claim::Node(node_id))?;
+        // Chunks are kept for a registered node only: an unknown id is refused before
+        // anything is stored (an upload hold for it would never be used).
+        self.fleet
+            .check_node(node_id)
+            .await
+            .map_err(from_fleet_error)?;
         let r = request.into_inner();
         inbox::accept_chunk(
             self.objects(),

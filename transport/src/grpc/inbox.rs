@@ -41,8 +41,10 @@ pub(crate) async fn accept_chunk(
                  is corrupt"
             ))
         })?;
-    objects.put(peer, id, content);
-    Ok(())
+    objects.put(peer, id, content).map_err(|refused| {
+        tracing::warn!(peer, "refused an uploaded chunk: {refused}");
+        Status::resource_exhausted(refused.to_string())
+    })
 }
 
 /// A chunk delivered to `peer`; `holder` names the peer in the error ("node 3").

@@ -5,7 +5,9 @@
 //! channel type, so that how clients are built (TCP, QUIC, TLS) stays independent of it.
 
 use super::status::unauthenticated;
-use crate::auth::{AuthError, DEFAULT_WINDOW, NodeKeyPair, NodePublicKey, Verifier, unix_ms};
+use crate::auth::{
+    AuthError, DEFAULT_WINDOW, NodeKeyPair, NodePublicKey, SignedBy, Verifier, unix_ms,
+};
 use floret_core::NodeAuthority;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -89,37 +91,30 @@ impl NodeAuth {
 
     /// The verified key of a request to `path`, if its signer may make `claim`; else
     /// UNAUTHENTICATED naming the cause (UNAVAILABLE for a request signed before this
-    /// SuperLink started, which an honest node whose clock lags retries).
-    // Signatures carry wall-clock time, checked against this machine's wall clock.
-    #[allow(clippy::disallowed_methods)]
+    /// SuperLink started, which an honest node whose clock lags retries). The headers may
+    /// have been verified already, before the body was read ([`NodeAuth::pre_auth`]); the
+    /// body is compared with the signed digest here, once it is in.
     pub(crate) fn check<T: prost::Message>(
         &self,
         request: &Request<T>,
         path: &str,
         claim: Claim,
     ) -> Result<NodePublicKey, Status> {
-        let metadata = request.metadata();
-        let key = self
-            .verifier
-            .verify(
-                path,
-                &request.get_ref().encode_to_vec(),
-                |name| metadata.get(name).and_then(|v| v.to_str().ok()),
-                unix_ms(SystemTime::now()),
-            )
-            .map_err(|e| match e {
-                AuthError::BeforeStart { .. } => Status::unavailable(e.to_string()),
-                e => unauthenticated(e.to_string()),
-            })?;
-        let spki = key.spki_der();
-        if !self.authority.admits(spki) {
-            return Err(unauthenticated(format!(
-                "the SuperNode's public key ({}) is not on the SuperLink's allow-list: add it with `flwr supernode register` or --auth-list-public-keys",
-                key.fingerprint()
-            )));
-        }
+        let signed = match request.extensions().get::<Verified>() {
+            Some(Verified(signed)) => signed.clone(),
+            None => {
+                let metadata = request.metadata();
+                self.verify(path, |name| {
+                    metadata.get(name).and_then(|v| v.to_str().ok())
+                })?
+            }
+        };
+        signed
+            .check_body(&request.get_ref().encode_to_vec())
+            .map_err(|e| unauthenticated(e.to_string()))?;
+        let key = signed.key;
         if let Claim::Node(node_id) = claim
-            && !self.authority.owns(node_id, spki)
+            && !self.authority.owns(node_id, key.spki_der())
         {
             return Err(unauthenticated(format!(
                 "the SuperNode's public key ({}) does not belong to node {node_id}",
@@ -128,4 +123,46 @@ impl NodeAuth {
         }
         Ok(key)
     }
+
+    /// The key that signed a request to `path` (headers, clock window, signature, nonce),
+    /// if the allow-list admits it.
+    // Signatures carry wall-clock time, checked against this machine's wall clock.
+    #[allow(clippy::disallowed_methods)]
+    fn verify<'a>(
+        &self,
+        path: &str,
+        header: impl Fn(&'static str) -> Option<&'a str>,
+    ) -> Result<SignedBy, Status> {
+        let signed = self
+            .verifier
+            .verify_headers(path, header, unix_ms(SystemTime::now()))
+            .map_err(|e| match e {
+                AuthError::BeforeStart { .. } => Status::unavailable(e.to_string()),
+                e => unauthenticated(e.to_string()),
+            })?;
+        if !self.authority.admits(signed.key.spki_der()) {
+            return Err(unauthenticated(format!(
+                "the SuperNode's public key ({}) is not on the SuperLink's allow-list: add it with `flwr supernode register` or --auth-list-public-keys",
+                signed.key.fingerprint()
+            )));
+        }
+        Ok(signed)
+    }
+
+    /// Node authentication from the headers alone, before the body of a call is read: a
+    /// peer without an admitted key cannot make the SuperLink receive its body. The key is
+    /// left in the extensions for [`NodeAuth::check`], so each signature is verified (and
+    /// its nonce spent) once.
+    pub(crate) fn pre_auth(self) -> crate::guard::PreAuth {
+        Arc::new(move |path, headers, extensions| {
+            let signed =
+                self.verify(path, |name| headers.get(name).and_then(|v| v.to_str().ok()))?;
+            extensions.insert(Verified(signed));
+            Ok(())
+        })
+    }
 }
+
+/// A signature verified from a call's headers by [`NodeAuth::pre_auth`].
+#[derive(Clone)]
+struct Verified(SignedBy);

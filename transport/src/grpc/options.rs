@@ -108,6 +108,8 @@ pub struct ServerOptions {
     /// Fleet API only: when set, every call must be signed by a SuperNode key the
     /// authority admits (node authentication). Default off.
     pub node_auth: Option<super::NodeAuth>,
+    /// Connections, streams, request sizes and uploads: what peers may hold of the server.
+    pub limits: crate::limits::ServerLimits,
 }
 
 impl Default for ServerOptions {
@@ -121,6 +123,7 @@ impl Default for ServerOptions {
             security: ServerSecurity::Insecure,
             quic: false,
             node_auth: None,
+            limits: crate::limits::ServerLimits::default(),
         }
     }
 }
@@ -306,6 +309,7 @@ pub(crate) fn endpoint(address: &str, o: &ClientOptions) -> Result<Endpoint, Tra
 /// The server side, before services are added.
 pub(crate) fn server_builder(o: &ServerOptions) -> Result<Server, TransportError> {
     let builder = Server::builder()
+        .max_concurrent_streams(o.limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(o.keepalive_interval))
         .http2_keepalive_timeout(Some(o.keepalive_timeout))
         .initial_stream_window_size(STREAM_WINDOW)

@@ -6,6 +6,7 @@ use super::control_service::ControlService;
 use super::fleet_service::FleetService;
 use super::options::ServerSecurity;
 use super::options::{MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, ServerOptions, server_builder};
+use crate::guard::{Guard, PreAuth, Tracker};
 use crate::objects::TransferStats;
 use crate::objects::outbox::Outbox;
 use crate::objects::store::ObjectStore;
@@ -21,7 +22,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 
 /// A gRPC server serving one API on one socket. Dropping it starts a graceful shutdown in
 /// the background; [`Server::shutdown`] also waits for it.
@@ -127,10 +127,9 @@ pub async fn bind_fleet_with(
 ) -> Result<Server, TransportError> {
     let listener = listen(Api::Fleet, addr).await?;
     let (stop, stop_rx) = watch::channel(false);
-    let objects = Arc::new(ObjectStore::new(
-        options.chunking.chunk_len(),
-        options.lease,
-    ));
+    let objects = Arc::new(
+        ObjectStore::new(options.chunking.chunk_len(), options.lease).limited(options.limits),
+    );
     let service = FleetService::new(
         fleet,
         objects.clone(),
@@ -138,17 +137,20 @@ pub async fn bind_fleet_with(
         stop_rx.clone(),
         options.node_auth.clone(),
     );
-    // GetFab answers a whole FAB; what nodes send stays small.
+    // GetFab answers a whole FAB; what nodes send stays small (each call's own limit is
+    // checked by the guard as its body arrives).
+    let max_request = options.limits.max_request_bytes;
     let routes = Routes::new(
         v1::fleet_server::FleetServer::new(service)
-            .max_decoding_message_size(MAX_MESSAGE_LEN)
+            .max_decoding_message_size(max_request)
             .max_encoding_message_size(MAX_FAB_MESSAGE_LEN),
     );
     tokio::spawn(sweep(objects.clone(), options.lease, stop_rx.clone()));
+    let pre_auth = options.node_auth.clone().map(super::NodeAuth::pre_auth);
     start(
         (Api::Fleet, addr),
         listener,
-        (routes, MAX_MESSAGE_LEN),
+        (routes, max_request, pre_auth),
         (stop, stop_rx),
         &options,
         Some(objects),
@@ -177,7 +179,7 @@ pub async fn bind_control_with(
 ) -> Result<Server, TransportError> {
     let (stop, stop_rx) = watch::channel(false);
     let service = ControlService::new(control, stop_rx.clone());
-    serve_control(addr, service, (stop, stop_rx), options).await
+    serve_control(addr, (service, None), (stop, stop_rx), options).await
 }
 
 /// [`bind_control_with`] for a SuperLink with user authentication: every call must carry
@@ -193,27 +195,32 @@ pub async fn bind_control_with_users(
     options: ServerOptions,
 ) -> Result<Server, TransportError> {
     let (stop, stop_rx) = watch::channel(false);
+    let pre_auth = super::control_service::pre_auth(users.clone());
     let service = ControlService::with_users(control, users, stop_rx.clone());
-    serve_control(addr, service, (stop, stop_rx), options).await
+    serve_control(addr, (service, Some(pre_auth)), (stop, stop_rx), options).await
 }
 
 async fn serve_control(
     addr: SocketAddr,
-    service: ControlService,
+    (service, pre_auth): (ControlService, Option<PreAuth>),
     (stop, stop_rx): (watch::Sender<bool>, watch::Receiver<bool>),
     options: ServerOptions,
 ) -> Result<Server, TransportError> {
     let listener = listen(Api::Control, addr).await?;
-    // StartRun may carry a FAB.
+    // StartRun may carry a FAB (the guard holds every other call to a small request).
+    let max_request = options
+        .limits
+        .request_limit(Api::Control, "/floret.v1.Control/StartRun")
+        .bytes;
     let routes = Routes::new(
         v1::control_server::ControlServer::new(service)
-            .max_decoding_message_size(MAX_FAB_MESSAGE_LEN)
+            .max_decoding_message_size(max_request)
             .max_encoding_message_size(MAX_MESSAGE_LEN),
     );
     start(
         (Api::Control, addr),
         listener,
-        (routes, MAX_FAB_MESSAGE_LEN),
+        (routes, max_request, pre_auth),
         (stop, stop_rx),
         &options,
         None,
@@ -242,11 +249,12 @@ pub async fn bind_serverappio_with(
     appio: Arc<dyn ServerAppIo>,
     options: ServerOptions,
 ) -> Result<Server, TransportError> {
+    let max_request = options.limits.max_request_bytes;
     bind_appio(Api::ServerAppIo, addr, options, |outbox, stop| {
         let service = ServerAppIoService::new(appio, outbox, stop);
         Routes::new(
             v1::server_app_io_server::ServerAppIoServer::new(service)
-                .max_decoding_message_size(MAX_MESSAGE_LEN)
+                .max_decoding_message_size(max_request)
                 .max_encoding_message_size(MAX_MESSAGE_LEN),
         )
     })
@@ -275,11 +283,12 @@ pub async fn bind_clientappio_with(
     appio: Arc<dyn ClientAppIo>,
     options: ServerOptions,
 ) -> Result<Server, TransportError> {
+    let max_request = options.limits.max_request_bytes;
     bind_appio(Api::ClientAppIo, addr, options, |outbox, stop| {
         let service = ClientAppIoService::new(appio, outbox, stop);
         Routes::new(
             v1::client_app_io_server::ClientAppIoServer::new(service)
-                .max_decoding_message_size(MAX_MESSAGE_LEN)
+                .max_decoding_message_size(max_request)
                 .max_encoding_message_size(MAX_MESSAGE_LEN),
         )
     })
@@ -296,24 +305,24 @@ async fn bind_appio(
 ) -> Result<Server, TransportError> {
     let listener = listen(api, addr).await?;
     let (stop, stop_rx) = watch::channel(false);
-    let objects = Arc::new(ObjectStore::new(
-        options.chunking.chunk_len(),
-        options.lease,
-    ));
+    let objects = Arc::new(
+        ObjectStore::new(options.chunking.chunk_len(), options.lease).limited(options.limits),
+    );
     let outbox = Arc::new(Outbox {
         objects: objects.clone(),
         chunking: options.chunking,
     });
     let routes = routes(outbox, stop_rx.clone()).add_service(
         v1::app_io_objects_server::AppIoObjectsServer::new(ObjectsService::new(objects.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_LEN)
+            .max_decoding_message_size(options.limits.max_request_bytes)
             .max_encoding_message_size(MAX_MESSAGE_LEN),
     );
     tokio::spawn(sweep(objects.clone(), options.lease, stop_rx.clone()));
+    let max_request = options.limits.max_request_bytes;
     start(
         (api, addr),
         listener,
-        (routes, MAX_MESSAGE_LEN),
+        (routes, max_request, None),
         (stop, stop_rx),
         &options,
         Some(objects),
@@ -329,11 +338,13 @@ async fn listen(api: Api, addr: SocketAddr) -> Result<TcpListener, TransportErro
 }
 
 /// Serves `routes` over gRPC on `listener` and, if asked, over QUIC on the UDP port of the
-/// same number. `max_request` bounds one request message (for QUIC's frame check).
+/// same number, both within `options.limits` (see `crate::guard`). `max_request` bounds one
+/// request message (for QUIC's frame check); `pre_auth` checks a call's headers before its
+/// body is read.
 fn start(
     (api, addr): (Api, SocketAddr),
     listener: TcpListener,
-    (routes, max_request): (Routes, usize),
+    (routes, max_request, pre_auth): (Routes, usize, Option<PreAuth>),
     (stop, stop_rx): (watch::Sender<bool>, watch::Receiver<bool>),
     options: &ServerOptions,
     objects: Option<Arc<ObjectStore>>,
@@ -341,6 +352,11 @@ fn start(
     let local_addr = listener
         .local_addr()
         .map_err(|source| TransportError::Bind { api, addr, source })?;
+    let guard = Guard {
+        api,
+        tracker: Tracker::new(options.limits),
+        pre_auth,
+    };
     let quic = if options.quic {
         let tls = match &options.security {
             ServerSecurity::Tls(tls) => tls.clone(),
@@ -351,18 +367,17 @@ fn start(
             &tls,
             options,
             max_request + 5,
-            routes.clone(),
+            (routes.clone(), guard.clone()),
             stop_rx.clone(),
         )?)
     } else {
         None
     };
+    let incoming = crate::guard::incoming(listener, guard.tracker.clone());
     let router = server_builder(options)?
+        .layer(guard)
         .layer(crate::meter::MeterLayer(api))
         .add_routes(routes);
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
     let task = tokio::spawn(async move {
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx))

@@ -26,9 +26,16 @@ pub(crate) mod store;
 /// `now + d`, saturating at a year from now: durations come from options and must not
 /// overflow the clock.
 pub(crate) fn deadline_after(d: std::time::Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + std::time::Duration::from_secs(365 * 24 * 3600))
+    deadline_after_from(tokio::time::Instant::now(), d)
+}
+
+/// `base + d`, saturating at a year after `base`.
+pub(crate) fn deadline_after_from(
+    base: tokio::time::Instant,
+    d: std::time::Duration,
+) -> tokio::time::Instant {
+    base.checked_add(d)
+        .unwrap_or_else(|| base + std::time::Duration::from_secs(365 * 24 * 3600))
 }
 
 /// The largest chunk any Floret peer sends or accepts: 4 MiB.

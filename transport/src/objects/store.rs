@@ -26,6 +26,7 @@
 use super::deadline_after;
 use super::envelope::chunk_of;
 use super::id::{ObjectId, hash_chunks_blocking, hash_many_blocking};
+use crate::limits::{MAX_UPLOAD_LEASES, ServerLimits, UploadRefused};
 use bytes::Bytes;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -62,18 +63,27 @@ struct Hold {
     /// Buffers whose digests this hold uses (deliveries only).
     sources: Vec<SourceKey>,
     expires: Instant,
+    /// Uploads only: the most `expires` may be renewed to, [`MAX_UPLOAD_LEASES`] leases
+    /// after the hold began, so that uploading without ever using the chunks frees them.
+    renewable_until: Instant,
+    /// Uploads only: bytes of the chunks it names, for the upload caps.
+    bytes: usize,
 }
 
 impl Hold {
-    /// `node_id`'s hold on its uploads (a new, empty one if it has none), to last until
-    /// `expires`: each upload or claim renews the lease of all the node holds.
-    fn renewed(uploads: &mut HashMap<u64, Hold>, node_id: u64, expires: Instant) -> &mut Hold {
+    /// `node_id`'s hold on its uploads (a new, empty one if it has none), to last for
+    /// `lease` more: each upload or claim renews the lease of all the node holds, up to
+    /// [`MAX_UPLOAD_LEASES`] leases from the hold's start.
+    fn renewed(uploads: &mut HashMap<u64, Hold>, node_id: u64, lease: Duration) -> &mut Hold {
+        let expires = deadline_after(lease);
         let hold = uploads.entry(node_id).or_insert_with(|| Hold {
             ids: HashSet::new(),
             sources: Vec::new(),
             expires,
+            renewable_until: deadline_after(lease.saturating_mul(MAX_UPLOAD_LEASES)),
+            bytes: 0,
         });
-        hold.expires = expires;
+        hold.expires = expires.min(hold.renewable_until);
         hold
     }
 }
@@ -93,6 +103,8 @@ struct Inner {
     /// Keyed by (node id, delivery id), so a node's deliveries are one range.
     deliveries: BTreeMap<(u64, u64), Hold>,
     uploads: HashMap<u64, Hold>,
+    /// Bytes the upload holds name, summed over nodes.
+    upload_bytes: usize,
     next_delivery: u64,
 }
 
@@ -149,6 +161,8 @@ pub(crate) struct ObjectStore {
     inner: Mutex<Inner>,
     chunk_len: usize,
     lease: Duration,
+    /// The caps on uploads.
+    limits: ServerLimits,
     pub(crate) counters: Counters,
     /// Test hook: the next fetched chunk comes out with a flipped bit.
     #[cfg(test)]
@@ -178,10 +192,17 @@ impl ObjectStore {
             }),
             chunk_len,
             lease,
+            limits: ServerLimits::default(),
             counters: Counters::default(),
             #[cfg(test)]
             corrupt_next: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// This store, with uploads capped by `limits`.
+    pub(crate) fn limited(mut self, limits: ServerLimits) -> ObjectStore {
+        self.limits = limits;
+        self
     }
 
     #[cfg(test)]
@@ -268,10 +289,13 @@ impl ObjectStore {
                 inner.hashing.remove(&key);
             }
         }
+        let expires = deadline_after(self.lease);
         let mut hold = Hold {
             ids: HashSet::new(),
             sources: Vec::with_capacity(sources.len()),
-            expires: deadline_after(self.lease),
+            expires,
+            renewable_until: expires,
+            bytes: 0,
         };
         for (source, chunk_ids) in sources.iter().zip(&ids) {
             let key = key_of(source);
@@ -343,12 +367,27 @@ impl ObjectStore {
 
     /// Keeps a chunk uploaded by `node_id` (already checked against its id) until a
     /// `PushMessages` of that node uses it.
-    pub(crate) fn put(&self, node_id: u64, id: ObjectId, data: Bytes) {
+    ///
+    /// # Errors
+    /// [`UploadRefused`] when the node, or all nodes together, already hold as many bytes
+    /// of uploads as the limits allow; the chunk is not kept.
+    pub(crate) fn put(&self, node_id: u64, id: ObjectId, data: Bytes) -> Result<(), UploadRefused> {
         self.counters.received(data.len());
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let hold = Hold::renewed(&mut inner.uploads, node_id, deadline_after(self.lease));
+        let node_held = inner.uploads.get(&node_id).map_or(0, |h| h.bytes);
+        let known = inner
+            .uploads
+            .get(&node_id)
+            .is_some_and(|h| h.ids.contains(&id));
+        if !known {
+            self.limits
+                .admit_upload(node_held, inner.upload_bytes, data.len())?;
+        }
+        let hold = Hold::renewed(&mut inner.uploads, node_id, self.lease);
         if hold.ids.insert(id) {
+            hold.bytes += data.len();
+            inner.upload_bytes += data.len();
             let object = inner.objects.entry(id).or_insert_with(|| {
                 inner.bytes += data.len();
                 inner.held.add(data.len());
@@ -356,6 +395,7 @@ impl ObjectStore {
             });
             object.refs += 1;
         }
+        Ok(())
     }
 
     /// The chunks `ids` for a `PushMessages` of `node_id`, or the ids of those missing. When
@@ -379,12 +419,14 @@ impl ObjectStore {
                 .filter_map(|id| inner.objects.get(id).map(|o| (*id, o.data.clone())))
                 .collect());
         }
-        let hold = Hold::renewed(&mut inner.uploads, node_id, deadline_after(self.lease));
+        let hold = Hold::renewed(&mut inner.uploads, node_id, self.lease);
         for id in ids {
             if let Some(object) = inner.objects.get_mut(id)
                 && hold.ids.insert(*id)
             {
                 object.refs += 1;
+                hold.bytes += object.data.len();
+                inner.upload_bytes += object.data.len();
             }
         }
         Err(missing)
@@ -393,6 +435,7 @@ impl ObjectStore {
     /// `node_id`'s `PushMessages` has used these chunks: its upload hold on them ends.
     pub(crate) fn release_uploads(&self, node_id: u64, ids: &HashSet<ObjectId>) {
         let mut inner = self.lock();
+        let inner = &mut *inner;
         let Some(hold) = inner.uploads.get_mut(&node_id) else {
             return;
         };
@@ -400,16 +443,22 @@ impl ObjectStore {
             ids: HashSet::new(),
             sources: Vec::new(),
             expires: hold.expires,
+            renewable_until: hold.expires,
+            bytes: 0,
         };
         for id in ids {
             if hold.ids.remove(id) {
+                let len = inner.objects.get(id).map_or(0, |o| o.data.len());
+                hold.bytes = hold.bytes.saturating_sub(len);
+                done.bytes += len;
                 done.ids.insert(*id);
             }
         }
+        inner.upload_bytes = inner.upload_bytes.saturating_sub(done.bytes);
         if hold.ids.is_empty() {
             inner.uploads.remove(&node_id);
         }
-        release(&mut inner, done);
+        release(inner, done);
     }
 
     /// Ends every hold whose lease has run out.
@@ -441,6 +490,7 @@ impl ObjectStore {
         for node_id in stale {
             if let Some(hold) = inner.uploads.remove(&node_id) {
                 tracing::debug!(node_id, "unused uploaded chunks expired");
+                inner.upload_bytes = inner.upload_bytes.saturating_sub(hold.bytes);
                 release(&mut inner, hold);
             }
         }

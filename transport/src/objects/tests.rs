@@ -302,17 +302,63 @@ async fn uploads_are_kept_until_used_or_expired() {
     let id = ObjectId::of(&chunk);
     let other = ObjectId::of(b"not uploaded");
     let wanted: HashSet<ObjectId> = [id, other].into();
-    store.put(7, id, chunk.clone());
+    store.put(7, id, chunk.clone()).unwrap();
     assert_eq!(store.claim(7, &wanted).unwrap_err(), vec![other]);
     let only: HashSet<ObjectId> = [id].into();
     assert_eq!(store.claim(7, &only).unwrap().get(&id), Some(&chunk));
     store.release_uploads(7, &only);
     assert_eq!(store.size(), (0, 0));
 
-    store.put(7, id, chunk);
+    store.put(7, id, chunk).unwrap();
     tokio::time::advance(Duration::from_secs(61)).await;
     store.sweep();
     assert_eq!(store.size(), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn uploading_again_and_again_does_not_keep_a_hold_past_six_leases() {
+    let store = ObjectStore::new(100, Duration::from_secs(60));
+    for i in 0..20u8 {
+        let chunk = Bytes::from(vec![i; 10]);
+        // Each upload renews the node's hold, but not past six leases from its first.
+        store.put(7, ObjectId::of(&chunk), chunk).unwrap();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        store.sweep();
+        if i < 11 {
+            assert!(store.size().0 > 0, "renewed within six leases ({i})");
+        }
+    }
+    // 20 uploads, 30 s apart: the first hold ended at 360 s with its chunks; later
+    // uploads started another.
+    assert!(store.size().0 < 20, "{:?}", store.size());
+    tokio::time::advance(Duration::from_secs(61)).await;
+    store.sweep();
+    assert_eq!(store.size(), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn upload_caps_count_each_node_and_all_nodes_and_free_on_release() {
+    let limits = crate::limits::ServerLimits {
+        max_upload_bytes_per_node: 20,
+        max_upload_bytes: 30,
+        ..crate::limits::ServerLimits::default()
+    };
+    let store = ObjectStore::new(100, Duration::from_secs(60)).limited(limits);
+    let chunk = |b: u8| Bytes::from(vec![b; 10]);
+    store.put(1, ObjectId::of(&chunk(1)), chunk(1)).unwrap();
+    store.put(1, ObjectId::of(&chunk(2)), chunk(2)).unwrap();
+    // The same chunk again costs nothing.
+    store.put(1, ObjectId::of(&chunk(2)), chunk(2)).unwrap();
+    let e = store.put(1, ObjectId::of(&chunk(3)), chunk(3)).unwrap_err();
+    assert!(e.to_string().contains("--max-upload-bytes-per-node"), "{e}");
+    store.put(2, ObjectId::of(&chunk(4)), chunk(4)).unwrap();
+    let e = store.put(3, ObjectId::of(&chunk(5)), chunk(5)).unwrap_err();
+    assert!(e.to_string().contains("--max-upload-bytes)"), "{e}");
+    // Used by node 1's PushMessages: its room comes back, and everyone's.
+    let used: HashSet<ObjectId> = [ObjectId::of(&chunk(1)), ObjectId::of(&chunk(2))].into();
+    store.release_uploads(1, &used);
+    store.put(3, ObjectId::of(&chunk(5)), chunk(5)).unwrap();
+    store.put(1, ObjectId::of(&chunk(3)), chunk(3)).unwrap();
 }
 
 mod fuzz {

@@ -5,6 +5,8 @@
 use super::frame::{self, BodyReader, HEAD};
 use super::{ALPN, transport_config};
 use crate::grpc::{ServerOptions, TransportKind};
+use crate::guard::{ConnInfo, ConnState, Guard, Guarded, Slot, Tracker};
+use crate::limits::{Closed, Verdict};
 use crate::meter::Metered;
 use crate::proto::v1::QuicHead;
 use crate::tls::ServerTls;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tonic::service::Routes;
 use tower::Service as _;
 
@@ -32,7 +35,7 @@ pub(crate) fn serve(
     tls: &ServerTls,
     options: &ServerOptions,
     max_data: usize,
-    routes: Routes,
+    (routes, guard): (Routes, Guard),
     stop: watch::Receiver<bool>,
 ) -> Result<QuicServer, TransportError> {
     let keepalive = (options.keepalive_interval, options.keepalive_timeout);
@@ -41,18 +44,32 @@ pub(crate) fn serve(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls)
         .map_err(|e| TransportError::Tls(crate::tls::TlsError::Config(e.to_string())))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config(keepalive)));
+    let mut transport = transport_config(keepalive);
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(
+        guard.tracker.limits().max_concurrent_streams,
+    ));
+    config.transport_config(Arc::new(transport));
     let reset_key = super::reset_key(&tls.reset_secret(), addr);
     let endpoint = super::endpoint(addr, Some((config, reset_key)))
         .map_err(|source| TransportError::Bind { api, addr, source })?;
-    let routes = Metered::new(routes, api, TransportKind::Quic);
-    let task = tokio::spawn(accept(endpoint.clone(), routes, max_data, stop, grace));
+    let tracker = guard.tracker.clone();
+    let routes = tower::Layer::layer(&guard, Metered::new(routes, api, TransportKind::Quic));
+    let task = tokio::spawn(accept(
+        endpoint.clone(),
+        (routes, tracker),
+        max_data,
+        stop,
+        grace,
+    ));
     Ok(QuicServer { endpoint, task })
 }
 
+/// The routes of every QUIC call: guarded and metered as over gRPC.
+type QuicRoutes = Guarded<Metered<Routes>>;
+
 async fn accept(
     endpoint: quinn::Endpoint,
-    routes: Metered<Routes>,
+    (routes, tracker): (QuicRoutes, Arc<Tracker>),
     max_data: usize,
     stop: watch::Receiver<bool>,
     grace: Duration,
@@ -65,7 +82,21 @@ async fn accept(
             () = &mut stopped => break,
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                connections.spawn(connection(incoming, routes.clone(), max_data, stop.clone()));
+                let peer = incoming.remote_address();
+                match tracker.admit(peer) {
+                    Ok(slot) => {
+                        connections.spawn(connection(
+                            (incoming, slot),
+                            (routes.clone(), tracker.clone()),
+                            max_data,
+                            stop.clone(),
+                        ));
+                    }
+                    Err(refused) => {
+                        tracker.warn(&refused);
+                        incoming.refuse();
+                    }
+                }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -80,30 +111,57 @@ async fn accept(
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
-/// Serves the streams of one connection until it closes or the server stops.
+/// Serves the streams of one connection until it closes, the server stops, or the limits
+/// close it: a handshake not done within the handshake timeout, or no call open for the
+/// idle timeout.
 async fn connection(
-    incoming: quinn::Incoming,
-    routes: Metered<Routes>,
+    (incoming, _slot): (quinn::Incoming, Slot),
+    (routes, tracker): (QuicRoutes, Arc<Tracker>),
     max_data: usize,
     stop: watch::Receiver<bool>,
 ) {
-    let connection = match incoming.await {
-        Ok(c) => c,
-        Err(e) => {
+    let peer = incoming.remote_address();
+    let limits = *tracker.limits();
+    let connection = match tokio::time::timeout(limits.handshake_timeout, incoming).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "QUIC handshake failed");
             return;
         }
+        Err(_) => {
+            tracker.warn(&format_args!(
+                "{peer}: {}",
+                Closed::Silent(limits.handshake_timeout)
+            ));
+            return;
+        }
     };
-    let peer = connection.remote_address();
+    let info = ConnInfo {
+        remote: peer,
+        state: ConnState::new(),
+    };
+    info.state.received();
+    let check = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(check);
     let mut calls = JoinSet::new();
     let stopped = crate::grpc::stopped(stop);
     tokio::pin!(stopped);
     loop {
         tokio::select! {
             () = &mut stopped => break,
+            () = &mut check => {
+                match limits.connection_verdict(&info.state.activity(Instant::now())) {
+                    Verdict::Keep { recheck_at } => check.as_mut().reset(info.state.at(recheck_at)),
+                    Verdict::Close(why) => {
+                        tracker.warn(&format_args!("{peer}: {why}"));
+                        connection.close(quinn::VarInt::from_u32(0), why.to_string().as_bytes());
+                        break;
+                    }
+                }
+            }
             stream = connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    calls.spawn(call(routes.clone(), (send, recv), peer, max_data));
+                    calls.spawn(call(routes.clone(), info.clone(), (send, recv), max_data));
                 }
                 Err(_) => break,
             },
@@ -115,12 +173,12 @@ async fn connection(
 }
 
 /// One call: HEAD in, request body streamed to the service, response streamed back. The
-/// peer's address goes with the request as tonic's TCP connect info, so services read it
-/// with `Request::remote_addr` whichever transport carried the call (the login rate limit).
+/// connection's record (`ConnInfo`, with the peer's address the login rate limit reads) goes
+/// with the request, as the guarded TCP server's does.
 async fn call(
-    mut routes: Metered<Routes>,
+    mut routes: QuicRoutes,
+    info: ConnInfo,
     (mut send, mut recv): (quinn::SendStream, quinn::RecvStream),
-    peer: SocketAddr,
     max_data: usize,
 ) {
     let head = match frame::read_head(&mut recv).await {
@@ -134,12 +192,7 @@ async fn call(
     let mut request = Request::new(BodyReader::new(recv, max_data).into_body());
     *request.method_mut() = http::Method::POST;
     *request.version_mut() = http::Version::HTTP_2;
-    request
-        .extensions_mut()
-        .insert(tonic::transport::server::TcpConnectInfo {
-            local_addr: None,
-            remote_addr: Some(peer),
-        });
+    request.extensions_mut().insert(info);
     match (
         head.path.parse::<http::Uri>(),
         frame::headers_from_wire(head.headers),

@@ -1,6 +1,6 @@
 //! The SuperLink's flags, as the command line gives them; `config` layers and checks them.
 
-use crate::daemon::flags::{FabFlags, MetricsFlags, is_false};
+use crate::daemon::flags::{FabFlags, LimitFlags, MetricsFlags, UploadLimitFlags, is_false};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -162,6 +162,14 @@ pub struct SuperLinkArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_database_size: Option<u64>,
+    /// Connection, stream, request-size and upload limits.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub server_limits: LimitFlags,
+    /// FAB and upload limits.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub upload_limits: UploadLimitFlags,
     /// `--metrics-address`.
     #[command(flatten)]
     #[serde(flatten)]

@@ -6,6 +6,7 @@ use super::args::SuperLinkArgs;
 use super::control_access::{ControlAccess, control_api_address};
 use super::state::{Store, store};
 use crate::UserError;
+use crate::daemon::flags::LimitSettings;
 use crate::daemon::metrics::metrics_address;
 use crate::daemon::settings::layered;
 use crate::daemon::{
@@ -18,6 +19,7 @@ use floret_actors::user_auth::{Accounts, GateLimits, LoginLimits, ThrottlePolicy
 use floret_actors::{Isolation, RunLimits};
 use floret_transport::ServerSecurity;
 use floret_transport::auth::{NodeKeyPair, NodePublicKey, load_allow_list};
+use floret_transport::limits::ServerLimits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -65,10 +67,22 @@ struct Settings {
     retention_runs: Option<u64>,
     /// 0: no limit.
     max_database_size: u64,
+    // What peers may hold of the servers (`LimitFlags`).
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    max_concurrent_streams: u32,
+    handshake_timeout: u64,
+    connection_idle_timeout: u64,
+    max_request_size: usize,
+    max_inflight_request_bytes: usize,
+    max_fab_size: usize,
+    max_upload_bytes_per_node: usize,
+    max_upload_bytes: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
+        let limits = LimitSettings::default();
         Settings {
             insecure: false,
             ssl_ca_certfile: None,
@@ -101,6 +115,16 @@ impl Default for Settings {
             retention: "30d".into(),
             retention_runs: None,
             max_database_size: 0,
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            max_concurrent_streams: limits.max_concurrent_streams,
+            handshake_timeout: limits.handshake_timeout,
+            connection_idle_timeout: limits.connection_idle_timeout,
+            max_request_size: limits.max_request_size,
+            max_inflight_request_bytes: limits.max_inflight_request_bytes,
+            max_fab_size: limits.max_fab_size,
+            max_upload_bytes_per_node: limits.max_upload_bytes_per_node,
+            max_upload_bytes: limits.max_upload_bytes,
         }
     }
 }
@@ -193,6 +217,8 @@ pub struct SuperLinkConfig {
     pub limits: RunLimits,
     /// The state database's size cap in bytes (`--max-database-size`); `None`: the disk's.
     pub max_database_size: Option<u64>,
+    /// What peers may hold of the Fleet, Control and ServerAppIo servers.
+    pub server_limits: ServerLimits,
 }
 
 impl SuperLinkConfig {
@@ -275,6 +301,19 @@ impl SuperLinkConfig {
                 retention: retention(&s)?,
             },
             max_database_size: (s.max_database_size > 0).then_some(s.max_database_size),
+            server_limits: LimitSettings {
+                max_connections: s.max_connections,
+                max_connections_per_ip: s.max_connections_per_ip,
+                max_concurrent_streams: s.max_concurrent_streams,
+                handshake_timeout: s.handshake_timeout,
+                connection_idle_timeout: s.connection_idle_timeout,
+                max_request_size: s.max_request_size,
+                max_inflight_request_bytes: s.max_inflight_request_bytes,
+                max_fab_size: s.max_fab_size,
+                max_upload_bytes_per_node: s.max_upload_bytes_per_node,
+                max_upload_bytes: s.max_upload_bytes,
+            }
+            .limits()?,
         })
     }
 }
@@ -505,6 +544,33 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("e.g. 30d, 12h"), "{e}");
+    }
+
+    #[test]
+    fn server_limits_have_defaults_and_are_set_by_file_environment_or_flag() {
+        let c = config(&["--insecure"], &[]).unwrap();
+        assert_eq!(c.server_limits, ServerLimits::default());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("superlink.toml");
+        std::fs::write(&file, "max-connections = 100\nhandshake-timeout = 3\n").unwrap();
+        let file = file.to_str().unwrap();
+        let env = [("FLWR_MAX_UPLOAD_BYTES", "5000")];
+        let c = config(
+            &["--insecure", "--config", file, "--max-fab-size", "1000"],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.server_limits.max_connections, 100);
+        assert_eq!(
+            c.server_limits.handshake_timeout,
+            std::time::Duration::from_secs(3)
+        );
+        assert_eq!(c.server_limits.max_upload_bytes, 5000);
+        assert_eq!(c.server_limits.max_fab_bytes, 1000);
+        let e = config(&["--insecure", "--connection-idle-timeout", "0"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--connection-idle-timeout 0"), "{e}");
+        let e = config(&["--insecure", "--max-fab-size", "999999999999"], &[]).unwrap_err();
+        assert!(e.to_string().contains("at most 536870912"), "{e}");
     }
 
     #[test]

@@ -94,6 +94,7 @@ async fn start(
     let mut fleet_options = ServerOptions {
         security: config.fleet_security.clone(),
         quic: true,
+        limits: config.server_limits,
         ..ServerOptions::default()
     };
     if config.node_auth.is_some() {
@@ -102,15 +103,22 @@ async fn start(
     }
     let appio = Arc::new(LinkAppIo::new(state.clone()));
     let serverappio = started.serverappio.insert(
-        floret_transport::grpc::bind_serverappio(config.serverappio_api_address, appio.clone())
-            .await
-            .map_err(|e| {
-                bind_error(
-                    "serverappio-api-address",
-                    config.serverappio_api_address,
-                    &e,
-                )
-            })?,
+        floret_transport::grpc::bind_serverappio_with(
+            config.serverappio_api_address,
+            appio.clone(),
+            ServerOptions {
+                limits: config.server_limits,
+                ..ServerOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| {
+            bind_error(
+                "serverappio-api-address",
+                config.serverappio_api_address,
+                &e,
+            )
+        })?,
     );
     let fabs = LinkFabs {
         io: appio,
@@ -142,6 +150,7 @@ async fn start(
     let served = ServerOptions {
         security: config.security.clone(),
         quic: true,
+        limits: config.server_limits,
         ..ServerOptions::default()
     };
     let bound = match config.user_auth {

@@ -1,6 +1,6 @@
 //! The SuperNode's flags, as the command line gives them; `config` layers and checks them.
 
-use crate::daemon::flags::{FabFlags, MetricsFlags, is_false};
+use crate::daemon::flags::{FabFlags, LimitFlags, MetricsFlags, is_false};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -99,6 +99,10 @@ pub struct SuperNodeArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_supernode_public_key: Option<String>,
+    /// Connection, stream and request-size limits of the ClientAppIo API.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub server_limits: LimitFlags,
     /// `--metrics-address`.
     #[command(flatten)]
     #[serde(flatten)]

@@ -4,6 +4,7 @@
 
 use super::args::SuperNodeArgs;
 use crate::UserError;
+use crate::daemon::flags::LimitSettings;
 use crate::daemon::metrics::metrics_address;
 use crate::daemon::settings::layered;
 use crate::daemon::{
@@ -14,6 +15,7 @@ use crate::remote::has_port;
 use floret_actors::Isolation;
 use floret_core::run_config::parse_node_config;
 use floret_transport::auth::NodeKeyPair;
+use floret_transport::limits::ServerLimits;
 use floret_transport::{ClientSecurity, TransportKind};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -44,10 +46,19 @@ struct Settings {
     auth_supernode_public_key: String,
     /// Empty: no metrics endpoint.
     metrics_address: String,
+    // What app processes may hold of the ClientAppIo server (`LimitFlags`).
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    max_concurrent_streams: u32,
+    handshake_timeout: u64,
+    connection_idle_timeout: u64,
+    max_request_size: usize,
+    max_inflight_request_bytes: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
+        let limits = LimitSettings::default();
         Settings {
             insecure: false,
             transport: "grpc".into(),
@@ -65,6 +76,13 @@ impl Default for Settings {
             auth_supernode_private_key: String::new(),
             auth_supernode_public_key: String::new(),
             metrics_address: String::new(),
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            max_concurrent_streams: limits.max_concurrent_streams,
+            handshake_timeout: limits.handshake_timeout,
+            connection_idle_timeout: limits.connection_idle_timeout,
+            max_request_size: limits.max_request_size,
+            max_inflight_request_bytes: limits.max_inflight_request_bytes,
         }
     }
 }
@@ -91,6 +109,8 @@ pub struct SuperNodeConfig {
     pub node_key: Option<NodeKeyPair>,
     /// Where Prometheus scrapes `/metrics`; `None`: no endpoint.
     pub metrics_address: Option<SocketAddr>,
+    /// What app processes may hold of the ClientAppIo server.
+    pub server_limits: ServerLimits,
 }
 
 impl SuperNodeConfig {
@@ -171,6 +191,17 @@ impl SuperNodeConfig {
             fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
             node_key,
             metrics_address: metrics_address(&s.metrics_address)?,
+            server_limits: LimitSettings {
+                max_connections: s.max_connections,
+                max_connections_per_ip: s.max_connections_per_ip,
+                max_concurrent_streams: s.max_concurrent_streams,
+                handshake_timeout: s.handshake_timeout,
+                connection_idle_timeout: s.connection_idle_timeout,
+                max_request_size: s.max_request_size,
+                max_inflight_request_bytes: s.max_inflight_request_bytes,
+                ..LimitSettings::default()
+            }
+            .limits()?,
         })
     }
 }

@@ -50,16 +50,22 @@ pub async fn serve(
     }
     let fleet = fleet_client(&config)?;
     let appio = Arc::new(NodeAppIo::new());
-    let clientappio =
-        floret_transport::grpc::bind_clientappio(config.clientappio_api_address, appio.clone())
-            .await
-            .map_err(|e| {
-                bind_error(
-                    "clientappio-api-address",
-                    config.clientappio_api_address,
-                    &e,
-                )
-            })?;
+    let clientappio = floret_transport::grpc::bind_clientappio_with(
+        config.clientappio_api_address,
+        appio.clone(),
+        floret_transport::grpc::ServerOptions {
+            limits: config.server_limits,
+            ..floret_transport::grpc::ServerOptions::default()
+        },
+    )
+    .await
+    .map_err(|e| {
+        bind_error(
+            "clientappio-api-address",
+            config.clientappio_api_address,
+            &e,
+        )
+    })?;
     tracing::info!(
         "apps of FABs run with --isolation {}, binaries cached in {}",
         config.isolation,

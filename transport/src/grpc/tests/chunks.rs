@@ -129,12 +129,14 @@ async fn a_broadcast_reaches_every_subscribed_node_and_is_then_freed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pushed_chunk_that_does_not_match_its_id_is_refused() {
     let (_fleet, server) = fleet_server(ServerOptions::default()).await;
+    // A registered node: chunks for unknown ids are refused before they are checked.
+    let node_id = register(&client(server.local_addr(), impatient())).await;
     let channel = raw_channel(server.local_addr()).await;
     let mut raw = v1::fleet_client::FleetClient::new(channel);
     let wrong = crate::objects::id::ObjectId::of(b"something else");
     let status = raw
         .push_object(v1::PushObjectRequest {
-            node_id: 1,
+            node_id,
             object_id: wrong.to_hex(),
             content: bytes::Bytes::from_static(b"the real content"),
         })

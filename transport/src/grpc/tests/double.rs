@@ -126,6 +126,10 @@ impl Fleet for FakeFleet {
         })
     }
 
+    async fn check_node(&self, node_id: u64) -> Result<(), FleetError> {
+        Self::known(&self.state(), node_id)
+    }
+
     async fn deactivate_node(&self, node_id: u64) -> Result<(), FleetError> {
         let mut state = self.state();
         Self::known(&state, node_id)?;

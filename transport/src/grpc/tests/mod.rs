@@ -11,6 +11,7 @@ mod double;
 mod errors;
 mod fab;
 mod fleet;
+mod limits;
 mod node_auth;
 mod proxy;
 mod transports;

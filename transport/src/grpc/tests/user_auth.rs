@@ -345,3 +345,20 @@ async fn logout_reaches_the_superlink_and_sessions_are_for_admins() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_start_run_without_a_valid_token_is_refused_before_its_body_is_read() {
+    let (_views, server, _client) = setup().await;
+    for headers in [vec![], vec![("authorization", "Bearer forged")]] {
+        // The FAB announced never arrives: the answer comes from the headers alone.
+        let status = super::limits::answer_to_unfinished_body(
+            server.local_addr(),
+            "/floret.v1.Control/StartRun",
+            400_000_000,
+            &headers,
+        )
+        .await;
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+        assert!(status.message().contains("flwr login"), "{status:?}");
+    }
+}
