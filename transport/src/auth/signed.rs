@@ -200,8 +200,10 @@ impl Verifier {
         header: impl Fn(&'static str) -> Option<&'a str>,
         now_ms: u64,
     ) -> Result<NodePublicKey, AuthError> {
-        let signed = self.verify_headers(path, header, now_ms)?;
+        let (signed, nonce) = self.check_headers(path, header, now_ms)?;
+        // The body before the nonce: a tampered copy must not burn the original's nonce.
         signed.check_body(body)?;
+        self.spend(&nonce)?;
         Ok(signed.key)
     }
 
@@ -217,6 +219,19 @@ impl Verifier {
         header: impl Fn(&'static str) -> Option<&'a str>,
         now_ms: u64,
     ) -> Result<SignedBy, AuthError> {
+        let (signed, nonce) = self.check_headers(path, header, now_ms)?;
+        self.spend(&nonce)?;
+        Ok(signed)
+    }
+
+    /// Every check of the headers but the nonce's freshness, which [`Verifier::spend`] then
+    /// records.
+    fn check_headers<'a>(
+        &self,
+        path: &str,
+        header: impl Fn(&'static str) -> Option<&'a str>,
+        now_ms: u64,
+    ) -> Result<(SignedBy, Nonce), AuthError> {
         let get = |name: &'static str| -> Result<&'a str, AuthError> {
             let value = header(name).ok_or(AuthError::Missing(name))?;
             if value.len() > MAX_HEADER_LEN {
@@ -276,22 +291,42 @@ impl Verifier {
         if !key.verifies(&signed, &signature) {
             return Err(AuthError::BadSignature);
         }
+        let signed = SignedBy {
+            key,
+            body_sha256: body_sha256.to_string(),
+        };
+        let nonce = Nonce {
+            value: nonce_value,
+            text: nonce.to_string(),
+            expires_ms: sent_ms.saturating_add(window_ms),
+            now_ms,
+        };
+        Ok((signed, nonce))
+    }
+
+    /// Records a checked request's nonce; refuses it if seen within the window.
+    fn spend(&self, nonce: &Nonce) -> Result<(), AuthError> {
         let mut seen = self
             .seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match seen.admit(nonce_value, sent_ms.saturating_add(window_ms), now_ms) {
-            Admit::Fresh => Ok(SignedBy {
-                key,
-                body_sha256: body_sha256.to_string(),
-            }),
+        match seen.admit(nonce.value, nonce.expires_ms, nonce.now_ms) {
+            Admit::Fresh => Ok(()),
             Admit::Replayed => Err(AuthError::Replayed {
-                nonce: nonce.to_string(),
+                nonce: nonce.text.clone(),
                 window_s: self.window.as_secs(),
             }),
             Admit::Full => Err(AuthError::Overloaded(seen.len())),
         }
     }
+}
+
+/// A checked request's nonce, not yet recorded as seen.
+struct Nonce {
+    value: u128,
+    text: String,
+    expires_ms: u64,
+    now_ms: u64,
 }
 
 /// A request whose headers carry a valid, fresh signature: its signer, and the digest of the
