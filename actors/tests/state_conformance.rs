@@ -161,7 +161,15 @@ fn runs_follow_the_state_machine_and_keep_every_field(s: &dyn LinkState) {
         s.set_run_status(a, RunStatus::Running, ""),
         Err(StateError::Transition(_))
     ));
-    let ids: Vec<u64> = s.runs().iter().map(|r| r.run_id).collect();
+    // Listed in the order they were submitted (ids are random; equal times by id).
+    let runs = s.runs();
+    assert!(
+        runs.windows(2)
+            .all(|w| (w[0].created_at, w[0].run_id) <= (w[1].created_at, w[1].run_id)),
+        "{runs:?}"
+    );
+    let mut ids: Vec<u64> = runs.iter().map(|r| r.run_id).collect();
+    ids.sort_unstable();
     assert_eq!(ids, [a.min(b), a.max(b)]);
     assert_eq!(s.run(999), None);
     assert_eq!(s.run_status(999), None);

@@ -259,7 +259,7 @@ impl RunStore for MemoryLinkState {
             .values()
             .filter_map(|r| r.info.clone())
             .collect();
-        v.sort_by_key(|r| r.run_id);
+        rules::sort_for_listing(&mut v);
         v
     }
 

@@ -67,6 +67,16 @@ pub(super) fn incarnation(mut draw: impl FnMut() -> u64) -> u64 {
     }
 }
 
+/// The order runs are listed in (`flwr ls`): oldest first, as they were submitted. Not by
+/// id: run ids are random.
+pub(super) fn sort_for_listing(runs: &mut [RunInfo]) {
+    runs.sort_by(|a, b| {
+        a.created_at
+            .total_cmp(&b.created_at)
+            .then(a.run_id.cmp(&b.run_id))
+    });
+}
+
 /// A new run's record: `pending`, created and changed at `now`.
 pub(super) fn new_run(run_id: u64, run: NewRun, now: f64) -> RunInfo {
     RunInfo {
@@ -274,6 +284,15 @@ mod tests {
         m.metadata.created_at = created_at;
         m.metadata.ttl = ttl;
         Inflight::of(&m.metadata)
+    }
+
+    #[test]
+    fn runs_are_listed_in_the_order_they_were_submitted_whatever_their_random_ids() {
+        let run = |id, at| new_run(id, super::super::NewRun::default(), at);
+        let mut runs = vec![run(9, 3.0), run(1, 2.0), run(u64::MAX, 1.0), run(5, 2.0)];
+        sort_for_listing(&mut runs);
+        let ids: Vec<u64> = runs.iter().map(|r| r.run_id).collect();
+        assert_eq!(ids, vec![u64::MAX, 1, 5, 9]);
     }
 
     #[test]

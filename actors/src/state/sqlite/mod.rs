@@ -436,7 +436,7 @@ impl RunStore for SqliteLinkState {
 
     fn runs(&self) -> Vec<RunInfo> {
         let mut v: Vec<RunInfo> = self.lock().runs.values().map(|r| r.info.clone()).collect();
-        v.sort_by_key(|r| r.run_id);
+        super::rules::sort_for_listing(&mut v);
         v
     }
 
