@@ -675,3 +675,12 @@ pub(crate) fn user_error(o: &Outcome) -> String {
 pub(crate) fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// The run id in `flwr run`'s `started run 42`.
+pub(crate) fn started_run_id(stdout: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("started run "))
+        .and_then(|id| id.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `started run ID` in {stdout:?}"))
+}
