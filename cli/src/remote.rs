@@ -32,6 +32,16 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// The SuperLink of `federation` in the app at `app_dir`: its `pyproject.toml` loaded
+    /// and checked as [`Remote::from_project`] does, `command` naming both errors' hints.
+    ///
+    /// # Errors
+    /// As [`Project::load`] and [`Remote::from_project`].
+    pub fn load(app_dir: &Path, federation: Option<&str>, command: &str) -> anyhow::Result<Remote> {
+        let project = Project::load(app_dir, command)?;
+        Ok(Remote::from_project(&project, federation, command)?)
+    }
+
     /// The SuperLink of `federation` (or the default one). A federation without an address
     /// is a local simulation, which keeps no runs to list, follow or stop: `command` (e.g.
     /// "flwr ls") shapes that error's hint.
@@ -142,11 +152,7 @@ impl Remote {
         if !self.user_auth {
             return Ok(Arc::new(self.connect_client().await?));
         }
-        let path = self.credentials_path()?;
-        let login = credentials::load(&path)?.ok_or_else(|| UserError::new(self.login_hint()))?;
-        let client = self.connect_client().await?;
-        let session = UserSession::new(client, login, path).map_err(|e| self.error(e))?;
-        Ok(Arc::new(session))
+        Ok(Arc::new(self.logged_in().await?))
     }
 
     /// The stored login's session with the SuperLink, for the calls that only exist with
@@ -163,6 +169,13 @@ impl Remote {
             ))
             .into());
         }
+        self.logged_in().await
+    }
+
+    /// The session of the login `flwr login` stored, over a fresh connection: loaded before
+    /// connecting, so a missing login fails with the line that says how to log in, not
+    /// with a connection error.
+    async fn logged_in(&self) -> anyhow::Result<UserSession> {
         let path = self.credentials_path()?;
         let login = credentials::load(&path)?.ok_or_else(|| UserError::new(self.login_hint()))?;
         let client = self.connect_client().await?;

@@ -8,7 +8,6 @@
 
 use crate::exit_code;
 use crate::ls_cmd::utc;
-use crate::project::Project;
 use crate::remote::Remote;
 use crate::report::Format;
 use floret_core::{SessionInfo, SessionSelector};
@@ -65,7 +64,7 @@ pub async fn execute(args: SessionArgs) -> anyhow::Result<i32> {
             federation,
             format,
         } => {
-            let remote = remote(&app_dir, federation.as_deref(), "flwr session list")?;
+            let remote = Remote::load(&app_dir, federation.as_deref(), "flwr session list")?;
             let session = remote.connect_user_session("flwr session list").await?;
             let sessions = session.list_sessions().await.map_err(|e| remote.error(e))?;
             match format {
@@ -79,7 +78,7 @@ pub async fn execute(args: SessionArgs) -> anyhow::Result<i32> {
             id,
             user,
         } => {
-            let remote = remote(&app_dir, federation.as_deref(), "flwr session revoke")?;
+            let remote = Remote::load(&app_dir, federation.as_deref(), "flwr session revoke")?;
             let which = match (id, user) {
                 (Some(id), _) => SessionSelector::Id(id),
                 (None, Some(user)) => SessionSelector::User(user),
@@ -105,15 +104,6 @@ pub async fn execute(args: SessionArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(exit_code::OK)
-}
-
-fn remote(
-    app_dir: &std::path::Path,
-    federation: Option<&str>,
-    command: &str,
-) -> anyhow::Result<Remote> {
-    let project = Project::load(app_dir, command)?;
-    Ok(Remote::from_project(&project, federation, command)?)
 }
 
 fn role(s: &SessionInfo) -> &'static str {

@@ -6,7 +6,6 @@
 use crate::UserError;
 use crate::exit_code;
 use crate::ls_cmd::utc;
-use crate::project::Project;
 use crate::remote::Remote;
 use crate::report::Format;
 use floret_core::NodeInfo;
@@ -73,7 +72,7 @@ pub async fn execute(args: SupernodeArgs) -> anyhow::Result<i32> {
                     "{e} (expected a SuperNode public key such as keys/client_credentials_1.pub)"
                 ))
             })?;
-            let remote = remote(&app_dir, federation.as_deref(), "flwr supernode register")?;
+            let remote = Remote::load(&app_dir, federation.as_deref(), "flwr supernode register")?;
             let control = remote.connect().await?;
             let node_id = control
                 .register_node_key(key.spki_der().clone())
@@ -89,7 +88,7 @@ pub async fn execute(args: SupernodeArgs) -> anyhow::Result<i32> {
             federation,
             format,
         } => {
-            let remote = remote(&app_dir, federation.as_deref(), "flwr supernode list")?;
+            let remote = Remote::load(&app_dir, federation.as_deref(), "flwr supernode list")?;
             let control = remote.connect().await?;
             let nodes = control.list_nodes().await.map_err(|e| remote.error(e))?;
             match format {
@@ -102,7 +101,8 @@ pub async fn execute(args: SupernodeArgs) -> anyhow::Result<i32> {
             app_dir,
             federation,
         } => {
-            let remote = remote(&app_dir, federation.as_deref(), "flwr supernode unregister")?;
+            let remote =
+                Remote::load(&app_dir, federation.as_deref(), "flwr supernode unregister")?;
             let control = remote.connect().await?;
             control
                 .unregister_node_key(node_id)
@@ -112,15 +112,6 @@ pub async fn execute(args: SupernodeArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(exit_code::OK)
-}
-
-fn remote(
-    app_dir: &std::path::Path,
-    federation: Option<&str>,
-    command: &str,
-) -> anyhow::Result<Remote> {
-    let project = Project::load(app_dir, command)?;
-    Ok(Remote::from_project(&project, federation, command)?)
 }
 
 /// `SHA256:...` as `ssh-keygen -l` shows it, or `-` for a node without a key.

@@ -11,63 +11,8 @@
 mod support;
 
 use floret_core::{Fleet, RegisterNode};
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
-
-/// `flwr keygen --out dir` (one SuperNode key pair); the test's daemons and federations
-/// then use TLS.
-fn keygen(dir: &Path) {
-    let o = flwr(&["keygen", "--out", dir.to_str().unwrap()]);
-    assert_eq!(o.code, Some(0), "flwr keygen: {}", o.stderr);
-    use_tls(dir);
-}
-
-/// `flwr args` with `FLWR_HOME=home` and `stdin` written to its standard input.
-fn flwr_as(home: &Path, args: &[&str], stdin: &str) -> Outcome {
-    let mut child = Command::new(FLWR)
-        .args(args)
-        .env("FLWR_HOME", home)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start flwr");
-    let _ = child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(stdin.as_bytes());
-    let out = child.wait_with_output().expect("flwr output");
-    Outcome {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn hash(home: &Path, password: &str) -> String {
-    let o = flwr_as(home, &["hash-password"], &format!("{password}\n"));
-    assert_eq!(o.code, Some(0), "hash-password: {}", o.stderr);
-    o.stdout.trim().to_owned()
-}
-
-/// The one `error: ...` line of a failed command with exit code 2, no panic.
-fn user_error(o: &Outcome) -> String {
-    assert_eq!(o.code, Some(2), "stdout: {} stderr: {}", o.stdout, o.stderr);
-    let errors: Vec<&str> = o
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "one error line: {}", o.stderr);
-    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
-    errors[0].to_owned()
-}
 
 /// `--insecure` keeps the Control API open as in Flower, and says loudly what that means.
 #[test]
@@ -92,7 +37,7 @@ fn an_insecure_superlink_warns_that_anyone_who_reaches_its_control_api_can_run_c
 #[test]
 fn a_tls_superlink_without_user_auth_says_its_control_api_is_loopback_only() {
     let dir = tempfile::tempdir().unwrap();
-    keygen(dir.path());
+    keygen_tls(dir.path());
     let link = SuperLink::start();
     assert!(link.control.starts_with("127.0.0.1:"), "{}", link.control);
     let line = link
@@ -121,40 +66,28 @@ fn a_tls_superlink_without_user_auth_says_its_control_api_is_loopback_only() {
 #[test]
 fn with_user_auth_only_an_admin_manages_supernode_keys() {
     let dir = tempfile::tempdir().unwrap();
-    keygen(dir.path());
+    keygen_tls(dir.path());
     let [alice, root, nobody] = ["alice", "root", "nobody"].map(|u| dir.path().join(u));
-    let accounts = format!(
-        "[[users]]\nname = \"alice\"\npassword-hash = \"{}\"\n\n\
-         [[users]]\nname = \"root\"\npassword-hash = \"{}\"\nrole = \"admin\"\n",
-        hash(dir.path(), "alice-pw"),
-        hash(dir.path(), "root-pw"),
+    let accounts = write_accounts(
+        dir.path(),
+        &[
+            ("alice", "alice-pw", None),
+            ("root", "root-pw", Some("admin")),
+        ],
     );
-    let accounts_path = dir.path().join("users.toml");
-    std::fs::write(&accounts_path, accounts).unwrap();
-    let link = SuperLink::start_with(
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &["--user-auth-config", accounts_path.to_str().unwrap()],
-    );
+    let link = user_auth_link(&accounts, &[]);
     link.proc.expect_log("user authentication on: 2 accounts");
     assert!(
         !link.proc.stderr().contains("Control API on loopback only"),
         "user authentication guards it: no loopback line"
     );
     let app_dir = app_for("quickstart", &link.control);
-    let manifest = app_dir.path().join("pyproject.toml");
-    let mut text = std::fs::read_to_string(&manifest).unwrap();
-    text.push_str("enable-user-auth = true\n");
-    std::fs::write(&manifest, text).unwrap();
+    enable_user_auth(app_dir.path());
     let app = app_dir.path().to_str().unwrap();
     let key = dir.path().join("keys").join("client_credentials_1.pub");
     let key = key.to_str().unwrap();
     for (home, user, password) in [(&alice, "alice", "alice-pw"), (&root, "root", "root-pw")] {
-        let o = flwr_as(
-            home,
-            &["login", app, "e2e", "--username", user, "--password-stdin"],
-            &format!("{password}\n"),
-        );
+        let o = login(home, app, user, password);
         assert_eq!(o.code, Some(0), "login {user}: {}", o.stderr);
     }
 
@@ -195,7 +128,7 @@ fn with_user_auth_only_an_admin_manages_supernode_keys() {
         "",
     );
     assert_eq!(o.code, Some(0), "list: {}", o.stderr);
-    let listed: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let listed = json(&o.stdout);
     let nodes = listed["nodes"].as_array().unwrap();
     assert!(
         nodes

@@ -14,19 +14,6 @@ use support::*;
 /// Few, short rounds of digits: enough to see a run through, quick on a loaded machine.
 const QUICK: &str = "num-server-rounds=2 local-epochs=1";
 
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// The run id in `started run 42`.
-fn started_run_id(stdout: &str) -> u64 {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("started run "))
-        .and_then(|id| id.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no `started run ID` in {stdout:?}"))
-}
-
 /// The status `flwr ls --run-id` reports for a run.
 fn status_of(app: &str, run_id: u64) -> String {
     let id = run_id.to_string();

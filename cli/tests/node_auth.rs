@@ -10,10 +10,6 @@ mod support;
 use std::path::Path;
 use support::*;
 
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
 /// `flwr keygen --clients n --out dir`; the test's daemons then use its certificates (node
 /// authentication needs TLS).
 fn keygen(dir: &Path, n: u32) {

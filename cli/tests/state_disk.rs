@@ -12,18 +12,6 @@ mod support;
 use std::time::{Duration, Instant};
 use support::*;
 
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-fn started_run_id(stdout: &str) -> u64 {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("started run "))
-        .and_then(|id| id.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no `started run ID` in {stdout:?}"))
-}
-
 /// `flwr ls --run-id` of one run, polled until it has finished: (status, reason).
 fn finished(app: &str, run_id: u64, limit: Duration) -> (String, String) {
     let id = run_id.to_string();

@@ -8,63 +8,11 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
 const QUICK: &str = "num-server-rounds=2 local-epochs=1";
-
-/// `flwr args` with `FLWR_HOME=home` and `stdin` written to its standard input.
-fn flwr_as(home: &Path, args: &[&str], stdin: &str) -> Outcome {
-    let mut child = Command::new(FLWR)
-        .args(args)
-        .env("FLWR_HOME", home)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start flwr");
-    // Dropping stdin closes it: flwr never waits for more.
-    let _ = child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(stdin.as_bytes());
-    let out = child.wait_with_output().expect("flwr output");
-    Outcome {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn hash(home: &Path, password: &str) -> String {
-    let o = flwr_as(home, &["hash-password"], &format!("{password}\n"));
-    assert_eq!(o.code, Some(0), "hash-password: {}", o.stderr);
-    let hash = o.stdout.trim().to_owned();
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
-    hash
-}
-
-fn login(home: &Path, app: &str, user: &str, password: &str) -> Outcome {
-    flwr_as(
-        home,
-        &["login", app, "e2e", "--username", user, "--password-stdin"],
-        &format!("{password}\n"),
-    )
-}
-
-/// `flwr keygen --out dir`; the test's daemons and federations then use TLS, which user
-/// authentication needs (the SuperLink refuses it with `--insecure`).
-fn keygen(dir: &Path) {
-    let o = flwr(&["keygen", "--out", dir.to_str().unwrap()]);
-    assert_eq!(o.code, Some(0), "flwr keygen: {}", o.stderr);
-    use_tls(dir);
-}
 
 /// Starts `flower-superlink --insecure --user-auth-config accounts`, which must refuse to
 /// start with exit code 2; returns what it wrote to stderr.
@@ -72,54 +20,28 @@ fn refused_start(accounts: &Path) -> String {
     SuperLink::refuse_insecure(&["--user-auth-config", accounts.to_str().unwrap()], None)
 }
 
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// The one `error: ...` line of a failed command with exit code 2, no panic.
-fn user_error(o: &Outcome) -> String {
-    assert_eq!(o.code, Some(2), "stdout: {} stderr: {}", o.stdout, o.stderr);
-    let errors: Vec<&str> = o
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "one error line: {}", o.stderr);
-    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
-    errors[0].to_owned()
-}
-
 #[test]
 fn users_must_log_in_and_see_only_their_own_runs() {
     let dir = tempfile::tempdir().unwrap();
-    keygen(dir.path());
+    keygen_tls(dir.path());
     let [alice, bob, root] = ["alice", "bob", "root"].map(|u| dir.path().join(u));
-    let accounts = format!(
-        "[[users]]\nname = \"alice\"\npassword-hash = \"{}\"\n\n\
-         [[users]]\nname = \"bob\"\npassword-hash = \"{}\"\n\n\
-         [[users]]\nname = \"root\"\npassword-hash = \"{}\"\nrole = \"admin\"\n",
-        hash(dir.path(), "alice-pw"),
-        hash(dir.path(), "bob-pw"),
-        hash(dir.path(), "root-pw"),
+    let accounts = write_accounts(
+        dir.path(),
+        &[
+            ("alice", "alice-pw", None),
+            ("bob", "bob-pw", None),
+            ("root", "root-pw", Some("admin")),
+        ],
     );
-    let accounts_path = dir.path().join("users.toml");
-    std::fs::write(&accounts_path, accounts).unwrap();
 
-    let link = SuperLink::start_with(
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &["--user-auth-config", accounts_path.to_str().unwrap()],
-    );
+    let link = user_auth_link(&accounts, &[]);
     link.proc.expect_log("user authentication on: 3 accounts");
     let nodes: Vec<Proc> = (0..2).map(|p| supernode(&link.fleet, p, 2, &[])).collect();
     for node in &nodes {
         node.expect_log(NODE_READY);
     }
     let app_dir = app_for("digits", &link.control);
-    let manifest = app_dir.path().join("pyproject.toml");
-    let mut text = std::fs::read_to_string(&manifest).unwrap();
-    text.push_str("enable-user-auth = true\n");
-    std::fs::write(&manifest, text).unwrap();
+    enable_user_auth(app_dir.path());
     let app = app_dir.path().to_str().unwrap();
 
     // Not logged in: refused before anything is sent, with the way to log in.
@@ -244,18 +166,9 @@ fn users_must_log_in_and_see_only_their_own_runs() {
 #[test]
 fn a_superlink_with_user_auth_refuses_a_federation_without_it() {
     let dir = tempfile::tempdir().unwrap();
-    keygen(dir.path());
-    let accounts = format!(
-        "[[users]]\nname = \"alice\"\npassword-hash = \"{}\"\n",
-        hash(dir.path(), "pw")
-    );
-    let accounts_path = dir.path().join("users.toml");
-    std::fs::write(&accounts_path, accounts).unwrap();
-    let link = SuperLink::start_with(
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &["--user-auth-config", accounts_path.to_str().unwrap()],
-    );
+    keygen_tls(dir.path());
+    let accounts = write_accounts(dir.path(), &[("alice", "pw", None)]);
+    let link = user_auth_link(&accounts, &[]);
     let app_dir = app_for("digits", &link.control);
     let app = app_dir.path().to_str().unwrap();
     let e = user_error(&flwr_as(dir.path(), &["ls", app, "e2e"], ""));
@@ -290,12 +203,7 @@ fn a_bad_accounts_file_stops_the_superlink_with_one_line() {
 #[test]
 fn user_auth_with_insecure_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("users.toml");
-    let accounts = format!(
-        "[[users]]\nname = \"alice\"\npassword-hash = \"{}\"\n",
-        hash(dir.path(), "pw")
-    );
-    std::fs::write(&path, accounts).unwrap();
+    let path = write_accounts(dir.path(), &[("alice", "pw", None)]);
     let stderr = refused_start(&path);
     assert!(
         stderr.contains("--user-auth-config needs TLS, but --insecure was given"),
@@ -306,23 +214,17 @@ fn user_auth_with_insecure_is_refused_at_start() {
 /// A SuperLink with user authentication, the given extra flags, and users alice and root
 /// (an admin); answers it with an app directory whose federation `e2e` logs in.
 fn link_with_users(dir: &Path, flags: &[&str]) -> (SuperLink, tempfile::TempDir) {
-    keygen(dir);
-    let accounts = format!(
-        "[[users]]\nname = \"alice\"\npassword-hash = \"{}\"\n\n\
-         [[users]]\nname = \"root\"\npassword-hash = \"{}\"\nrole = \"admin\"\n",
-        hash(dir, "alice-pw"),
-        hash(dir, "root-pw"),
+    keygen_tls(dir);
+    let accounts = write_accounts(
+        dir,
+        &[
+            ("alice", "alice-pw", None),
+            ("root", "root-pw", Some("admin")),
+        ],
     );
-    let accounts_path = dir.join("users.toml");
-    std::fs::write(&accounts_path, accounts).unwrap();
-    let mut args = vec!["--user-auth-config", accounts_path.to_str().unwrap()];
-    args.extend_from_slice(flags);
-    let link = SuperLink::start_with("127.0.0.1:0", "127.0.0.1:0", &args);
+    let link = user_auth_link(&accounts, flags);
     let app_dir = app_for("digits", &link.control);
-    let manifest = app_dir.path().join("pyproject.toml");
-    let mut text = std::fs::read_to_string(&manifest).unwrap();
-    text.push_str("enable-user-auth = true\n");
-    std::fs::write(&manifest, text).unwrap();
+    enable_user_auth(app_dir.path());
     (link, app_dir)
 }
 

@@ -106,6 +106,28 @@ pub struct UploadLimitFlags {
     pub max_upload_bytes: Option<usize>,
 }
 
+/// The [`LimitSettings`] of a daemon's layered settings `$s`, which hold the fields of
+/// [`LimitFlags`] under the same names: the one place that maps those flags, for both
+/// daemons. A macro, not a function, because each daemon's `Settings` is its own struct
+/// with these fields inline (serde's `flatten` would lose `deny_unknown_fields` and the
+/// numbers `FLWR_*` variables give as strings). What `$s` lacks (the SuperNode takes no
+/// upload limits) stays at its default; the SuperLink sets those by struct update.
+macro_rules! connection_limits {
+    ($s:expr) => {
+        $crate::daemon::flags::LimitSettings {
+            max_connections: $s.max_connections,
+            max_connections_per_ip: $s.max_connections_per_ip,
+            max_concurrent_streams: $s.max_concurrent_streams,
+            handshake_timeout: $s.handshake_timeout,
+            connection_idle_timeout: $s.connection_idle_timeout,
+            max_request_size: $s.max_request_size,
+            max_inflight_request_bytes: $s.max_inflight_request_bytes,
+            ..$crate::daemon::flags::LimitSettings::default()
+        }
+    };
+}
+pub(crate) use connection_limits;
+
 /// The settings of [`LimitFlags`] after layering, as the `--config` file spells them.
 #[derive(Debug, serde::Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]

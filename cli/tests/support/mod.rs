@@ -568,3 +568,119 @@ pub(crate) fn flwr_spawn(args: &[&str]) -> Proc {
 pub(crate) const NODE_READY: &str = "registered node_id=";
 /// What a SuperNode logs when its SuperLink cannot be reached and it will try again.
 pub(crate) const NODE_RETRYING: &str = "SuperLink unreachable";
+
+/// `flwr args` with `FLWR_HOME=home` and `stdin` written to its standard input: each user
+/// of a user-auth test has their own home, as two people on two machines would, and
+/// `--password-stdin` reads the password from there.
+pub(crate) fn flwr_as(home: &Path, args: &[&str], stdin: &str) -> Outcome {
+    use std::io::Write;
+    let mut child = Command::new(FLWR)
+        .args(args)
+        .env("FLWR_HOME", home)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flwr");
+    // Dropping stdin closes it: flwr never waits for more.
+    let _ = child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes());
+    let out = child.wait_with_output().expect("flwr output");
+    Outcome {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `flwr hash-password` for `password`: the argon2id hash an accounts file holds.
+pub(crate) fn hash_password(home: &Path, password: &str) -> String {
+    let o = flwr_as(home, &["hash-password"], &format!("{password}\n"));
+    assert_eq!(o.code, Some(0), "hash-password: {}", o.stderr);
+    let hash = o.stdout.trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    hash
+}
+
+/// Writes `dir/users.toml` for `--user-auth-config` with one entry per `(name, password,
+/// role)` (no role line for `None`), hashing each password with `flwr hash-password`.
+pub(crate) fn write_accounts(dir: &Path, users: &[(&str, &str, Option<&str>)]) -> PathBuf {
+    let entries: Vec<String> = users
+        .iter()
+        .map(|(name, password, role)| {
+            let role = role.map_or(String::new(), |r| format!("role = \"{r}\"\n"));
+            format!(
+                "[[users]]\nname = \"{name}\"\npassword-hash = \"{}\"\n{role}",
+                hash_password(dir, password)
+            )
+        })
+        .collect();
+    let path = dir.join("users.toml");
+    std::fs::write(&path, entries.join("\n")).unwrap();
+    path
+}
+
+/// A SuperLink with user authentication from `accounts` and the `extra` flags.
+pub(crate) fn user_auth_link(accounts: &Path, extra: &[&str]) -> SuperLink {
+    let mut args = vec!["--user-auth-config", accounts.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    SuperLink::start_with("127.0.0.1:0", "127.0.0.1:0", &args)
+}
+
+/// Turns on `enable-user-auth` for the app directory's federation (see `app_for`).
+pub(crate) fn enable_user_auth(app_dir: &Path) {
+    let manifest = app_dir.join("pyproject.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("enable-user-auth = true\n");
+    std::fs::write(&manifest, text).unwrap();
+}
+
+/// `flwr login app e2e` as `user`, the password given on stdin.
+pub(crate) fn login(home: &Path, app: &str, user: &str, password: &str) -> Outcome {
+    flwr_as(
+        home,
+        &["login", app, "e2e", "--username", user, "--password-stdin"],
+        &format!("{password}\n"),
+    )
+}
+
+/// `flwr keygen --out dir` (one SuperNode key pair); the test's daemons and federations
+/// then use TLS, which user authentication needs (the SuperLink refuses it with
+/// `--insecure`).
+pub(crate) fn keygen_tls(dir: &Path) {
+    let o = flwr(&["keygen", "--out", dir.to_str().unwrap()]);
+    assert_eq!(o.code, Some(0), "flwr keygen: {}", o.stderr);
+    use_tls(dir);
+}
+
+/// The one `error: ...` line of a failed command with exit code 2, no panic.
+pub(crate) fn user_error(o: &Outcome) -> String {
+    assert_eq!(o.code, Some(2), "stdout: {} stderr: {}", o.stdout, o.stderr);
+    let errors: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line: {}", o.stderr);
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    errors[0].to_owned()
+}
+
+/// `text` as JSON, or a panic that shows the text.
+pub(crate) fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The run id in `flwr run`'s `started run 42`.
+pub(crate) fn started_run_id(stdout: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("started run "))
+        .and_then(|id| id.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `started run ID` in {stdout:?}"))
+}

@@ -6,7 +6,7 @@ use super::args::SuperLinkArgs;
 use super::control_access::{ControlAccess, control_api_address};
 use super::state::{Store, store};
 use crate::UserError;
-use crate::daemon::flags::LimitSettings;
+use crate::daemon::flags::{LimitSettings, connection_limits};
 use crate::daemon::metrics::metrics_address;
 use crate::daemon::settings::layered;
 use crate::daemon::{
@@ -302,16 +302,10 @@ impl SuperLinkConfig {
             },
             max_database_size: (s.max_database_size > 0).then_some(s.max_database_size),
             server_limits: LimitSettings {
-                max_connections: s.max_connections,
-                max_connections_per_ip: s.max_connections_per_ip,
-                max_concurrent_streams: s.max_concurrent_streams,
-                handshake_timeout: s.handshake_timeout,
-                connection_idle_timeout: s.connection_idle_timeout,
-                max_request_size: s.max_request_size,
-                max_inflight_request_bytes: s.max_inflight_request_bytes,
                 max_fab_size: s.max_fab_size,
                 max_upload_bytes_per_node: s.max_upload_bytes_per_node,
                 max_upload_bytes: s.max_upload_bytes,
+                ..connection_limits!(s)
             }
             .limits()?,
         })

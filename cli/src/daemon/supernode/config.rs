@@ -4,7 +4,7 @@
 
 use super::args::SuperNodeArgs;
 use crate::UserError;
-use crate::daemon::flags::LimitSettings;
+use crate::daemon::flags::{LimitSettings, connection_limits};
 use crate::daemon::metrics::metrics_address;
 use crate::daemon::settings::layered;
 use crate::daemon::{
@@ -191,17 +191,7 @@ impl SuperNodeConfig {
             fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
             node_key,
             metrics_address: metrics_address(&s.metrics_address)?,
-            server_limits: LimitSettings {
-                max_connections: s.max_connections,
-                max_connections_per_ip: s.max_connections_per_ip,
-                max_concurrent_streams: s.max_concurrent_streams,
-                handshake_timeout: s.handshake_timeout,
-                connection_idle_timeout: s.connection_idle_timeout,
-                max_request_size: s.max_request_size,
-                max_inflight_request_bytes: s.max_inflight_request_bytes,
-                ..LimitSettings::default()
-            }
-            .limits()?,
+            server_limits: connection_limits!(s).limits()?,
         })
     }
 }
