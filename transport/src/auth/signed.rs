@@ -340,6 +340,15 @@ pub struct SignedBy {
 }
 
 impl SignedBy {
+    /// A call on a connection where `key` already signed in (see `NodeAuth::pre_auth`):
+    /// its body is still compared with the digest its headers name.
+    pub(crate) fn on_connection(key: NodePublicKey, body_sha256: &str) -> SignedBy {
+        SignedBy {
+            key,
+            body_sha256: body_sha256.to_owned(),
+        }
+    }
+
     /// Whether `body` (the request's protobuf encoding) is the body that was signed.
     ///
     /// # Errors

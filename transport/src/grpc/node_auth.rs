@@ -6,7 +6,8 @@
 
 use super::status::unauthenticated;
 use crate::auth::{
-    AuthError, DEFAULT_WINDOW, NodeKeyPair, NodePublicKey, SignedBy, Verifier, unix_ms,
+    AuthError, DEFAULT_WINDOW, HEADER_BODY_SHA256, HEADER_NODE_KEY, NodeKeyPair, NodePublicKey,
+    SignedBy, Verifier, unix_ms,
 };
 use floret_core::NodeAuthority;
 use std::sync::Arc;
@@ -153,13 +154,54 @@ impl NodeAuth {
     /// peer without an admitted key cannot make the SuperLink receive its body. The key is
     /// left in the extensions for [`NodeAuth::check`], so each signature is verified (and
     /// its nonce spent) once.
+    ///
+    /// On an encrypted connection (TLS, QUIC) the first call that passes in full signs the
+    /// connection in: later calls there that name the same key are taken as that node's
+    /// without another ECDSA check, because only the peer that signed can send on the
+    /// connection, and TLS already rules out altered or replayed records. The allow-list is
+    /// still asked on every call and the body still compared with its signed digest. This
+    /// is what lets one SuperLink hold 10,000 heart-beating nodes: a P-384 verification
+    /// costs about a millisecond, a heartbeat without it microseconds (D3 in
+    /// docs/BENCHMARKS.md). Plaintext connections verify every call.
     pub(crate) fn pre_auth(self) -> crate::guard::PreAuth {
         Arc::new(move |path, headers, extensions| {
-            let signed =
-                self.verify(path, |name| headers.get(name).and_then(|v| v.to_str().ok()))?;
+            let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok());
+            let connection = crate::guard::ConnInfo::encrypted(extensions).cloned();
+            let signed_in = match (&connection, header(HEADER_NODE_KEY)) {
+                (Some(c), Some(h)) => c.signed_in_as(h).cloned(),
+                _ => None,
+            };
+            let signed = match signed_in {
+                Some(key) => self.on_signed_in_connection(key, header(HEADER_BODY_SHA256))?,
+                None => {
+                    let signed = self.verify(path, header)?;
+                    if let (Some(c), Some(h)) = (&connection, header(HEADER_NODE_KEY)) {
+                        c.sign_in(h, &signed.key);
+                    }
+                    signed
+                }
+            };
             extensions.insert(Verified(signed));
             Ok(())
         })
+    }
+
+    /// A call on a connection its key signed in on: still on the allow-list, and with the
+    /// digest of the body it sends.
+    fn on_signed_in_connection(
+        &self,
+        key: NodePublicKey,
+        body_sha256: Option<&str>,
+    ) -> Result<SignedBy, Status> {
+        let body_sha256 = body_sha256
+            .ok_or_else(|| unauthenticated(AuthError::Missing(HEADER_BODY_SHA256).to_string()))?;
+        if !self.authority.admits(key.spki_der()) {
+            return Err(unauthenticated(format!(
+                "the SuperNode's public key ({}) is no longer on the SuperLink's allow-list",
+                key.fingerprint()
+            )));
+        }
+        Ok(SignedBy::on_connection(key, body_sha256))
     }
 }
 

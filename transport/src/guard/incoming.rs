@@ -115,6 +115,7 @@ impl GuardedIo {
             info: ConnInfo {
                 remote: peer,
                 state,
+                quic: false,
             },
             check: Box::pin(tokio::time::sleep_until(first)),
             tracker,

@@ -114,6 +114,9 @@ pub(crate) struct ConnState {
     open_calls: AtomicUsize,
     /// Milliseconds from `opened` to the last call's start or end.
     last_active_ms: AtomicU64,
+    /// The node key (its `floret-auth-node-key` header) whose signature a call on this
+    /// connection has passed in full: see `NodeAuth::pre_auth`.
+    signed_in: std::sync::OnceLock<(String, crate::auth::NodePublicKey)>,
 }
 
 impl ConnState {
@@ -123,7 +126,21 @@ impl ConnState {
             received_any: AtomicBool::new(false),
             open_calls: AtomicUsize::new(0),
             last_active_ms: AtomicU64::new(0),
+            signed_in: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The key this connection signed in with, if its header is `header`.
+    pub(crate) fn signed_in_as(&self, header: &str) -> Option<&crate::auth::NodePublicKey> {
+        self.signed_in
+            .get()
+            .filter(|(h, _)| h == header)
+            .map(|(_, key)| key)
+    }
+
+    /// Records the key whose signature a call on this connection passed; the first stays.
+    pub(crate) fn sign_in(&self, header: &str, key: &crate::auth::NodePublicKey) {
+        let _ = self.signed_in.set((header.to_owned(), key.clone()));
     }
 
     pub(crate) fn received(&self) {
@@ -178,9 +195,27 @@ pub(crate) struct ConnInfo {
     /// The peer's address.
     pub(crate) remote: SocketAddr,
     pub(crate) state: Arc<ConnState>,
+    /// A QUIC connection (always TLS 1.3); TCP connections are told apart by tonic's TLS
+    /// connect info.
+    pub(crate) quic: bool,
 }
 
 impl ConnInfo {
+    /// The state of a request's connection when that connection is encrypted and
+    /// authenticated end to end (TLS over TCP, or QUIC, which is always TLS 1.3): what one
+    /// call on it proved about the peer holds for its later calls.
+    pub(crate) fn encrypted(extensions: &http::Extensions) -> Option<&Arc<ConnState>> {
+        extensions
+            .get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
+            .map(|tls| &tls.get_ref().state)
+            .or_else(|| {
+                extensions
+                    .get::<ConnInfo>()
+                    .filter(|c| c.quic)
+                    .map(|c| &c.state)
+            })
+    }
+
     /// The connection of a request, whichever way it came (plaintext, TLS or QUIC).
     pub(crate) fn of(extensions: &http::Extensions) -> Option<&ConnInfo> {
         extensions.get::<ConnInfo>().or_else(|| {

@@ -139,6 +139,7 @@ async fn connection(
     let info = ConnInfo {
         remote: peer,
         state: ConnState::new(),
+        quic: true,
     };
     info.state.received();
     let check = tokio::time::sleep(limits.idle_timeout);

@@ -394,3 +394,70 @@ async fn the_appio_apis_work_over_quic_too() {
     assert_eq!(appio.outcome(), Some(AppOutcome::Completed));
     server.shutdown().await;
 }
+
+/// Admits one node key, for any node id.
+struct OneKey(bytes::Bytes);
+
+impl floret_core::NodeAuthority for OneKey {
+    fn admits(&self, public_key: &[u8]) -> bool {
+        public_key == &self.0[..]
+    }
+    fn owns(&self, _: u64, public_key: &[u8]) -> bool {
+        self.admits(public_key)
+    }
+}
+
+/// How many signatures the SuperLink verified in full (each spends a nonce) for a node
+/// that registers and then beats 4 times over `transport`.
+async fn signatures_verified(
+    transport: TransportKind,
+    server: ServerSecurity,
+    client_security: ClientSecurity,
+) -> usize {
+    let key = crate::auth::NodeKeyPair::generate().unwrap();
+    let auth = crate::grpc::NodeAuth::new(Arc::new(OneKey(key.public_key().spki_der().clone())));
+    let verifier = auth.verifier.clone();
+    let options = ServerOptions {
+        node_auth: Some(auth),
+        ..server_options(server)
+    };
+    let (_fleet, server) = fleet_server(options).await;
+    let c = client(
+        server.local_addr(),
+        ClientOptions {
+            node_key: Some(key),
+            ..client_options(transport, client_security)
+        },
+    );
+    let node = register(&c).await.unwrap();
+    for _ in 0..4 {
+        c.heartbeat(node, 30.0).await.unwrap();
+    }
+    server.shutdown().await;
+    verifier.remembered()
+}
+
+/// D3: a P-384 verification costs about a millisecond, so 10,000 heart-beating nodes cost a
+/// third of a core if each beat is verified in full. On an encrypted connection the node
+/// signs in once; in plaintext (tests only: node auth needs TLS) every call is verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_signs_in_once_per_encrypted_connection_and_every_call_in_plaintext() {
+    let pki = Pki::new();
+    for transport in BOTH {
+        assert_eq!(
+            signatures_verified(transport, pki.server(), pki.client()).await,
+            1,
+            "{transport:?} with TLS"
+        );
+    }
+    assert_eq!(
+        signatures_verified(
+            TransportKind::Grpc,
+            ServerSecurity::Insecure,
+            ClientSecurity::Insecure
+        )
+        .await,
+        5,
+        "plaintext gRPC"
+    );
+}
