@@ -18,6 +18,7 @@ pub mod records;
 pub mod run;
 pub mod run_config;
 pub mod seeded;
+pub mod suggest;
 pub mod trace_context;
 pub mod user_auth;
 pub mod user_config;

@@ -205,7 +205,8 @@ pub enum ManifestError {
     },
     /// The user asked for a federation that no table defines.
     #[error(
-        "federation `{name}` is not defined in pyproject.toml: use one of: {}",
+        "federation `{name}` is not defined in pyproject.toml{}: use one of: {}",
+        crate::suggest::did_you_mean(name, defined.iter().map(String::as_str)),
         names(defined)
     )]
     UnknownFederation {
@@ -792,8 +793,8 @@ transport = "quic"
         let err = m.federation(Some("simulation-xxl")).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "federation `simulation-xxl` is not defined in pyproject.toml: \
-             use one of: local-simulation, simulation-xl, pyconde"
+            "federation `simulation-xxl` is not defined in pyproject.toml \
+             (did you mean `simulation-xl`?): use one of: local-simulation, simulation-xl, pyconde"
         );
     }
 

@@ -6,6 +6,7 @@
 //! cannot read and accepts unknown keys or wrongly typed values; Floret rejects them and says
 //! what to write instead, because a silently ignored hyper-parameter wastes a whole run.
 
+use crate::suggest::did_you_mean;
 use crate::user_config::{UserConfig, UserConfigValue};
 use thiserror::Error;
 
@@ -64,7 +65,11 @@ pub enum ConfigError {
         key: String,
     },
     /// An override for a key the app's `[tool.flwr.app.config]` does not have.
-    #[error("unknown run-config key `{key}`: valid keys are {}", list(valid))]
+    #[error(
+        "unknown run-config key `{key}`{}: valid keys are {}",
+        did_you_mean(key, valid.iter().map(String::as_str)),
+        list(valid)
+    )]
     UnknownKey {
         /// The key given.
         key: String,
@@ -459,6 +464,22 @@ mod tests {
             err.to_string(),
             "unknown run-config key `num-rounds`: valid keys are num-server-rounds, fraction-fit, use-gpu"
         );
+    }
+
+    #[test]
+    fn an_unknown_key_close_to_a_valid_one_says_which() {
+        for (given, meant) in [
+            ("fraction-fitt", "fraction-fit"),
+            ("fraction-train", "fraction-fit"),
+        ] {
+            let err = apply_overrides(&defaults(), &config(&[(given, Float(0.3))])).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "unknown run-config key `{given}` (did you mean `{meant}`?): valid keys are num-server-rounds, fraction-fit, use-gpu"
+                )
+            );
+        }
     }
 
     #[test]
