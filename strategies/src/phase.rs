@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::fmt::Display;
 use std::time::Duration;
 use tokio::time::Instant;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
-/// Single-reply lines sent to the user per phase; the rest go to the tracing log only.
-const MAX_LOGGED_REPLIES: u64 = 20;
+/// Distinct reasons a phase's summary line names; the others are counted together.
+const MAX_REASONS: usize = 5;
 /// Batches with more reply bytes than this are folded on a blocking thread, so a large
 /// model does not stall the other tasks of the runtime while it is averaged.
 const OFFLOAD_BYTES: usize = 1 << 20;
@@ -109,13 +109,13 @@ impl Phase<'_> {
         let mut pending: HashMap<String, u64> =
             ids.into_iter().zip(targets.iter().copied()).collect();
         let deadline = Instant::now() + self.timeout;
-        let mut logged = 0;
+        let mut left_out = LeftOut::default();
         let waiting = info_span!("await replies", phase = self.name);
         let folder = self
-            .await_replies(&mut pending, deadline, folder, &mut summary, &mut logged)
+            .await_replies(&mut pending, deadline, folder, &mut summary, &mut left_out)
             .instrument(waiting)
             .await?;
-        self.report(&summary, &pending, logged);
+        self.report(&summary, &pending, &left_out);
         Ok((summary, folder))
     }
 
@@ -126,7 +126,7 @@ impl Phase<'_> {
         deadline: Instant,
         mut folder: F,
         summary: &mut PhaseSummary,
-        logged: &mut u64,
+        left_out: &mut LeftOut,
     ) -> Result<F, StrategyError> {
         let mut folding = Duration::ZERO;
         while !pending.is_empty() {
@@ -149,7 +149,7 @@ impl Phase<'_> {
                 } else {
                     summary.late += 1;
                     let why = "it answers no message of this phase (late from an earlier one, or repeated)";
-                    self.left_out(&reply, &why, logged);
+                    self.left_out(&reply, &why, left_out);
                 }
             }
             if awaited.is_empty() {
@@ -164,7 +164,7 @@ impl Phase<'_> {
             summary.failures += rejected.len() as u64;
             for (i, why) in rejected {
                 if let Some(reply) = awaited.get(i) {
-                    self.left_out(reply, &why, logged);
+                    self.left_out(reply, &why, left_out);
                 }
             }
             // `awaited` is dropped here: a folded reply is not kept.
@@ -195,25 +195,23 @@ impl Phase<'_> {
         }
     }
 
-    fn left_out(&self, reply: &Message, why: &dyn Display, logged: &mut u64) {
+    /// Notes a reply left out. One line per reply would be one line per node, hundreds a
+    /// round in a large federation (and each printed twice in a simulation, which shows
+    /// both the log and the run's events): so each reply goes to the debug log only, and
+    /// the phase's summary line says how many were left out and why.
+    fn left_out(&self, reply: &Message, why: &dyn Display, left_out: &mut LeftOut) {
         let node = reply.metadata.src_node_id;
-        warn!(
+        debug!(
             node_id = node,
             message_id = %reply.metadata.reply_to_message_id,
             reason = %why,
             "{} reply left out", self.name
         );
-        if *logged < MAX_LOGGED_REPLIES {
-            let line = format!(
-                "round {}: {} reply from node {node} left out: {why}",
-                self.round, self.name
-            );
-            self.grid.emit(RunEvent::Log(line));
-        }
-        *logged += 1;
+        left_out.add(node, why.to_string());
     }
 
-    fn report(&self, s: &PhaseSummary, unanswered: &HashMap<String, u64>, logged: u64) {
+    /// The phase's one summary line, for the user and the log.
+    fn report(&self, s: &PhaseSummary, unanswered: &HashMap<String, u64>, left_out: &LeftOut) {
         let mut line = format!(
             "round {}: {}/{} {} replies, {} failed",
             self.round, s.replies, s.sampled, self.name, s.failures
@@ -226,7 +224,7 @@ impl Phase<'_> {
             );
             let mut nodes: Vec<u64> = unanswered.values().take(20).copied().collect();
             nodes.sort_unstable();
-            warn!(
+            debug!(
                 ?nodes,
                 count = unanswered.len(),
                 "{} messages without reply",
@@ -236,15 +234,96 @@ impl Phase<'_> {
         if s.late > 0 {
             line += &format!(", {} late", s.late);
         }
-        if logged > MAX_LOGGED_REPLIES {
-            line += &format!(
-                " ({} more replies left out; see the server log)",
-                logged - MAX_LOGGED_REPLIES
-            );
-        }
+        line += &left_out.describe();
         self.log(line);
+    }
+}
+
+/// The replies a phase left out, grouped by reason in the order the reasons first came.
+#[derive(Debug, Default)]
+struct LeftOut {
+    /// `(reason, replies, the first node)`.
+    reasons: Vec<(String, u64, u64)>,
+}
+
+impl LeftOut {
+    /// Counts a reply of `node` left out for `reason`. A reason that names its node (a
+    /// dropout says "node 7 unavailable") is grouped without the id, so that replies left
+    /// out for the same cause make one clause.
+    fn add(&mut self, node: u64, reason: String) {
+        let reason = reason.replace(&format!(" {node}"), "");
+        match self.reasons.iter_mut().find(|(r, _, _)| *r == reason) {
+            Some((_, count, _)) => *count += 1,
+            None => self.reasons.push((reason, 1, node)),
+        }
+    }
+
+    /// `""`, or `"; left out: REASON (N replies, e.g. from node ID)"` for the first
+    /// `MAX_REASONS` reasons, then how many replies were left out for others.
+    fn describe(&self) -> String {
+        if self.reasons.is_empty() {
+            return String::new();
+        }
+        let mut parts: Vec<String> = self
+            .reasons
+            .iter()
+            .take(MAX_REASONS)
+            .map(|(reason, count, node)| match count {
+                1 => format!("{reason} (from node {node})"),
+                _ => format!("{reason} ({count} replies, e.g. from node {node})"),
+            })
+            .collect();
+        let others: u64 = self.reasons.iter().skip(MAX_REASONS).map(|r| r.1).sum();
+        if others > 0 {
+            parts.push(format!(
+                "{others} more for other reasons (debug log: --log-level debug)"
+            ));
+        }
+        format!("; left out: {}", parts.join("; "))
     }
 }
 
 /// A folder handed back with its batch and the batch's rejected replies.
 type Folded<F> = (F, Vec<Message>, Vec<(usize, Rejection)>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_left_out_adds_nothing_to_the_summary() {
+        assert_eq!(LeftOut::default().describe(), "");
+    }
+
+    #[test]
+    fn many_replies_left_out_for_one_reason_make_one_clause() {
+        let mut left_out = LeftOut::default();
+        for node in 10..90 {
+            left_out.add(node, "weight is 0".into());
+        }
+        left_out.add(7, "late".into());
+        left_out.add(11, "node 11 unavailable".into());
+        left_out.add(12, "node 12 unavailable".into());
+        assert_eq!(
+            left_out.describe(),
+            "; left out: weight is 0 (80 replies, e.g. from node 10); late (from node 7); \
+             node unavailable (2 replies, e.g. from node 11)"
+        );
+    }
+
+    #[test]
+    fn reasons_past_the_first_few_are_counted_together() {
+        let mut left_out = LeftOut::default();
+        for (node, reason) in ["a", "b", "c", "d", "e", "f", "g", "f"]
+            .into_iter()
+            .enumerate()
+        {
+            left_out.add(node as u64, reason.into());
+        }
+        assert_eq!(
+            left_out.describe(),
+            "; left out: a (from node 0); b (from node 1); c (from node 2); d (from node 3); \
+             e (from node 4); 3 more for other reasons (debug log: --log-level debug)"
+        );
+    }
+}
