@@ -18,7 +18,8 @@ pub struct NewArgs {
     /// digits and hyphens, starting with a letter).
     pub name: Option<String>,
     /// The template: ndarray (a small model on bundled data) or minimal (random arrays).
-    #[arg(long, short = 't', alias = "framework")]
+    /// `--framework` takes Flower's names too: NumPy makes the ndarray template.
+    #[arg(long, short = 't', visible_alias = "framework")]
     pub template: Option<String>,
     /// The publisher in [tool.flwr.app] (default: your user name).
     #[arg(long, alias = "username")]
@@ -224,18 +225,73 @@ fn default_publisher() -> String {
 fn template_names() -> String {
     TEMPLATES
         .iter()
-        .map(|t| t.name)
+        .map(|t| match flower_name_of(t.name) {
+            Some(flower) => format!("{} (Flower's {flower})", t.name),
+            None => t.name.to_owned(),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
+/// Flower's `flwr new` frameworks (as its prompt spells them, 1.18), each with the template
+/// that plays its role here, if there is one yet.
+const FLOWER_FRAMEWORKS: [(&str, Option<&str>); 9] = [
+    ("PyTorch", None),
+    ("TensorFlow", None),
+    ("sklearn", None),
+    ("HuggingFace", None),
+    ("JAX", None),
+    ("MLX", None),
+    ("NumPy", Some("ndarray")),
+    ("FlowerTune", None),
+    ("Flower Baseline", None),
+];
+
+/// Flower's name for the framework a template stands in for.
+fn flower_name_of(template: &str) -> Option<&'static str> {
+    FLOWER_FRAMEWORKS
+        .iter()
+        .find(|(_, t)| *t == Some(template))
+        .map(|(flower, _)| *flower)
+}
+
+/// A name as users vary it: case, spaces, hyphens and underscores do not count
+/// (`numpy`, `NumPy`, `flower-baseline`).
+fn normalized(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The template a name asks for: a template's own name, or one of Flower's framework
+/// names (`NumPy` is `ndarray`), in any case.
 fn find_template(name: &str) -> Result<&'static Template, UserError> {
-    TEMPLATES.iter().find(|t| t.name == name).ok_or_else(|| {
-        UserError::new(format!(
-            "unknown template {name:?}: use one of {}",
-            template_names()
-        ))
-    })
+    let wanted = normalized(name);
+    let by_name = |template_name: &str| TEMPLATES.iter().find(|t| t.name == template_name);
+    if let Some(template) = TEMPLATES.iter().find(|t| normalized(t.name) == wanted) {
+        return Ok(template);
+    }
+    if let Some((flower, template)) = FLOWER_FRAMEWORKS
+        .iter()
+        .find(|(flower, _)| normalized(flower) == wanted)
+    {
+        return template.and_then(by_name).ok_or_else(|| {
+            UserError::new(format!(
+                "Flower's {flower} template has no Rust counterpart yet: use one of {}, e.g. `flwr new NAME --template ndarray`",
+                template_names()
+            ))
+        });
+    }
+    let known = TEMPLATES
+        .iter()
+        .map(|t| t.name)
+        .chain(FLOWER_FRAMEWORKS.iter().map(|(flower, _)| *flower));
+    Err(UserError::new(format!(
+        "unknown template {name:?}{}: use one of {}",
+        floret_core::suggest::did_you_mean(name, known),
+        template_names()
+    )))
 }
 
 /// An existing directory is fine only when empty; the app is never written over files.
@@ -332,9 +388,9 @@ fn ask_until<T>(
     }
 }
 
-/// Lists the templates and asks for one by number or name.
+/// Lists the templates and asks for one by number or name (Flower's names work too).
 fn ask_template() -> anyhow::Result<&'static Template> {
-    eprintln!("Templates:");
+    eprintln!("Templates (by number, by name, or by Flower's framework name, e.g. NumPy):");
     for (i, t) in TEMPLATES.iter().enumerate() {
         eprintln!("  {}) {:<8} {}", i + 1, t.name, t.about);
     }
@@ -390,11 +446,37 @@ mod tests {
     }
 
     #[test]
+    fn flowers_framework_names_find_the_template_in_its_role() {
+        for name in ["NumPy", "numpy", "NUMPY", "ndarray", "NdArray"] {
+            assert_eq!(find_template(name).unwrap().name, "ndarray", "{name}");
+        }
+        assert_eq!(find_template("minimal").unwrap().name, "minimal");
+    }
+
+    #[test]
+    fn a_flower_framework_without_a_rust_template_lists_what_there_is() {
+        for name in ["PyTorch", "pytorch", "flower-baseline", "sklearn"] {
+            let e = find_template(name).unwrap_err().to_string();
+            assert!(e.contains("has no Rust counterpart yet"), "{name}: {e}");
+            assert!(
+                e.contains("use one of ndarray (Flower's NumPy), minimal"),
+                "{name}: {e}"
+            );
+            assert_eq!(e.lines().count(), 1);
+        }
+    }
+
+    #[test]
     fn an_unknown_template_lists_the_known_ones() {
-        let e = find_template("pytorch").unwrap_err().to_string();
+        let e = find_template("numpi").unwrap_err().to_string();
         assert_eq!(
             e,
-            "unknown template \"pytorch\": use one of ndarray, minimal"
+            "unknown template \"numpi\" (did you mean `NumPy`?): use one of ndarray (Flower's NumPy), minimal"
+        );
+        let e = find_template("keras").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unknown template \"keras\": use one of ndarray (Flower's NumPy), minimal"
         );
     }
 

@@ -253,8 +253,16 @@ fn flwr_new_refuses_bad_input_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let o = flwr(dir.path(), &["new"]);
     assert_user_error(&o, &["pass NAME"]);
-    let o = flwr(dir.path(), &["new", "app", "--template", "pytorch"]);
-    assert_user_error(&o, &["unknown template \"pytorch\"", "ndarray, minimal"]);
+    let o = flwr(dir.path(), &["new", "app", "--framework", "PyTorch"]);
+    assert_user_error(
+        &o,
+        &[
+            "Flower's PyTorch template has no Rust counterpart yet",
+            "ndarray (Flower's NumPy), minimal",
+        ],
+    );
+    let o = flwr(dir.path(), &["new", "app", "--template", "numpi"]);
+    assert_user_error(&o, &["unknown template \"numpi\" (did you mean `NumPy`?)"]);
     let o = flwr(dir.path(), &["new", "My App"]);
     assert_user_error(&o, &["invalid app name", "flwr new my-app"]);
     let o = flwr(dir.path(), &["new", "quickstart"]);
@@ -277,6 +285,18 @@ fn flwr_new_refuses_bad_input_in_one_line() {
         .collect();
     entries.sort();
     assert_eq!(entries, ["taken"]);
+}
+
+#[test]
+fn flwr_new_takes_flowers_framework_names() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, framework) in [("np-app", "NumPy"), ("np-lower", "numpy")] {
+        let o = flwr(dir.path(), &["new", name, "--framework", framework]);
+        assert!(o.status.success(), "{framework}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("from the ndarray template"), "{out}");
+        assert!(dir.path().join(name).join("data").is_dir(), "{framework}");
+    }
 }
 
 #[test]
