@@ -38,7 +38,7 @@ struct Template {
 const TEMPLATES: [Template; 2] = [
     Template {
         name: "ndarray",
-        about: "softmax regression on the iris flowers in ndarray (Flower's NumPy template)",
+        about: "softmax regression on the handwritten digits in ndarray (Flower's NumPy template)",
         dependencies: "ndarray = \"0.17.2\"\n",
         files: &[
             (
@@ -62,8 +62,8 @@ const TEMPLATES: [Template; 2] = [
                 include_str!("../templates/ndarray/src/task.rs"),
             ),
             (
-                "data/iris.csv",
-                include_str!("../templates/ndarray/data/iris.csv"),
+                "data/digits.txt",
+                include_str!("../templates/ndarray/data/digits.txt"),
             ),
         ],
     },

@@ -1,4 +1,4 @@
-//! The ClientApp: a node trains the global model on its flowers (`train`) and scores it on
+//! The ClientApp: a node trains the global model on its images (`train`) and scores it on
 //! them (`evaluate`). The server sends `local-epochs` and `lr` with every train message.
 
 use crate::task::{self, Model};

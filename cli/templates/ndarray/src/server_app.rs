@@ -1,5 +1,5 @@
 //! The ServerApp: FedAvg for `num-server-rounds`, sending `local-epochs` and `lr` to the
-//! nodes, and scoring every round's global model on the server's test flowers (the
+//! nodes, and scoring every round's global model on the server's test images (the
 //! `accuracy` and `loss` that `flwr run` shows as server metrics).
 
 use crate::task::{self, Model};
@@ -8,7 +8,7 @@ use floret_cli::floret_core::{
     AppError, ArrayRecord, ConfigRecord, Context, Grid, MetricRecord, RunEvent, ServerApp,
     UserConfig,
 };
-use floret_cli::floret_strategies::{FedAvg, FedAvgConfig};
+use floret_cli::floret_strategies::{FedAvg, FedAvgConfig, fraction};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,9 +48,12 @@ impl Config {
                 "local-epochs must be at least 1 and lr a positive number, but they are {local_epochs} and {lr}"
             )));
         }
+        // `fraction-fit` is the name Flower 1.18's templates (and the tutorials written
+        // for them) give the share of nodes sampled to train; FedAvg calls it
+        // `fraction_train`, as Flower 1.21's strategies do.
         let strategy = FedAvg::new(FedAvgConfig {
-            fraction_train: context.run_config_f64("fraction-train")?,
-            fraction_evaluate: context.run_config_f64("fraction-evaluate")?,
+            fraction_train: fraction(&context, "fraction-fit", false)?,
+            fraction_evaluate: fraction(&context, "fraction-evaluate", true)?,
             ..FedAvgConfig::default()
         })
         .map_err(|e| AppError::Config(e.to_string()))?
@@ -66,7 +69,7 @@ impl Config {
     }
 }
 
-/// Scores a global model on the server's test flowers.
+/// Scores a global model on the server's test images.
 fn central_evaluate(_round: u64, arrays: &ArrayRecord) -> Option<MetricRecord> {
     let model = Model::from_arrays(arrays).ok()?;
     let evaluation = model.evaluate(&task::test_data().ok()?);
@@ -95,7 +98,7 @@ impl ServerApp for Server {
         if let Some((round, metrics)) = history.central.last() {
             let accuracy = metrics.get_f64("accuracy").unwrap_or(f64::NAN);
             grid.emit(RunEvent::Log(format!(
-                "after round {round}, the global model classifies {:.0} % of the test flowers right",
+                "after round {round}, the global model classifies {:.0} % of the test digits right",
                 accuracy * 100.0
             )));
         }

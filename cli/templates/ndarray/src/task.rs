@@ -1,29 +1,32 @@
 //! The data and the model, with no federated learning in them.
 //!
-//! The data is Fisher's iris flowers (`data/iris.csv`: four measurements of 150 flowers of
-//! three species), compiled into the binary. A seeded fifth of the flowers is the server's
-//! test set; the rest is split evenly among the nodes. The model is a softmax regression
-//! (one linear layer, then softmax) in `ndarray`, trained with mini-batch SGD on the
-//! cross-entropy loss. Replace both with your own data and model.
+//! The data is the UCI handwritten digits (`data/digits.txt`: 1797 images of 8x8 pixels,
+//! as smartcore ships them), compiled into the binary. A seeded fifth of the images is the
+//! server's test set; the rest is split evenly among the nodes, 7 images a node even with
+//! 200 nodes. The model is a softmax regression (one linear layer, then softmax) in
+//! `ndarray`, trained with mini-batch SGD on the cross-entropy loss. Replace both with your
+//! own data and model.
 
 use floret_cli::floret_core::{AppError, Array, ArrayRecord, Context};
 use ndarray::{Array1, Array2, Axis, Ix1, Ix2};
 use std::sync::OnceLock;
 
-/// Measurements per flower.
-pub const NUM_FEATURES: usize = 4;
-/// The species, in the order of the model's outputs.
-pub const SPECIES: [&str; 3] = ["setosa", "versicolor", "virginica"];
+/// Pixels per image (8x8).
+pub const NUM_FEATURES: usize = 64;
+/// The digits 0-9, the model's outputs.
+pub const NUM_CLASSES: usize = 10;
 /// Seeds the test split and the partitions: the same on the server and on every node.
 const SEED: u64 = 42;
-/// Share of the flowers held out for the server's test set.
+/// Share of the images held out for the server's test set.
 const TEST_FRACTION: f64 = 0.2;
 /// Examples per SGD step.
 const BATCH_SIZE: usize = 8;
+/// The most ink a pixel holds.
+const MAX_INK: u32 = 16;
 
-const IRIS_CSV: &str = include_str!("../data/iris.csv");
+const DIGITS_TXT: &str = include_str!("../data/digits.txt");
 
-/// Flowers: standardised measurements `[n, NUM_FEATURES]` and species indices.
+/// Images: pixels scaled to `[0, 1]` `[n, NUM_FEATURES]` and the digits they show.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Data {
     pub x: Array2<f32>,
@@ -39,7 +42,7 @@ impl Data {
         self.y.is_empty()
     }
 
-    /// The flowers at `indices`.
+    /// The images at `indices`.
     pub fn select(&self, indices: &[usize]) -> Data {
         Data {
             x: self.x.select(Axis(0), indices),
@@ -48,50 +51,46 @@ impl Data {
     }
 }
 
-/// All flowers, each measurement scaled to zero mean and unit variance; read once per
-/// process.
-pub fn iris() -> Result<&'static Data, AppError> {
-    static IRIS: OnceLock<Result<Data, String>> = OnceLock::new();
-    IRIS.get_or_init(|| parse_csv(IRIS_CSV))
+/// All images; read once per process.
+pub fn digits() -> Result<&'static Data, AppError> {
+    static DIGITS: OnceLock<Result<Data, String>> = OnceLock::new();
+    DIGITS
+        .get_or_init(|| parse(DIGITS_TXT))
         .as_ref()
-        .map_err(|e| AppError::other(format!("data/iris.csv: {e}")))
+        .map_err(|e| AppError::other(format!("data/digits.txt: {e}")))
 }
 
-fn parse_csv(text: &str) -> Result<Data, String> {
+/// Reads `data/digits.txt`: one image a line, its digit, a space, and its 64 pixels row by
+/// row, each pixel's ink (0 to 16) as one base-17 digit (`0`-`9`, `a`-`g`).
+fn parse(text: &str) -> Result<Data, String> {
     let mut features = Vec::new();
     let mut labels = Vec::new();
-    for (number, line) in text.lines().enumerate().skip(1) {
-        let fields: Vec<&str> = line.split(',').collect();
-        let [values @ .., species] = fields.as_slice() else {
-            continue;
-        };
-        if values.len() != NUM_FEATURES {
-            return Err(format!("line {}: expected 5 fields", number + 1));
+    for (number, line) in text.lines().enumerate() {
+        let at = |what: &str| format!("line {}: {what}", number + 1);
+        let (digit, pixels) = line
+            .split_once(' ')
+            .ok_or_else(|| at("expected a digit, a space and 64 pixels"))?;
+        let label = digit
+            .parse::<usize>()
+            .ok()
+            .filter(|&d| d < NUM_CLASSES)
+            .ok_or_else(|| at(&format!("{digit:?} is not a digit")))?;
+        if pixels.chars().count() != NUM_FEATURES {
+            return Err(at(&format!("expected {NUM_FEATURES} pixels")));
         }
-        for value in values {
-            let value = value
-                .trim()
-                .parse::<f32>()
-                .map_err(|e| format!("line {}: {e}", number + 1))?;
-            features.push(value);
+        for pixel in pixels.chars() {
+            let ink = pixel
+                .to_digit(MAX_INK + 1)
+                .ok_or_else(|| at(&format!("{pixel:?} is not a pixel (0-9, a-g)")))?;
+            features.push(ink as f32 / MAX_INK as f32);
         }
-        let label = SPECIES
-            .iter()
-            .position(|s| s == species)
-            .ok_or_else(|| format!("line {}: unknown species {species:?}", number + 1))?;
         labels.push(label);
     }
     if labels.is_empty() {
-        return Err("no flowers".to_owned());
+        return Err("no images".to_owned());
     }
-    let mut x = Array2::from_shape_vec((labels.len(), NUM_FEATURES), features)
+    let x = Array2::from_shape_vec((labels.len(), NUM_FEATURES), features)
         .map_err(|e| e.to_string())?;
-    let mean = x
-        .mean_axis(Axis(0))
-        .unwrap_or_else(|| Array1::zeros(NUM_FEATURES));
-    let std = x.std_axis(Axis(0), 0.0).mapv(|s| s.max(1e-6));
-    x -= &mean;
-    x /= &std;
     Ok(Data { x, y: labels })
 }
 
@@ -105,9 +104,9 @@ fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     order
 }
 
-/// The server's test flowers and the pool the nodes' partitions are cut from.
+/// The server's test images and the pool the nodes' partitions are cut from.
 fn split() -> Result<(Vec<usize>, Vec<usize>), AppError> {
-    let n = iris()?.len();
+    let n = digits()?.len();
     let mut order = shuffled(n, SEED);
     let pool = order.split_off((n as f64 * TEST_FRACTION).round() as usize);
     Ok((order, pool))
@@ -115,12 +114,14 @@ fn split() -> Result<(Vec<usize>, Vec<usize>), AppError> {
 
 /// The server's test set.
 pub fn test_data() -> Result<Data, AppError> {
-    Ok(iris()?.select(&split()?.0))
+    Ok(digits()?.select(&split()?.0))
 }
 
-/// The flowers of the node `context` describes: partition `partition-id` of
+/// The images of the node `context` describes: partition `partition-id` of
 /// `num-partitions` (a simulation sets both; a SuperNode gets them from
 /// `--node-config "partition-id=0 num-partitions=2"`), or the whole pool without them.
+/// Partitions are even and never empty: with more partitions than images (1438), each
+/// node gets one image, shared with other nodes.
 pub fn node_data(context: &Context) -> Result<Data, AppError> {
     let config = &context.node_config;
     let (id, num) = if config.contains_key("partition-id") || config.contains_key("num-partitions")
@@ -139,13 +140,21 @@ pub fn node_data(context: &Context) -> Result<Data, AppError> {
     }
     let pool = split()?.1;
     // 0 <= id < num, both from an i64.
-    let (id, num) = (id as usize, num as usize);
-    let part = &pool[id * pool.len() / num..(id + 1) * pool.len() / num];
-    Ok(iris()?.select(part))
+    Ok(digits()?.select(partition(&pool, id as usize, num as usize)))
+}
+
+/// Part `id` of `num` even, contiguous parts of `pool`; part `id % len` of single items
+/// when there are more parts than items, so that no part is empty.
+fn partition(pool: &[usize], id: usize, num: usize) -> &[usize] {
+    if num > pool.len() {
+        let at = id % pool.len().max(1);
+        return &pool[at..pool.len().min(at + 1)];
+    }
+    &pool[id * pool.len() / num..(id + 1) * pool.len() / num]
 }
 
 /// Softmax regression: `probabilities = softmax(x · weightᵀ + bias)`. Its parameters travel
-/// as the float32 arrays `weight` `[3, 4]` and `bias` `[3]`, laid out as PyTorch's
+/// as the float32 arrays `weight` `[10, 64]` and `bias` `[10]`, laid out as PyTorch's
 /// `nn.Linear` would.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
@@ -153,20 +162,20 @@ pub struct Model {
     pub bias: Array1<f32>,
 }
 
-/// Loss and accuracy of a model on some flowers.
+/// Loss and accuracy of a model on some images.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Evaluation {
     /// Mean cross-entropy.
     pub loss: f64,
-    /// Share of flowers whose most likely species is right.
+    /// Share of images whose most likely digit is right.
     pub accuracy: f64,
 }
 
 impl Default for Model {
     fn default() -> Self {
         Model {
-            weight: Array2::zeros((SPECIES.len(), NUM_FEATURES)),
-            bias: Array1::zeros(SPECIES.len()),
+            weight: Array2::zeros((NUM_CLASSES, NUM_FEATURES)),
+            bias: Array1::zeros(NUM_CLASSES),
         }
     }
 }
@@ -206,7 +215,7 @@ impl Model {
         Ok(model)
     }
 
-    /// Species probabilities `[n, 3]`.
+    /// Digit probabilities `[n, 10]`.
     fn probabilities(&self, x: &Array2<f32>) -> Array2<f32> {
         let mut p = x.dot(&self.weight.t()) + &self.bias;
         for mut row in p.rows_mut() {
@@ -284,31 +293,38 @@ mod tests {
     use super::*;
     use floret_cli::floret_core::UserConfigValue;
 
-    #[test]
-    fn the_flowers_load_and_split() {
-        assert_eq!(iris().unwrap().len(), 150);
-        assert_eq!(test_data().unwrap().len(), 30);
-        let sizes: usize = (0..10)
-            .map(|id| {
-                let mut context = Context::default();
-                let config = &mut context.node_config;
-                config.insert("partition-id".into(), UserConfigValue::Int(id));
-                config.insert("num-partitions".into(), UserConfigValue::Int(10));
-                node_data(&context).unwrap().len()
-            })
-            .sum();
-        assert_eq!(sizes, 120);
+    fn node(id: i64, num: i64) -> Context {
+        let mut context = Context::default();
+        let config = &mut context.node_config;
+        config.insert("partition-id".into(), UserConfigValue::Int(id));
+        config.insert("num-partitions".into(), UserConfigValue::Int(num));
+        context
     }
 
     #[test]
-    fn training_learns_the_species() {
+    fn the_digits_load_and_split_into_partitions_none_empty() {
+        assert_eq!(digits().unwrap().len(), 1797);
+        assert_eq!(test_data().unwrap().len(), 359);
+        for num in [1, 10, 200, 1437] {
+            let sizes: Vec<usize> = (0..num)
+                .map(|id| node_data(&node(id, num)).unwrap().len())
+                .collect();
+            assert_eq!(sizes.iter().sum::<usize>(), 1438, "{num} partitions");
+            assert!(sizes.iter().all(|&n| n > 0), "{num} partitions: {sizes:?}");
+        }
+        assert_eq!(node_data(&node(4999, 5000)).unwrap().len(), 1);
+        assert!(node_data(&node(2, 2)).is_err());
+    }
+
+    #[test]
+    fn training_learns_the_digits() {
         let mut model = Model::default();
         let data = node_data(&Context::default()).unwrap();
         let before = model.evaluate(&test_data().unwrap());
-        model.train(&data, 10, 0.1, 1);
+        model.train(&data, 5, 0.1, 1);
         let after = model.evaluate(&test_data().unwrap());
         assert!(
-            after.loss < before.loss && after.accuracy > 0.8,
+            after.loss < before.loss && after.accuracy > 0.9,
             "{after:?}"
         );
         assert_eq!(Model::from_arrays(&model.to_arrays()).unwrap(), model);
