@@ -149,6 +149,25 @@ fn unknown_run_config_key_lists_the_valid_keys() {
     assert_user_error(&o, &["num-rounds", "num-server-rounds", "total-params"]);
 }
 
+/// The tutorial's `fraction-fit=0.333` on an app that calls the key by Flower 1.21's name,
+/// and a typo: each error says which key was meant.
+#[test]
+fn an_unknown_run_config_key_says_which_one_was_meant() {
+    let app = app_with(GOOD);
+    for (given, meant) in [
+        ("num-server-rounds=5 fraction-fit=0.333", "fraction-train"),
+        ("num-server-round=5", "num-server-rounds"),
+    ] {
+        let o = flwr(&["run", app.path().to_str().unwrap(), "--run-config", given]);
+        assert_user_error(
+            &o,
+            &[&format!("(did you mean `{meant}`?)"), "valid keys are"],
+        );
+    }
+    let o = flwr(&["run", app.path().to_str().unwrap(), "local-simulaton"]);
+    assert_user_error(&o, &["(did you mean `local-simulation`?)"]);
+}
+
 #[test]
 fn wrongly_typed_run_config_value_is_refused() {
     let app = app_with(GOOD);
