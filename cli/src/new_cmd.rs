@@ -17,8 +17,8 @@ pub struct NewArgs {
     /// The app's name: its directory, Cargo package and project name (lowercase letters,
     /// digits and hyphens, starting with a letter).
     pub name: Option<String>,
-    /// The template: ndarray (a small model on bundled data) or minimal (random arrays).
-    /// `--framework` takes Flower's names too: NumPy makes the ndarray template.
+    /// The template: ndarray (a small model on bundled data) or minimal (random arrays),
+    /// or Flower's framework name for it, in any case (NumPy makes ndarray).
     #[arg(long, short = 't', visible_alias = "framework")]
     pub template: Option<String>,
     /// The publisher in [tool.flwr.app] (default: your user name).
