@@ -251,7 +251,7 @@ impl LeftOut {
     /// dropout says "node 7 unavailable") is grouped without the id, so that replies left
     /// out for the same cause make one clause.
     fn add(&mut self, node: u64, reason: String) {
-        let reason = reason.replace(&format!(" {node}"), "");
+        let reason = reason.replace(&format!("node {node}"), "node");
         match self.reasons.iter_mut().find(|(r, _, _)| *r == reason) {
             Some((_, count, _)) => *count += 1,
             None => self.reasons.push((reason, 1, node)),
@@ -303,11 +303,12 @@ mod tests {
         }
         left_out.add(7, "late".into());
         left_out.add(11, "node 11 unavailable".into());
-        left_out.add(12, "node 12 unavailable".into());
+        left_out.add(2, "node 2 unavailable".into());
+        left_out.add(1, "error 1 on node 1".into());
         assert_eq!(
             left_out.describe(),
             "; left out: weight is 0 (80 replies, e.g. from node 10); late (from node 7); \
-             node unavailable (2 replies, e.g. from node 11)"
+             node unavailable (2 replies, e.g. from node 11); error 1 on node (from node 1)"
         );
     }
 
