@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
         --bin-dir) bin_dir=${2:?--bin-dir needs a directory}; shift 2 ;;
         --tag) tag=${2:?--tag needs a tag}; shift 2 ;;
         --base) base=${2:?--base needs an image, or local}; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown argument $1: see docker/build.sh --help" >&2; exit 2 ;;
     esac
 done
