@@ -9,7 +9,9 @@
 //! - one SuperNode is disconnected from the network for 30 s: the SuperLink marks it
 //!   offline, and once the network is back it registers again by itself and trains in the
 //!   next run;
-//! - `HEALTHCHECK` says healthy, and `docker stop` (SIGTERM) ends each daemon with exit 0.
+//! - `HEALTHCHECK` says healthy, and `docker stop` (SIGTERM) ends each daemon with exit 0;
+//! - `docker/compose.yaml` brings up the same federation, which `flwr run . docker
+//!   --stream` reaches from the host.
 //!
 //! The host reaches only the Control API, published on 127.0.0.1. Everything the test
 //! creates has a name unique to this run and is removed when it ends, failed or not. With
@@ -33,6 +35,23 @@ const DISCONNECTED: Duration = Duration::from_secs(30);
 /// What the SuperNodes send as heartbeats: short, so the SuperLink notices the
 /// disconnected one within [`DISCONNECTED`].
 const HEARTBEAT_SECONDS: &str = "5";
+
+/// The Compose file the README tells users to start.
+const COMPOSE_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker/compose.yaml");
+
+/// `docker compose` where the plugin is installed, else `docker-compose`, else none.
+fn compose_command() -> Option<Vec<String>> {
+    [vec!["docker", "compose"], vec!["docker-compose"]]
+        .into_iter()
+        .find(|cmd| {
+            Command::new(cmd[0])
+                .args(&cmd[1..])
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|cmd| cmd.into_iter().map(String::from).collect())
+}
 
 /// Runs `docker args`; panics with its output when it fails.
 fn docker(args: &[&str]) -> String {
@@ -117,6 +136,8 @@ struct Resources {
     containers: Vec<String>,
     volumes: Vec<String>,
     networks: Vec<String>,
+    /// A Compose project to take down: the Compose command, the project, FLORET_APP_DIR.
+    compose: Option<(Vec<String>, String, String)>,
 }
 
 impl Drop for Resources {
@@ -124,6 +145,13 @@ impl Drop for Resources {
         let quiet = |args: &[&str]| {
             let _ = Command::new("docker").args(args).output();
         };
+        if let Some((command, project, app_dir)) = &self.compose {
+            let _ = Command::new(&command[0])
+                .args(&command[1..])
+                .args(["-p", project, "-f", COMPOSE_FILE, "down", "-v"])
+                .env("FLORET_APP_DIR", app_dir)
+                .output();
+        }
         for c in &self.containers {
             quiet(&["rm", "-f", "-v", c]);
         }
@@ -243,6 +271,7 @@ fn a_federation_across_containers_survives_a_superlink_kill_and_a_network_cut() 
         containers: Vec::new(),
         volumes: Vec::new(),
         networks: Vec::new(),
+        compose: None,
     };
 
     // The images, from the debug binaries this test run built (stripped by build.sh).
@@ -427,13 +456,7 @@ fn a_federation_across_containers_survives_a_superlink_kill_and_a_network_cut() 
         o.stdout,
         o.stderr
     );
-    // `--stream` ends with `run ID finished:completed in ...`.
-    let run_id = o
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("run ")?.split_once(" finished:completed"))
-        .map(|(id, _)| id)
-        .unwrap_or_else(|| panic!("no `run ID finished:completed` in {}", o.stdout));
+    let run_id = completed_run_id(&o.stdout);
     let log = flwr(&["log", run_id, quickstart, "docker", "--show"]);
     assert!(
         log.stdout
@@ -454,4 +477,79 @@ fn a_federation_across_containers_survives_a_superlink_kill_and_a_network_cut() 
         );
         assert!(logs(container).contains("SIGTERM received"));
     }
+
+    // 5. docker/compose.yaml: the same federation as the README starts it.
+    let Some(compose) = compose_command() else {
+        eprintln!(
+            "\n\n*** SKIPPED docker/compose.yaml: neither `docker compose` nor \
+             `docker-compose` is installed. ***\n\n"
+        );
+        return;
+    };
+    let port = free_port().to_string();
+    let project = res.name("compose");
+    let app_dir = pki.path().to_str().unwrap().to_owned();
+    res.compose = Some((compose.clone(), project.clone(), app_dir.clone()));
+    let up = Command::new(&compose[0])
+        .args(&compose[1..])
+        .args(["-p", &project, "-f", COMPOSE_FILE, "up", "-d"])
+        .env("FLORET_APP_DIR", &app_dir)
+        .env("FLORET_TAG", &res.tag)
+        .env("FLORET_CONTROL_PORT", &port)
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{} up: {}",
+        compose.join(" "),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let quickstart = app_dir_for_compose(&port, &ca);
+    let quickstart = quickstart.path().to_str().unwrap();
+    // Both SuperNodes registered before the run, so that it trains on both.
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        let out = Command::new(&compose[0])
+            .args(&compose[1..])
+            .args(["-p", &project, "-f", COMPOSE_FILE, "logs", "superlink"])
+            .env("FLORET_APP_DIR", &app_dir)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stdout);
+        if log.matches("authenticated node registered").count() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "compose SuperNodes: {log}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let o = flwr(&["run", quickstart, "docker", "--stream"]);
+    assert_eq!(
+        o.code,
+        Some(0),
+        "flwr run . docker --stream on compose.yaml: {}{}",
+        o.stdout,
+        o.stderr
+    );
+    let run_id = completed_run_id(&o.stdout);
+    let log = flwr(&["log", run_id, quickstart, "docker", "--show"]);
+    assert!(
+        log.stdout
+            .contains("round 1: training on 2 of 2 connected nodes"),
+        "{}",
+        log.stdout
+    );
+}
+
+/// The run id in the line `flwr run --stream` ends with, `run ID finished:completed in ...`.
+fn completed_run_id(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run ")?.split_once(" finished:completed"))
+        .map(|(id, _)| id)
+        .unwrap_or_else(|| panic!("no `run ID finished:completed` in {stdout}"))
+}
+
+/// The quickstart app with the README's `docker` federation on the Compose SuperLink.
+fn app_dir_for_compose(port: &str, ca: &Path) -> tempfile::TempDir {
+    app_dir("quickstart", &format!("127.0.0.1:{port}"), ca)
 }
