@@ -448,23 +448,7 @@ fn a_federation_across_containers_survives_a_superlink_kill_and_a_network_cut() 
     // 3. The next run trains on both SuperNodes again.
     let quickstart = app_dir("quickstart", &control, &ca);
     let quickstart = quickstart.path().to_str().unwrap();
-    let o = flwr(&["run", quickstart, "docker", "--stream"]);
-    assert_eq!(
-        o.code,
-        Some(0),
-        "flwr run --stream: {}{}",
-        o.stdout,
-        o.stderr
-    );
-    let run_id = completed_run_id(&o.stdout);
-    let log = flwr(&["log", run_id, quickstart, "docker", "--show"]);
-    assert!(
-        log.stdout
-            .contains("round 1: training on 2 of 2 connected nodes")
-            && log.stdout.contains("round 3: 2/2 train replies, 0 failed"),
-        "{}",
-        log.stdout
-    );
+    quickstart_on_both_nodes(quickstart);
 
     // 4. `docker stop` sends SIGTERM: each daemon stops cleanly, exit code 0.
     for container in supernodes.iter().chain([&superlink]) {
@@ -522,22 +506,33 @@ fn a_federation_across_containers_survives_a_superlink_kill_and_a_network_cut() 
         assert!(Instant::now() < deadline, "compose SuperNodes: {log}");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let o = flwr(&["run", quickstart, "docker", "--stream"]);
+    quickstart_on_both_nodes(quickstart);
+}
+
+/// `flwr run app docker --stream` of the quickstart app: exits 0, and every round of the
+/// run trained on both SuperNodes.
+fn quickstart_on_both_nodes(app: &str) {
+    let o = flwr(&["run", app, "docker", "--stream"]);
     assert_eq!(
         o.code,
         Some(0),
-        "flwr run . docker --stream on compose.yaml: {}{}",
+        "flwr run {app} docker --stream: {}{}",
         o.stdout,
         o.stderr
     );
     let run_id = completed_run_id(&o.stdout);
-    let log = flwr(&["log", run_id, quickstart, "docker", "--show"]);
-    assert!(
-        log.stdout
-            .contains("round 1: training on 2 of 2 connected nodes"),
-        "{}",
-        log.stdout
-    );
+    let log = flwr(&["log", run_id, app, "docker", "--show"]);
+    for round in 1..=3 {
+        assert!(
+            log.stdout.contains(&format!(
+                "round {round}: training on 2 of 2 connected nodes"
+            )) && log
+                .stdout
+                .contains(&format!("round {round}: 2/2 train replies, 0 failed")),
+            "{}",
+            log.stdout
+        );
+    }
 }
 
 /// The run id in the line `flwr run --stream` ends with, `run ID finished:completed in ...`.
