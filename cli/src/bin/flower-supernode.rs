@@ -4,7 +4,7 @@
 //! transparent huge pages, an idle daemon held 19 MB instead of 7 (docs/BENCHMARKS.md, D2).
 
 use floret_cli::daemon::supernode::{SuperNodeArgs, SuperNodeConfig, serve};
-use floret_cli::daemon::{self, shutdown_signal};
+use floret_cli::daemon::{self, health, shutdown_signal};
 use floret_cli::exit_code;
 use std::process::ExitCode;
 
@@ -12,6 +12,12 @@ use std::process::ExitCode;
 const WORKER_THREADS: usize = 1;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if let Some(rest) = health::requested(&args) {
+        return health::run("flower-supernode", rest);
+    }
     daemon::main(
         "flower-supernode",
         WORKER_THREADS,

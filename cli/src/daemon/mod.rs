@@ -5,6 +5,7 @@
 //! setting is one line and exit 2 before a port is bound. Both stop on SIGINT or SIGTERM.
 
 pub mod flags;
+pub mod health;
 pub mod metrics;
 pub mod settings;
 pub mod superlink;
