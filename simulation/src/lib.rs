@@ -8,10 +8,12 @@
 
 pub mod chaos;
 mod fleet;
+mod link_fleets;
 pub mod node_ids;
 
 pub use chaos::{Chaos, Fault};
 pub use floret_core::ChaosOptions;
+pub use link_fleets::LinkFleets;
 
 use fleet::{FleetArgs, VirtualFleet};
 use floret_actors::state::SimulationStore;
@@ -22,6 +24,7 @@ use floret_core::{AppRef, ClientApp, RunEvent, ServerApp, UserConfig};
 use ractor::{Actor, call};
 use std::sync::Arc;
 use thiserror::Error;
+use tokio::sync::Semaphore;
 
 /// The federation's `options.*`, as read from `pyproject.toml`.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +45,7 @@ impl SimulationOptions {
         ((cores as f64 / self.num_cpus).floor() as usize).max(1)
     }
 
-    fn validate(&self) -> Result<(), SimulationError> {
+    pub(crate) fn validate(&self) -> Result<(), SimulationError> {
         if self.num_supernodes == 0 {
             return Err(SimulationError::Options(
                 "options.num-supernodes must be at least 1: set options.num-supernodes = 10".into(),
@@ -138,7 +141,8 @@ pub async fn run_with(
             state: state.clone(),
             client_app: Arc::new(run.client_app),
             num_nodes: options.num_supernodes,
-            workers: options.workers(),
+            slots: Arc::new(Semaphore::new(options.workers())),
+            permits: 1,
             chaos: Chaos::new(chaos),
         },
     )
@@ -158,6 +162,7 @@ pub async fn run_with(
     let started = call!(link, |reply| SuperLinkMsg::StartRun {
         run: new_run,
         app: server_app,
+        fleet: None,
         reply
     });
     let outcome = match started {
@@ -173,7 +178,7 @@ pub async fn run_with(
 }
 
 /// The manifest checks these already; options built in code get the same checks.
-fn validate_chaos(chaos: &ChaosOptions) -> Result<(), SimulationError> {
+pub(crate) fn validate_chaos(chaos: &ChaosOptions) -> Result<(), SimulationError> {
     for (key, rate) in [
         ("dropout-rate", chaos.dropout_rate),
         ("straggler-rate", chaos.straggler_rate),

@@ -86,6 +86,15 @@ impl MemoryLinkState {
         Self::with(RunIds::Sequential, 0, 0)
     }
 
+    /// An empty simulation store whose first run gets the id `run_id`: where the virtual
+    /// fleet of a `--simulation` SuperLink's run keeps that run's messages, under the id
+    /// the SuperLink gave it, so ClientApps and replies see the run's real id.
+    pub fn for_simulated_run(run_id: u64) -> Self {
+        let store = Self::for_simulation();
+        store.lock().last_run_id = run_id.saturating_sub(1);
+        store
+    }
+
     fn with(run_ids: RunIds, lifetime: u32, incarnation: u64) -> Self {
         MemoryLinkState {
             inner: Mutex::new(Inner {

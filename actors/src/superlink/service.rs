@@ -32,6 +32,7 @@ use crate::superlink::fleet::LinkFleet;
 use crate::superlink::limits::{self, RunLimits};
 use crate::superlink::run_end::{self, RunEnd};
 use crate::superlink::sweeper;
+use crate::superlink::virtual_fleet::VirtualFleets;
 use crate::superlink::{SuperLink, SuperLinkMsg};
 use floret_core::{AppCatalog, RunEvent, RunInfo, ServerApp};
 use ractor::{Actor, ActorRef, call};
@@ -89,16 +90,19 @@ impl SuperLinkService {
         policy: HeartbeatPolicy,
         fabs: Option<LinkFabs>,
     ) -> Result<SuperLinkService, ServiceError> {
-        SuperLinkService::start_with(state, catalog, policy, fabs, RunLimits::default()).await
+        SuperLinkService::start_with(state, catalog, policy, fabs, RunLimits::default(), None).await
     }
 
-    /// `start_with_fabs`, with the operator's `limits` on runs instead of the defaults.
+    /// `start_with_fabs`, with the operator's `limits` on runs instead of the defaults;
+    /// with `fleets` it is a `--simulation` SuperLink, whose every run gets a virtual fleet
+    /// of its own (see `virtual_fleet`).
     pub async fn start_with(
         state: Arc<dyn LinkState>,
         catalog: Arc<dyn AppCatalog>,
         policy: HeartbeatPolicy,
         fabs: Option<LinkFabs>,
         limits: RunLimits,
+        fleets: Option<Arc<dyn VirtualFleets>>,
     ) -> Result<SuperLinkService, ServiceError> {
         policy.validate().map_err(ServiceError::Policy)?;
         let (link, link_task) = Actor::spawn(None, SuperLink, state.clone())
@@ -110,12 +114,16 @@ impl SuperLinkService {
             catalog: catalog.as_ref(),
             fabs: fabs.as_ref(),
             limits,
+            simulation: fleets.is_some(),
         };
         resumer.resume_runs(&link).await;
         let mut control =
             LinkControl::new(state.clone(), catalog, link.clone()).with_limits(limits);
         if let Some(fabs) = &fabs {
             control = control.with_fabs(fabs.clone());
+        }
+        if let Some(fleets) = fleets {
+            control = control.with_fleets(fleets);
         }
         Ok(SuperLinkService {
             fleet: Arc::new(LinkFleet::new(state.clone(), policy)),
@@ -250,6 +258,9 @@ struct Resumer<'a> {
     catalog: &'a dyn AppCatalog,
     fabs: Option<&'a LinkFabs>,
     limits: RunLimits,
+    /// A `--simulation` SuperLink: its runs' virtual fleets are built from options the
+    /// state does not keep.
+    simulation: bool,
 }
 
 impl Resumer<'_> {
@@ -272,6 +283,12 @@ impl Resumer<'_> {
             limits::resume_verdict(run_id, attempt, self.limits.max_resume_attempts)
         {
             return Resumption::Fail(reason);
+        }
+        if self.simulation {
+            return Resumption::Fail(format!(
+                "run {run_id} {NOT_RESUMABLE}: it is a simulation, whose options.* this \
+                 SuperLink does not keep; submit it again"
+            ));
         }
         let fab_hash = &run.app.fab_hash;
         if !fab_hash.is_empty() {
@@ -313,7 +330,12 @@ impl Resumer<'_> {
             let failure = match self.resumption(&run).await {
                 Resumption::Resume(app) => {
                     let status = run.status;
-                    match call!(link, |reply| SuperLinkMsg::ResumeRun { run, app, reply }) {
+                    match call!(link, |reply| SuperLinkMsg::ResumeRun {
+                        run,
+                        app,
+                        fleet: None,
+                        reply
+                    }) {
                         Ok(Ok(())) => {
                             let line = format!(
                                 "run {run_id} resumed after a SuperLink restart (it was {status})"

@@ -162,6 +162,18 @@ pub struct SuperLinkArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_database_size: Option<u64>,
+    /// Run every submitted run as a simulation (Flower's flag): the federation's
+    /// `options.num-supernodes`, `options.backend.client-resources.*` and `options.chaos.*`
+    /// build each run a virtual fleet of its own on this machine, in place of SuperNodes. A
+    /// SuperLink without it refuses runs whose federation sets `options.num-supernodes`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
+    pub simulation: bool,
+    /// With --simulation: how many ClientApp calls (of one CPU each) all runs together may
+    /// run at once; a call asking for more CPUs holds that many [default: the core count].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulation_workers: Option<usize>,
     /// Connection, stream, request-size and upload limits.
     #[command(flatten)]
     #[serde(flatten)]

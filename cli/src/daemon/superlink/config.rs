@@ -67,6 +67,8 @@ struct Settings {
     retention_runs: Option<u64>,
     /// 0: no limit.
     max_database_size: u64,
+    simulation: bool,
+    simulation_workers: usize,
     // What peers may hold of the servers (`LimitFlags`).
     max_connections: usize,
     max_connections_per_ip: usize,
@@ -115,6 +117,8 @@ impl Default for Settings {
             retention: "30d".into(),
             retention_runs: None,
             max_database_size: 0,
+            simulation: false,
+            simulation_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_connections: limits.max_connections,
             max_connections_per_ip: limits.max_connections_per_ip,
             max_concurrent_streams: limits.max_concurrent_streams,
@@ -219,6 +223,9 @@ pub struct SuperLinkConfig {
     pub max_database_size: Option<u64>,
     /// What peers may hold of the Fleet, Control and ServerAppIo servers.
     pub server_limits: ServerLimits,
+    /// `--simulation`: every run gets a virtual fleet, and together they run at most this
+    /// many ClientApp calls at once (`--simulation-workers`); `None`: runs use SuperNodes.
+    pub simulation_workers: Option<usize>,
 }
 
 impl SuperLinkConfig {
@@ -301,6 +308,7 @@ impl SuperLinkConfig {
                 retention: retention(&s)?,
             },
             max_database_size: (s.max_database_size > 0).then_some(s.max_database_size),
+            simulation_workers: simulation_workers(&s)?,
             server_limits: LimitSettings {
                 max_fab_size: s.max_fab_size,
                 max_upload_bytes_per_node: s.max_upload_bytes_per_node,
@@ -310,6 +318,16 @@ impl SuperLinkConfig {
             .limits()?,
         })
     }
+}
+
+/// `--simulation` and `--simulation-workers`, checked: no worker would run no ClientApp.
+fn simulation_workers(s: &Settings) -> Result<Option<usize>, UserError> {
+    if s.simulation_workers == 0 {
+        return Err(UserError::new(
+            "--simulation-workers must be at least 1 (got 0): leave it unset for one per core",
+        ));
+    }
+    Ok(s.simulation.then_some(s.simulation_workers))
 }
 
 /// `--retention` and `--retention-runs`, checked.

@@ -10,8 +10,10 @@ use crate::registry::BuiltinCatalog;
 use floret_actors::user_auth::AccountsAuthority;
 use floret_actors::{
     AppLauncher, FabCache, HeartbeatPolicy, LinkAppIo, LinkFabs, LinkState, SuperLinkService,
+    VirtualFleets,
 };
 use floret_core::NodeAuthority;
+use floret_simulation::LinkFleets;
 use floret_transport::ServerSecurity;
 use floret_transport::grpc::{NodeAuth, Server, ServerOptions};
 use std::future::Future;
@@ -128,6 +130,13 @@ async fn start(
             connect_address(serverappio.local_addr()),
         ),
     };
+    let fleets = config.simulation_workers.map(|workers| {
+        tracing::info!(
+            workers,
+            "simulation mode (--simulation): every run gets a virtual fleet from its options.num-supernodes; at most {workers} ClientApp calls at once (--simulation-workers)"
+        );
+        Arc::new(LinkFleets::new(Arc::new(BuiltinCatalog), workers)) as Arc<dyn VirtualFleets>
+    });
     let service = started.service.insert(
         SuperLinkService::start_with(
             state,
@@ -135,6 +144,7 @@ async fn start(
             HeartbeatPolicy::default(),
             Some(fabs),
             config.limits,
+            fleets,
         )
         .await?,
     );
