@@ -671,6 +671,33 @@ pub(crate) fn user_error(o: &Outcome) -> String {
     errors[0].to_owned()
 }
 
+/// The status `flwr ls --run-id` reports for a run.
+pub(crate) fn status_of(app: &str, run_id: u64) -> String {
+    let id = run_id.to_string();
+    let o = flwr(&["ls", app, "e2e", "--run-id", &id, "--format", "json"]);
+    assert_eq!(o.code, Some(0), "flwr ls: {}", o.stderr);
+    json(&o.stdout)["runs"][0]["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Polls `flwr ls` until the run has `status` (a run ends on its own schedule).
+pub(crate) fn wait_for_status(app: &str, run_id: u64, status: &str) {
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        let now = status_of(app, run_id);
+        if now == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} is {now}, not {status}, after {COMMAND_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// `text` as JSON, or a panic that shows the text.
 pub(crate) fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
