@@ -22,6 +22,26 @@ fn simulated_app(control: &str, num_supernodes: u32) -> tempfile::TempDir {
     dir
 }
 
+/// Starts a run on `app` that does not end by itself and follows its log until `line`.
+fn start_endless(app: &str, line: &str) -> (u64, Proc) {
+    let o = flwr(&[
+        "run",
+        app,
+        "e2e",
+        "--run-config",
+        "total-params=1000 num-server-rounds=1000000",
+    ]);
+    assert_eq!(o.code, Some(0), "flwr run: {}", o.stderr);
+    let run_id = started_run_id(&o.stdout);
+    let log = flwr_spawn(&["log", &run_id.to_string(), app, "e2e", "--stream"]);
+    assert!(
+        log.wait_stdout(line, COMMAND_TIMEOUT).is_some(),
+        "no {line:?}: {}",
+        log.stdout()
+    );
+    (run_id, log)
+}
+
 /// A small model, so that a debug build runs rounds quickly.
 const SMALL: &str = "total-params=1000 num-server-rounds=2";
 
@@ -64,24 +84,8 @@ fn a_simulation_run_is_followed_with_log_stream_and_stopped() {
     link.proc.expect_log("at most 2 ClientApp calls at once");
     let app = simulated_app(&link.control, 3);
     let app = app.path().to_str().unwrap();
-    let o = flwr(&[
-        "run",
-        app,
-        "e2e",
-        "--run-config",
-        "total-params=1000 num-server-rounds=1000000",
-    ]);
-    assert_eq!(o.code, Some(0), "flwr run: {}", o.stderr);
-    let run_id = started_run_id(&o.stdout);
+    let (run_id, mut log) = start_endless(app, "round 2: 3/3 train replies");
     let id = run_id.to_string();
-
-    let mut log = flwr_spawn(&["log", &id, app, "e2e", "--stream"]);
-    assert!(
-        log.wait_stdout("round 2: 3/3 train replies", COMMAND_TIMEOUT)
-            .is_some(),
-        "no round 2: {}",
-        log.stdout()
-    );
     let stop = flwr(&["stop", &id, app, "e2e"]);
     assert_eq!(stop.code, Some(0), "{}", stop.stderr);
     assert_eq!(status_of(app, run_id), "finished:stopped");
@@ -173,4 +177,49 @@ fn a_simulation_run_belongs_to_the_user_who_submitted_it() {
     assert_eq!(o.stdout.trim(), "no runs");
     let theirs = user_error(&flwr_as(&bob, &["log", &id, app, "e2e"], ""));
     assert!(theirs.contains(&id), "{theirs}");
+}
+
+#[test]
+fn a_simulation_run_resumes_from_its_checkpoint_after_a_superlink_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let args = ["--simulation", "--database", db.to_str().unwrap()];
+    let fleet = format!("127.0.0.1:{}", free_port());
+    let control = format!("127.0.0.1:{}", free_port());
+    let mut link = SuperLink::start_with(&fleet, &control, &args);
+    let app = simulated_app(&link.control, 3);
+    let app = app.path().to_str().unwrap();
+    let (run_id, mut follower) = start_endless(app, "round 3: 3/3 train replies");
+    let id = run_id.to_string();
+    link.proc.signal("KILL");
+    link.proc.wait_exit(READY_TIMEOUT);
+    follower.kill();
+
+    // The options came back from the state: the same three virtual SuperNodes.
+    let restarted = SuperLink::start_with(&fleet, &control, &args);
+    restarted
+        .proc
+        .expect_log(&format!("run {id} resumed after a SuperLink restart"));
+    let follower = flwr_spawn(&["log", &id, app, "e2e", "--stream"]);
+    let resumed = follower
+        .wait_stdout("resuming from round", COMMAND_TIMEOUT)
+        .unwrap_or_else(|| panic!("no resume: {}", follower.stdout()));
+    // "FedAvg: resuming from round N of ... (checkpoint after round N-1)": round N + 1
+    // cannot have been logged before the crash, so seeing it shows the fleet is back.
+    let round: u64 = resumed
+        .split("resuming from round ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no round in {resumed:?}"));
+    assert!(round > 1, "{resumed}");
+    let next = format!("round {}: 3/3 evaluate replies", round + 1);
+    assert!(
+        follower.wait_stdout(&next, COMMAND_TIMEOUT).is_some(),
+        "{next:?} not in {}",
+        follower.stdout()
+    );
+    assert_eq!(status_of(app, run_id), "running");
+    let stop = flwr(&["stop", &id, app, "e2e"]);
+    assert_eq!(stop.code, Some(0), "{}", stop.stderr);
 }

@@ -14,7 +14,6 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 use support::*;
 
 /// Enough rounds to kill the SuperLink in the middle; training long enough per round that
@@ -35,29 +34,6 @@ fn started_run_id(stdout: &str) -> String {
         .find_map(|l| l.strip_prefix("started run "))
         .map(|id| id.trim().to_owned())
         .unwrap_or_else(|| panic!("no `started run ID` in {stdout:?}"))
-}
-
-/// The run's status as `flwr ls` reports it.
-fn status_of(app: &str, run_id: &str) -> String {
-    let o = flwr(&["ls", app, "e2e", "--run-id", run_id, "--format", "json"]);
-    assert_eq!(o.code, Some(0), "flwr ls: {}", o.stderr);
-    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    v["runs"][0]["status"].as_str().unwrap().to_owned()
-}
-
-fn wait_for_status(app: &str, run_id: &str, status: &str) {
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    loop {
-        let now = status_of(app, run_id);
-        if now == status {
-            return;
-        }
-        assert!(
-            !now.starts_with("finished") && Instant::now() < deadline,
-            "run {run_id} is {now}, not {status}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn database_args(db: &Path) -> Vec<String> {
@@ -120,7 +96,7 @@ fn a_superlink_killed_mid_round_resumes_the_run_to_the_same_model() {
     restarted
         .proc
         .expect_log(&format!("run {id} resumed after a SuperLink restart"));
-    wait_for_status(app, &id, "finished:completed");
+    wait_for_status(app, id.parse().unwrap(), "finished:completed");
     let log = flwr(&["log", &id, app, "e2e", "--show"]);
     assert_eq!(log.code, Some(0), "{}", log.stderr);
     assert!(log.stdout.contains("resuming from round"), "{}", log.stdout);

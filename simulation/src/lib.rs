@@ -157,6 +157,7 @@ pub async fn run_with(
         federation: run.federation,
         run_config: run.run_config,
         owner: String::new(),
+        federation_options: UserConfig::new(),
     };
     let server_app = run.server_app;
     let started = call!(link, |reply| SuperLinkMsg::StartRun {

@@ -113,6 +113,7 @@ impl VirtualFleets for LinkFleets {
                 federation: run.federation.clone(),
                 run_config: run.run_config.clone(),
                 owner: run.owner.clone(),
+                federation_options: options.clone(),
             })
             .map_err(|e| e.to_string())?;
         debug_assert_eq!(created, run_id);

@@ -238,6 +238,7 @@ impl Control for LinkControl {
             federation: request.federation,
             run_config: request.run_config,
             owner: self.caller.owner(),
+            federation_options: request.federation_options,
         };
         let started = call!(self.link, |reply| SuperLinkMsg::StartRun {
             run,

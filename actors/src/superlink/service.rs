@@ -16,7 +16,8 @@
 //! crashed, or shut down over a durable state) resumes each one whose ServerApp it can
 //! build again (a built-in app from the catalog, a FAB's from the FAB kept in the state);
 //! the ServerApp's `main` runs anew and picks up its checkpoint (FedAvg does; a FAB's app
-//! process does so through ServerAppIo).
+//! process does so through ServerAppIo). On a `--simulation` SuperLink a resumed run gets
+//! a new virtual fleet built from the `federation_options` the state kept with it.
 //! A run that cannot resume is failed with the reason, and so is one resumed
 //! `RunLimits::max_resume_attempts` times in a row already: its ServerApp likely takes the
 //! SuperLink down, and resuming it again would crash every start (see `limits`; a clean
@@ -32,7 +33,7 @@ use crate::superlink::fleet::LinkFleet;
 use crate::superlink::limits::{self, RunLimits};
 use crate::superlink::run_end::{self, RunEnd};
 use crate::superlink::sweeper;
-use crate::superlink::virtual_fleet::VirtualFleets;
+use crate::superlink::virtual_fleet::{RunFleet, VirtualFleets, check_run_kind};
 use crate::superlink::{SuperLink, SuperLinkMsg};
 use floret_core::{AppCatalog, RunEvent, RunInfo, ServerApp};
 use ractor::{Actor, ActorRef, call};
@@ -114,7 +115,7 @@ impl SuperLinkService {
             catalog: catalog.as_ref(),
             fabs: fabs.as_ref(),
             limits,
-            simulation: fleets.is_some(),
+            fleets: fleets.clone(),
         };
         resumer.resume_runs(&link).await;
         let mut control =
@@ -258,9 +259,9 @@ struct Resumer<'a> {
     catalog: &'a dyn AppCatalog,
     fabs: Option<&'a LinkFabs>,
     limits: RunLimits,
-    /// A `--simulation` SuperLink: its runs' virtual fleets are built from options the
-    /// state does not keep.
-    simulation: bool,
+    /// On a `--simulation` SuperLink, what builds a resumed run's virtual fleet again
+    /// (from the `federation_options` the state keeps with the run).
+    fleets: Option<Arc<dyn VirtualFleets>>,
 }
 
 impl Resumer<'_> {
@@ -283,12 +284,6 @@ impl Resumer<'_> {
             limits::resume_verdict(run_id, attempt, self.limits.max_resume_attempts)
         {
             return Resumption::Fail(reason);
-        }
-        if self.simulation {
-            return Resumption::Fail(format!(
-                "run {run_id} {NOT_RESUMABLE}: it is a simulation, whose options.* this \
-                 SuperLink does not keep; submit it again"
-            ));
         }
         let fab_hash = &run.app.fab_hash;
         if !fab_hash.is_empty() {
@@ -319,6 +314,23 @@ impl Resumer<'_> {
         Resumption::Resume(app)
     }
 
+    /// A resumed run's virtual fleet on a `--simulation` SuperLink, from the options it was
+    /// submitted with; `None` on a deployment SuperLink. A run of the other kind (the
+    /// SuperLink was restarted with or without `--simulation`) is refused by the same rule
+    /// as at submit.
+    fn fleet(&self, run_id: u64) -> Result<Option<RunFleet>, String> {
+        let not_resumable = |e: String| format!("run {run_id} {NOT_RESUMABLE}: {e}");
+        let options = self
+            .state
+            .federation_options(run_id)
+            .map_err(|e| not_resumable(e.to_string()))?;
+        check_run_kind(self.fleets.is_some(), &options).map_err(not_resumable)?;
+        Ok(self.fleets.as_ref().map(|fleets| RunFleet {
+            fleets: fleets.clone(),
+            options,
+        }))
+    }
+
     /// Resumes or fails every unfinished run of the state (see the module doc).
     async fn resume_runs(&self, link: &ActorRef<SuperLinkMsg>) {
         let state = self.state;
@@ -330,10 +342,18 @@ impl Resumer<'_> {
             let failure = match self.resumption(&run).await {
                 Resumption::Resume(app) => {
                     let status = run.status;
+                    let fleet = match self.fleet(run_id) {
+                        Ok(fleet) => fleet,
+                        Err(reason) => {
+                            tracing::warn!(run_id, "{reason}");
+                            run_end::record(state, run_id, &RunEnd::Failed(reason));
+                            continue;
+                        }
+                    };
                     match call!(link, |reply| SuperLinkMsg::ResumeRun {
                         run,
                         app,
-                        fleet: None,
+                        fleet,
                         reply
                     }) {
                         Ok(Ok(())) => {

@@ -43,20 +43,22 @@ pub struct RunFleet {
 }
 
 /// Whether a SuperLink accepts a run with these `federation_options`: a deployment
-/// SuperLink refuses a run that asks for a simulation (`num-supernodes`), which would
-/// otherwise wait for SuperNodes that never come; a `--simulation` SuperLink refuses one
-/// that does not say how many virtual SuperNodes to run. `Err` is the one line the user
-/// sees.
+/// SuperLink refuses a run that asks for a simulation (`num-supernodes`, `chaos.*`), which
+/// would otherwise wait for SuperNodes that never come or silently drop the faults; a
+/// `--simulation` SuperLink refuses one that does not say how many virtual SuperNodes to
+/// run. `Err` is the one line the user sees.
 pub fn check_run_kind(simulation: bool, options: &UserConfig) -> Result<(), String> {
-    let asks_simulation = options.contains_key("num-supernodes");
-    match (simulation, asks_simulation) {
-        (false, true) => Err(
-            "the federation sets options.num-supernodes, which asks for a simulation, but this \
+    let simulation_key = options
+        .keys()
+        .find(|k| *k == "num-supernodes" || k.starts_with("chaos."));
+    match (simulation, simulation_key) {
+        (false, Some(key)) => Err(format!(
+            "the federation sets options.{key}, which asks for a simulation, but this \
              SuperLink runs deployments on its SuperNodes: start it with `flower-superlink \
-             --simulation`, or remove options.num-supernodes to run on its SuperNodes"
-                .to_owned(),
-        ),
-        (true, false) => Err(
+             --simulation`, or remove options.num-supernodes and options.chaos.* to run on \
+             its SuperNodes"
+        )),
+        (true, _) if !options.contains_key("num-supernodes") => Err(
             "this SuperLink runs simulations (--simulation) and the federation does not say \
              how many virtual SuperNodes to run: set options.num-supernodes = 10 in the \
              federation"
@@ -83,7 +85,12 @@ mod tests {
     fn a_deployment_superlink_refuses_a_simulation_run_naming_the_flag() {
         let e = check_run_kind(false, &options(Some(10))).unwrap_err();
         assert!(e.contains("flower-superlink --simulation"), "{e}");
+        assert!(e.contains("options.num-supernodes, which asks"), "{e}");
         assert!(!e.contains('\n'));
+        let mut chaos = options(None);
+        chaos.insert("chaos.dropout-rate".into(), UserConfigValue::Float(0.3));
+        let e = check_run_kind(false, &chaos).unwrap_err();
+        assert!(e.contains("options.chaos.dropout-rate, which asks"), "{e}");
         assert_eq!(check_run_kind(false, &options(None)), Ok(()));
     }
 
