@@ -40,22 +40,27 @@ pub struct LinkFleets {
     slots: Arc<Semaphore>,
     /// How many slots there are in all: a call never asks for more.
     budget: usize,
+    /// The most virtual SuperNodes one run may ask for: the fleet lists its node ids, so a
+    /// submitted `options.num-supernodes` must not be able to exhaust the SuperLink's memory.
+    max_supernodes: u64,
 }
 
 impl LinkFleets {
     /// Fleets whose ClientApps come from `catalog` and which together run at most
-    /// `workers` ClientApp calls (of one CPU each) at once.
-    pub fn new(catalog: Arc<dyn AppCatalog>, workers: usize) -> LinkFleets {
+    /// `workers` ClientApp calls (of one CPU each) at once, of at most `max_supernodes`
+    /// virtual SuperNodes a run.
+    pub fn new(catalog: Arc<dyn AppCatalog>, workers: usize, max_supernodes: u64) -> LinkFleets {
         let budget = workers.max(1);
         LinkFleets {
             catalog,
             slots: Arc::new(Semaphore::new(budget)),
             budget,
+            max_supernodes,
         }
     }
 
     /// The run's fleet size, resources and faults from its `federation_options`.
-    fn options(flat: &UserConfig) -> Result<(SimulationOptions, ChaosOptions), String> {
+    fn options(&self, flat: &UserConfig) -> Result<(SimulationOptions, ChaosOptions), String> {
         let options = FederationOptions::from_flat(flat).map_err(|e| e.to_string())?;
         let num_supernodes = options.num_supernodes.ok_or(
             "the federation does not say how many virtual SuperNodes to run: set \
@@ -66,6 +71,14 @@ impl LinkFleets {
             num_cpus: options.client_resources.num_cpus,
             num_gpus: options.client_resources.num_gpus,
         };
+        if num_supernodes > self.max_supernodes {
+            return Err(format!(
+                "options.num-supernodes = {num_supernodes} is more than this SuperLink runs \
+                 (--max-simulation-supernodes {}): lower it, or start the SuperLink with a \
+                 higher --max-simulation-supernodes",
+                self.max_supernodes
+            ));
+        }
         simulation.validate().map_err(|e| e.to_string())?;
         validate_chaos(&options.chaos).map_err(|e| e.to_string())?;
         Ok((simulation, options.chaos))
@@ -93,7 +106,7 @@ fn permits(num_cpus: f64, budget: usize) -> u32 {
 #[async_trait]
 impl VirtualFleets for LinkFleets {
     fn check(&self, app: &AppRef, options: &UserConfig) -> Result<(), String> {
-        LinkFleets::options(options)?;
+        self.options(options)?;
         self.client_app(app).map(|_| ())
     }
 
@@ -103,7 +116,7 @@ impl VirtualFleets for LinkFleets {
         options: &UserConfig,
         link: LinkGrid,
     ) -> Result<Arc<dyn Grid>, String> {
-        let (simulation, chaos) = LinkFleets::options(options)?;
+        let (simulation, chaos) = self.options(options)?;
         let client_app = self.client_app(&run.app)?;
         let run_id = run.run_id;
         let store = Arc::new(MemoryLinkState::for_simulated_run(run_id));
@@ -229,6 +242,20 @@ impl Grid for FleetGrid {
 mod tests {
     use super::*;
 
+    struct NoApps;
+
+    impl AppCatalog for NoApps {
+        fn server_app(&self, _: &str) -> Option<Arc<dyn floret_core::ServerApp>> {
+            None
+        }
+        fn client_app(&self, _: &str) -> Option<floret_core::ClientApp> {
+            None
+        }
+        fn components(&self) -> Vec<(String, String)> {
+            Vec::new()
+        }
+    }
+
     #[test]
     fn a_call_holds_its_cpus_in_slots_within_the_budget() {
         assert_eq!(permits(1.0, 8), 1);
@@ -245,10 +272,17 @@ mod tests {
             "num-supernodes".into(),
             floret_core::UserConfigValue::Int(10),
         );
-        let (simulation, chaos) = LinkFleets::options(&flat).unwrap();
+        let fleets = LinkFleets::new(Arc::new(NoApps), 1, 10);
+        let (simulation, chaos) = fleets.options(&flat).unwrap();
         assert_eq!(simulation.num_supernodes, 10);
         assert!(chaos.is_off());
-        let e = LinkFleets::options(&UserConfig::new()).unwrap_err();
+        let e = fleets.options(&UserConfig::new()).unwrap_err();
         assert!(e.contains("set options.num-supernodes = 10"), "{e}");
+        flat.insert(
+            "num-supernodes".into(),
+            floret_core::UserConfigValue::Int(11),
+        );
+        let e = fleets.options(&flat).unwrap_err();
+        assert!(e.contains("--max-simulation-supernodes 10"), "{e}");
     }
 }

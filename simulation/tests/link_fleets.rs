@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use async_trait::async_trait;
-use floret_actors::state::prelude::*;
 use floret_actors::{HeartbeatPolicy, MemoryLinkState, RunLimits, SuperLinkService};
 use floret_core::{
     AppCatalog, AppError, AppRef, ClientApp, Context, Control, Grid, Message, RecordDict,
@@ -78,7 +77,7 @@ async fn concurrent_simulation_runs_share_one_worker_budget() {
         HeartbeatPolicy::default(),
         None,
         RunLimits::default(),
-        Some(Arc::new(LinkFleets::new(catalog, 1))),
+        Some(Arc::new(LinkFleets::new(catalog, 1, 100))),
     )
     .await
     .unwrap();

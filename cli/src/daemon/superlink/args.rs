@@ -174,6 +174,12 @@ pub struct SuperLinkArgs {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulation_workers: Option<usize>,
+    /// With --simulation: the most virtual SuperNodes one run may ask for
+    /// (`options.num-supernodes`); a run asking for more is refused at submit. The fleet
+    /// lists its node ids, 8 bytes each [default: 1000000].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_simulation_supernodes: Option<u64>,
     /// Connection, stream, request-size and upload limits.
     #[command(flatten)]
     #[serde(flatten)]

@@ -135,7 +135,12 @@ async fn start(
             workers,
             "simulation mode (--simulation): every run gets a virtual fleet from its options.num-supernodes; at most {workers} ClientApp calls at once (--simulation-workers)"
         );
-        Arc::new(LinkFleets::new(Arc::new(BuiltinCatalog), workers)) as Arc<dyn VirtualFleets>
+        let fleets = LinkFleets::new(
+            Arc::new(BuiltinCatalog),
+            workers,
+            config.max_simulation_supernodes,
+        );
+        Arc::new(fleets) as Arc<dyn VirtualFleets>
     });
     let service = started.service.insert(
         SuperLinkService::start_with(
