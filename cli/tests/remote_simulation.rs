@@ -186,20 +186,14 @@ fn a_simulation_run_resumes_from_its_checkpoint_after_a_superlink_crash() {
     let args = ["--simulation", "--database", db.to_str().unwrap()];
     let fleet = format!("127.0.0.1:{}", free_port());
     let control = format!("127.0.0.1:{}", free_port());
-    let mut link = SuperLink::start_with(&fleet, &control, &args);
+    let link = SuperLink::start_with(&fleet, &control, &args);
     let app = simulated_app(&link.control, 3);
     let app = app.path().to_str().unwrap();
     let (run_id, mut follower) = start_endless(app, "round 3: 3/3 train replies");
     let id = run_id.to_string();
-    link.proc.signal("KILL");
-    link.proc.wait_exit(READY_TIMEOUT);
     follower.kill();
-
     // The options came back from the state: the same three virtual SuperNodes.
-    let restarted = SuperLink::start_with(&fleet, &control, &args);
-    restarted
-        .proc
-        .expect_log(&format!("run {id} resumed after a SuperLink restart"));
+    let _restarted = link.crash_and_restart(&args, &id);
     let follower = flwr_spawn(&["log", &id, app, "e2e", "--stream"]);
     let resumed = follower
         .wait_stdout("resuming from round", COMMAND_TIMEOUT)

@@ -75,7 +75,7 @@ fn a_superlink_killed_mid_round_resumes_the_run_to_the_same_model() {
     let control = format!("127.0.0.1:{}", free_port());
     let args = database_args(&dir.path().join("state.db"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut link = SuperLink::start_with(&fleet, &control, &args);
+    let link = SuperLink::start_with(&fleet, &control, &args);
     let nodes: Vec<Proc> = (0..2).map(|p| supernode(&link.fleet, p, 2, &[])).collect();
     let app = app_for("digits", &link.control);
     let app = app.path().to_str().unwrap();
@@ -88,14 +88,8 @@ fn a_superlink_killed_mid_round_resumes_the_run_to_the_same_model() {
         "{}",
         follower.stderr()
     );
-    link.proc.signal("KILL");
-    link.proc.wait_exit(READY_TIMEOUT);
     follower.kill();
-
-    let restarted = SuperLink::start_with(&fleet, &control, &args);
-    restarted
-        .proc
-        .expect_log(&format!("run {id} resumed after a SuperLink restart"));
+    let _restarted = link.crash_and_restart(&args, &id);
     wait_for_status(app, id.parse().unwrap(), "finished:completed");
     let log = flwr(&["log", &id, app, "e2e", "--show"]);
     assert_eq!(log.code, Some(0), "{}", log.stderr);

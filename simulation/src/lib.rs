@@ -4,7 +4,8 @@
 //! replaced by a virtual fleet of N node identities and a worker pool sized by
 //! `options.backend.client-resources.num-cpus`. Messages move as Rust values over the
 //! in-memory `LinkState`, so model data is shared (`Bytes`, `Arc`) and never copied.
-//! Depends on floret-actors and floret-core; not on any transport.
+//! `LinkFleets` gives the runs of a `flower-superlink --simulation` the same virtual fleet
+//! (see `link_fleets`). Depends on floret-actors and floret-core; not on any transport.
 
 pub mod chaos;
 mod fleet;

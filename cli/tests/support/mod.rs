@@ -299,6 +299,18 @@ impl SuperLink {
         SuperLink::start_with(fleet, control, &[])
     }
 
+    /// Kills this SuperLink as a crash would (SIGKILL) and starts another on the same
+    /// addresses with `extra`; returns it once it logged that it resumed `run_id`.
+    pub(crate) fn crash_and_restart(mut self, extra: &[&str], run_id: &str) -> SuperLink {
+        self.proc.signal("KILL");
+        self.proc.wait_exit(READY_TIMEOUT);
+        let restarted = SuperLink::start_with(&self.fleet, &self.control, extra);
+        restarted
+            .proc
+            .expect_log(&format!("run {run_id} resumed after a SuperLink restart"));
+        restarted
+    }
+
     /// Starts with `extra` flags (`--isolation process`, ...).
     pub(crate) fn start_with(fleet: &str, control: &str, extra: &[&str]) -> SuperLink {
         let security = superlink_security();
