@@ -48,5 +48,6 @@ pub use superlink::fleet::LinkFleet;
 pub use superlink::grid::LinkGrid;
 pub use superlink::limits::RunLimits;
 pub use superlink::service::{ServiceError, SuperLinkService};
+pub use superlink::virtual_fleet::{RunFleet, VirtualFleets};
 pub use superlink::{RunControlError, SuperLink, SuperLinkMsg};
 pub use supernode::{NodeAppIo, NodeFabs, SuperNode, SuperNodeConfig, SuperNodeError};

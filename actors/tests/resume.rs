@@ -257,6 +257,10 @@ impl RunStore for Durable {
         self.0.count_resume(run_id)
     }
 
+    fn federation_options(&self, run_id: u64) -> Result<floret_core::UserConfig, StateError> {
+        self.0.federation_options(run_id)
+    }
+
     fn clear_resumes(&self, run_id: u64) -> Result<(), StateError> {
         self.0.clear_resumes(run_id)
     }

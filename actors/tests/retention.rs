@@ -146,6 +146,7 @@ async fn link_through(
         HeartbeatPolicy::default(),
         None,
         limits,
+        None,
     )
     .await
     .unwrap();

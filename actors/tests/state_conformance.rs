@@ -125,6 +125,7 @@ fn runs_follow_the_state_machine_and_keep_every_field(s: &dyn LinkState) {
         federation: "local".into(),
         run_config: run_config.clone(),
         owner: "alice".into(),
+        federation_options: run_config.clone(),
     };
     let a = s.create_run(new.clone()).unwrap();
     let b = s.create_run(NewRun::default()).unwrap();
@@ -173,6 +174,10 @@ fn runs_follow_the_state_machine_and_keep_every_field(s: &dyn LinkState) {
     assert_eq!(ids, [a.min(b), a.max(b)]);
     assert_eq!(s.run(999), None);
     assert_eq!(s.run_status(999), None);
+    // A `--simulation` SuperLink builds a resumed run's fleet from these.
+    assert_eq!(s.federation_options(a).unwrap(), run_config);
+    assert!(s.federation_options(b).unwrap().is_empty());
+    assert_eq!(s.federation_options(999), Err(StateError::UnknownRun(999)));
     assert_eq!(
         s.set_run_status(999, RunStatus::Starting, ""),
         Err(StateError::UnknownRun(999))

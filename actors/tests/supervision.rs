@@ -65,6 +65,7 @@ async fn start(link: &ActorRef<SuperLinkMsg>, b: Behaviour) -> u64 {
     call!(link, |reply| SuperLinkMsg::StartRun {
         run: NewRun::default(),
         app,
+        fleet: None,
         reply
     })
     .unwrap()

@@ -11,9 +11,7 @@ use crate::report::{Ending, Format, HistoryTarget, Reporter};
 use crate::run_cmd::{RunArgs, app_ref};
 use crate::run_report::Destination;
 use crate::{UserError, exit_code};
-use floret_core::{
-    AppCatalog, Federation, RunStatus, StartRun, SubStatus, UserConfig, UserConfigValue,
-};
+use floret_core::{AppCatalog, Federation, RunStatus, StartRun, SubStatus, UserConfig};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -60,7 +58,7 @@ pub async fn execute(
         app,
         federation: federation.name.clone(),
         run_config,
-        federation_options: federation_options(federation),
+        federation_options: federation.options.to_flat(),
         fab: fab.map(|f| f.bytes),
     };
     let run_id = control
@@ -147,17 +145,4 @@ pub async fn execute(
         RunStatus::Finished(SubStatus::Completed) => exit_code::OK,
         _ => exit_code::RUN_FAILED,
     })
-}
-
-/// The federation's `options.*` as the SuperLink receives them, flattened.
-fn federation_options(federation: &Federation) -> UserConfig {
-    let mut options = UserConfig::new();
-    if let Some(n) = federation.options.num_supernodes {
-        options.insert(
-            "num-supernodes".into(),
-            UserConfigValue::Int(i64::try_from(n).unwrap_or(i64::MAX)),
-        );
-    }
-    options.extend(federation.options.extra.clone());
-    options
 }

@@ -8,38 +8,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
 use support::*;
 
 /// Few, short rounds of digits: enough to see a run through, quick on a loaded machine.
 const QUICK: &str = "num-server-rounds=2 local-epochs=1";
-
-/// The status `flwr ls --run-id` reports for a run.
-fn status_of(app: &str, run_id: u64) -> String {
-    let id = run_id.to_string();
-    let o = flwr(&["ls", app, "e2e", "--run-id", &id, "--format", "json"]);
-    assert_eq!(o.code, Some(0), "flwr ls: {}", o.stderr);
-    json(&o.stdout)["runs"][0]["status"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// Polls `flwr ls` until the run has `status` (a run ends on its own schedule).
-fn wait_for_status(app: &str, run_id: u64, status: &str) {
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    loop {
-        let now = status_of(app, run_id);
-        if now == status {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run {run_id} is {now}, not {status}, after {COMMAND_TIMEOUT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// One `error: ...` line on stderr naming every needle, the expected exit code, no panic.
 fn assert_one_error_line(code: Option<i32>, stderr: &str, expected: i32, needles: &[&str]) {

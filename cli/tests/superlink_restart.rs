@@ -14,7 +14,6 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 use support::*;
 
 /// Enough rounds to kill the SuperLink in the middle; training long enough per round that
@@ -35,29 +34,6 @@ fn started_run_id(stdout: &str) -> String {
         .find_map(|l| l.strip_prefix("started run "))
         .map(|id| id.trim().to_owned())
         .unwrap_or_else(|| panic!("no `started run ID` in {stdout:?}"))
-}
-
-/// The run's status as `flwr ls` reports it.
-fn status_of(app: &str, run_id: &str) -> String {
-    let o = flwr(&["ls", app, "e2e", "--run-id", run_id, "--format", "json"]);
-    assert_eq!(o.code, Some(0), "flwr ls: {}", o.stderr);
-    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    v["runs"][0]["status"].as_str().unwrap().to_owned()
-}
-
-fn wait_for_status(app: &str, run_id: &str, status: &str) {
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    loop {
-        let now = status_of(app, run_id);
-        if now == status {
-            return;
-        }
-        assert!(
-            !now.starts_with("finished") && Instant::now() < deadline,
-            "run {run_id} is {now}, not {status}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn database_args(db: &Path) -> Vec<String> {
@@ -99,7 +75,7 @@ fn a_superlink_killed_mid_round_resumes_the_run_to_the_same_model() {
     let control = format!("127.0.0.1:{}", free_port());
     let args = database_args(&dir.path().join("state.db"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut link = SuperLink::start_with(&fleet, &control, &args);
+    let link = SuperLink::start_with(&fleet, &control, &args);
     let nodes: Vec<Proc> = (0..2).map(|p| supernode(&link.fleet, p, 2, &[])).collect();
     let app = app_for("digits", &link.control);
     let app = app.path().to_str().unwrap();
@@ -112,15 +88,9 @@ fn a_superlink_killed_mid_round_resumes_the_run_to_the_same_model() {
         "{}",
         follower.stderr()
     );
-    link.proc.signal("KILL");
-    link.proc.wait_exit(READY_TIMEOUT);
     follower.kill();
-
-    let restarted = SuperLink::start_with(&fleet, &control, &args);
-    restarted
-        .proc
-        .expect_log(&format!("run {id} resumed after a SuperLink restart"));
-    wait_for_status(app, &id, "finished:completed");
+    let _restarted = link.crash_and_restart(&args, &id);
+    wait_for_status(app, id.parse().unwrap(), "finished:completed");
     let log = flwr(&["log", &id, app, "e2e", "--show"]);
     assert_eq!(log.code, Some(0), "{}", log.stderr);
     assert!(log.stdout.contains("resuming from round"), "{}", log.stdout);

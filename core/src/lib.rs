@@ -12,6 +12,7 @@ pub mod array;
 pub mod codec;
 pub mod context;
 pub mod fab;
+pub mod federation_options;
 pub mod manifest;
 pub mod message;
 pub mod records;
@@ -35,9 +36,8 @@ pub use appio::{AppIoError, AppOutcome, ClientAppIo, ClientTask, ServerAppIo};
 pub use array::{Array, ArrayError, DType, Element, STYPE_RAW};
 pub use context::Context;
 pub use fab::{Fab, FabError, FabManifest, HOST_TARGET, fab_hash};
-pub use manifest::{
-    AppManifest, ChaosOptions, ClientResources, Federation, FederationOptions, ManifestError,
-};
+pub use federation_options::{ChaosOptions, ClientResources, FederationOptions, OptionError};
+pub use manifest::{AppManifest, Federation, ManifestError};
 pub use message::{Message, MessageError, Metadata, Payload, error_code, message_type};
 pub use records::{
     ArrayRecord, ConfigRecord, ConfigValue, MetricRecord, MetricValue, Record, RecordDict,

@@ -6,6 +6,7 @@
 //! middle of `flwr run`, or on a remote SuperLink) happens here, and each error names the key
 //! and says what to write instead.
 
+use crate::federation_options::{FederationOptions, OptionError};
 use crate::run_config::scalar;
 use crate::user_config::{UserConfig, UserConfigValue};
 use indexmap::IndexMap;
@@ -50,78 +51,6 @@ pub struct Federation {
     pub transport: Option<String>,
     /// The `options.*` keys (simulation settings).
     pub options: FederationOptions,
-}
-
-/// A federation's `options.*` keys.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct FederationOptions {
-    /// `options.num-supernodes`: the size of a simulated fleet; at least 1 when present.
-    pub num_supernodes: Option<u64>,
-    /// `options.backend.client-resources.*`.
-    pub client_resources: ClientResources,
-    /// `options.chaos.*`: faults a local simulation injects; all off unless set.
-    pub chaos: ChaosOptions,
-    /// Every other `options.*` key, flattened and without the `options.` prefix, kept for
-    /// the simulation backend to interpret.
-    pub extra: UserConfig,
-}
-
-/// Resources one simulated ClientApp reserves; the simulation sizes its worker pool by them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClientResources {
-    /// Greater than zero; Flower's default is 1.
-    pub num_cpus: f64,
-    /// Zero or more, fractions allowed so that ClientApps can share a GPU.
-    pub num_gpus: f64,
-}
-
-impl Default for ClientResources {
-    fn default() -> Self {
-        ClientResources {
-            num_cpus: 1.0,
-            num_gpus: 0.0,
-        }
-    }
-}
-
-/// `options.chaos.*`: faults the virtual fleet of a local simulation injects, so that a
-/// researcher can measure a strategy under dropouts, stragglers and slow links with the
-/// same `flwr run` they use without them. Every fault is drawn from `seed`, so the same
-/// manifest gives the same faults on every run. All off by default; see docs/CHAOS.md.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ChaosOptions {
-    /// `options.chaos.dropout-rate`, in [0, 1]: the share of instructions whose node drops
-    /// out before answering; the strategy gets a `NODE_UNAVAILABLE` error reply instead.
-    pub dropout_rate: f64,
-    /// `options.chaos.straggler-rate`, in [0, 1]: the share of instructions whose reply is
-    /// held back until the run's next phase has started, so it arrives late.
-    pub straggler_rate: f64,
-    /// `options.chaos.latency-ms`: added to every reply before it reaches the SuperLink.
-    pub latency: std::time::Duration,
-    /// `options.chaos.latency-jitter-ms`: up to this much more, drawn per reply.
-    pub latency_jitter: std::time::Duration,
-    /// `options.chaos.seed`: the seed of every fault drawn; default 0.
-    pub seed: u64,
-}
-
-impl ChaosOptions {
-    /// The `options.chaos.*` keys there are, for errors that list them.
-    pub const KEYS: [&'static str; 5] = [
-        "options.chaos.dropout-rate",
-        "options.chaos.straggler-rate",
-        "options.chaos.latency-ms",
-        "options.chaos.latency-jitter-ms",
-        "options.chaos.seed",
-    ];
-
-    /// True when no fault is injected at all (the seed alone changes nothing), so the
-    /// simulation can keep its fault-free fast path.
-    pub fn is_off(&self) -> bool {
-        self.dropout_rate == 0.0
-            && self.straggler_rate == 0.0
-            && self.latency.is_zero()
-            && self.latency_jitter.is_zero()
-    }
 }
 
 /// Why a `pyproject.toml` cannot be used, or why a federation cannot be chosen.
@@ -449,6 +378,14 @@ impl Reader<'_> {
             problem,
             fix: fix.to_owned(),
         };
+        let option_error = |e: OptionError| match e {
+            OptionError::WrongType {
+                key,
+                expected,
+                found,
+            } => self.wrong_type(&table_name, &key, expected, found),
+            OptionError::Invalid { key, problem, fix } => invalid(&key, problem, &fix),
+        };
         let mut federation = Federation {
             name: name.to_owned(),
             address: None,
@@ -458,7 +395,6 @@ impl Reader<'_> {
             transport: None,
             options: FederationOptions::default(),
         };
-        let mut chaos_keys = Vec::new();
         for (key, value) in self.flatten(&table_name, table)? {
             let wrong = |expected| self.wrong_type(&table_name, &key, expected, value.type_name());
             match (key.as_str(), &value) {
@@ -478,109 +414,23 @@ impl Reader<'_> {
                         "set transport = \"grpc\" or transport = \"quic\"",
                     ));
                 }
-                ("options.num-supernodes", UserConfigValue::Int(n)) => {
-                    let n = u64::try_from(*n).ok().filter(|n| *n >= 1).ok_or_else(|| {
-                        invalid(
-                            &key,
-                            format!("must be at least 1 (got {n})"),
-                            "set options.num-supernodes = 10",
-                        )
-                    })?;
-                    federation.options.num_supernodes = Some(n);
-                }
-                ("options.backend.client-resources.num-cpus", _) => {
-                    let cpus = number(&value).ok_or_else(|| wrong("an int or float"))?;
-                    if !(cpus > 0.0 && cpus.is_finite()) {
-                        return Err(invalid(
-                            &key,
-                            format!("must be greater than 0 (got {value})"),
-                            "set options.backend.client-resources.num-cpus = 1",
-                        ));
-                    }
-                    federation.options.client_resources.num_cpus = cpus;
-                }
-                ("options.backend.client-resources.num-gpus", _) => {
-                    let gpus = number(&value).ok_or_else(|| wrong("an int or float"))?;
-                    if !(gpus >= 0.0 && gpus.is_finite()) {
-                        return Err(invalid(
-                            &key,
-                            format!("must be 0 or more (got {value})"),
-                            "set options.backend.client-resources.num-gpus = 0.0 for CPU-only ClientApps",
-                        ));
-                    }
-                    federation.options.client_resources.num_gpus = gpus;
-                }
-                ("options.chaos.dropout-rate" | "options.chaos.straggler-rate", _) => {
-                    let rate = number(&value).ok_or_else(|| wrong("an int or float"))?;
-                    if !(0.0..=1.0).contains(&rate) {
-                        return Err(invalid(
-                            &key,
-                            format!("must be a fraction between 0 and 1 (got {value})"),
-                            &format!("set {key} = 0.3 for 30 % of the sampled nodes"),
-                        ));
-                    }
-                    let chaos = &mut federation.options.chaos;
-                    match key.as_str() {
-                        "options.chaos.dropout-rate" => chaos.dropout_rate = rate,
-                        _ => chaos.straggler_rate = rate,
-                    }
-                    chaos_keys.push(key.clone());
-                }
-                ("options.chaos.latency-ms" | "options.chaos.latency-jitter-ms", _) => {
-                    let ms = number(&value).ok_or_else(|| wrong("an int or float"))?;
-                    let duration =
-                        std::time::Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| {
-                            invalid(
-                                &key,
-                                format!("must be 0 or more milliseconds (got {value})"),
-                                &format!("set {key} = 50 for 50 ms"),
-                            )
-                        })?;
-                    let chaos = &mut federation.options.chaos;
-                    match key.as_str() {
-                        "options.chaos.latency-ms" => chaos.latency = duration,
-                        _ => chaos.latency_jitter = duration,
-                    }
-                    chaos_keys.push(key.clone());
-                }
-                ("options.chaos.seed", UserConfigValue::Int(n)) => {
-                    federation.options.chaos.seed = u64::try_from(*n).map_err(|_| {
-                        invalid(
-                            &key,
-                            format!("must be 0 or more (got {n})"),
-                            "set options.chaos.seed = 42",
-                        )
-                    })?;
-                    chaos_keys.push(key.clone());
-                }
-                ("options.chaos.seed", _) => return Err(wrong("an int")),
-                (chaos, _) if chaos.starts_with("options.chaos.") => {
-                    return Err(invalid(
-                        &key,
-                        "is not a chaos option".to_owned(),
-                        &format!("use one of: {}", ChaosOptions::KEYS.join(", ")),
-                    ));
+                (option, _) if option.starts_with("options.") => {
+                    federation
+                        .options
+                        .set(option, &value)
+                        .map_err(option_error)?;
                 }
                 ("address" | "root-certificates" | "transport", _) => {
                     return Err(wrong("a string"));
                 }
                 ("insecure" | "enable-user-auth", _) => return Err(wrong("a bool")),
-                ("options.num-supernodes", _) => return Err(wrong("an int")),
-                _ => match key.strip_prefix("options.") {
-                    Some(option) => {
-                        federation
-                            .options
-                            .extra
-                            .insert(option.to_owned(), value.clone());
-                    }
-                    None => {
-                        return Err(invalid(
-                            &key,
-                            "is not a federation setting".to_owned(),
-                            "use address, insecure, root-certificates, enable-user-auth, transport or options.*",
-                        ));
-                    }
-                },
+                _ => {
+                    return Err(invalid(
+                        &key,
+                        "is not a federation setting".to_owned(),
+                        "use address, insecure, root-certificates, enable-user-auth, transport or options.*",
+                    ));
+                }
             }
         }
         if federation.is_local_simulation() && federation.options.num_supernodes.is_none() {
@@ -590,26 +440,7 @@ impl Reader<'_> {
                 "set options.num-supernodes = 10, or set address = \"<host>:9093\" to use a SuperLink",
             ));
         }
-        let chaos = &federation.options.chaos;
-        if chaos.dropout_rate + chaos.straggler_rate > 1.0 {
-            return Err(invalid(
-                "options.chaos.straggler-rate",
-                format!(
-                    "plus options.chaos.dropout-rate is more than 1 ({} + {})",
-                    chaos.straggler_rate, chaos.dropout_rate
-                ),
-                "lower one of them: a node either drops out or straggles, so the two shares must add up to at most 1",
-            ));
-        }
-        if let (Some(address), Some(key)) = (&federation.address, chaos_keys.first()) {
-            return Err(invalid(
-                key,
-                format!(
-                    "only applies to a local simulation, but this federation is a SuperLink ({address})"
-                ),
-                "remove the options.chaos.* keys, or define a federation without address to simulate faults",
-            ));
-        }
+        federation.options.check().map_err(option_error)?;
         if federation.insecure == Some(true) && federation.root_certificates.is_some() {
             return Err(invalid(
                 "root-certificates",
@@ -634,15 +465,6 @@ impl Reader<'_> {
             expected,
             found,
         }
-    }
-}
-
-/// An int or float as `f64`: resource counts may be written either way (`num-cpus = 1`).
-fn number(value: &UserConfigValue) -> Option<f64> {
-    match value {
-        UserConfigValue::Int(i) => Some(*i as f64),
-        UserConfigValue::Float(f) => Some(*f),
-        UserConfigValue::Bool(_) | UserConfigValue::Str(_) => None,
     }
 }
 
@@ -672,6 +494,7 @@ fn one_line_toml_error(text: &str, e: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::federation_options::{ChaosOptions, ClientResources};
     use UserConfigValue::{Float, Int, Str};
 
     /// The seed tutorial's app manifest, with its federations in one file.
@@ -1120,14 +943,14 @@ chaos.seed = 3
     }
 
     #[test]
-    fn chaos_options_are_refused_for_a_superlink_and_wrong_types_are_named() {
-        let err = federation_error("address = \"h:9093\"\noptions.chaos.dropout-rate = 0.3");
-        assert_eq!(
-            err.to_string(),
-            "app/pyproject.toml: `options.chaos.dropout-rate` in federation `f` only applies to \
-             a local simulation, but this federation is a SuperLink (h:9093): remove the \
-             options.chaos.* keys, or define a federation without address to simulate faults"
-        );
+    fn chaos_options_travel_to_a_superlink_and_wrong_types_are_named() {
+        // A `--simulation` SuperLink injects them (they go in StartRun's federation_options).
+        let m = parse(&with_federations(
+            "[tool.flwr.federations.remote]\naddress = \"h:9093\"\noptions.num-supernodes = 10\noptions.chaos.dropout-rate = 0.3\n",
+        ))
+        .unwrap();
+        let remote = m.federation(Some("remote")).unwrap();
+        assert_eq!(remote.options.chaos.dropout_rate, 0.3);
         let err = federation_error("options.num-supernodes = 2\noptions.chaos.seed = 1.5");
         assert!(
             matches!(&err, ManifestError::WrongType { key, expected: "an int", .. }

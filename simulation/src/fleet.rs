@@ -3,7 +3,8 @@
 //! No node owns a task, a channel or a queue: node identities are computed (`node_ids`),
 //! a node's `Context.state` is stored only once its ClientApp wrote something, and
 //! instructions wait in the `LinkState` until a worker takes them. At most `workers`
-//! ClientApp calls run at once, each on a blocking thread so CPU-bound training never
+//! ClientApp calls run at once (slots shared with the other runs' fleets on a
+//! `--simulation` SuperLink), each on a blocking thread so CPU-bound training never
 //! stalls the async runtime that carries the ServerApp and the actors.
 //!
 //! With `options.chaos.*` set, `ChaosDelivery` decides each reply's fate (see `chaos`);
@@ -32,7 +33,10 @@ pub(crate) struct FleetArgs {
     pub state: Arc<dyn SimulationStore>,
     pub client_app: Arc<ClientApp>,
     pub num_nodes: u64,
-    pub workers: usize,
+    /// Worker slots, shared by every fleet of a `--simulation` SuperLink.
+    pub slots: Arc<Semaphore>,
+    /// Slots one ClientApp call holds.
+    pub permits: u32,
     /// Faults to inject; `None` for a fault-free fleet.
     pub chaos: Option<Chaos>,
 }
@@ -271,13 +275,12 @@ impl Shared {
 
 /// Hands queued instructions to at most `workers` blocking workers. A worker keeps taking
 /// instructions until none is left, so small jobs do not pay a thread hand-off each.
-async fn dispatch(shared: Arc<Shared>, workers: usize) {
-    let slots = Arc::new(Semaphore::new(workers));
+async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, permits: u32) {
     loop {
         let notified = shared.state.instructions_ready().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Ok(slot) = slots.clone().acquire_many_owned(permits).await else {
             return;
         };
         let Some(first) = shared.state.pull_any_instructions(1).pop() else {
@@ -330,7 +333,7 @@ impl Actor for VirtualFleet {
                 delayed: Mutex::default(),
             }),
         });
-        let dispatcher = tokio::spawn(dispatch(shared.clone(), args.workers.max(1)));
+        let dispatcher = tokio::spawn(dispatch(shared.clone(), args.slots, args.permits.max(1)));
         Ok(FleetState { dispatcher, shared })
     }
 

@@ -4,14 +4,17 @@
 //! replaced by a virtual fleet of N node identities and a worker pool sized by
 //! `options.backend.client-resources.num-cpus`. Messages move as Rust values over the
 //! in-memory `LinkState`, so model data is shared (`Bytes`, `Arc`) and never copied.
-//! Depends on floret-actors and floret-core; not on any transport.
+//! `LinkFleets` gives the runs of a `flower-superlink --simulation` the same virtual fleet
+//! (see `link_fleets`). Depends on floret-actors and floret-core; not on any transport.
 
 pub mod chaos;
 mod fleet;
+mod link_fleets;
 pub mod node_ids;
 
 pub use chaos::{Chaos, Fault};
 pub use floret_core::ChaosOptions;
+pub use link_fleets::LinkFleets;
 
 use fleet::{FleetArgs, VirtualFleet};
 use floret_actors::state::SimulationStore;
@@ -22,6 +25,7 @@ use floret_core::{AppRef, ClientApp, RunEvent, ServerApp, UserConfig};
 use ractor::{Actor, call};
 use std::sync::Arc;
 use thiserror::Error;
+use tokio::sync::Semaphore;
 
 /// The federation's `options.*`, as read from `pyproject.toml`.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +46,7 @@ impl SimulationOptions {
         ((cores as f64 / self.num_cpus).floor() as usize).max(1)
     }
 
-    fn validate(&self) -> Result<(), SimulationError> {
+    pub(crate) fn validate(&self) -> Result<(), SimulationError> {
         if self.num_supernodes == 0 {
             return Err(SimulationError::Options(
                 "options.num-supernodes must be at least 1: set options.num-supernodes = 10".into(),
@@ -138,7 +142,8 @@ pub async fn run_with(
             state: state.clone(),
             client_app: Arc::new(run.client_app),
             num_nodes: options.num_supernodes,
-            workers: options.workers(),
+            slots: Arc::new(Semaphore::new(options.workers())),
+            permits: 1,
             chaos: Chaos::new(chaos),
         },
     )
@@ -153,11 +158,13 @@ pub async fn run_with(
         federation: run.federation,
         run_config: run.run_config,
         owner: String::new(),
+        federation_options: UserConfig::new(),
     };
     let server_app = run.server_app;
     let started = call!(link, |reply| SuperLinkMsg::StartRun {
         run: new_run,
         app: server_app,
+        fleet: None,
         reply
     });
     let outcome = match started {
@@ -173,7 +180,7 @@ pub async fn run_with(
 }
 
 /// The manifest checks these already; options built in code get the same checks.
-fn validate_chaos(chaos: &ChaosOptions) -> Result<(), SimulationError> {
+pub(crate) fn validate_chaos(chaos: &ChaosOptions) -> Result<(), SimulationError> {
     for (key, rate) in [
         ("dropout-rate", chaos.dropout_rate),
         ("straggler-rate", chaos.straggler_rate),

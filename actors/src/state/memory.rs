@@ -11,7 +11,9 @@ use super::{
     NodeStore, RunInfo, RunSignals, RunStore, SimulationStore, StateError, Sweep, unix_now,
 };
 use bytes::Bytes;
-use floret_core::{Message, MessageError, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus};
+use floret_core::{
+    Message, MessageError, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus, UserConfig,
+};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -25,6 +27,8 @@ struct Run {
     checkpoint: Option<Bytes>,
     /// Resumes since the run last left a SuperLink cleanly (`RunStore::count_resume`).
     resumes: u32,
+    /// `NewRun::federation_options`.
+    federation_options: UserConfig,
 }
 
 struct Inner {
@@ -84,6 +88,15 @@ impl MemoryLinkState {
     /// exactly. No SuperNode outlives a simulation's store, so nothing can mistake its ids.
     pub fn for_simulation() -> Self {
         Self::with(RunIds::Sequential, 0, 0)
+    }
+
+    /// An empty simulation store whose first run gets the id `run_id`: where the virtual
+    /// fleet of a `--simulation` SuperLink's run keeps that run's messages, under the id
+    /// the SuperLink gave it, so ClientApps and replies see the run's real id.
+    pub fn for_simulated_run(run_id: u64) -> Self {
+        let store = Self::for_simulation();
+        store.lock().last_run_id = run_id.saturating_sub(1);
+        store
     }
 
     fn with(run_ids: RunIds, lifetime: u32, incarnation: u64) -> Self {
@@ -238,10 +251,12 @@ impl RunStore for MemoryLinkState {
             inner.runs.contains_key(&id)
         });
         inner.last_run_id = inner.last_run_id.max(run_id);
+        let federation_options = run.federation_options.clone();
         inner.runs.insert(
             run_id,
             Run {
                 info: Some(rules::new_run(run_id, run, unix_now())),
+                federation_options,
                 ..Run::default()
             },
         );
@@ -250,6 +265,14 @@ impl RunStore for MemoryLinkState {
 
     fn run(&self, run_id: u64) -> Option<RunInfo> {
         self.lock().runs.get(&run_id).and_then(|r| r.info.clone())
+    }
+
+    fn federation_options(&self, run_id: u64) -> Result<UserConfig, StateError> {
+        let inner = self.lock();
+        match inner.runs.get(&run_id) {
+            Some(run) if run.info.is_some() => Ok(run.federation_options.clone()),
+            _ => Err(StateError::UnknownRun(run_id)),
+        }
     }
 
     fn runs(&self) -> Vec<RunInfo> {

@@ -43,6 +43,10 @@ pub struct NewRun {
     pub run_config: UserConfig,
     /// The user who starts it; empty without user authentication.
     pub owner: String,
+    /// The federation's `options.*` as submitted (`StartRun.federation_options`); empty
+    /// for a deployment run. Kept with the run so that a `--simulation` SuperLink can build
+    /// a resumed run's virtual fleet again.
+    pub federation_options: UserConfig,
 }
 
 /// Why a state operation was refused.
@@ -169,6 +173,8 @@ pub trait RunStore: Send + Sync + 'static {
     /// Sets a run's resume count back to 0: a clean shutdown suspended it, so the resumes
     /// so far did not end in a crash and must not count towards the limit.
     fn clear_resumes(&self, run_id: u64) -> Result<(), StateError>;
+    /// The `federation_options` the run was created with; `UnknownRun` if it does not exist.
+    fn federation_options(&self, run_id: u64) -> Result<UserConfig, StateError>;
     /// Deletes finished runs (the ones [`Retention::expired`] names) with everything kept
     /// for them: record, event log, checkpoint, messages, and each FAB no run left refers
     /// to; a durable store then gives the freed space back to the file system. Unknown

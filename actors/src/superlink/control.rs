@@ -19,6 +19,7 @@ use crate::state::NewRun;
 use crate::superlink::fabs::LinkFabs;
 use crate::superlink::limits::{self, RunLimits};
 use crate::superlink::run_end::{self, RunEnd};
+use crate::superlink::virtual_fleet::{RunFleet, VirtualFleets, check_run_kind};
 use crate::superlink::{RunControlError, SuperLinkMsg};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -54,6 +55,9 @@ pub struct LinkControl {
     caller: Caller,
     /// The largest model a run may ask for (`RunLimits::max_model_bytes`).
     max_model_bytes: u64,
+    /// On a `--simulation` SuperLink, where each run gets its virtual fleet; `None`: runs
+    /// use the SuperNodes.
+    fleets: Option<Arc<dyn VirtualFleets>>,
 }
 
 impl LinkControl {
@@ -71,7 +75,39 @@ impl LinkControl {
             fabs: None,
             caller: Caller::anonymous(),
             max_model_bytes: RunLimits::default().max_model_bytes,
+            fleets: None,
         }
+    }
+
+    /// Makes this a `--simulation` SuperLink: every run gets a virtual fleet from `fleets`.
+    pub fn with_fleets(mut self, fleets: Arc<dyn VirtualFleets>) -> LinkControl {
+        self.fleets = Some(fleets);
+        self
+    }
+
+    /// The run's virtual fleet on a `--simulation` SuperLink, after checking that this
+    /// SuperLink takes this kind of run (`check_run_kind`) and the run's options.
+    fn fleet(&self, request: &StartRun) -> Result<Option<RunFleet>, ControlError> {
+        let options = &request.federation_options;
+        check_run_kind(self.fleets.is_some(), options).map_err(ControlError::Invalid)?;
+        let Some(fleets) = &self.fleets else {
+            return Ok(None);
+        };
+        if request.fab.is_some() || !request.app.fab_hash.is_empty() {
+            return Err(ControlError::Invalid(
+                "this SuperLink runs simulations (--simulation) of built-in apps only, and this \
+                 app comes as a FAB: run it as a local simulation (a federation without \
+                 address) or on a deployment SuperLink"
+                    .into(),
+            ));
+        }
+        fleets
+            .check(&request.app, options)
+            .map_err(ControlError::Invalid)?;
+        Ok(Some(RunFleet {
+            fleets: fleets.clone(),
+            options: options.clone(),
+        }))
     }
 
     /// Refuses runs whose model is larger than `limits.max_model_bytes`.
@@ -184,6 +220,7 @@ fn unavailable(e: impl std::fmt::Display) -> ControlError {
 #[async_trait]
 impl Control for LinkControl {
     async fn start_run(&self, mut request: StartRun) -> Result<u64, ControlError> {
+        let fleet = self.fleet(&request)?;
         let server_app = if request.fab.is_some() || !request.app.fab_hash.is_empty() {
             match &self.fabs {
                 Some(fabs) => fabs.prepare(self.state.as_ref(), &mut request).await?,
@@ -201,10 +238,12 @@ impl Control for LinkControl {
             federation: request.federation,
             run_config: request.run_config,
             owner: self.caller.owner(),
+            federation_options: request.federation_options,
         };
         let started = call!(self.link, |reply| SuperLinkMsg::StartRun {
             run,
             app: server_app,
+            fleet,
             reply
         })
         .map_err(unavailable)?;

@@ -33,7 +33,15 @@ impl LinkGrid {
         })
     }
 
-    fn check_running(&self) -> Result<(), GridError> {
+    /// The run's wake-ups; `replies` also fires when its status changes, which is how a
+    /// grid built around this one (a virtual fleet's) learns that its run ended.
+    pub fn signals(&self) -> &RunSignals {
+        &self.signals
+    }
+
+    /// `Stopped` unless the run is `running`: what every call of a ServerApp whose run
+    /// ended (stopped, failed, suspended) gets.
+    pub fn check_running(&self) -> Result<(), GridError> {
         match self.state.run_status(self.run_id) {
             Some(RunStatus::Running) => Ok(()),
             _ => Err(GridError::Stopped),

@@ -4,7 +4,8 @@
 //! SuperLinkService (server process: `service`)
 //!  ├─ SuperLink (root supervisor: `root`)
 //!  │   └─ Run (one per run: `run`; how every run ends: `run_end`)
-//!  │       └─ ServerAppHost (the run's ServerApp: `server_app_host`, over `grid`)
+//!  │       └─ ServerAppHost (the run's ServerApp: `server_app_host`, over `grid`, or on
+//!  │           a `--simulation` SuperLink over a virtual fleet of its own: `virtual_fleet`)
 //!  │           └─ app process of a FAB run, over `LinkAppIo` (`appio`, `fabs`)
 //!  ├─ sweeper (heartbeat leases, message TTLs, retention of finished runs: `sweeper`)
 //!  ├─ LinkFleet (Fleet API: `fleet`; one delivery task per subscribed node: `delivery`)
@@ -28,5 +29,6 @@ pub(crate) mod run_end;
 pub mod server_app_host;
 pub mod service;
 pub(crate) mod sweeper;
+pub mod virtual_fleet;
 
 pub use root::{RunControlError, SuperLink, SuperLinkMsg};

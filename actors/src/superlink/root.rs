@@ -19,6 +19,7 @@
 use crate::state::{LinkState, NewRun};
 use crate::superlink::run::{RunActor, RunArgs, RunMsg};
 use crate::superlink::run_end::{self, RunEnd};
+use crate::superlink::virtual_fleet::RunFleet;
 use floret_core::{Context, RunInfo, ServerApp, UserConfig};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
@@ -64,6 +65,8 @@ pub enum SuperLinkMsg {
         run: NewRun,
         /// The ServerApp the run hosts, already resolved (catalog or FAB).
         app: Arc<dyn ServerApp>,
+        /// The run's virtual fleet on a `--simulation` SuperLink; `None`: the SuperNodes.
+        fleet: Option<RunFleet>,
         /// Gets the new run's id, or why it was not started.
         reply: RpcReplyPort<Result<u64, RunControlError>>,
     },
@@ -83,6 +86,8 @@ pub enum SuperLinkMsg {
         run: RunInfo,
         /// Its ServerApp, built again by this process.
         app: Arc<dyn ServerApp>,
+        /// Its virtual fleet on a `--simulation` SuperLink; `None`: the SuperNodes.
+        fleet: Option<RunFleet>,
         /// Whether the Run actor started; a failed resume is recorded by the caller.
         reply: RpcReplyPort<Result<(), RunControlError>>,
     },
@@ -110,30 +115,39 @@ pub struct SuperLinkState {
 }
 
 impl SuperLinkState {
-    /// Starts the Run actor of `run_id`; a new run whose actor cannot start is failed with
-    /// why.
-    async fn spawn_run(
-        &mut self,
-        myself: &ActorRef<SuperLinkMsg>,
+    /// The Run actor's arguments for `run_id`, on this SuperLink's state.
+    fn run_args(
+        &self,
         run_id: u64,
         run_config: UserConfig,
         app: Arc<dyn ServerApp>,
+        fleet: Option<RunFleet>,
         external: bool,
-        resume: bool,
-    ) -> Result<(), RunControlError> {
-        let context = Context {
-            run_id,
-            node_id: 0,
-            run_config,
-            ..Context::default()
-        };
-        let args = RunArgs {
+    ) -> RunArgs {
+        RunArgs {
             state: self.state.clone(),
             app,
-            context,
+            context: Context {
+                run_id,
+                node_id: 0,
+                run_config,
+                ..Context::default()
+            },
             external,
-            resume,
-        };
+            resume: false,
+            fleet,
+        }
+    }
+
+    /// Starts the Run actor of `args`' run; a new run whose actor cannot start is failed
+    /// with why.
+    async fn spawn_run(
+        &mut self,
+        myself: &ActorRef<SuperLinkMsg>,
+        args: RunArgs,
+    ) -> Result<(), RunControlError> {
+        let run_id = args.context.run_id;
+        let resume = args.resume;
         match Actor::spawn_linked(None, RunActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 self.runs.insert(actor.get_id(), (run_id, actor));
@@ -178,14 +192,19 @@ impl Actor for SuperLink {
             SuperLinkMsg::StartRun { reply, .. } if st.closing => {
                 let _ = reply.send(Err(RunControlError::ShuttingDown));
             }
-            SuperLinkMsg::StartRun { run, app, reply } => {
+            SuperLinkMsg::StartRun {
+                run,
+                app,
+                fleet,
+                reply,
+            } => {
                 let run_config = run.run_config.clone();
                 let external = !run.app.fab_hash.is_empty();
                 let result = match st.state.create_run(run) {
-                    Ok(run_id) => st
-                        .spawn_run(&myself, run_id, run_config, app, external, false)
-                        .await
-                        .map(|()| run_id),
+                    Ok(run_id) => {
+                        let args = st.run_args(run_id, run_config, app, fleet, external);
+                        st.spawn_run(&myself, args).await.map(|()| run_id)
+                    }
                     Err(e) => Err(RunControlError::Storage(e.to_string())),
                 };
                 let _ = reply.send(result);
@@ -193,11 +212,18 @@ impl Actor for SuperLink {
             SuperLinkMsg::ResumeRun { reply, .. } if st.closing => {
                 let _ = reply.send(Err(RunControlError::ShuttingDown));
             }
-            SuperLinkMsg::ResumeRun { run, app, reply } => {
+            SuperLinkMsg::ResumeRun {
+                run,
+                app,
+                fleet,
+                reply,
+            } => {
                 let external = !run.app.fab_hash.is_empty();
-                let result = st
-                    .spawn_run(&myself, run.run_id, run.run_config, app, external, true)
-                    .await;
+                let args = RunArgs {
+                    resume: true,
+                    ..st.run_args(run.run_id, run.run_config, app, fleet, external)
+                };
+                let result = st.spawn_run(&myself, args).await;
                 let _ = reply.send(result);
             }
             SuperLinkMsg::StopRun {

@@ -25,7 +25,8 @@ use crate::state::LinkState;
 use crate::superlink::grid::LinkGrid;
 use crate::superlink::run_end::{self, RunEnd};
 use crate::superlink::server_app_host::{COMPLETED, ServerAppArgs, ServerAppHost, ServerAppMsg};
-use floret_core::{Context, RunStatus, ServerApp};
+use crate::superlink::virtual_fleet::RunFleet;
+use floret_core::{Context, Grid, RunStatus, ServerApp};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::Arc;
 use tracing::Instrument;
@@ -46,6 +47,9 @@ pub struct RunArgs {
     /// The run was left unfinished by an earlier SuperLink process and is taken up again
     /// (see the module doc).
     pub resume: bool,
+    /// On a `--simulation` SuperLink, the run's virtual fleet: its ServerApp talks to that
+    /// instead of the SuperNodes (see `virtual_fleet`).
+    pub fleet: Option<RunFleet>,
 }
 
 /// What a Run actor is asked by the SuperLink; both end the actor and its ServerApp.
@@ -97,7 +101,16 @@ impl Actor for RunActor {
         if state.run_status(run_id) == Some(RunStatus::Pending) {
             state.set_run_status(run_id, RunStatus::Starting, "")?;
         }
-        let grid = Arc::new(LinkGrid::new(run_id, state.clone())?);
+        let link = LinkGrid::new(run_id, state.clone())?;
+        let grid: Arc<dyn Grid> = match args.fleet {
+            None => Arc::new(link),
+            Some(fleet) => {
+                let run = state
+                    .run(run_id)
+                    .ok_or(crate::state::StateError::UnknownRun(run_id))?;
+                fleet.fleets.grid(&run, &fleet.options, link).await?
+            }
+        };
         let host_args = ServerAppArgs {
             app: args.app,
             grid,

@@ -8,8 +8,7 @@
 //! process ended, as is.
 
 use crate::apps::client_exec::panic_message;
-use crate::superlink::grid::LinkGrid;
-use floret_core::{Context, ServerApp};
+use floret_core::{Context, Grid, ServerApp};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use tokio::task::AbortHandle;
@@ -25,8 +24,9 @@ pub struct ServerAppHost;
 pub struct ServerAppArgs {
     /// The ServerApp whose `main` the actor runs.
     pub app: Arc<dyn ServerApp>,
-    /// The run's view of the link, which `main` talks to.
-    pub grid: Arc<LinkGrid>,
+    /// The run's view of the link (`LinkGrid`, or a virtual fleet's grid on a
+    /// `--simulation` SuperLink), which `main` talks to.
+    pub grid: Arc<dyn Grid>,
     /// Handed to `main` as is.
     pub context: Context,
     /// The app is a FAB's, in its own process (see the module doc).

@@ -16,7 +16,8 @@
 //! crashed, or shut down over a durable state) resumes each one whose ServerApp it can
 //! build again (a built-in app from the catalog, a FAB's from the FAB kept in the state);
 //! the ServerApp's `main` runs anew and picks up its checkpoint (FedAvg does; a FAB's app
-//! process does so through ServerAppIo).
+//! process does so through ServerAppIo). On a `--simulation` SuperLink a resumed run gets
+//! a new virtual fleet built from the `federation_options` the state kept with it.
 //! A run that cannot resume is failed with the reason, and so is one resumed
 //! `RunLimits::max_resume_attempts` times in a row already: its ServerApp likely takes the
 //! SuperLink down, and resuming it again would crash every start (see `limits`; a clean
@@ -32,6 +33,7 @@ use crate::superlink::fleet::LinkFleet;
 use crate::superlink::limits::{self, RunLimits};
 use crate::superlink::run_end::{self, RunEnd};
 use crate::superlink::sweeper;
+use crate::superlink::virtual_fleet::{RunFleet, VirtualFleets, check_run_kind};
 use crate::superlink::{SuperLink, SuperLinkMsg};
 use floret_core::{AppCatalog, RunEvent, RunInfo, ServerApp};
 use ractor::{Actor, ActorRef, call};
@@ -89,16 +91,19 @@ impl SuperLinkService {
         policy: HeartbeatPolicy,
         fabs: Option<LinkFabs>,
     ) -> Result<SuperLinkService, ServiceError> {
-        SuperLinkService::start_with(state, catalog, policy, fabs, RunLimits::default()).await
+        SuperLinkService::start_with(state, catalog, policy, fabs, RunLimits::default(), None).await
     }
 
-    /// `start_with_fabs`, with the operator's `limits` on runs instead of the defaults.
+    /// `start_with_fabs`, with the operator's `limits` on runs instead of the defaults;
+    /// with `fleets` it is a `--simulation` SuperLink, whose every run gets a virtual fleet
+    /// of its own (see `virtual_fleet`).
     pub async fn start_with(
         state: Arc<dyn LinkState>,
         catalog: Arc<dyn AppCatalog>,
         policy: HeartbeatPolicy,
         fabs: Option<LinkFabs>,
         limits: RunLimits,
+        fleets: Option<Arc<dyn VirtualFleets>>,
     ) -> Result<SuperLinkService, ServiceError> {
         policy.validate().map_err(ServiceError::Policy)?;
         let (link, link_task) = Actor::spawn(None, SuperLink, state.clone())
@@ -110,12 +115,16 @@ impl SuperLinkService {
             catalog: catalog.as_ref(),
             fabs: fabs.as_ref(),
             limits,
+            fleets: fleets.clone(),
         };
         resumer.resume_runs(&link).await;
         let mut control =
             LinkControl::new(state.clone(), catalog, link.clone()).with_limits(limits);
         if let Some(fabs) = &fabs {
             control = control.with_fabs(fabs.clone());
+        }
+        if let Some(fleets) = fleets {
+            control = control.with_fleets(fleets);
         }
         Ok(SuperLinkService {
             fleet: Arc::new(LinkFleet::new(state.clone(), policy)),
@@ -250,6 +259,9 @@ struct Resumer<'a> {
     catalog: &'a dyn AppCatalog,
     fabs: Option<&'a LinkFabs>,
     limits: RunLimits,
+    /// On a `--simulation` SuperLink, what builds a resumed run's virtual fleet again
+    /// (from the `federation_options` the state keeps with the run).
+    fleets: Option<Arc<dyn VirtualFleets>>,
 }
 
 impl Resumer<'_> {
@@ -302,6 +314,23 @@ impl Resumer<'_> {
         Resumption::Resume(app)
     }
 
+    /// A resumed run's virtual fleet on a `--simulation` SuperLink, from the options it was
+    /// submitted with; `None` on a deployment SuperLink. A run of the other kind (the
+    /// SuperLink was restarted with or without `--simulation`) is refused by the same rule
+    /// as at submit.
+    fn fleet(&self, run_id: u64) -> Result<Option<RunFleet>, String> {
+        let not_resumable = |e: String| format!("run {run_id} {NOT_RESUMABLE}: {e}");
+        let options = self
+            .state
+            .federation_options(run_id)
+            .map_err(|e| not_resumable(e.to_string()))?;
+        check_run_kind(self.fleets.is_some(), &options).map_err(not_resumable)?;
+        Ok(self.fleets.as_ref().map(|fleets| RunFleet {
+            fleets: fleets.clone(),
+            options,
+        }))
+    }
+
     /// Resumes or fails every unfinished run of the state (see the module doc).
     async fn resume_runs(&self, link: &ActorRef<SuperLinkMsg>) {
         let state = self.state;
@@ -313,7 +342,20 @@ impl Resumer<'_> {
             let failure = match self.resumption(&run).await {
                 Resumption::Resume(app) => {
                     let status = run.status;
-                    match call!(link, |reply| SuperLinkMsg::ResumeRun { run, app, reply }) {
+                    let fleet = match self.fleet(run_id) {
+                        Ok(fleet) => fleet,
+                        Err(reason) => {
+                            tracing::warn!(run_id, "{reason}");
+                            run_end::record(state, run_id, &RunEnd::Failed(reason));
+                            continue;
+                        }
+                    };
+                    match call!(link, |reply| SuperLinkMsg::ResumeRun {
+                        run,
+                        app,
+                        fleet,
+                        reply
+                    }) {
                         Ok(Ok(())) => {
                             let line = format!(
                                 "run {run_id} resumed after a SuperLink restart (it was {status})"

@@ -299,6 +299,18 @@ impl SuperLink {
         SuperLink::start_with(fleet, control, &[])
     }
 
+    /// Kills this SuperLink as a crash would (SIGKILL) and starts another on the same
+    /// addresses with `extra`; returns it once it logged that it resumed `run_id`.
+    pub(crate) fn crash_and_restart(mut self, extra: &[&str], run_id: &str) -> SuperLink {
+        self.proc.signal("KILL");
+        self.proc.wait_exit(READY_TIMEOUT);
+        let restarted = SuperLink::start_with(&self.fleet, &self.control, extra);
+        restarted
+            .proc
+            .expect_log(&format!("run {run_id} resumed after a SuperLink restart"));
+        restarted
+    }
+
     /// Starts with `extra` flags (`--isolation process`, ...).
     pub(crate) fn start_with(fleet: &str, control: &str, extra: &[&str]) -> SuperLink {
         let security = superlink_security();
@@ -669,6 +681,33 @@ pub(crate) fn user_error(o: &Outcome) -> String {
     assert_eq!(errors.len(), 1, "one error line: {}", o.stderr);
     assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
     errors[0].to_owned()
+}
+
+/// The status `flwr ls --run-id` reports for a run.
+pub(crate) fn status_of(app: &str, run_id: u64) -> String {
+    let id = run_id.to_string();
+    let o = flwr(&["ls", app, "e2e", "--run-id", &id, "--format", "json"]);
+    assert_eq!(o.code, Some(0), "flwr ls: {}", o.stderr);
+    json(&o.stdout)["runs"][0]["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Polls `flwr ls` until the run has `status` (a run ends on its own schedule).
+pub(crate) fn wait_for_status(app: &str, run_id: u64, status: &str) {
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        let now = status_of(app, run_id);
+        if now == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} is {now}, not {status}, after {COMMAND_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `text` as JSON, or a panic that shows the text.

@@ -28,7 +28,7 @@ use super::{
     NodeStore, RunInfo, RunSignals, RunStore, StateError, Sweep,
 };
 use bytes::Bytes;
-use floret_core::{Message, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus};
+use floret_core::{Message, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus, UserConfig};
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -459,6 +459,10 @@ impl RunStore for SqliteLinkState {
 
     fn count_resume(&self, run_id: u64) -> Result<u32, StateError> {
         self.lock().count_resume(run_id)
+    }
+
+    fn federation_options(&self, run_id: u64) -> Result<UserConfig, StateError> {
+        self.lock().federation_options(run_id)
     }
 
     fn clear_resumes(&self, run_id: u64) -> Result<(), StateError> {

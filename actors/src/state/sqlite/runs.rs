@@ -4,7 +4,7 @@ use super::{Inner, RunEntry, from_sql_id, sealed, sql_id, storage, write};
 use crate::state::rules::{self, RunIds};
 use crate::state::{NewRun, RunInfo, StateError, unix_now};
 use bytes::Bytes;
-use floret_core::{RunEvent, RunStatus};
+use floret_core::{RunEvent, RunStatus, UserConfig};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,8 +59,21 @@ impl Inner {
         let run_id = rules::new_run_id(RunIds::Random, 0, rand::random, |id| {
             self.runs.contains_key(&id)
         });
+        let options = (!run.federation_options.is_empty())
+            .then(|| sealed::encode(sealed::RUN_OPTIONS, &run.federation_options))
+            .transpose()?;
         let info = rules::new_run(run_id, run, unix_now());
-        write(&mut self.conn, |tx| save_info(tx, &info))?;
+        write(&mut self.conn, |tx| {
+            save_info(tx, &info)?;
+            if let Some(options) = &options {
+                tx.execute(
+                    "UPDATE runs SET federation_options = ?2 WHERE run_id = ?1",
+                    params![sql_id(run_id), options],
+                )
+                .map_err(storage)?;
+            }
+            Ok(())
+        })?;
         self.runs.insert(
             run_id,
             RunEntry {
@@ -103,6 +116,22 @@ impl Inner {
             .map_err(storage)
         })?;
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    pub(super) fn federation_options(&self, run_id: u64) -> Result<UserConfig, StateError> {
+        self.run_entry(run_id)?;
+        let blob: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT federation_options FROM runs WHERE run_id = ?1",
+                [sql_id(run_id)],
+                |r| r.get(0),
+            )
+            .map_err(storage)?;
+        match blob {
+            Some(blob) => sealed::decode(sealed::RUN_OPTIONS, &blob),
+            None => Ok(UserConfig::new()),
+        }
     }
 
     pub(super) fn clear_resumes(&mut self, run_id: u64) -> Result<(), StateError> {

@@ -120,6 +120,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE runs ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;
     ",
+    // 4: each run's `federation_options` (sealed, NULL when empty), so that a
+    // `--simulation` SuperLink builds a resumed run's virtual fleet again.
+    "
+    ALTER TABLE runs ADD COLUMN federation_options BLOB;
+    ",
 ];
 
 /// The schema version this build writes and the newest it reads.

@@ -13,6 +13,8 @@ pub(super) const PAYLOAD: &str = "message payload";
 pub(super) const RUN: &str = "run";
 pub(super) const EVENT: &str = "run event";
 pub(super) const CHECKPOINT: &str = "run checkpoint";
+/// A run's `federation_options`.
+pub(super) const RUN_OPTIONS: &str = "run options";
 
 /// The format version of every kind this build writes, but messages.
 const VERSION: u16 = 1;

@@ -162,6 +162,24 @@ pub struct SuperLinkArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_database_size: Option<u64>,
+    /// Run every submitted run as a simulation (Flower's flag): the federation's
+    /// `options.num-supernodes`, `options.backend.client-resources.*` and `options.chaos.*`
+    /// build each run a virtual fleet of its own on this machine, in place of SuperNodes. A
+    /// SuperLink without it refuses runs whose federation sets `options.num-supernodes`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
+    pub simulation: bool,
+    /// With --simulation: how many ClientApp calls (of one CPU each) all runs together may
+    /// run at once; a call asking for more CPUs holds that many [default: the core count].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulation_workers: Option<usize>,
+    /// With --simulation: the most virtual SuperNodes one run may ask for
+    /// (`options.num-supernodes`); a run asking for more is refused at submit. The fleet
+    /// lists its node ids, 8 bytes each [default: 1000000].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_simulation_supernodes: Option<u64>,
     /// Connection, stream, request-size and upload limits.
     #[command(flatten)]
     #[serde(flatten)]

@@ -67,6 +67,9 @@ struct Settings {
     retention_runs: Option<u64>,
     /// 0: no limit.
     max_database_size: u64,
+    simulation: bool,
+    simulation_workers: usize,
+    max_simulation_supernodes: u64,
     // What peers may hold of the servers (`LimitFlags`).
     max_connections: usize,
     max_connections_per_ip: usize,
@@ -115,6 +118,9 @@ impl Default for Settings {
             retention: "30d".into(),
             retention_runs: None,
             max_database_size: 0,
+            simulation: false,
+            simulation_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_simulation_supernodes: 1_000_000,
             max_connections: limits.max_connections,
             max_connections_per_ip: limits.max_connections_per_ip,
             max_concurrent_streams: limits.max_concurrent_streams,
@@ -219,6 +225,12 @@ pub struct SuperLinkConfig {
     pub max_database_size: Option<u64>,
     /// What peers may hold of the Fleet, Control and ServerAppIo servers.
     pub server_limits: ServerLimits,
+    /// `--simulation`: every run gets a virtual fleet, and together they run at most this
+    /// many ClientApp calls at once (`--simulation-workers`); `None`: runs use SuperNodes.
+    pub simulation_workers: Option<usize>,
+    /// The most virtual SuperNodes a simulation run may ask for
+    /// (`--max-simulation-supernodes`).
+    pub max_simulation_supernodes: u64,
 }
 
 impl SuperLinkConfig {
@@ -301,6 +313,8 @@ impl SuperLinkConfig {
                 retention: retention(&s)?,
             },
             max_database_size: (s.max_database_size > 0).then_some(s.max_database_size),
+            simulation_workers: simulation_workers(&s)?,
+            max_simulation_supernodes: s.max_simulation_supernodes,
             server_limits: LimitSettings {
                 max_fab_size: s.max_fab_size,
                 max_upload_bytes_per_node: s.max_upload_bytes_per_node,
@@ -310,6 +324,16 @@ impl SuperLinkConfig {
             .limits()?,
         })
     }
+}
+
+/// `--simulation` and `--simulation-workers`, checked: no worker would run no ClientApp.
+fn simulation_workers(s: &Settings) -> Result<Option<usize>, UserError> {
+    if s.simulation_workers == 0 {
+        return Err(UserError::new(
+            "--simulation-workers must be at least 1 (got 0): leave it unset for one per core",
+        ));
+    }
+    Ok(s.simulation.then_some(s.simulation_workers))
 }
 
 /// `--retention` and `--retention-runs`, checked.
@@ -495,6 +519,36 @@ mod tests {
         );
         let e = config(&["--insecure"], &[("FLWR_MAX_MODEL_BYTES", "lots")]).unwrap_err();
         assert!(e.to_string().contains("max-model-bytes"), "{e}");
+    }
+
+    #[test]
+    fn simulation_mode_and_its_worker_budget_come_from_flag_env_or_file() {
+        let c = config(&["--insecure"], &[]).unwrap();
+        assert_eq!(c.simulation_workers, None, "deployment by default");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let c = config(&["--insecure", "--simulation"], &[]).unwrap();
+        assert_eq!(c.simulation_workers, Some(cores));
+        let c = config(
+            &["--insecure", "--simulation"],
+            &[("FLWR_SIMULATION_WORKERS", "3")],
+        )
+        .unwrap();
+        assert_eq!(c.simulation_workers, Some(3));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("superlink.toml");
+        std::fs::write(&file, "simulation = true\nsimulation-workers = 5\n").unwrap();
+        let c = config(&["--insecure", "--config", file.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(c.simulation_workers, Some(5));
+        let e = config(
+            &["--insecure", "--simulation", "--simulation-workers", "0"],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--simulation-workers must be at least 1"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,8 +10,10 @@ use crate::registry::BuiltinCatalog;
 use floret_actors::user_auth::AccountsAuthority;
 use floret_actors::{
     AppLauncher, FabCache, HeartbeatPolicy, LinkAppIo, LinkFabs, LinkState, SuperLinkService,
+    VirtualFleets,
 };
 use floret_core::NodeAuthority;
+use floret_simulation::LinkFleets;
 use floret_transport::ServerSecurity;
 use floret_transport::grpc::{NodeAuth, Server, ServerOptions};
 use std::future::Future;
@@ -128,6 +130,18 @@ async fn start(
             connect_address(serverappio.local_addr()),
         ),
     };
+    let fleets = config.simulation_workers.map(|workers| {
+        tracing::info!(
+            workers,
+            "simulation mode (--simulation): every run gets a virtual fleet from its options.num-supernodes; at most {workers} ClientApp calls at once (--simulation-workers)"
+        );
+        let fleets = LinkFleets::new(
+            Arc::new(BuiltinCatalog),
+            workers,
+            config.max_simulation_supernodes,
+        );
+        Arc::new(fleets) as Arc<dyn VirtualFleets>
+    });
     let service = started.service.insert(
         SuperLinkService::start_with(
             state,
@@ -135,6 +149,7 @@ async fn start(
             HeartbeatPolicy::default(),
             Some(fabs),
             config.limits,
+            fleets,
         )
         .await?,
     );
