@@ -6,7 +6,7 @@
 //! (one linear layer, then softmax) in `ndarray`, trained with mini-batch SGD on the
 //! cross-entropy loss. Replace both with your own data and model.
 
-use floret_cli::floret_core::{AppError, Array, ArrayRecord, Context};
+use floret_app::floret_core::{AppError, Array, ArrayRecord, Context};
 use ndarray::{Array1, Array2, Axis, Ix1, Ix2};
 use std::sync::OnceLock;
 
@@ -282,7 +282,7 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use floret_cli::floret_core::UserConfigValue;
+    use floret_app::floret_core::UserConfigValue;
 
     #[test]
     fn the_flowers_load_and_split() {
