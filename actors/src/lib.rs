@@ -37,10 +37,9 @@ pub use apps::isolation::{AppLauncher, Isolation};
 pub use floret_core::{RunStatus, SubStatus};
 pub use policy::backoff::Backoff;
 pub use policy::heartbeat::HeartbeatPolicy;
-pub use state::{
-    LinkState, MemoryLinkState, NewRun, NodeLease, OpenError, RunInfo, SqliteLinkState, StateError,
-    Sweep,
-};
+pub use state::{LinkState, MemoryLinkState, NewRun, NodeLease, RunInfo, StateError, Sweep};
+#[cfg(feature = "sqlite")]
+pub use state::{OpenError, SqliteLinkState};
 pub use superlink::appio::LinkAppIo;
 pub use superlink::control::LinkControl;
 pub use superlink::fabs::LinkFabs;

@@ -2,6 +2,12 @@
 //! and packs its binary into a FAB (see `floret_core::fab`), written to
 //! `APP_DIR/target/<name>-<version>.fab`. `flwr run` uses the same steps for app crates.
 //!
+//! Apps build into one shared target directory (`target_dir`: `$FLWR_HOME/target`, i.e.
+//! `~/.flwr/target`, unless `--target-dir`, `FLWR_TARGET_DIR` or `CARGO_TARGET_DIR` names
+//! another), so that a second app made by the same `flwr` compiles only its own crate:
+//! apps from `flwr new` share their Cargo.lock, features and profile, hence every
+//! compiled dependency.
+//!
 //! Cargo's own output goes to stderr as it happens, so a compile error reads as it does in
 //! `cargo build`; the binary is found from cargo's JSON artifact messages, which also honours
 //! `CARGO_TARGET_DIR` and other cargo configuration.
@@ -33,6 +39,45 @@ pub struct BuildArgs {
     /// Cargo profile to build with.
     #[arg(long, value_enum, default_value_t = Profile::Release)]
     pub profile: Profile,
+    /// Where cargo builds.
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// Where app crates are built: the build cache `flwr build` and `flwr run` share.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CacheArgs {
+    /// Cargo's target directory for app crates, shared by all your apps so that each
+    /// compiles Floret and its dependencies once [default: CARGO_TARGET_DIR when set, else
+    /// $FLWR_HOME/target, i.e. ~/.flwr/target]. Pass APP_DIR/target for an app's own.
+    #[arg(long, value_name = "DIR", env = "FLWR_TARGET_DIR")]
+    pub target_dir: Option<PathBuf>,
+}
+
+/// The cargo target directory an app builds in: `--target-dir` (or `FLWR_TARGET_DIR`),
+/// else `CARGO_TARGET_DIR`, else `target` under flwr's home (`FLWR_HOME`, else `~/.flwr`).
+/// `var` reads the environment.
+pub fn target_dir(
+    cache: &CacheArgs,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<PathBuf, UserError> {
+    let var = |name: &str| var(name).filter(|v| !v.is_empty());
+    if let Some(dir) = &cache.target_dir {
+        return Ok(dir.clone());
+    }
+    if let Some(dir) = var("CARGO_TARGET_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let home = match (var(crate::credentials::FLWR_HOME), var("HOME")) {
+        (Some(home), _) => PathBuf::from(home),
+        (None, Some(home)) => Path::new(&home).join(".flwr"),
+        (None, None) => {
+            return Err(UserError::new(
+                "neither FLWR_HOME nor HOME is set, so there is no default build cache: pass --target-dir DIR (or set FLWR_TARGET_DIR)",
+            ));
+        }
+    };
+    Ok(home.join("target"))
 }
 
 /// A packed FAB and its sha256 (the run's `AppRef.fab_hash`).
@@ -56,7 +101,7 @@ pub async fn execute(args: BuildArgs) -> anyhow::Result<i32> {
         .into());
     }
     let project = Project::load(&args.app_dir, "flwr build")?;
-    let binary = cargo_build(&args.app_dir, &project, args.profile)?;
+    let binary = cargo_build(&args.app_dir, &project, args.profile, &args.cache)?;
     let fab = pack(&project, &binary)?;
     let dir = args.app_dir.join("target");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -77,10 +122,15 @@ pub async fn execute(args: BuildArgs) -> anyhow::Result<i32> {
     Ok(exit_code::OK)
 }
 
-/// Runs `cargo build` on `app_dir/Cargo.toml` with cargo's output on stderr, and returns
-/// the app's executable. A compile error is exit 1 (cargo has shown it); a directory
-/// without Cargo.toml is the user's to fix (exit 2).
-pub fn cargo_build(app_dir: &Path, project: &Project, profile: Profile) -> anyhow::Result<PathBuf> {
+/// Runs `cargo build` on `app_dir/Cargo.toml` in the build cache `cache` names, with
+/// cargo's output on stderr, and returns the app's executable. A compile error is exit 1
+/// (cargo has shown it); a directory without Cargo.toml is the user's to fix (exit 2).
+pub fn cargo_build(
+    app_dir: &Path,
+    project: &Project,
+    profile: Profile,
+    cache: &CacheArgs,
+) -> anyhow::Result<PathBuf> {
     let manifest_path = app_dir.join("Cargo.toml");
     if !manifest_path.is_file() {
         return Err(UserError::new(format!(
@@ -92,12 +142,15 @@ pub fn cargo_build(app_dir: &Path, project: &Project, profile: Profile) -> anyho
     let manifest_path = manifest_path
         .canonicalize()
         .with_context(|| format!("reading {}", manifest_path.display()))?;
+    let target_dir = target_dir(cache, |k| std::env::var(k).ok())?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(&cargo);
     command
         .arg("build")
         .arg("--manifest-path")
         .arg(&manifest_path)
+        .arg("--target-dir")
+        .arg(&target_dir)
         .arg("--message-format=json-render-diagnostics")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -106,13 +159,14 @@ pub fn cargo_build(app_dir: &Path, project: &Project, profile: Profile) -> anyho
         command.arg("--release");
     }
     eprintln!(
-        "building {} ({} profile): cargo build --manifest-path {}{}",
+        "building {} ({} profile): cargo build --manifest-path {} --target-dir {}{}",
         project.manifest.name,
         match profile {
             Profile::Release => "release",
             Profile::Dev => "dev",
         },
         manifest_path.display(),
+        target_dir.display(),
         if profile == Profile::Release {
             " --release"
         } else {
@@ -174,7 +228,7 @@ fn choose_binary(
     let names: Vec<&str> = binaries.iter().map(|(n, _)| n.as_str()).collect();
     if names.is_empty() {
         return Err(UserError::new(format!(
-            "{} builds no binary: add src/main.rs with `fn main() -> std::process::ExitCode {{ floret_cli::app_host::run(server_app::app, client_app::app) }}`",
+            "{} builds no binary: add src/main.rs with `fn main() -> std::process::ExitCode {{ floret_app::run(server_app::app, client_app::app) }}`",
             manifest_path.display()
         ))
         .into());
@@ -239,6 +293,41 @@ mod tests {
             executable_of(r#"{"reason":"build-finished","success":true}"#, &manifest),
             None
         );
+    }
+
+    #[test]
+    fn apps_share_one_build_cache_unless_told_otherwise() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let flag = CacheArgs {
+            target_dir: Some(PathBuf::from("/flag")),
+        };
+        let none = CacheArgs::default();
+        let all = env(&[
+            ("CARGO_TARGET_DIR", "/cargo"),
+            ("FLWR_HOME", "/flwr"),
+            ("HOME", "/home/u"),
+        ]);
+        assert_eq!(target_dir(&flag, all).unwrap(), Path::new("/flag"));
+        assert_eq!(target_dir(&none, all).unwrap(), Path::new("/cargo"));
+        let homes = env(&[
+            ("CARGO_TARGET_DIR", ""),
+            ("FLWR_HOME", "/flwr"),
+            ("HOME", "/home/u"),
+        ]);
+        assert_eq!(target_dir(&none, homes).unwrap(), Path::new("/flwr/target"));
+        let home = env(&[("HOME", "/home/u")]);
+        assert_eq!(
+            target_dir(&none, home).unwrap(),
+            Path::new("/home/u/.flwr/target")
+        );
+        let e = target_dir(&none, env(&[])).unwrap_err().to_string();
+        assert!(e.contains("--target-dir"), "{e}");
     }
 
     #[test]

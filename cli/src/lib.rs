@@ -5,7 +5,6 @@
 //! deployment), and report. Every user error is a `UserError`, which the binaries turn into
 //! one clear line and exit code 2.
 
-pub mod app_host;
 pub mod build_cmd;
 pub mod columns;
 pub mod credentials;
@@ -16,71 +15,23 @@ pub mod log_cmd;
 pub mod login_cmd;
 pub mod ls_cmd;
 pub mod new_cmd;
-pub mod project;
 pub mod registry;
 pub mod remote;
-pub mod report;
 pub mod run_cmd;
-pub mod run_report;
 pub mod session_cmd;
 pub mod stop_cmd;
 pub mod submit;
 pub mod supernode_cmd;
-pub mod telemetry;
 
-// What a user's app crate needs, through its one dependency on floret-cli.
+// The app host and what `flwr` shares with it (an app's simulation reports as `flwr run`
+// does) live in floret-app, which user apps depend on without the rest of this crate.
+pub use floret_app::host as app_host;
+pub use floret_app::{
+    UserError, exit_code, project, report, report_outcome, run_report, telemetry,
+};
+
+// What a user's app crate needs, through its one dependency on floret-cli (apps made
+// before floret-app existed; new ones depend on floret-app).
 pub use async_trait;
 pub use floret_core;
 pub use floret_strategies;
-
-use thiserror::Error;
-
-/// A mistake in what the user typed or wrote (flags, config files, pyproject.toml, run
-/// config, a run id): reported as one line naming the problem and the fix, exit code 2, no
-/// backtrace.
-#[derive(Debug, Error)]
-#[error("{0}")]
-pub struct UserError(pub String);
-
-impl UserError {
-    /// A user error with this message: one line naming the problem and the fix.
-    pub fn new(msg: impl Into<String>) -> Self {
-        UserError(msg.into())
-    }
-}
-
-/// Exit codes are a contract, the same for all three binaries:
-///
-/// | code | `flwr` | daemons |
-/// |---|---|---|
-/// | 0 | done: the run completed (`run --stream`), or the command did what it says | stopped by SIGINT/SIGTERM after a clean shutdown |
-/// | 1 | the run ended other than completed, or the SuperLink could not be reached, or another failure that is not the user's input | a failure at run time: the SuperNode gave up reconnecting, the runtime broke |
-/// | 2 | bad input: flags, pyproject.toml, run config, a federation without an address for `ls`/`log`/`stop`, an unknown run id, a run that already finished | bad flags or config, an address that is in use or malformed |
-/// | 130 | Ctrl-C while following a run (`run --stream`, `log --stream`): detached, the run goes on | |
-pub mod exit_code {
-    /// Done: the command did what it says, or the followed run completed.
-    pub const OK: i32 = 0;
-    /// The run failed or was stopped, the SuperLink is unreachable, or the runtime failed.
-    pub const RUN_FAILED: i32 = 1;
-    /// Bad input: a `UserError` (flags, config files, run config, run id).
-    pub const USAGE: i32 = 2;
-    /// Detached from a followed run by Ctrl-C (128 + SIGINT, the shell's convention).
-    pub const DETACHED: i32 = 130;
-}
-
-/// Turns a command's outcome into the process exit code, printing errors as one line:
-/// a `UserError` anywhere in the chain exits 2, anything else 1.
-pub fn report_outcome(result: anyhow::Result<i32>) -> std::process::ExitCode {
-    match result {
-        Ok(code) => std::process::ExitCode::from(code as u8),
-        Err(e) => {
-            if let Some(user) = e.chain().find_map(|c| c.downcast_ref::<UserError>()) {
-                eprintln!("error: {user}");
-                std::process::ExitCode::from(exit_code::USAGE as u8)
-            } else {
-                eprintln!("error: {e:#}");
-                std::process::ExitCode::from(exit_code::RUN_FAILED as u8)
-            }
-        }
-    }
-}

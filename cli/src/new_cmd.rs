@@ -1,10 +1,13 @@
 //! `flwr new [NAME] [--template ndarray|minimal] [--publisher P]`: makes an app crate from
 //! a template built into `flwr`, with no download.
 //!
-//! The crate depends on this checkout's `floret-cli` by path and starts from a copy of this
-//! workspace's `Cargo.lock`, so it resolves to the dependency versions Floret was built
-//! with: already downloaded, it builds offline. On a terminal, missing arguments are asked
-//! for; otherwise NAME is required and the rest has defaults, so scripts never block.
+//! The crate depends on this checkout's `floret-app` (the app host, without `flwr`'s own
+//! code) by path and starts from a copy of this workspace's `Cargo.lock`, so it resolves to
+//! the dependency versions Floret was built with: already downloaded, it builds offline,
+//! and every app made by this `flwr` compiles the same dependencies the same way, which
+//! `flwr run`'s shared build cache (see `build_cmd`) then compiles only once. On a
+//! terminal, missing arguments are asked for; otherwise NAME is required and the rest has
+//! defaults, so scripts never block.
 
 use crate::{UserError, exit_code};
 use anyhow::Context as _;
@@ -26,7 +29,7 @@ pub struct NewArgs {
     pub publisher: Option<String>,
 }
 
-/// An app template: its own files, and the dependencies its code needs beyond floret-cli.
+/// An app template: its own files, and the dependencies its code needs beyond floret-app.
 #[derive(Debug)]
 struct Template {
     name: &'static str,
@@ -320,14 +323,12 @@ fn render(
     module: &str,
     publisher: &str,
 ) -> Vec<(&'static str, String)> {
-    let cli_dir = env!("CARGO_MANIFEST_DIR")
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
+    let app_dir = floret_app_dir().replace('\\', "\\\\").replace('"', "\\\"");
     let fill = |text: &str| {
         text.replace("{{name}}", name)
             .replace("{{module}}", module)
             .replace("{{publisher}}", publisher)
-            .replace("{{floret_cli_path}}", &cli_dir)
+            .replace("{{floret_app_path}}", &app_dir)
             .replace("{{dependencies}}", template.dependencies)
     };
     COMMON
@@ -336,6 +337,16 @@ fn render(
         .map(|(path, text)| (*path, fill(text)))
         .chain(std::iter::once(("Cargo.lock", WORKSPACE_LOCK.to_owned())))
         .collect()
+}
+
+/// This checkout's `app/` (floret-app), a sibling of the `cli/` this binary was built from.
+fn floret_app_dir() -> String {
+    let cli = Path::new(env!("CARGO_MANIFEST_DIR"));
+    cli.parent()
+        .unwrap_or(cli)
+        .join("app")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Writes the files under `dir`; removes what it made if a write fails.
@@ -491,7 +502,8 @@ mod tests {
             assert!(text("pyproject.toml").contains("serverapp = \"my_app.server_app:app\""));
             assert!(text("pyproject.toml").contains("publisher = \"alice\""));
             assert!(text("Cargo.toml").contains("name = \"my-app\""));
-            assert!(text("Cargo.toml").contains(env!("CARGO_MANIFEST_DIR")));
+            assert!(text("Cargo.toml").contains(&floret_app_dir()));
+            assert!(text("src/main.rs").contains("floret_app::run("));
             assert_eq!(text("Cargo.lock"), WORKSPACE_LOCK);
         }
     }

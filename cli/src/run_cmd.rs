@@ -5,27 +5,23 @@
 //! federation without `address`, or is submitted to a SuperLink (see `submit`) for one
 //! with it. A user's app (a Cargo crate, as `flwr new` makes) is built first (see
 //! `build_cmd`): a local simulation runs the app's own binary in its `simulation` mode,
-//! which ends in `simulate` below; a SuperLink receives the app as a FAB.
+//! which ends in `floret_app::simulate`; a SuperLink receives the app as a FAB.
 //!
 //! A run that `flwr` follows to its end (every local simulation, `--stream` on a
 //! SuperLink) leaves its history files behind (see `run_report`).
 
-use crate::build_cmd::{self, Profile};
+use crate::build_cmd::{self, CacheArgs, Profile};
 use crate::project::Project;
 use crate::registry::BuiltinCatalog;
-use crate::report::{Ending, Format, HistoryTarget, Reporter};
+use crate::report::Format;
 use crate::run_report::Destination;
-use crate::{UserError, exit_code, registry, submit};
+use crate::{UserError, registry, submit};
 use anyhow::Context as _;
-use floret_actors::state::SimulationStore;
-use floret_actors::{MemoryLinkState, RunStatus, SubStatus};
-use floret_core::run_config::{apply_overrides, parse_overrides_many};
-use floret_core::{AppCatalog, AppRef, ClientApp, Federation, ServerApp, UserConfig};
-use floret_simulation::{SimulationError, SimulationOptions, SimulationRun};
+use floret_core::AppCatalog;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use tokio::time::Instant;
+
+pub use floret_app::simulate::{Output, Prepared, app_ref, prepare, simulate};
 
 /// Flags of `flwr run`.
 #[derive(Debug, clap::Args)]
@@ -49,47 +45,13 @@ pub struct RunArgs {
     /// Cargo profile a user's app crate is built with (built-in apps ignore it).
     #[arg(long, value_enum, default_value_t = Profile::Release)]
     pub profile: Profile,
+    /// Where a user's app crate is built (see `flwr build --help`).
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Where the run's history.json, history.csv and metrics.svg go; default a new
     /// APP_DIR/runs/<UTC time>-run-<id>/ per run. Not used when the command only submits.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
-}
-
-/// An app directory read for a run: its manifest, the chosen federation, and the run
-/// config with the user's overrides applied and checked against the manifest's keys.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    /// The app directory and its manifest.
-    pub project: Project,
-    /// The federation chosen by name or by the manifest's `default`.
-    pub federation: Federation,
-    /// The manifest's run config with the overrides applied.
-    pub run_config: UserConfig,
-}
-
-/// Reads `app_dir` and checks the federation and run-config overrides; `command` shapes
-/// the hint when `pyproject.toml` is missing.
-pub fn prepare(
-    app_dir: &Path,
-    federation: Option<&str>,
-    run_config: &[String],
-    command: &str,
-) -> anyhow::Result<Prepared> {
-    let project = Project::load(app_dir, command)?;
-    let manifest = &project.manifest;
-    let federation = manifest
-        .federation(federation)
-        .map_err(|e| UserError::new(e.to_string()))?
-        .clone();
-    let overrides = parse_overrides_many(run_config)
-        .map_err(|e| UserError::new(format!("--run-config: {e}")))?;
-    let run_config = apply_overrides(&manifest.config, &overrides)
-        .map_err(|e| UserError::new(format!("--run-config: {e}")))?;
-    Ok(Prepared {
-        project,
-        federation,
-        run_config,
-    })
 }
 
 /// Runs the app and returns the process exit code.
@@ -147,7 +109,8 @@ async fn run_app_crate(args: &RunArgs, prepared: Prepared) -> anyhow::Result<i32
         // The app binary checks it again; checking first spares a build for nothing.
         Destination::prepare(args.output_dir.as_deref(), prepared.project.dir())?;
     }
-    let binary = build_cmd::cargo_build(&args.app_dir, &prepared.project, args.profile)?;
+    let binary =
+        build_cmd::cargo_build(&args.app_dir, &prepared.project, args.profile, &args.cache)?;
     if prepared.federation.address.is_some() {
         let fab = build_cmd::pack(&prepared.project, &binary)?;
         return submit::execute(
@@ -184,112 +147,4 @@ async fn run_app_crate(args: &RunArgs, prepared: Prepared) -> anyhow::Result<i32
             binary.display()
         )),
     }
-}
-
-/// The app's reference as runs record it (built-in apps have no bundle hash).
-pub fn app_ref(project: &Project) -> AppRef {
-    let manifest = &project.manifest;
-    AppRef {
-        name: manifest.name.clone(),
-        serverapp: manifest.serverapp.clone(),
-        clientapp: manifest.clientapp.clone(),
-        fab_hash: String::new(),
-    }
-}
-
-/// How a simulation reports: the console format and `--output-dir`.
-#[derive(Debug, Clone, Copy)]
-pub struct Output<'a> {
-    /// `--format`.
-    pub format: Format,
-    /// `--output-dir`; `None`: a new directory under the app's `runs/`.
-    pub dir: Option<&'a Path>,
-}
-
-/// Runs `server_app` and `client_app` on a local simulation of `federation`, reporting as
-/// `output` says; returns the exit code. Shared by `flwr run` (built-in apps) and the
-/// simulation mode of a user's app binary.
-pub async fn simulate(
-    project: &Project,
-    federation: &Federation,
-    run_config: UserConfig,
-    output: Output<'_>,
-    server_app: Arc<dyn ServerApp>,
-    client_app: ClientApp,
-) -> anyhow::Result<i32> {
-    let format = output.format;
-    let manifest = &project.manifest;
-    let num_supernodes = federation.options.num_supernodes.ok_or_else(|| {
-        UserError::new(format!(
-            "federation {:?} has no options.num-supernodes: add options.num-supernodes = 10",
-            federation.name
-        ))
-    })?;
-    server_app
-        .check_config(&run_config)
-        .map_err(|e| UserError::new(format!("{}: {e}", project.manifest_path.display())))?;
-    let options = SimulationOptions {
-        num_supernodes,
-        num_cpus: federation.options.client_resources.num_cpus,
-        num_gpus: federation.options.client_resources.num_gpus,
-    };
-    let run = SimulationRun {
-        app: app_ref(project),
-        federation: federation.name.clone(),
-        run_config,
-        server_app,
-        client_app,
-    };
-    if options.num_gpus > 0.0 {
-        tracing::info!(
-            num_gpus = options.num_gpus,
-            "client-resources.num-gpus recorded; the built-in runtime schedules CPUs only"
-        );
-    }
-    let destination = Destination::prepare(output.dir, project.dir())?;
-    let mut reporter = Reporter::new(format).with_history(HistoryTarget {
-        destination,
-        app: manifest.name.clone(),
-        federation: federation.name.clone(),
-    });
-    if format == Format::Default {
-        eprintln!(
-            "running {} on {} ({} virtual SuperNodes, {} at a time)",
-            manifest.name,
-            federation.name,
-            num_supernodes,
-            options.workers()
-        );
-        let chaos = &federation.options.chaos;
-        if !chaos.is_off() {
-            eprintln!(
-                "chaos: dropout-rate {}, straggler-rate {}, latency {:?} + up to {:?} jitter, seed {}",
-                chaos.dropout_rate,
-                chaos.straggler_rate,
-                chaos.latency,
-                chaos.latency_jitter,
-                chaos.seed
-            );
-        }
-    }
-    let started = Instant::now();
-    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::for_simulation());
-    let chaos = &federation.options.chaos;
-    let outcome =
-        floret_simulation::run_with(&options, chaos, state, run, |e| reporter.on_event(e))
-            .await
-            .map_err(|e| match e {
-                SimulationError::Options(msg) => anyhow::Error::from(UserError::new(msg)),
-                other => anyhow::Error::from(other),
-            })?;
-    reporter.finish(Ending {
-        run_id: outcome.run_id,
-        status: outcome.status,
-        reason: &outcome.reason,
-        wall: started.elapsed(),
-    });
-    Ok(match outcome.status {
-        RunStatus::Finished(SubStatus::Completed) => exit_code::OK,
-        _ => exit_code::RUN_FAILED,
-    })
 }

@@ -7,7 +7,7 @@
 //! stdout and stderr are the daemon's, so its log lines appear in the daemon's log.
 //!
 //! A daemon killed with SIGKILL cannot kill its children; they exit on their own once
-//! their AppIo API stops answering (see `floret_cli::app_host`).
+//! their AppIo API stops answering (see `floret_app::host`).
 
 use std::fmt;
 use std::path::Path;

@@ -15,11 +15,15 @@ mod node_keys;
 mod nodes;
 pub mod retention;
 mod rules;
+// The SuperLink's durable store; an app binary (floret-app) runs only the in-memory one
+// and leaves SQLite, a C library, out of its build.
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use crate::policy::clock::unix_now;
 pub use memory::MemoryLinkState;
 pub use retention::Retention;
+#[cfg(feature = "sqlite")]
 pub use sqlite::{OpenError, SqliteLinkState};
 
 use bytes::Bytes;

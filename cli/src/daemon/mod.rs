@@ -11,22 +11,17 @@ pub mod settings;
 pub mod superlink;
 pub mod supernode;
 
-use crate::telemetry::{self, TelemetryArgs};
-use crate::{UserError, exit_code, report_outcome};
+use crate::UserError;
 use floret_actors::Isolation;
 use floret_transport::auth::{NodeKeyPair, NodePublicKey};
 use floret_transport::tls::{ClientTls, ServerTls};
 use floret_transport::{ClientSecurity, ServerSecurity};
 use std::future::Future;
+
+pub use floret_app::process::{Observed, app_main_with_args, main_with_args};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-/// A binary's arguments that carry the logging and tracing flags (`telemetry`).
-pub trait Observed {
-    /// The parsed logging and tracing flags, read before anything else so the rest can log.
-    fn telemetry(&self) -> &TelemetryArgs;
-}
 
 /// The body of a daemon binary named `service`: parses `A` from the command line (usage
 /// errors exit 2, `--help` exits 0), sets up logging (at `info` unless `--log-level` or
@@ -37,83 +32,7 @@ where
     A: clap::Parser + Observed,
     F: Future<Output = anyhow::Result<i32>>,
 {
-    main_with_args(service, std::env::args_os(), worker_threads, body)
-}
-
-/// [`main_with_args`] for an app process, which its daemon may SIGKILL at any time: its
-/// spans are sent promptly rather than in 5 s batches.
-pub fn app_main_with_args<A, F>(
-    service: &str,
-    args: impl IntoIterator<Item = std::ffi::OsString>,
-    worker_threads: usize,
-    body: impl FnOnce(A) -> F,
-) -> ExitCode
-where
-    A: clap::Parser + Observed,
-    F: Future<Output = anyhow::Result<i32>>,
-{
-    run_main(service, args, worker_threads, true, body)
-}
-
-/// [`main`] over explicit arguments (`args[0]` names the program), for the app binary's
-/// `serverapp` / `clientapp` modes, whose arguments start after the mode word.
-pub fn main_with_args<A, F>(
-    service: &str,
-    args: impl IntoIterator<Item = std::ffi::OsString>,
-    worker_threads: usize,
-    body: impl FnOnce(A) -> F,
-) -> ExitCode
-where
-    A: clap::Parser + Observed,
-    F: Future<Output = anyhow::Result<i32>>,
-{
-    run_main(service, args, worker_threads, false, body)
-}
-
-fn run_main<A, F>(
-    service: &str,
-    args: impl IntoIterator<Item = std::ffi::OsString>,
-    worker_threads: usize,
-    short_lived: bool,
-    body: impl FnOnce(A) -> F,
-) -> ExitCode
-where
-    A: clap::Parser + Observed,
-    F: Future<Output = anyhow::Result<i32>>,
-{
-    let args = match A::try_parse_from(args) {
-        Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            let code = if e.use_stderr() { exit_code::USAGE } else { 0 };
-            return ExitCode::from(code as u8);
-        }
-    };
-    let settings =
-        match telemetry::Settings::resolve(args.telemetry(), |k| std::env::var(k).ok(), "info") {
-            Ok(settings) if short_lived => settings.short_lived(),
-            Ok(settings) => settings,
-            Err(e) => return report_outcome(Err(e.into())),
-        };
-    // No other thread exists yet.
-    telemetry::pass_on_to_children(args.telemetry());
-    floret_transport::tls::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit_code::RUN_FAILED as u8);
-        }
-    };
-    report_outcome(runtime.block_on(async {
-        // Dropped at the end of this block, inside the runtime its exporter runs on.
-        let _telemetry = telemetry::install(service, &settings, Vec::new())?;
-        body(args).await
-    }))
+    floret_app::process::main_with_args(service, std::env::args_os(), worker_threads, body)
 }
 
 /// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM; returns its name.

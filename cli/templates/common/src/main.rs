@@ -6,5 +6,5 @@ mod server_app;
 mod task;
 
 fn main() -> std::process::ExitCode {
-    floret_cli::app_host::run(server_app::app, client_app::app)
+    floret_app::run(server_app::app, client_app::app)
 }

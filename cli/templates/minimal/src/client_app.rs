@@ -2,7 +2,7 @@
 //! The server sends `lr`, the size of the nudge, with every train message.
 
 use crate::task;
-use floret_cli::floret_core::{AppError, ClientApp, Context, Message, MetricRecord, RecordDict};
+use floret_app::floret_core::{AppError, ClientApp, Context, Message, MetricRecord, RecordDict};
 
 /// The ClientApp, `clientapp` in pyproject.toml.
 pub fn app() -> ClientApp {

@@ -2,9 +2,9 @@
 //! to the nodes with every train message.
 
 use crate::task;
-use floret_cli::async_trait::async_trait;
-use floret_cli::floret_core::{AppError, ConfigRecord, Context, Grid, ServerApp, UserConfig};
-use floret_cli::floret_strategies::{FedAvg, FedAvgConfig};
+use floret_app::async_trait::async_trait;
+use floret_app::floret_core::{AppError, ConfigRecord, Context, Grid, ServerApp, UserConfig};
+use floret_app::floret_strategies::{FedAvg, FedAvgConfig};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! arrays that training nudges by seeded random noise. There is no data; replace this
 //! file with your own model and data (see the `ndarray` template for a real one).
 
-use floret_cli::floret_core::{AppError, Array, ArrayRecord};
+use floret_app::floret_core::{AppError, Array, ArrayRecord};
 
 /// Names and shapes of the model's arrays.
 const LAYERS: [(&str, [usize; 2]); 2] = [("layer_0", [16, 8]), ("layer_1", [8, 1])];

@@ -2,7 +2,7 @@
 //! them (`evaluate`). The server sends `local-epochs` and `lr` with every train message.
 
 use crate::task::{self, Model};
-use floret_cli::floret_core::{AppError, ClientApp, Context, Message, MetricRecord, RecordDict};
+use floret_app::floret_core::{AppError, ClientApp, Context, Message, MetricRecord, RecordDict};
 
 /// The ClientApp, `clientapp` in pyproject.toml.
 pub fn app() -> ClientApp {

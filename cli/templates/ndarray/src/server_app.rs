@@ -3,12 +3,12 @@
 //! `accuracy` and `loss` that `flwr run` shows as server metrics).
 
 use crate::task::{self, Model};
-use floret_cli::async_trait::async_trait;
-use floret_cli::floret_core::{
+use floret_app::async_trait::async_trait;
+use floret_app::floret_core::{
     AppError, ArrayRecord, ConfigRecord, Context, Grid, MetricRecord, RunEvent, ServerApp,
     UserConfig,
 };
-use floret_cli::floret_strategies::{FedAvg, FedAvgConfig, fraction};
+use floret_app::floret_strategies::{FedAvg, FedAvgConfig, fraction};
 use std::sync::Arc;
 use std::time::Duration;
 

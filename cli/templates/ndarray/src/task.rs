@@ -7,7 +7,7 @@
 //! `ndarray`, trained with mini-batch SGD on the cross-entropy loss. Replace both with your
 //! own data and model.
 
-use floret_cli::floret_core::{AppError, Array, ArrayRecord, Context};
+use floret_app::floret_core::{AppError, Array, ArrayRecord, Context};
 use ndarray::{Array1, Array2, Axis, Ix1, Ix2};
 use std::sync::OnceLock;
 
@@ -291,7 +291,7 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use floret_cli::floret_core::UserConfigValue;
+    use floret_app::floret_core::UserConfigValue;
 
     fn node(id: i64, num: i64) -> Context {
         let mut context = Context::default();

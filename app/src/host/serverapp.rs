@@ -43,7 +43,7 @@ pub struct ServerAppArgs {
 
 /// Parses `args` (`args[0]` names the program and mode) and serves one run.
 pub fn run(args: Vec<OsString>, server_app: ServerAppFn) -> ExitCode {
-    crate::daemon::app_main_with_args("floret-serverapp", args, 2, |args: ServerAppArgs| {
+    crate::process::app_main_with_args("floret-serverapp", args, 2, |args: ServerAppArgs| {
         serve(args, server_app)
     })
 }
@@ -121,7 +121,7 @@ async fn serve(args: ServerAppArgs, server_app: ServerAppFn) -> anyhow::Result<i
     }
 }
 
-impl crate::daemon::Observed for ServerAppArgs {
+impl crate::process::Observed for ServerAppArgs {
     fn telemetry(&self) -> &crate::telemetry::TelemetryArgs {
         &self.telemetry
     }

@@ -50,7 +50,7 @@ pub struct ClientAppArgs {
 /// Parses `args` (`args[0]` names the program and mode) and serves one run.
 pub fn run(args: Vec<OsString>, client_app: ClientAppFn) -> ExitCode {
     // Handlers run on the blocking pool; one worker carries the calls.
-    crate::daemon::app_main_with_args("floret-clientapp", args, 1, |args: ClientAppArgs| {
+    crate::process::app_main_with_args("floret-clientapp", args, 1, |args: ClientAppArgs| {
         serve(args, client_app)
     })
 }
@@ -166,7 +166,7 @@ fn done() -> i32 {
     exit_code::OK
 }
 
-impl crate::daemon::Observed for ClientAppArgs {
+impl crate::process::Observed for ClientAppArgs {
     fn telemetry(&self) -> &crate::telemetry::TelemetryArgs {
         &self.telemetry
     }

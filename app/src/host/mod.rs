@@ -2,7 +2,7 @@
 //!
 //! ```ignore
 //! fn main() -> std::process::ExitCode {
-//!     floret_cli::app_host::run(server_app::app, client_app::app)
+//!     floret_app::run(server_app::app, client_app::app)
 //! }
 //! ```
 //!

@@ -6,7 +6,7 @@
 
 use super::{ClientAppFn, ServerAppFn};
 use crate::report::Format;
-use crate::run_cmd::{Output, Prepared, prepare, simulate};
+use crate::simulate::{Output, Prepared, prepare, simulate};
 use crate::{UserError, exit_code, report_outcome};
 use clap::Parser;
 use std::ffi::OsString;
