@@ -203,6 +203,7 @@ async fn chunks_pushed_for_a_node_nobody_registered_are_refused_and_not_held() {
                 node_id: 999_999,
                 object_id,
                 content,
+                run_id: 0,
             })
             .await
             .unwrap_err();
@@ -229,6 +230,7 @@ async fn a_node_cannot_hold_more_uploads_than_its_cap() {
                 node_id: node,
                 object_id,
                 content,
+                run_id: 0,
             })
             .await
         {
@@ -243,6 +245,43 @@ async fn a_node_cannot_hold_more_uploads_than_its_cap() {
         "{status:?}"
     );
     assert_eq!(server.transfer_stats().bytes_held, 3 << 20);
+}
+
+#[tokio::test]
+async fn the_nodes_of_one_run_cannot_hold_more_uploads_than_its_cap_but_other_runs_can() {
+    let (_fleet, server) = fleet_server(limited(ServerLimits {
+        max_upload_bytes_per_run: 3 << 20,
+        ..ServerLimits::default()
+    }))
+    .await;
+    let a = register(&client(server.local_addr(), impatient())).await;
+    let b = register(&client(server.local_addr(), impatient())).await;
+    let mut raw = v1::fleet_client::FleetClient::new(raw_channel(server.local_addr()).await);
+    let mut push = async |node_id, run_id, fill: u8| {
+        let content = Bytes::from(vec![fill; 1 << 20]);
+        let object_id = ObjectId::of(&content).to_hex();
+        raw.push_object(v1::PushObjectRequest {
+            node_id,
+            object_id,
+            content,
+            run_id,
+        })
+        .await
+    };
+    push(a, 1, 1).await.unwrap();
+    push(a, 1, 2).await.unwrap();
+    push(b, 1, 3).await.unwrap();
+    let status = push(b, 1, 4)
+        .await
+        .expect_err("run 1's fourth MiB is refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("run 1"), "{status:?}");
+    assert!(
+        status.message().contains("--max-upload-bytes-per-run"),
+        "{status:?}"
+    );
+    push(b, 2, 5).await.expect("another run's upload is taken");
+    assert_eq!(server.transfer_stats().bytes_held, 4 << 20);
 }
 
 fn quic_client(addr: SocketAddr) -> FleetClient {
