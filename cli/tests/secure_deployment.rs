@@ -65,27 +65,38 @@ fn secure_superlink(app: &Path) -> SuperLink {
 
 /// The tutorial's `flower-supernode` command for client `n` (1-based) with key `key`.
 fn secure_supernode(app: &Path, fleet: &str, n: u32, key: &str) -> Proc {
+    supernode_trusting(app, fleet, n, key, None)
+}
+
+/// [`secure_supernode`]; with `ca`, without `--root-certificates` and with `SSL_CERT_FILE`
+/// naming `ca` instead.
+fn supernode_trusting(app: &Path, fleet: &str, n: u32, key: &str, ca: Option<&Path>) -> Proc {
     let private = format!("keys/{key}");
     let public = format!("keys/{key}.pub");
     let node_config = format!("num-partitions=2 partition-id={}", n - 1);
-    Proc::spawn_in(
+    let roots: &[&str] = match ca {
+        Some(_) => &[],
+        None => &["--root-certificates", "certificates/ca.crt"],
+    };
+    let env: Vec<(&str, &Path)> = ca.map(|ca| ("SSL_CERT_FILE", ca)).into_iter().collect();
+    Proc::spawn_with_env(
         &format!("supernode {n}"),
         SUPERNODE,
         &[
-            "--superlink",
-            fleet,
-            "--transport",
-            transport(),
-            "--root-certificates",
-            "certificates/ca.crt",
-            "--auth-supernode-private-key",
-            &private,
-            "--auth-supernode-public-key",
-            &public,
-            "--node-config",
-            &node_config,
-        ],
+            &["--superlink", fleet, "--transport", transport()][..],
+            roots,
+            &[
+                "--auth-supernode-private-key",
+                &private,
+                "--auth-supernode-public-key",
+                &public,
+                "--node-config",
+                &node_config,
+            ],
+        ]
+        .concat(),
         Some(app),
+        &env,
     )
 }
 
@@ -197,6 +208,9 @@ fn a_federation_with_only_an_address_trusts_the_platforms_certificates() {
     let stdout = String::from_utf8_lossy(&ls.stdout);
     assert!(ls.status.success(), "{}", String::from_utf8_lossy(&ls.stderr));
     assert!(stdout.contains(&run_id.to_string()), "{stdout}");
+    // flower-supernode without --root-certificates trusts the same store.
+    let node = supernode_trusting(app, &link.fleet, 1, "client_credentials_1", Some(&ca));
+    node.expect_log(NODE_READY);
     // The test CA is in no system store: refused, in one line that says how to trust it.
     let refused = flwr_trusting(app, &["ls", ".", "pyconde"], None);
     assert_eq!(refused.status.code(), Some(1));

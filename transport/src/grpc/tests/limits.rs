@@ -284,6 +284,40 @@ async fn the_nodes_of_one_run_cannot_hold_more_uploads_than_its_cap_but_other_ru
     assert_eq!(server.transfer_stats().bytes_held, 4 << 20);
 }
 
+/// The SuperNode's own client names each chunk's run: a reply too large for its run's
+/// cap is refused, one of another run goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supernodes_reply_uploads_count_against_its_run() {
+    use floret_core::{Fleet as _, Payload};
+    let (_fleet, server) = fleet_server(limited(ServerLimits {
+        max_upload_bytes_per_run: 8 << 20,
+        ..ServerLimits::default()
+    }))
+    .await;
+    let client = client(server.local_addr(), impatient());
+    let node = register(&client).await;
+    let reply = |run_id, len| {
+        let mut m = model_message(node, &model(len)).reply(Payload::Content(model(len)));
+        m.metadata.run_id = run_id;
+        m
+    };
+    // 20 MB of run 7: its third 4 MiB chunk passes the run's 8 MiB.
+    let e = client
+        .push_messages(node, vec![reply(7, TWENTY_MB)])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("run 7") && e.contains("--max-upload-bytes-per-run"),
+        "{e}"
+    );
+    // 6 MB of run 8 still fits.
+    client
+        .push_messages(node, vec![reply(8, 1_500_000)])
+        .await
+        .unwrap();
+}
+
 fn quic_client(addr: SocketAddr) -> FleetClient {
     client(
         addr,
