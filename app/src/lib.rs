@@ -20,6 +20,7 @@ pub mod project;
 pub mod report;
 pub mod run_report;
 pub mod simulate;
+pub mod stdout;
 pub mod telemetry;
 
 pub use host::{ClientAppFn, ServerAppFn, run};
@@ -52,7 +53,8 @@ impl UserError {
 /// | 0 | done: the run completed (`run --stream`), or the command did what it says | stopped by SIGINT/SIGTERM after a clean shutdown |
 /// | 1 | the run ended other than completed, or the SuperLink could not be reached, or another failure that is not the user's input | a failure at run time: the SuperNode gave up reconnecting, the runtime broke |
 /// | 2 | bad input: flags, pyproject.toml, run config, a federation without an address for `ls`/`log`/`stop`, an unknown run id, a run that already finished | bad flags or config, an address that is in use or malformed |
-/// | 130 | Ctrl-C while following a run (`run --stream`, `log --stream`): detached, the run goes on | |
+/// | 130 | Ctrl-C while following a run (`run --stream`, `log --stream`): detached, the run goes on; Ctrl-C in a local simulation: stopped, history of the finished rounds written | |
+/// | 141 | the reader of stdout went away (`flwr ls \| head`): stopped quietly | |
 pub mod exit_code {
     /// Done: the command did what it says, or the followed run completed.
     pub const OK: i32 = 0;
@@ -60,8 +62,12 @@ pub mod exit_code {
     pub const RUN_FAILED: i32 = 1;
     /// Bad input: a `UserError` (flags, config files, run config, run id).
     pub const USAGE: i32 = 2;
-    /// Detached from a followed run by Ctrl-C (128 + SIGINT, the shell's convention).
+    /// Ctrl-C (128 + SIGINT, the shell's convention): detached from a followed run, or a
+    /// local simulation stopped after writing the history of its finished rounds.
     pub const DETACHED: i32 = 130;
+    /// Stdout's reader went away (128 + SIGPIPE, what a shell shows for tools SIGPIPE
+    /// ends): `flwr` prints through `floret_cli::stdout`, which exits with this code.
+    pub const PIPE_CLOSED: i32 = 141;
 }
 
 /// Turns a command's outcome into the process exit code, printing errors as one line:

@@ -182,7 +182,7 @@ impl Reporter {
                 text
             }
         };
-        println!("{out}");
+        crate::outln!("{out}");
         out
     }
 

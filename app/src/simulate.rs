@@ -141,13 +141,32 @@ pub async fn simulate(
     let started = Instant::now();
     let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::for_simulation());
     let chaos = &federation.options.chaos;
-    let outcome =
-        floret_simulation::run_with(&options, chaos, state, run, |e| reporter.on_event(e))
-            .await
-            .map_err(|e| match e {
-                SimulationError::Options(msg) => anyhow::Error::from(UserError::new(msg)),
-                other => anyhow::Error::from(other),
-            })?;
+    let finished = {
+        let simulation = floret_simulation::run_with(&options, chaos, state.clone(), run, |e| {
+            reporter.on_event(e);
+        });
+        tokio::select! {
+            outcome = simulation => Some(outcome),
+            // Listening fails only where no signal handler can be installed: run on.
+            Ok(()) = tokio::signal::ctrl_c() => None,
+        }
+    };
+    let Some(outcome) = finished else {
+        // Ctrl-C: the simulation is dropped mid-round; the rounds it finished are kept.
+        let run_id = state.runs().iter().map(|r| r.run_id).max().unwrap_or(0);
+        eprintln!("stopped by Ctrl-C");
+        reporter.stop_early(Ending {
+            run_id,
+            status: RunStatus::Finished(SubStatus::Stopped),
+            reason: "stopped by Ctrl-C",
+            wall: started.elapsed(),
+        });
+        return Ok(exit_code::DETACHED);
+    };
+    let outcome = outcome.map_err(|e| match e {
+        SimulationError::Options(msg) => anyhow::Error::from(UserError::new(msg)),
+        other => anyhow::Error::from(other),
+    })?;
     reporter.finish(Ending {
         run_id: outcome.run_id,
         status: outcome.status,

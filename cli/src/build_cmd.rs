@@ -110,8 +110,8 @@ pub async fn execute(args: BuildArgs) -> anyhow::Result<i32> {
         fab.manifest.name, fab.manifest.version
     ));
     std::fs::write(&path, &fab.bytes).with_context(|| format!("writing {}", path.display()))?;
-    println!("fab: {}", path.display());
-    println!("sha256: {}", fab.hash);
+    crate::outln!("fab: {}", path.display());
+    crate::outln!("sha256: {}", fab.hash);
     eprintln!(
         "built {} {} for {} ({:.1} MB)",
         fab.manifest.name,

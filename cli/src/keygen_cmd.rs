@@ -72,7 +72,7 @@ pub async fn execute(args: KeygenArgs) -> Result<i32> {
     for o in &outputs {
         write(o)?;
     }
-    println!(
+    crate::outln!(
         "Wrote TLS certificates to {} and {} SuperNode key pair{} to {}",
         args.out.join("certificates").display(),
         args.clients,

@@ -27,7 +27,8 @@ pub mod supernode_cmd;
 // does) live in floret-app, which user apps depend on without the rest of this crate.
 pub use floret_app::host as app_host;
 pub use floret_app::{
-    UserError, exit_code, project, report, report_outcome, run_report, telemetry,
+    UserError, exit_code, out, outln, project, report, report_outcome, run_report, stdout,
+    telemetry,
 };
 
 // What a user's app crate needs, through its one dependency on floret-cli (apps made

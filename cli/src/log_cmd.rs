@@ -9,7 +9,6 @@ use crate::project::Project;
 use crate::remote::Remote;
 use crate::report::summary_line;
 use floret_core::RunEvent;
-use std::io::Write as _;
 use std::path::PathBuf;
 
 /// Flags of `flwr log`.
@@ -43,8 +42,8 @@ pub async fn execute(args: LogArgs) -> anyhow::Result<i32> {
         .map_err(|e| remote.error(e))?;
     let followed = follow(control.as_ref(), args.run_id, !args.show, |event| {
         if let Some(line) = event_line(event) {
-            // A closed pipe (`flwr log 1 | head`) is not an error worth a message.
-            let _ = writeln!(std::io::stdout(), "{line}");
+            // A closed pipe (`flwr log 1 --stream | head`) ends the command quietly.
+            crate::outln!("{line}");
         }
     })
     .await

@@ -77,7 +77,7 @@ pub async fn execute(args: LoginArgs) -> anyhow::Result<i32> {
     let session: Arc<dyn Control> =
         Arc::new(UserSession::new(client, login.clone(), path).map_err(|e| remote.error(e))?);
     session.list_runs().await.map_err(|e| remote.error(e))?;
-    println!("logged in to `{}` as {}", remote.federation, login.username);
+    crate::outln!("logged in to `{}` as {}", remote.federation, login.username);
     Ok(exit_code::OK)
 }
 
@@ -95,12 +95,12 @@ pub async fn logout(args: LogoutArgs) -> anyhow::Result<i32> {
         let removed = credentials::remove(&path)
             .with_context(|| format!("cannot remove {}", path.display()))?;
         if removed {
-            println!(
+            crate::outln!(
                 "logged out of `{}` (the stored login was damaged)",
                 remote.federation
             );
         } else {
-            println!("not logged in to `{}`", remote.federation);
+            crate::outln!("not logged in to `{}`", remote.federation);
         }
         return Ok(exit_code::OK);
     };
@@ -114,7 +114,7 @@ pub async fn logout(args: LogoutArgs) -> anyhow::Result<i32> {
     credentials::remove(&path).with_context(|| format!("cannot remove {}", path.display()))?;
     match revoked {
         Ok(()) => {
-            println!("logged out of `{}`", remote.federation);
+            crate::outln!("logged out of `{}`", remote.federation);
             Ok(exit_code::OK)
         }
         Err(reason) => Err(anyhow::anyhow!(
@@ -141,7 +141,7 @@ pub async fn hash_password(_args: HashPasswordArgs) -> anyhow::Result<i32> {
     }
     let hash = floret_actors::user_auth::hash_secret(&secret, &mut rand::rng())
         .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
-    println!("{hash}");
+    crate::outln!("{hash}");
     Ok(exit_code::OK)
 }
 

@@ -38,8 +38,8 @@ pub async fn execute(args: LsArgs) -> anyhow::Result<i32> {
     };
     let now = unix_now();
     match args.format {
-        Format::Default => print!("{}", table(&runs, now)),
-        Format::Json => println!("{}", json_list(&runs, now)),
+        Format::Default => crate::out!("{}", table(&runs, now)),
+        Format::Json => crate::outln!("{}", json_list(&runs, now)),
     }
     Ok(exit_code::OK)
 }

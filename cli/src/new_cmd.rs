@@ -159,7 +159,7 @@ pub async fn execute(args: NewArgs) -> anyhow::Result<i32> {
     check_target_dir(dir)?;
     let files = render(template, &name, &module, &publisher);
     write_all(dir, &files)?;
-    println!(
+    crate::outln!(
         "made {name}/ from the {} template\n\n    cd {name}\n    flwr run .\n",
         template.name
     );

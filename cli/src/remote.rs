@@ -75,8 +75,9 @@ impl Remote {
     }
 
     /// Checks a federation that has an address: its port, its transport, and its TLS —
-    /// `root-certificates` (a path relative to `app_dir`, where pyproject.toml is) or
-    /// `insecure = true`, never neither (no silent plaintext).
+    /// `root-certificates` (a path relative to `app_dir`, where pyproject.toml is),
+    /// `insecure = true`, or neither: TLS trusting the platform's CA certificates (and
+    /// `SSL_CERT_FILE`), as Flower does for a SuperLink with a publicly trusted certificate.
     pub fn from_federation(federation: &Federation, app_dir: &Path) -> Result<Remote, UserError> {
         let address = federation.address.clone().unwrap_or_default();
         let table = format!("[tool.flwr.federations.{}]", federation.name);
@@ -104,11 +105,11 @@ impl Remote {
                     })?,
                 )
             }
-            (false, None) => {
-                return Err(UserError::new(format!(
-                    "{table} says neither how to trust the SuperLink's TLS certificate nor to go without TLS: set root-certificates = \"certificates/ca.crt\" (the CA that signed it, relative to pyproject.toml), or insecure = true for a SuperLink started with --insecure"
-                )));
-            }
+            (false, None) => ClientSecurity::Tls(ClientTls::from_platform().map_err(|e| {
+                UserError::new(format!(
+                    "{table} has no root-certificates, so the SuperLink's certificate is checked against the platform's, but there are {e}; or set root-certificates = \"certificates/ca.crt\" (the CA that signed it, relative to pyproject.toml), or insecure = true for a SuperLink started with --insecure"
+                ))
+            })?),
         };
         if !has_port(&address) {
             return Err(UserError::new(format!(
@@ -297,15 +298,22 @@ mod tests {
     }
 
     #[test]
-    fn tls_needs_root_certificates_or_an_explicit_insecure() {
+    fn without_root_certificates_or_insecure_tls_trusts_the_platform() {
         for insecure in [None, Some(false)] {
-            let e = Remote::from_federation(&federation("h:9093", insecure), here()).unwrap_err();
-            assert!(
-                e.to_string()
-                    .contains("root-certificates = \"certificates/ca.crt\"")
-                    && e.to_string().contains("insecure = true"),
-                "{e}"
-            );
+            // A machine without any CA bundle gets the error that says how to give one.
+            match Remote::from_federation(&federation("h:9093", insecure), here()) {
+                Ok(r) => match r.security {
+                    ClientSecurity::Tls(tls) => {
+                        assert_eq!(tls.trusted(), "the platform's trust store");
+                    }
+                    ClientSecurity::Insecure => panic!("no silent plaintext"),
+                },
+                Err(e) => assert!(
+                    e.to_string().contains("SSL_CERT_FILE")
+                        && e.to_string().contains("insecure = true"),
+                    "{e}"
+                ),
+            }
         }
         let mut f = federation("h:9093", None);
         f.root_certificates = Some("certificates/ca.crt".into());

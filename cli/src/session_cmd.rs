@@ -68,8 +68,8 @@ pub async fn execute(args: SessionArgs) -> anyhow::Result<i32> {
             let session = remote.connect_user_session("flwr session list").await?;
             let sessions = session.list_sessions().await.map_err(|e| remote.error(e))?;
             match format {
-                Format::Default => print!("{}", table(&sessions)),
-                Format::Json => println!("{}", json_list(&sessions)),
+                Format::Default => crate::out!("{}", table(&sessions)),
+                Format::Json => crate::outln!("{}", json_list(&sessions)),
             }
         }
         SessionCommand::Revoke {
@@ -100,7 +100,7 @@ pub async fn execute(args: SessionArgs) -> anyhow::Result<i32> {
                 ))
                 .into());
             }
-            println!("revoked {revoked} session(s): {what}");
+            crate::outln!("revoked {revoked} session(s): {what}");
         }
     }
     Ok(exit_code::OK)

@@ -27,6 +27,6 @@ pub async fn execute(args: StopArgs) -> anyhow::Result<i32> {
         .stop_run(args.run_id)
         .await
         .map_err(|e| remote.error(e))?;
-    println!("stopped run {}", args.run_id);
+    crate::outln!("stopped run {}", args.run_id);
     Ok(exit_code::OK)
 }

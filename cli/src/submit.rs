@@ -68,13 +68,13 @@ pub async fn execute(
     if !args.stream {
         match args.format {
             Format::Default => {
-                println!("started run {run_id}");
+                crate::outln!("started run {run_id}");
                 eprintln!(
                     "`flwr ls` shows its status, `{}` follows it",
                     log_command(run_id, &args.app_dir, &remote.federation)
                 );
             }
-            Format::Json => println!(
+            Format::Json => crate::outln!(
                 "{}",
                 json!({ "run_id": run_id, "federation": remote.federation })
             ),

@@ -78,7 +78,7 @@ pub async fn execute(args: SupernodeArgs) -> anyhow::Result<i32> {
                 .register_node_key(key.spki_der().clone())
                 .await
                 .map_err(|e| remote.error(e))?;
-            println!(
+            crate::outln!(
                 "registered SuperNode key {} as node {node_id}",
                 key.fingerprint()
             );
@@ -92,8 +92,8 @@ pub async fn execute(args: SupernodeArgs) -> anyhow::Result<i32> {
             let control = remote.connect().await?;
             let nodes = control.list_nodes().await.map_err(|e| remote.error(e))?;
             match format {
-                Format::Default => print!("{}", table(&nodes)),
-                Format::Json => println!("{}", json_list(&nodes)),
+                Format::Default => crate::out!("{}", table(&nodes)),
+                Format::Json => crate::outln!("{}", json_list(&nodes)),
             }
         }
         SupernodeCommand::Unregister {
@@ -108,7 +108,7 @@ pub async fn execute(args: SupernodeArgs) -> anyhow::Result<i32> {
                 .unregister_node_key(node_id)
                 .await
                 .map_err(|e| remote.error(e))?;
-            println!("unregistered node {node_id}");
+            crate::outln!("unregistered node {node_id}");
         }
     }
     Ok(exit_code::OK)

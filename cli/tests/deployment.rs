@@ -348,8 +348,8 @@ fn daemon_flag_mistakes_are_one_line_and_exit_2() {
         ),
         (
             SUPERNODE,
-            &["--node-config", "partition-id=0"],
-            &["--root-certificates", "--insecure"],
+            &["--insecure", "--root-certificates", "ca.crt"],
+            &["--root-certificates", "--insecure", "both given"],
         ),
         (
             SUPERNODE,
@@ -387,6 +387,18 @@ fn daemon_flag_mistakes_are_one_line_and_exit_2() {
         let status = p.wait_exit(READY_TIMEOUT);
         assert_one_error_line(status.code(), &p.stderr(), 2, needles);
     }
+    // Neither flag: the platform's trust store, here one with nothing in it.
+    let nothing = std::path::Path::new("/nonexistent/ca-bundle.crt");
+    let mut p = Proc::spawn_with_env(
+        "supernode",
+        SUPERNODE,
+        &["--node-config", "partition-id=0"],
+        None,
+        &[("SSL_CERT_FILE", nothing), ("SSL_CERT_DIR", nothing)],
+    );
+    let status = p.wait_exit(READY_TIMEOUT);
+    let needles = ["platform's trust store", "SSL_CERT_FILE", "--insecure"];
+    assert_one_error_line(status.code(), &p.stderr(), 2, &needles);
 }
 
 over_both_transports! {

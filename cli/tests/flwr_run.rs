@@ -362,3 +362,77 @@ fn stragglers_show_as_lost_then_late_and_cost_one_timeout_per_phase() {
     // 4 phases of at most one 0.5 s timeout each, not the 60 s of GOOD's default.
     assert!(wall < 4.0 * 0.5 + 5.0, "{wall} s");
 }
+
+/// `flwr run ... | head` once `head` has gone: the report's write meets a closed pipe.
+#[test]
+fn a_closed_stdout_ends_flwr_quietly() {
+    let dir = quickstart_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flwr"))
+        .args(["run", dir.to_str().unwrap()])
+        .args(["--run-config", "num-server-rounds=1 total-params=100"])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before anything is written.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+}
+
+/// Ctrl-C in a local simulation keeps what it did: the finished rounds' history files,
+/// where stderr says, and exit code 130.
+#[test]
+fn ctrl_c_in_a_simulation_writes_the_history_of_the_finished_rounds() {
+    use std::io::BufRead as _;
+    let out = tempfile::tempdir().unwrap();
+    let dir = quickstart_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flwr"))
+        .args(["run", dir.to_str().unwrap()])
+        .args(["--run-config", "num-server-rounds=100000 total-params=100"])
+        .arg("--output-dir")
+        .arg(out.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // Round 2 starting means round 1 is done.
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let round_two = line.starts_with("round 2:");
+        seen.push(line);
+        if round_two {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.starts_with("round 2:")),
+        "{seen:?}"
+    );
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    let rest = rest.join("\n");
+    assert_eq!(status.code(), Some(130), "{rest}");
+    let history = out.path().join("history.json");
+    assert!(
+        rest.contains(&format!("history so far: {}", history.display())),
+        "{rest}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&history).unwrap()).unwrap();
+    assert_eq!(v["status"], "finished:stopped");
+    assert!(!v["rounds"].as_array().unwrap().is_empty(), "{v}");
+    assert!(out.path().join("history.csv").is_file());
+    assert!(out.path().join("metrics.svg").is_file());
+}

@@ -46,6 +46,12 @@ pub struct ServerLimits {
     /// (`--max-upload-bytes-per-node`). Default 1 GiB: one reply with the largest model a
     /// built-in app allows (`--max-model-bytes`, 900 MiB) fits.
     pub max_upload_bytes_per_node: usize,
+    /// Bytes of uploaded chunks the nodes of one run together may have waiting
+    /// (`--max-upload-bytes-per-run`). Default 4 GiB: four nodes' worth of
+    /// `--max-upload-bytes-per-node` at once, so a round of large replies streams through
+    /// while half of `--max-upload-bytes` stays for the other runs, and one heavy run
+    /// cannot fill the SuperLink for everyone.
+    pub max_upload_bytes_per_run: usize,
     /// Bytes of uploaded chunks all nodes together may have waiting
     /// (`--max-upload-bytes`). Default 8 GiB.
     pub max_upload_bytes: usize,
@@ -74,6 +80,7 @@ impl Default for ServerLimits {
             max_request_bytes: crate::grpc::MAX_MESSAGE_LEN,
             max_fab_bytes: crate::grpc::MAX_FAB_LEN,
             max_upload_bytes_per_node: 1024 * 1024 * 1024,
+            max_upload_bytes_per_run: 4 * 1024 * 1024 * 1024,
             max_upload_bytes: 8 * 1024 * 1024 * 1024,
             max_inflight_request_bytes: 1024 * 1024 * 1024,
         }
@@ -187,31 +194,56 @@ impl ServerLimits {
         }
     }
 
-    /// Whether `node` may have `len` more bytes of uploaded chunks held, given what it and
-    /// all nodes hold now.
+    /// Whether `len` more bytes of uploaded chunks may be held, given what the uploading
+    /// node, its run and all nodes hold now.
     ///
     /// # Errors
     /// [`UploadRefused`] naming the cap and its flag.
-    pub fn admit_upload(
-        &self,
-        node_held: usize,
-        all_held: usize,
-        len: usize,
-    ) -> Result<(), UploadRefused> {
-        if node_held.saturating_add(len) > self.max_upload_bytes_per_node {
+    pub fn admit_upload(&self, held: UploadsHeld, len: usize) -> Result<(), UploadRefused> {
+        if held.node.saturating_add(len) > self.max_upload_bytes_per_node {
             return Err(UploadRefused::Node {
-                held: node_held,
+                held: held.node,
                 limit: self.max_upload_bytes_per_node,
             });
         }
-        if all_held.saturating_add(len) > self.max_upload_bytes {
+        if let Some((run_id, run_held)) = held.run
+            && run_held.saturating_add(len) > self.max_upload_bytes_per_run
+        {
+            return Err(UploadRefused::Run {
+                run_id,
+                held: run_held,
+                limit: self.max_upload_bytes_per_run,
+            });
+        }
+        if held.all.saturating_add(len) > self.max_upload_bytes {
             return Err(UploadRefused::All {
-                held: all_held,
+                held: held.all,
                 limit: self.max_upload_bytes,
             });
         }
         Ok(())
     }
+}
+
+/// The run a batch of messages' chunks count against: the one run they all belong to, or
+/// 0 (counted against no run) for an empty batch or one that mixes runs. A SuperNode
+/// pushes one reply per call, so its uploads always name their run.
+pub fn batch_run(runs: impl IntoIterator<Item = u64>) -> u64 {
+    let mut runs = runs.into_iter();
+    let first = runs.next().unwrap_or(0);
+    if runs.all(|r| r == first) { first } else { 0 }
+}
+
+/// Bytes of uploaded chunks held now, as [`ServerLimits::admit_upload`] weighs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadsHeld {
+    /// By the uploading node.
+    pub node: usize,
+    /// The run the chunk is for and what its nodes hold; `None` when the node named no run
+    /// (a client that predates the field), which only the node and total caps bound.
+    pub run: Option<(u64, usize)>,
+    /// By all nodes.
+    pub all: usize,
 }
 
 impl ServerLimits {
@@ -310,6 +342,18 @@ pub enum UploadRefused {
     )]
     Node {
         /// Bytes the node holds.
+        held: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// The cap on one run's nodes together.
+    #[error(
+        "run {run_id} already has {held} bytes of uploaded chunks waiting for PushMessages, the SuperLink's limit is {limit} (--max-upload-bytes-per-run); retry when the run's pending replies are in"
+    )]
+    Run {
+        /// The run.
+        run_id: u64,
+        /// Bytes its nodes hold.
         held: usize,
         /// The cap.
         limit: usize,
@@ -477,17 +521,41 @@ mod tests {
     }
 
     #[test]
-    fn uploads_are_admitted_up_to_the_node_cap_and_the_total_cap() {
+    fn uploads_are_admitted_up_to_the_node_run_and_total_caps() {
         let l = ServerLimits {
             max_upload_bytes_per_node: 10,
+            max_upload_bytes_per_run: 15,
             max_upload_bytes: 25,
             ..ServerLimits::default()
         };
-        assert!(l.admit_upload(6, 6, 4).is_ok());
-        let e = l.admit_upload(7, 7, 4).unwrap_err();
+        let held = |node, run, all| UploadsHeld { node, run, all };
+        assert!(l.admit_upload(held(6, Some((1, 11)), 6), 4).is_ok());
+        let e = l.admit_upload(held(7, Some((1, 7)), 7), 4).unwrap_err();
         assert!(e.to_string().contains("--max-upload-bytes-per-node"), "{e}");
-        let e = l.admit_upload(0, 22, 4).unwrap_err();
+        let e = l.admit_upload(held(0, Some((9, 12)), 12), 4).unwrap_err();
+        assert_eq!(
+            e,
+            UploadRefused::Run {
+                run_id: 9,
+                held: 12,
+                limit: 15
+            }
+        );
+        assert!(e.to_string().contains("run 9"), "{e}");
+        assert!(e.to_string().contains("--max-upload-bytes-per-run"), "{e}");
+        // Another run, or a chunk that names none, still fits under the total.
+        assert!(l.admit_upload(held(0, Some((2, 0)), 12), 4).is_ok());
+        assert!(l.admit_upload(held(0, None, 12), 4).is_ok());
+        let e = l.admit_upload(held(0, None, 22), 4).unwrap_err();
         assert!(e.to_string().contains("--max-upload-bytes)"), "{e}");
+    }
+
+    #[test]
+    fn a_batch_counts_against_its_one_run_or_none() {
+        assert_eq!(batch_run([]), 0);
+        assert_eq!(batch_run([7]), 7);
+        assert_eq!(batch_run([7, 7]), 7);
+        assert_eq!(batch_run([7, 8]), 0);
     }
 
     #[test]

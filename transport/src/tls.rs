@@ -109,6 +109,11 @@ pub enum TlsError {
         /// Why webpki refused the chain (expired, wrong issuer, wrong usage, ...).
         reason: String,
     },
+    /// A client told to trust the platform's CA certificates found none it could use.
+    #[error(
+        "no CA certificates in the platform's trust store ({0}): set SSL_CERT_FILE to a PEM bundle of CA certificates, or give the CA that signed the SuperLink's certificate (root-certificates in pyproject.toml, --root-certificates for flower-supernode)"
+    )]
+    NoPlatformRoots(String),
     /// rustls refused to build a configuration from material that did load (rare: an
     /// unsupported key type or protocol set), or a certificate could not be generated.
     #[error("cannot make a TLS configuration: {0}")]
@@ -417,17 +422,20 @@ impl ServerTls {
 }
 
 /// A client's side of TLS: the CA certificates it trusts (`--root-certificates`, a
-/// federation's `root-certificates`) and, for mutual TLS, its own certificate.
+/// federation's `root-certificates`, else the platform's trust store) and, for mutual TLS,
+/// its own certificate.
 #[derive(Clone)]
 pub struct ClientTls {
-    roots: Roots,
+    /// The CA file trusted; `None` for the platform's trust store.
+    roots_file: Option<PathBuf>,
+    store: Arc<RootCertStore>,
     identity: Option<Identity>,
 }
 
 impl fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientTls")
-            .field("root_certificates", &self.roots.path)
+            .field("root_certificates", &self.roots_file)
             .field("certificate", &self.identity.as_ref().map(|i| &i.cert_path))
             .finish()
     }
@@ -439,8 +447,36 @@ impl ClientTls {
     /// # Errors
     /// [`TlsError`] naming the file when it cannot be read or holds no certificate.
     pub fn from_root_certificates(path: &Path) -> Result<ClientTls, TlsError> {
+        let roots = Roots::load("root certificates file", path)?;
         Ok(ClientTls {
-            roots: Roots::load("root certificates file", path)?,
+            roots_file: Some(roots.path),
+            store: roots.store,
+            identity: None,
+        })
+    }
+
+    /// Trusts the platform's CA certificates: the bundle `SSL_CERT_FILE` and the directory
+    /// `SSL_CERT_DIR` name when set, else the system's (`/etc/ssl/certs` and the like).
+    /// This is what Flower does for a federation with neither `root-certificates` nor
+    /// `insecure`, and for `flower-supernode` with neither flag: a SuperLink with a
+    /// certificate from a public CA needs no CA file.
+    ///
+    /// # Errors
+    /// [`TlsError::NoPlatformRoots`] when no usable CA certificate is found.
+    pub fn from_platform() -> Result<ClientTls, TlsError> {
+        let found = rustls_native_certs::load_native_certs();
+        let mut store = RootCertStore::empty();
+        let (added, _unusable) = store.add_parsable_certificates(found.certs);
+        if added == 0 {
+            let reason = found
+                .errors
+                .first()
+                .map_or_else(|| "none found".to_string(), ToString::to_string);
+            return Err(TlsError::NoPlatformRoots(reason));
+        }
+        Ok(ClientTls {
+            roots_file: None,
+            store: Arc::new(store),
             identity: None,
         })
     }
@@ -458,14 +494,17 @@ impl ClientTls {
         Ok(self)
     }
 
-    /// The root certificates file, for error messages.
-    pub fn roots_path(&self) -> &Path {
-        &self.roots.path
+    /// What it trusts, for logs: the root certificates file, or the platform's store.
+    pub fn trusted(&self) -> String {
+        match &self.roots_file {
+            Some(path) => path.display().to_string(),
+            None => "the platform's trust store".into(),
+        }
     }
 
     pub(crate) fn tonic(&self) -> tonic::transport::ClientTlsConfig {
         let config = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(&*self.roots.pem));
+            .trust_anchors(self.store.roots.iter().cloned());
         match &self.identity {
             Some(id) => config.identity(tonic::transport::Identity::from_pem(
                 &*id.cert_pem,
@@ -479,7 +518,7 @@ impl ClientTls {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_root_certificates(self.roots.store.clone());
+            .with_root_certificates(self.store.clone());
         let mut config = match &self.identity {
             Some(id) => {
                 let (certs, key) = id.certified_key();

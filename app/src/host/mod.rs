@@ -63,7 +63,7 @@ pub fn dispatch(args: Vec<OsString>, server_app: ServerAppFn, client_app: Client
         Some("serverapp") => serverapp::run(mode_args("serverapp"), server_app),
         Some("clientapp") => clientapp::run(mode_args("clientapp"), client_app),
         Some("-h" | "--help" | "help") => {
-            println!("{}", usage(&program));
+            crate::outln!("{}", usage(&program));
             ExitCode::SUCCESS
         }
         Some(other) => {

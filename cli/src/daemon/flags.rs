@@ -99,6 +99,12 @@ pub struct UploadLimitFlags {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_upload_bytes_per_node: Option<usize>,
+    /// Bytes of uploaded chunks the SuperNodes of one run together may have waiting, so
+    /// that one heavy run cannot fill the SuperLink for the others
+    /// [default: 4294967296, 4 GiB].
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_upload_bytes_per_run: Option<usize>,
     /// Bytes of uploaded chunks all SuperNodes together may have waiting
     /// [default: 8589934592, 8 GiB].
     #[arg(long, value_name = "BYTES")]
@@ -148,6 +154,8 @@ pub struct LimitSettings {
     pub max_fab_size: usize,
     /// `--max-upload-bytes-per-node`.
     pub max_upload_bytes_per_node: usize,
+    /// `--max-upload-bytes-per-run`.
+    pub max_upload_bytes_per_run: usize,
     /// `--max-upload-bytes`.
     pub max_upload_bytes: usize,
     /// `--max-inflight-request-bytes`.
@@ -166,6 +174,7 @@ impl Default for LimitSettings {
             max_request_size: d.max_request_bytes,
             max_fab_size: d.max_fab_bytes,
             max_upload_bytes_per_node: d.max_upload_bytes_per_node,
+            max_upload_bytes_per_run: d.max_upload_bytes_per_run,
             max_upload_bytes: d.max_upload_bytes,
             max_inflight_request_bytes: d.max_inflight_request_bytes,
         }
@@ -199,6 +208,10 @@ impl LimitSettings {
             "max-upload-bytes-per-node",
             self.max_upload_bytes_per_node as u64,
         )?;
+        positive(
+            "max-upload-bytes-per-run",
+            self.max_upload_bytes_per_run as u64,
+        )?;
         positive("max-upload-bytes", self.max_upload_bytes as u64)?;
         positive(
             "max-inflight-request-bytes",
@@ -220,6 +233,7 @@ impl LimitSettings {
             max_request_bytes: self.max_request_size,
             max_fab_bytes: self.max_fab_size,
             max_upload_bytes_per_node: self.max_upload_bytes_per_node,
+            max_upload_bytes_per_run: self.max_upload_bytes_per_run,
             max_upload_bytes: self.max_upload_bytes,
             max_inflight_request_bytes: self.max_inflight_request_bytes,
         })

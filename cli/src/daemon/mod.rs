@@ -157,31 +157,34 @@ pub fn auth_needs_tls(
 }
 
 /// A client's TLS from its flags: `--root-certificates` (the CA that signed the SuperLink's
-/// certificate), or `--insecure`; as for [`server_security`], neither or both is an error.
+/// certificate), `--insecure`, or neither: TLS trusting the platform's CA certificates (and
+/// `SSL_CERT_FILE`), as Flower's SuperNode does. Both is an error.
 pub fn client_security(
     insecure: bool,
     root_certificates: Option<&str>,
     client_cert: Option<(&str, &str)>,
 ) -> Result<ClientSecurity, UserError> {
-    match (insecure, root_certificates.filter(|r| !r.is_empty())) {
-        (true, None) => Ok(ClientSecurity::Insecure),
-        (true, Some(_)) => Err(UserError::new(
-            "--insecure and --root-certificates were both given: drop --insecure to connect with TLS, or --root-certificates to connect in plaintext",
-        )),
-        (false, Some(roots)) => {
-            let mut tls = ClientTls::from_root_certificates(roots.as_ref())
-                .map_err(|e| UserError::new(format!("--root-certificates: {e}")))?;
-            if let Some((cert, key)) = client_cert {
-                tls = tls
-                    .with_client_certificate(cert.as_ref(), key.as_ref())
-                    .map_err(|e| UserError::new(format!("--ssl-client-certfile: {e}")))?;
-            }
-            Ok(ClientSecurity::Tls(tls))
+    let mut tls = match (insecure, root_certificates.filter(|r| !r.is_empty())) {
+        (true, None) => return Ok(ClientSecurity::Insecure),
+        (true, Some(_)) => {
+            return Err(UserError::new(
+                "--insecure and --root-certificates were both given: drop --insecure to connect with TLS, or --root-certificates to connect in plaintext",
+            ));
         }
-        (false, None) => Err(UserError::new(
-            "no root certificates: pass --root-certificates with the CA certificate that signed the SuperLink's (e.g. certificates/ca.crt) to connect with TLS, or --insecure to connect in plaintext for testing",
-        )),
+        (false, Some(roots)) => ClientTls::from_root_certificates(roots.as_ref())
+            .map_err(|e| UserError::new(format!("--root-certificates: {e}")))?,
+        (false, None) => ClientTls::from_platform().map_err(|e| {
+            UserError::new(format!(
+                "without --root-certificates the SuperLink's certificate is checked against the platform's, but there are {e}; or pass --insecure to connect in plaintext for testing"
+            ))
+        })?,
+    };
+    if let Some((cert, key)) = client_cert {
+        tls = tls
+            .with_client_certificate(cert.as_ref(), key.as_ref())
+            .map_err(|e| UserError::new(format!("--ssl-client-certfile: {e}")))?;
     }
+    Ok(ClientSecurity::Tls(tls))
 }
 
 /// `--isolation`: how the apps that come as FABs run; built-in apps always run inside the

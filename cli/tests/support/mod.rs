@@ -118,7 +118,19 @@ impl Proc {
 
     /// [`Proc::spawn`] in the directory `cwd` (relative paths in `args` are from there).
     pub(crate) fn spawn_in(name: &str, program: &str, args: &[&str], cwd: Option<&Path>) -> Proc {
+        Proc::spawn_with_env(name, program, args, cwd, &[])
+    }
+
+    /// [`Proc::spawn_in`] with `env` added to its environment.
+    pub(crate) fn spawn_with_env(
+        name: &str,
+        program: &str,
+        args: &[&str],
+        cwd: Option<&Path>,
+        env: &[(&str, &Path)],
+    ) -> Proc {
         let mut command = Command::new(program);
+        command.envs(env.iter().copied());
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }

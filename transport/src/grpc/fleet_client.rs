@@ -9,6 +9,7 @@ use super::node_auth::{path, sign};
 use super::options::{ClientOptions, MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, link};
 use super::status::{Failure, classify, to_fleet_error};
 use crate::convert_runs::run_info_from_proto;
+use crate::limits::batch_run;
 use crate::link::Link;
 use crate::meter;
 use crate::objects::cache::ChunkCache;
@@ -215,13 +216,19 @@ impl FleetClient {
         Ok((id, content))
     }
 
-    /// Uploads one chunk.
-    async fn upload(&self, node_id: u64, id: ObjectId, content: Bytes) -> Result<(), FleetError> {
+    /// Uploads one chunk of a message of `run_id` (0: of several runs).
+    async fn upload(
+        &self,
+        (node_id, run_id): (u64, u64),
+        id: ObjectId,
+        content: Bytes,
+    ) -> Result<(), FleetError> {
         let len = content.len();
         let request = v1::PushObjectRequest {
             node_id,
             object_id: id.to_hex(),
             content,
+            run_id,
         };
         self.with_patience(|| {
             let mut rpc = self.rpc();
@@ -418,6 +425,7 @@ impl Fleet for FleetClient {
             &self.inner.counters,
         )
         .await;
+        let run_id = batch_run(messages.iter().map(|m| m.metadata.run_id));
         for _ in 0..PUSH_ROUNDS {
             let mut rpc = self.rpc();
             let request = v1::PushMessagesRequest {
@@ -445,7 +453,7 @@ impl Fleet for FleetClient {
             })?;
             stream::iter(uploads.into_iter().map(Ok))
                 .try_for_each_concurrent(self.inner.options.concurrency(), |(id, c)| {
-                    self.upload(node_id, id, c)
+                    self.upload((node_id, run_id), id, c)
                 })
                 .await?;
         }

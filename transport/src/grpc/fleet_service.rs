@@ -255,7 +255,7 @@ impl v1::fleet_server::Fleet for FleetService {
         let r = request.into_inner();
         inbox::accept_chunk(
             self.objects(),
-            r.node_id,
+            (r.node_id, r.run_id),
             "PushObjectRequest",
             &r.object_id,
             r.content,

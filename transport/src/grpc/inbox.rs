@@ -3,6 +3,7 @@
 //! messages once every chunk is there.
 
 use super::status::{from_decode_error, unknown_object};
+use crate::limits::batch_run;
 use crate::objects::MAX_CHUNK_LEN;
 use crate::objects::envelope::{self, Opened};
 use crate::objects::id::{ObjectId, verify_blocking};
@@ -17,11 +18,11 @@ fn parse_id(field: &str, s: &str) -> Result<ObjectId, Status> {
     ObjectId::parse(s).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
-/// Checks a pushed chunk against its id and keeps it for `peer`. `request` names the
-/// request type in errors (`PushObjectRequest`).
+/// Checks a pushed chunk against its id and keeps it for `peer`, counted against `run_id`
+/// (0: none). `request` names the request type in errors (`PushObjectRequest`).
 pub(crate) async fn accept_chunk(
     objects: &ObjectStore,
-    peer: u64,
+    (peer, run_id): (u64, u64),
     request: &str,
     object_id: &str,
     content: Bytes,
@@ -41,8 +42,8 @@ pub(crate) async fn accept_chunk(
                  is corrupt"
             ))
         })?;
-    objects.put(peer, id, content).map_err(|refused| {
-        tracing::warn!(peer, "refused an uploaded chunk: {refused}");
+    objects.put(peer, run_id, id, content).map_err(|refused| {
+        tracing::warn!(peer, run_id, "refused an uploaded chunk: {refused}");
         Status::resource_exhausted(refused.to_string())
     })
 }
@@ -87,14 +88,16 @@ pub(crate) fn claim<'a>(
     peer: u64,
     opened: impl IntoIterator<Item = &'a Opened>,
 ) -> Result<Claimed, Vec<String>> {
-    let ids: HashSet<ObjectId> = opened.into_iter().flat_map(Opened::chunk_ids).collect();
+    let opened: Vec<&Opened> = opened.into_iter().collect();
+    let ids: HashSet<ObjectId> = opened.iter().flat_map(|o| o.chunk_ids()).collect();
     if ids.is_empty() {
         return Ok(Claimed {
             chunks: HashMap::new(),
             ids,
         });
     }
-    match objects.claim(peer, &ids) {
+    let run_id = batch_run(opened.iter().map(|o| o.run_id()));
+    match objects.claim(peer, run_id, &ids) {
         Ok(chunks) => Ok(Claimed { chunks, ids }),
         Err(missing) => Err(missing.into_iter().map(ObjectId::to_hex).collect()),
     }

@@ -296,8 +296,9 @@ pub(crate) fn explain_tls(text: &str) -> Option<String> {
     // BadSignature: a CA of the same name (two runs of a key generator) signed it.
     let hint = if text.contains("UnknownIssuer") || text.contains("BadSignature") {
         "TLS: the server's certificate is not signed by the CA in the root certificates \
-         (--root-certificates, or root-certificates in pyproject.toml); pass the CA that \
-         signed the SuperLink's certificate"
+         (--root-certificates, or root-certificates in pyproject.toml; without them, the \
+         platform's trust store or SSL_CERT_FILE); pass the CA that signed the \
+         SuperLink's certificate"
     } else if text.contains("NotValidForName") {
         "TLS: the server's certificate does not name the address connected to; connect by \
          a name or IP it lists, or issue a certificate with it (flwr keygen --san NAME)"

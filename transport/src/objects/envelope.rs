@@ -237,6 +237,11 @@ impl Opened {
         self.delivery_id
     }
 
+    /// The run the message belongs to.
+    pub(crate) fn run_id(&self) -> u64 {
+        self.message.metadata.as_ref().map_or(0, |m| m.run_id)
+    }
+
     /// The chunks this message needs (an id may repeat when arrays share content).
     pub(crate) fn chunk_ids(&self) -> impl Iterator<Item = ObjectId> + '_ {
         self.placements.iter().flat_map(|p| p.ids.iter().copied())

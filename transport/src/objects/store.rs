@@ -6,9 +6,10 @@
 //! - a **delivery**: an envelope sent to a node names chunks; the hold ends when the node
 //!   confirms it has assembled the message (`ConfirmDeliveries`), or when the node has not
 //!   fetched any chunk for `lease` (it went away mid-transfer);
-//! - an **upload**: chunks a node pushed (or that a node's pending `PushMessages` needs);
-//!   the hold ends when a `PushMessages` of that node uses them, or after `lease` without
-//!   an upload from that node.
+//! - an **upload**: chunks a node pushed for a run (or that a node's pending `PushMessages`
+//!   needs); the hold ends when a `PushMessages` of that node uses them, or after `lease`
+//!   without an upload from that node for that run. Uploads are counted per node, per run
+//!   and in all against the caps of [`ServerLimits`].
 //!
 //! When its last hold ends a chunk is dropped at once, and with it the store's reference
 //! to the array buffer it slices. Expired holds are swept by [`ObjectStore::sweep`], which the
@@ -26,7 +27,7 @@
 use super::deadline_after;
 use super::envelope::chunk_of;
 use super::id::{ObjectId, hash_chunks_blocking, hash_many_blocking};
-use crate::limits::{MAX_UPLOAD_LEASES, ServerLimits, UploadRefused};
+use crate::limits::{MAX_UPLOAD_LEASES, ServerLimits, UploadRefused, UploadsHeld};
 use bytes::Bytes;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -70,13 +71,26 @@ struct Hold {
     bytes: usize,
 }
 
+/// An upload hold's key: (node id, run id), so a node's uploads are one range. Run 0 stands
+/// for chunks whose node named no run.
+type UploadKey = (u64, u64);
+
+/// The upload holds of `node_id`, all runs.
+fn node_range(node_id: u64) -> std::ops::RangeInclusive<UploadKey> {
+    (node_id, 0)..=(node_id, u64::MAX)
+}
+
 impl Hold {
-    /// `node_id`'s hold on its uploads (a new, empty one if it has none), to last for
-    /// `lease` more: each upload or claim renews the lease of all the node holds, up to
+    /// The hold on `key`'s uploads (a new, empty one if there is none), to last for
+    /// `lease` more: each upload or claim renews the lease of the hold, up to
     /// [`MAX_UPLOAD_LEASES`] leases from the hold's start.
-    fn renewed(uploads: &mut HashMap<u64, Hold>, node_id: u64, lease: Duration) -> &mut Hold {
+    fn renewed(
+        uploads: &mut BTreeMap<UploadKey, Hold>,
+        key: UploadKey,
+        lease: Duration,
+    ) -> &mut Hold {
         let expires = deadline_after(lease);
-        let hold = uploads.entry(node_id).or_insert_with(|| Hold {
+        let hold = uploads.entry(key).or_insert_with(|| Hold {
             ids: HashSet::new(),
             sources: Vec::new(),
             expires,
@@ -102,9 +116,11 @@ struct Inner {
     hashing: HashMap<SourceKey, watch::Receiver<Hashed>>,
     /// Keyed by (node id, delivery id), so a node's deliveries are one range.
     deliveries: BTreeMap<(u64, u64), Hold>,
-    uploads: HashMap<u64, Hold>,
+    uploads: BTreeMap<UploadKey, Hold>,
     /// Bytes the upload holds name, summed over nodes.
     upload_bytes: usize,
+    /// Bytes the upload holds name, summed per run (run 0 is not kept).
+    run_upload_bytes: HashMap<u64, usize>,
     next_delivery: u64,
 }
 
@@ -365,29 +381,44 @@ impl ObjectStore {
         }
     }
 
-    /// Keeps a chunk uploaded by `node_id` (already checked against its id) until a
-    /// `PushMessages` of that node uses it.
+    /// Keeps a chunk uploaded by `node_id` for `run_id` (0: the node named none; already
+    /// checked against its id) until a `PushMessages` of that node uses it.
     ///
     /// # Errors
-    /// [`UploadRefused`] when the node, or all nodes together, already hold as many bytes
-    /// of uploads as the limits allow; the chunk is not kept.
-    pub(crate) fn put(&self, node_id: u64, id: ObjectId, data: Bytes) -> Result<(), UploadRefused> {
+    /// [`UploadRefused`] when the node, the run's nodes, or all nodes together already hold
+    /// as many bytes of uploads as the limits allow; the chunk is not kept.
+    pub(crate) fn put(
+        &self,
+        node_id: u64,
+        run_id: u64,
+        id: ObjectId,
+        data: Bytes,
+    ) -> Result<(), UploadRefused> {
         self.counters.received(data.len());
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let node_held = inner.uploads.get(&node_id).map_or(0, |h| h.bytes);
-        let known = inner
-            .uploads
-            .get(&node_id)
-            .is_some_and(|h| h.ids.contains(&id));
-        if !known {
-            self.limits
-                .admit_upload(node_held, inner.upload_bytes, data.len())?;
+        let mut node_held = 0;
+        let mut known = false;
+        for hold in inner.uploads.range(node_range(node_id)).map(|(_, h)| h) {
+            node_held += hold.bytes;
+            known |= hold.ids.contains(&id);
         }
-        let hold = Hold::renewed(&mut inner.uploads, node_id, self.lease);
-        if hold.ids.insert(id) {
+        if !known {
+            let run = (run_id != 0).then(|| {
+                let held = inner.run_upload_bytes.get(&run_id).copied().unwrap_or(0);
+                (run_id, held)
+            });
+            let held = UploadsHeld {
+                node: node_held,
+                run,
+                all: inner.upload_bytes,
+            };
+            self.limits.admit_upload(held, data.len())?;
+        }
+        let hold = Hold::renewed(&mut inner.uploads, (node_id, run_id), self.lease);
+        if !known && hold.ids.insert(id) {
             hold.bytes += data.len();
-            inner.upload_bytes += data.len();
+            track(inner, run_id, data.len());
             let object = inner.objects.entry(id).or_insert_with(|| {
                 inner.bytes += data.len();
                 inner.held.add(data.len());
@@ -398,12 +429,13 @@ impl ObjectStore {
         Ok(())
     }
 
-    /// The chunks `ids` for a `PushMessages` of `node_id`, or the ids of those missing. When
-    /// some are missing, those present are held for the node until it comes back with the
-    /// rest.
+    /// The chunks `ids` for a `PushMessages` of `node_id` for `run_id` (0: several or none),
+    /// or the ids of those missing. When some are missing, those present are held for the
+    /// node until it comes back with the rest.
     pub(crate) fn claim(
         &self,
         node_id: u64,
+        run_id: u64,
         ids: &HashSet<ObjectId>,
     ) -> Result<HashMap<ObjectId, Bytes>, Vec<ObjectId>> {
         let mut inner = self.lock();
@@ -419,46 +451,61 @@ impl ObjectStore {
                 .filter_map(|id| inner.objects.get(id).map(|o| (*id, o.data.clone())))
                 .collect());
         }
-        let hold = Hold::renewed(&mut inner.uploads, node_id, self.lease);
+        let held: HashSet<ObjectId> = inner
+            .uploads
+            .range(node_range(node_id))
+            .flat_map(|(_, h)| h.ids.iter().copied())
+            .collect();
+        let hold = Hold::renewed(&mut inner.uploads, (node_id, run_id), self.lease);
+        let mut added = 0;
         for id in ids {
             if let Some(object) = inner.objects.get_mut(id)
+                && !held.contains(id)
                 && hold.ids.insert(*id)
             {
                 object.refs += 1;
                 hold.bytes += object.data.len();
-                inner.upload_bytes += object.data.len();
+                added += object.data.len();
             }
         }
+        track(inner, run_id, added);
         Err(missing)
     }
 
-    /// `node_id`'s `PushMessages` has used these chunks: its upload hold on them ends.
+    /// `node_id`'s `PushMessages` has used these chunks: its upload holds on them end.
     pub(crate) fn release_uploads(&self, node_id: u64, ids: &HashSet<ObjectId>) {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let Some(hold) = inner.uploads.get_mut(&node_id) else {
-            return;
-        };
-        let mut done = Hold {
-            ids: HashSet::new(),
-            sources: Vec::new(),
-            expires: hold.expires,
-            renewable_until: hold.expires,
-            bytes: 0,
-        };
-        for id in ids {
-            if hold.ids.remove(id) {
-                let len = inner.objects.get(id).map_or(0, |o| o.data.len());
-                hold.bytes = hold.bytes.saturating_sub(len);
-                done.bytes += len;
-                done.ids.insert(*id);
+        let keys: Vec<UploadKey> = inner
+            .uploads
+            .range(node_range(node_id))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let Some(hold) = inner.uploads.get_mut(&key) else {
+                continue;
+            };
+            let mut done = Hold {
+                ids: HashSet::new(),
+                sources: Vec::new(),
+                expires: hold.expires,
+                renewable_until: hold.expires,
+                bytes: 0,
+            };
+            for id in ids {
+                if hold.ids.remove(id) {
+                    let len = inner.objects.get(id).map_or(0, |o| o.data.len());
+                    hold.bytes = hold.bytes.saturating_sub(len);
+                    done.bytes += len;
+                    done.ids.insert(*id);
+                }
             }
+            if hold.ids.is_empty() {
+                inner.uploads.remove(&key);
+            }
+            untrack(inner, key.1, done.bytes);
+            release(inner, done);
         }
-        inner.upload_bytes = inner.upload_bytes.saturating_sub(done.bytes);
-        if hold.ids.is_empty() {
-            inner.uploads.remove(&node_id);
-        }
-        release(inner, done);
     }
 
     /// Ends every hold whose lease has run out.
@@ -481,18 +528,37 @@ impl ObjectStore {
                 release(&mut inner, hold);
             }
         }
-        let stale: Vec<u64> = inner
+        let stale: Vec<UploadKey> = inner
             .uploads
             .iter()
             .filter(|(_, h)| h.expires <= now)
             .map(|(k, _)| *k)
             .collect();
-        for node_id in stale {
-            if let Some(hold) = inner.uploads.remove(&node_id) {
-                tracing::debug!(node_id, "unused uploaded chunks expired");
-                inner.upload_bytes = inner.upload_bytes.saturating_sub(hold.bytes);
+        for (node_id, run_id) in stale {
+            if let Some(hold) = inner.uploads.remove(&(node_id, run_id)) {
+                tracing::debug!(node_id, run_id, "unused uploaded chunks expired");
+                untrack(&mut inner, run_id, hold.bytes);
                 release(&mut inner, hold);
             }
+        }
+    }
+}
+
+/// Counts `len` more bytes of upload holds, in all and for `run_id` (unless 0).
+fn track(inner: &mut Inner, run_id: u64, len: usize) {
+    inner.upload_bytes += len;
+    if run_id != 0 && len > 0 {
+        *inner.run_upload_bytes.entry(run_id).or_insert(0) += len;
+    }
+}
+
+/// Undoes [`track`]; a run that holds nothing leaves the map.
+fn untrack(inner: &mut Inner, run_id: u64, len: usize) {
+    inner.upload_bytes = inner.upload_bytes.saturating_sub(len);
+    if let Entry::Occupied(mut e) = inner.run_upload_bytes.entry(run_id) {
+        *e.get_mut() = e.get().saturating_sub(len);
+        if *e.get() == 0 {
+            e.remove();
         }
     }
 }

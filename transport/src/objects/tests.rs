@@ -302,14 +302,14 @@ async fn uploads_are_kept_until_used_or_expired() {
     let id = ObjectId::of(&chunk);
     let other = ObjectId::of(b"not uploaded");
     let wanted: HashSet<ObjectId> = [id, other].into();
-    store.put(7, id, chunk.clone()).unwrap();
-    assert_eq!(store.claim(7, &wanted).unwrap_err(), vec![other]);
+    store.put(7, 0, id, chunk.clone()).unwrap();
+    assert_eq!(store.claim(7, 0, &wanted).unwrap_err(), vec![other]);
     let only: HashSet<ObjectId> = [id].into();
-    assert_eq!(store.claim(7, &only).unwrap().get(&id), Some(&chunk));
+    assert_eq!(store.claim(7, 0, &only).unwrap().get(&id), Some(&chunk));
     store.release_uploads(7, &only);
     assert_eq!(store.size(), (0, 0));
 
-    store.put(7, id, chunk).unwrap();
+    store.put(7, 0, id, chunk).unwrap();
     tokio::time::advance(Duration::from_secs(61)).await;
     store.sweep();
     assert_eq!(store.size(), (0, 0));
@@ -321,7 +321,7 @@ async fn uploading_again_and_again_does_not_keep_a_hold_past_six_leases() {
     for i in 0..20u8 {
         let chunk = Bytes::from(vec![i; 10]);
         // Each upload renews the node's hold, but not past six leases from its first.
-        store.put(7, ObjectId::of(&chunk), chunk).unwrap();
+        store.put(7, 0, ObjectId::of(&chunk), chunk).unwrap();
         tokio::time::advance(Duration::from_secs(30)).await;
         store.sweep();
         if i < 11 {
@@ -345,20 +345,54 @@ async fn upload_caps_count_each_node_and_all_nodes_and_free_on_release() {
     };
     let store = ObjectStore::new(100, Duration::from_secs(60)).limited(limits);
     let chunk = |b: u8| Bytes::from(vec![b; 10]);
-    store.put(1, ObjectId::of(&chunk(1)), chunk(1)).unwrap();
-    store.put(1, ObjectId::of(&chunk(2)), chunk(2)).unwrap();
+    store.put(1, 0, ObjectId::of(&chunk(1)), chunk(1)).unwrap();
+    store.put(1, 0, ObjectId::of(&chunk(2)), chunk(2)).unwrap();
     // The same chunk again costs nothing.
-    store.put(1, ObjectId::of(&chunk(2)), chunk(2)).unwrap();
-    let e = store.put(1, ObjectId::of(&chunk(3)), chunk(3)).unwrap_err();
+    store.put(1, 0, ObjectId::of(&chunk(2)), chunk(2)).unwrap();
+    let e = store
+        .put(1, 0, ObjectId::of(&chunk(3)), chunk(3))
+        .unwrap_err();
     assert!(e.to_string().contains("--max-upload-bytes-per-node"), "{e}");
-    store.put(2, ObjectId::of(&chunk(4)), chunk(4)).unwrap();
-    let e = store.put(3, ObjectId::of(&chunk(5)), chunk(5)).unwrap_err();
+    store.put(2, 0, ObjectId::of(&chunk(4)), chunk(4)).unwrap();
+    let e = store
+        .put(3, 0, ObjectId::of(&chunk(5)), chunk(5))
+        .unwrap_err();
     assert!(e.to_string().contains("--max-upload-bytes)"), "{e}");
     // Used by node 1's PushMessages: its room comes back, and everyone's.
     let used: HashSet<ObjectId> = [ObjectId::of(&chunk(1)), ObjectId::of(&chunk(2))].into();
     store.release_uploads(1, &used);
-    store.put(3, ObjectId::of(&chunk(5)), chunk(5)).unwrap();
-    store.put(1, ObjectId::of(&chunk(3)), chunk(3)).unwrap();
+    store.put(3, 0, ObjectId::of(&chunk(5)), chunk(5)).unwrap();
+    store.put(1, 0, ObjectId::of(&chunk(3)), chunk(3)).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_run_cap_counts_every_node_of_a_run_and_spares_other_runs() {
+    let limits = crate::limits::ServerLimits {
+        max_upload_bytes_per_node: 30,
+        max_upload_bytes_per_run: 20,
+        max_upload_bytes: 100,
+        ..crate::limits::ServerLimits::default()
+    };
+    let store = ObjectStore::new(100, Duration::from_secs(60)).limited(limits);
+    let chunk = |b: u8| Bytes::from(vec![b; 10]);
+    let put = |node, run, b| store.put(node, run, ObjectId::of(&chunk(b)), chunk(b));
+    put(1, 5, 1).unwrap();
+    put(2, 5, 2).unwrap();
+    let e = put(3, 5, 3).unwrap_err();
+    assert!(e.to_string().contains("run 5"), "{e}");
+    assert!(e.to_string().contains("--max-upload-bytes-per-run"), "{e}");
+    // Another run of the same node is still taken, and so is a chunk that names no run.
+    put(3, 6, 3).unwrap();
+    put(3, 0, 4).unwrap();
+    // Node 1's PushMessages used its chunk: run 5 has room again.
+    store.release_uploads(1, &[ObjectId::of(&chunk(1))].into());
+    put(3, 5, 7).unwrap();
+    // Expired holds give the run's room back as well.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    store.sweep();
+    assert_eq!(store.size(), (0, 0));
+    put(4, 5, 8).unwrap();
+    put(5, 5, 9).unwrap();
 }
 
 mod fuzz {

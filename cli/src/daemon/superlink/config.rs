@@ -80,6 +80,7 @@ struct Settings {
     max_inflight_request_bytes: usize,
     max_fab_size: usize,
     max_upload_bytes_per_node: usize,
+    max_upload_bytes_per_run: usize,
     max_upload_bytes: usize,
 }
 
@@ -130,6 +131,7 @@ impl Default for Settings {
             max_inflight_request_bytes: limits.max_inflight_request_bytes,
             max_fab_size: limits.max_fab_size,
             max_upload_bytes_per_node: limits.max_upload_bytes_per_node,
+            max_upload_bytes_per_run: limits.max_upload_bytes_per_run,
             max_upload_bytes: limits.max_upload_bytes,
         }
     }
@@ -318,6 +320,7 @@ impl SuperLinkConfig {
             server_limits: LimitSettings {
                 max_fab_size: s.max_fab_size,
                 max_upload_bytes_per_node: s.max_upload_bytes_per_node,
+                max_upload_bytes_per_run: s.max_upload_bytes_per_run,
                 max_upload_bytes: s.max_upload_bytes,
                 ..connection_limits!(s)
             }
@@ -619,6 +622,27 @@ mod tests {
         assert!(e.to_string().contains("--connection-idle-timeout 0"), "{e}");
         let e = config(&["--insecure", "--max-fab-size", "999999999999"], &[]).unwrap_err();
         assert!(e.to_string().contains("at most 536870912"), "{e}");
+    }
+
+    #[test]
+    fn the_per_run_upload_cap_is_set_by_file_environment_or_flag_and_zero_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("superlink.toml");
+        std::fs::write(&file, "max-upload-bytes-per-run = 100\n").unwrap();
+        let file = file.to_str().unwrap();
+        let by_file = config(&["--insecure", "--config", file], &[]).unwrap();
+        assert_eq!(by_file.server_limits.max_upload_bytes_per_run, 100);
+        let env = [("FLWR_MAX_UPLOAD_BYTES_PER_RUN", "200")];
+        let by_env = config(&["--insecure", "--config", file], &env).unwrap();
+        assert_eq!(by_env.server_limits.max_upload_bytes_per_run, 200);
+        let flag = ["--insecure", "--max-upload-bytes-per-run", "300"];
+        let by_flag = config(&flag, &env).unwrap();
+        assert_eq!(by_flag.server_limits.max_upload_bytes_per_run, 300);
+        let e = config(&["--insecure", "--max-upload-bytes-per-run", "0"], &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("--max-upload-bytes-per-run 0"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub async fn serve(
     };
     let security = match &config.security {
         ClientSecurity::Insecure => "insecure".to_string(),
-        ClientSecurity::Tls(tls) => format!("TLS, trusting {}", tls.roots_path().display()),
+        ClientSecurity::Tls(tls) => format!("TLS, trusting {}", tls.trusted()),
     };
     tracing::info!(
         "Starting Floret SuperNode, SuperLink at {} over {} ({security})",

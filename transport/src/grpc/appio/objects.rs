@@ -30,7 +30,8 @@ impl v1::app_io_objects_server::AppIoObjects for ObjectsService {
         let r = request.into_inner();
         inbox::accept_chunk(
             &self.objects,
-            peer(&r.token),
+            // An app's uploads are bounded per token; the Fleet's per-run cap is for nodes.
+            (peer(&r.token), 0),
             "AppPushObjectRequest",
             &r.object_id,
             r.content,

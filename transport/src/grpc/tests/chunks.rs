@@ -139,6 +139,7 @@ async fn a_pushed_chunk_that_does_not_match_its_id_is_refused() {
             node_id,
             object_id: wrong.to_hex(),
             content: bytes::Bytes::from_static(b"the real content"),
+            run_id: 0,
         })
         .await
         .unwrap_err();

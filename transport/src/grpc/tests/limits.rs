@@ -203,6 +203,7 @@ async fn chunks_pushed_for_a_node_nobody_registered_are_refused_and_not_held() {
                 node_id: 999_999,
                 object_id,
                 content,
+                run_id: 0,
             })
             .await
             .unwrap_err();
@@ -229,6 +230,7 @@ async fn a_node_cannot_hold_more_uploads_than_its_cap() {
                 node_id: node,
                 object_id,
                 content,
+                run_id: 0,
             })
             .await
         {
@@ -243,6 +245,77 @@ async fn a_node_cannot_hold_more_uploads_than_its_cap() {
         "{status:?}"
     );
     assert_eq!(server.transfer_stats().bytes_held, 3 << 20);
+}
+
+#[tokio::test]
+async fn the_nodes_of_one_run_cannot_hold_more_uploads_than_its_cap_but_other_runs_can() {
+    let (_fleet, server) = fleet_server(limited(ServerLimits {
+        max_upload_bytes_per_run: 3 << 20,
+        ..ServerLimits::default()
+    }))
+    .await;
+    let a = register(&client(server.local_addr(), impatient())).await;
+    let b = register(&client(server.local_addr(), impatient())).await;
+    let mut raw = v1::fleet_client::FleetClient::new(raw_channel(server.local_addr()).await);
+    let mut push = async |node_id, run_id, fill: u8| {
+        let content = Bytes::from(vec![fill; 1 << 20]);
+        let object_id = ObjectId::of(&content).to_hex();
+        raw.push_object(v1::PushObjectRequest {
+            node_id,
+            object_id,
+            content,
+            run_id,
+        })
+        .await
+    };
+    push(a, 1, 1).await.unwrap();
+    push(a, 1, 2).await.unwrap();
+    push(b, 1, 3).await.unwrap();
+    let status = push(b, 1, 4)
+        .await
+        .expect_err("run 1's fourth MiB is refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("run 1"), "{status:?}");
+    assert!(
+        status.message().contains("--max-upload-bytes-per-run"),
+        "{status:?}"
+    );
+    push(b, 2, 5).await.expect("another run's upload is taken");
+    assert_eq!(server.transfer_stats().bytes_held, 4 << 20);
+}
+
+/// The SuperNode's own client names each chunk's run: a reply too large for its run's
+/// cap is refused, one of another run goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supernodes_reply_uploads_count_against_its_run() {
+    use floret_core::{Fleet as _, Payload};
+    let (_fleet, server) = fleet_server(limited(ServerLimits {
+        max_upload_bytes_per_run: 8 << 20,
+        ..ServerLimits::default()
+    }))
+    .await;
+    let client = client(server.local_addr(), impatient());
+    let node = register(&client).await;
+    let reply = |run_id, len| {
+        let mut m = model_message(node, &model(len)).reply(Payload::Content(model(len)));
+        m.metadata.run_id = run_id;
+        m
+    };
+    // 20 MB of run 7: its third 4 MiB chunk passes the run's 8 MiB.
+    let e = client
+        .push_messages(node, vec![reply(7, TWENTY_MB)])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("run 7") && e.contains("--max-upload-bytes-per-run"),
+        "{e}"
+    );
+    // 6 MB of run 8 still fits.
+    client
+        .push_messages(node, vec![reply(8, 1_500_000)])
+        .await
+        .unwrap();
 }
 
 fn quic_client(addr: SocketAddr) -> FleetClient {
