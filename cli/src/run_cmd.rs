@@ -137,9 +137,23 @@ async fn run_app_crate(args: &RunArgs, prepared: Prepared) -> anyhow::Result<i32
     if let Some(dir) = &args.output_dir {
         command.arg("--output-dir").arg(dir);
     }
-    let status = command
-        .status()
+    let mut child = tokio::process::Command::from(command)
+        .spawn()
         .with_context(|| format!("cannot start the app's binary {}", binary.display()))?;
+    // Ctrl-C at a terminal reaches the whole foreground process group: the app's binary
+    // writes the history of its finished rounds and exits 130. `flwr` outlives it, so the
+    // shell's prompt comes back after the binary's last line and with its exit code.
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            signal = tokio::signal::ctrl_c() => {
+                if signal.is_err() {
+                    break child.wait().await;
+                }
+            }
+        }
+    }
+    .with_context(|| format!("lost the app's binary {}", binary.display()))?;
     match status.code() {
         Some(code) => Ok(code),
         None => Err(anyhow::anyhow!(
