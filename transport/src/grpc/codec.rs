@@ -17,10 +17,20 @@ impl<T, U> Default for Codec<T, U> {
     }
 }
 
-/// Bigger than tonic's 8 KiB default: most of what we move is chunks of a few MiB.
+/// What one call's encoder or decoder allocates up front: [`CALL_BUFFER`] bytes; a stream
+/// hands its items on in batches of up to 256 KiB.
 fn buffer_settings() -> BufferSettings {
-    BufferSettings::new(64 * 1024, 256 * 1024)
+    BufferSettings::new(CALL_BUFFER, 256 * 1024)
 }
+
+/// The first allocation of a call's encode or decode buffer, smaller than tonic's 8 KiB.
+/// A server stream keeps its encode buffer for its whole life, and every SuperNode holds
+/// one (its instruction subscription): at 64 KiB this buffer was the largest part of a
+/// session's memory on the SuperLink (D3 in docs/BENCHMARKS.md). Large messages lose
+/// nothing: the decoder reserves a message's announced length at once, and the encoder
+/// grows the buffer by the size of each `bytes` field it writes, so a chunk of a few MiB
+/// is still copied once.
+const CALL_BUFFER: usize = 1024;
 
 impl<T, U> tonic::codec::Codec for Codec<T, U>
 where

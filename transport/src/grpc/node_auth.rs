@@ -6,8 +6,8 @@
 
 use super::status::unauthenticated;
 use crate::auth::{
-    AuthError, DEFAULT_WINDOW, HEADER_BODY_SHA256, HEADER_NODE_KEY, NodeKeyPair, NodePublicKey,
-    SignedBy, Verifier, unix_ms,
+    AuthError, DEFAULT_WINDOW, HEADER_BODY_SHA256, HEADER_NODE_KEY, HEADER_NONCE, HEADER_SIGNATURE,
+    HEADER_TIMESTAMP, NodeKeyPair, NodePublicKey, SignedBy, Verifier, unix_ms,
 };
 use floret_core::NodeAuthority;
 use std::sync::Arc;
@@ -43,12 +43,23 @@ pub(crate) fn sign<T: prost::Message>(
     if let Some(headers) = headers {
         for (name, value) in headers.pairs() {
             // Our own base64, hex and decimal values are always valid ASCII metadata.
-            if let Ok(value) = MetadataValue::try_from(value) {
+            if let Ok(mut value) = MetadataValue::try_from(value) {
+                value.set_sensitive(single_use(name));
                 request.metadata_mut().insert(name, value);
             }
         }
     }
     request
+}
+
+/// Whether a signature header's value is new in every request (timestamp, nonce,
+/// signature). Such values are sent "never indexed" (marked sensitive): HTTP/2 header
+/// compression would otherwise store each of them in the connection's table on both
+/// ends, where no later request could use it, and evict the key and digest, which do
+/// repeat. On a SuperLink holding thousands of connections these tables were kilobytes
+/// of memory per node (D3 in docs/BENCHMARKS.md).
+fn single_use(header: &str) -> bool {
+    matches!(header, HEADER_TIMESTAMP | HEADER_NONCE | HEADER_SIGNATURE)
 }
 
 /// The server side of node authentication: checks signatures, then asks the SuperLink's

@@ -270,3 +270,26 @@ async fn a_request_captured_before_a_superlink_restart_is_refused_after_it() {
         .await
         .unwrap();
 }
+
+/// The values that change with every request are sent "never indexed", so that HTTP/2
+/// header compression keeps none of them in the connection's tables (memory per node on
+/// the SuperLink); the key and the body digest, which repeat, stay indexable.
+#[test]
+fn single_use_signature_values_are_never_indexed() {
+    use crate::auth::{
+        HEADER_BODY_SHA256, HEADER_NODE_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+    };
+    let key = NodeKeyPair::generate().unwrap();
+    let body = v1::HeartbeatRequest {
+        node_id: 7,
+        heartbeat_interval: 30.0,
+    };
+    let request = sign(Some(&key), path::HEARTBEAT, body);
+    let sensitive = |name: &str| request.metadata().get(name).unwrap().is_sensitive();
+    for name in [HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE] {
+        assert!(sensitive(name), "{name} must be sent never indexed");
+    }
+    for name in [HEADER_NODE_KEY, HEADER_BODY_SHA256] {
+        assert!(!sensitive(name), "{name} repeats and should stay indexable");
+    }
+}
