@@ -69,6 +69,7 @@ async fn link(isolation: Isolation, dir: &Path) -> (SuperLinkService, Arc<LinkAp
     let fabs = LinkFabs {
         io: io.clone(),
         launcher: AppLauncher::new(isolation, FabCache::new(dir), "127.0.0.1:1".into()),
+        simulation_workers: None,
     };
     let catalog = Arc::new(TestCatalog::new());
     let service =

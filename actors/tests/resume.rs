@@ -737,6 +737,7 @@ async fn fab_link(
     let fabs = LinkFabs {
         io: io.clone(),
         launcher: AppLauncher::new(Isolation::Process, FabCache::new(dir), "127.0.0.1:1".into()),
+        simulation_workers: None,
     };
     let catalog = Arc::new(TestCatalog::new());
     let service =

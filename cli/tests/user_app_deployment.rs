@@ -97,8 +97,13 @@ impl App {
     /// Adds the federation `test-link` pointing at `control` to the app's pyproject.toml;
     /// nothing else of the app changes.
     fn point_at(&self, control: &str) {
+        self.point_at_with(control, "");
+    }
+
+    /// `point_at` with `extra` lines in the federation's table.
+    fn point_at_with(&self, control: &str, extra: &str) {
         let manifest = format!(
-            "{}\n[tool.flwr.federations.{FEDERATION}]\naddress = \"{control}\"\ninsecure = true\n",
+            "{}\n[tool.flwr.federations.{FEDERATION}]\naddress = \"{control}\"\ninsecure = true\n{extra}",
             self.manifest
         );
         std::fs::write(self.dir.join("pyproject.toml"), manifest).unwrap();
@@ -388,4 +393,48 @@ fn a_new_app_runs_unchanged_with_process_isolation() {
     }
     assert!(logged_pids(&link.proc, "started ServerApp process").is_empty());
     drop(clients);
+}
+
+/// The tutorial's Part 2 with a user's app: a federation with `address` and
+/// `options.num-supernodes` runs as a simulation on a `--simulation` SuperLink, which
+/// starts the app's own binary from its FAB; that process runs the run's virtual fleet of
+/// the app's ClientApp, and the run is listed and logged like any other.
+#[test]
+fn a_new_app_runs_as_a_simulation_on_a_simulation_superlink() {
+    let _serial = serial();
+    let app = app();
+    let cache = tempfile::tempdir().unwrap();
+    let link = SuperLink::start_with(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--simulation", "--fab-cache-dir", &cache_flag(&cache)],
+    );
+    app.point_at_with(&link.control, "options.num-supernodes = 6\n");
+    let link = Daemon(link.proc);
+
+    let o = flwr_in(
+        &app.dir,
+        &[
+            "run",
+            app.path(),
+            FEDERATION,
+            "--stream",
+            "--profile",
+            "dev",
+            "--run-config",
+            RUN_CONFIG,
+        ],
+    );
+    assert_eq!(o.code, Some(0), "flwr run: {}\n{}", o.stderr, o.stdout);
+    assert!(o.stdout.contains("finished:completed"), "{}", o.stdout);
+    let run_id = started_run_id(&o.stderr);
+    for line in [
+        "simulation: 6 virtual SuperNodes",
+        "round 2: 6/6 train replies, 0 failed",
+        "round 2: 6/6 evaluate replies, 0 failed",
+    ] {
+        assert!(o.stderr.contains(line), "{line:?} not in the run's log:\n{}", o.stderr);
+    }
+    listed_completed(app, run_id);
+    assert_eq!(logged_pids(&link.0, "started ServerApp process").len(), 1);
 }

@@ -14,7 +14,7 @@ pub mod node_ids;
 
 pub use chaos::{Chaos, Fault};
 pub use floret_core::ChaosOptions;
-pub use link_fleets::LinkFleets;
+pub use link_fleets::{LinkFleets, process_grid};
 
 use fleet::{FleetArgs, VirtualFleet};
 use floret_actors::state::SimulationStore;

@@ -61,27 +61,16 @@ impl LinkFleets {
 
     /// The run's fleet size, resources and faults from its `federation_options`.
     fn options(&self, flat: &UserConfig) -> Result<(SimulationOptions, ChaosOptions), String> {
-        let options = FederationOptions::from_flat(flat).map_err(|e| e.to_string())?;
-        let num_supernodes = options.num_supernodes.ok_or(
-            "the federation does not say how many virtual SuperNodes to run: set \
-             options.num-supernodes = 10",
-        )?;
-        let simulation = SimulationOptions {
-            num_supernodes,
-            num_cpus: options.client_resources.num_cpus,
-            num_gpus: options.client_resources.num_gpus,
-        };
-        if num_supernodes > self.max_supernodes {
+        let (simulation, chaos) = fleet_options(flat)?;
+        if simulation.num_supernodes > self.max_supernodes {
             return Err(format!(
-                "options.num-supernodes = {num_supernodes} is more than this SuperLink runs \
+                "options.num-supernodes = {} is more than this SuperLink runs \
                  (--max-simulation-supernodes {}): lower it, or start the SuperLink with a \
                  higher --max-simulation-supernodes",
-                self.max_supernodes
+                simulation.num_supernodes, self.max_supernodes
             ));
         }
-        simulation.validate().map_err(|e| e.to_string())?;
-        validate_chaos(&options.chaos).map_err(|e| e.to_string())?;
-        Ok((simulation, options.chaos))
+        Ok((simulation, chaos))
     }
 
     fn client_app(&self, app: &AppRef) -> Result<floret_core::ClientApp, String> {
@@ -97,6 +86,116 @@ impl LinkFleets {
     }
 }
 
+/// A run's fleet size, resources and faults from its `federation_options`, with the
+/// manifest's checks: `Err` is one line naming the key.
+fn fleet_options(flat: &UserConfig) -> Result<(SimulationOptions, ChaosOptions), String> {
+    let options = FederationOptions::from_flat(flat).map_err(|e| e.to_string())?;
+    let num_supernodes = options.num_supernodes.ok_or(
+        "the federation does not say how many virtual SuperNodes to run: set \
+         options.num-supernodes = 10",
+    )?;
+    let simulation = SimulationOptions {
+        num_supernodes,
+        num_cpus: options.client_resources.num_cpus,
+        num_gpus: options.client_resources.num_gpus,
+    };
+    simulation.validate().map_err(|e| e.to_string())?;
+    validate_chaos(&options.chaos).map_err(|e| e.to_string())?;
+    Ok((simulation, options.chaos))
+}
+
+/// The grid of a FAB's ServerApp process on a `--simulation` SuperLink: `remote` (the
+/// process's ServerAppIo link to the SuperLink) for the run's status, events and
+/// checkpoints, and a virtual fleet of the app's own `client_app` in this process, sized
+/// by the run's `options` (the SuperLink checked them at submit), for its messages. The
+/// fleet runs at most `workers` ClientApp calls at once: the SuperLink's
+/// `--simulation-workers`, a bound per app process, since a semaphore cannot span
+/// processes. The fleet ends when the grid is dropped; a stopped run's process is killed
+/// by the SuperLink.
+pub async fn process_grid(
+    remote: Arc<dyn Grid>,
+    run_config: &UserConfig,
+    options: &UserConfig,
+    client_app: floret_core::ClientApp,
+    workers: usize,
+) -> Result<Arc<dyn Grid>, String> {
+    let (simulation, chaos) = fleet_options(options)?;
+    let budget = workers.max(1);
+    let run = NewRun {
+        app: AppRef::default(),
+        federation: String::new(),
+        run_config: run_config.clone(),
+        owner: String::new(),
+        federation_options: options.clone(),
+    };
+    let fleet = FleetSpec {
+        permits: permits(simulation.num_cpus, budget),
+        simulation,
+        chaos,
+        client_app,
+        slots: Arc::new(Semaphore::new(budget)),
+    };
+    start_fleet(run, fleet, RunLink::Remote(remote)).await
+}
+
+/// What a run's virtual fleet is made of.
+struct FleetSpec {
+    simulation: SimulationOptions,
+    chaos: ChaosOptions,
+    client_app: floret_core::ClientApp,
+    /// The ClientApp call slots it shares.
+    slots: Arc<Semaphore>,
+    /// Slots one call holds.
+    permits: u32,
+}
+
+/// Starts the virtual fleet of `link`'s run over a store of the run's own and returns the
+/// grid around both (see the module doc).
+async fn start_fleet(run: NewRun, spec: FleetSpec, link: RunLink) -> Result<Arc<dyn Grid>, String> {
+    let run_id = link.grid().run_id();
+    let store = Arc::new(MemoryLinkState::for_simulated_run(run_id));
+    let created = store.create_run(run).map_err(|e| e.to_string())?;
+    debug_assert_eq!(created, run_id);
+    for status in [RunStatus::Starting, RunStatus::Running] {
+        store
+            .set_run_status(run_id, status, "")
+            .map_err(|e| e.to_string())?;
+    }
+    let fleet_store: Arc<dyn SimulationStore> = store.clone();
+    let FleetSpec {
+        simulation,
+        chaos,
+        client_app,
+        slots,
+        permits,
+    } = spec;
+    let (fleet, _) = Actor::spawn(
+        None,
+        VirtualFleet,
+        FleetArgs {
+            state: fleet_store,
+            client_app: Arc::new(client_app),
+            num_nodes: simulation.num_supernodes,
+            slots,
+            permits,
+            chaos: Chaos::new(&chaos),
+        },
+    )
+    .await
+    .map_err(|e| format!("could not start the run's virtual fleet: {e}"))?;
+    let messages = LinkGrid::new(run_id, store.clone()).map_err(|e| e.to_string())?;
+    link.grid().emit(RunEvent::Log(format!(
+        "simulation: {} virtual SuperNodes, {} CPU(s) per ClientApp call",
+        simulation.num_supernodes, simulation.num_cpus
+    )));
+    Ok(Arc::new(FleetGrid {
+        link,
+        messages,
+        store,
+        fleet,
+    }))
+}
+
 /// Slots one ClientApp call holds: its CPUs rounded up, at least 1 and at most all.
 fn permits(num_cpus: f64, budget: usize) -> u32 {
     let wanted = num_cpus.ceil().clamp(1.0, budget.max(1) as f64);
@@ -105,9 +204,12 @@ fn permits(num_cpus: f64, budget: usize) -> u32 {
 
 #[async_trait]
 impl VirtualFleets for LinkFleets {
-    fn check(&self, app: &AppRef, options: &UserConfig) -> Result<(), String> {
+    fn check(&self, app: Option<&AppRef>, options: &UserConfig) -> Result<(), String> {
         self.options(options)?;
-        self.client_app(app).map(|_| ())
+        match app {
+            Some(app) => self.client_app(app).map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     async fn grid(
@@ -118,56 +220,55 @@ impl VirtualFleets for LinkFleets {
     ) -> Result<Arc<dyn Grid>, String> {
         let (simulation, chaos) = self.options(options)?;
         let client_app = self.client_app(&run.app)?;
-        let run_id = run.run_id;
-        let store = Arc::new(MemoryLinkState::for_simulated_run(run_id));
-        let created = store
-            .create_run(NewRun {
-                app: run.app.clone(),
-                federation: run.federation.clone(),
-                run_config: run.run_config.clone(),
-                owner: run.owner.clone(),
-                federation_options: options.clone(),
-            })
-            .map_err(|e| e.to_string())?;
-        debug_assert_eq!(created, run_id);
-        for status in [RunStatus::Starting, RunStatus::Running] {
-            store
-                .set_run_status(run_id, status, "")
-                .map_err(|e| e.to_string())?;
+        let new_run = NewRun {
+            app: run.app.clone(),
+            federation: run.federation.clone(),
+            run_config: run.run_config.clone(),
+            owner: run.owner.clone(),
+            federation_options: options.clone(),
+        };
+        let spec = FleetSpec {
+            permits: permits(simulation.num_cpus, self.budget),
+            simulation,
+            chaos,
+            client_app,
+            slots: self.slots.clone(),
+        };
+        start_fleet(new_run, spec, RunLink::Local(link)).await
+    }
+}
+
+/// Where a simulated run's status, events and checkpoints go, and how its grid learns
+/// that the run ended.
+enum RunLink {
+    /// The run in this SuperLink's state: a status change (`flwr stop`) ends the grid's
+    /// calls and wakes its waits.
+    Local(LinkGrid),
+    /// The run on the SuperLink, reached from a FAB's app process over ServerAppIo: the
+    /// SuperLink kills the process when the run ends.
+    Remote(Arc<dyn Grid>),
+}
+
+impl RunLink {
+    fn grid(&self) -> &dyn Grid {
+        match self {
+            RunLink::Local(link) => link,
+            RunLink::Remote(remote) => remote.as_ref(),
         }
-        let fleet_store: Arc<dyn SimulationStore> = store.clone();
-        let (fleet, _) = Actor::spawn(
-            None,
-            VirtualFleet,
-            FleetArgs {
-                state: fleet_store,
-                client_app: Arc::new(client_app),
-                num_nodes: simulation.num_supernodes,
-                slots: self.slots.clone(),
-                permits: permits(simulation.num_cpus, self.budget),
-                chaos: Chaos::new(&chaos),
-            },
-        )
-        .await
-        .map_err(|e| format!("could not start the run's virtual fleet: {e}"))?;
-        let messages = LinkGrid::new(run_id, store.clone()).map_err(|e| e.to_string())?;
-        link.emit(RunEvent::Log(format!(
-            "simulation: {} virtual SuperNodes, {} CPU(s) per ClientApp call",
-            simulation.num_supernodes, simulation.num_cpus
-        )));
-        Ok(Arc::new(FleetGrid {
-            link,
-            messages,
-            store,
-            fleet,
-        }))
+    }
+
+    fn check_running(&self) -> Result<(), GridError> {
+        match self {
+            RunLink::Local(link) => link.check_running(),
+            RunLink::Remote(_) => Ok(()),
+        }
     }
 }
 
 /// A simulated run's grid (see the module doc).
 struct FleetGrid {
-    /// The run in the SuperLink's state: status, events, checkpoints.
-    link: LinkGrid,
+    /// The run on the SuperLink: status, events, checkpoints.
+    link: RunLink,
     /// The run's messages, in `store`.
     messages: LinkGrid,
     /// The run's own store, which its fleet serves.
@@ -181,7 +282,7 @@ impl Drop for FleetGrid {
     /// dropped so that no worker serves it any more.
     fn drop(&mut self) {
         self.fleet.stop(None);
-        let run_id = self.link.run_id();
+        let run_id = self.messages.run_id();
         let _ = self
             .store
             .set_run_status(run_id, RunStatus::Finished(SubStatus::Stopped), "");
@@ -192,7 +293,7 @@ impl Drop for FleetGrid {
 #[async_trait]
 impl Grid for FleetGrid {
     fn run_id(&self) -> u64 {
-        self.link.run_id()
+        self.messages.run_id()
     }
 
     async fn node_ids(&self) -> Result<NodeSet, GridError> {
@@ -210,13 +311,16 @@ impl Grid for FleetGrid {
     }
 
     async fn receive(&self, timeout: Duration) -> Result<Vec<Message>, GridError> {
+        let RunLink::Local(link) = &self.link else {
+            return self.messages.receive(timeout).await;
+        };
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // The SuperLink's run changing status (`flwr stop`) wakes this wait too.
-            let ended = self.link.signals().replies.notified();
+            let ended = link.signals().replies.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
-            self.link.check_running()?;
+            link.check_running()?;
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             tokio::select! {
                 replies = self.messages.receive(left) => return replies,
@@ -226,15 +330,15 @@ impl Grid for FleetGrid {
     }
 
     fn emit(&self, event: RunEvent) {
-        self.link.emit(event);
+        self.link.grid().emit(event);
     }
 
     async fn load_checkpoint(&self) -> Result<Option<Bytes>, GridError> {
-        self.link.load_checkpoint().await
+        self.link.grid().load_checkpoint().await
     }
 
     async fn save_checkpoint(&self, checkpoint: Bytes) -> Result<(), GridError> {
-        self.link.save_checkpoint(checkpoint).await
+        self.link.grid().save_checkpoint(checkpoint).await
     }
 }
 

@@ -10,6 +10,7 @@
 
 use crate::apps::app_process::{AppProcess, AppProcesses};
 use crate::apps::fab_cache::FabCache;
+use floret_core::UserConfig;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -76,17 +77,19 @@ impl AppLauncher {
         }
     }
 
-    /// Starts `<binary> <role> --<role>io-api-address ADDR --token T`; `role` is
-    /// `serverapp` or `clientapp`. When traced, the process gets the current span as
+    /// Starts `<binary> <role> --<role>io-api-address ADDR --token T [EXTRA...]`; `role`
+    /// is `serverapp` or `clientapp`. When traced, the process gets the current span as
     /// `TRACEPARENT`, so that its spans join the run's trace.
     pub async fn spawn(
         &self,
         binary: &Path,
         role: &str,
         token: &str,
+        extra: &[String],
     ) -> Result<AppProcess, String> {
         let flag = format!("--{role}io-api-address");
-        let args = [role, flag.as_str(), &self.appio_address, "--token", token];
+        let mut args = vec![role, flag.as_str(), &self.appio_address, "--token", token];
+        args.extend(extra.iter().map(String::as_str));
         let header = floret_core::trace_context::current();
         let envs: Vec<(&str, String)> = if header.is_empty() {
             Vec::new()
@@ -109,6 +112,28 @@ impl AppLauncher {
     pub fn kill_all(&self) {
         self.processes.kill_all();
     }
+}
+
+/// The flags with which a `--simulation` SuperLink starts a FAB's ServerApp process, so
+/// that the process runs the run as a simulation of its own ClientApp: the run's
+/// `federation_options` (as one TOML document, the form [`simulation_options`] reads
+/// back) and the SuperLink's `--simulation-workers`.
+pub fn simulation_flags(options: &UserConfig, workers: usize) -> Result<Vec<String>, String> {
+    let text = toml::to_string(options)
+        .map_err(|e| format!("could not pass the run's options to its app process: {e}"))?;
+    Ok(vec![
+        "--simulation-options".to_owned(),
+        text,
+        "--simulation-workers".to_owned(),
+        workers.to_string(),
+    ])
+}
+
+/// The run's `federation_options` from a `--simulation-options` value written by
+/// [`simulation_flags`].
+pub fn simulation_options(text: &str) -> Result<UserConfig, String> {
+    toml::from_str(text)
+        .map_err(|e| format!("--simulation-options is not the options a SuperLink writes: {e}"))
 }
 
 /// `serverapp` -> `ServerApp`, for messages.
@@ -136,6 +161,25 @@ mod tests {
         }
         let e = "docker".parse::<Isolation>().unwrap_err();
         assert!(e.contains("subprocess or process"), "{e}");
+    }
+
+    #[test]
+    fn a_runs_options_reach_its_app_process_unchanged() {
+        use floret_core::UserConfigValue;
+        let mut options = UserConfig::new();
+        options.insert("num-supernodes".into(), UserConfigValue::Int(10));
+        options.insert(
+            "backend.client-resources.num-cpus".into(),
+            UserConfigValue::Float(0.5),
+        );
+        options.insert("chaos.enabled".into(), UserConfigValue::Bool(true));
+        options.insert("name".into(), UserConfigValue::Str("a \"b\"\n\0".into()));
+        let flags = simulation_flags(&options, 3).unwrap();
+        assert_eq!(flags[0], "--simulation-options");
+        assert_eq!(flags[2..], ["--simulation-workers", "3"]);
+        assert_eq!(simulation_options(&flags[1]).unwrap(), options);
+        let e = simulation_options("num-supernodes = 10").unwrap_err();
+        assert!(e.contains("--simulation-options"), "{e}");
     }
 
     #[test]

@@ -93,17 +93,14 @@ impl LinkControl {
         let Some(fleets) = &self.fleets else {
             return Ok(None);
         };
-        if request.fab.is_some() || !request.app.fab_hash.is_empty() {
-            return Err(ControlError::Invalid(
-                "this SuperLink runs simulations (--simulation) of built-in apps only, and this \
-                 app comes as a FAB: run it as a local simulation (a federation without \
-                 address) or on a deployment SuperLink"
-                    .into(),
-            ));
-        }
+        let fab = request.fab.is_some() || !request.app.fab_hash.is_empty();
         fleets
-            .check(&request.app, options)
+            .check((!fab).then_some(&request.app), options)
             .map_err(ControlError::Invalid)?;
+        if fab {
+            // Its app process runs the fleet (`LinkFabs`).
+            return Ok(None);
+        }
         Ok(Some(RunFleet {
             fleets: fleets.clone(),
             options: options.clone(),

@@ -8,7 +8,10 @@
 //! The run's ServerApp is an `ExternalServerApp`: its `main` opens a ServerAppIo session
 //! and then
 //! - with `--isolation subprocess`, writes the binary to the FAB cache and starts
-//!   `<binary> serverapp --serverappio-api-address ADDR --token T`;
+//!   `<binary> serverapp --serverappio-api-address ADDR --token T`; on a `--simulation`
+//!   SuperLink with `--simulation-options OPTIONS --simulation-workers N` added, so that
+//!   the process runs the run's virtual fleet of the app's own ClientApp itself and sends
+//!   only status, events and checkpoints to the SuperLink;
 //! - with `--isolation process`, waits for an app process to claim the run;
 //!
 //! and ends when the process reports its outcome (`finish`), or, for a process the
@@ -21,13 +24,13 @@
 //! checkpoint through ServerAppIo (`LoadCheckpoint`) and goes on from there.
 
 use crate::apps::app_process::AppProcess;
-use crate::apps::isolation::{AppLauncher, Isolation};
+use crate::apps::isolation::{AppLauncher, Isolation, simulation_flags};
 use crate::state::LinkState;
 use crate::superlink::appio::{LinkAppIo, SessionGuard};
 use async_trait::async_trait;
 use floret_core::fab::Fab;
 use floret_core::{
-    AppError, AppOutcome, Context, ControlError, Grid, RunEvent, ServerApp, StartRun,
+    AppError, AppOutcome, Context, ControlError, Grid, RunEvent, ServerApp, StartRun, UserConfig,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +48,10 @@ pub struct LinkFabs {
     pub io: Arc<LinkAppIo>,
     /// Starts (or waits for) the ServerApp processes, per `--isolation`.
     pub launcher: AppLauncher,
+    /// On a `--simulation` SuperLink, its `--simulation-workers`: a FAB run's ServerApp
+    /// process then also runs the run's virtual fleet of the app's ClientApp, with at most
+    /// this many ClientApp calls at once. `None` on a deployment SuperLink.
+    pub simulation_workers: Option<usize>,
 }
 
 impl LinkFabs {
@@ -70,6 +77,14 @@ impl LinkFabs {
         } else {
             named
         };
+        if self.simulation_workers.is_some() && self.launcher.isolation == Isolation::Process {
+            return Err(ControlError::Invalid(
+                "this SuperLink runs simulations (--simulation) with --isolation process, and \
+                 a FAB's simulation runs in the app process the SuperLink starts: restart it \
+                 with --isolation subprocess (the default) to run FABs"
+                    .into(),
+            ));
+        }
         let fab = self.verify(packed.clone(), &hash).await?;
         tracing::info!(
             fab_hash = %hash,
@@ -81,19 +96,26 @@ impl LinkFabs {
             .store_fab(&hash, packed)
             .map_err(|e| ControlError::Unavailable(e.to_string()))?;
         request.app.fab_hash = hash.clone();
-        Ok(Arc::new(ExternalServerApp {
-            fab_hash: hash,
+        Ok(self.server_app(hash, fab, &request.federation_options))
+    }
+
+    fn server_app(&self, fab_hash: String, fab: Fab, options: &UserConfig) -> Arc<dyn ServerApp> {
+        Arc::new(ExternalServerApp {
+            fab_hash,
             fab: Arc::new(fab),
             fabs: self.clone(),
-        }))
+            simulation: self.simulation_workers.map(|_| options.clone()),
+        })
     }
     /// The ServerApp of a FAB run an earlier SuperLink process left unfinished, built again
     /// from the FAB kept in the state. Its app process is started anew and resumes from the
-    /// run's checkpoint through ServerAppIo's `LoadCheckpoint`.
+    /// run's checkpoint through ServerAppIo's `LoadCheckpoint`; on a `--simulation`
+    /// SuperLink, with a fleet from `options`, the run's `federation_options`.
     pub async fn resume(
         &self,
         state: &dyn LinkState,
         fab_hash: &str,
+        options: &UserConfig,
     ) -> Result<Arc<dyn ServerApp>, ControlError> {
         let packed = state.fab(fab_hash).ok_or_else(|| {
             ControlError::Invalid(format!(
@@ -101,11 +123,7 @@ impl LinkFabs {
             ))
         })?;
         let fab = self.verify(packed, fab_hash).await?;
-        Ok(Arc::new(ExternalServerApp {
-            fab_hash: fab_hash.to_string(),
-            fab: Arc::new(fab),
-            fabs: self.clone(),
-        }))
+        Ok(self.server_app(fab_hash.to_string(), fab, options))
     }
 
     /// Unpacks and verifies a FAB (off the async threads: it hashes the binary) and, when
@@ -136,6 +154,9 @@ pub struct ExternalServerApp {
     fab_hash: String,
     fab: Arc<Fab>,
     fabs: LinkFabs,
+    /// On a `--simulation` SuperLink, the run's `federation_options`, passed to the
+    /// process so that it runs the run's virtual fleet.
+    simulation: Option<UserConfig>,
 }
 
 impl ExternalServerApp {
@@ -151,10 +172,16 @@ impl ExternalServerApp {
     /// Starts the app process and waits for its outcome or its end.
     async fn subprocess(&self, session: &mut SessionGuard, run_id: u64) -> Result<(), AppError> {
         let binary = self.install().await?;
+        let extra = match (&self.simulation, self.fabs.simulation_workers) {
+            (Some(options), Some(workers)) => {
+                simulation_flags(options, workers).map_err(AppError::Other)?
+            }
+            _ => Vec::new(),
+        };
         let process = self
             .fabs
             .launcher
-            .spawn(&binary, "serverapp", &session.token)
+            .spawn(&binary, "serverapp", &session.token, &extra)
             .await
             .map_err(AppError::Other)?;
         tracing::info!(run_id, pid = process.pid(), "started ServerApp process");

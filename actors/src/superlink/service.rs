@@ -35,7 +35,7 @@ use crate::superlink::run_end::{self, RunEnd};
 use crate::superlink::sweeper;
 use crate::superlink::virtual_fleet::{RunFleet, VirtualFleets, check_run_kind};
 use crate::superlink::{SuperLink, SuperLinkMsg};
-use floret_core::{AppCatalog, RunEvent, RunInfo, ServerApp};
+use floret_core::{AppCatalog, ControlError, RunEvent, RunInfo, ServerApp};
 use ractor::{Actor, ActorRef, call};
 use std::sync::Arc;
 use std::time::Duration;
@@ -287,15 +287,19 @@ impl Resumer<'_> {
         }
         let fab_hash = &run.app.fab_hash;
         if !fab_hash.is_empty() {
-            return match self.fabs {
-                Some(fabs) => match fabs.resume(self.state, fab_hash).await {
-                    Ok(app) => Resumption::Resume(app),
-                    Err(e) => Resumption::Fail(format!("run {run_id} {NOT_RESUMABLE}: {e}")),
-                },
-                None => Resumption::Fail(format!(
+            let Some(fabs) = self.fabs else {
+                return Resumption::Fail(format!(
                     "run {run_id} {NOT_RESUMABLE}: its ServerApp comes as a FAB, and this \
                      SuperLink runs built-in apps only"
-                )),
+                ));
+            };
+            let resumed = match self.state.federation_options(run_id) {
+                Ok(options) => fabs.resume(self.state, fab_hash, &options).await,
+                Err(e) => Err(ControlError::Unavailable(e.to_string())),
+            };
+            return match resumed {
+                Ok(app) => Resumption::Resume(app),
+                Err(e) => Resumption::Fail(format!("run {run_id} {NOT_RESUMABLE}: {e}")),
             };
         }
         let Some(app) = self.catalog.server_app(&run.app.serverapp) else {
@@ -318,13 +322,18 @@ impl Resumer<'_> {
     /// submitted with; `None` on a deployment SuperLink. A run of the other kind (the
     /// SuperLink was restarted with or without `--simulation`) is refused by the same rule
     /// as at submit.
-    fn fleet(&self, run_id: u64) -> Result<Option<RunFleet>, String> {
+    /// A FAB run's fleet is none of the SuperLink's: its app process builds it again.
+    fn fleet(&self, run: &RunInfo) -> Result<Option<RunFleet>, String> {
+        let run_id = run.run_id;
         let not_resumable = |e: String| format!("run {run_id} {NOT_RESUMABLE}: {e}");
         let options = self
             .state
             .federation_options(run_id)
             .map_err(|e| not_resumable(e.to_string()))?;
         check_run_kind(self.fleets.is_some(), &options).map_err(not_resumable)?;
+        if !run.app.fab_hash.is_empty() {
+            return Ok(None);
+        }
         Ok(self.fleets.as_ref().map(|fleets| RunFleet {
             fleets: fleets.clone(),
             options,
@@ -342,7 +351,7 @@ impl Resumer<'_> {
             let failure = match self.resumption(&run).await {
                 Resumption::Resume(app) => {
                     let status = run.status;
-                    let fleet = match self.fleet(run_id) {
+                    let fleet = match self.fleet(&run) {
                         Ok(fleet) => fleet,
                         Err(reason) => {
                             tracing::warn!(run_id, "{reason}");

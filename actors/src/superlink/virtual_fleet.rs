@@ -19,9 +19,10 @@ use std::sync::Arc;
 /// Builds the virtual fleets of a `--simulation` SuperLink's runs.
 #[async_trait]
 pub trait VirtualFleets: Send + Sync + 'static {
-    /// Checks a run's `options.*` and apps at submit, before anything is created: `Err`
-    /// is one line naming the key or component and the fix.
-    fn check(&self, app: &AppRef, options: &UserConfig) -> Result<(), String>;
+    /// Checks a run's `options.*` and, for a built-in app (`Some`), its ClientApp at
+    /// submit, before anything is created: `Err` is one line naming the key or component
+    /// and the fix. A FAB's ClientApp (`None`) runs in the FAB's own process.
+    fn check(&self, app: Option<&AppRef>, options: &UserConfig) -> Result<(), String>;
     /// The grid the run's ServerApp talks to: `link` for the run's status, events and
     /// checkpoints, a virtual fleet of the run's own for its messages. The fleet ends when
     /// the grid is dropped (the run ended, was stopped or suspended).

@@ -163,7 +163,7 @@ impl FabClient {
         }
         let process = self
             .launcher
-            .spawn(binary, "clientapp", &self.session.token)
+            .spawn(binary, "clientapp", &self.session.token, &[])
             .await?;
         tracing::info!(
             run_id = self.run_id,

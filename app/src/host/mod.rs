@@ -60,7 +60,7 @@ pub fn dispatch(args: Vec<OsString>, server_app: ServerAppFn, client_app: Client
     };
     match mode.as_deref() {
         Some("simulation") => simulation::run(mode_args("simulation"), server_app, client_app),
-        Some("serverapp") => serverapp::run(mode_args("serverapp"), server_app),
+        Some("serverapp") => serverapp::run(mode_args("serverapp"), server_app, client_app),
         Some("clientapp") => clientapp::run(mode_args("clientapp"), client_app),
         Some("-h" | "--help" | "help") => {
             crate::outln!("{}", usage(&program));

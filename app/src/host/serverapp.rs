@@ -7,12 +7,19 @@
 //! `RemoteGrid`, reports how `main` ended (`finish`: completed, or failed with the error or
 //! panic message) and exits: 0 when the run completed, 1 when it failed or the SuperLink
 //! could not be reached, 2 for bad flags.
+//!
+//! A `--simulation` SuperLink adds `--simulation-options OPTIONS --simulation-workers N`:
+//! the run is then a simulation, and this process runs its virtual fleet of the app's own
+//! ClientApp (`floret_simulation::process_grid`), sized by the run's federation options.
+//! Only the run's status, events and checkpoints travel to the SuperLink; the messages
+//! between the ServerApp and the virtual SuperNodes stay in this process.
 
-use super::ServerAppFn;
+use super::{ClientAppFn, ServerAppFn};
 use crate::{UserError, exit_code};
 use clap::Parser;
 use floret_actors::apps::client_exec::panic_message;
-use floret_core::{AppIoError, AppOutcome, ServerAppIo};
+use floret_actors::apps::isolation::simulation_options;
+use floret_core::{AppIoError, AppOutcome, Grid, ServerAppIo};
 use floret_transport::grpc::{RemoteGrid, serverappio_client};
 use std::ffi::OsString;
 use std::future::Future;
@@ -39,12 +46,20 @@ pub struct ServerAppArgs {
     /// the next run that waits for a ServerApp process (--isolation process).
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// Set by a `--simulation` SuperLink: the run's federation options (a TOML table), from
+    /// which this process builds the run's virtual fleet of the app's ClientApp.
+    #[arg(long, value_name = "OPTIONS", requires = "simulation_workers")]
+    pub simulation_options: Option<String>,
+    /// Set by a `--simulation` SuperLink: at most this many ClientApp calls at once in the
+    /// run's virtual fleet (the SuperLink's `--simulation-workers`).
+    #[arg(long, value_name = "N", requires = "simulation_options")]
+    pub simulation_workers: Option<usize>,
 }
 
 /// Parses `args` (`args[0]` names the program and mode) and serves one run.
-pub fn run(args: Vec<OsString>, server_app: ServerAppFn) -> ExitCode {
+pub fn run(args: Vec<OsString>, server_app: ServerAppFn, client_app: ClientAppFn) -> ExitCode {
     crate::process::app_main_with_args("floret-serverapp", args, 2, |args: ServerAppArgs| {
-        serve(args, server_app)
+        serve(args, server_app, client_app)
     })
 }
 
@@ -67,7 +82,18 @@ where
     }
 }
 
-async fn serve(args: ServerAppArgs, server_app: ServerAppFn) -> anyhow::Result<i32> {
+async fn serve(
+    args: ServerAppArgs,
+    server_app: ServerAppFn,
+    client_app: ClientAppFn,
+) -> anyhow::Result<i32> {
+    // Bad flags are refused before anything is claimed.
+    let simulation = match (&args.simulation_options, args.simulation_workers) {
+        (Some(text), Some(workers)) => {
+            Some((simulation_options(text).map_err(UserError::new)?, workers))
+        }
+        _ => None,
+    };
     let address = args.serverappio_api_address;
     let client = serverappio_client(&address)
         .map_err(|e| UserError::new(format!("--serverappio-api-address {address}: {e}")))?;
@@ -81,7 +107,30 @@ async fn serve(args: ServerAppArgs, server_app: ServerAppFn) -> anyhow::Result<i
         .map_err(|e| anyhow::anyhow!("could not start serving the run at {address}: {e}"))?;
     let run_id = context.run_id;
     tracing::info!(run_id, "serving as the ServerApp of run {run_id}");
-    let grid = Arc::new(grid);
+    let remote = Arc::new(grid);
+    // What `main` drives: the SuperLink's run itself, or, on a `--simulation` SuperLink,
+    // the run's virtual fleet in this process with the run's status and checkpoints on
+    // the SuperLink.
+    let grid: Arc<dyn Grid> = match simulation {
+        None => remote.clone(),
+        Some((options, workers)) => {
+            let fleet = floret_simulation::process_grid(
+                remote.clone(),
+                &context.run_config,
+                &options,
+                client_app(),
+                workers,
+            )
+            .await;
+            match fleet {
+                Ok(fleet) => fleet,
+                Err(e) => {
+                    let reason = format!("could not start the run's virtual fleet: {e}");
+                    return finish(remote, run_id, AppOutcome::Failed(reason)).await;
+                }
+            }
+        }
+    };
     // In a task of its own, so that a panic in `main` is caught and reported.
     // The SuperLink's run span, handed down as TRACEPARENT, is this process's parent.
     let span = tracing::info_span!("serverapp", run_id);
@@ -104,7 +153,14 @@ async fn serve(args: ServerAppArgs, server_app: ServerAppFn) -> anyhow::Result<i
         )),
         Err(_) => AppOutcome::Failed("ServerApp task was cancelled".into()),
     };
-    let grid = Arc::try_unwrap(grid)
+    // The fleet (if any) ends with its grid, before the run's end is reported.
+    drop(grid);
+    finish(remote, run_id, outcome).await
+}
+
+/// Reports how the run ended to the SuperLink; the process's exit code.
+async fn finish(remote: Arc<RemoteGrid>, run_id: u64, outcome: AppOutcome) -> anyhow::Result<i32> {
+    let grid = Arc::try_unwrap(remote)
         .map_err(|_| anyhow::anyhow!("the ServerApp kept its grid after `main` ended"))?;
     grid.finish(outcome.clone())
         .await

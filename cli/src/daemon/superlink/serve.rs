@@ -129,6 +129,7 @@ async fn start(
             FabCache::new(&config.fab_cache_dir),
             connect_address(serverappio.local_addr()),
         ),
+        simulation_workers: config.simulation_workers,
     };
     let fleets = config.simulation_workers.map(|workers| {
         tracing::info!(
