@@ -356,11 +356,7 @@ impl FedAvg {
             .await?;
         let _configuring = configure.enter();
         if nodes.len() < required {
-            warn!(
-                required,
-                available = nodes.len(),
-                "skipping federated evaluation"
-            );
+            // One line, in the log and the run's events (a WARN beside it would print twice).
             phase.log(format!(
                 "round {round}: skipping federated evaluation: it needs {required} connected nodes, \
                  {} connected within {:?}",
