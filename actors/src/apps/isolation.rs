@@ -14,6 +14,7 @@ use floret_core::UserConfig;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// See the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,6 +144,46 @@ pub(crate) fn role_name(role: &str) -> &'static str {
     } else {
         "ClientApp"
     }
+}
+
+/// Whether an AppIo session is held by an app process, and its place among the sessions
+/// waiting for one (`--isolation process`). Both ends of AppIo, the SuperLink's and the
+/// SuperNode's, hand waiting sessions out by the same rule, [`claim_longest_waiting`]:
+/// the session that has waited longest first, by a ticket taken when it opened (run ids
+/// are random and say nothing of age).
+#[derive(Debug, Default)]
+pub(crate) struct Claim {
+    claimed: AtomicBool,
+    ticket: u64,
+}
+
+impl Claim {
+    /// A session's claim, `claimed` at once when its daemon started the process itself;
+    /// `tickets` numbers the sessions of one endpoint.
+    pub(crate) fn new(claimed: bool, tickets: &AtomicU64) -> Claim {
+        Claim {
+            claimed: AtomicBool::new(claimed),
+            ticket: tickets.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Whether an app process holds the session.
+    pub(crate) fn is_claimed(&self) -> bool {
+        self.claimed.load(Ordering::SeqCst)
+    }
+}
+
+/// Marks the longest-waiting unclaimed session of `sessions` claimed and returns it.
+pub(crate) fn claim_longest_waiting<'a, S: 'a>(
+    sessions: impl IntoIterator<Item = (&'a String, &'a S)>,
+    claim: impl Fn(&S) -> &Claim,
+) -> Option<(&'a String, &'a S)> {
+    let (token, session) = sessions
+        .into_iter()
+        .filter(|(_, s)| !claim(s).is_claimed())
+        .min_by_key(|(_, s)| claim(s).ticket)?;
+    claim(session).claimed.store(true, Ordering::SeqCst);
+    Some((token, session))
 }
 
 /// A fresh AppIo token: 128 random bits in hex.

@@ -6,9 +6,10 @@
 //! session is closed when the run's `ExternalServerApp` ends, also when the run is
 //! stopped), is `BadToken`, which tells the app process to exit. With `--isolation
 //! process` a session waits to be claimed by an app process started outside the
-//! SuperLink; `claim` hands each waiting session to one caller, oldest run first.
+//! SuperLink; `claim` hands each waiting session to one caller, the run that has waited
+//! longest first.
 
-use crate::apps::isolation::new_token;
+use crate::apps::isolation::{Claim, claim_longest_waiting, new_token};
 use crate::state::{LinkState, StateError};
 use crate::superlink::grid::LinkGrid;
 use async_trait::async_trait;
@@ -17,7 +18,7 @@ use floret_core::{
     AppIoError, AppOutcome, Context, Grid, GridError, Message, NodeSet, RunEvent, ServerAppIo,
 };
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -26,6 +27,8 @@ use tokio::sync::oneshot;
 pub struct LinkAppIo {
     state: Arc<dyn LinkState>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Numbers sessions as they open (see `Claim`).
+    tickets: AtomicU64,
 }
 
 /// One run served by one app process.
@@ -34,7 +37,7 @@ struct Session {
     context: Context,
     /// Set when an app process holds the token: at once for a process the SuperLink
     /// started, on `claim` for one started elsewhere.
-    claimed: AtomicBool,
+    claim: Claim,
     /// Where `finish` reports the outcome; taken by the first report.
     outcome: Mutex<Option<oneshot::Sender<AppOutcome>>>,
 }
@@ -60,6 +63,7 @@ impl LinkAppIo {
         LinkAppIo {
             state,
             sessions: Mutex::default(),
+            tickets: AtomicU64::new(0),
         }
     }
 
@@ -80,7 +84,7 @@ impl LinkAppIo {
         let session = Session {
             grid,
             context,
-            claimed: AtomicBool::new(claimed),
+            claim: Claim::new(claimed, &self.tickets),
             outcome: Mutex::new(Some(tx)),
         };
         self.lock().insert(token.clone(), Arc::new(session));
@@ -95,7 +99,7 @@ impl LinkAppIo {
     pub fn unclaimed(&self) -> usize {
         self.lock()
             .values()
-            .filter(|s| !s.claimed.load(Ordering::SeqCst))
+            .filter(|s| !s.claim.is_claimed())
             .count()
     }
 
@@ -105,7 +109,7 @@ impl LinkAppIo {
             .get(token)
             .cloned()
             .ok_or(AppIoError::BadToken)?;
-        if session.claimed.load(Ordering::SeqCst) {
+        if session.claim.is_claimed() {
             Ok(session)
         } else {
             // A token nobody was given yet cannot be known to a legitimate caller.
@@ -189,19 +193,15 @@ impl ServerAppIo for LinkAppIo {
 
     async fn claim(&self) -> Result<Option<String>, AppIoError> {
         let sessions = self.lock();
-        let mut waiting: Vec<(&String, &Arc<Session>)> = sessions
-            .iter()
-            .filter(|(_, s)| !s.claimed.load(Ordering::SeqCst))
-            .collect();
-        waiting.sort_by_key(|(_, s)| s.context.run_id);
-        Ok(waiting.first().map(|(token, session)| {
-            session.claimed.store(true, Ordering::SeqCst);
-            tracing::info!(
-                run_id = session.context.run_id,
-                "a ServerApp process claimed the run"
-            );
-            (*token).clone()
-        }))
+        Ok(
+            claim_longest_waiting(&*sessions, |s| &s.claim).map(|(token, session)| {
+                tracing::info!(
+                    run_id = session.context.run_id,
+                    "a ServerApp process claimed the run"
+                );
+                token.clone()
+            }),
+        )
     }
 }
 
@@ -268,21 +268,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn each_waiting_run_is_claimed_once_oldest_first() {
+    async fn each_waiting_run_is_claimed_once_longest_waiting_first() {
         let state = Arc::new(MemoryLinkState::new());
         let io = Arc::new(LinkAppIo::new(state.clone()));
-        let (first, second) = (running(&state), running(&state));
-        let later = io.open(second.clone(), false).unwrap();
-        let earlier = io.open(first.clone(), false).unwrap();
+        let contexts: Vec<Context> = (0..8).map(|_| running(&state)).collect();
+        // Random run ids and a hash map would claim in another order almost surely.
+        let guards: Vec<SessionGuard> = contexts
+            .iter()
+            .map(|c| io.open(c.clone(), false).unwrap())
+            .collect();
         assert_eq!(
-            io.context(&earlier.token).await.unwrap_err(),
+            io.context(&guards[0].token).await.unwrap_err(),
             AppIoError::BadToken,
             "an unclaimed token is not usable"
         );
-        assert_eq!(io.unclaimed(), 2);
-        assert_eq!(io.claim().await.unwrap(), Some(earlier.token.clone()));
-        assert_eq!(io.claim().await.unwrap(), Some(later.token.clone()));
+        assert_eq!(io.unclaimed(), 8);
+        for guard in &guards {
+            assert_eq!(io.claim().await.unwrap(), Some(guard.token.clone()));
+        }
         assert_eq!(io.claim().await.unwrap(), None);
-        assert_eq!(io.context(&earlier.token).await.unwrap(), first);
+        assert_eq!(io.context(&guards[0].token).await.unwrap(), contexts[0]);
     }
 }

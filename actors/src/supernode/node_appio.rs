@@ -9,11 +9,11 @@
 //! which tells the app process to exit. With `--isolation process` a session waits to be
 //! claimed by an app process started outside the SuperNode (`claim`, oldest run first).
 
-use crate::apps::isolation::new_token;
+use crate::apps::isolation::{Claim, claim_longest_waiting, new_token};
 use async_trait::async_trait;
 use floret_core::{AppIoError, ClientAppIo, ClientTask, Context, Message, Payload};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot, watch};
@@ -24,6 +24,8 @@ pub(crate) type TaskReply = (Payload, Context);
 /// See the module doc.
 pub struct NodeAppIo {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Numbers sessions as they open (see `Claim`).
+    tickets: AtomicU64,
     /// Set at shutdown: hosts stop waiting for replies.
     closing: watch::Sender<bool>,
 }
@@ -32,6 +34,7 @@ impl Default for NodeAppIo {
     fn default() -> Self {
         NodeAppIo {
             sessions: Mutex::default(),
+            tickets: AtomicU64::new(0),
             closing: watch::Sender::new(false),
         }
     }
@@ -41,7 +44,7 @@ impl Default for NodeAppIo {
 struct Session {
     run_id: u64,
     /// Set when an app process holds the token (see `LinkAppIo`).
-    claimed: AtomicBool,
+    claim: Claim,
     /// Tasks not taken yet, with where their reply goes.
     queue: Mutex<VecDeque<(ClientTask, oneshot::Sender<TaskReply>)>>,
     /// Tasks taken and not answered yet, by message id.
@@ -106,7 +109,7 @@ impl NodeAppIo {
         let token = new_token();
         let session = Arc::new(Session {
             run_id,
-            claimed: AtomicBool::new(claimed),
+            claim: Claim::new(claimed, &self.tickets),
             ..Session::default()
         });
         lock(&self.sessions).insert(token.clone(), session.clone());
@@ -126,13 +129,13 @@ impl NodeAppIo {
     pub fn unclaimed(&self) -> usize {
         lock(&self.sessions)
             .values()
-            .filter(|s| !s.claimed.load(Ordering::SeqCst))
+            .filter(|s| !s.claim.is_claimed())
             .count()
     }
 
     fn session(&self, token: &str) -> Result<Arc<Session>, AppIoError> {
         match lock(&self.sessions).get(token) {
-            Some(s) if s.claimed.load(Ordering::SeqCst) => Ok(s.clone()),
+            Some(s) if s.claim.is_claimed() => Ok(s.clone()),
             _ => Err(AppIoError::BadToken),
         }
     }
@@ -194,18 +197,15 @@ impl ClientAppIo for NodeAppIo {
 
     async fn claim(&self) -> Result<Option<String>, AppIoError> {
         let sessions = lock(&self.sessions);
-        let oldest = sessions
-            .iter()
-            .filter(|(_, s)| !s.claimed.load(Ordering::SeqCst))
-            .min_by_key(|(_, s)| s.run_id);
-        Ok(oldest.map(|(token, session)| {
-            session.claimed.store(true, Ordering::SeqCst);
-            tracing::info!(
-                run_id = session.run_id,
-                "a ClientApp process claimed the run"
-            );
-            token.clone()
-        }))
+        Ok(
+            claim_longest_waiting(&*sessions, |s| &s.claim).map(|(token, session)| {
+                tracing::info!(
+                    run_id = session.run_id,
+                    "a ClientApp process claimed the run"
+                );
+                token.clone()
+            }),
+        )
     }
 }
 
@@ -265,8 +265,8 @@ mod tests {
     #[tokio::test]
     async fn only_a_claimed_token_works_and_each_run_is_claimed_once() {
         let io = Arc::new(NodeAppIo::new());
-        let later = io.open(9, false);
-        let earlier = io.open(3, false);
+        let earlier = io.open(9, false);
+        let later = io.open(3, false);
         assert_eq!(
             io.next_task(&earlier.token, Duration::ZERO).await,
             Err(AppIoError::BadToken)
