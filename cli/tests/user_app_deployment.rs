@@ -442,3 +442,87 @@ fn a_new_app_runs_as_a_simulation_on_a_simulation_superlink() {
     listed_completed(app, run_id);
     assert_eq!(logged_pids(&link.0, "started ServerApp process").len(), 1);
 }
+
+/// A user's app simulated on a `--simulation` SuperLink survives the SuperLink's crash:
+/// the restarted SuperLink starts the app's binary again with the run's options from its
+/// database, the new process's fleet goes on from the last checkpointed round, and the
+/// process the crashed SuperLink had started ends by itself instead of training on.
+#[test]
+fn a_new_apps_simulation_resumes_after_a_superlink_crash() {
+    let _serial = serial();
+    let app = app();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let cache = dir.path().join("fabs");
+    let args = [
+        "--simulation",
+        "--database",
+        db.to_str().unwrap(),
+        "--fab-cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let fleet = format!("127.0.0.1:{}", free_port());
+    let control = format!("127.0.0.1:{}", free_port());
+    let link = SuperLink::start_with(&fleet, &control, &args);
+    app.point_at_with(&link.control, "options.num-supernodes = 3\n");
+    let o = flwr_in(
+        &app.dir,
+        &[
+            "run",
+            app.path(),
+            FEDERATION,
+            "--profile",
+            "dev",
+            "--run-config",
+            "num-server-rounds=1000000 fraction-train=1.0 fraction-evaluate=1.0",
+        ],
+    );
+    assert_eq!(o.code, Some(0), "flwr run: {}\n{}", o.stderr, o.stdout);
+    let run_id = started_run_id(&format!("{}\n{}", o.stdout, o.stderr));
+    let id = run_id.to_string();
+    let mut follower = flwr_spawn(&["log", &id, app.path(), FEDERATION, "--stream"]);
+    let round = "round 3: 3/3 train replies";
+    assert!(
+        follower.wait_stdout(round, COMMAND_TIMEOUT).is_some(),
+        "no {round:?}: {}",
+        follower.stdout()
+    );
+    follower.kill();
+    let orphans = logged_pids(&link.proc, "started ServerApp process");
+    assert_eq!(orphans.len(), 1, "one ServerApp process");
+
+    let restarted = link.crash_and_restart(&args, &id);
+    let restarted = Daemon(restarted.proc);
+    let follower = flwr_spawn(&["log", &id, app.path(), FEDERATION, "--stream"]);
+    let resumed = follower
+        .wait_stdout("resuming from round", COMMAND_TIMEOUT)
+        .unwrap_or_else(|| panic!("no resume: {}", follower.stdout()));
+    let round: u64 = resumed
+        .split("resuming from round ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no round in {resumed:?}"));
+    assert!(round > 1, "{resumed}");
+    let next = format!("round {}: 3/3 evaluate replies", round + 1);
+    assert!(
+        follower.wait_stdout(&next, COMMAND_TIMEOUT).is_some(),
+        "{next:?} not in {}",
+        follower.stdout()
+    );
+    assert_eq!(status_of(app, run_id), "running");
+    // The crashed SuperLink's app process noticed and ended: its next call found the
+    // SuperLink gone after the client's 30 s connect patience, and its end report too.
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    while process_alive(orphans[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "the crashed SuperLink's ServerApp process {} runs on",
+            orphans[0]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stop = flwr_in(&app.dir, &["stop", &id, app.path(), FEDERATION]);
+    assert_eq!(stop.code, Some(0), "{}", stop.stderr);
+    drop(restarted);
+}

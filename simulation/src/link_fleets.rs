@@ -312,6 +312,11 @@ impl Grid for FleetGrid {
 
     async fn receive(&self, timeout: Duration) -> Result<Vec<Message>, GridError> {
         let RunLink::Local(link) = &self.link else {
+            // A SuperLink ends such a run by killing this process, but a crashed one
+            // cannot: asking it for anything each time the ServerApp waits for replies ends
+            // the run here once the SuperLink is gone or restarted (a restart forgets this
+            // process's token and starts the run's app again), instead of training on unseen.
+            self.link.grid().node_ids().await?;
             return self.messages.receive(timeout).await;
         };
         let deadline = tokio::time::Instant::now() + timeout;

@@ -84,20 +84,36 @@ impl RemoteGrid {
 }
 
 /// Sends queued events in order until the grid is gone. A failed event is logged and
-/// skipped: progress reports must not end the run.
+/// skipped: progress reports must not end the run. Once the SuperLink cannot be reached
+/// (after the client's connect patience) or no longer knows the run's token (it
+/// restarted), the rest are dropped unsent: each would wait out the same patience, and a
+/// fast ServerApp queues hundreds, so `finish` would wait for them for hours.
 async fn send_events(
     appio: Arc<dyn ServerAppIo>,
     token: String,
     mut queue: mpsc::UnboundedReceiver<Emission>,
 ) {
+    let mut dropped: u64 = 0;
     while let Some(emission) = queue.recv().await {
         match emission {
-            Emission::Event(event) => {
-                if let Err(e) = appio.emit(&token, event).await {
-                    tracing::warn!(error = %e, "could not report a run event to the SuperLink");
+            Emission::Event(_) if dropped > 0 => dropped += 1,
+            Emission::Event(event) => match appio.emit(&token, event).await {
+                Ok(()) => {}
+                Err(e @ (AppIoError::Unavailable(_) | AppIoError::BadToken)) => {
+                    tracing::warn!(
+                        error = %e,
+                        "could not report a run event to the SuperLink; later events are dropped"
+                    );
+                    dropped = 1;
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not report a run event to the SuperLink")
+                }
+            },
             Emission::Flush(done) => {
+                if dropped > 1 {
+                    tracing::warn!(dropped, "run events not reported: the SuperLink is gone");
+                }
                 let _ = done.send(());
             }
         }

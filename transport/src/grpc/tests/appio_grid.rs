@@ -5,7 +5,8 @@ use super::appio_double::{FakeServerAppIo, TOKEN, run_context, serverappio};
 use super::*;
 use crate::grpc::RemoteGrid;
 use floret_core::{
-    AppOutcome, Context, Grid, Message, Payload, PhaseSummary, RoundSummary, RunEvent,
+    AppIoError, AppOutcome, Context, Grid, Message, NodeSet, Payload, PhaseSummary, RoundSummary,
+    RunEvent, ServerAppIo,
 };
 
 /// Weighted average of the "model" arrays of `replies`, by their "num-examples".
@@ -146,4 +147,69 @@ async fn remote_grid_keeps_checkpoints_in_the_superlink() {
     let (again, _) = RemoteGrid::connect(client, TOKEN).await.unwrap();
     assert_eq!(again.load_checkpoint().await.unwrap(), Some(checkpoint));
     server.shutdown().await;
+}
+
+/// A SuperLink that is gone: every call fails as a client's does once its connect
+/// patience has run out; `emit` counts its calls.
+#[derive(Default)]
+struct GoneSuperLink {
+    emits: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ServerAppIo for GoneSuperLink {
+    async fn context(&self, _: &str) -> Result<Context, AppIoError> {
+        Ok(Context::default())
+    }
+    async fn node_ids(&self, _: &str) -> Result<NodeSet, AppIoError> {
+        Err(gone())
+    }
+    async fn send(&self, _: &str, _: Vec<Message>) -> Result<Vec<String>, AppIoError> {
+        Err(gone())
+    }
+    async fn pull(&self, _: &str, _: &[String]) -> Result<Vec<Message>, AppIoError> {
+        Err(gone())
+    }
+    async fn receive(&self, _: &str, _: Duration) -> Result<Vec<Message>, AppIoError> {
+        Err(gone())
+    }
+    async fn emit(&self, _: &str, _: RunEvent) -> Result<(), AppIoError> {
+        self.emits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // What each attempt costs a real client: its connect patience.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Err(gone())
+    }
+    async fn finish(&self, _: &str, _: AppOutcome) -> Result<(), AppIoError> {
+        Err(gone())
+    }
+    async fn load_checkpoint(&self, _: &str) -> Result<Option<bytes::Bytes>, AppIoError> {
+        Err(gone())
+    }
+    async fn save_checkpoint(&self, _: &str, _: bytes::Bytes) -> Result<(), AppIoError> {
+        Err(gone())
+    }
+}
+
+fn gone() -> AppIoError {
+    AppIoError::Unavailable("connection refused".into())
+}
+
+/// A ServerApp process whose SuperLink crashed must still end: the events it queued are
+/// dropped once one of them finds the SuperLink gone, instead of each waiting out the
+/// client's patience before `finish` may report the end.
+#[tokio::test(start_paused = true)]
+async fn events_queued_for_a_gone_superlink_do_not_hold_up_the_end() {
+    let appio = Arc::new(GoneSuperLink::default());
+    let (grid, _) = RemoteGrid::connect(appio.clone(), TOKEN).await.unwrap();
+    for round in 0..500 {
+        grid.emit(RunEvent::Log(format!("round {round}")));
+    }
+    let started = tokio::time::Instant::now();
+    assert!(grid.finish(AppOutcome::Completed).await.is_err());
+    assert_eq!(appio.emits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
 }
