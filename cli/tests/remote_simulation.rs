@@ -195,24 +195,7 @@ fn a_simulation_run_resumes_from_its_checkpoint_after_a_superlink_crash() {
     // The options came back from the state: the same three virtual SuperNodes.
     let _restarted = link.crash_and_restart(&args, &id);
     let follower = flwr_spawn(&["log", &id, app, "e2e", "--stream"]);
-    let resumed = follower
-        .wait_stdout("resuming from round", COMMAND_TIMEOUT)
-        .unwrap_or_else(|| panic!("no resume: {}", follower.stdout()));
-    // "FedAvg: resuming from round N of ... (checkpoint after round N-1)": round N + 1
-    // cannot have been logged before the crash, so seeing it shows the fleet is back.
-    let round: u64 = resumed
-        .split("resuming from round ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no round in {resumed:?}"));
-    assert!(round > 1, "{resumed}");
-    let next = format!("round {}: 3/3 evaluate replies", round + 1);
-    assert!(
-        follower.wait_stdout(&next, COMMAND_TIMEOUT).is_some(),
-        "{next:?} not in {}",
-        follower.stdout()
-    );
+    resumes_and_goes_on(&follower, 3);
     assert_eq!(status_of(app, run_id), "running");
     let stop = flwr(&["stop", &id, app, "e2e"]);
     assert_eq!(stop.code, Some(0), "{}", stop.stderr);

@@ -494,22 +494,7 @@ fn a_new_apps_simulation_resumes_after_a_superlink_crash() {
     let restarted = link.crash_and_restart(&args, &id);
     let restarted = Daemon(restarted.proc);
     let follower = flwr_spawn(&["log", &id, app.path(), FEDERATION, "--stream"]);
-    let resumed = follower
-        .wait_stdout("resuming from round", COMMAND_TIMEOUT)
-        .unwrap_or_else(|| panic!("no resume: {}", follower.stdout()));
-    let round: u64 = resumed
-        .split("resuming from round ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no round in {resumed:?}"));
-    assert!(round > 1, "{resumed}");
-    let next = format!("round {}: 3/3 evaluate replies", round + 1);
-    assert!(
-        follower.wait_stdout(&next, COMMAND_TIMEOUT).is_some(),
-        "{next:?} not in {}",
-        follower.stdout()
-    );
+    resumes_and_goes_on(&follower, 3);
     assert_eq!(status_of(app, run_id), "running");
     // The crashed SuperLink's app process noticed and ended: its next call found the
     // SuperLink gone after the client's 30 s connect patience, and its end report too.

@@ -207,16 +207,7 @@ fn utc(t: SystemTime) -> time::OffsetDateTime {
 
 /// `20261124T101500Z`: sorts by time and is a valid file name everywhere.
 fn stamp(t: SystemTime) -> String {
-    let t = utc(t);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    iso_time(t).replace(['-', ':'], "")
 }
 
 /// `2026-11-24T10:15:00Z` (RFC 3339).

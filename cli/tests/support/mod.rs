@@ -735,3 +735,27 @@ pub(crate) fn started_run_id(stdout: &str) -> u64 {
         .and_then(|id| id.trim().parse().ok())
         .unwrap_or_else(|| panic!("no `started run ID` in {stdout:?}"))
 }
+
+/// Waits until `follower` (`flwr log --stream` of a run its SuperLink resumed after a
+/// crash) shows FedAvg resuming from a round after the first, then the round after that
+/// evaluated by all `nodes`: a round that cannot have been logged before the crash, so the
+/// run goes on.
+pub(crate) fn resumes_and_goes_on(follower: &Proc, nodes: u32) {
+    let resumed = follower
+        .wait_stdout("resuming from round", COMMAND_TIMEOUT)
+        .unwrap_or_else(|| panic!("no resume: {}", follower.stdout()));
+    // "FedAvg: resuming from round N of ... (checkpoint after round N-1)".
+    let round: u64 = resumed
+        .split("resuming from round ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no round in {resumed:?}"));
+    assert!(round > 1, "{resumed}");
+    let next = format!("round {}: {nodes}/{nodes} evaluate replies", round + 1);
+    assert!(
+        follower.wait_stdout(&next, COMMAND_TIMEOUT).is_some(),
+        "{next:?} not in {}",
+        follower.stdout()
+    );
+}
