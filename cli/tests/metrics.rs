@@ -98,23 +98,32 @@ fn scrape_until(addr: &str, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scra
     }
 }
 
-fn metrics_address() -> String {
-    format!("127.0.0.1:{}", free_port())
+/// What `--metrics-address` gets: any free port, which the daemon picks itself (a port
+/// the test found free could be taken by another process before the daemon binds it).
+const ANY_PORT: &str = "127.0.0.1:0";
+
+/// The address `proc` serves its metrics at, from its log.
+fn metrics_of(proc: &Proc) -> String {
+    let line = proc.expect_log("metrics at http://");
+    line.split("metrics at http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned()
 }
 
 over_both_transports! {
 fn the_counters_of_both_daemons_match_the_run() {
-    let link_metrics = metrics_address();
     let link = SuperLink::start_with(
         "127.0.0.1:0",
         "127.0.0.1:0",
-        &["--metrics-address", &link_metrics],
+        &["--metrics-address", ANY_PORT],
     );
-    link.proc.expect_log(&format!("metrics at http://{link_metrics}/metrics"));
-    let node_metrics: Vec<String> = (0..NODES).map(|_| metrics_address()).collect();
+    let link_metrics = metrics_of(&link.proc);
     let nodes: Vec<Proc> = (0..NODES)
-        .map(|p| supernode(&link.fleet, p, NODES, &["--metrics-address", &node_metrics[p as usize]]))
+        .map(|p| supernode(&link.fleet, p, NODES, &["--metrics-address", ANY_PORT]))
         .collect();
+    let node_metrics: Vec<String> = nodes.iter().map(metrics_of).collect();
     for node in &nodes {
         node.expect_log(NODE_READY);
     }
@@ -193,16 +202,16 @@ fn a_vanished_node_is_a_missed_heartbeat_and_a_returning_one_a_reconnect() {
         ];
         SuperLink::start_with(&fleet, control, &args)
     };
-    let link_metrics = metrics_address();
-    let mut link = start(&control, &link_metrics);
-    let node_metrics = metrics_address();
+    let mut link = start(&control, ANY_PORT);
+    let link_metrics = metrics_of(&link.proc);
     let beat = ["--heartbeat-interval", "1"];
     let steady = supernode(
         &fleet,
         0,
         2,
-        &[&beat[..], &["--metrics-address", &node_metrics]].concat(),
+        &[&beat[..], &["--metrics-address", ANY_PORT]].concat(),
     );
+    let node_metrics = metrics_of(&steady);
     let mut doomed = supernode(&fleet, 1, 2, &beat);
     steady.expect_log(NODE_READY);
     doomed.expect_log(NODE_READY);
@@ -224,7 +233,7 @@ fn a_vanished_node_is_a_missed_heartbeat_and_a_returning_one_a_reconnect() {
     link.proc.kill();
     // Only the Fleet port must be the same for the node to find it again; a fresh Control
     // port leaves less for a parallel test's ephemeral port to collide with.
-    let _link = start("127.0.0.1:0", &metrics_address());
+    let _link = start("127.0.0.1:0", ANY_PORT);
     scrape_until(&node_metrics, "the SuperNode's reconnect", |s| {
         s.value("floret_reconnects_total", &[]) == Some(1.0)
     });
@@ -308,12 +317,12 @@ fn a_metrics_port_in_use_is_refused_naming_the_flag() {
 #[test]
 fn spans_an_unreachable_collector_cannot_take_are_counted_as_dropped() {
     let nowhere = format!("http://127.0.0.1:{}", free_port());
-    let metrics = metrics_address();
     let link = SuperLink::start_with(
         "127.0.0.1:0",
         "127.0.0.1:0",
-        &["--otlp-endpoint", &nowhere, "--metrics-address", &metrics],
+        &["--otlp-endpoint", &nowhere, "--metrics-address", ANY_PORT],
     );
+    let metrics = metrics_of(&link.proc);
     let nodes: Vec<Proc> = (0..NODES)
         .map(|p| supernode(&link.fleet, p, NODES, &[]))
         .collect();
