@@ -23,9 +23,11 @@ fn main() -> ExitCode {
         "flower-superlink",
         WORKER_THREADS,
         |args: SuperLinkArgs| async move {
+            // Before anything binds, so that an early SIGTERM stops the daemon cleanly.
+            let stop = shutdown_signal();
             let config = SuperLinkConfig::from_args(&args, std::env::vars())?;
             serve(config, async {
-                let signal = shutdown_signal().await;
+                let signal = stop.await;
                 tracing::info!("{signal} received");
             })
             .await?;

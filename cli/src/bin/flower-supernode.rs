@@ -22,9 +22,11 @@ fn main() -> ExitCode {
         "flower-supernode",
         WORKER_THREADS,
         |args: SuperNodeArgs| async move {
+            // Before anything binds, so that an early SIGTERM stops the daemon cleanly.
+            let stop = shutdown_signal();
             let config = SuperNodeConfig::from_args(&args, std::env::vars())?;
             serve(config, async {
-                let signal = shutdown_signal().await;
+                let signal = stop.await;
                 tracing::info!("{signal} received");
             })
             .await?;

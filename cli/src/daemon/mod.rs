@@ -36,25 +36,38 @@ where
 }
 
 /// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM; returns its name.
-pub async fn shutdown_signal() -> &'static str {
+///
+/// The handlers are installed when this is called, not when the future is first polled:
+/// a daemon calls it before it binds anything, so a SIGTERM that comes while it is still
+/// starting (`docker stop` right after `docker run`, a test that stops a daemon as soon
+/// as it listens) stops it cleanly instead of killing it by the signal's default action.
+pub fn shutdown_signal() -> impl Future<Output = &'static str> {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        async fn received(signal: Option<Signal>) {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        let term = received(signal(SignalKind::terminate()).ok());
+        let int = received(signal(SignalKind::interrupt()).ok());
+        async move {
+            tokio::select! {
+                () = int => "SIGINT",
+                () = term => "SIGTERM",
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }
 
