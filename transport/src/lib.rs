@@ -2,8 +2,8 @@
 //!
 //! This crate owns everything that crosses a process boundary: the protobuf schema
 //! (`proto/flwr/proto/*.proto`, field for field Flower 1.42's `flwr.proto`, and Floret's
-//! own services in `proto/floret/v1/*.proto`, compiled in `build.rs` without a `protoc`
-//! binary), the codecs between that schema and floret-core's data model, chunked object
+//! own services in `proto/floret/v1/*.proto`, whose generated Rust is checked in under
+//! `src/generated/`), the codecs between that schema and floret-core's data model, chunked object
 //! transfer for large arrays ([`ChunkPolicy`]), and the transports that carry the
 //! protocols of floret-core — `Fleet` (with FABs), `Control` (StartRun with a FAB),
 //! `ServerAppIo` and `ClientAppIo` (process-isolated apps, with [`grpc::RemoteGrid`] for a
