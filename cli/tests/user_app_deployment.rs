@@ -433,7 +433,11 @@ fn a_new_app_runs_as_a_simulation_on_a_simulation_superlink() {
         "round 2: 6/6 train replies, 0 failed",
         "round 2: 6/6 evaluate replies, 0 failed",
     ] {
-        assert!(o.stderr.contains(line), "{line:?} not in the run's log:\n{}", o.stderr);
+        assert!(
+            o.stderr.contains(line),
+            "{line:?} not in the run's log:\n{}",
+            o.stderr
+        );
     }
     listed_completed(app, run_id);
     assert_eq!(logged_pids(&link.0, "started ServerApp process").len(), 1);
