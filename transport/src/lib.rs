@@ -26,6 +26,7 @@ mod link;
 pub mod meter;
 mod objects;
 pub(crate) mod proto;
+#[cfg(feature = "quic")]
 mod quic;
 pub mod tls;
 mod transport_error;
@@ -89,6 +90,15 @@ pub fn decode_context(buf: &[u8]) -> Result<Context, DecodeError> {
 /// As [`decode_context`].
 pub fn decode_context_bytes(buf: Bytes) -> Result<Context, DecodeError> {
     convert::context_from_proto(decode_proto(buf, "Context")?)
+}
+
+/// What a caller gets for asking a build without one of this crate's optional features
+/// (see Cargo.toml) for what that feature does: `what` this build lacks, and the fix.
+#[cfg(not(all(feature = "quic", feature = "node-auth", feature = "platform-roots")))]
+pub(crate) fn not_built(what: &str, feature: &str) -> String {
+    format!(
+        "this build has no {what}: floret-transport was compiled without its `{feature}` feature (an app binary leaves it out; the daemons and `flwr` have it)"
+    )
 }
 
 fn decode_proto<M: prost::Message + Default>(

@@ -38,7 +38,7 @@ const OUTPUTS: &[&str] = &["flwr.proto.rs", "floret.v1.rs"];
 /// Compiles `proto/` into `out`, with the settings the crate's code relies on.
 fn generate(out: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
-    let fds = protox::compile(FILES, [&root]).unwrap();
+    let fds = protox::compile(FILES, [&root]).expect("the .proto files compile");
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
@@ -50,7 +50,7 @@ fn generate(out: &Path) {
         .btree_map(".")
         .out_dir(out)
         .compile_fds(fds)
-        .unwrap();
+        .expect("the generated Rust is written");
 }
 
 fn checked_in() -> PathBuf {

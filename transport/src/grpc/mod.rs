@@ -50,11 +50,13 @@ pub use options::{
     TransportKind,
 };
 pub use remote_grid::RemoteGrid;
+#[cfg(feature = "quic")]
 pub(crate) use server::stopped;
 pub use server::{
     Server, bind_clientappio, bind_clientappio_with, bind_control, bind_control_with,
     bind_control_with_users, bind_fleet, bind_fleet_with, bind_serverappio, bind_serverappio_with,
 };
+#[cfg(feature = "quic")]
 pub(crate) use status::explain_tls;
 
 #[cfg(test)]

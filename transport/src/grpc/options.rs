@@ -3,6 +3,7 @@
 
 use crate::link::Link;
 use crate::objects::{ChunkPolicy, MAX_CHUNK_LEN};
+#[cfg(feature = "quic")]
 use crate::quic::QuicChannel;
 use crate::tls::{ClientTls, ServerTls};
 use crate::transport_error::{Api, TransportError};
@@ -217,6 +218,8 @@ pub(crate) fn parse_address(address: &str) -> Result<String, TransportError> {
 /// A client's connection to `address` over the transport and security of `o`; nothing is
 /// opened before the first call. `max_response` bounds one message from the server; `api`
 /// labels the link's metrics.
+// Without QUIC, the size bound only QUIC frames need is not read.
+#[cfg_attr(not(feature = "quic"), allow(unused_variables))]
 pub(crate) fn link(
     api: Api,
     address: &str,
@@ -225,11 +228,16 @@ pub(crate) fn link(
 ) -> Result<Link, TransportError> {
     Ok(match o.transport {
         TransportKind::Grpc => Link::grpc(api, endpoint(address, o)?.connect_lazy()),
+        #[cfg(feature = "quic")]
         TransportKind::Quic => Link::quic(api, quic_channel(address, o, max_response)?),
+        #[cfg(not(feature = "quic"))]
+        TransportKind::Quic => return Err(no_quic()),
     })
 }
 
 /// [`link`], connected now: a wrong address, a dead server or a TLS mismatch fails here.
+// Without QUIC, the size bound only QUIC frames need is not read.
+#[cfg_attr(not(feature = "quic"), allow(unused_variables))]
 pub(crate) async fn connected_link(
     api: Api,
     address: &str,
@@ -248,6 +256,9 @@ pub(crate) async fn connected_link(
                 .await
                 .map_err(|e| connect_error(super::status::error_reason(&e, o.connect_timeout)))?,
         ),
+        #[cfg(not(feature = "quic"))]
+        TransportKind::Quic => return Err(no_quic()),
+        #[cfg(feature = "quic")]
         TransportKind::Quic => {
             let channel = quic_channel(address, o, max_response)?;
             channel
@@ -259,6 +270,13 @@ pub(crate) async fn connected_link(
     })
 }
 
+/// The error for QUIC asked of a build without it.
+#[cfg(not(feature = "quic"))]
+pub(crate) fn no_quic() -> TransportError {
+    TransportError::NotBuilt(crate::not_built("QUIC transport", "quic"))
+}
+
+#[cfg(feature = "quic")]
 fn quic_channel(
     address: &str,
     o: &ClientOptions,
