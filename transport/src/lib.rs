@@ -15,11 +15,15 @@
 //! the clients and servers here. This crate may depend on floret-core and no other Floret
 //! crate: no actors, no strategies, no app logic.
 
+// Without the server half (an app binary), helpers it shares with the clients go unused.
+#![cfg_attr(not(feature = "server"), allow(dead_code, unused_imports))]
+
 pub mod auth;
 mod convert;
 mod convert_runs;
 mod error;
 pub mod grpc;
+#[cfg(feature = "server")]
 mod guard;
 pub mod limits;
 mod link;
@@ -32,7 +36,9 @@ pub mod tls;
 mod transport_error;
 
 pub use error::DecodeError;
-pub use grpc::{ClientSecurity, ServerSecurity, TransportKind};
+#[cfg(feature = "server")]
+pub use grpc::ServerSecurity;
+pub use grpc::{ClientSecurity, TransportKind};
 pub use objects::{ChunkPolicy, MAX_CHUNK_LEN, TransferStats};
 pub use transport_error::{Api, TransportError};
 
@@ -94,7 +100,12 @@ pub fn decode_context_bytes(buf: Bytes) -> Result<Context, DecodeError> {
 
 /// What a caller gets for asking a build without one of this crate's optional features
 /// (see Cargo.toml) for what that feature does: `what` this build lacks, and the fix.
-#[cfg(not(all(feature = "quic", feature = "node-auth", feature = "platform-roots")))]
+#[cfg(not(all(
+    feature = "quic",
+    feature = "node-auth",
+    feature = "platform-roots",
+    feature = "server"
+)))]
 pub(crate) fn not_built(what: &str, feature: &str) -> String {
     format!(
         "this build has no {what}: floret-transport was compiled without its `{feature}` feature (an app binary leaves it out; the daemons and `flwr` have it)"

@@ -293,12 +293,14 @@ pub(crate) fn certificate_problem(e: &rustls::Error) -> String {
 
 /// The SuperLink's side of TLS: its certificate and key, and, for mutual TLS, the CA that
 /// SuperNodes' client certificates must be signed by.
+#[cfg(feature = "server")]
 #[derive(Clone)]
 pub struct ServerTls {
     identity: Identity,
     client_roots: Option<Roots>,
 }
 
+#[cfg(feature = "server")]
 impl fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerTls")
@@ -312,6 +314,7 @@ impl fmt::Debug for ServerTls {
 #[cfg(feature = "quic")]
 const EPHEMERAL: &str = "(ephemeral self-signed certificate)";
 
+#[cfg(feature = "server")]
 impl ServerTls {
     /// Reads `--ssl-certfile` and `--ssl-keyfile`, checks that they belong together and,
     /// when `ca` (`--ssl-ca-certfile`) is given, that the certificate is signed by it and

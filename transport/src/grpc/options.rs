@@ -5,12 +5,16 @@ use crate::link::Link;
 use crate::objects::{ChunkPolicy, MAX_CHUNK_LEN};
 #[cfg(feature = "quic")]
 use crate::quic::QuicChannel;
-use crate::tls::{ClientTls, ServerTls};
+use crate::tls::ClientTls;
+#[cfg(feature = "server")]
+use crate::tls::ServerTls;
 use crate::transport_error::{Api, TransportError};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::Endpoint;
+#[cfg(feature = "server")]
+use tonic::transport::Server;
 
 /// Which transport a client uses. A SuperLink serves both at once (TCP and UDP ports of the
 /// same number); a SuperNode picks with `--transport`, a federation with `transport = ...`.
@@ -57,6 +61,7 @@ pub enum ClientSecurity {
 }
 
 /// How a server secures its connections.
+#[cfg(feature = "server")]
 #[derive(Debug, Clone, Default)]
 pub enum ServerSecurity {
     /// `--insecure`: plaintext gRPC; QUIC shows an ephemeral self-signed certificate.
@@ -87,6 +92,7 @@ const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 const MAX_FRAME: u32 = 1024 * 1024;
 
 /// Settings of a gRPC server (SuperLink side).
+#[cfg(feature = "server")]
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// When to send HTTP/2 pings on an idle connection: finds SuperNodes that vanished
@@ -113,6 +119,7 @@ pub struct ServerOptions {
     pub limits: crate::limits::ServerLimits,
 }
 
+#[cfg(feature = "server")]
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
@@ -325,6 +332,7 @@ pub(crate) fn endpoint(address: &str, o: &ClientOptions) -> Result<Endpoint, Tra
 }
 
 /// The server side, before services are added.
+#[cfg(feature = "server")]
 pub(crate) fn server_builder(o: &ServerOptions) -> Result<Server, TransportError> {
     let builder = Server::builder()
         .max_concurrent_streams(o.limits.max_concurrent_streams)
