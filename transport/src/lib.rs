@@ -3,8 +3,8 @@
 //! This crate owns everything that crosses a process boundary: the protobuf schema
 //! (`proto/flwr/proto/*.proto`, field for field Flower 1.42's `flwr.proto`, and Floret's
 //! own services in `proto/floret/v1/*.proto`, whose generated Rust is checked in under
-//! `src/generated/`), the codecs between that schema and floret-core's data model, chunked object
-//! transfer for large arrays ([`ChunkPolicy`]), and the transports that carry the
+//! `src/generated/`), the codecs between that schema and floret-core's data model,
+//! chunked object transfer for large arrays ([`ChunkPolicy`]), and the transports that carry the
 //! protocols of floret-core — `Fleet` (with FABs), `Control` (StartRun with a FAB),
 //! `ServerAppIo` and `ClientAppIo` (process-isolated apps, with [`grpc::RemoteGrid`] for a
 //! ServerApp's `Grid`) over gRPC ([`grpc`], tonic) or QUIC ([`TransportKind`]), with TLS
@@ -14,6 +14,11 @@
 //! and bytes ([`encode_message`], [`decode_message`], ...) or call the core traits through
 //! the clients and servers here. This crate may depend on floret-core and no other Floret
 //! crate: no actors, no strategies, no app logic.
+//!
+//! Cargo features, all on by default: `server` (the servers), `quic` (the QUIC transport,
+//! with `server`), `node-auth` (P-384 node keys) and `platform-roots` (the OS trust
+//! store). floret-app takes none: an app process only calls its daemon's AppIo API over
+//! plain gRPC. Asking a build without a feature for what it does is an error naming it.
 
 // Without the server half (an app binary), helpers it shares with the clients go unused.
 #![cfg_attr(not(feature = "server"), allow(dead_code, unused_imports))]
