@@ -29,6 +29,7 @@ pub mod policy;
 pub mod state;
 pub mod superlink;
 pub mod supernode;
+#[cfg(feature = "user-auth")]
 pub mod user_auth;
 
 pub use apps::app_process::{AppProcess, AppProcesses};

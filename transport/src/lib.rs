@@ -2,9 +2,9 @@
 //!
 //! This crate owns everything that crosses a process boundary: the protobuf schema
 //! (`proto/flwr/proto/*.proto`, field for field Flower 1.42's `flwr.proto`, and Floret's
-//! own services in `proto/floret/v1/*.proto`, compiled in `build.rs` without a `protoc`
-//! binary), the codecs between that schema and floret-core's data model, chunked object
-//! transfer for large arrays ([`ChunkPolicy`]), and the transports that carry the
+//! own services in `proto/floret/v1/*.proto`, whose generated Rust is checked in under
+//! `src/generated/`), the codecs between that schema and floret-core's data model,
+//! chunked object transfer for large arrays ([`ChunkPolicy`]), and the transports that carry the
 //! protocols of floret-core — `Fleet` (with FABs), `Control` (StartRun with a FAB),
 //! `ServerAppIo` and `ClientAppIo` (process-isolated apps, with [`grpc::RemoteGrid`] for a
 //! ServerApp's `Grid`) over gRPC ([`grpc`], tonic) or QUIC ([`TransportKind`]), with TLS
@@ -14,24 +14,36 @@
 //! and bytes ([`encode_message`], [`decode_message`], ...) or call the core traits through
 //! the clients and servers here. This crate may depend on floret-core and no other Floret
 //! crate: no actors, no strategies, no app logic.
+//!
+//! Cargo features, all on by default: `server` (the servers), `quic` (the QUIC transport,
+//! with `server`), `node-auth` (P-384 node keys) and `platform-roots` (the OS trust
+//! store). floret-app takes none: an app process only calls its daemon's AppIo API over
+//! plain gRPC. Asking a build without a feature for what it does is an error naming it.
+
+// Without the server half (an app binary), helpers it shares with the clients go unused.
+#![cfg_attr(not(feature = "server"), allow(dead_code, unused_imports))]
 
 pub mod auth;
 mod convert;
 mod convert_runs;
 mod error;
 pub mod grpc;
+#[cfg(feature = "server")]
 mod guard;
 pub mod limits;
 mod link;
 pub mod meter;
 mod objects;
 pub(crate) mod proto;
+#[cfg(feature = "quic")]
 mod quic;
 pub mod tls;
 mod transport_error;
 
 pub use error::DecodeError;
-pub use grpc::{ClientSecurity, ServerSecurity, TransportKind};
+#[cfg(feature = "server")]
+pub use grpc::ServerSecurity;
+pub use grpc::{ClientSecurity, TransportKind};
 pub use objects::{ChunkPolicy, MAX_CHUNK_LEN, TransferStats};
 pub use transport_error::{Api, TransportError};
 
@@ -89,6 +101,20 @@ pub fn decode_context(buf: &[u8]) -> Result<Context, DecodeError> {
 /// As [`decode_context`].
 pub fn decode_context_bytes(buf: Bytes) -> Result<Context, DecodeError> {
     convert::context_from_proto(decode_proto(buf, "Context")?)
+}
+
+/// What a caller gets for asking a build without one of this crate's optional features
+/// (see Cargo.toml) for what that feature does: `what` this build lacks, and the fix.
+#[cfg(not(all(
+    feature = "quic",
+    feature = "node-auth",
+    feature = "platform-roots",
+    feature = "server"
+)))]
+pub(crate) fn not_built(what: &str, feature: &str) -> String {
+    format!(
+        "this build has no {what}: floret-transport was compiled without its `{feature}` feature (an app binary leaves it out; the daemons and `flwr` have it)"
+    )
 }
 
 fn decode_proto<M: prost::Message + Default>(

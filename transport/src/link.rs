@@ -6,6 +6,7 @@
 
 use crate::grpc::TransportKind;
 use crate::meter::{Counted, Counters};
+#[cfg(feature = "quic")]
 use crate::quic::QuicChannel;
 use crate::transport_error::Api;
 use http::{Request, Response};
@@ -27,6 +28,7 @@ pub(crate) struct Link {
 #[derive(Clone)]
 enum Channel {
     Grpc(tonic::transport::Channel),
+    #[cfg(feature = "quic")]
     Quic(QuicChannel),
 }
 
@@ -38,6 +40,7 @@ impl Link {
         }
     }
 
+    #[cfg(feature = "quic")]
     pub(crate) fn quic(api: Api, channel: QuicChannel) -> Link {
         Link {
             channel: Channel::Quic(channel),
@@ -59,6 +62,7 @@ impl Service<Request<tonic::body::Body>> for Link {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         match &mut self.channel {
             Channel::Grpc(channel) => channel.poll_ready(cx).map_err(Into::into),
+            #[cfg(feature = "quic")]
             Channel::Quic(channel) => channel.poll_ready(cx),
         }
     }
@@ -79,6 +83,7 @@ impl Service<Request<tonic::body::Body>> for Link {
                         .map_err(Into::into)
                 })
             }
+            #[cfg(feature = "quic")]
             Channel::Quic(channel) => {
                 let call = channel.call(request);
                 Box::pin(async move { call.await.map(counted) })

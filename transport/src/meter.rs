@@ -14,7 +14,9 @@
 
 mod body;
 
-pub(crate) use body::{Counted, MeterLayer, Metered};
+#[cfg(feature = "quic")]
+pub(crate) use body::Metered;
+pub(crate) use body::{Counted, MeterLayer};
 
 use crate::grpc::TransportKind;
 use crate::transport_error::Api;

@@ -1,6 +1,8 @@
 //! The generated wire types: Flower's data messages (`flwr.proto`, from
 //! `proto/flwr/proto/*.proto`) and Floret's services (`floret.v1`, from
-//! `proto/floret/v1/*.proto`); see `build.rs`.
+//! `proto/floret/v1/*.proto`), checked in under `src/generated/` so that a build needs no
+//! `.proto` compiler; `tests/generated.rs` checks them against the `.proto` files and says
+//! how to refresh them.
 //!
 //! Crate-private on purpose: other crates see core types and bytes, never wire types, so the
 //! schema can change without touching them.
@@ -13,14 +15,14 @@
 /// package names another's types by relative path (`super::super::flwr::proto::Message`).
 pub(crate) mod flwr {
     pub(crate) mod proto {
-        include!(concat!(env!("OUT_DIR"), "/flwr.proto.rs"));
+        include!("generated/flwr.proto.rs");
     }
 }
 
 /// Package `floret.v1`: the Fleet, Control and AppIo services and their messages.
 pub(crate) mod floret {
     pub(crate) mod v1 {
-        include!(concat!(env!("OUT_DIR"), "/floret.v1.rs"));
+        include!("generated/floret.v1.rs");
     }
 }
 

@@ -6,16 +6,21 @@
 //! QUIC client accepts an unverified certificate only when it was told `--insecure`.
 
 use rustls::RootCertStore;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::ParsedCertificate;
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
+#[cfg(feature = "quic")]
+use {
+    rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    rustls::pki_types::ServerName,
+    rustls::server::WebPkiClientVerifier,
+    rustls::{DigitallySignedStruct, SignatureScheme},
+};
 
 /// Installs ring as the process's rustls crypto provider. Call once at the start of every
 /// binary (later calls do nothing): with no provider installed, or two, rustls panics.
@@ -201,6 +206,8 @@ struct Identity {
     cert_pem: Arc<[u8]>,
     key_pem: Arc<[u8]>,
     certs: Vec<CertificateDer<'static>>,
+    /// For QUIC's rustls configs (tonic takes the PEM).
+    #[cfg(feature = "quic")]
     key: Arc<PrivateKeyDer<'static>>,
 }
 
@@ -235,6 +242,7 @@ impl Identity {
             cert_pem: cert_pem.into(),
             key_pem: key_pem.into(),
             certs,
+            #[cfg(feature = "quic")]
             key: Arc::new(key),
         })
     }
@@ -259,6 +267,7 @@ impl Identity {
         .map_err(|e| not_trusted(certificate_problem(&e)))
     }
 
+    #[cfg(feature = "quic")]
     fn certified_key(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         (self.certs.clone(), self.key.clone_key())
     }
@@ -284,12 +293,14 @@ pub(crate) fn certificate_problem(e: &rustls::Error) -> String {
 
 /// The SuperLink's side of TLS: its certificate and key, and, for mutual TLS, the CA that
 /// SuperNodes' client certificates must be signed by.
+#[cfg(feature = "server")]
 #[derive(Clone)]
 pub struct ServerTls {
     identity: Identity,
     client_roots: Option<Roots>,
 }
 
+#[cfg(feature = "server")]
 impl fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerTls")
@@ -300,8 +311,10 @@ impl fmt::Debug for ServerTls {
 }
 
 /// What an ephemeral certificate is called in messages (it has no file).
+#[cfg(feature = "quic")]
 const EPHEMERAL: &str = "(ephemeral self-signed certificate)";
 
+#[cfg(feature = "server")]
 impl ServerTls {
     /// Reads `--ssl-certfile` and `--ssl-keyfile`, checks that they belong together and,
     /// when `ca` (`--ssl-ca-certfile`) is given, that the certificate is signed by it and
@@ -326,6 +339,7 @@ impl ServerTls {
     ///
     /// # Errors
     /// [`TlsError::Config`] if the key cannot be generated.
+    #[cfg(feature = "quic")]
     pub fn ephemeral() -> Result<ServerTls, TlsError> {
         let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
             .map_err(|e| TlsError::Config(format!("cannot generate a certificate: {e}")))?;
@@ -350,6 +364,7 @@ impl ServerTls {
     /// the private key, so only this server can end its clients' connections; with the
     /// ephemeral certificate of `--insecure` (a new key each start) it is a fixed label,
     /// which promises nothing more than `--insecure` does.
+    #[cfg(feature = "quic")]
     pub(crate) fn reset_secret(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
@@ -360,6 +375,7 @@ impl ServerTls {
         h.finalize().into()
     }
 
+    #[cfg(feature = "quic")]
     fn is_ephemeral(&self) -> bool {
         self.identity.cert_path == Path::new(EPHEMERAL)
     }
@@ -400,6 +416,7 @@ impl ServerTls {
         }
     }
 
+    #[cfg(feature = "quic")]
     pub(crate) fn rustls(&self, alpn: &[u8]) -> Result<rustls::ServerConfig, TlsError> {
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -462,23 +479,32 @@ impl ClientTls {
     /// certificate from a public CA needs no CA file.
     ///
     /// # Errors
-    /// [`TlsError::NoPlatformRoots`] when no usable CA certificate is found.
+    /// [`TlsError::NoPlatformRoots`] when no usable CA certificate is found;
+    /// [`TlsError::Config`] in a build without the `platform-roots` feature.
     pub fn from_platform() -> Result<ClientTls, TlsError> {
-        let found = rustls_native_certs::load_native_certs();
-        let mut store = RootCertStore::empty();
-        let (added, _unusable) = store.add_parsable_certificates(found.certs);
-        if added == 0 {
-            let reason = found
-                .errors
-                .first()
-                .map_or_else(|| "none found".to_string(), ToString::to_string);
-            return Err(TlsError::NoPlatformRoots(reason));
+        #[cfg(feature = "platform-roots")]
+        {
+            let found = rustls_native_certs::load_native_certs();
+            let mut store = RootCertStore::empty();
+            let (added, _unusable) = store.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let reason = found
+                    .errors
+                    .first()
+                    .map_or_else(|| "none found".to_string(), ToString::to_string);
+                return Err(TlsError::NoPlatformRoots(reason));
+            }
+            Ok(ClientTls {
+                roots_file: None,
+                store: Arc::new(store),
+                identity: None,
+            })
         }
-        Ok(ClientTls {
-            roots_file: None,
-            store: Arc::new(store),
-            identity: None,
-        })
+        #[cfg(not(feature = "platform-roots"))]
+        Err(TlsError::Config(crate::not_built(
+            "platform trust store",
+            "platform-roots",
+        )))
     }
 
     /// Presents `cert` (with `key`) to servers that ask for a client certificate.
@@ -514,6 +540,7 @@ impl ClientTls {
         }
     }
 
+    #[cfg(feature = "quic")]
     pub(crate) fn rustls(&self, alpn: &[u8]) -> Result<rustls::ClientConfig, TlsError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -535,6 +562,7 @@ impl ClientTls {
 
 /// A QUIC client config for `--insecure`: still TLS 1.3 and still checks that the server
 /// holds the key of the certificate it shows, but trusts any certificate.
+#[cfg(feature = "quic")]
 pub(crate) fn insecure_rustls(alpn: &[u8]) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -548,9 +576,11 @@ pub(crate) fn insecure_rustls(alpn: &[u8]) -> Result<rustls::ClientConfig, TlsEr
 }
 
 /// See [`insecure_rustls`].
+#[cfg(feature = "quic")]
 #[derive(Debug)]
 struct AnyCertificate(Arc<CryptoProvider>);
 
+#[cfg(feature = "quic")]
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
         &self,

@@ -79,6 +79,10 @@ pub enum TransportError {
     /// Certificates or keys that cannot be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// Asked for what this build of the crate leaves out (QUIC in an app binary); the
+    /// message names the missing Cargo feature.
+    #[error("{0}")]
+    NotBuilt(String),
 }
 
 fn bind_advice(api: Api, e: &io::Error) -> String {

@@ -1,16 +1,12 @@
-//! P-384 key pairs and public keys, in the formats node keys come in.
+//! P-384 key pairs and public keys, in the formats node keys come in (the curve arithmetic
+//! is `ec`'s).
 
+use super::ec::{Signing, Verifying};
 use super::error::KeyError;
 use super::openssh;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use bytes::Bytes;
-use p384::ecdsa::signature::{Signer as _, Verifier as _};
-use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
-use p384::elliptic_curve::Generate as _;
-use p384::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePublicKey as _};
-use p384::pkcs8::{EncodePrivateKey as _, LineEnding};
-use p384::{PublicKey, SecretKey};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::path::Path;
@@ -20,7 +16,7 @@ use std::path::Path;
 /// is keyed by.
 #[derive(Clone)]
 pub struct NodePublicKey {
-    key: VerifyingKey,
+    key: Verifying,
     spki: Bytes,
 }
 
@@ -43,19 +39,20 @@ impl fmt::Debug for NodePublicKey {
 }
 
 impl NodePublicKey {
-    fn from_public(public: PublicKey) -> Result<NodePublicKey, KeyError> {
-        let spki = public
-            .to_public_key_der()
+    fn from_public(key: Verifying) -> Result<NodePublicKey, KeyError> {
+        let spki = key
+            .spki_der()
             .map_err(|e| KeyError::Invalid(format!("cannot encode the public key: {e}")))?;
         Ok(NodePublicKey {
-            key: VerifyingKey::from(public),
-            spki: Bytes::copy_from_slice(spki.as_bytes()),
+            key,
+            spki: Bytes::from(spki),
         })
     }
 
     fn from_sec1_point(point: &[u8]) -> Result<NodePublicKey, KeyError> {
-        let public = PublicKey::from_sec1_bytes(point)
-            .map_err(|_| KeyError::Invalid("the public point is not on the P-384 curve".into()))?;
+        let public = Verifying::from_sec1(point).map_err(|e| {
+            KeyError::Invalid(format!("the public point is not on the P-384 curve: {e}"))
+        })?;
         NodePublicKey::from_public(public)
     }
 
@@ -64,7 +61,7 @@ impl NodePublicKey {
     /// # Errors
     /// [`KeyError::Invalid`] when the bytes are not a P-384 public key.
     pub fn from_spki_der(der: &[u8]) -> Result<NodePublicKey, KeyError> {
-        let public = PublicKey::from_public_key_der(der)
+        let public = Verifying::from_spki_der(der)
             .map_err(|e| KeyError::Invalid(format!("not a P-384 SubjectPublicKeyInfo: {e}")))?;
         NodePublicKey::from_public(public)
     }
@@ -77,7 +74,7 @@ impl NodePublicKey {
     pub fn parse(text: &str) -> Result<NodePublicKey, KeyError> {
         let text = text.trim();
         if text.starts_with("-----BEGIN PUBLIC KEY-----") {
-            let public = PublicKey::from_public_key_pem(text)
+            let public = Verifying::from_pem(text)
                 .map_err(|e| KeyError::Invalid(format!("not a P-384 PEM public key: {e}")))?;
             return NodePublicKey::from_public(public);
         }
@@ -105,7 +102,7 @@ impl NodePublicKey {
     }
 
     fn point(&self) -> Vec<u8> {
-        self.key.to_sec1_point(false).as_bytes().to_vec()
+        self.key.sec1_point()
     }
 
     /// The OpenSSH one-line form, as in `.pub` files and the allow-list CSV.
@@ -134,16 +131,14 @@ impl NodePublicKey {
 
     /// Whether `signature` (fixed-size r||s) signs `message` under this key.
     pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
-        Signature::from_slice(signature)
-            .map(|s| self.key.verify(message, &s).is_ok())
-            .unwrap_or(false)
+        self.key.verifies(message, signature)
     }
 }
 
 /// A node's (or the SuperLink's) private key with its public key.
 #[derive(Clone)]
 pub struct NodeKeyPair {
-    signing: SigningKey,
+    signing: Signing,
     public: NodePublicKey,
 }
 
@@ -155,12 +150,9 @@ impl fmt::Debug for NodeKeyPair {
 }
 
 impl NodeKeyPair {
-    fn from_secret(secret: &SecretKey) -> Result<NodeKeyPair, KeyError> {
-        let public = NodePublicKey::from_public(secret.public_key())?;
-        Ok(NodeKeyPair {
-            signing: SigningKey::from(secret),
-            public,
-        })
+    fn from_secret(signing: Signing) -> Result<NodeKeyPair, KeyError> {
+        let public = NodePublicKey::from_public(signing.verifying())?;
+        Ok(NodeKeyPair { signing, public })
     }
 
     /// A fresh key pair from the operating system's random number generator.
@@ -168,8 +160,7 @@ impl NodeKeyPair {
     /// # Errors
     /// [`KeyError::Random`] when the generator fails.
     pub fn generate() -> Result<NodeKeyPair, KeyError> {
-        let secret = SecretKey::try_generate().map_err(|e| KeyError::Random(e.to_string()))?;
-        NodeKeyPair::from_secret(&secret)
+        NodeKeyPair::from_secret(Signing::generate().map_err(KeyError::Random)?)
     }
 
     /// From the text of a private key file: PEM PKCS#8 (`PRIVATE KEY`), SEC1
@@ -182,10 +173,12 @@ impl NodeKeyPair {
         let text = text.trim();
         let secret = if text.starts_with(openssh::PRIVATE_BEGIN) {
             let (scalar, point) = openssh::parse_private(text).map_err(KeyError::Invalid)?;
-            let secret = SecretKey::from_slice(&scalar).map_err(|_| {
-                KeyError::Invalid("the secret scalar is not a valid P-384 scalar".into())
+            let secret = Signing::from_scalar(&scalar).map_err(|e| {
+                KeyError::Invalid(format!(
+                    "the secret scalar is not a valid P-384 scalar: {e}"
+                ))
             })?;
-            let pair = NodeKeyPair::from_secret(&secret)?;
+            let pair = NodeKeyPair::from_secret(secret)?;
             if pair.public.point() != point {
                 return Err(KeyError::Invalid(
                     "the OpenSSH key's public part does not belong to its private part".into(),
@@ -193,10 +186,10 @@ impl NodeKeyPair {
             }
             return Ok(pair);
         } else if text.starts_with("-----BEGIN PRIVATE KEY-----") {
-            SecretKey::from_pkcs8_pem(text)
+            Signing::from_pkcs8_pem(text)
                 .map_err(|e| KeyError::Invalid(format!("not a P-384 PKCS#8 private key: {e}")))?
         } else if text.starts_with("-----BEGIN EC PRIVATE KEY-----") {
-            SecretKey::from_sec1_pem(text)
+            Signing::from_sec1_pem(text)
                 .map_err(|e| KeyError::Invalid(format!("not a P-384 EC private key: {e}")))?
         } else if text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
             return Err(KeyError::Invalid(
@@ -211,7 +204,7 @@ impl NodeKeyPair {
                 "not a private key: expected PEM (`-----BEGIN PRIVATE KEY-----`, `-----BEGIN EC PRIVATE KEY-----`) or OpenSSH (`-----BEGIN OPENSSH PRIVATE KEY-----`)".into(),
             ));
         };
-        NodeKeyPair::from_secret(&secret)
+        NodeKeyPair::from_secret(secret)
     }
 
     /// Reads a private key file (see [`NodeKeyPair::parse`] for the formats).
@@ -232,12 +225,7 @@ impl NodeKeyPair {
     /// files `flwr keygen` writes also work with Flower and `ssh-keygen`.
     pub fn to_openssh_private(&self, comment: &str) -> String {
         let check: u32 = rand::random();
-        openssh::private_file(
-            &self.signing.to_bytes(),
-            &self.public.point(),
-            comment,
-            check,
-        )
+        openssh::private_file(&self.signing.scalar(), &self.public.point(), comment, check)
     }
 
     /// PEM PKCS#8 (`-----BEGIN PRIVATE KEY-----`).
@@ -245,17 +233,14 @@ impl NodeKeyPair {
     /// # Errors
     /// [`KeyError::Invalid`] if encoding fails (it does not for a valid key).
     pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
-        let secret = SecretKey::from(self.signing.as_nonzero_scalar());
-        secret
-            .to_pkcs8_pem(LineEnding::LF)
-            .map(|s| s.to_string())
+        self.signing
+            .to_pkcs8_pem()
             .map_err(|e| KeyError::Invalid(format!("cannot encode the private key: {e}")))
     }
 
     /// ECDSA P-384 with SHA-384 over `message`; fixed-size r||s (96 bytes).
     pub(crate) fn sign(&self, message: &[u8]) -> Vec<u8> {
-        let signature: Signature = self.signing.sign(message);
-        signature.to_bytes().to_vec()
+        self.signing.sign(message)
     }
 }
 

@@ -9,6 +9,7 @@
 //! and the OpenSSH format that `ssh-keygen -t ecdsa -b 384` (Flower's `generate.sh`) writes.
 
 mod allow_list;
+mod ec;
 mod error;
 mod keys;
 mod openssh;

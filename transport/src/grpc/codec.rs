@@ -7,7 +7,7 @@ use tonic::Status;
 use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
-/// Named by the generated code (`codec_path` in build.rs).
+/// Named by the generated code (`codec_path` in tests/generated.rs).
 #[derive(Debug, Clone)]
 pub(crate) struct Codec<T, U>(PhantomData<(T, U)>);
 

@@ -5,7 +5,6 @@
 //! call carries `authorization: Bearer <token>` ([`ControlClient::request`]); `login` and
 //! `refresh_token` get the tokens.
 
-use super::control_service::AUTHORIZATION;
 use super::options::{
     ClientOptions, MAX_FAB_LEN, MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, connected_link,
 };
@@ -26,6 +25,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
+
+/// The metadata key of the access token (`Bearer <token>`), as HTTP spells it.
+pub(crate) const AUTHORIZATION: &str = "authorization";
 
 type Rpc = v1::control_client::ControlClient<Link>;
 

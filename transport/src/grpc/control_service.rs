@@ -8,6 +8,7 @@
 //! authority for its per-address rate limit: tonic's connect info over gRPC, the same
 //! extension set by the QUIC server.
 
+use super::control_client::AUTHORIZATION;
 use super::server::stopped;
 use super::status::{from_control_error, from_decode_error};
 use crate::convert_runs::{run_event_to_proto, run_info_to_proto, start_run_from_proto};
@@ -38,9 +39,6 @@ struct Users {
     authority: Arc<dyn UserAuthority>,
     views: Arc<dyn ControlFor>,
 }
-
-/// The metadata key of the access token (`Bearer <token>`), as HTTP spells it.
-pub(crate) const AUTHORIZATION: &str = "authorization";
 
 /// What a call without a valid login hears. The server does not know the federation's
 /// name in the user's pyproject.toml; the CLI words its own line with it.

@@ -28,13 +28,17 @@
 mod appio;
 pub(crate) mod codec;
 mod control_client;
+#[cfg(feature = "server")]
 mod control_service;
 mod fleet_client;
+#[cfg(feature = "server")]
 mod fleet_service;
+#[cfg(feature = "server")]
 mod inbox;
 mod node_auth;
 mod options;
 mod remote_grid;
+#[cfg(feature = "server")]
 mod server;
 mod status;
 
@@ -44,17 +48,20 @@ pub use appio::{
 };
 pub use control_client::{ControlClient, control_client, control_client_with};
 pub use fleet_client::{FleetClient, fleet_client, fleet_client_with};
+#[cfg(feature = "server")]
 pub use node_auth::NodeAuth;
-pub use options::{
-    ClientOptions, ClientSecurity, MAX_FAB_LEN, MAX_MESSAGE_LEN, ServerOptions, ServerSecurity,
-    TransportKind,
-};
+pub use options::{ClientOptions, ClientSecurity, MAX_FAB_LEN, MAX_MESSAGE_LEN, TransportKind};
+#[cfg(feature = "server")]
+pub use options::{ServerOptions, ServerSecurity};
 pub use remote_grid::RemoteGrid;
+#[cfg(feature = "quic")]
 pub(crate) use server::stopped;
+#[cfg(feature = "server")]
 pub use server::{
     Server, bind_clientappio, bind_clientappio_with, bind_control, bind_control_with,
     bind_control_with_users, bind_fleet, bind_fleet_with, bind_serverappio, bind_serverappio_with,
 };
+#[cfg(feature = "quic")]
 pub(crate) use status::explain_tls;
 
 #[cfg(test)]

@@ -64,6 +64,7 @@ fn single_use(header: &str) -> bool {
 
 /// The server side of node authentication: checks signatures, then asks the SuperLink's
 /// allow-list whether the signer may do what the request asks.
+#[cfg(feature = "server")]
 #[derive(Clone)]
 pub struct NodeAuth {
     /// Checks headers, clock window, start, signature and body digest, and refuses
@@ -73,6 +74,7 @@ pub struct NodeAuth {
     pub authority: Arc<dyn NodeAuthority>,
 }
 
+#[cfg(feature = "server")]
 impl std::fmt::Debug for NodeAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeAuth")
@@ -89,6 +91,7 @@ pub(crate) enum Claim {
     Node(u64),
 }
 
+#[cfg(feature = "server")]
 impl NodeAuth {
     /// Node authentication against `authority`, with the default clock window, for a
     /// SuperLink starting now: requests signed before this call are refused.

@@ -3,13 +3,18 @@
 
 use crate::link::Link;
 use crate::objects::{ChunkPolicy, MAX_CHUNK_LEN};
+#[cfg(feature = "quic")]
 use crate::quic::QuicChannel;
-use crate::tls::{ClientTls, ServerTls};
+use crate::tls::ClientTls;
+#[cfg(feature = "server")]
+use crate::tls::ServerTls;
 use crate::transport_error::{Api, TransportError};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::Endpoint;
+#[cfg(feature = "server")]
+use tonic::transport::Server;
 
 /// Which transport a client uses. A SuperLink serves both at once (TCP and UDP ports of the
 /// same number); a SuperNode picks with `--transport`, a federation with `transport = ...`.
@@ -56,6 +61,7 @@ pub enum ClientSecurity {
 }
 
 /// How a server secures its connections.
+#[cfg(feature = "server")]
 #[derive(Debug, Clone, Default)]
 pub enum ServerSecurity {
     /// `--insecure`: plaintext gRPC; QUIC shows an ephemeral self-signed certificate.
@@ -86,6 +92,7 @@ const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 const MAX_FRAME: u32 = 1024 * 1024;
 
 /// Settings of a gRPC server (SuperLink side).
+#[cfg(feature = "server")]
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// When to send HTTP/2 pings on an idle connection: finds SuperNodes that vanished
@@ -112,6 +119,7 @@ pub struct ServerOptions {
     pub limits: crate::limits::ServerLimits,
 }
 
+#[cfg(feature = "server")]
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
@@ -217,6 +225,8 @@ pub(crate) fn parse_address(address: &str) -> Result<String, TransportError> {
 /// A client's connection to `address` over the transport and security of `o`; nothing is
 /// opened before the first call. `max_response` bounds one message from the server; `api`
 /// labels the link's metrics.
+// Without QUIC, the size bound only QUIC frames need is not read.
+#[cfg_attr(not(feature = "quic"), allow(unused_variables))]
 pub(crate) fn link(
     api: Api,
     address: &str,
@@ -225,11 +235,16 @@ pub(crate) fn link(
 ) -> Result<Link, TransportError> {
     Ok(match o.transport {
         TransportKind::Grpc => Link::grpc(api, endpoint(address, o)?.connect_lazy()),
+        #[cfg(feature = "quic")]
         TransportKind::Quic => Link::quic(api, quic_channel(address, o, max_response)?),
+        #[cfg(not(feature = "quic"))]
+        TransportKind::Quic => return Err(no_quic()),
     })
 }
 
 /// [`link`], connected now: a wrong address, a dead server or a TLS mismatch fails here.
+// Without QUIC, the size bound only QUIC frames need is not read.
+#[cfg_attr(not(feature = "quic"), allow(unused_variables))]
 pub(crate) async fn connected_link(
     api: Api,
     address: &str,
@@ -248,6 +263,9 @@ pub(crate) async fn connected_link(
                 .await
                 .map_err(|e| connect_error(super::status::error_reason(&e, o.connect_timeout)))?,
         ),
+        #[cfg(not(feature = "quic"))]
+        TransportKind::Quic => return Err(no_quic()),
+        #[cfg(feature = "quic")]
         TransportKind::Quic => {
             let channel = quic_channel(address, o, max_response)?;
             channel
@@ -259,6 +277,13 @@ pub(crate) async fn connected_link(
     })
 }
 
+/// The error for QUIC asked of a build without it.
+#[cfg(not(feature = "quic"))]
+pub(crate) fn no_quic() -> TransportError {
+    TransportError::NotBuilt(crate::not_built("QUIC transport", "quic"))
+}
+
+#[cfg(feature = "quic")]
 fn quic_channel(
     address: &str,
     o: &ClientOptions,
@@ -307,6 +332,7 @@ pub(crate) fn endpoint(address: &str, o: &ClientOptions) -> Result<Endpoint, Tra
 }
 
 /// The server side, before services are added.
+#[cfg(feature = "server")]
 pub(crate) fn server_builder(o: &ServerOptions) -> Result<Server, TransportError> {
     let builder = Server::builder()
         .max_concurrent_streams(o.limits.max_concurrent_streams)

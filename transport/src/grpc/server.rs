@@ -4,6 +4,7 @@
 use super::appio::{ClientAppIoService, ObjectsService, ServerAppIoService};
 use super::control_service::ControlService;
 use super::fleet_service::FleetService;
+#[cfg(feature = "quic")]
 use super::options::ServerSecurity;
 use super::options::{MAX_FAB_MESSAGE_LEN, MAX_MESSAGE_LEN, ServerOptions, server_builder};
 use crate::guard::{Guard, PreAuth, Tracker};
@@ -11,7 +12,9 @@ use crate::objects::TransferStats;
 use crate::objects::outbox::Outbox;
 use crate::objects::store::ObjectStore;
 use crate::proto::v1;
+#[cfg(feature = "quic")]
 use crate::quic::QuicServer;
+#[cfg(feature = "quic")]
 use crate::tls::ServerTls;
 use crate::transport_error::{Api, TransportError};
 use floret_core::{ClientAppIo, Control, ControlFor, Fleet, ServerAppIo, UserAuthority};
@@ -35,6 +38,7 @@ pub struct Server {
     /// How long `shutdown` waits for calls in flight.
     grace: Duration,
     /// The same API over QUIC, on the UDP port of the same number.
+    #[cfg(feature = "quic")]
     quic: Option<QuicServer>,
     /// The chunks of the Fleet or AppIo API; `None` for the Control API.
     objects: Option<Arc<ObjectStore>>,
@@ -81,6 +85,7 @@ impl Server {
             );
             task.abort();
         }
+        #[cfg(feature = "quic")]
         if let Some(quic) = self.quic.take() {
             // The QUIC side drains within the same grace, then closes its endpoint.
             let mut task = quic.task;
@@ -97,7 +102,10 @@ impl Server {
 
     /// Whether the API is also served over QUIC (on the UDP port of the same number).
     pub fn serves_quic(&self) -> bool {
-        self.quic.is_some()
+        #[cfg(feature = "quic")]
+        return self.quic.is_some();
+        #[cfg(not(feature = "quic"))]
+        false
     }
 }
 
@@ -341,6 +349,8 @@ async fn listen(api: Api, addr: SocketAddr) -> Result<TcpListener, TransportErro
 /// same number, both within `options.limits` (see `crate::guard`). `max_request` bounds one
 /// request message (for QUIC's frame check); `pre_auth` checks a call's headers before its
 /// body is read.
+// Without QUIC, the size bound only QUIC frames need is not read.
+#[cfg_attr(not(feature = "quic"), allow(unused_variables))]
 fn start(
     (api, addr): (Api, SocketAddr),
     listener: TcpListener,
@@ -357,6 +367,11 @@ fn start(
         tracker: Tracker::new(options.limits),
         pre_auth,
     };
+    #[cfg(not(feature = "quic"))]
+    if options.quic {
+        return Err(super::options::no_quic());
+    }
+    #[cfg(feature = "quic")]
     let quic = if options.quic {
         let tls = match &options.security {
             ServerSecurity::Tls(tls) => tls.clone(),
@@ -390,6 +405,7 @@ fn start(
         local_addr,
         stop,
         task: Some(task),
+        #[cfg(feature = "quic")]
         quic,
         grace: options.shutdown_grace,
         objects,

@@ -17,7 +17,9 @@ mod incoming;
 mod layer;
 
 pub(crate) use incoming::incoming;
-pub(crate) use layer::{Guard, Guarded, PreAuth};
+#[cfg(feature = "quic")]
+pub(crate) use layer::Guarded;
+pub(crate) use layer::{Guard, PreAuth};
 
 use crate::limits::{Activity, ConnectionRefused, ServerLimits};
 use std::collections::HashMap;

@@ -24,17 +24,24 @@
 //!   which end when the server shuts down. The daemon's `receive` and `next_task` must be cancel-safe: a caller that
 //!   goes away cancels them.
 
+#[cfg(feature = "server")]
 mod clientappio;
 mod clientappio_client;
 mod link;
+#[cfg(feature = "server")]
 mod objects;
+#[cfg(feature = "server")]
 mod serverappio;
 mod serverappio_client;
+#[cfg(feature = "server")]
 mod serving;
 mod wire;
 
+#[cfg(feature = "server")]
 pub(crate) use clientappio::ClientAppIoService;
 pub use clientappio_client::{ClientAppIoClient, clientappio_client, clientappio_client_with};
+#[cfg(feature = "server")]
 pub(crate) use objects::ObjectsService;
+#[cfg(feature = "server")]
 pub(crate) use serverappio::ServerAppIoService;
 pub use serverappio_client::{ServerAppIoClient, serverappio_client, serverappio_client_with};
