@@ -9,6 +9,7 @@
 //! checks, fold arithmetic) are pure functions, tested without a grid or a clock.
 
 pub mod aggregate;
+pub mod canonical;
 mod checkpoint;
 mod config;
 mod error;
@@ -20,6 +21,7 @@ mod phase;
 pub mod reply;
 pub mod sampling;
 mod server_app;
+pub mod shard;
 
 pub use checkpoint::{CHECKPOINT_KIND, CHECKPOINT_VERSION, model_sha256};
 pub use config::FedAvgConfig;
