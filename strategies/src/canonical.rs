@@ -72,6 +72,8 @@ pub struct CanonicalFold<P, T> {
     total: P,
     /// Shards merged into `total` so far (shard 0 counts once complete).
     merged: usize,
+    /// Shards offered a reply since the last `fold_ready`.
+    touched: Vec<usize>,
     /// Replies waiting for their turn now, and the most that ever waited.
     waiting: usize,
     peak_waiting: usize,
@@ -93,6 +95,7 @@ impl<P: Mergeable, T> CanonicalFold<P, T> {
             shards,
             total: empty,
             merged: 0,
+            touched: Vec::new(),
             waiting: 0,
             peak_waiting: 0,
         }
@@ -103,16 +106,10 @@ impl<P: Mergeable, T> CanonicalFold<P, T> {
         &self.plan
     }
 
-    /// Takes the reply of `node`: `Some(item)` to fold, `None` for one left out. Folds it
-    /// and the replies it unblocks with `fold`, which gets a shard's partial and a run of
-    /// consecutive items in canonical order. `false` (and nothing done) for a node outside
+    /// Takes the reply of `node`: `Some(item)` to fold, `None` for one left out; `fold_ready`
+    /// then folds it once its turn has come. `false` (and nothing kept) for a node outside
     /// the plan or one whose reply was already taken.
-    pub fn offer(
-        &mut self,
-        node: u64,
-        item: Option<T>,
-        fold: &mut impl FnMut(&mut P, Vec<T>),
-    ) -> bool {
+    pub fn offer(&mut self, node: u64, item: Option<T>) -> bool {
         let Some((s, position)) = self.plan.locate(node) else {
             return false;
         };
@@ -123,10 +120,26 @@ impl<P: Mergeable, T> CanonicalFold<P, T> {
             return false;
         }
         shard.waiting.insert(position, item);
+        if self.touched.last() != Some(&s) {
+            self.touched.push(s);
+        }
         self.waiting += 1;
         self.peak_waiting = self.peak_waiting.max(self.waiting);
-        self.advance(s, fold, false);
         true
+    }
+
+    /// Folds every reply offered whose turn has come, with `fold`, which gets a shard's
+    /// partial and a run of consecutive items in canonical order (so a batch of replies in
+    /// order is one call), and merges the shards that are complete and next in line.
+    pub fn fold_ready(&mut self, fold: &mut impl FnMut(&mut P, Vec<T>)) {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for &s in &touched {
+            self.advance(s, fold, false);
+        }
+        touched.clear();
+        self.touched = touched;
     }
 
     /// The total so far: shaped like every partial, so replies can be checked against it.
@@ -220,7 +233,8 @@ mod tests {
                 continue;
             }
             let item = (!left_out.contains(&node)).then_some(node);
-            assert!(fold.offer(node, item, &mut fold_in));
+            assert!(fold.offer(node, item));
+            fold.fold_ready(&mut fold_in);
         }
         fold.finish(&mut fold_in)
     }
@@ -268,17 +282,24 @@ mod tests {
         let nodes: Vec<u64> = (1..=8).collect();
         let mut fold = CanonicalFold::new(ShardPlan::new(&nodes), Trace::default());
         for node in [3, 2, 4] {
-            fold.offer(node, Some(node), &mut fold_in);
+            fold.offer(node, Some(node));
+            fold.fold_ready(&mut fold_in);
         }
         assert_eq!(fold.waiting(), 3);
-        fold.offer(1, Some(1), &mut fold_in);
-        assert_eq!(fold.waiting(), 0);
-        assert_eq!(fold.peak_waiting(), 4);
-        assert!(!fold.offer(2, Some(2), &mut fold_in), "a repeat is refused");
-        assert!(
-            !fold.offer(99, Some(99), &mut fold_in),
-            "so is a node not sampled"
+        fold.offer(1, Some(1));
+        let mut calls = 0;
+        fold.fold_ready(&mut |p, run| {
+            calls += 1;
+            fold_in(p, run);
+        });
+        assert_eq!(
+            (fold.waiting(), calls),
+            (0, 1),
+            "one run, folded in one call"
         );
+        assert_eq!(fold.peak_waiting(), 4);
+        assert!(!fold.offer(2, Some(2)), "a repeat is refused");
+        assert!(!fold.offer(99, Some(99)), "so is a node not sampled");
         assert_eq!(fold.finish(&mut fold_in).0, ["1", "2", "3", "4"]);
     }
 }

@@ -498,13 +498,14 @@ impl Folder for TrainFolder {
                     None
                 }
             };
-            if !self.sums.offer(node, item, &mut fold) {
+            if !self.sums.offer(node, item) {
                 debug!(
                     node_id = node,
                     "train reply from a node not sampled, or repeated"
                 );
             }
         }
+        self.sums.fold_ready(&mut fold);
         rejected
     }
 
@@ -555,13 +556,14 @@ impl Folder for EvaluateFolder {
                     None
                 }
             };
-            if !self.metrics.offer(node, item, &mut fold) {
+            if !self.metrics.offer(node, item) {
                 debug!(
                     node_id = node,
                     "evaluate reply from a node not sampled, or repeated"
                 );
             }
         }
+        self.metrics.fold_ready(&mut fold);
         rejected
     }
 
