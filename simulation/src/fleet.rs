@@ -9,6 +9,12 @@
 //!
 //! With `options.chaos.*` set, `ChaosDelivery` decides each reply's fate (see `chaos`);
 //! without, a reply is pushed as soon as it is computed, as it always was.
+//!
+//! Backpressure: workers stop taking instructions while `REPLIES_PER_WORKER` replies per
+//! worker wait in the state for the ServerApp to take them, and the dispatcher waits until
+//! it has (`SimulationStore::replies_taken`). Workers faster than the ServerApp's fold would
+//! otherwise fill memory with replies (S5: ten thousand 4 MB replies, 41 GB at 16 workers);
+//! now what waits is bounded by the worker count, never by the number of nodes.
 
 use crate::chaos::{Chaos, Fault};
 use crate::node_ids::{node_id, node_index};
@@ -27,6 +33,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
+
+/// Replies per worker that may wait in the state, unfolded, before workers pause. Two
+/// keep every worker busy while the ServerApp folds the previous batch.
+pub const REPLIES_PER_WORKER: usize = 2;
+/// How often a paused dispatcher looks again even without a wake-up (a store that drops
+/// replies without notifying must not stall the fleet).
+const RECHECK: Duration = Duration::from_millis(50);
 
 /// What the fleet serves and with how many workers.
 pub(crate) struct FleetArgs {
@@ -52,6 +65,9 @@ struct Shared {
     run_configs: Mutex<HashMap<u64, UserConfig>>,
     /// Present only when faults are injected, so the fault-free path tests one `Option`.
     chaos: Option<ChaosDelivery>,
+    /// Replies that may wait in the state before workers pause (`REPLIES_PER_WORKER` per
+    /// worker).
+    max_waiting: usize,
 }
 
 /// A run's current phase and the straggler replies held back until it moves past it.
@@ -164,6 +180,24 @@ fn push(state: &dyn LinkState, reply: Message) {
 }
 
 impl Shared {
+    /// Whether a worker may compute another reply now.
+    fn has_room(&self) -> bool {
+        self.state.replies_waiting() < self.max_waiting
+    }
+
+    /// Returns once the ServerApp has taken enough replies for workers to go on.
+    async fn room(&self) {
+        loop {
+            let taken = self.state.replies_taken().notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            let _ = tokio::time::timeout(RECHECK, taken).await;
+        }
+    }
+
     fn run_config(&self, run_id: u64) -> UserConfig {
         let mut cache = self.run_configs.lock().unwrap_or_else(|p| p.into_inner());
         cache
@@ -274,9 +308,11 @@ impl Shared {
 }
 
 /// Hands queued instructions to at most `workers` blocking workers. A worker keeps taking
-/// instructions until none is left, so small jobs do not pay a thread hand-off each.
+/// instructions until none is left, so small jobs do not pay a thread hand-off each, or
+/// until the replies waiting for the ServerApp reach the bound.
 async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, permits: u32) {
     loop {
+        shared.room().await;
         let notified = shared.state.instructions_ready().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -294,7 +330,11 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, permits: u32) {
             let mut next = Some(first);
             while let Some(message) = next {
                 worker.serve(message);
-                next = worker.state.pull_any_instructions(1).pop();
+                next = if worker.has_room() {
+                    worker.state.pull_any_instructions(1).pop()
+                } else {
+                    None
+                };
             }
         });
     }
@@ -320,6 +360,10 @@ impl Actor for VirtualFleet {
     ) -> Result<FleetState, ActorProcessingErr> {
         let ids: Vec<u64> = (0..args.num_nodes).map(node_id).collect();
         args.state.register_nodes(&ids);
+        // The slots are this fleet's alone in a local simulation; on a `--simulation`
+        // SuperLink, those free now stand for what this run's fleet may use.
+        let permits = args.permits.max(1) as usize;
+        let workers = (args.slots.available_permits() / permits).max(1);
         let shared = Arc::new(Shared {
             state: args.state,
             app: args.client_app,
@@ -332,6 +376,7 @@ impl Actor for VirtualFleet {
                 held: Mutex::default(),
                 delayed: Mutex::default(),
             }),
+            max_waiting: REPLIES_PER_WORKER * workers,
         });
         let dispatcher = tokio::spawn(dispatch(shared.clone(), args.slots, args.permits.max(1)));
         Ok(FleetState { dispatcher, shared })

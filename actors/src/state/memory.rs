@@ -60,6 +60,8 @@ struct Inner {
 pub struct MemoryLinkState {
     inner: Mutex<Inner>,
     instructions: Notify,
+    /// Woken when a grid takes replies or they are dropped (`SimulationStore::replies_taken`).
+    replies_taken: Notify,
     /// Drawn when the store is made: a SuperLink on a fresh in-memory store is a new
     /// incarnation to its SuperNodes (`LinkState::incarnation`).
     incarnation: u64,
@@ -116,6 +118,7 @@ impl MemoryLinkState {
                 fabs: HashMap::new(),
             }),
             instructions: Notify::new(),
+            replies_taken: Notify::new(),
             incarnation,
         }
     }
@@ -523,7 +526,9 @@ impl MessageStore for MemoryLinkState {
     }
 
     fn take_replies(&self, run_id: u64) -> Result<Vec<Message>, StateError> {
-        Ok(self.lock().run_mut(run_id)?.replies.drain(..).collect())
+        let taken = self.lock().run_mut(run_id)?.replies.drain(..).collect();
+        self.replies_taken.notify_waiters();
+        Ok(taken)
     }
 
     fn take_replies_to(
@@ -539,6 +544,8 @@ impl MessageStore for MemoryLinkState {
             .drain(..)
             .partition(|m| wanted.contains(m.metadata.reply_to_message_id.as_str()));
         run.replies = keep;
+        drop(inner);
+        self.replies_taken.notify_waiters();
         Ok(hit.into())
     }
 
@@ -558,6 +565,8 @@ impl MessageStore for MemoryLinkState {
         if let Some(run) = inner.runs.get_mut(&run_id) {
             run.replies.clear();
         }
+        drop(inner);
+        self.replies_taken.notify_waiters();
     }
 
     fn held_messages(&self) -> usize {
@@ -702,6 +711,14 @@ impl SimulationStore for MemoryLinkState {
 
     fn instructions_ready(&self) -> &Notify {
         &self.instructions
+    }
+
+    fn replies_waiting(&self) -> usize {
+        self.lock().runs.values().map(|r| r.replies.len()).sum()
+    }
+
+    fn replies_taken(&self) -> &Notify {
+        &self.replies_taken
     }
 }
 
@@ -978,6 +995,28 @@ mod tests {
             .collect();
         assert_eq!(order, [3, 3, 1, 2]);
         assert!(s.pull_any_instructions(10).is_empty());
+    }
+
+    #[tokio::test]
+    async fn replies_waiting_counts_until_a_grid_takes_them_and_taking_wakes_fleets() {
+        let s = MemoryLinkState::new();
+        s.register_nodes(&[1, 2]);
+        let run = running_run(&s);
+        let msgs = [1, 2].map(|n| Message::new(RecordDict::new(), n, "train"));
+        s.push_instructions(run, msgs.to_vec(), 0.0).unwrap();
+        for m in s.pull_any_instructions(10) {
+            s.push_reply(m.reply(Payload::Content(RecordDict::new())), 1.0)
+                .unwrap();
+        }
+        assert_eq!(s.replies_waiting(), 2);
+        let taken = s.replies_taken().notified();
+        tokio::pin!(taken);
+        taken.as_mut().enable();
+        assert_eq!(s.take_replies(run).unwrap().len(), 2);
+        assert_eq!(s.replies_waiting(), 0);
+        tokio::time::timeout(std::time::Duration::from_secs(1), taken)
+            .await
+            .expect("taking replies wakes a waiting fleet");
     }
 
     #[test]

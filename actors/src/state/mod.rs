@@ -322,4 +322,9 @@ pub trait SimulationStore: LinkState {
     fn pull_any_instructions(&self, limit: usize) -> Vec<Message>;
     /// Wakes fleets when instructions are queued.
     fn instructions_ready(&self) -> &Notify;
+    /// Replies stored, for every run, that no grid has taken yet: what a fleet has made and
+    /// its ServerApp not yet folded (the fleet's backpressure).
+    fn replies_waiting(&self) -> usize;
+    /// Wakes fleets when replies are taken or dropped, so `replies_waiting` may have fallen.
+    fn replies_taken(&self) -> &Notify;
 }
