@@ -10,11 +10,14 @@
 //! With `options.chaos.*` set, `ChaosDelivery` decides each reply's fate (see `chaos`);
 //! without, a reply is pushed as soon as it is computed, as it always was.
 //!
-//! Backpressure: workers stop taking instructions while `REPLIES_PER_WORKER` replies per
-//! worker wait in the state for the ServerApp to take them, and the dispatcher waits until
-//! it has (`SimulationStore::replies_taken`). Workers faster than the ServerApp's fold would
-//! otherwise fill memory with replies (S5: ten thousand 4 MB replies, 41 GB at 16 workers);
-//! now what waits is bounded by the worker count, never by the number of nodes.
+//! Backpressure: workers stop taking instructions while the replies waiting in the state
+//! for the ServerApp to take them cost `WAITING_BYTES_PER_WORKER` per worker, and the
+//! dispatcher waits until it has taken some (`SimulationStore::replies_taken`). Workers
+//! faster than the ServerApp's fold would otherwise fill memory with replies (S5: ten
+//! thousand 4 MB replies, 41 GB at 16 workers); now what waits is bounded by the worker
+//! count, never by the number of nodes. The bound is in bytes, not replies: a model of
+//! 4 MB waits two replies per worker, one of 4 KB two thousand, so small replies do not
+//! pay a pause and a wake-up every other reply.
 
 use crate::chaos::{Chaos, Fault};
 use crate::node_ids::{node_id, node_index};
@@ -34,9 +37,13 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
-/// Replies per worker that may wait in the state, unfolded, before workers pause. Two
-/// keep every worker busy while the ServerApp folds the previous batch.
-pub const REPLIES_PER_WORKER: usize = 2;
+/// What the replies waiting in the state, unfolded, may cost per worker before workers
+/// pause: their arrays' bytes plus `REPLY_OVERHEAD` each. Two 4 MB replies a worker keep
+/// every worker busy while the ServerApp folds the previous batch.
+pub const WAITING_BYTES_PER_WORKER: usize = 8 << 20;
+/// What a waiting reply costs besides its arrays (its metadata, ids and metrics), so
+/// replies without arrays are bounded too.
+pub const REPLY_OVERHEAD: usize = 1 << 10;
 /// How often a paused dispatcher looks again even without a wake-up (a store that drops
 /// replies without notifying must not stall the fleet).
 const RECHECK: Duration = Duration::from_millis(50);
@@ -65,8 +72,8 @@ struct Shared {
     run_configs: Mutex<HashMap<u64, UserConfig>>,
     /// Present only when faults are injected, so the fault-free path tests one `Option`.
     chaos: Option<ChaosDelivery>,
-    /// Replies that may wait in the state before workers pause (`REPLIES_PER_WORKER` per
-    /// worker).
+    /// What the replies waiting in the state may cost before workers pause
+    /// (`WAITING_BYTES_PER_WORKER` per worker).
     max_waiting: usize,
 }
 
@@ -182,7 +189,8 @@ fn push(state: &dyn LinkState, reply: Message) {
 impl Shared {
     /// Whether a worker may compute another reply now.
     fn has_room(&self) -> bool {
-        self.state.replies_waiting() < self.max_waiting
+        let waiting = self.state.replies_waiting();
+        waiting.bytes + waiting.replies * REPLY_OVERHEAD < self.max_waiting
     }
 
     /// Returns once the ServerApp has taken enough replies for workers to go on.
@@ -376,7 +384,7 @@ impl Actor for VirtualFleet {
                 held: Mutex::default(),
                 delayed: Mutex::default(),
             }),
-            max_waiting: REPLIES_PER_WORKER * workers,
+            max_waiting: WAITING_BYTES_PER_WORKER * workers,
         });
         let dispatcher = tokio::spawn(dispatch(shared.clone(), args.slots, args.permits.max(1)));
         Ok(FleetState { dispatcher, shared })

@@ -13,7 +13,7 @@ mod link_fleets;
 pub mod node_ids;
 
 pub use chaos::{Chaos, Fault};
-pub use fleet::REPLIES_PER_WORKER;
+pub use fleet::{REPLY_OVERHEAD, WAITING_BYTES_PER_WORKER};
 pub use floret_core::ChaosOptions;
 pub use link_fleets::LinkFleets;
 

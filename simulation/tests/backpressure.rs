@@ -8,15 +8,17 @@ use async_trait::async_trait;
 use floret_actors::state::SimulationStore;
 use floret_actors::{MemoryLinkState, RunStatus, SubStatus};
 use floret_core::{
-    AppError, AppRef, ClientApp, ConfigRecord, Context, Grid, Message, RecordDict, ServerApp,
-    message_type,
+    AppError, AppRef, Array, ArrayRecord, ClientApp, ConfigRecord, Context, Grid, Message,
+    RecordDict, ServerApp, message_type,
 };
 use floret_simulation::{ChaosOptions, SimulationOptions, SimulationRun};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const NODES: u64 = 200;
+const NODES: u64 = 64;
 const WORKERS: usize = 2;
+/// Float32 values per reply: 1 MiB, so the 64 replies (64 MiB) are far over the bound.
+const VALUES: usize = 1 << 18;
 
 /// Sends one message to every node, lets the fleet run while it takes nothing, notes how
 /// many replies waited, then takes them all.
@@ -38,7 +40,7 @@ impl ServerApp for Idle {
             .collect();
         grid.send(messages).await.map_err(AppError::other)?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let waiting = self.state.replies_waiting();
+        let waiting = self.state.replies_waiting().bytes;
         let mut replies = 0;
         while replies < nodes.len() {
             replies += grid
@@ -78,7 +80,14 @@ async fn workers_pause_while_replies_wait_and_resume_once_taken() {
                 state: state.clone(),
                 seen: seen.clone(),
             }),
-            client_app: ClientApp::new().query(|_, _| Ok(RecordDict::new())),
+            client_app: ClientApp::new().query(|_, _| {
+                let mut arrays = ArrayRecord::new();
+                arrays.insert(
+                    "w",
+                    Array::from_vec(vec![VALUES as i32], vec![1.0f32; VALUES]),
+                );
+                Ok(RecordDict::new().with("arrays", arrays))
+            }),
         },
         |_| {},
     )
@@ -92,10 +101,10 @@ async fn workers_pause_while_replies_wait_and_resume_once_taken() {
     );
     let (waiting, replies) = *seen.lock().unwrap();
     // Each worker may finish the call it had begun when the bound was reached.
-    let bound = floret_simulation::REPLIES_PER_WORKER * WORKERS + WORKERS;
+    let bound = floret_simulation::WAITING_BYTES_PER_WORKER * WORKERS + WORKERS * VALUES * 4;
     assert!(
         waiting > 0 && waiting <= bound,
-        "{waiting} replies waited; at most {bound} may"
+        "{waiting} bytes of replies waited; at most {bound} may"
     );
     assert_eq!(replies, NODES as usize, "every node answered in the end");
 }

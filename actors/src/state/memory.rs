@@ -8,13 +8,16 @@ use super::nodes::Nodes;
 use super::rules::{self, Inflight, RunIds};
 use super::{
     CheckpointStore, EventLog, FabStore, LinkState, MessageStore, NewRun, NodeKeyStore, NodeLease,
-    NodeStore, RunInfo, RunSignals, RunStore, SimulationStore, StateError, Sweep, unix_now,
+    NodeStore, RunInfo, RunSignals, RunStore, SimulationStore, StateError, Sweep, WaitingReplies,
+    unix_now,
 };
 use bytes::Bytes;
 use floret_core::{
-    Message, MessageError, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus, UserConfig,
+    Message, MessageError, NodeAuthority, NodeInfo, NodeSet, Payload, Record, RunEvent, RunStatus,
+    UserConfig,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -22,6 +25,8 @@ use tokio::sync::Notify;
 struct Run {
     info: Option<RunInfo>,
     replies: VecDeque<Message>,
+    /// Array bytes of `replies`.
+    reply_bytes: usize,
     events: Vec<RunEvent>,
     signals: Arc<RunSignals>,
     checkpoint: Option<Bytes>,
@@ -62,6 +67,11 @@ pub struct MemoryLinkState {
     instructions: Notify,
     /// Woken when a grid takes replies or they are dropped (`SimulationStore::replies_taken`).
     replies_taken: Notify,
+    /// `SimulationStore::replies_waiting`, published under the lock whenever a grid's
+    /// replies come or go, so that a fleet asking before every call does not take the lock.
+    /// Replies the store makes itself (a missing node's error) show at the next publish.
+    waiting_replies: AtomicUsize,
+    waiting_bytes: AtomicUsize,
     /// Drawn when the store is made: a SuperLink on a fresh in-memory store is a new
     /// incarnation to its SuperNodes (`LinkState::incarnation`).
     incarnation: u64,
@@ -119,6 +129,8 @@ impl MemoryLinkState {
             }),
             instructions: Notify::new(),
             replies_taken: Notify::new(),
+            waiting_replies: AtomicUsize::new(0),
+            waiting_bytes: AtomicUsize::new(0),
             incarnation,
         }
     }
@@ -520,13 +532,22 @@ impl MessageStore for MemoryLinkState {
         let reply_id = inner.next_id(run_id);
         rules::stamp_reply(&mut reply.metadata, run_id, reply_id, now);
         let run = inner.run_mut(run_id)?;
+        run.reply_bytes += array_bytes(&reply);
         run.replies.push_back(reply);
         run.signals.replies.notify_waiters();
+        self.publish_waiting(&inner);
         Ok(())
     }
 
     fn take_replies(&self, run_id: u64) -> Result<Vec<Message>, StateError> {
-        let taken = self.lock().run_mut(run_id)?.replies.drain(..).collect();
+        let taken = {
+            let mut inner = self.lock();
+            let run = inner.run_mut(run_id)?;
+            run.reply_bytes = 0;
+            let taken = run.replies.drain(..).collect();
+            self.publish_waiting(&inner);
+            taken
+        };
         self.replies_taken.notify_waiters();
         Ok(taken)
     }
@@ -544,6 +565,8 @@ impl MessageStore for MemoryLinkState {
             .drain(..)
             .partition(|m| wanted.contains(m.metadata.reply_to_message_id.as_str()));
         run.replies = keep;
+        run.reply_bytes = run.replies.iter().map(array_bytes).sum();
+        self.publish_waiting(&inner);
         drop(inner);
         self.replies_taken.notify_waiters();
         Ok(hit.into())
@@ -564,7 +587,9 @@ impl MessageStore for MemoryLinkState {
         ready.retain(|n| queues.contains_key(n));
         if let Some(run) = inner.runs.get_mut(&run_id) {
             run.replies.clear();
+            run.reply_bytes = 0;
         }
+        self.publish_waiting(&inner);
         drop(inner);
         self.replies_taken.notify_waiters();
     }
@@ -687,6 +712,34 @@ impl LinkState for MemoryLinkState {
     }
 }
 
+impl MemoryLinkState {
+    /// Recounts the replies waiting in every run (a simulation store has few runs) for
+    /// `replies_waiting`; called with the lock held, so publishes happen in order.
+    fn publish_waiting(&self, inner: &Inner) {
+        let (replies, bytes) = inner
+            .runs
+            .values()
+            .fold((0, 0), |(n, b), r| (n + r.replies.len(), b + r.reply_bytes));
+        self.waiting_replies.store(replies, Ordering::Relaxed);
+        self.waiting_bytes.store(bytes, Ordering::Relaxed);
+    }
+}
+
+/// The bytes of a message's arrays: what a reply waiting in the store costs beyond its
+/// metadata.
+fn array_bytes(message: &Message) -> usize {
+    match &message.payload {
+        Payload::Content(content) => content
+            .iter()
+            .map(|(_, record)| match record {
+                Record::Array(arrays) => arrays.num_bytes(),
+                _ => 0,
+            })
+            .sum(),
+        Payload::Error(_) => 0,
+    }
+}
+
 impl SimulationStore for MemoryLinkState {
     fn register_nodes(&self, node_ids: &[u64]) {
         self.lock().nodes.add_permanent(node_ids);
@@ -713,8 +766,11 @@ impl SimulationStore for MemoryLinkState {
         &self.instructions
     }
 
-    fn replies_waiting(&self) -> usize {
-        self.lock().runs.values().map(|r| r.replies.len()).sum()
+    fn replies_waiting(&self) -> WaitingReplies {
+        WaitingReplies {
+            replies: self.waiting_replies.load(Ordering::Relaxed),
+            bytes: self.waiting_bytes.load(Ordering::Relaxed),
+        }
     }
 
     fn replies_taken(&self) -> &Notify {
@@ -1008,12 +1064,18 @@ mod tests {
             s.push_reply(m.reply(Payload::Content(RecordDict::new())), 1.0)
                 .unwrap();
         }
-        assert_eq!(s.replies_waiting(), 2);
+        assert_eq!(
+            s.replies_waiting(),
+            WaitingReplies {
+                replies: 2,
+                bytes: 0
+            }
+        );
         let taken = s.replies_taken().notified();
         tokio::pin!(taken);
         taken.as_mut().enable();
         assert_eq!(s.take_replies(run).unwrap().len(), 2);
-        assert_eq!(s.replies_waiting(), 0);
+        assert_eq!(s.replies_waiting(), WaitingReplies::default());
         tokio::time::timeout(std::time::Duration::from_secs(1), taken)
             .await
             .expect("taking replies wakes a waiting fleet");

@@ -311,6 +311,15 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn drop_checkpoint(&self, run_id: u64) -> Result<(), StateError>;
 }
 
+/// Replies stored and not yet taken by their grid (`SimulationStore::replies_waiting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WaitingReplies {
+    /// How many.
+    pub replies: usize,
+    /// The bytes of their arrays.
+    pub bytes: usize,
+}
+
 /// What a simulation's virtual fleet needs beyond a deployment's: node ids that never
 /// expire, and instructions for any node at once. Only the in-memory store has it, since a
 /// simulation never outlives its process.
@@ -324,7 +333,7 @@ pub trait SimulationStore: LinkState {
     fn instructions_ready(&self) -> &Notify;
     /// Replies stored, for every run, that no grid has taken yet: what a fleet has made and
     /// its ServerApp not yet folded (the fleet's backpressure).
-    fn replies_waiting(&self) -> usize;
+    fn replies_waiting(&self) -> WaitingReplies;
     /// Wakes fleets when replies are taken or dropped, so `replies_waiting` may have fallen.
     fn replies_taken(&self) -> &Notify;
 }
