@@ -5,14 +5,15 @@
 //! Each scenario runs in a fresh child process (this binary re-executed), so its peak RSS
 //! (VmHWM) is its own and not the high-water mark of an earlier scenario. `--workers=N`
 //! runs N ClientApp calls at once (by setting `num-cpus` to cores / N); without it, one
-//! per core.
+//! per core. The last column is the start of the final model's sha256, which must not
+//! change with the worker count.
 
 // Tests and benches may unwrap (a failure is the test failing) and read real time.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use floret_actors::MemoryLinkState;
 use floret_core::run_config::{apply_overrides, parse_overrides};
-use floret_core::{AppManifest, AppRef, UserConfigValue};
+use floret_core::{AppManifest, AppRef, RunEvent, UserConfigValue};
 use floret_simulation::{ChaosOptions, SimulationOptions, SimulationRun};
 use std::path::Path;
 use std::process::Command;
@@ -110,8 +111,10 @@ fn main() {
         .unwrap_or_else(cores)
         .max(1);
     let exe = std::env::current_exe().expect("bench binary path");
-    println!("| id | nodes | params | rounds | sampled | workers | wall (s) | peak RSS (MB) |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| id | nodes | params | rounds | sampled | workers | wall (s) | peak RSS (MB) | model sha256 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for s in SCENARIOS {
         if !(wanted.is_empty() && matches!(s.id, "S1" | "S2") || wanted.iter().any(|w| w == s.id)) {
             continue;
@@ -164,6 +167,7 @@ fn run_child(id: &str) {
     };
     assert_eq!(options.workers(), workers, "num-cpus for {workers} workers");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut digest = String::from("-");
     let started = Instant::now();
     let outcome = runtime
         .block_on(floret_simulation::run_with(
@@ -184,7 +188,13 @@ fn run_child(id: &str) {
                 server_app: floret_app_quickstart::server_app(),
                 client_app: floret_app_quickstart::client_app(),
             },
-            |_| {},
+            |e| {
+                if let RunEvent::Log(line) = e
+                    && let Some(hex) = line.strip_prefix("final model sha256 ")
+                {
+                    digest = hex.chars().take(12).collect();
+                }
+            },
         ))
         .expect("simulation runs");
     let wall = started.elapsed().as_secs_f64();
@@ -193,7 +203,7 @@ fn run_child(id: &str) {
         eprintln!("{id}: {}: {}", outcome.status, outcome.reason);
         std::process::exit(1);
     }
-    println!("{wall:.3} | {:.0}", peak_rss_mb());
+    println!("{wall:.3} | {:.0} | {digest}", peak_rss_mb());
 }
 
 fn cores() -> usize {
