@@ -10,17 +10,15 @@
 //! With `options.chaos.*` set, `ChaosDelivery` decides each reply's fate (see `chaos`);
 //! without, a reply is pushed as soon as it is computed, as it always was.
 //!
-//! Backpressure: workers stop taking instructions while the replies waiting in the state
-//! for the ServerApp to take them cost `WAITING_BYTES_PER_WORKER` per worker, and the
-//! dispatcher waits until it has taken some (`SimulationStore::replies_taken`). Workers
-//! faster than the ServerApp's fold would otherwise fill memory with replies (S5: ten
-//! thousand 4 MB replies, 41 GB at 16 workers); now what waits is bounded by the worker
-//! count, never by the number of nodes. The bound is in bytes, not replies: a model of
-//! 4 MB waits two replies per worker, one of 4 KB two thousand, so small replies do not
-//! pay a pause and a wake-up every other reply.
+//! Backpressure (`pace`): workers take no instruction while the replies waiting for the
+//! ServerApp are over their budget, or while the oldest instruction still served is too
+//! far behind; the dispatcher waits until the ServerApp takes replies
+//! (`SimulationStore::replies_taken`) or a worker finishes. What the fleet has made and the
+//! ServerApp not yet folded is bounded by the worker count, never by the number of nodes.
 
 use crate::chaos::{Chaos, Fault};
 use crate::node_ids::{node_id, node_index};
+use crate::pace::{Budget, Window};
 use floret_actors::LinkState;
 use floret_actors::apps::client_exec::execute;
 use floret_actors::state::SimulationStore;
@@ -34,16 +32,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-/// What the replies waiting in the state, unfolded, may cost per worker before workers
-/// pause: their arrays' bytes plus `REPLY_OVERHEAD` each. Two 4 MB replies a worker keep
-/// every worker busy while the ServerApp folds the previous batch.
-pub const WAITING_BYTES_PER_WORKER: usize = 8 << 20;
-/// What a waiting reply costs besides its arrays (its metadata, ids and metrics), so
-/// replies without arrays are bounded too.
-pub const REPLY_OVERHEAD: usize = 1 << 10;
 /// How often a paused dispatcher looks again even without a wake-up (a store that drops
 /// replies without notifying must not stall the fleet).
 const RECHECK: Duration = Duration::from_millis(50);
@@ -72,9 +63,22 @@ struct Shared {
     run_configs: Mutex<HashMap<u64, UserConfig>>,
     /// Present only when faults are injected, so the fault-free path tests one `Option`.
     chaos: Option<ChaosDelivery>,
-    /// What the replies waiting in the state may cost before workers pause
-    /// (`WAITING_BYTES_PER_WORKER` per worker).
-    max_waiting: usize,
+    /// How much may wait for the ServerApp before workers pause.
+    budget: Budget,
+    /// How far ahead of the oldest instruction still served workers may take new ones.
+    window: Mutex<Window>,
+    /// Woken when a worker finishes an instruction (the window may have opened).
+    served: Notify,
+}
+
+/// What `Shared::take` found.
+enum Take {
+    /// The next instruction and its number in the window.
+    Next(u64, Message),
+    /// None queued.
+    Empty,
+    /// Workers must pause (budget or window).
+    Full,
 }
 
 /// A run's current phase and the straggler replies held back until it moves past it.
@@ -187,23 +191,56 @@ fn push(state: &dyn LinkState, reply: Message) {
 }
 
 impl Shared {
-    /// Whether a worker may compute another reply now.
-    fn has_room(&self) -> bool {
-        let waiting = self.state.replies_waiting();
-        waiting.bytes + waiting.replies * REPLY_OVERHEAD < self.max_waiting
+    /// The next instruction, unless none is queued or workers must pause. The window's
+    /// lock is held while the instruction is pulled, so numbers follow the queue's order.
+    fn take(&self) -> Take {
+        if !self.budget.has_room(self.state.replies_waiting()) {
+            return Take::Full;
+        }
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if !window.is_open() {
+            return Take::Full;
+        }
+        match self.state.pull_any_instructions(1).pop() {
+            Some(message) => Take::Next(window.take(), message),
+            None => Take::Empty,
+        }
     }
 
-    /// Returns once the ServerApp has taken enough replies for workers to go on.
-    async fn room(&self) {
-        loop {
-            let taken = self.state.replies_taken().notified();
-            tokio::pin!(taken);
-            taken.as_mut().enable();
-            if self.has_room() {
-                return;
-            }
-            let _ = tokio::time::timeout(RECHECK, taken).await;
+    /// Serves instruction `n` and frees its place in the window.
+    fn serve_numbered(&self, n: u64, message: Message) {
+        self.serve(message);
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .done(n);
+        self.served.notify_waiters();
+    }
+
+    /// Returns once workers may go on, or after `RECHECK`: when the ServerApp has taken
+    /// replies or a worker has finished.
+    async fn wait_for_room(&self) {
+        let taken = self.state.replies_taken().notified();
+        let served = self.served.notified();
+        tokio::pin!(taken, served);
+        taken.as_mut().enable();
+        served.as_mut().enable();
+        let open = self.budget.has_room(self.state.replies_waiting())
+            && self
+                .window
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_open();
+        if open {
+            return;
         }
+        let _ = tokio::time::timeout(RECHECK, async {
+            tokio::select! {
+                () = taken => {}
+                () = served => {}
+            }
+        })
+        .await;
     }
 
     fn run_config(&self, run_id: u64) -> UserConfig {
@@ -317,31 +354,37 @@ impl Shared {
 
 /// Hands queued instructions to at most `workers` blocking workers. A worker keeps taking
 /// instructions until none is left, so small jobs do not pay a thread hand-off each, or
-/// until the replies waiting for the ServerApp reach the bound.
+/// until `pace` says to pause.
 async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, permits: u32) {
     loop {
-        shared.room().await;
         let notified = shared.state.instructions_ready().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let Ok(slot) = slots.clone().acquire_many_owned(permits).await else {
             return;
         };
-        let Some(first) = shared.state.pull_any_instructions(1).pop() else {
-            drop(slot);
-            notified.await;
-            continue;
+        let (n, first) = match shared.take() {
+            Take::Next(n, message) => (n, message),
+            Take::Empty => {
+                drop(slot);
+                notified.await;
+                continue;
+            }
+            Take::Full => {
+                drop(slot);
+                shared.wait_for_room().await;
+                continue;
+            }
         };
         let worker = shared.clone();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let mut next = Some(first);
-            while let Some(message) = next {
-                worker.serve(message);
-                next = if worker.has_room() {
-                    worker.state.pull_any_instructions(1).pop()
-                } else {
-                    None
+            let mut next = Some((n, first));
+            while let Some((n, message)) = next {
+                worker.serve_numbered(n, message);
+                next = match worker.take() {
+                    Take::Next(n, message) => Some((n, message)),
+                    Take::Empty | Take::Full => None,
                 };
             }
         });
@@ -370,8 +413,7 @@ impl Actor for VirtualFleet {
         args.state.register_nodes(&ids);
         // The slots are this fleet's alone in a local simulation; on a `--simulation`
         // SuperLink, those free now stand for what this run's fleet may use.
-        let permits = args.permits.max(1) as usize;
-        let workers = (args.slots.available_permits() / permits).max(1);
+        let workers = (args.slots.available_permits() / args.permits.max(1) as usize).max(1);
         let shared = Arc::new(Shared {
             state: args.state,
             app: args.client_app,
@@ -384,7 +426,9 @@ impl Actor for VirtualFleet {
                 held: Mutex::default(),
                 delayed: Mutex::default(),
             }),
-            max_waiting: WAITING_BYTES_PER_WORKER * workers,
+            budget: Budget::for_workers(workers),
+            window: Mutex::new(Window::for_workers(workers)),
+            served: Notify::new(),
         });
         let dispatcher = tokio::spawn(dispatch(shared.clone(), args.slots, args.permits.max(1)));
         Ok(FleetState { dispatcher, shared })

@@ -11,9 +11,9 @@ pub mod chaos;
 mod fleet;
 mod link_fleets;
 pub mod node_ids;
+pub mod pace;
 
 pub use chaos::{Chaos, Fault};
-pub use fleet::{REPLY_OVERHEAD, WAITING_BYTES_PER_WORKER};
 pub use floret_core::ChaosOptions;
 pub use link_fleets::LinkFleets;
 

@@ -101,7 +101,7 @@ async fn workers_pause_while_replies_wait_and_resume_once_taken() {
     );
     let (waiting, replies) = *seen.lock().unwrap();
     // Each worker may finish the call it had begun when the bound was reached.
-    let bound = floret_simulation::WAITING_BYTES_PER_WORKER * WORKERS + WORKERS * VALUES * 4;
+    let bound = floret_simulation::pace::WAITING_BYTES_PER_WORKER * WORKERS + WORKERS * VALUES * 4;
     assert!(
         waiting > 0 && waiting <= bound,
         "{waiting} bytes of replies waited; at most {bound} may"

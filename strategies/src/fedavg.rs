@@ -1,9 +1,11 @@
 //! FedAvg over the message API (Flower 1.42's `FedAvg.start`), with streaming aggregation.
 //!
-//! Each round: wait for enough nodes, sample, send `train` messages carrying the model, fold
-//! the replies into a weighted average as they arrive, run the optional central evaluation
-//! on the new model, then (when `fraction_evaluate > 0`) the same for `evaluate` messages,
-//! whose replies only carry metrics. Round numbers run from 1 to `num_rounds`; there is no
+//! Each round: wait for enough nodes, sample, send `train` messages carrying the model (in
+//! node-id order), fold the replies into a weighted average as they arrive, each in its
+//! turn of the canonical order (`canonical`: the same replies give the same bits at any
+//! worker count), run the optional central evaluation on the new model, then (when
+//! `fraction_evaluate > 0`) the same for `evaluate` messages, whose replies only carry
+//! metrics. Round numbers run from 1 to `num_rounds`; there is no
 //! round 0, not even for the central evaluation.
 //!
 //! After every round the run's state is saved through `Grid::save_checkpoint` (see

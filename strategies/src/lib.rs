@@ -3,7 +3,9 @@
 //!
 //! A strategy decides which nodes to ask, what to send them, and how to turn their replies
 //! into the next global model. Replies are folded into running sums as they arrive
-//! (streaming aggregation), so a round never holds all of its replies at once. The crate
+//! (streaming aggregation), so a round never holds all of its replies at once, in an order
+//! fixed by the sampled nodes alone (`shard`, `canonical`), so the model does not depend on
+//! timing or on how many workers computed the replies. The crate
 //! depends only on floret-core: it reaches nodes through the `Grid` trait and does no I/O of
 //! its own — no actors, no transport, no files. The decisions (sampling sizes, reply
 //! checks, fold arithmetic) are pure functions, tested without a grid or a clock.

@@ -1,7 +1,8 @@
 //! One phase of a round over the `Grid`: wait for nodes, send, and fold replies as they
 //! arrive until every sent message is answered or the round timeout passes.
 //!
-//! The decisions (what a reply is worth, how it is folded) live in a `Folder`; this module
+//! The decisions (what a reply is worth, how and in which order it is folded: FedAvg's
+//! folders keep the canonical order of `canonical`) live in a `Folder`; this module
 //! only moves replies from the grid to it, sorts out the ones this phase is not waiting for
 //! (late or repeated), counts, and tells the user what happened.
 
