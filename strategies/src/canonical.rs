@@ -128,6 +128,34 @@ impl<P: Mergeable, T> CanonicalFold<P, T> {
         true
     }
 
+    /// Offers every reply of `batch` from the node `node_of` names, as checked by `check`
+    /// against the total (a reply it refuses only passes its turn on, and is handed back
+    /// with why), then folds what is in turn (`fold_ready`).
+    pub fn offer_batch<E>(
+        &mut self,
+        batch: Vec<T>,
+        node_of: impl Fn(&T) -> u64,
+        check: impl Fn(&P, &T) -> Result<(), E>,
+        fold: &mut impl FnMut(&mut P, Vec<T>),
+    ) -> Vec<(T, E)> {
+        let mut refused = Vec::new();
+        for reply in batch {
+            let node = node_of(&reply);
+            let item = match check(&self.total, &reply) {
+                Ok(()) => Some(reply),
+                Err(why) => {
+                    refused.push((reply, why));
+                    None
+                }
+            };
+            if !self.offer(node, item) {
+                tracing::debug!(node_id = node, "reply from a node not sampled, or repeated");
+            }
+        }
+        self.fold_ready(fold);
+        refused
+    }
+
     /// Folds every reply offered whose turn has come, with `fold`, which gets a shard's
     /// partial and a run of consecutive items in canonical order (so a batch of replies in
     /// order is one call), and merges the shards that are complete and next in line.

@@ -485,30 +485,15 @@ fn fold_train(sums: &mut TrainSums, run: &[Message], arrays_key: &str, weight_ke
 impl Folder for TrainFolder {
     fn fold(&mut self, batch: Vec<Message>) -> Vec<(Message, Rejection)> {
         let (arrays_key, weight_key) = (&self.arrays_key, &self.weight_key);
-        let mut fold = |p: &mut TrainSums, run: Vec<Message>| {
-            fold_train(p, &run, arrays_key, weight_key);
-        };
-        let mut rejected = Vec::new();
-        for message in batch {
-            let node = message.metadata.src_node_id;
-            let valid = reply::train_reply(&message, arrays_key, weight_key)
-                .and_then(|r| self.sums.total().arrays.check(r.arrays).map(drop));
-            let item = match valid {
-                Ok(()) => Some(message),
-                Err(why) => {
-                    rejected.push((message, why));
-                    None
-                }
-            };
-            if !self.sums.offer(node, item) {
-                debug!(
-                    node_id = node,
-                    "train reply from a node not sampled, or repeated"
-                );
-            }
-        }
-        self.sums.fold_ready(&mut fold);
-        rejected
+        self.sums.offer_batch(
+            batch,
+            |m| m.metadata.src_node_id,
+            |total, m| {
+                let r = reply::train_reply(m, arrays_key, weight_key)?;
+                total.arrays.check(r.arrays).map(drop)
+            },
+            &mut |p, run| fold_train(p, &run, arrays_key, weight_key),
+        )
     }
 
     fn weight_of(&self, batch: &[Message]) -> usize {
@@ -545,28 +530,12 @@ fn fold_evaluate(metrics: &mut MetricAccumulator, run: &[Message], weight_key: &
 impl Folder for EvaluateFolder {
     fn fold(&mut self, batch: Vec<Message>) -> Vec<(Message, Rejection)> {
         let weight_key = &self.weight_key;
-        let mut fold = |p: &mut MetricAccumulator, run: Vec<Message>| {
-            fold_evaluate(p, &run, weight_key);
-        };
-        let mut rejected = Vec::new();
-        for message in batch {
-            let node = message.metadata.src_node_id;
-            let item = match reply::evaluate_reply(&message, weight_key) {
-                Ok(_) => Some(message),
-                Err(why) => {
-                    rejected.push((message, why));
-                    None
-                }
-            };
-            if !self.metrics.offer(node, item) {
-                debug!(
-                    node_id = node,
-                    "evaluate reply from a node not sampled, or repeated"
-                );
-            }
-        }
-        self.metrics.fold_ready(&mut fold);
-        rejected
+        self.metrics.offer_batch(
+            batch,
+            |m| m.metadata.src_node_id,
+            |_, m| reply::evaluate_reply(m, weight_key).map(drop),
+            &mut |p, run| fold_evaluate(p, &run, weight_key),
+        )
     }
 
     fn weight_of(&self, _: &[Message]) -> usize {
