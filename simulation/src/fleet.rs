@@ -18,7 +18,7 @@
 
 use crate::chaos::{Chaos, Fault};
 use crate::node_ids::{node_id, node_index};
-use crate::pace::{Budget, Window};
+use crate::pace::{Budget, Window, reply_cost};
 use floret_actors::LinkState;
 use floret_actors::apps::client_exec::execute;
 use floret_actors::state::SimulationStore;
@@ -209,11 +209,11 @@ impl Shared {
 
     /// Serves instruction `n` and frees its place in the window.
     fn serve_numbered(&self, n: u64, message: Message) {
-        self.serve(message);
+        let cost = self.serve(message);
         self.window
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .done(n);
+            .done(n, cost);
         self.served.notify_waiters();
     }
 
@@ -256,8 +256,9 @@ impl Shared {
             .clone()
     }
 
-    /// Runs one instruction on its virtual node and stores the reply.
-    fn serve(&self, message: Message) {
+    /// Runs one instruction on its virtual node and stores the reply (or holds it back, under
+    /// chaos); returns what the reply costs (`pace::reply_cost`).
+    fn serve(&self, message: Message) -> usize {
         let run_id = message.metadata.run_id;
         let node = message.metadata.dst_node_id;
         let _span = tracing::debug_span!(
@@ -270,29 +271,27 @@ impl Shared {
         .entered();
         let Some(chaos) = &self.chaos else {
             let reply = self.answer(&message);
+            let cost = reply_cost(&reply);
             push(self.state.as_ref(), reply);
-            return;
+            return cost;
         };
         chaos.release_before(&self.state, &message);
-        match chaos.chaos.fault_of(&message) {
-            Fault::Dropout => {
-                let reply = message.reply(Payload::Error(MessageError::new(
-                    error_code::NODE_UNAVAILABLE,
-                    format!(
-                        "node {node} unavailable: simulated dropout (options.chaos.dropout-rate)"
-                    ),
-                )));
-                chaos.send_after(&self.state, reply, chaos.chaos.latency_of(&message));
-            }
+        let reply = match chaos.chaos.fault_of(&message) {
+            Fault::Dropout => message.reply(Payload::Error(MessageError::new(
+                error_code::NODE_UNAVAILABLE,
+                format!("node {node} unavailable: simulated dropout (options.chaos.dropout-rate)"),
+            ))),
             Fault::Straggler => {
                 let reply = self.answer(&message);
+                let cost = reply_cost(&reply);
                 chaos.hold(&self.state, &message, reply);
+                return cost;
             }
-            Fault::None => {
-                let reply = self.answer(&message);
-                chaos.send_after(&self.state, reply, chaos.chaos.latency_of(&message));
-            }
-        }
+            Fault::None => self.answer(&message),
+        };
+        let cost = reply_cost(&reply);
+        chaos.send_after(&self.state, reply, chaos.chaos.latency_of(&message));
+        cost
     }
 
     /// Runs the ClientApp on the message's node (or answers an expired message) and keeps

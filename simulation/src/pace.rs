@@ -9,23 +9,29 @@
 //!   fold pause instead of piling replies up (S5 before this: ten thousand 4 MB replies,
 //!   41 GB at 16 workers). In bytes, not replies: two 4 MB replies per worker wait, or
 //!   two thousand 4 KB ones, so small replies do not pay a pause every other reply.
-//! - `Window`: no instruction is taken more than `AHEAD_PER_WORKER` per worker past the
-//!   oldest one still being served. The ServerApp folds in canonical order, which is the
-//!   order instructions are queued and taken in; a reply that comes before an earlier one
-//!   (a worker descheduled mid-call) waits in the ServerApp until its turn, and the window
-//!   bounds how many can.
+//! - `Window`: replies finished while an older instruction is still being served may cost
+//!   as much again. The ServerApp folds in canonical order, which is the order
+//!   instructions are queued and taken in; a reply that comes before an earlier one (a
+//!   worker descheduled mid-call) waits in the ServerApp until its turn, and the window
+//!   bounds what can wait so. Past it, workers pause until the old instruction is served.
 
-use floret_actors::state::WaitingReplies;
-use std::collections::BTreeSet;
+use floret_actors::state::{WaitingReplies, array_bytes};
+use floret_core::Message;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the replies waiting in the state, unfolded, may cost per worker before workers
-/// pause. Two 4 MB replies a worker keep every worker busy while the ServerApp folds the
-/// batch before.
+/// pause; and, separately, what replies finished ahead of an older instruction may cost.
+/// Two 4 MB replies a worker keep every worker busy while the ServerApp folds the batch
+/// before.
 pub const WAITING_BYTES_PER_WORKER: usize = 8 << 20;
-/// What a waiting reply costs besides its arrays (its metadata, ids and metrics).
+/// What a reply costs besides its arrays (its metadata, ids and metrics), so replies
+/// without arrays are bounded too.
 pub const REPLY_OVERHEAD: usize = 1 << 10;
-/// Instructions per worker that may be taken past the oldest one still being served.
-pub const AHEAD_PER_WORKER: u64 = 3;
+
+/// What a reply costs while it waits: its arrays' bytes and `REPLY_OVERHEAD`.
+pub fn reply_cost(reply: &Message) -> usize {
+    array_bytes(reply) + REPLY_OVERHEAD
+}
 
 /// The bound on replies waiting for the ServerApp.
 #[derive(Debug, Clone, Copy)]
@@ -46,15 +52,21 @@ impl Budget {
     }
 }
 
-/// The instructions taken, by number in the order taken, and which are still served.
+/// The instructions taken, by number in the order taken, which are still served, and what
+/// the replies finished ahead of the oldest of those cost.
 #[derive(Debug)]
 pub(crate) struct Window {
     /// The number the next instruction taken gets.
     next: u64,
     /// Numbers of the instructions being served now.
     serving: BTreeSet<u64>,
-    /// How far past the oldest served instruction `next` may be.
-    max_ahead: u64,
+    /// Replies finished after the oldest instruction still served was taken, by number:
+    /// what each costs.
+    ahead: BTreeMap<u64, usize>,
+    /// The sum of `ahead`.
+    ahead_cost: usize,
+    /// What `ahead` may cost before no instruction is taken.
+    max_cost: usize,
 }
 
 impl Window {
@@ -62,15 +74,15 @@ impl Window {
         Window {
             next: 0,
             serving: BTreeSet::new(),
-            max_ahead: AHEAD_PER_WORKER * workers.max(1) as u64,
+            ahead: BTreeMap::new(),
+            ahead_cost: 0,
+            max_cost: WAITING_BYTES_PER_WORKER * workers.max(1),
         }
     }
 
     /// Whether another instruction may be taken now.
     pub(crate) fn is_open(&self) -> bool {
-        self.serving
-            .first()
-            .is_none_or(|&oldest| self.next - oldest < self.max_ahead)
+        self.ahead_cost < self.max_cost
     }
 
     /// Numbers an instruction just taken; `done` with the number when it is served.
@@ -81,9 +93,24 @@ impl Window {
         n
     }
 
-    /// The instruction numbered `n` is served.
-    pub(crate) fn done(&mut self, n: u64) {
+    /// The instruction numbered `n` is served, and its reply costs `cost`.
+    pub(crate) fn done(&mut self, n: u64, cost: usize) {
         self.serving.remove(&n);
+        if self.serving.first().is_some_and(|&oldest| oldest < n) {
+            self.ahead.insert(n, cost);
+            self.ahead_cost += cost;
+        }
+        // Replies before the oldest instruction still served can be folded now.
+        while let Some(entry) = self.ahead.first_entry() {
+            if self
+                .serving
+                .first()
+                .is_some_and(|&oldest| oldest < *entry.key())
+            {
+                break;
+            }
+            self.ahead_cost -= entry.remove();
+        }
     }
 }
 
@@ -112,13 +139,36 @@ mod tests {
     fn a_slow_instruction_holds_the_window_until_it_is_served() {
         let mut window = Window::for_workers(2);
         let slow = window.take();
-        let others: Vec<u64> = (0..5).map(|_| window.take()).collect();
-        others.iter().for_each(|&n| window.done(n));
-        assert!(!window.is_open(), "six taken past the slow one's start");
-        window.done(slow);
-        assert!(window.is_open());
-        let again = window.take();
-        assert_eq!(again, 6);
-        assert!(window.is_open(), "nothing old is served any more");
+        let mut others: Vec<u64> = (0..4).map(|_| window.take()).collect();
+        for &n in &others[..3] {
+            window.done(n, 4 << 20);
+            assert!(window.is_open(), "{n}");
+        }
+        window.done(others[3], 4 << 20);
+        assert!(!window.is_open(), "16 MB finished past the slow one");
+        window.done(slow, 4 << 20);
+        assert!(window.is_open(), "all of it can be folded now");
+        others.push(window.take());
+        assert_eq!(others, [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn replies_finished_in_order_never_close_the_window() {
+        let mut window = Window::for_workers(1);
+        for _ in 0..1_000 {
+            let (a, b) = (window.take(), window.take());
+            window.done(a, 4 << 20);
+            window.done(b, 4 << 20);
+            assert!(window.is_open());
+        }
+    }
+
+    #[test]
+    fn a_reply_costs_its_arrays_and_the_overhead() {
+        let mut arrays = floret_core::ArrayRecord::new();
+        arrays.insert("w", floret_core::Array::from_slice(&[0.0f32; 256]));
+        let content = floret_core::RecordDict::new().with("arrays", arrays);
+        let reply = Message::new(content, 1, "train");
+        assert_eq!(reply_cost(&reply), 1024 + REPLY_OVERHEAD);
     }
 }

@@ -9,12 +9,11 @@ use super::rules::{self, Inflight, RunIds};
 use super::{
     CheckpointStore, EventLog, FabStore, LinkState, MessageStore, NewRun, NodeKeyStore, NodeLease,
     NodeStore, RunInfo, RunSignals, RunStore, SimulationStore, StateError, Sweep, WaitingReplies,
-    unix_now,
+    array_bytes, unix_now,
 };
 use bytes::Bytes;
 use floret_core::{
-    Message, MessageError, NodeAuthority, NodeInfo, NodeSet, Payload, Record, RunEvent, RunStatus,
-    UserConfig,
+    Message, MessageError, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus, UserConfig,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -722,21 +721,6 @@ impl MemoryLinkState {
             .fold((0, 0), |(n, b), r| (n + r.replies.len(), b + r.reply_bytes));
         self.waiting_replies.store(replies, Ordering::Relaxed);
         self.waiting_bytes.store(bytes, Ordering::Relaxed);
-    }
-}
-
-/// The bytes of a message's arrays: what a reply waiting in the store costs beyond its
-/// metadata.
-fn array_bytes(message: &Message) -> usize {
-    match &message.payload {
-        Payload::Content(content) => content
-            .iter()
-            .map(|(_, record)| match record {
-                Record::Array(arrays) => arrays.num_bytes(),
-                _ => 0,
-            })
-            .sum(),
-        Payload::Error(_) => 0,
     }
 }
 

@@ -29,8 +29,8 @@ pub use sqlite::{OpenError, SqliteLinkState};
 use bytes::Bytes;
 pub use floret_core::RunInfo;
 use floret_core::{
-    AppRef, InvalidTransition, Message, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus,
-    UserConfig,
+    AppRef, InvalidTransition, Message, NodeAuthority, NodeInfo, NodeSet, Payload, Record,
+    RunEvent, RunStatus, UserConfig,
 };
 use std::sync::Arc;
 use thiserror::Error;
@@ -309,6 +309,21 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// grow the state by a model per run. An unfinished run keeps its checkpoint (it may
     /// yet be resumed): the call changes nothing for it.
     fn drop_checkpoint(&self, run_id: u64) -> Result<(), StateError>;
+}
+
+/// The bytes of a message's arrays: what a reply waiting in a store costs beyond its
+/// metadata (`WaitingReplies::bytes`, and the simulation's pacing).
+pub fn array_bytes(message: &Message) -> usize {
+    match &message.payload {
+        Payload::Content(content) => content
+            .iter()
+            .map(|(_, record)| match record {
+                Record::Array(arrays) => arrays.num_bytes(),
+                _ => 0,
+            })
+            .sum(),
+        Payload::Error(_) => 0,
+    }
 }
 
 /// Replies stored and not yet taken by their grid (`SimulationStore::replies_waiting`).
