@@ -18,7 +18,7 @@
 
 use crate::chaos::{Chaos, Fault};
 use crate::node_ids::{node_id, node_index};
-use crate::pace::{Budget, Window, reply_cost};
+use crate::pace::{Budget, REPLY_OVERHEAD, Window, reply_cost};
 use floret_actors::LinkState;
 use floret_actors::apps::client_exec::execute;
 use floret_actors::state::SimulationStore;
@@ -69,6 +69,25 @@ struct Shared {
     window: Mutex<Window>,
     /// Woken when a worker finishes an instruction (the window may have opened).
     served: Notify,
+}
+
+/// An instruction's place in the window, given back when it is dropped.
+struct Place<'a> {
+    shared: &'a Shared,
+    n: u64,
+    /// What its reply costs, once known.
+    cost: usize,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .done(self.n, self.cost);
+        self.shared.served.notify_waiters();
+    }
 }
 
 /// What `Shared::take` found.
@@ -207,14 +226,15 @@ impl Shared {
         }
     }
 
-    /// Serves instruction `n` and frees its place in the window.
+    /// Serves instruction `n` and frees its place in the window, even if serving panics (a
+    /// number left in the window would close it for good).
     fn serve_numbered(&self, n: u64, message: Message) {
-        let cost = self.serve(message);
-        self.window
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .done(n, cost);
-        self.served.notify_waiters();
+        let mut place = Place {
+            shared: self,
+            n,
+            cost: REPLY_OVERHEAD,
+        };
+        place.cost = self.serve(message);
     }
 
     /// Returns once workers may go on, or after `RECHECK`: when the ServerApp has taken
