@@ -74,6 +74,8 @@ pub struct CanonicalFold<P, T> {
     merged: usize,
     /// Shards offered a reply since the last `fold_ready`.
     touched: Vec<usize>,
+    /// The rank after the last reply offered, where the next one is likely to be.
+    hint: usize,
     /// Replies waiting for their turn now, and the most that ever waited.
     waiting: usize,
     peak_waiting: usize,
@@ -96,6 +98,7 @@ impl<P: Mergeable, T> CanonicalFold<P, T> {
             total: empty,
             merged: 0,
             touched: Vec::new(),
+            hint: 0,
             waiting: 0,
             peak_waiting: 0,
         }
@@ -110,9 +113,10 @@ impl<P: Mergeable, T> CanonicalFold<P, T> {
     /// then folds it once its turn has come. `false` (and nothing kept) for a node outside
     /// the plan or one whose reply was already taken.
     pub fn offer(&mut self, node: u64, item: Option<T>) -> bool {
-        let Some((s, position)) = self.plan.locate(node) else {
+        let Some((s, position, rank)) = self.plan.locate_near(node, self.hint) else {
             return false;
         };
+        self.hint = rank + 1;
         let Some(shard) = self.shards.get_mut(s) else {
             return false;
         };

@@ -18,6 +18,8 @@
 pub const MAX_SHARDS: usize = 64;
 /// Fewest nodes in a shard (except the only shard of a phase with fewer nodes).
 pub const MIN_SHARD_NODES: usize = 16;
+/// Ranks `ShardPlan::locate_near` looks at before it searches.
+const NEAR: usize = 8;
 
 /// The sampled nodes of a phase in canonical order, and where each shard begins.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,11 +61,30 @@ impl ShardPlan {
     /// `(shard, position within the shard)` of `node`; `None` for a node not sampled.
     pub fn locate(&self, node: u64) -> Option<(usize, usize)> {
         let rank = self.nodes.binary_search(&node).ok()?;
+        Some(self.place(rank))
+    }
+
+    /// `locate`, looking first at the few ranks after `hint`: replies come nearly in
+    /// canonical order, so the next one is usually there, and a binary search over a
+    /// million ids costs some twenty cache misses. Also returns the rank, the next hint.
+    pub fn locate_near(&self, node: u64, hint: usize) -> Option<(usize, usize, usize)> {
+        let end = hint.saturating_add(NEAR).min(self.nodes.len());
+        let near = self.nodes.get(hint..end).unwrap_or_default();
+        let rank = match near.iter().position(|&id| id == node) {
+            Some(i) => hint + i,
+            None => self.nodes.binary_search(&node).ok()?,
+        };
+        let (shard, position) = self.place(rank);
+        Some((shard, position, rank))
+    }
+
+    /// `(shard, position within the shard)` of the node of rank `rank`.
+    fn place(&self, rank: usize) -> (usize, usize) {
         let n = self.nodes.len();
         // The last shard whose start is at or before `rank`: start(k) = floor(k*n/S) <= rank
         // exactly when k < (rank+1)*S/n.
         let shard = ((rank + 1) * self.shards - 1) / n;
-        Some((shard, rank - self.start(shard)))
+        (shard, rank - self.start(shard))
     }
 
     /// The rank of the first node of `shard`; `nodes.len()` for `shard == shards`.
@@ -106,6 +127,14 @@ mod tests {
                     expected = (expected.0 + 1, 0);
                 }
                 assert_eq!(plan.locate(node), Some(expected), "n={n} node={node}");
+                let rank = plan.nodes().iter().position(|&id| id == node).unwrap();
+                for hint in [0, rank.saturating_sub(1), rank, rank + 3, n + 5] {
+                    assert_eq!(
+                        plan.locate_near(node, hint),
+                        Some((expected.0, expected.1, rank)),
+                        "hint {hint}"
+                    );
+                }
                 expected.1 += 1;
             }
             assert_eq!(expected.0 + 1, plan.shards(), "n={n}");
@@ -124,5 +153,6 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.nodes(), [1, 3, 5, 9]);
         assert_eq!(a.locate(4), None);
+        assert_eq!(a.locate_near(4, 1), None);
     }
 }
