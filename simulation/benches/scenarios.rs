@@ -4,9 +4,9 @@
 //!
 //! Each scenario runs in a fresh child process (this binary re-executed), so its peak RSS
 //! (VmHWM) is its own and not the high-water mark of an earlier scenario. `--workers=N`
-//! runs N ClientApp calls at once (by setting `num-cpus` to cores / N); without it, one
-//! per core. The last column is the start of the final model's sha256, which must not
-//! change with the worker count.
+//! runs N ClientApp calls at once (by setting `num-cpus` just under cores / N); without
+//! it, one per core. The last column is the start of the final model's sha256, which must
+//! not change with the worker count.
 
 // Tests and benches may unwrap (a failure is the test failing) and read real time.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
@@ -162,7 +162,8 @@ fn run_child(id: &str) {
         .unwrap_or_else(cores);
     let options = SimulationOptions {
         num_supernodes: s.nodes,
-        num_cpus: cores() as f64 / workers as f64,
+        // Half a worker more than asked for, so that rounding never gives one fewer.
+        num_cpus: cores() as f64 / (workers as f64 + 0.5),
         num_gpus: 0.0,
     };
     assert_eq!(options.workers(), workers, "num-cpus for {workers} workers");
