@@ -81,12 +81,16 @@ struct Place<'a> {
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
-        self.shared
-            .window
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .done(self.n, self.cost);
-        self.shared.served.notify_waiters();
+        let opened = {
+            let mut window = self.shared.window.lock().unwrap_or_else(|p| p.into_inner());
+            let was_open = window.is_open();
+            window.done(self.n, self.cost);
+            !was_open && window.is_open()
+        };
+        // Only a closed window has a dispatcher waiting on it.
+        if opened {
+            self.shared.served.notify_waiters();
+        }
     }
 }
 
@@ -210,20 +214,27 @@ fn push(state: &dyn LinkState, reply: Message) {
 }
 
 impl Shared {
-    /// The next instruction, unless none is queued or workers must pause. The window's
-    /// lock is held while the instruction is pulled, so numbers follow the queue's order.
+    /// The next instruction, unless none is queued or workers must pause. The window is
+    /// not locked while the state is: two workers taking at once may number their
+    /// instructions out of queue order, which only blurs the window's bound by a worker.
     fn take(&self) -> Take {
-        if !self.budget.has_room(self.state.replies_waiting()) {
-            return Take::Full;
-        }
-        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        if !window.is_open() {
+        if !self.budget.has_room(self.state.replies_waiting()) || !self.window_open() {
             return Take::Full;
         }
         match self.state.pull_any_instructions(1).pop() {
-            Some(message) => Take::Next(window.take(), message),
+            Some(message) => {
+                let n = self.window.lock().unwrap_or_else(|p| p.into_inner()).take();
+                Take::Next(n, message)
+            }
             None => Take::Empty,
         }
+    }
+
+    fn window_open(&self) -> bool {
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_open()
     }
 
     /// Serves instruction `n` and frees its place in the window, even if serving panics (a
@@ -245,13 +256,7 @@ impl Shared {
         tokio::pin!(taken, served);
         taken.as_mut().enable();
         served.as_mut().enable();
-        let open = self.budget.has_room(self.state.replies_waiting())
-            && self
-                .window
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_open();
-        if open {
+        if self.budget.has_room(self.state.replies_waiting()) && self.window_open() {
             return;
         }
         let _ = tokio::time::timeout(RECHECK, async {
