@@ -1,16 +1,19 @@
 //! TARGETS.md S1/S2 (and more): the quickstart app in simulation, wall time and peak RSS.
 //!
-//! `cargo bench -p floret-simulation --bench scenarios [-- S1 S2 ...]`
+//! `cargo bench -p floret-simulation --bench scenarios [-- S1 S2 ... --workers=N]`
 //!
 //! Each scenario runs in a fresh child process (this binary re-executed), so its peak RSS
-//! (VmHWM) is its own and not the high-water mark of an earlier scenario.
+//! (VmHWM) is its own and not the high-water mark of an earlier scenario. `--workers=N`
+//! runs N ClientApp calls at once (by setting `num-cpus` just under cores / N); without
+//! it, one per core. The last column is the start of the final model's sha256, which must
+//! not change with the worker count.
 
 // Tests and benches may unwrap (a failure is the test failing) and read real time.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use floret_actors::MemoryLinkState;
 use floret_core::run_config::{apply_overrides, parse_overrides};
-use floret_core::{AppManifest, AppRef, UserConfigValue};
+use floret_core::{AppManifest, AppRef, RunEvent, UserConfigValue};
 use floret_simulation::{ChaosOptions, SimulationOptions, SimulationRun};
 use std::path::Path;
 use std::process::Command;
@@ -65,6 +68,15 @@ const SCENARIOS: &[Scenario] = &[
         fraction: 0.01,
         dropout: 0.0,
     },
+    Scenario {
+        id: "S5",
+        nodes: 10_000,
+        params: 1_000_000,
+        arrays: 4,
+        rounds: 3,
+        fraction: 1.0,
+        dropout: 0.0,
+    },
     // S1 with 30 % dropouts: what the chaos path costs (dropped nodes skip their work).
     Scenario {
         id: "S1-chaos",
@@ -82,6 +94,8 @@ const SCENARIOS: &[Scenario] = &[
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CHILD_ENV: &str = "FLORET_BENCH_SCENARIO";
+/// Concurrent ClientApp calls, passed from `--workers=N` to the child.
+const WORKERS_ENV: &str = "FLORET_BENCH_WORKERS";
 
 fn main() {
     if let Ok(id) = std::env::var(CHILD_ENV) {
@@ -92,15 +106,22 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    let workers = std::env::args()
+        .find_map(|a| a.strip_prefix("--workers=")?.parse::<usize>().ok())
+        .unwrap_or_else(cores)
+        .max(1);
     let exe = std::env::current_exe().expect("bench binary path");
-    println!("| id | nodes | params | rounds | sampled | wall (s) | peak RSS (MB) |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| id | nodes | params | rounds | sampled | workers | wall (s) | peak RSS (MB) | model sha256 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for s in SCENARIOS {
         if !(wanted.is_empty() && matches!(s.id, "S1" | "S2") || wanted.iter().any(|w| w == s.id)) {
             continue;
         }
         let out = Command::new(&exe)
             .env(CHILD_ENV, s.id)
+            .env(WORKERS_ENV, workers.to_string())
             .output()
             .expect("run scenario");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -110,7 +131,7 @@ fn main() {
             continue;
         }
         println!(
-            "| {} | {} | {} | {} | {:.0} % | {line} |",
+            "| {} | {} | {} | {} | {:.0} % | {workers} | {line} |",
             s.id,
             s.nodes,
             s.params,
@@ -135,12 +156,19 @@ fn run_child(id: &str) {
     .expect("overrides");
     let mut run_config = apply_overrides(&manifest.config, &overrides).expect("known keys");
     run_config.insert("round-timeout".into(), UserConfigValue::Float(600.0));
+    let workers: usize = std::env::var(WORKERS_ENV)
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(cores);
     let options = SimulationOptions {
         num_supernodes: s.nodes,
-        num_cpus: 1.0,
+        // Half a worker more than asked for, so that rounding never gives one fewer.
+        num_cpus: cores() as f64 / (workers as f64 + 0.5),
         num_gpus: 0.0,
     };
+    assert_eq!(options.workers(), workers, "num-cpus for {workers} workers");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut digest = String::from("-");
     let started = Instant::now();
     let outcome = runtime
         .block_on(floret_simulation::run_with(
@@ -161,7 +189,13 @@ fn run_child(id: &str) {
                 server_app: floret_app_quickstart::server_app(),
                 client_app: floret_app_quickstart::client_app(),
             },
-            |_| {},
+            |e| {
+                if let RunEvent::Log(line) = e
+                    && let Some(hex) = line.strip_prefix("final model sha256 ")
+                {
+                    digest = hex.chars().take(12).collect();
+                }
+            },
         ))
         .expect("simulation runs");
     let wall = started.elapsed().as_secs_f64();
@@ -170,7 +204,11 @@ fn run_child(id: &str) {
         eprintln!("{id}: {}: {}", outcome.status, outcome.reason);
         std::process::exit(1);
     }
-    println!("{wall:.3} | {:.0}", peak_rss_mb());
+    println!("{wall:.3} | {:.0} | {digest}", peak_rss_mb());
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// VmHWM of this process, in MB.

@@ -9,9 +9,16 @@
 //!
 //! With `options.chaos.*` set, `ChaosDelivery` decides each reply's fate (see `chaos`);
 //! without, a reply is pushed as soon as it is computed, as it always was.
+//!
+//! Backpressure (`pace`): workers take no instruction while the replies waiting for the
+//! ServerApp are over their budget, or while the oldest instruction still served is too
+//! far behind; the dispatcher waits until the ServerApp takes replies
+//! (`SimulationStore::replies_taken`) or a worker finishes. What the fleet has made and the
+//! ServerApp not yet folded is bounded by the worker count, never by the number of nodes.
 
 use crate::chaos::{Chaos, Fault};
 use crate::node_ids::{node_id, node_index};
+use crate::pace::{Budget, REPLY_OVERHEAD, Window, reply_cost};
 use floret_actors::LinkState;
 use floret_actors::apps::client_exec::execute;
 use floret_actors::state::SimulationStore;
@@ -25,8 +32,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
+
+/// How often a paused dispatcher looks again even without a wake-up (a store that drops
+/// replies without notifying must not stall the fleet).
+const RECHECK: Duration = Duration::from_millis(50);
 
 /// What the fleet serves and with how many workers.
 pub(crate) struct FleetArgs {
@@ -52,6 +63,45 @@ struct Shared {
     run_configs: Mutex<HashMap<u64, UserConfig>>,
     /// Present only when faults are injected, so the fault-free path tests one `Option`.
     chaos: Option<ChaosDelivery>,
+    /// How much may wait for the ServerApp before workers pause.
+    budget: Budget,
+    /// How far ahead of the oldest instruction still served workers may take new ones.
+    window: Mutex<Window>,
+    /// Woken when a worker finishes an instruction (the window may have opened).
+    served: Notify,
+}
+
+/// An instruction's place in the window, given back when it is dropped.
+struct Place<'a> {
+    shared: &'a Shared,
+    n: u64,
+    /// What its reply costs, once known.
+    cost: usize,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let opened = {
+            let mut window = self.shared.window.lock().unwrap_or_else(|p| p.into_inner());
+            let was_open = window.is_open();
+            window.done(self.n, self.cost);
+            !was_open && window.is_open()
+        };
+        // Only a closed window has a dispatcher waiting on it.
+        if opened {
+            self.shared.served.notify_waiters();
+        }
+    }
+}
+
+/// What `Shared::take` found.
+enum Take {
+    /// The next instruction and its number in the window.
+    Next(u64, Message),
+    /// None queued.
+    Empty,
+    /// Workers must pause (budget or window).
+    Full,
 }
 
 /// A run's current phase and the straggler replies held back until it moves past it.
@@ -164,6 +214,60 @@ fn push(state: &dyn LinkState, reply: Message) {
 }
 
 impl Shared {
+    /// The next instruction, unless none is queued or workers must pause. The window is
+    /// not locked while the state is: two workers taking at once may number their
+    /// instructions out of queue order, which only blurs the window's bound by a worker.
+    fn take(&self) -> Take {
+        if !self.budget.has_room(self.state.replies_waiting()) || !self.window_open() {
+            return Take::Full;
+        }
+        match self.state.pull_any_instructions(1).pop() {
+            Some(message) => {
+                let n = self.window.lock().unwrap_or_else(|p| p.into_inner()).take();
+                Take::Next(n, message)
+            }
+            None => Take::Empty,
+        }
+    }
+
+    fn window_open(&self) -> bool {
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_open()
+    }
+
+    /// Serves instruction `n` and frees its place in the window, even if serving panics (a
+    /// number left in the window would close it for good).
+    fn serve_numbered(&self, n: u64, message: Message) {
+        let mut place = Place {
+            shared: self,
+            n,
+            cost: REPLY_OVERHEAD,
+        };
+        place.cost = self.serve(message);
+    }
+
+    /// Returns once workers may go on, or after `RECHECK`: when the ServerApp has taken
+    /// replies or a worker has finished.
+    async fn wait_for_room(&self) {
+        let taken = self.state.replies_taken().notified();
+        let served = self.served.notified();
+        tokio::pin!(taken, served);
+        taken.as_mut().enable();
+        served.as_mut().enable();
+        if self.budget.has_room(self.state.replies_waiting()) && self.window_open() {
+            return;
+        }
+        let _ = tokio::time::timeout(RECHECK, async {
+            tokio::select! {
+                () = taken => {}
+                () = served => {}
+            }
+        })
+        .await;
+    }
+
     fn run_config(&self, run_id: u64) -> UserConfig {
         let mut cache = self.run_configs.lock().unwrap_or_else(|p| p.into_inner());
         cache
@@ -177,8 +281,9 @@ impl Shared {
             .clone()
     }
 
-    /// Runs one instruction on its virtual node and stores the reply.
-    fn serve(&self, message: Message) {
+    /// Runs one instruction on its virtual node and stores the reply (or holds it back, under
+    /// chaos); returns what the reply costs (`pace::reply_cost`).
+    fn serve(&self, message: Message) -> usize {
         let run_id = message.metadata.run_id;
         let node = message.metadata.dst_node_id;
         let _span = tracing::debug_span!(
@@ -191,29 +296,27 @@ impl Shared {
         .entered();
         let Some(chaos) = &self.chaos else {
             let reply = self.answer(&message);
+            let cost = reply_cost(&reply);
             push(self.state.as_ref(), reply);
-            return;
+            return cost;
         };
         chaos.release_before(&self.state, &message);
-        match chaos.chaos.fault_of(&message) {
-            Fault::Dropout => {
-                let reply = message.reply(Payload::Error(MessageError::new(
-                    error_code::NODE_UNAVAILABLE,
-                    format!(
-                        "node {node} unavailable: simulated dropout (options.chaos.dropout-rate)"
-                    ),
-                )));
-                chaos.send_after(&self.state, reply, chaos.chaos.latency_of(&message));
-            }
+        let reply = match chaos.chaos.fault_of(&message) {
+            Fault::Dropout => message.reply(Payload::Error(MessageError::new(
+                error_code::NODE_UNAVAILABLE,
+                format!("node {node} unavailable: simulated dropout (options.chaos.dropout-rate)"),
+            ))),
             Fault::Straggler => {
                 let reply = self.answer(&message);
+                let cost = reply_cost(&reply);
                 chaos.hold(&self.state, &message, reply);
+                return cost;
             }
-            Fault::None => {
-                let reply = self.answer(&message);
-                chaos.send_after(&self.state, reply, chaos.chaos.latency_of(&message));
-            }
-        }
+            Fault::None => self.answer(&message),
+        };
+        let cost = reply_cost(&reply);
+        chaos.send_after(&self.state, reply, chaos.chaos.latency_of(&message));
+        cost
     }
 
     /// Runs the ClientApp on the message's node (or answers an expired message) and keeps
@@ -274,7 +377,8 @@ impl Shared {
 }
 
 /// Hands queued instructions to at most `workers` blocking workers. A worker keeps taking
-/// instructions until none is left, so small jobs do not pay a thread hand-off each.
+/// instructions until none is left, so small jobs do not pay a thread hand-off each, or
+/// until `pace` says to pause.
 async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, permits: u32) {
     loop {
         let notified = shared.state.instructions_ready().notified();
@@ -283,18 +387,29 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, permits: u32) {
         let Ok(slot) = slots.clone().acquire_many_owned(permits).await else {
             return;
         };
-        let Some(first) = shared.state.pull_any_instructions(1).pop() else {
-            drop(slot);
-            notified.await;
-            continue;
+        let (n, first) = match shared.take() {
+            Take::Next(n, message) => (n, message),
+            Take::Empty => {
+                drop(slot);
+                notified.await;
+                continue;
+            }
+            Take::Full => {
+                drop(slot);
+                shared.wait_for_room().await;
+                continue;
+            }
         };
         let worker = shared.clone();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let mut next = Some(first);
-            while let Some(message) = next {
-                worker.serve(message);
-                next = worker.state.pull_any_instructions(1).pop();
+            let mut next = Some((n, first));
+            while let Some((n, message)) = next {
+                worker.serve_numbered(n, message);
+                next = match worker.take() {
+                    Take::Next(n, message) => Some((n, message)),
+                    Take::Empty | Take::Full => None,
+                };
             }
         });
     }
@@ -320,6 +435,9 @@ impl Actor for VirtualFleet {
     ) -> Result<FleetState, ActorProcessingErr> {
         let ids: Vec<u64> = (0..args.num_nodes).map(node_id).collect();
         args.state.register_nodes(&ids);
+        // The slots are this fleet's alone in a local simulation; on a `--simulation`
+        // SuperLink, those free now stand for what this run's fleet may use.
+        let workers = (args.slots.available_permits() / args.permits.max(1) as usize).max(1);
         let shared = Arc::new(Shared {
             state: args.state,
             app: args.client_app,
@@ -332,6 +450,9 @@ impl Actor for VirtualFleet {
                 held: Mutex::default(),
                 delayed: Mutex::default(),
             }),
+            budget: Budget::for_workers(workers),
+            window: Mutex::new(Window::for_workers(workers)),
+            served: Notify::new(),
         });
         let dispatcher = tokio::spawn(dispatch(shared.clone(), args.slots, args.permits.max(1)));
         Ok(FleetState { dispatcher, shared })

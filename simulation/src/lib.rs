@@ -11,6 +11,7 @@ pub mod chaos;
 mod fleet;
 mod link_fleets;
 pub mod node_ids;
+pub mod pace;
 
 pub use chaos::{Chaos, Fault};
 pub use floret_core::ChaosOptions;

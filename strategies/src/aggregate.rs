@@ -7,6 +7,7 @@
 //! into floats as they would in numpy. Other dtypes cannot be averaged: a model holding one
 //! is refused before round 1 (`StrategyError::InitialArrays`).
 
+use crate::canonical::Mergeable;
 use crate::error::StrategyError;
 use crate::kernel;
 use crate::reply::Rejection;
@@ -187,7 +188,51 @@ impl ArrayAccumulator {
     }
 }
 
+impl Mergeable for ArrayAccumulator {
+    fn empty_like(&self) -> Self {
+        let slots = self
+            .slots
+            .iter()
+            .map(|(key, slot)| (key.clone(), slot.empty_like()))
+            .collect();
+        ArrayAccumulator {
+            slots,
+            total_weight: 0.0,
+            replies: 0,
+        }
+    }
+
+    /// Adds `later`'s sums element by element (`acc + 1 * x`, exact in the kernel's
+    /// precision), its weight and its reply count.
+    fn merge(&mut self, later: Self) {
+        for (slot, other) in self.slots.values_mut().zip(later.slots.into_values()) {
+            match (&mut slot.sum, other.sum) {
+                (Sum::F32(acc), Sum::F32(x)) => kernel::fold_batch(acc, &[(&x[..], 1.0)]),
+                (Sum::F64(acc), Sum::F64(x)) => kernel::fold_batch(acc, &[(&x[..], 1.0)]),
+                (Sum::Int(acc), Sum::Int(x)) => kernel::fold_batch(acc, &[(&x[..], 1.0)]),
+                // Both were made by `empty_like` from one model: the kinds always agree.
+                _ => {}
+            }
+        }
+        self.total_weight += later.total_weight;
+        self.replies += later.replies;
+    }
+}
+
 impl Slot {
+    fn empty_like(&self) -> Slot {
+        let sum = match &self.sum {
+            Sum::F32(v) => Sum::F32(vec![0.0; v.len()]),
+            Sum::F64(v) => Sum::F64(vec![0.0; v.len()]),
+            Sum::Int(v) => Sum::Int(vec![0.0; v.len()]),
+        };
+        Slot {
+            dtype: self.dtype.clone(),
+            shape: self.shape.clone(),
+            sum,
+        }
+    }
+
     fn average(self, total: f64) -> Array {
         let Slot { dtype, shape, sum } = self;
         match sum {
@@ -391,6 +436,43 @@ mod tests {
         a.dtype = DType::Other("bfloat16".into());
         let err = ArrayAccumulator::new(&record(vec![("w", a)])).unwrap_err();
         assert!(err.to_string().contains("not bfloat16"), "{err}");
+    }
+
+    #[test]
+    fn merging_partials_adds_sums_weights_and_counts() {
+        let model = record(vec![
+            ("w", Array::from_slice(&[0.0f32, 0.0])),
+            ("steps", Array::from_slice(&[0i64])),
+        ]);
+        let reply = |w: f32, steps: i64| {
+            record(vec![
+                ("w", Array::from_slice(&[w, -w])),
+                ("steps", Array::from_slice(&[steps])),
+            ])
+        };
+        let (a, b, c) = (reply(1.0, 10), reply(2.0, 20), reply(4.0, 40));
+        let mut first = ArrayAccumulator::new(&model).unwrap();
+        let checked = first.check(&a).unwrap();
+        first.fold(&[(checked, 1.0)]);
+        let mut second = first.empty_like();
+        assert_eq!(second.replies(), 0);
+        let batch = vec![
+            (second.check(&b).unwrap(), 1.0),
+            (second.check(&c).unwrap(), 2.0),
+        ];
+        second.fold(&batch);
+        drop(batch);
+        first.merge(second);
+        assert_eq!((first.replies(), first.total_weight()), (3, 4.0));
+        let out = first.finish().unwrap();
+        assert_eq!(
+            out.get("w").unwrap().values::<f32>().unwrap().as_ref(),
+            &[11.0 / 4.0, -11.0 / 4.0]
+        );
+        assert_eq!(
+            out.get("steps").unwrap().values::<i64>().unwrap().as_ref(),
+            &[28]
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! FedAvg over the message API (Flower 1.42's `FedAvg.start`), with streaming aggregation.
 //!
-//! Each round: wait for enough nodes, sample, send `train` messages carrying the model, fold
-//! the replies into a weighted average as they arrive, run the optional central evaluation
-//! on the new model, then (when `fraction_evaluate > 0`) the same for `evaluate` messages,
-//! whose replies only carry metrics. Round numbers run from 1 to `num_rounds`; there is no
+//! Each round: wait for enough nodes, sample, send `train` messages carrying the model (in
+//! node-id order), fold the replies into a weighted average as they arrive, each in its
+//! turn of the canonical order (`canonical`: the same replies give the same bits at any
+//! worker count), run the optional central evaluation on the new model, then (when
+//! `fraction_evaluate > 0`) the same for `evaluate` messages, whose replies only carry
+//! metrics. Round numbers run from 1 to `num_rounds`; there is no
 //! round 0, not even for the central evaluation.
 //!
 //! After every round the run's state is saved through `Grid::save_checkpoint` (see
@@ -21,6 +23,7 @@
 //! - the weight metric is summed into the aggregated metrics instead of being dropped.
 
 use crate::aggregate::{self, ArrayAccumulator};
+use crate::canonical::{CanonicalFold, Mergeable};
 use crate::checkpoint::{self, Checkpoint, model_sha256, round_rng};
 use crate::config::FedAvgConfig;
 use crate::error::StrategyError;
@@ -28,6 +31,7 @@ use crate::metrics::MetricAccumulator;
 use crate::phase::{Folder, Phase};
 use crate::reply::{self, Rejection};
 use crate::sampling::{required_nodes, sample_nodes, sample_size};
+use crate::shard::ShardPlan;
 use bytes::Bytes;
 use floret_core::{
     ArrayRecord, ConfigRecord, Grid, GridError, Message, MetricRecord, MetricValue, PhaseSummary,
@@ -287,7 +291,7 @@ impl FedAvg {
             timeout: run.timeout,
         };
         let required = required_nodes(c.min_available_nodes, c.min_train_nodes);
-        let (targets, messages) = async {
+        let (plan, messages) = async {
             let nodes = phase.wait_for_nodes(required).await?;
             if nodes.len() < required {
                 return Err(StrategyError::NotEnoughNodes {
@@ -300,31 +304,36 @@ impl FedAvg {
             }
             let connected = nodes.len();
             let size = sample_size(c.fraction_train, c.min_train_nodes, connected);
-            let targets = sample_nodes(rng, nodes, size);
+            let plan = ShardPlan::new(&sample_nodes(rng, nodes, size));
             phase.log(format!(
                 "round {round}: training on {size} of {connected} connected nodes"
             ));
             let messages = self.messages(
-                &targets,
+                plan.nodes(),
                 arrays,
                 run.train_config,
                 round,
                 message_type::TRAIN,
             );
-            Ok((targets, messages))
+            Ok((plan, messages))
         }
         .instrument(info_span!("configure", phase = "train"))
         .await?;
-        let folder = TrainFolder {
+        let sums = TrainSums {
             arrays: ArrayAccumulator::new(arrays)?,
             metrics: MetricAccumulator::new(&c.weighted_by_key),
+        };
+        let targets = plan.nodes().to_vec();
+        let folder = TrainFolder {
+            sums: CanonicalFold::new(plan, sums),
             arrays_key: c.arrayrecord_key.clone(),
             weight_key: c.weighted_by_key.clone(),
         };
         let (mut summary, folder) = phase.collect(&targets, messages, folder).await?;
         let _aggregate = info_span!("aggregate", phase = "train", last = true).entered();
-        summary.metrics = finish_metrics(&phase, folder.metrics);
-        match folder.arrays.finish() {
+        let sums = folder.finish();
+        summary.metrics = finish_metrics(&phase, sums.metrics);
+        match sums.arrays.finish() {
             Some(average) => *arrays = average,
             None => phase.log(format!(
                 "round {round}: no valid train reply; keeping the previous model"
@@ -366,22 +375,23 @@ impl FedAvg {
             return Ok(None);
         }
         let size = sample_size(c.fraction_evaluate, c.min_evaluate_nodes, nodes.len());
-        let targets = sample_nodes(rng, nodes, size);
+        let plan = ShardPlan::new(&sample_nodes(rng, nodes, size));
         let messages = self.messages(
-            &targets,
+            plan.nodes(),
             arrays,
             run.evaluate_config,
             round,
             message_type::EVALUATE,
         );
         drop(_configuring);
+        let targets = plan.nodes().to_vec();
         let folder = EvaluateFolder {
-            metrics: MetricAccumulator::new(&c.weighted_by_key),
+            metrics: CanonicalFold::new(plan, MetricAccumulator::new(&c.weighted_by_key)),
             weight_key: c.weighted_by_key.clone(),
         };
         let (mut summary, folder) = phase.collect(&targets, messages, folder).await?;
         let _aggregate = info_span!("aggregate", phase = "evaluate", last = true).entered();
-        summary.metrics = finish_metrics(&phase, folder.metrics);
+        summary.metrics = finish_metrics(&phase, folder.finish());
         Ok(Some(summary))
     }
 
@@ -407,35 +417,79 @@ impl FedAvg {
     }
 }
 
-/// Folds train replies: the model into `arrays`, the metrics into `metrics`.
-struct TrainFolder {
+/// A train phase's partial aggregate: the model's sums and the metrics' sums.
+struct TrainSums {
     arrays: ArrayAccumulator,
     metrics: MetricAccumulator,
+}
+
+impl Mergeable for TrainSums {
+    fn empty_like(&self) -> Self {
+        TrainSums {
+            arrays: self.arrays.empty_like(),
+            metrics: self.metrics.empty_like(),
+        }
+    }
+
+    fn merge(&mut self, later: Self) {
+        self.arrays.merge(later.arrays);
+        self.metrics.merge(later.metrics);
+    }
+}
+
+/// Folds train replies, in canonical order, into `TrainSums`.
+struct TrainFolder {
+    sums: CanonicalFold<TrainSums, Message>,
     arrays_key: String,
     weight_key: String,
 }
 
+impl TrainFolder {
+    /// The phase's sums, every reply that came folded in.
+    fn finish(self) -> TrainSums {
+        let TrainFolder {
+            sums,
+            arrays_key,
+            weight_key,
+        } = self;
+        debug!(
+            peak_waiting = sums.peak_waiting(),
+            "train replies that waited for their turn"
+        );
+        sums.finish(&mut |p, run| fold_train(p, &run, &arrays_key, &weight_key))
+    }
+}
+
+/// Folds train replies already checked by `TrainFolder::fold`, in the order given.
+fn fold_train(sums: &mut TrainSums, run: &[Message], arrays_key: &str, weight_key: &str) {
+    let mut checked = Vec::with_capacity(run.len());
+    let mut metrics = Vec::with_capacity(run.len());
+    for message in run {
+        let read = reply::train_reply(message, arrays_key, weight_key)
+            .and_then(|r| Ok((sums.arrays.check(r.arrays)?, r)));
+        if let Ok((arrays, r)) = read {
+            checked.push((arrays, r.weight));
+            metrics.push((r.metrics, r.weight));
+        }
+    }
+    sums.arrays.fold(&checked);
+    for (m, w) in metrics {
+        sums.metrics.fold(m, w);
+    }
+}
+
 impl Folder for TrainFolder {
-    fn fold(&mut self, batch: &[Message]) -> Vec<(usize, Rejection)> {
-        let mut rejected = Vec::new();
-        let mut checked = Vec::with_capacity(batch.len());
-        let mut metrics = Vec::with_capacity(batch.len());
-        for (i, message) in batch.iter().enumerate() {
-            let read = reply::train_reply(message, &self.arrays_key, &self.weight_key)
-                .and_then(|r| Ok((self.arrays.check(r.arrays)?, r)));
-            match read {
-                Ok((arrays, r)) => {
-                    checked.push((arrays, r.weight));
-                    metrics.push((r.metrics, r.weight));
-                }
-                Err(why) => rejected.push((i, why)),
-            }
-        }
-        self.arrays.fold(&checked);
-        for (m, w) in metrics {
-            self.metrics.fold(m, w);
-        }
-        rejected
+    fn fold(&mut self, batch: Vec<Message>) -> Vec<(Message, Rejection)> {
+        let (arrays_key, weight_key) = (&self.arrays_key, &self.weight_key);
+        self.sums.offer_batch(
+            batch,
+            |m| m.metadata.src_node_id,
+            |total, m| {
+                let r = reply::train_reply(m, arrays_key, weight_key)?;
+                total.arrays.check(r.arrays).map(drop)
+            },
+            &mut |p, run| fold_train(p, &run, arrays_key, weight_key),
+        )
     }
 
     fn weight_of(&self, batch: &[Message]) -> usize {
@@ -447,22 +501,37 @@ impl Folder for TrainFolder {
     }
 }
 
-/// Folds evaluate replies: metrics only.
+/// Folds evaluate replies, metrics only, in canonical order.
 struct EvaluateFolder {
-    metrics: MetricAccumulator,
+    metrics: CanonicalFold<MetricAccumulator, Message>,
     weight_key: String,
 }
 
-impl Folder for EvaluateFolder {
-    fn fold(&mut self, batch: &[Message]) -> Vec<(usize, Rejection)> {
-        let mut rejected = Vec::new();
-        for (i, message) in batch.iter().enumerate() {
-            match reply::evaluate_reply(message, &self.weight_key) {
-                Ok((m, w)) => self.metrics.fold(m, w),
-                Err(why) => rejected.push((i, why)),
-            }
+impl EvaluateFolder {
+    fn finish(self) -> MetricAccumulator {
+        let weight_key = self.weight_key;
+        self.metrics
+            .finish(&mut |p, run| fold_evaluate(p, &run, &weight_key))
+    }
+}
+
+fn fold_evaluate(metrics: &mut MetricAccumulator, run: &[Message], weight_key: &str) {
+    for message in run {
+        if let Ok((m, w)) = reply::evaluate_reply(message, weight_key) {
+            metrics.fold(m, w);
         }
-        rejected
+    }
+}
+
+impl Folder for EvaluateFolder {
+    fn fold(&mut self, batch: Vec<Message>) -> Vec<(Message, Rejection)> {
+        let weight_key = &self.weight_key;
+        self.metrics.offer_batch(
+            batch,
+            |m| m.metadata.src_node_id,
+            |_, m| reply::evaluate_reply(m, weight_key).map(drop),
+            &mut |p, run| fold_evaluate(p, &run, weight_key),
+        )
     }
 
     fn weight_of(&self, _: &[Message]) -> usize {

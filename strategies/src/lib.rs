@@ -3,12 +3,15 @@
 //!
 //! A strategy decides which nodes to ask, what to send them, and how to turn their replies
 //! into the next global model. Replies are folded into running sums as they arrive
-//! (streaming aggregation), so a round never holds all of its replies at once. The crate
+//! (streaming aggregation), so a round never holds all of its replies at once, in an order
+//! fixed by the sampled nodes alone (`shard`, `canonical`), so the model does not depend on
+//! timing or on how many workers computed the replies. The crate
 //! depends only on floret-core: it reaches nodes through the `Grid` trait and does no I/O of
 //! its own — no actors, no transport, no files. The decisions (sampling sizes, reply
 //! checks, fold arithmetic) are pure functions, tested without a grid or a clock.
 
 pub mod aggregate;
+pub mod canonical;
 mod checkpoint;
 mod config;
 mod error;
@@ -20,6 +23,7 @@ mod phase;
 pub mod reply;
 pub mod sampling;
 mod server_app;
+pub mod shard;
 
 pub use checkpoint::{CHECKPOINT_KIND, CHECKPOINT_VERSION, model_sha256};
 pub use config::FedAvgConfig;

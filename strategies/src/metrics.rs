@@ -6,6 +6,7 @@
 //! saw. A key whose replies disagree (a list in one, a number in another, or lists of
 //! different lengths) is left out and reported by `finish`.
 
+use crate::canonical::Mergeable;
 use floret_core::{MetricRecord, MetricValue};
 use indexmap::IndexMap;
 
@@ -32,6 +33,20 @@ enum Kind {
     I64,
     U64,
     F64,
+}
+
+impl Kind {
+    /// The kind of a sum of a `self` and an `other`: integers of mixed sign become i64,
+    /// anything with a float becomes f64.
+    fn widen(self, other: Kind) -> Kind {
+        if self == other {
+            self
+        } else if self == Kind::F64 || other == Kind::F64 {
+            Kind::F64
+        } else {
+            Kind::I64
+        }
+    }
 }
 
 impl MetricAccumulator {
@@ -70,13 +85,7 @@ impl MetricAccumulator {
         match self.entries.get_mut(key) {
             Some(Entry::Weight { total, kind: k }) => {
                 *total += weight;
-                if *k != kind {
-                    *k = if *k == Kind::F64 || kind == Kind::F64 {
-                        Kind::F64
-                    } else {
-                        Kind::I64
-                    };
-                }
+                *k = k.widen(kind);
             }
             _ => {
                 self.entries.insert(
@@ -114,7 +123,50 @@ impl MetricAccumulator {
     }
 }
 
+impl Mergeable for MetricAccumulator {
+    fn empty_like(&self) -> Self {
+        MetricAccumulator::new(self.weight_key.clone())
+    }
+
+    /// Adds `later`'s sums and weights key by key; a key `later` saw first comes after
+    /// this one's keys, as it would have in one fold over both.
+    fn merge(&mut self, later: Self) {
+        for (key, entry) in later.entries {
+            match self.entries.get_mut(&key) {
+                Some(mine) => mine.merge(entry),
+                None => {
+                    self.entries.insert(key, entry);
+                }
+            }
+        }
+    }
+}
+
 impl Entry {
+    fn merge(&mut self, later: Entry) {
+        match (&mut *self, later) {
+            (Entry::Weight { total, kind }, Entry::Weight { total: t, kind: k }) => {
+                *total += t;
+                *kind = kind.widen(k);
+            }
+            (Entry::Scalar { sum, weight }, Entry::Scalar { sum: s, weight: w }) => {
+                *sum += s;
+                *weight += w;
+            }
+            (Entry::List { sums, weight }, Entry::List { sums: s, weight: w }) => {
+                if sums.len() != s.len() {
+                    *self = Entry::Conflict("lists of different lengths");
+                    return;
+                }
+                sums.iter_mut().zip(s).for_each(|(a, b)| *a += b);
+                *weight += w;
+            }
+            (Entry::Conflict(_), _) => {}
+            (_, Entry::Conflict(why)) => *self = Entry::Conflict(why),
+            _ => *self = Entry::Conflict("a number in some replies, a list in others"),
+        }
+    }
+
     fn first(value: &MetricValue, weight: f64) -> Entry {
         match value.as_f64() {
             Some(v) => Entry::Scalar {
@@ -246,6 +298,25 @@ mod tests {
         assert!(out.is_empty());
         let keys: Vec<&str> = dropped.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["a", "b"]);
+    }
+
+    #[test]
+    fn merged_partials_give_the_fold_of_both() {
+        let a = metrics(vec![("loss", 1.0.into()), ("n", 1i64.into())]);
+        let b = metrics(vec![
+            ("loss", 3.0.into()),
+            ("n", 3i64.into()),
+            ("per-class", MetricValue::F64List(vec![1.0])),
+        ]);
+        let mut one = MetricAccumulator::new("n");
+        one.fold(&a, 1.0);
+        one.fold(&b, 3.0);
+        let mut first = MetricAccumulator::new("n");
+        first.fold(&a, 1.0);
+        let mut second = first.empty_like();
+        second.fold(&b, 3.0);
+        first.merge(second);
+        assert_eq!(first.finish(), one.finish());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One phase of a round over the `Grid`: wait for nodes, send, and fold replies as they
 //! arrive until every sent message is answered or the round timeout passes.
 //!
-//! The decisions (what a reply is worth, how it is folded) live in a `Folder`; this module
+//! The decisions (what a reply is worth, how and in which order it is folded: FedAvg's
+//! folders keep the canonical order of `canonical`) live in a `Folder`; this module
 //! only moves replies from the grid to it, sorts out the ones this phase is not waiting for
 //! (late or repeated), counts, and tells the user what happened.
 
@@ -23,9 +24,10 @@ const OFFLOAD_BYTES: usize = 1 << 20;
 
 /// Folds the replies of one phase into running aggregates.
 pub(crate) trait Folder: Send + 'static {
-    /// Folds the valid replies of `batch` and returns, by index, the others and why each
-    /// was left out.
-    fn fold(&mut self, batch: &[Message]) -> Vec<(usize, Rejection)>;
+    /// Takes the valid replies of `batch` to fold (at once, or when their turn in the
+    /// canonical order comes: see `canonical`) and hands back the others with why each was
+    /// left out.
+    fn fold(&mut self, batch: Vec<Message>) -> Vec<(Message, Rejection)>;
 
     /// Payload bytes `fold` would read from `batch` (decides where to fold it).
     fn weight_of(&self, batch: &[Message]) -> usize;
@@ -155,19 +157,17 @@ impl Phase<'_> {
             if awaited.is_empty() {
                 continue;
             }
-            let aggregate = info_span!("aggregate", phase = self.name, replies = awaited.len());
+            let count = awaited.len();
+            let aggregate = info_span!("aggregate", phase = self.name, replies = count);
             let rejected;
             let started = Instant::now();
-            (folder, awaited, rejected) = self.fold(folder, awaited).instrument(aggregate).await?;
+            (folder, rejected) = self.fold(folder, awaited).instrument(aggregate).await?;
             folding += started.elapsed();
-            summary.replies += awaited.len().saturating_sub(rejected.len()) as u64;
+            summary.replies += count.saturating_sub(rejected.len()) as u64;
             summary.failures += rejected.len() as u64;
-            for (i, why) in rejected {
-                if let Some(reply) = awaited.get(i) {
-                    self.left_out(reply, &why, left_out);
-                }
+            for (reply, why) in rejected {
+                self.left_out(&reply, &why, left_out);
             }
-            // `awaited` is dropped here: a folded reply is not kept.
         }
         crate::meter::aggregated(self.name, folding);
         Ok(folder)
@@ -180,12 +180,12 @@ impl Phase<'_> {
         batch: Vec<Message>,
     ) -> Result<Folded<F>, StrategyError> {
         if folder.weight_of(&batch) < OFFLOAD_BYTES {
-            let rejected = folder.fold(&batch);
-            return Ok((folder, batch, rejected));
+            let rejected = folder.fold(batch);
+            return Ok((folder, rejected));
         }
         let job = tokio::task::spawn_blocking(move || {
-            let rejected = folder.fold(&batch);
-            (folder, batch, rejected)
+            let rejected = folder.fold(batch);
+            (folder, rejected)
         });
         match job.await {
             Ok(done) => Ok(done),
@@ -283,8 +283,8 @@ impl LeftOut {
     }
 }
 
-/// A folder handed back with its batch and the batch's rejected replies.
-type Folded<F> = (F, Vec<Message>, Vec<(usize, Rejection)>);
+/// A folder handed back with the replies of its batch it left out, and why.
+type Folded<F> = (F, Vec<(Message, Rejection)>);
 
 #[cfg(test)]
 mod tests {

@@ -8,13 +8,15 @@ use super::nodes::Nodes;
 use super::rules::{self, Inflight, RunIds};
 use super::{
     CheckpointStore, EventLog, FabStore, LinkState, MessageStore, NewRun, NodeKeyStore, NodeLease,
-    NodeStore, RunInfo, RunSignals, RunStore, SimulationStore, StateError, Sweep, unix_now,
+    NodeStore, RunInfo, RunSignals, RunStore, SimulationStore, StateError, Sweep, WaitingReplies,
+    array_bytes, unix_now,
 };
 use bytes::Bytes;
 use floret_core::{
     Message, MessageError, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus, UserConfig,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -22,6 +24,8 @@ use tokio::sync::Notify;
 struct Run {
     info: Option<RunInfo>,
     replies: VecDeque<Message>,
+    /// Array bytes of `replies`.
+    reply_bytes: usize,
     events: Vec<RunEvent>,
     signals: Arc<RunSignals>,
     checkpoint: Option<Bytes>,
@@ -60,6 +64,13 @@ struct Inner {
 pub struct MemoryLinkState {
     inner: Mutex<Inner>,
     instructions: Notify,
+    /// Woken when a grid takes replies or they are dropped (`SimulationStore::replies_taken`).
+    replies_taken: Notify,
+    /// `SimulationStore::replies_waiting`, published under the lock whenever a grid's
+    /// replies come or go, so that a fleet asking before every call does not take the lock.
+    /// Replies the store makes itself (a missing node's error) show at the next publish.
+    waiting_replies: AtomicUsize,
+    waiting_bytes: AtomicUsize,
     /// Drawn when the store is made: a SuperLink on a fresh in-memory store is a new
     /// incarnation to its SuperNodes (`LinkState::incarnation`).
     incarnation: u64,
@@ -116,6 +127,9 @@ impl MemoryLinkState {
                 fabs: HashMap::new(),
             }),
             instructions: Notify::new(),
+            replies_taken: Notify::new(),
+            waiting_replies: AtomicUsize::new(0),
+            waiting_bytes: AtomicUsize::new(0),
             incarnation,
         }
     }
@@ -517,13 +531,24 @@ impl MessageStore for MemoryLinkState {
         let reply_id = inner.next_id(run_id);
         rules::stamp_reply(&mut reply.metadata, run_id, reply_id, now);
         let run = inner.run_mut(run_id)?;
+        run.reply_bytes += array_bytes(&reply);
         run.replies.push_back(reply);
         run.signals.replies.notify_waiters();
+        self.publish_waiting(&inner);
         Ok(())
     }
 
     fn take_replies(&self, run_id: u64) -> Result<Vec<Message>, StateError> {
-        Ok(self.lock().run_mut(run_id)?.replies.drain(..).collect())
+        let taken = {
+            let mut inner = self.lock();
+            let run = inner.run_mut(run_id)?;
+            run.reply_bytes = 0;
+            let taken = run.replies.drain(..).collect();
+            self.publish_waiting(&inner);
+            taken
+        };
+        self.replies_taken.notify_waiters();
+        Ok(taken)
     }
 
     fn take_replies_to(
@@ -539,6 +564,10 @@ impl MessageStore for MemoryLinkState {
             .drain(..)
             .partition(|m| wanted.contains(m.metadata.reply_to_message_id.as_str()));
         run.replies = keep;
+        run.reply_bytes = run.replies.iter().map(array_bytes).sum();
+        self.publish_waiting(&inner);
+        drop(inner);
+        self.replies_taken.notify_waiters();
         Ok(hit.into())
     }
 
@@ -557,7 +586,11 @@ impl MessageStore for MemoryLinkState {
         ready.retain(|n| queues.contains_key(n));
         if let Some(run) = inner.runs.get_mut(&run_id) {
             run.replies.clear();
+            run.reply_bytes = 0;
         }
+        self.publish_waiting(&inner);
+        drop(inner);
+        self.replies_taken.notify_waiters();
     }
 
     fn held_messages(&self) -> usize {
@@ -678,6 +711,19 @@ impl LinkState for MemoryLinkState {
     }
 }
 
+impl MemoryLinkState {
+    /// Recounts the replies waiting in every run (a simulation store has few runs) for
+    /// `replies_waiting`; called with the lock held, so publishes happen in order.
+    fn publish_waiting(&self, inner: &Inner) {
+        let (replies, bytes) = inner
+            .runs
+            .values()
+            .fold((0, 0), |(n, b), r| (n + r.replies.len(), b + r.reply_bytes));
+        self.waiting_replies.store(replies, Ordering::Relaxed);
+        self.waiting_bytes.store(bytes, Ordering::Relaxed);
+    }
+}
+
 impl SimulationStore for MemoryLinkState {
     fn register_nodes(&self, node_ids: &[u64]) {
         self.lock().nodes.add_permanent(node_ids);
@@ -702,6 +748,17 @@ impl SimulationStore for MemoryLinkState {
 
     fn instructions_ready(&self) -> &Notify {
         &self.instructions
+    }
+
+    fn replies_waiting(&self) -> WaitingReplies {
+        WaitingReplies {
+            replies: self.waiting_replies.load(Ordering::Relaxed),
+            bytes: self.waiting_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn replies_taken(&self) -> &Notify {
+        &self.replies_taken
     }
 }
 
@@ -978,6 +1035,34 @@ mod tests {
             .collect();
         assert_eq!(order, [3, 3, 1, 2]);
         assert!(s.pull_any_instructions(10).is_empty());
+    }
+
+    #[tokio::test]
+    async fn replies_waiting_counts_until_a_grid_takes_them_and_taking_wakes_fleets() {
+        let s = MemoryLinkState::new();
+        s.register_nodes(&[1, 2]);
+        let run = running_run(&s);
+        let msgs = [1, 2].map(|n| Message::new(RecordDict::new(), n, "train"));
+        s.push_instructions(run, msgs.to_vec(), 0.0).unwrap();
+        for m in s.pull_any_instructions(10) {
+            s.push_reply(m.reply(Payload::Content(RecordDict::new())), 1.0)
+                .unwrap();
+        }
+        assert_eq!(
+            s.replies_waiting(),
+            WaitingReplies {
+                replies: 2,
+                bytes: 0
+            }
+        );
+        let taken = s.replies_taken().notified();
+        tokio::pin!(taken);
+        taken.as_mut().enable();
+        assert_eq!(s.take_replies(run).unwrap().len(), 2);
+        assert_eq!(s.replies_waiting(), WaitingReplies::default());
+        tokio::time::timeout(std::time::Duration::from_secs(1), taken)
+            .await
+            .expect("taking replies wakes a waiting fleet");
     }
 
     #[test]

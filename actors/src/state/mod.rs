@@ -29,8 +29,8 @@ pub use sqlite::{OpenError, SqliteLinkState};
 use bytes::Bytes;
 pub use floret_core::RunInfo;
 use floret_core::{
-    AppRef, InvalidTransition, Message, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus,
-    UserConfig,
+    AppRef, InvalidTransition, Message, NodeAuthority, NodeInfo, NodeSet, Payload, Record,
+    RunEvent, RunStatus, UserConfig,
 };
 use std::sync::Arc;
 use thiserror::Error;
@@ -311,6 +311,30 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn drop_checkpoint(&self, run_id: u64) -> Result<(), StateError>;
 }
 
+/// The bytes of a message's arrays: what a reply waiting in a store costs beyond its
+/// metadata (`WaitingReplies::bytes`, and the simulation's pacing).
+pub fn array_bytes(message: &Message) -> usize {
+    match &message.payload {
+        Payload::Content(content) => content
+            .iter()
+            .map(|(_, record)| match record {
+                Record::Array(arrays) => arrays.num_bytes(),
+                _ => 0,
+            })
+            .sum(),
+        Payload::Error(_) => 0,
+    }
+}
+
+/// Replies stored and not yet taken by their grid (`SimulationStore::replies_waiting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WaitingReplies {
+    /// How many.
+    pub replies: usize,
+    /// The bytes of their arrays.
+    pub bytes: usize,
+}
+
 /// What a simulation's virtual fleet needs beyond a deployment's: node ids that never
 /// expire, and instructions for any node at once. Only the in-memory store has it, since a
 /// simulation never outlives its process.
@@ -322,4 +346,9 @@ pub trait SimulationStore: LinkState {
     fn pull_any_instructions(&self, limit: usize) -> Vec<Message>;
     /// Wakes fleets when instructions are queued.
     fn instructions_ready(&self) -> &Notify;
+    /// Replies stored, for every run, that no grid has taken yet: what a fleet has made and
+    /// its ServerApp not yet folded (the fleet's backpressure).
+    fn replies_waiting(&self) -> WaitingReplies;
+    /// Wakes fleets when replies are taken or dropped, so `replies_waiting` may have fallen.
+    fn replies_taken(&self) -> &Notify;
 }
