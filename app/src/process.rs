@@ -72,11 +72,29 @@ where
     // No other thread exists yet.
     telemetry::pass_on_to_children(args.telemetry());
     floret_transport::tls::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads)
-        .enable_all()
-        .build()
-    {
+    // `body` is called inside the runtime: it may spawn tasks before its first await.
+    run_on_runtime(service, &settings, Some(worker_threads), async move {
+        body(args).await
+    })
+}
+
+/// Runs `body` on a new multi-threaded tokio runtime (`worker_threads`, or one per core)
+/// with the process's logs and traces installed for its duration, and maps its outcome
+/// to the exit-code contract. Every `main` of Floret's binaries ends here.
+pub fn run_on_runtime<F>(
+    service: &str,
+    settings: &telemetry::Settings,
+    worker_threads: Option<usize>,
+    body: F,
+) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<i32>>,
+{
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = worker_threads {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -85,7 +103,7 @@ where
     };
     report_outcome(runtime.block_on(async {
         // Dropped at the end of this block, inside the runtime its exporter runs on.
-        let _telemetry = telemetry::install(service, &settings, Vec::new())?;
-        body(args).await
+        let _telemetry = telemetry::install(service, settings, Vec::new())?;
+        body.await
     }))
 }

@@ -60,17 +60,12 @@ pub fn run(args: Vec<OsString>, server_app: ServerAppFn, client_app: ClientAppFn
         Ok(settings) => settings,
         Err(e) => return report_outcome(Err(e.into())),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit_code::RUN_FAILED as u8);
-        }
-    };
-    report_outcome(runtime.block_on(async {
-        let _telemetry = crate::telemetry::install("flwr", &settings, Vec::new())?;
-        execute(args, server_app, client_app).await
-    }))
+    crate::process::run_on_runtime(
+        "flwr",
+        &settings,
+        None,
+        execute(args, server_app, client_app),
+    )
 }
 
 async fn execute(

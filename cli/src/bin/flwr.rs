@@ -76,16 +76,7 @@ fn main() -> ExitCode {
         };
     // No other thread exists yet.
     telemetry::pass_on_to_children(&cli.telemetry);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit_code::RUN_FAILED as u8);
-        }
-    };
-    report_outcome(runtime.block_on(async {
-        // Dropped when the command is done, inside the runtime its exporter runs on.
-        let _telemetry = telemetry::install("flwr", &settings, Vec::new())?;
+    floret_app::process::run_on_runtime("flwr", &settings, None, async move {
         match cli.command {
             Command::New(args) => new_cmd::execute(args).await,
             Command::Build(args) => build_cmd::execute(args).await,
@@ -100,5 +91,5 @@ fn main() -> ExitCode {
             Command::Keygen(args) => keygen_cmd::execute(args).await,
             Command::Supernode(args) => supernode_cmd::execute(args).await,
         }
-    }))
+    })
 }
