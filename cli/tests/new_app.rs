@@ -161,8 +161,11 @@ fn the_ndarray_template_trains_the_tutorials_200_nodes_without_losing_a_reply() 
         // fraction-fit=0.333 of 200 nodes.
         assert_eq!(round["train"]["sampled"], 67, "{round}");
     }
+    // The template's `seed = 42` fixes the sampling (nodes seed their own training, FedAvg
+    // folds in node order), so this is the same run every time: 0.897 after 5 rounds. Other
+    // seeds end between 0.84 and 0.90; without one, a run ended at 0.794 once.
     let accuracy = rounds[4]["server_metrics"]["accuracy"].as_f64().unwrap();
-    assert!(accuracy > 0.8, "{report}");
+    assert!(accuracy > 0.85, "{report}");
     assert!(!err.contains("left out") && !err.contains("WARN"), "{err}");
     let round_lines = err.lines().filter(|l| l.starts_with("round ")).count();
     assert!(

@@ -43,6 +43,9 @@ impl Config {
         })?;
         let local_epochs = context.run_config_i64("local-epochs")?;
         let lr = context.run_config_f64("lr")?;
+        // Nodes train with seeds of their own (node id and round) and FedAvg folds replies
+        // in node order, so with the sampling seeded too a rerun gives the same model.
+        let seed = context.run_config_i64("seed")?;
         if local_epochs < 1 || !(lr.is_finite() && lr > 0.0) {
             return Err(AppError::Config(format!(
                 "local-epochs must be at least 1 and lr a positive number, but they are {local_epochs} and {lr}"
@@ -54,6 +57,7 @@ impl Config {
         let strategy = FedAvg::new(FedAvgConfig {
             fraction_train: fraction(&context, "fraction-fit", false)?,
             fraction_evaluate: fraction(&context, "fraction-evaluate", true)?,
+            seed: Some(seed as u64),
             ..FedAvgConfig::default()
         })
         .map_err(|e| AppError::Config(e.to_string()))?
