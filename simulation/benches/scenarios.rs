@@ -6,7 +6,8 @@
 //! (VmHWM) is its own and not the high-water mark of an earlier scenario. `--workers=N`
 //! runs N ClientApp calls at once (by setting `num-cpus` just under cores / N); without
 //! it, one per core. The last column is the start of the final model's sha256, which must
-//! not change with the worker count.
+//! not change with the worker count. With `FLORET_BENCH_TIMELINE=1` each run's log lines
+//! go to stderr with the seconds since the run started.
 
 // Tests and benches may unwrap (a failure is the test failing) and read real time.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
@@ -96,6 +97,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const CHILD_ENV: &str = "FLORET_BENCH_SCENARIO";
 /// Concurrent ClientApp calls, passed from `--workers=N` to the child.
 const WORKERS_ENV: &str = "FLORET_BENCH_WORKERS";
+/// Set (to anything) to print the run's log lines with the seconds since it started, on
+/// stderr: where a scenario's time goes, phase by phase.
+const TIMELINE_ENV: &str = "FLORET_BENCH_TIMELINE";
 
 fn main() {
     if let Ok(id) = std::env::var(CHILD_ENV) {
@@ -126,6 +130,9 @@ fn main() {
             .expect("run scenario");
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().last().unwrap_or("").to_string();
+        if std::env::var_os(TIMELINE_ENV).is_some() {
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        }
         if !out.status.success() || line.is_empty() {
             eprintln!("{} failed: {}", s.id, String::from_utf8_lossy(&out.stderr));
             continue;
@@ -167,6 +174,7 @@ fn run_child(id: &str) {
         num_gpus: 0.0,
     };
     assert_eq!(options.workers(), workers, "num-cpus for {workers} workers");
+    let timeline = std::env::var_os(TIMELINE_ENV).is_some();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let mut digest = String::from("-");
     let started = Instant::now();
@@ -190,10 +198,13 @@ fn run_child(id: &str) {
                 client_app: floret_app_quickstart::client_app(),
             },
             |e| {
-                if let RunEvent::Log(line) = e
-                    && let Some(hex) = line.strip_prefix("final model sha256 ")
-                {
-                    digest = hex.chars().take(12).collect();
+                if let RunEvent::Log(line) = e {
+                    if timeline {
+                        eprintln!("{:>8.3} s  {line}", started.elapsed().as_secs_f64());
+                    }
+                    if let Some(hex) = line.strip_prefix("final model sha256 ") {
+                        digest = hex.chars().take(12).collect();
+                    }
                 }
             },
         ))

@@ -15,10 +15,15 @@ use bytes::Bytes;
 use floret_core::{
     Message, MessageError, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus, UserConfig,
 };
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
+
+/// Instructions a push stores per hold of the lock: workers take the first ones while the
+/// rest are stored.
+const PUSH_CHUNK: usize = 4096;
 
 #[derive(Default)]
 struct Run {
@@ -142,6 +147,17 @@ impl MemoryLinkState {
 }
 
 impl Inner {
+    /// Refuses instructions for a run that is not running.
+    fn check_can_send(&mut self, run_id: u64) -> Result<(), StateError> {
+        let status = self
+            .run_mut(run_id)?
+            .info
+            .as_ref()
+            .ok_or(StateError::UnknownRun(run_id))?
+            .status;
+        rules::check_can_send(run_id, status)
+    }
+
     fn run_mut(&mut self, run_id: u64) -> Result<&mut Run, StateError> {
         self.runs
             .get_mut(&run_id)
@@ -163,18 +179,24 @@ impl Inner {
         rules::message_id(run_id, self.lifetime, self.next_message)
     }
 
-    fn take_from_queue(&mut self, node_id: u64, limit: usize, out: &mut Vec<Message>) {
-        if let Some(q) = self.queues.get_mut(&node_id) {
-            while out.len() < limit {
-                match q.pop_front() {
-                    Some(m) => out.push(m),
-                    None => break,
-                }
-            }
-            if q.is_empty() {
-                self.queues.remove(&node_id);
+    /// Moves up to `limit` of `node_id`'s queued instructions to `out`; whether some are
+    /// left.
+    fn take_from_queue(&mut self, node_id: u64, limit: usize, out: &mut Vec<Message>) -> bool {
+        // One lookup: at a million queued nodes each is a cache miss.
+        let Entry::Occupied(mut q) = self.queues.entry(node_id) else {
+            return false;
+        };
+        while out.len() < limit {
+            match q.get_mut().pop_front() {
+                Some(m) => out.push(m),
+                None => break,
             }
         }
+        if q.get().is_empty() {
+            q.remove();
+            return false;
+        }
+        true
     }
 
     /// Forgets the delivered copy of `message_id` sent to `node`.
@@ -444,40 +466,60 @@ impl MessageStore for MemoryLinkState {
         messages: Vec<Message>,
         now: f64,
     ) -> Result<Vec<String>, StateError> {
-        let mut inner = self.lock();
-        let run = inner.run_mut(run_id)?;
-        let status = run
-            .info
-            .as_ref()
-            .ok_or(StateError::UnknownRun(run_id))?
-            .status;
-        rules::check_can_send(run_id, status)?;
-        let mut ids = Vec::with_capacity(messages.len());
-        for mut m in messages {
-            let id = inner.next_id(run_id);
-            rules::stamp_instruction(&mut m.metadata, run_id, id.clone(), now);
-            let dst = m.metadata.dst_node_id;
-            let flight = Inflight::of(&m.metadata);
-            ids.push(id.clone());
-            if !inner.nodes.contains(dst) {
-                let error = rules::node_unavailable(dst, rules::NOT_CONNECTED);
-                inner.answer(id, &flight, error, now);
-                continue;
+        // Numbers are taken under the lock; the ids, stamps and flight records are made
+        // outside it, and the messages go in by chunks, so that a round of a million
+        // instructions neither stops the workers for its whole length nor waits for them.
+        let (lifetime, first) = {
+            let mut inner = self.lock();
+            inner.check_can_send(run_id)?;
+            let first = inner.next_message + 1;
+            inner.next_message += messages.len() as u64;
+            (inner.lifetime, first)
+        };
+        let total = messages.len();
+        let mut ids = Vec::with_capacity(total);
+        let mut last_phase = None;
+        let mut messages = messages.into_iter().zip(first..);
+        let mut chunk = Vec::with_capacity(PUSH_CHUNK.min(total));
+        loop {
+            chunk.extend(messages.by_ref().take(PUSH_CHUNK).map(|(mut m, counter)| {
+                let id = rules::message_id(run_id, lifetime, counter);
+                ids.push(id.clone());
+                rules::stamp_instruction(&mut m.metadata, run_id, id, now);
+                (Inflight::sharing(&m.metadata, &mut last_phase), m)
+            }));
+            if chunk.is_empty() {
+                break;
             }
-            inner.inflight.insert(id, flight);
-            let queue = inner
-                .queues
-                .entry(dst)
-                .or_insert_with(|| VecDeque::with_capacity(1));
-            let was_empty = queue.is_empty();
-            queue.push_back(m);
-            if was_empty {
-                inner.ready.push_back(dst);
+            let mut inner = self.lock();
+            // A stop since the last chunk purged what went before: send nothing more.
+            inner.check_can_send(run_id)?;
+            if ids.len() == chunk.len() {
+                inner.inflight.reserve(total);
             }
-            inner.nodes.notify(dst);
+            for (flight, m) in chunk.drain(..) {
+                let id = m.metadata.message_id.clone();
+                let dst = m.metadata.dst_node_id;
+                if !inner.nodes.contains(dst) {
+                    let error = rules::node_unavailable(dst, rules::NOT_CONNECTED);
+                    inner.answer(id, &flight, error, now);
+                    continue;
+                }
+                inner.inflight.insert(id, flight);
+                let queue = inner
+                    .queues
+                    .entry(dst)
+                    .or_insert_with(|| VecDeque::with_capacity(1));
+                let was_empty = queue.is_empty();
+                queue.push_back(m);
+                if was_empty {
+                    inner.ready.push_back(dst);
+                }
+                inner.nodes.notify(dst);
+            }
+            drop(inner);
+            self.instructions.notify_waiters();
         }
-        drop(inner);
-        self.instructions.notify_waiters();
         Ok(ids)
     }
 
@@ -520,13 +562,19 @@ impl MessageStore for MemoryLinkState {
     fn push_reply(&self, mut reply: Message, now: f64) -> Result<(), StateError> {
         let mut inner = self.lock();
         let id = reply.metadata.reply_to_message_id.clone();
-        let Some(flight) = inner.inflight.get(&id) else {
-            return Err(StateError::UnknownReply(id));
+        // One lookup in a map of a round's instructions (a cache miss at a million).
+        let Entry::Occupied(flight) = inner.inflight.entry(id) else {
+            return Err(StateError::UnknownReply(
+                reply.metadata.reply_to_message_id.clone(),
+            ));
         };
-        rules::check_replier(&id, reply.metadata.src_node_id, flight.dst_node_id)?;
-        let run_id = flight.run_id;
-        let node = flight.dst_node_id;
-        inner.inflight.remove(&id);
+        rules::check_replier(
+            flight.key(),
+            reply.metadata.src_node_id,
+            flight.get().dst_node_id,
+        )?;
+        let (id, flight) = flight.remove_entry();
+        let (run_id, node) = (flight.run_id, flight.dst_node_id);
         inner.undeliver(node, &id);
         let reply_id = inner.next_id(run_id);
         rules::stamp_reply(&mut reply.metadata, run_id, reply_id, now);
@@ -736,8 +784,7 @@ impl SimulationStore for MemoryLinkState {
             let Some(node) = inner.ready.pop_front() else {
                 break;
             };
-            inner.take_from_queue(node, limit, &mut out);
-            if inner.queues.contains_key(&node) {
+            if inner.take_from_queue(node, limit, &mut out) {
                 // Still has messages: keep its turn for the next call.
                 inner.ready.push_front(node);
                 break;
@@ -1019,6 +1066,41 @@ mod tests {
         );
         assert_eq!(s.redeliver(node), Ok(1), "the query is still out");
         assert_eq!(s.redeliver(7), Err(StateError::UnknownNode(7)));
+    }
+
+    /// A push of several chunks (`PUSH_CHUNK`) is stored as one: ids in order, each node's
+    /// instruction queued, a missing node answered, and a later chunk's error reply filed
+    /// under the round like the first chunk's.
+    #[test]
+    fn a_push_of_many_chunks_queues_every_instruction_in_order() {
+        let s = MemoryLinkState::for_simulation();
+        let count = 2 * PUSH_CHUNK as u64 + 5;
+        let present: Vec<u64> = (1..count).collect();
+        s.register_nodes(&present);
+        let run = running_run(&s);
+        // Node `count` is not registered and comes last, in the third chunk.
+        let msgs: Vec<Message> = (1..=count)
+            .map(|n| Message::new(RecordDict::new(), n, "train").with_group_id("4"))
+            .collect();
+        let ids = s.push_instructions(run, msgs, 0.0).unwrap();
+        assert_eq!(ids.len() as u64, count);
+        let pulled = s.pull_any_instructions(usize::MAX);
+        assert_eq!(pulled.len() as u64, count - 1);
+        for (m, (node, id)) in pulled.iter().zip(present.iter().zip(&ids)) {
+            assert_eq!(
+                (m.metadata.dst_node_id, &m.metadata.message_id),
+                (*node, id)
+            );
+        }
+        let error = s.take_replies(run).unwrap().remove(0);
+        assert_eq!(error.metadata.reply_to_message_id, ids[count as usize - 1]);
+        assert_eq!(
+            (
+                error.metadata.group_id.as_str(),
+                error.metadata.message_type.as_str()
+            ),
+            ("4", "train")
+        );
     }
 
     #[test]

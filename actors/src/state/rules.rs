@@ -8,6 +8,7 @@
 use super::{NewRun, RunInfo, StateError};
 use floret_core::{Message, MessageError, Metadata, NodeInfo, Payload, RunStatus, error_code};
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 /// Why an instruction's node is unavailable when it was never registered (or is gone
 /// already) at the moment of the push.
@@ -192,20 +193,32 @@ pub(super) struct Inflight {
     pub(super) dst_node_id: u64,
     created_at: f64,
     ttl: f64,
-    /// Copied into error replies so the ServerApp files them under the right round and phase.
-    group_id: String,
-    message_type: String,
+    /// Group id and message type, copied into error replies so the ServerApp files them
+    /// under the right round and phase; shared by the instructions of one push.
+    phase: Arc<(String, String)>,
 }
 
 impl Inflight {
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(super) fn of(md: &Metadata) -> Inflight {
+        Inflight::sharing(md, &mut None)
+    }
+
+    /// As `of`, but reusing `last`'s group id and message type when they are the same: a
+    /// round's million instructions then keep one copy of them, not two million.
+    pub(super) fn sharing(md: &Metadata, last: &mut Option<Arc<(String, String)>>) -> Inflight {
+        let phase = match last {
+            Some(p) if p.0 == md.group_id && p.1 == md.message_type => p.clone(),
+            _ => last
+                .insert(Arc::new((md.group_id.clone(), md.message_type.clone())))
+                .clone(),
+        };
         Inflight {
             run_id: md.run_id,
             dst_node_id: md.dst_node_id,
             created_at: md.created_at,
             ttl: md.ttl,
-            group_id: md.group_id.clone(),
-            message_type: md.message_type.clone(),
+            phase,
         }
     }
 
@@ -230,9 +243,9 @@ pub(super) fn error_reply(
             src_node_id: flight.dst_node_id,
             dst_node_id: 0,
             reply_to_message_id: reply_to,
-            group_id: flight.group_id.clone(),
+            group_id: flight.phase.0.clone(),
             ttl: flight.ttl,
-            message_type: flight.message_type.clone(),
+            message_type: flight.phase.1.clone(),
             created_at: now,
             trace_context: String::new(),
         },
