@@ -3,7 +3,8 @@
 //!
 //! A checkpoint is taken at the end of every round, so a resumed run repeats at most the
 //! round that was under way. It holds the last completed round, the global model, the
-//! history so far and the base seed of the node sampling; with those, the rounds that
+//! history so far, the base seed of the node sampling and the server optimiser's state
+//! (FedAvgM's momentum, FedAdam's moments: `server_update`); with those, the rounds that
 //! follow are the ones an uninterrupted run would have had (see `round_rng`).
 //!
 //! The bytes are sealed (`floret_core::codec`) as kind [`CHECKPOINT_KIND`] at
@@ -15,6 +16,7 @@
 
 use crate::error::StrategyError;
 use crate::fedavg::History;
+use crate::server_update::ServerState;
 use floret_core::ArrayRecord;
 use floret_core::codec::{self, Bincode, Codec};
 use rand::SeedableRng;
@@ -25,8 +27,9 @@ use sha2::{Digest, Sha256};
 /// Kind tag of a sealed FedAvg checkpoint.
 pub const CHECKPOINT_KIND: &str = "fedavg-checkpoint";
 
-/// Format version this build writes, and the newest it reads.
-pub const CHECKPOINT_VERSION: u16 = 1;
+/// Format version this build writes, and the newest it reads. Version 2 added the server
+/// optimiser's state; a version 1 checkpoint reads with none (FedAvg had none).
+pub const CHECKPOINT_VERSION: u16 = 2;
 
 /// A FedAvg run after its last completed round, as read back.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -39,6 +42,17 @@ pub(crate) struct Checkpoint {
     pub seed: u64,
     /// History up to and including `completed`; `arrays` is the global model after it.
     pub history: History,
+    /// The server optimiser's state after `completed`.
+    pub server: ServerState,
+}
+
+/// Version 1: `Checkpoint` without `server`.
+#[derive(Deserialize)]
+struct CheckpointV1 {
+    num_rounds: u64,
+    completed: u64,
+    seed: u64,
+    history: History,
 }
 
 /// The same fields as [`Checkpoint`], borrowed, for writing without copying the model.
@@ -49,6 +63,7 @@ struct CheckpointRef<'a> {
     completed: u64,
     seed: u64,
     history: &'a History,
+    server: &'a ServerState,
 }
 
 /// Seals the state of a run after round `completed`.
@@ -57,12 +72,14 @@ pub(crate) fn encode(
     completed: u64,
     seed: u64,
     history: &History,
+    server: &ServerState,
 ) -> Result<Vec<u8>, StrategyError> {
     let value = CheckpointRef {
         num_rounds,
         completed,
         seed,
         history,
+        server,
     };
     codec::encode_sealed(&Bincode, CHECKPOINT_KIND, CHECKPOINT_VERSION, &value)
         .map_err(|e| checkpoint_error(e.to_string()))
@@ -76,6 +93,16 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, StrategyError> {
     match envelope.version {
         CHECKPOINT_VERSION => Bincode
             .decode(CHECKPOINT_KIND, envelope.body)
+            .map_err(|e| checkpoint_error(e.to_string())),
+        1 => Bincode
+            .decode(CHECKPOINT_KIND, envelope.body)
+            .map(|v1: CheckpointV1| Checkpoint {
+                num_rounds: v1.num_rounds,
+                completed: v1.completed,
+                seed: v1.seed,
+                history: v1.history,
+                server: ServerState::default(),
+            })
             .map_err(|e| checkpoint_error(e.to_string())),
         // Version 1 is the first; anything below it was never written by Floret.
         older => Err(checkpoint_error(format!(
@@ -182,7 +209,11 @@ mod tests {
     #[test]
     fn a_checkpoint_reads_back_as_written() {
         let h = history();
-        let bytes = encode(3, 1, 42, &h).unwrap();
+        let server = ServerState {
+            first: vec![vec![0.5, -1.0]],
+            second: vec![vec![0.25, 1.0]],
+        };
+        let bytes = encode(3, 1, 42, &h, &server).unwrap();
         let back = decode(&bytes).unwrap();
         assert_eq!(
             back,
@@ -191,10 +222,35 @@ mod tests {
                 completed: 1,
                 seed: 42,
                 history: h.clone(),
+                server,
             }
         );
         assert!(back.check(3, Some(42), &h.arrays).is_ok());
         assert!(back.check(3, None, &h.arrays).is_ok());
+    }
+
+    /// A run checkpointed by the build before server optimisers resumes on this one.
+    #[test]
+    fn a_version_1_checkpoint_reads_with_no_server_state() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            num_rounds: u64,
+            completed: u64,
+            seed: u64,
+            history: &'a History,
+        }
+        let h = history();
+        let v1 = V1 {
+            num_rounds: 3,
+            completed: 2,
+            seed: 9,
+            history: &h,
+        };
+        let bytes = codec::encode_sealed(&Bincode, CHECKPOINT_KIND, 1, &v1).unwrap();
+        let back = decode(&bytes).unwrap();
+        assert_eq!((back.completed, back.seed), (2, 9));
+        assert_eq!(back.history, h);
+        assert_eq!(back.server, ServerState::default());
     }
 
     #[test]
@@ -213,7 +269,7 @@ mod tests {
     #[test]
     fn a_checkpoint_of_another_run_setup_is_refused() {
         let h = history();
-        let c = decode(&encode(3, 1, 42, &h).unwrap()).unwrap();
+        let c = decode(&encode(3, 1, 42, &h, &ServerState::default()).unwrap()).unwrap();
         let e = c.check(5, None, &h.arrays).unwrap_err().to_string();
         assert!(e.contains("run of 3 rounds, but this run has 5"), "{e}");
         let e = c.check(3, Some(7), &h.arrays).unwrap_err().to_string();

@@ -31,6 +31,7 @@ use crate::metrics::MetricAccumulator;
 use crate::phase::{Folder, Phase};
 use crate::reply::{self, Rejection};
 use crate::sampling::{required_nodes, sample_nodes, sample_size};
+use crate::server_update::{ServerState, ServerUpdate};
 use crate::shard::ShardPlan;
 use bytes::Bytes;
 use floret_core::{
@@ -49,12 +50,21 @@ pub type EvaluateFn = dyn Fn(u64, &ArrayRecord) -> Option<MetricRecord> + Send +
 
 /// Key of the server round in the config sent with every message.
 const SERVER_ROUND_KEY: &str = "server-round";
+/// Key of FedProx's proximal term weight in the train config (Flower's name).
+const PROXIMAL_MU_KEY: &str = "proximal-mu";
 
 /// Federated averaging: the global model is the average of the nodes' models, weighted by
 /// how many examples each trained on.
+///
+/// The same machinery runs Flower's FedAvg family: a `ServerUpdate` turns the round's
+/// average into the next model (FedAvgM, FedAdagrad, FedAdam, FedYogi), and FedProx sends
+/// its `proximal-mu` to the nodes.
 pub struct FedAvg {
     config: FedAvgConfig,
     evaluate_fn: Option<Arc<EvaluateFn>>,
+    update: ServerUpdate,
+    /// FedProx's `proximal_mu`, sent to the nodes as `proximal-mu` with every train message.
+    proximal_mu: Option<f64>,
 }
 
 impl fmt::Debug for FedAvg {
@@ -62,6 +72,8 @@ impl fmt::Debug for FedAvg {
         f.debug_struct("FedAvg")
             .field("config", &self.config)
             .field("evaluate_fn", &self.evaluate_fn.is_some())
+            .field("update", &self.update)
+            .field("proximal_mu", &self.proximal_mu)
             .finish()
     }
 }
@@ -94,7 +106,42 @@ impl FedAvg {
         Ok(FedAvg {
             config,
             evaluate_fn: None,
+            update: ServerUpdate::Average,
+            proximal_mu: None,
         })
+    }
+
+    /// The server's step from the round's average to the next model: FedAvgM, FedAdagrad,
+    /// FedAdam or FedYogi (`ServerUpdate`); refused when a parameter is out of range.
+    pub fn with_server_update(mut self, update: ServerUpdate) -> Result<Self, StrategyError> {
+        update.validate()?;
+        self.update = update;
+        Ok(self)
+    }
+
+    /// FedProx: sends `proximal-mu` = `mu` with every train message, for the nodes' proximal
+    /// term `mu / 2 * ||w - w_global||^2`. Flower warns at 0.0 (plain FedAvg); so does this.
+    pub fn with_proximal_mu(mut self, mu: f64) -> Result<Self, StrategyError> {
+        if !(mu.is_finite() && mu >= 0.0) {
+            return Err(StrategyError::InvalidConfig {
+                field: "proximal_mu",
+                value: mu.to_string(),
+                fix: "set a non-negative number, e.g. 0.1".into(),
+            });
+        }
+        if mu == 0.0 {
+            warn!("FedProx with proximal_mu = 0.0 is FedAvg; set e.g. 0.1 for a proximal term");
+        }
+        self.proximal_mu = Some(mu);
+        Ok(self)
+    }
+
+    /// The strategy's name as Flower spells its class: `FedAvg`, `FedProx`, `FedAvgM`, ...
+    pub fn name(&self) -> &'static str {
+        match (&self.update, self.proximal_mu) {
+            (ServerUpdate::Average, Some(_)) => "FedProx",
+            (update, _) => update.name(),
+        }
     }
 
     /// Optional centralized evaluation run by the server after each round's aggregation
@@ -151,13 +198,14 @@ impl FedAvg {
             log(
                 grid,
                 format!(
-                    "FedAvg: {num_rounds} rounds, model of {} arrays ({} bytes), round timeout {round_timeout:?}",
+                    "{}: {num_rounds} rounds, model of {} arrays ({} bytes), round timeout {round_timeout:?}",
+                    self.name(),
                     initial_arrays.len(),
                     initial_arrays.num_bytes()
                 ),
             );
-            let (seed, first, mut history) = match self.resume(grid, num_rounds, &initial_arrays).await? {
-                Some(saved) => (saved.seed, saved.completed + 1, saved.history),
+            let (seed, first, mut history, mut server) = match self.resume(grid, num_rounds, &initial_arrays).await? {
+                Some(saved) => (saved.seed, saved.completed + 1, saved.history, saved.server),
                 None => {
                     // Drawn once and kept in every checkpoint, so that a resumed run samples
                     // as this one would have even without a configured seed.
@@ -169,13 +217,13 @@ impl FedAvg {
                         arrays: initial_arrays,
                         ..History::default()
                     };
-                    (seed, 1, history)
+                    (seed, 1, history, ServerState::default())
                 }
             };
             for round in first..=num_rounds {
                 let started = tokio::time::Instant::now();
                 let summary = self
-                    .round(&run, round, seed, &mut history)
+                    .round(&run, round, seed, &mut history, &mut server)
                     .instrument(info_span!(
                         "round",
                         round,
@@ -184,9 +232,9 @@ impl FedAvg {
                     .await?;
                 crate::meter::round_completed(started.elapsed());
                 history.rounds.push(summary);
-                save_checkpoint(grid, num_rounds, round, seed, &history).await;
+                save_checkpoint(grid, num_rounds, round, seed, &history, &server).await;
             }
-            log(grid, format!("FedAvg finished {num_rounds} rounds"));
+            log(grid, format!("{} finished {num_rounds} rounds", self.name()));
             log(
                 grid,
                 format!(
@@ -222,13 +270,17 @@ impl FedAvg {
         if saved.completed == num_rounds {
             log(
                 grid,
-                format!("FedAvg: all {num_rounds} rounds were completed before the restart"),
+                format!(
+                    "{}: all {num_rounds} rounds were completed before the restart",
+                    self.name()
+                ),
             );
         } else {
             log(
                 grid,
                 format!(
-                    "FedAvg: resuming from round {} of {num_rounds} (checkpoint after round {})",
+                    "{}: resuming from round {} of {num_rounds} (checkpoint after round {})",
+                    self.name(),
                     saved.completed + 1,
                     saved.completed
                 ),
@@ -243,13 +295,16 @@ impl FedAvg {
         round: u64,
         seed: u64,
         history: &mut History,
+        server: &mut ServerState,
     ) -> Result<RoundSummary, StrategyError> {
         run.grid.emit(RunEvent::RoundStarted {
             round,
             num_rounds: run.num_rounds,
         });
         let rng = &mut round_rng(seed, round);
-        let train = self.train(run, round, rng, &mut history.arrays).await?;
+        let train = self
+            .train(run, round, rng, &mut history.arrays, server)
+            .await?;
         let central = match &self.evaluate_fn {
             Some(f) => central_evaluate(f, round, &history.arrays).await?,
             None => None,
@@ -282,6 +337,7 @@ impl FedAvg {
         round: u64,
         rng: &mut SmallRng,
         arrays: &mut ArrayRecord,
+        server: &mut ServerState,
     ) -> Result<PhaseSummary, StrategyError> {
         let c = &self.config;
         let phase = Phase {
@@ -334,7 +390,7 @@ impl FedAvg {
         let sums = folder.finish();
         summary.metrics = finish_metrics(&phase, sums.metrics);
         match sums.arrays.finish() {
-            Some(average) => *arrays = average,
+            Some(average) => *arrays = self.update.apply(round, server, arrays, average)?,
             None => phase.log(format!(
                 "round {round}: no valid train reply; keeping the previous model"
             )),
@@ -406,6 +462,9 @@ impl FedAvg {
     ) -> Vec<Message> {
         let mut config = config.clone();
         config.insert(SERVER_ROUND_KEY, i64::try_from(round).unwrap_or(i64::MAX));
+        if let Some(mu) = self.proximal_mu.filter(|_| kind == message_type::TRAIN) {
+            config.insert(PROXIMAL_MU_KEY, mu);
+        }
         let content = RecordDict::new()
             .with(self.config.arrayrecord_key.as_str(), arrays.clone())
             .with(self.config.configrecord_key.as_str(), config);
@@ -569,11 +628,13 @@ async fn save_checkpoint(
     round: u64,
     seed: u64,
     history: &History,
+    server: &ServerState,
 ) {
     // Off the async threads: encoding copies the whole model.
     let history = history.clone();
+    let server = server.clone();
     let encoded = match tokio::task::spawn_blocking(move || {
-        checkpoint::encode(num_rounds, round, seed, &history)
+        checkpoint::encode(num_rounds, round, seed, &history, &server)
     })
     .await
     {

@@ -23,6 +23,7 @@ mod phase;
 pub mod reply;
 pub mod sampling;
 mod server_app;
+pub mod server_update;
 pub mod shard;
 
 pub use checkpoint::{CHECKPOINT_KIND, CHECKPOINT_VERSION, model_sha256};
@@ -31,3 +32,4 @@ pub use error::StrategyError;
 pub use fedavg::{EvaluateFn, FedAvg, History};
 pub use reply::Rejection;
 pub use server_app::{StrategyRun, StrategyServer, announce, fraction, round_timeout};
+pub use server_update::{AdaptiveRule, ServerState, ServerUpdate};

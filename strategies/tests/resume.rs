@@ -12,7 +12,8 @@ use floret_core::{
     ArrayRecord, ConfigRecord, GridError, Message, MetricRecord, Payload, RecordDict, message_type,
 };
 use floret_strategies::{
-    CHECKPOINT_KIND, CHECKPOINT_VERSION, FedAvg, FedAvgConfig, History, StrategyError, model_sha256,
+    CHECKPOINT_KIND, CHECKPOINT_VERSION, FedAvg, FedAvgConfig, History, ServerUpdate,
+    StrategyError, model_sha256,
 };
 use std::time::Duration;
 
@@ -132,6 +133,38 @@ async fn a_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_run() {
     let digest = format!("final model sha256 {}", model_sha256(&whole.arrays));
     assert!(logs.contains(&digest), "{logs:#?}");
     assert!(whole_grid.logs().contains(&digest));
+}
+
+/// FedAdam's moments carry from round to round: a run resumed from its checkpoint must
+/// step from the saved moments, not from zero, to end with the uninterrupted model.
+#[tokio::test(start_paused = true)]
+async fn a_resumed_fedadam_run_keeps_its_moments() {
+    let strategy = fedavg(11)
+        .with_server_update(ServerUpdate::adam())
+        .unwrap();
+    let whole = run(&strategy, &grid(), ROUNDS).await.unwrap();
+
+    let crashed = grid().crashing_after_saves(2);
+    run(&strategy, &crashed, ROUNDS).await.unwrap_err();
+    let checkpoint = crashed.checkpoint.lock().unwrap().clone();
+    let restarted = grid().with_checkpoint(checkpoint.clone());
+    let resumed = run(&strategy, &restarted, ROUNDS).await.unwrap();
+    assert_eq!(resumed, whole, "model (bitwise) and history");
+    assert!(
+        restarted
+            .logs()
+            .iter()
+            .any(|l| l == "FedAdam: resuming from round 3 of 5 (checkpoint after round 2)"),
+        "{:#?}",
+        restarted.logs()
+    );
+
+    // The same checkpoint read by a FedAvg (no moments) resumes to another model: the
+    // moments are what made the FedAdam run end where it did.
+    let plain = run(&fedavg(11), &grid().with_checkpoint(checkpoint), ROUNDS)
+        .await
+        .unwrap();
+    assert_ne!(model_sha256(&plain.arrays), model_sha256(&whole.arrays));
 }
 
 #[tokio::test(start_paused = true)]
