@@ -138,10 +138,7 @@ impl FedAvg {
 
     /// The strategy's name as Flower spells its class: `FedAvg`, `FedProx`, `FedAvgM`, ...
     pub fn name(&self) -> &'static str {
-        match (&self.update, self.proximal_mu) {
-            (ServerUpdate::Average, Some(_)) => "FedProx",
-            (update, _) => update.name(),
-        }
+        self.update.name_with(self.proximal_mu)
     }
 
     /// Optional centralized evaluation run by the server after each round's aggregation

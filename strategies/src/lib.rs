@@ -13,6 +13,7 @@
 pub mod aggregate;
 pub mod canonical;
 mod checkpoint;
+pub mod choice;
 mod config;
 mod error;
 mod fedavg;
@@ -27,6 +28,7 @@ pub mod server_update;
 pub mod shard;
 
 pub use checkpoint::{CHECKPOINT_KIND, CHECKPOINT_VERSION, model_sha256};
+pub use choice::{StrategyChoice, from_run_config as strategy_from_run_config};
 pub use config::FedAvgConfig;
 pub use error::StrategyError;
 pub use fedavg::{EvaluateFn, FedAvg, History};

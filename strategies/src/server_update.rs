@@ -194,6 +194,15 @@ impl ServerUpdate {
         }
     }
 
+    /// The name of the strategy this update makes with FedProx's `proximal_mu` (when set):
+    /// FedProx is FedAvg's update with a proximal term on the nodes.
+    pub fn name_with(&self, proximal_mu: Option<f64>) -> &'static str {
+        match (self, proximal_mu) {
+            (ServerUpdate::Average, Some(_)) => "FedProx",
+            (update, _) => update.name(),
+        }
+    }
+
     /// The next global model after `round` (1-based), from the model the round started with
     /// and the round's weighted average of the replies (same keys, dtypes and shapes).
     pub fn apply(

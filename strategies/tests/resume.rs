@@ -139,9 +139,7 @@ async fn a_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_run() {
 /// step from the saved moments, not from zero, to end with the uninterrupted model.
 #[tokio::test(start_paused = true)]
 async fn a_resumed_fedadam_run_keeps_its_moments() {
-    let strategy = fedavg(11)
-        .with_server_update(ServerUpdate::adam())
-        .unwrap();
+    let strategy = fedavg(11).with_server_update(ServerUpdate::adam()).unwrap();
     let whole = run(&strategy, &grid(), ROUNDS).await.unwrap();
 
     let crashed = grid().crashing_after_saves(2);

@@ -1,4 +1,5 @@
-//! The digits ServerApp: FedAvg of the MLP for `num-server-rounds`, sending `local-epochs`,
+//! The digits ServerApp: FedAvg (or the strategy the run config's `strategy` names, with
+//! its parameters: `floret_strategies::choice`) of the MLP for `num-server-rounds`, sending `local-epochs`,
 //! `lr` and `batch-size` with every train message, and scoring each global model on the
 //! held-out test split (`accuracy`, `loss`: what `flwr run` shows as the final accuracy).
 
@@ -8,7 +9,8 @@ use crate::model::Mlp;
 use async_trait::async_trait;
 use floret_core::{AppError, ArrayRecord, ConfigRecord, Context, Grid, MetricRecord, ServerApp};
 use floret_strategies::{
-    FedAvg, FedAvgConfig, History, StrategyRun, StrategyServer, announce, fraction, round_timeout,
+    FedAvgConfig, History, StrategyChoice, StrategyRun, StrategyServer, announce, fraction,
+    round_timeout, strategy_from_run_config,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +43,9 @@ pub struct DigitsConfig {
     /// `seed`, `partitioner` and `dirichlet-alpha`, read as the nodes read them; the seed
     /// also fixes the held-out test split and FedAvg's sampling.
     pub data: DataConfig,
+    /// `strategy` and its parameters (`eta`, `server-momentum`, ...; `nan` for Flower's
+    /// default).
+    pub strategy: StrategyChoice,
 }
 
 impl DigitsConfig {
@@ -79,6 +84,7 @@ impl DigitsConfig {
             batch_size: positive_int("batch-size")?,
             round_timeout,
             data: DataConfig::from_context(ctx)?,
+            strategy: strategy_from_run_config(ctx)?,
         })
     }
 
@@ -125,19 +131,22 @@ impl StrategyRun for DigitsConfig {
     }
 
     async fn run(self, grid: &dyn Grid) -> Result<History, AppError> {
-        let strategy = FedAvg::new(FedAvgConfig {
-            fraction_train: self.fraction_train,
-            fraction_evaluate: self.fraction_evaluate,
-            seed: Some(self.data.seed),
-            ..FedAvgConfig::default()
-        })
-        .map_err(AppError::other)?
-        .with_evaluate_fn(central_evaluate(self.data.seed));
+        let strategy = self
+            .strategy
+            .build(FedAvgConfig {
+                fraction_train: self.fraction_train,
+                fraction_evaluate: self.fraction_evaluate,
+                seed: Some(self.data.seed),
+                ..FedAvgConfig::default()
+            })
+            .map_err(AppError::other)?
+            .with_evaluate_fn(central_evaluate(self.data.seed));
         announce(
             grid,
             format!(
-                "digits: {} rounds of FedAvg, {} partitions, {} local epochs, lr {}, batch size {}",
+                "digits: {} rounds of {}, {} partitions, {} local epochs, lr {}, batch size {}",
                 self.num_server_rounds,
+                strategy.name(),
                 self.data.partitioner,
                 self.local_epochs,
                 self.lr,

@@ -41,9 +41,20 @@ fn run_config_is_valid_and_complete() {
             "dirichlet-alpha",
             "seed",
             "round-timeout",
+            "strategy",
+            "proximal-mu",
+            "server-learning-rate",
+            "server-momentum",
+            "eta",
+            "eta-l",
+            "beta-1",
+            "beta-2",
+            "tau",
         ]
     );
     let cfg = common::server_config(&rc);
+    // The shipped config is FedAvg, every strategy parameter left to its default.
+    assert_eq!(cfg.strategy.name(), "FedAvg");
     let train = cfg.train_config();
     assert_eq!(train.get_i64("local-epochs").unwrap(), cfg.local_epochs);
     assert_eq!(train.get_f64("lr").unwrap(), cfg.lr);
