@@ -146,6 +146,9 @@ pub struct TrainConfig {
     pub lr: f32,
     /// `batch-size`: examples per SGD step; above 0.
     pub batch_size: usize,
+    /// `proximal-mu`, sent by FedProx: the weight of the proximal term toward the global
+    /// model; 0 (plain SGD) when the strategy sends none.
+    pub proximal_mu: f32,
 }
 
 impl TrainConfig {
@@ -171,7 +174,19 @@ impl TrainConfig {
                 "train config \"lr\" must be a positive number, but is {lr}"
             )));
         }
+        let proximal_mu = match config.get("proximal-mu") {
+            Err(_) => 0.0,
+            Ok(_) => match config.get_f64("proximal-mu")? {
+                mu if mu.is_finite() && mu >= 0.0 => mu as f32,
+                mu => {
+                    return Err(AppError::other(format!(
+                        "train config \"proximal-mu\" must be a non-negative number, but is {mu}"
+                    )));
+                }
+            },
+        };
         Ok(TrainConfig {
+            proximal_mu,
             server_round,
             local_epochs: positive("local-epochs")?,
             lr: lr as f32,
@@ -194,7 +209,15 @@ fn train(message: &Message, ctx: &mut Context) -> Result<RecordDict, AppError> {
     let seed = DataConfig::from_context(ctx)?.seed
         ^ (data.partition_id as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)
         ^ cfg.server_round.wrapping_mul(0xA076_1D64_78BD_642F);
-    let loss = model.train(x.view(), &y, cfg.local_epochs, cfg.batch_size, cfg.lr, seed);
+    let loss = model.train_proximal(
+        x.view(),
+        &y,
+        cfg.local_epochs,
+        cfg.batch_size,
+        cfg.lr,
+        seed,
+        cfg.proximal_mu,
+    );
     let mut metrics = MetricRecord::new();
     metrics.insert("train_loss", loss);
     metrics.insert("num-examples", data.train.len() as i64);

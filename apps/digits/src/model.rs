@@ -207,6 +207,30 @@ impl Mlp {
         loss / n as f64
     }
 
+    /// FedProx's proximal term `mu / 2 * ||w - global||^2`, one SGD step of it: every
+    /// parameter moves `lr * mu` of the way back toward `global`'s.
+    pub fn pull_toward(&mut self, global: &Mlp, lr_mu: f32) {
+        let pull = |w: &mut ndarray::ArrayViewMutD<'_, f32>, g: &ndarray::ArrayViewD<'_, f32>| {
+            w.zip_mut_with(g, |w, &g| *w -= lr_mu * (*w - g));
+        };
+        pull(
+            &mut self.w1.view_mut().into_dyn(),
+            &global.w1.view().into_dyn(),
+        );
+        pull(
+            &mut self.b1.view_mut().into_dyn(),
+            &global.b1.view().into_dyn(),
+        );
+        pull(
+            &mut self.w2.view_mut().into_dyn(),
+            &global.w2.view().into_dyn(),
+        );
+        pull(
+            &mut self.b2.view_mut().into_dyn(),
+            &global.b2.view().into_dyn(),
+        );
+    }
+
     /// `epochs` passes of mini-batch SGD over `(x, y)` in a seeded random order; returns
     /// the mean batch loss over all steps (0 without examples).
     pub fn train(
@@ -218,6 +242,23 @@ impl Mlp {
         lr: f32,
         seed: u64,
     ) -> f64 {
+        self.train_proximal(x, y, epochs, batch_size, lr, seed, 0.0)
+    }
+
+    /// `train` with FedProx's proximal term of weight `proximal_mu` (0: plain SGD) toward
+    /// the model training started from.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_proximal(
+        &mut self,
+        x: ArrayView2<'_, f32>,
+        y: &[u8],
+        epochs: usize,
+        batch_size: usize,
+        lr: f32,
+        seed: u64,
+        proximal_mu: f32,
+    ) -> f64 {
+        let global = (proximal_mu > 0.0).then(|| self.clone());
         let n = y.len().min(x.nrows());
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut order: Vec<usize> = (0..n).collect();
@@ -229,6 +270,9 @@ impl Mlp {
                 let xb = x.select(Axis(0), batch);
                 let yb: Vec<u8> = batch.iter().map(|&i| y[i]).collect();
                 total += self.sgd_step(xb.view(), &yb, lr);
+                if let Some(global) = &global {
+                    self.pull_toward(global, lr * proximal_mu);
+                }
                 steps += 1;
             }
         }
@@ -393,6 +437,30 @@ mod tests {
             let err = Mlp::from_arrays(&record).unwrap_err().to_string();
             assert!(err.contains(needle), "expected {needle:?} in: {err}");
         }
+    }
+
+    /// FedProx's term pulls toward the model training started from: at `lr * mu = 1` each
+    /// step ends back on it, and a small `mu` keeps the model closer than plain SGD does.
+    #[test]
+    fn the_proximal_term_holds_training_near_the_global_model() {
+        let split = test_split(digits().len(), 42);
+        let (x, y) = digits().gather(&split.pool[..200]);
+        let global = Mlp::init(7);
+        let distance = |m: &Mlp| (&m.w1 - &global.w1).mapv(|d| d * d).sum();
+        let mut pinned = global.clone();
+        pinned.train_proximal(x.view(), &y, 2, 16, 0.1, 3, 10.0);
+        assert_eq!(pinned, global);
+        let mut free = global.clone();
+        free.train(x.view(), &y, 2, 16, 0.1, 3);
+        let mut held = global.clone();
+        held.train_proximal(x.view(), &y, 2, 16, 0.1, 3, 1.0);
+        assert!(
+            distance(&held) < distance(&free),
+            "{} {}",
+            distance(&held),
+            distance(&free)
+        );
+        assert!(distance(&held) > 0.0);
     }
 
     #[test]
