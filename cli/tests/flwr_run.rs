@@ -436,3 +436,65 @@ fn ctrl_c_in_a_simulation_writes_the_history_of_the_finished_rounds() {
     assert!(out.path().join("history.csv").is_file());
     assert!(out.path().join("metrics.svg").is_file());
 }
+
+fn digits_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/digits")
+}
+
+/// Issue 15's promise: a strategy and its parameters chosen on the command line, as
+/// `flwr run apps/digits --run-config "strategy='fedyogi' eta=0.01"`. Each trains the digits
+/// past chance in three rounds and says which strategy ran.
+#[test]
+fn the_run_config_chooses_the_strategy_and_its_parameters() {
+    let digits = digits_dir();
+    for (config, name) in [
+        ("strategy='fedadam'", "FedAdam"),
+        ("strategy='fedyogi' eta=0.05", "FedYogi"),
+        ("strategy='fedavgm' server-momentum=0.9", "FedAvgM"),
+        ("strategy='fedprox' proximal-mu=0.1", "FedProx"),
+    ] {
+        let o = flwr(&[
+            "run",
+            digits.to_str().unwrap(),
+            "--run-config",
+            &format!("num-server-rounds=3 {config}"),
+            "--format",
+            "json",
+        ]);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{config}: {err}");
+        assert!(
+            err.contains(&format!("3 rounds of {name}")),
+            "{config}: {err}"
+        );
+        assert!(
+            err.contains(&format!("{name} finished 3 rounds")),
+            "{config}: {err}"
+        );
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let accuracy = report["rounds"][2]["server_metrics"]["accuracy"]
+            .as_f64()
+            .unwrap();
+        assert!(accuracy > 0.5, "{config}: {report}");
+    }
+}
+
+#[test]
+fn an_unknown_strategy_or_a_parameter_of_another_one_is_refused() {
+    let digits = digits_dir();
+    let digits = digits.to_str().unwrap();
+    let o = flwr(&["run", digits, "--run-config", "strategy='fedadma'"]);
+    assert_user_error(
+        &o,
+        &[
+            "unknown strategy \"fedadma\"",
+            "did you mean `fedadam`",
+            "fedyogi",
+        ],
+    );
+    let o = flwr(&["run", digits, "--run-config", "strategy='fedavgm' eta=0.1"]);
+    assert_user_error(
+        &o,
+        &["\"eta\" is a parameter of fedadagrad, fedadam, fedyogi, not of fedavgm"],
+    );
+}
