@@ -64,6 +64,31 @@ def krum_select(replies, f, k):
     return [replies[i] for i in np.argsort(scores)[:k]]
 
 
+def pairwise_sum(a):
+    """numpy's pairwise summation (loops_utils.h pairwise_sum), in a's dtype."""
+    t = a.dtype.type
+    n = len(a)
+    if n < 8:
+        res = t(0.0)  # numpy starts at 0.0 (so -0.0 sums give 0.0)
+        for x in a:
+            res = t(res + x)
+        return res
+    if n <= 128:
+        r = [t(x) for x in a[:8]]
+        i = 8
+        while i < n - (n % 8):
+            for j in range(8):
+                r[j] = t(r[j] + a[i + j])
+            i += 8
+        res = t(t(t(r[0] + r[1]) + t(r[2] + r[3])) + t(t(r[4] + r[5]) + t(r[6] + r[7])))
+        for x in a[i:]:
+            res = t(res + x)
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return t(pairwise_sum(a[:n2]) + pairwise_sum(a[n2:]))
+
+
 def dumb_select_order(d, beta):
     """numpy's argpartition(d, beta-1, axis=0)[:beta] for small kth (kth < 3):
     a selection sort of the first beta positions (strict <, swaps), per coordinate."""
@@ -205,7 +230,8 @@ class Sim:
                 loss = float(r["metrics"]["train_loss"])
                 grad = [(glob[k] - loc[k]).astype(loc[k].dtype) for k in keys]
                 grad = [g * g.dtype.type(L) for g in grad]
-                norm = float(sum(np.sum(np.square(g)) for g in grad))
+                # np.sum over a contiguous array = numpy's pairwise sum in the dtype.
+                norm = float(sum(pairwise_sum(np.square(g).ravel()) for g in grad))
                 lpq = np.float_power(loss + 1e-10, q)
                 # `g *= loss_pow_q` in place: f32 * f64-scalar runs the f64 loop, then
                 # rounds into the f32 array.
