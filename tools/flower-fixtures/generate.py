@@ -8,7 +8,8 @@ with reply `Message`s built as a ClientApp builds them (`Message(content, reply_
 Client-side DP mods are run as real mods (`mod(msg, context, call_next)`).
 
 Usage: generate.py OUT_DIR   (writes one JSON file per strategy/variant)
-See README.md next to this file for the schema and for what Flower computes.
+See README.md next to this file for the schema and for what Flower computes;
+verify.py recomputes every fixture from its JSON with the documented formulas.
 """
 
 from __future__ import annotations
@@ -346,7 +347,7 @@ def run_fixture(
     return fixture
 
 
-def make(cls, params: dict, **kw):
+def make(cls, params: dict):
     """Build strategy `cls(**params)` and run it; params/defaults recorded."""
     st = cls(**params)
     defaults = signature_defaults(cls)
@@ -396,7 +397,6 @@ def fixtures():
             name=name, strategy=st, params=p, defaults=d, seed=seed,
             numpy_global_seed=np_seed, client_mod=client_mod, extra=extra)))
 
-    scales = None
     dp("dp_server_fixed", S.DifferentialPrivacyServerSideFixedClipping,
        dict(noise_multiplier=0.0, clipping_norm=0.5, num_sampled_clients=5), 120)
     dp("dp_server_fixed_noise", S.DifferentialPrivacyServerSideFixedClipping,
