@@ -30,6 +30,7 @@ use crate::error::StrategyError;
 use crate::metrics::MetricAccumulator;
 use crate::phase::{Folder, Phase};
 use crate::reply::{self, Rejection};
+use crate::robust::{Buffered, ReplyBuffer, Robust};
 use crate::sampling::{required_nodes, sample_nodes, sample_size};
 use crate::server_update::{ServerState, ServerUpdate};
 use crate::shard::ShardPlan;
@@ -65,7 +66,15 @@ pub struct FedAvg {
     update: ServerUpdate,
     /// FedProx's `proximal_mu`, sent to the nodes as `proximal-mu` with every train message.
     proximal_mu: Option<f64>,
+    /// An aggregator that needs all of a round's replies (FedMedian, Krum, ...), in place
+    /// of the streaming weighted sum.
+    robust: Option<Robust>,
+    /// Bytes of reply arrays a robust aggregator may hold per round.
+    buffer_limit: usize,
 }
+
+/// Default of `FedAvg::with_buffer_limit`: 8 GiB of replies a round.
+pub const DEFAULT_BUFFER_LIMIT: usize = 8 << 30;
 
 impl fmt::Debug for FedAvg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -74,6 +83,7 @@ impl fmt::Debug for FedAvg {
             .field("evaluate_fn", &self.evaluate_fn.is_some())
             .field("update", &self.update)
             .field("proximal_mu", &self.proximal_mu)
+            .field("robust", &self.robust)
             .finish()
     }
 }
@@ -108,13 +118,51 @@ impl FedAvg {
             evaluate_fn: None,
             update: ServerUpdate::Average,
             proximal_mu: None,
+            robust: None,
+            buffer_limit: DEFAULT_BUFFER_LIMIT,
         })
+    }
+
+    /// Aggregates each round with `robust` (FedMedian, FedTrimmedAvg, Krum, MultiKrum,
+    /// Bulyan, QFedAvg) instead of the weighted average. These hold the round's replies
+    /// (see `robust`); they take no server optimiser, as in Flower.
+    pub fn with_robust(mut self, robust: Robust) -> Result<Self, StrategyError> {
+        robust
+            .validate()
+            .map_err(|(field, value, fix)| StrategyError::InvalidConfig { field, value, fix })?;
+        if self.update != ServerUpdate::Average || self.proximal_mu.is_some() {
+            return Err(StrategyError::InvalidConfig {
+                field: "robust",
+                value: robust.name().into(),
+                fix: format!(
+                    "{} aggregates the replies itself; use it without {}",
+                    robust.name(),
+                    self.name()
+                ),
+            });
+        }
+        self.robust = Some(robust);
+        Ok(self)
+    }
+
+    /// How many bytes of reply arrays a robust aggregator may hold in one round (default
+    /// 8 GiB); replies past it are left out, each with a reason naming this limit.
+    pub fn with_buffer_limit(mut self, bytes: usize) -> Self {
+        self.buffer_limit = bytes;
+        self
     }
 
     /// The server's step from the round's average to the next model: FedAvgM, FedAdagrad,
     /// FedAdam or FedYogi (`ServerUpdate`); refused when a parameter is out of range.
     pub fn with_server_update(mut self, update: ServerUpdate) -> Result<Self, StrategyError> {
         update.validate()?;
+        if let Some(robust) = &self.robust {
+            return Err(StrategyError::InvalidConfig {
+                field: "server_update",
+                value: update.name().into(),
+                fix: format!("{} takes no server optimiser", robust.name()),
+            });
+        }
         self.update = update;
         Ok(self)
     }
@@ -138,7 +186,10 @@ impl FedAvg {
 
     /// The strategy's name as Flower spells its class: `FedAvg`, `FedProx`, `FedAvgM`, ...
     pub fn name(&self) -> &'static str {
-        self.update.name_with(self.proximal_mu)
+        match &self.robust {
+            Some(robust) => robust.name(),
+            None => self.update.name_with(self.proximal_mu),
+        }
     }
 
     /// Optional centralized evaluation run by the server after each round's aggregation
@@ -375,6 +426,10 @@ impl FedAvg {
         let sums = TrainSums {
             arrays: ArrayAccumulator::new(arrays)?,
             metrics: MetricAccumulator::new(&c.weighted_by_key),
+            buffer: self
+                .robust
+                .as_ref()
+                .map(|_| ReplyBuffer::new(self.buffer_limit)),
         };
         let targets = plan.nodes().to_vec();
         let folder = TrainFolder {
@@ -385,6 +440,38 @@ impl FedAvg {
         let (mut summary, folder) = phase.collect(&targets, messages, folder).await?;
         let _aggregate = info_span!("aggregate", phase = "train", last = true).entered();
         let sums = folder.finish();
+        if let (Some(robust), Some(buffer)) = (&self.robust, &sums.buffer) {
+            let aggregate = robust.aggregate(arrays, buffer.replies(), &c.weighted_by_key);
+            debug!(
+                replies = buffer.replies().len(),
+                bytes = buffer.bytes(),
+                "train replies held for {}",
+                robust.name()
+            );
+            if !aggregate.selected.is_empty() {
+                phase.log(format!(
+                    "round {round}: {} selected node(s) {:?} of {}",
+                    robust.name(),
+                    aggregate.selected,
+                    buffer.replies().len()
+                ));
+            }
+            summary.metrics = match aggregate.metrics {
+                Some(selected) => {
+                    phase.log_metrics(&selected);
+                    selected
+                }
+                None => finish_metrics(&phase, sums.metrics),
+            };
+            match aggregate.arrays {
+                Ok(next) => *arrays = next,
+                Err(why) => phase.log(format!(
+                    "round {round}: {}: {why}; keeping the previous model",
+                    robust.name()
+                )),
+            }
+            return Ok(summary);
+        }
         summary.metrics = finish_metrics(&phase, sums.metrics);
         match sums.arrays.finish() {
             Some(average) => *arrays = self.update.apply(round, server, arrays, average)?,
@@ -477,6 +564,8 @@ impl FedAvg {
 struct TrainSums {
     arrays: ArrayAccumulator,
     metrics: MetricAccumulator,
+    /// A robust aggregator's replies, held instead of summed into `arrays`.
+    buffer: Option<ReplyBuffer>,
 }
 
 impl Mergeable for TrainSums {
@@ -484,12 +573,16 @@ impl Mergeable for TrainSums {
         TrainSums {
             arrays: self.arrays.empty_like(),
             metrics: self.metrics.empty_like(),
+            buffer: self.buffer.as_ref().map(ReplyBuffer::empty_like),
         }
     }
 
     fn merge(&mut self, later: Self) {
         self.arrays.merge(later.arrays);
         self.metrics.merge(later.metrics);
+        if let (Some(buffer), Some(later)) = (&mut self.buffer, later.buffer) {
+            buffer.merge(later);
+        }
     }
 }
 
@@ -524,7 +617,15 @@ fn fold_train(sums: &mut TrainSums, run: &[Message], arrays_key: &str, weight_ke
         let read = reply::train_reply(message, arrays_key, weight_key)
             .and_then(|r| Ok((sums.arrays.check(r.arrays)?, r)));
         if let Ok((arrays, r)) = read {
-            checked.push((arrays, r.weight));
+            match &mut sums.buffer {
+                Some(buffer) => buffer.push(Buffered {
+                    node: message.metadata.src_node_id,
+                    arrays: r.arrays.clone(),
+                    metrics: r.metrics.clone(),
+                    weight: r.weight,
+                }),
+                None => checked.push((arrays, r.weight)),
+            }
             metrics.push((r.metrics, r.weight));
         }
     }
@@ -542,7 +643,13 @@ impl Folder for TrainFolder {
             |m| m.metadata.src_node_id,
             |total, m| {
                 let r = reply::train_reply(m, arrays_key, weight_key)?;
-                total.arrays.check(r.arrays).map(drop)
+                total.arrays.check(r.arrays)?;
+                match &total.buffer {
+                    Some(buffer) => buffer
+                        .reserve(r.arrays.num_bytes())
+                        .map_err(|limit| Rejection::BufferFull { limit }),
+                    None => Ok(()),
+                }
             },
             &mut |p, run| fold_train(p, &run, arrays_key, weight_key),
         )
@@ -605,15 +712,22 @@ fn finish_metrics(phase: &Phase<'_>, metrics: MetricAccumulator) -> MetricRecord
             phase.round, phase.name
         ));
     }
-    if !out.is_empty() {
-        phase.log(format!(
-            "round {}: {} metrics: {}",
-            phase.round,
-            phase.name,
-            show(&out)
-        ));
-    }
+    phase.log_metrics(&out);
     out
+}
+
+impl Phase<'_> {
+    /// The phase's aggregated metrics, in one line.
+    fn log_metrics(&self, metrics: &MetricRecord) {
+        if !metrics.is_empty() {
+            self.log(format!(
+                "round {}: {} metrics: {}",
+                self.round,
+                self.name,
+                show(metrics)
+            ));
+        }
+    }
 }
 
 /// Keeps the run's state after `round` in the grid. A grid that cannot keep checkpoints

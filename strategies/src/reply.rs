@@ -68,6 +68,14 @@ pub enum Rejection {
         /// The reply's shape.
         found: Vec<i32>,
     },
+    /// A robust aggregator holds the round's replies, and they reached its limit.
+    #[error(
+        "the strategy holds at most {limit} bytes of replies a round, and this one would pass          it; raise the limit (FedAvg::with_buffer_limit) or sample fewer nodes"
+    )]
+    BufferFull {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// An array's data cannot be read (another stype, or a length its shape does not need).
     #[error("array {key:?} is unreadable: {source}")]
     ArrayData {

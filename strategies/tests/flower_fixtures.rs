@@ -23,7 +23,7 @@ use floret_core::{
     Array, ArrayRecord, ConfigRecord, ConfigValue, DType, Message, MetricRecord, MetricValue,
     Payload, RecordDict, message_type,
 };
-use floret_strategies::{FedAvg, FedAvgConfig, ServerUpdate};
+use floret_strategies::{FedAvg, FedAvgConfig, Robust, ServerUpdate};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -355,6 +355,69 @@ async fn the_fedopt_family_equals_flowers() {
         );
         let update = adaptive(&f, defaults);
         let (f, out) = run(name, |s| s.with_server_update(update).unwrap()).await;
+        check(name, &f, &out);
+    }
+}
+
+/// The aggregators that hold every reply: the same model as Flower's, and for the Krum
+/// family and Bulyan the metrics of the selected replies only.
+#[tokio::test(start_paused = true)]
+async fn the_robust_aggregators_equal_flowers() {
+    let f = |name: &str, key: &str| fixture(name)["params"][key].as_f64().unwrap();
+    let count = |name: &str, key: &str| fixture(name)["params"][key].as_u64().unwrap() as usize;
+    let cases = [
+        ("fedmedian", Robust::Median),
+        (
+            "fedtrimmedavg",
+            Robust::TrimmedMean {
+                beta: f("fedtrimmedavg", "beta"),
+            },
+        ),
+        (
+            "fedtrimmedavg_n7",
+            Robust::TrimmedMean {
+                beta: f("fedtrimmedavg_n7", "beta"),
+            },
+        ),
+        (
+            "krum",
+            Robust::MultiKrum {
+                num_malicious_nodes: count("krum", "num_malicious_nodes"),
+                num_nodes_to_select: 1,
+            },
+        ),
+        (
+            "multikrum",
+            Robust::MultiKrum {
+                num_malicious_nodes: count("multikrum", "num_malicious_nodes"),
+                num_nodes_to_select: count("multikrum", "num_nodes_to_select"),
+            },
+        ),
+        (
+            "bulyan",
+            Robust::Bulyan {
+                num_malicious_nodes: count("bulyan", "num_malicious_nodes"),
+            },
+        ),
+        (
+            "qfedavg",
+            Robust::QFedAvg {
+                q: f("qfedavg", "q"),
+                client_learning_rate: f("qfedavg", "client_learning_rate"),
+                loss_key: "train_loss".into(),
+            },
+        ),
+        (
+            "qfedavg_q0",
+            Robust::QFedAvg {
+                q: f("qfedavg_q0", "q"),
+                client_learning_rate: f("qfedavg_q0", "client_learning_rate"),
+                loss_key: "train_loss".into(),
+            },
+        ),
+    ];
+    for (name, robust) in cases {
+        let (f, out) = run(name, |s| s.with_robust(robust).unwrap()).await;
         check(name, &f, &out);
     }
 }
