@@ -452,6 +452,10 @@ fn the_run_config_chooses_the_strategy_and_its_parameters() {
         ("strategy='fedyogi' eta=0.05", "FedYogi"),
         ("strategy='fedavgm' server-momentum=0.9", "FedAvgM"),
         ("strategy='fedprox' proximal-mu=0.1", "FedProx"),
+        ("strategy='fedmedian'", "FedMedian"),
+        ("strategy='krum' num-malicious-nodes=1", "Krum"),
+        ("strategy='bulyan' num-malicious-nodes=1", "Bulyan"),
+        ("strategy='qfedavg' q=0.2", "QFedAvg"),
     ] {
         let o = flwr(&[
             "run",

@@ -11,6 +11,7 @@
 use crate::config::FedAvgConfig;
 use crate::error::StrategyError;
 use crate::fedavg::FedAvg;
+use crate::robust::Robust;
 use crate::server_update::{AdaptiveRule, ServerUpdate};
 use floret_core::{AppError, Context, UserConfigValue, suggest};
 
@@ -26,6 +27,12 @@ pub const STRATEGIES: &[&str] = &[
     "fedadagrad",
     "fedadam",
     "fedyogi",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+    "qfedavg",
 ];
 
 /// Each parameter's run-config key and the strategies that have it.
@@ -38,6 +45,11 @@ const PARAMETERS: &[(&str, &[&str])] = &[
     ("beta-1", &["fedadam", "fedyogi"]),
     ("beta-2", &["fedadam", "fedyogi"]),
     ("tau", &["fedadagrad", "fedadam", "fedyogi"]),
+    ("beta", &["fedtrimmedavg"]),
+    ("num-malicious-nodes", &["krum", "multikrum", "bulyan"]),
+    ("num-nodes-to-select", &["multikrum"]),
+    ("q", &["qfedavg"]),
+    ("client-learning-rate", &["qfedavg"]),
 ];
 
 /// A strategy chosen by a run config, checked: build it with the app's sampling settings.
@@ -47,21 +59,30 @@ pub struct StrategyChoice {
     pub update: ServerUpdate,
     /// FedProx's `proximal_mu`.
     pub proximal_mu: Option<f64>,
+    /// An aggregator over all replies (FedMedian, Krum, ...).
+    pub robust: Option<Robust>,
 }
 
 impl StrategyChoice {
     /// The strategy, with `config`'s sampling settings.
     pub fn build(&self, config: FedAvgConfig) -> Result<FedAvg, StrategyError> {
         let strategy = FedAvg::new(config)?.with_server_update(self.update.clone())?;
-        match self.proximal_mu {
-            Some(mu) => strategy.with_proximal_mu(mu),
+        let strategy = match self.proximal_mu {
+            Some(mu) => strategy.with_proximal_mu(mu)?,
+            None => strategy,
+        };
+        match &self.robust {
+            Some(robust) => strategy.with_robust(robust.clone()),
             None => Ok(strategy),
         }
     }
 
     /// Flower's class name of the strategy.
     pub fn name(&self) -> &'static str {
-        self.update.name_with(self.proximal_mu)
+        match &self.robust {
+            Some(robust) => robust.name(),
+            None => self.update.name_with(self.proximal_mu),
+        }
     }
 }
 
@@ -120,9 +141,42 @@ pub fn from_run_config(ctx: &Context) -> Result<StrategyChoice, AppError> {
         }
         _ => ServerUpdate::Average,
     };
+    let count = |key: &str, default: usize| -> Result<usize, AppError> {
+        let v = param(key, default as f64);
+        if v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX) {
+            Ok(v as usize)
+        } else {
+            Err(AppError::Config(format!(
+                "run config key {key:?} must be a whole number of nodes, but is {v}"
+            )))
+        }
+    };
+    let robust = match name {
+        "fedmedian" => Some(Robust::Median),
+        "fedtrimmedavg" => Some(Robust::TrimmedMean {
+            beta: param("beta", 0.2),
+        }),
+        "krum" => Some(Robust::Krum {
+            num_malicious_nodes: count("num-malicious-nodes", 0)?,
+        }),
+        "multikrum" => Some(Robust::MultiKrum {
+            num_malicious_nodes: count("num-malicious-nodes", 0)?,
+            num_nodes_to_select: count("num-nodes-to-select", 1)?,
+        }),
+        "bulyan" => Some(Robust::Bulyan {
+            num_malicious_nodes: count("num-malicious-nodes", 0)?,
+        }),
+        "qfedavg" => Some(Robust::QFedAvg {
+            q: param("q", 0.1),
+            client_learning_rate: client_learning_rate(ctx, &param)?,
+            loss_key: "train_loss".into(),
+        }),
+        _ => None,
+    };
     let choice = StrategyChoice {
         update,
         proximal_mu: (name == "fedprox").then(|| param("proximal-mu", 0.0)),
+        robust,
     };
     // Built once here so that a bad parameter is refused when the run config is checked.
     choice
@@ -163,6 +217,21 @@ fn with_parameters(defaults: ServerUpdate, param: &impl Fn(&str, f64) -> f64) ->
         }
         other => other,
     }
+}
+
+/// QFedAvg's `client-learning-rate`; Flower requires it, so without it the app's own `lr`
+/// (the nodes' learning rate in the built-in apps and the template) stands in.
+fn client_learning_rate(ctx: &Context, param: &impl Fn(&str, f64) -> f64) -> Result<f64, AppError> {
+    let given = param("client-learning-rate", f64::NAN);
+    if !given.is_nan() {
+        return Ok(given);
+    }
+    number(ctx, "lr")?.ok_or_else(|| {
+        AppError::Config(
+            "qfedavg needs the nodes' learning rate: set run config key \"client-learning-rate\""
+                .into(),
+        )
+    })
 }
 
 /// The number at `key`, `None` when absent or `nan`.
@@ -213,7 +282,10 @@ mod tests {
     fn each_name_builds_its_strategy() {
         let names: Vec<&str> = STRATEGIES
             .iter()
-            .map(|n| choose(&[("strategy", s(n))]).unwrap().name())
+            .map(|n| {
+                let lr = ("lr", UserConfigValue::Float(0.1));
+                choose(&[("strategy", s(n)), lr]).unwrap().name()
+            })
             .collect();
         assert_eq!(
             names,
@@ -223,7 +295,13 @@ mod tests {
                 "FedAvgM",
                 "FedAdagrad",
                 "FedAdam",
-                "FedYogi"
+                "FedYogi",
+                "FedMedian",
+                "FedTrimmedAvg",
+                "Krum",
+                "MultiKrum",
+                "Bulyan",
+                "QFedAvg"
             ]
         );
     }
@@ -242,6 +320,40 @@ mod tests {
         // A nan parameter of another strategy is left alone.
         let avg = choose(&[("eta", UserConfigValue::Float(f64::NAN))]).unwrap();
         assert_eq!(avg.name(), "FedAvg");
+    }
+
+    #[test]
+    fn robust_strategies_read_their_parameters() {
+        let bulyan = choose(&[
+            ("strategy", s("bulyan")),
+            ("num-malicious-nodes", UserConfigValue::Int(2)),
+        ])
+        .unwrap();
+        assert!(format!("{bulyan:?}").contains("num_malicious_nodes: 2"));
+        let e = choose(&[
+            ("strategy", s("krum")),
+            ("num-malicious-nodes", UserConfigValue::Float(1.5)),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("whole number"), "{e}");
+        let e = choose(&[("strategy", s("qfedavg"))])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("client-learning-rate"), "{e}");
+        let q = choose(&[
+            ("strategy", s("qfedavg")),
+            ("lr", UserConfigValue::Float(0.05)),
+        ])
+        .unwrap();
+        assert!(format!("{q:?}").contains("client_learning_rate: 0.05"));
+        let e = choose(&[
+            ("strategy", s("fedtrimmedavg")),
+            ("beta", UserConfigValue::Float(0.6)),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("beta"), "{e}");
     }
 
     #[test]

@@ -38,8 +38,13 @@ pub enum Robust {
         /// Share cut from each end (Flower's default 0.2).
         beta: f64,
     },
-    /// Krum (`to_select` = 1) and MultiKrum: the weighted average of the `to_select` replies
-    /// closest to their `n - f - 2` nearest neighbours.
+    /// Krum: the reply closest to its `n - f - 2` nearest neighbours.
+    Krum {
+        /// `num_malicious_nodes`, `f`.
+        num_malicious_nodes: usize,
+    },
+    /// MultiKrum: the weighted average of the `num_nodes_to_select` replies with the best
+    /// Krum scores.
     MultiKrum {
         /// `num_malicious_nodes`, `f`.
         num_malicious_nodes: usize,
@@ -161,10 +166,7 @@ impl Robust {
         match self {
             Robust::Median => "FedMedian",
             Robust::TrimmedMean { .. } => "FedTrimmedAvg",
-            Robust::MultiKrum {
-                num_nodes_to_select: 1,
-                ..
-            } => "Krum",
+            Robust::Krum { .. } => "Krum",
             Robust::MultiKrum { .. } => "MultiKrum",
             Robust::Bulyan { .. } => "Bulyan",
             Robust::QFedAvg { .. } => "QFedAvg",
@@ -225,7 +227,7 @@ impl Robust {
         }
         let flat: Vec<Vec<Vec<f64>>> = replies.iter().map(|r| flatten(&r.arrays)).collect();
         match self {
-            Robust::Median => plain(Ok(per_coordinate(current, &flat, median))),
+            Robust::Median => plain(Ok(per_coordinate(current, &flat, |v| median(v)))),
             Robust::TrimmedMean { beta } => {
                 let cut = (beta * replies.len() as f64) as usize;
                 plain(Ok(per_coordinate(current, &flat, |v| {
@@ -234,11 +236,21 @@ impl Robust {
                     kept.iter().sum::<f64>() / kept.len() as f64
                 })))
             }
-            Robust::MultiKrum {
+            Robust::Krum {
                 num_malicious_nodes,
-                num_nodes_to_select,
+            }
+            | Robust::MultiKrum {
+                num_malicious_nodes,
+                ..
             } => {
-                let chosen = multikrum(&flat, *num_malicious_nodes, *num_nodes_to_select);
+                let select = match self {
+                    Robust::MultiKrum {
+                        num_nodes_to_select,
+                        ..
+                    } => *num_nodes_to_select,
+                    _ => 1,
+                };
+                let chosen = multikrum(&flat, *num_malicious_nodes, select);
                 let total: f64 = chosen.iter().map(|&i| replies[i].weight).sum();
                 let arrays = per_coordinate_of(current, &chosen, &flat, |values| {
                     values
@@ -423,7 +435,7 @@ fn per_coordinate_of(
 }
 
 /// NumPy's median: the middle value, or the mean of the two middle values.
-fn median(values: &mut Vec<f64>) -> f64 {
+fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n % 2 == 1 {
@@ -533,9 +545,8 @@ mod tests {
 
     #[test]
     fn krum_selects_one_honest_reply_and_multikrum_averages_several() {
-        let krum = Robust::MultiKrum {
+        let krum = Robust::Krum {
             num_malicious_nodes: 1,
-            num_nodes_to_select: 1,
         }
         .aggregate(&model(2), &attacked(), "num-examples");
         assert_eq!(krum.selected.len(), 1);

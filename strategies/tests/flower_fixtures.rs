@@ -381,9 +381,8 @@ async fn the_robust_aggregators_equal_flowers() {
         ),
         (
             "krum",
-            Robust::MultiKrum {
+            Robust::Krum {
                 num_malicious_nodes: count("krum", "num_malicious_nodes"),
-                num_nodes_to_select: 1,
             },
         ),
         (

@@ -50,6 +50,11 @@ fn run_config_is_valid_and_complete() {
             "beta-1",
             "beta-2",
             "tau",
+            "beta",
+            "num-malicious-nodes",
+            "num-nodes-to-select",
+            "q",
+            "client-learning-rate",
         ]
     );
     let cfg = common::server_config(&rc);
