@@ -51,10 +51,21 @@ impl AppError {
 /// A handler answers one message with the content of its reply.
 pub type Handler = dyn Fn(&Message, &mut Context) -> Result<RecordDict, AppError> + Send + Sync;
 
+/// The rest of a ClientApp as a mod sees it: the next mod, or the handler itself.
+pub type Next<'a> = &'a dyn Fn(&Message, &mut Context) -> Result<RecordDict, AppError>;
+
+/// A ClientApp mod (Flower's `ClientApp(mods=[...])`): wraps every message's handling, may
+/// look at or change the message and the reply's content, and calls `next` to go on (or
+/// answers itself). Differential privacy's client side (`floret_strategies::dp`) is mods.
+pub type Mod =
+    dyn Fn(&Message, &mut Context, Next<'_>) -> Result<RecordDict, AppError> + Send + Sync;
+
 /// A ClientApp: message type -> handler (`train`, `evaluate`, `query`, `train.<name>`, ...).
 #[derive(Clone, Default)]
 pub struct ClientApp {
     handlers: HashMap<String, Arc<Handler>>,
+    /// Outermost first, as Flower's `mods` list.
+    mods: Vec<Arc<Mod>>,
 }
 
 impl fmt::Debug for ClientApp {
@@ -120,6 +131,20 @@ impl ClientApp {
         self
     }
 
+    /// Adds `m` inside the mods added before it (the first mod added sees a message first
+    /// and its reply last, as the first of Flower's `mods`). One line per mod:
+    /// `client_app().with_mod(dp::fixed_clipping_mod())`.
+    pub fn with_mod<F>(mut self, m: F) -> Self
+    where
+        F: Fn(&Message, &mut Context, Next<'_>) -> Result<RecordDict, AppError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.mods.push(Arc::new(m));
+        self
+    }
+
     /// The message types this app answers, sorted.
     pub fn handled(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
@@ -127,8 +152,27 @@ impl ClientApp {
         v
     }
 
-    /// Runs the handler registered for the message's type.
+    /// Runs the message through the mods and the handler registered for its type.
     pub fn handle(&self, message: &Message, context: &mut Context) -> Result<RecordDict, AppError> {
+        self.through(&self.mods, message, context)
+    }
+
+    fn through(
+        &self,
+        mods: &[Arc<Mod>],
+        message: &Message,
+        context: &mut Context,
+    ) -> Result<RecordDict, AppError> {
+        match mods.split_first() {
+            Some((first, rest)) => first(message, context, &|m: &Message, c: &mut Context| {
+                self.through(rest, m, c)
+            }),
+            None => self.handler(message, context),
+        }
+    }
+
+    /// Runs the handler registered for the message's type.
+    fn handler(&self, message: &Message, context: &mut Context) -> Result<RecordDict, AppError> {
         let t = &message.metadata.message_type;
         match self.handlers.get(t) {
             Some(h) => h(message, context),
@@ -405,6 +449,34 @@ mod tests {
             })
             .on("query.stats", |_, _| Ok(RecordDict::new()))
             .unwrap()
+    }
+
+    /// Mods wrap in order, the first outermost, and see every message type; one may answer
+    /// without calling the handler.
+    #[test]
+    fn mods_wrap_the_handler_outermost_first() {
+        let tag = |name: &'static str| {
+            move |m: &Message, c: &mut Context, next: Next<'_>| {
+                let mut out = next(m, c)?;
+                let mut trail = out.metric_record("metrics").cloned().unwrap_or_default();
+                let depth = trail.len() as i64;
+                trail.insert(name, depth);
+                out.insert("metrics", trail);
+                Ok(out)
+            }
+        };
+        let app = app().with_mod(tag("outer")).with_mod(tag("inner"));
+        let msg = Message::new(RecordDict::new(), 4, "train");
+        let out = app.handle(&msg, &mut Context::default()).unwrap();
+        let m = out.metric_record("metrics").unwrap();
+        // The handler wrote "node"; "inner" saw it first, "outer" last.
+        assert_eq!(m.get_f64("inner").unwrap(), 1.0);
+        assert_eq!(m.get_f64("outer").unwrap(), 2.0);
+        let refusing = app.with_mod(|_: &Message, _: &mut Context, _: Next<'_>| {
+            Err(AppError::other("refused by a mod"))
+        });
+        let err = refusing.handle(&msg, &mut Context::default()).unwrap_err();
+        assert_eq!(err.to_string(), "refused by a mod");
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use api::{
     StartRun,
 };
 pub use app::{
-    AppCatalog, AppError, ClientApp, Grid, GridError, ModelSize, NodeSet, PhaseSummary,
+    AppCatalog, AppError, ClientApp, Grid, GridError, Mod, ModelSize, Next, NodeSet, PhaseSummary,
     RoundSummary, RunEvent, ServerApp,
 };
 pub use appio::{AppIoError, AppOutcome, ClientAppIo, ClientTask, ServerAppIo};

@@ -212,6 +212,7 @@ mod tests {
         let server = ServerState {
             first: vec![vec![0.5, -1.0]],
             second: vec![vec![0.25, 1.0]],
+            clipping_norm: Some(0.7),
         };
         let bytes = encode(3, 1, 42, &h, &server).unwrap();
         let back = decode(&bytes).unwrap();

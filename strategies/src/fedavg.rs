@@ -26,6 +26,7 @@ use crate::aggregate::{self, ArrayAccumulator};
 use crate::canonical::{CanonicalFold, Mergeable};
 use crate::checkpoint::{self, Checkpoint, model_sha256, round_rng};
 use crate::config::FedAvgConfig;
+use crate::dp::{self, DpConfig, Side};
 use crate::error::StrategyError;
 use crate::metrics::MetricAccumulator;
 use crate::phase::{Folder, Phase};
@@ -71,6 +72,8 @@ pub struct FedAvg {
     robust: Option<Robust>,
     /// Bytes of reply arrays a robust aggregator may hold per round.
     buffer_limit: usize,
+    /// Central differential privacy: clipping and noise (see `dp`).
+    dp: Option<DpConfig>,
 }
 
 /// Default of `FedAvg::with_buffer_limit`: 8 GiB of replies a round.
@@ -84,6 +87,7 @@ impl fmt::Debug for FedAvg {
             .field("update", &self.update)
             .field("proximal_mu", &self.proximal_mu)
             .field("robust", &self.robust)
+            .field("dp", &self.dp)
             .finish()
     }
 }
@@ -120,7 +124,21 @@ impl FedAvg {
             proximal_mu: None,
             robust: None,
             buffer_limit: DEFAULT_BUFFER_LIMIT,
+            dp: None,
         })
+    }
+
+    /// Central differential privacy around this strategy (Flower's
+    /// `DifferentialPrivacy{Server,Client}Side{Fixed,Adaptive}Clipping` wrappers): each
+    /// reply's update is clipped (by the server, or by the nodes' mod, to the norm sent
+    /// as `clipping_norm`), and Gaussian noise seeded by the run's seed and the round is
+    /// added to each new model. See `dp`.
+    pub fn with_dp(mut self, config: DpConfig) -> Result<Self, StrategyError> {
+        config
+            .validate()
+            .map_err(|(field, value, fix)| StrategyError::InvalidConfig { field, value, fix })?;
+        self.dp = Some(config);
+        Ok(self)
     }
 
     /// Aggregates each round with `robust` (FedMedian, FedTrimmedAvg, Krum, MultiKrum,
@@ -351,7 +369,7 @@ impl FedAvg {
         });
         let rng = &mut round_rng(seed, round);
         let train = self
-            .train(run, round, rng, &mut history.arrays, server)
+            .train(run, round, (rng, seed), &mut history.arrays, server)
             .await?;
         let central = match &self.evaluate_fn {
             Some(f) => central_evaluate(f, round, &history.arrays).await?,
@@ -383,11 +401,21 @@ impl FedAvg {
         &self,
         run: &Run<'_>,
         round: u64,
-        rng: &mut SmallRng,
+        (rng, seed): (&mut SmallRng, u64),
         arrays: &mut ArrayRecord,
         server: &mut ServerState,
     ) -> Result<PhaseSummary, StrategyError> {
         let c = &self.config;
+        let norm = self
+            .dp
+            .as_ref()
+            .map(|dp| server.clipping_norm.unwrap_or_else(|| dp.initial_norm()));
+        let mut train_config = run.train_config.clone();
+        if let (Some(dp), Some(norm)) = (&self.dp, norm)
+            && dp.side == Side::Client
+        {
+            train_config.insert(dp::CLIPPING_NORM_KEY, norm);
+        }
         let phase = Phase {
             grid: run.grid,
             round,
@@ -415,7 +443,7 @@ impl FedAvg {
             let messages = self.messages(
                 plan.nodes(),
                 arrays,
-                run.train_config,
+                &train_config,
                 round,
                 message_type::TRAIN,
             );
@@ -430,16 +458,55 @@ impl FedAvg {
                 .robust
                 .as_ref()
                 .map(|_| ReplyBuffer::new(self.buffer_limit)),
+            counted: 0,
+            clipped: 0,
         };
         let targets = plan.nodes().to_vec();
+        let clip = match (&self.dp, norm) {
+            (Some(dp), Some(norm)) => Some(Clip {
+                server: dp.side == Side::Server,
+                adaptive: matches!(dp.clipping, dp::Clipping::Adaptive { .. }),
+                global: Arc::new(arrays.clone()),
+                norm,
+            }),
+            _ => None,
+        };
         let folder = TrainFolder {
             sums: CanonicalFold::new(plan, sums),
             arrays_key: c.arrayrecord_key.clone(),
             weight_key: c.weighted_by_key.clone(),
+            clip,
         };
-        let (mut summary, folder) = phase.collect(&targets, messages, folder).await?;
+        let (summary, folder) = phase.collect(&targets, messages, folder).await?;
         let _aggregate = info_span!("aggregate", phase = "train", last = true).entered();
         let sums = folder.finish();
+        let (clipped, counted) = (sums.clipped, sums.counted);
+        let summary = self.aggregate(&phase, summary, sums, arrays, server)?;
+        if let (Some(dp), Some(norm)) = (&self.dp, norm) {
+            let mut rng = DpConfig::rng(seed, round);
+            let next = dp.finish_round(norm, clipped, counted, arrays, &mut rng);
+            if next != norm {
+                phase.log(format!(
+                    "round {round}: {clipped} of {counted} updates clipped; clipping norm {norm:.6} -> {next:.6}"
+                ));
+            }
+            server.clipping_norm = Some(next);
+        }
+        Ok(summary)
+    }
+
+    /// The train phase's aggregate: the new model into `arrays` (the robust rule's, or the
+    /// weighted average stepped by the server update), and the phase's metrics.
+    fn aggregate(
+        &self,
+        phase: &Phase<'_>,
+        mut summary: PhaseSummary,
+        sums: TrainSums,
+        arrays: &mut ArrayRecord,
+        server: &mut ServerState,
+    ) -> Result<PhaseSummary, StrategyError> {
+        let c = &self.config;
+        let round = phase.round;
         if let (Some(robust), Some(buffer)) = (&self.robust, &sums.buffer) {
             let aggregate = robust.aggregate(arrays, buffer.replies(), &c.weighted_by_key);
             debug!(
@@ -461,7 +528,7 @@ impl FedAvg {
                     phase.log_metrics(&selected);
                     selected
                 }
-                None => finish_metrics(&phase, sums.metrics),
+                None => finish_metrics(phase, sums.metrics),
             };
             match aggregate.arrays {
                 Ok(next) => *arrays = next,
@@ -472,7 +539,7 @@ impl FedAvg {
             }
             return Ok(summary);
         }
-        summary.metrics = finish_metrics(&phase, sums.metrics);
+        summary.metrics = finish_metrics(phase, sums.metrics);
         match sums.arrays.finish() {
             Some(average) => *arrays = self.update.apply(round, server, arrays, average)?,
             None => phase.log(format!(
@@ -566,6 +633,9 @@ struct TrainSums {
     metrics: MetricAccumulator,
     /// A robust aggregator's replies, held instead of summed into `arrays`.
     buffer: Option<ReplyBuffer>,
+    /// Valid replies folded, and how many of their updates were clipped (DP).
+    counted: usize,
+    clipped: usize,
 }
 
 impl Mergeable for TrainSums {
@@ -574,6 +644,8 @@ impl Mergeable for TrainSums {
             arrays: self.arrays.empty_like(),
             metrics: self.metrics.empty_like(),
             buffer: self.buffer.as_ref().map(ReplyBuffer::empty_like),
+            counted: 0,
+            clipped: 0,
         }
     }
 
@@ -583,6 +655,8 @@ impl Mergeable for TrainSums {
         if let (Some(buffer), Some(later)) = (&mut self.buffer, later.buffer) {
             buffer.merge(later);
         }
+        self.counted += later.counted;
+        self.clipped += later.clipped;
     }
 }
 
@@ -591,6 +665,18 @@ struct TrainFolder {
     sums: CanonicalFold<TrainSums, Message>,
     arrays_key: String,
     weight_key: String,
+    /// Differential privacy's clip of this round, when on.
+    clip: Option<Clip>,
+}
+
+/// A round's clip: by the server (each reply's update, before folding) or by the nodes
+/// (whose adaptive mod reports `norm_bit`).
+struct Clip {
+    server: bool,
+    /// The norm adapts: nodes must report `norm_bit`.
+    adaptive: bool,
+    global: Arc<ArrayRecord>,
+    norm: f64,
 }
 
 impl TrainFolder {
@@ -600,31 +686,55 @@ impl TrainFolder {
             sums,
             arrays_key,
             weight_key,
+            clip,
         } = self;
         debug!(
             peak_waiting = sums.peak_waiting(),
             "train replies that waited for their turn"
         );
-        sums.finish(&mut |p, run| fold_train(p, &run, &arrays_key, &weight_key))
+        sums.finish(&mut |p, run| fold_train(p, &run, &arrays_key, &weight_key, clip.as_ref()))
     }
 }
 
 /// Folds train replies already checked by `TrainFolder::fold`, in the order given.
-fn fold_train(sums: &mut TrainSums, run: &[Message], arrays_key: &str, weight_key: &str) {
+fn fold_train(
+    sums: &mut TrainSums,
+    run: &[Message],
+    arrays_key: &str,
+    weight_key: &str,
+    clip: Option<&Clip>,
+) {
+    // The server's clip makes new arrays, which the checked views then borrow.
+    let clipped: Vec<Option<ArrayRecord>> = run
+        .iter()
+        .map(|message| {
+            let clip = clip.filter(|c| c.server)?;
+            let r = reply::train_reply(message, arrays_key, weight_key).ok()?;
+            let (arrays, was_clipped) = dp::clip_update(r.arrays, &clip.global, clip.norm);
+            sums.clipped += usize::from(was_clipped);
+            Some(arrays)
+        })
+        .collect();
     let mut checked = Vec::with_capacity(run.len());
     let mut metrics = Vec::with_capacity(run.len());
-    for message in run {
-        let read = reply::train_reply(message, arrays_key, weight_key)
-            .and_then(|r| Ok((sums.arrays.check(r.arrays)?, r)));
-        if let Ok((arrays, r)) = read {
+    for (message, own) in run.iter().zip(&clipped) {
+        let read = reply::train_reply(message, arrays_key, weight_key).and_then(|r| {
+            let arrays = own.as_ref().unwrap_or(r.arrays);
+            Ok((sums.arrays.check(arrays)?, arrays, r))
+        });
+        if let Ok((checked_arrays, arrays, r)) = read {
+            sums.counted += 1;
+            if clip.is_some_and(|c| !c.server) && norm_bit(r.metrics) {
+                sums.clipped += 1;
+            }
             match &mut sums.buffer {
                 Some(buffer) => buffer.push(Buffered {
                     node: message.metadata.src_node_id,
-                    arrays: r.arrays.clone(),
+                    arrays: arrays.clone(),
                     metrics: r.metrics.clone(),
                     weight: r.weight,
                 }),
-                None => checked.push((arrays, r.weight)),
+                None => checked.push((checked_arrays, r.weight)),
             }
             metrics.push((r.metrics, r.weight));
         }
@@ -635,15 +745,31 @@ fn fold_train(sums: &mut TrainSums, run: &[Message], arrays_key: &str, weight_ke
     }
 }
 
+/// Whether a reply's `norm_bit` says its node clipped (truthy, as Flower reads it).
+fn norm_bit(metrics: &MetricRecord) -> bool {
+    metrics
+        .get_f64(dp::NORM_BIT_KEY)
+        .is_ok_and(|bit| bit != 0.0)
+}
+
 impl Folder for TrainFolder {
     fn fold(&mut self, batch: Vec<Message>) -> Vec<(Message, Rejection)> {
         let (arrays_key, weight_key) = (&self.arrays_key, &self.weight_key);
+        let clip = self.clip.as_ref();
+        let adaptive_client = clip.is_some_and(|c| !c.server && c.adaptive);
         self.sums.offer_batch(
             batch,
             |m| m.metadata.src_node_id,
             |total, m| {
                 let r = reply::train_reply(m, arrays_key, weight_key)?;
                 total.arrays.check(r.arrays)?;
+                if adaptive_client && r.metrics.get(dp::NORM_BIT_KEY).is_err() {
+                    return Err(Rejection::NoMetrics(format!(
+                        "no {:?} metric: with client-side adaptive clipping every node needs \
+                         dp::adaptive_clipping_mod",
+                        dp::NORM_BIT_KEY
+                    )));
+                }
                 match &total.buffer {
                     Some(buffer) => buffer
                         .reserve(r.arrays.num_bytes())
@@ -651,7 +777,7 @@ impl Folder for TrainFolder {
                     None => Ok(()),
                 }
             },
-            &mut |p, run| fold_train(p, &run, arrays_key, weight_key),
+            &mut |p, run| fold_train(p, &run, arrays_key, weight_key, clip),
         )
     }
 

@@ -15,6 +15,7 @@ pub mod canonical;
 mod checkpoint;
 pub mod choice;
 mod config;
+pub mod dp;
 mod error;
 mod fedavg;
 mod kernel;

@@ -75,6 +75,9 @@ pub struct ServerState {
     pub first: Vec<Vec<f64>>,
     /// FedOpt's second moment `v_t`; empty before the first update.
     pub second: Vec<Vec<f64>>,
+    /// Differential privacy's adaptive clipping norm after the last round; `None` before
+    /// the first (see `dp`).
+    pub clipping_norm: Option<f64>,
 }
 
 impl ServerUpdate {
