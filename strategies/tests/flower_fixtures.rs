@@ -20,9 +20,10 @@ mod common;
 
 use common::{Answer, TestGrid};
 use floret_core::{
-    Array, ArrayRecord, ConfigRecord, ConfigValue, DType, Message, MetricRecord, MetricValue,
-    Payload, RecordDict, message_type,
+    AppError, Array, ArrayRecord, ClientApp, ConfigRecord, ConfigValue, Context, DType, Message,
+    MetricRecord, MetricValue, Next, Payload, RecordDict, message_type,
 };
+use floret_strategies::dp::{self, Clipping, DpConfig, LocalDpMod};
 use floret_strategies::{FedAvg, FedAvgConfig, Robust, ServerUpdate};
 use serde_json::Value;
 use std::path::Path;
@@ -79,13 +80,19 @@ fn metrics(v: &Value) -> MetricRecord {
 
 /// Node `id` answers each message with its reply in the fixture's round.
 fn node(rounds: Arc<Vec<Value>>, id: u64) -> impl Fn(&Message) -> Answer + Send + Sync {
-    move |m: &Message| {
+    move |m: &Message| Answer::now(Payload::Content(fixture_content(&rounds, "replies", id, m)))
+}
+
+/// Node `id`'s reply to `m` in the fixture: `train_key` names the train replies to use
+/// (`replies`, or `client_raw_replies` for what the ClientApp made before a mod).
+fn fixture_content(rounds: &[Value], train_key: &str, id: u64, m: &Message) -> RecordDict {
+    {
         let content = m.content().unwrap();
         let config = content.config_record("config").unwrap();
         let round = config.get_i64("server-round").unwrap() as usize;
         let r = &rounds[round - 1];
         let (replies, train) = if m.metadata.message_type == message_type::TRAIN {
-            (&r["replies"], true)
+            (&r[train_key], true)
         } else {
             (&r["evaluate"]["replies"], false)
         };
@@ -99,7 +106,28 @@ fn node(rounds: Arc<Vec<Value>>, id: u64) -> impl Fn(&Message) -> Answer + Send 
         if train {
             out = out.with("arrays", arrays(&reply["arrays"]));
         }
-        Answer::now(Payload::Content(out))
+        out
+    }
+}
+
+/// Node `id` runs a ClientApp whose handlers give the fixture's raw replies, through `m`:
+/// what a node with a DP mod sends.
+fn node_with_mod(
+    rounds: Arc<Vec<Value>>,
+    id: u64,
+    m: impl Fn(&Message, &mut Context, Next<'_>) -> Result<RecordDict, AppError> + Send + Sync + 'static,
+) -> impl Fn(&Message) -> Answer + Send + Sync {
+    let (train, evaluate) = (rounds.clone(), rounds);
+    let app = ClientApp::new()
+        .train(move |msg, _| Ok(fixture_content(&train, "client_raw_replies", id, msg)))
+        .evaluate(move |msg, _| Ok(fixture_content(&evaluate, "replies", id, msg)))
+        .with_mod(m);
+    move |msg: &Message| {
+        let mut ctx = Context {
+            node_id: id,
+            ..Context::default()
+        };
+        Answer::now(Payload::Content(app.handle(msg, &mut ctx).unwrap()))
     }
 }
 
@@ -107,12 +135,23 @@ fn node(rounds: Arc<Vec<Value>>, id: u64) -> impl Fn(&Message) -> Answer + Send 
 /// of each phase, and the configs the nodes received.
 struct Outcome {
     models: Vec<ArrayRecord>,
+    logs: Vec<String>,
     train_metrics: Vec<MetricRecord>,
     evaluate_metrics: Vec<MetricRecord>,
     train_configs: Vec<ConfigRecord>,
 }
 
 async fn run(name: &str, strategy: impl FnOnce(FedAvg) -> FedAvg) -> (Value, Outcome) {
+    run_with(name, strategy, |rounds, id| Box::new(node(rounds, id))).await
+}
+
+type Behaviour = Box<dyn Fn(&Message) -> Answer + Send + Sync>;
+
+async fn run_with(
+    name: &str,
+    strategy: impl FnOnce(FedAvg) -> FedAvg,
+    make_node: impl Fn(Arc<Vec<Value>>, u64) -> Behaviour,
+) -> (Value, Outcome) {
     let f = fixture(name);
     let rounds = Arc::new(f["rounds"].as_array().unwrap().clone());
     let ids: Vec<u64> = f["node_ids"]
@@ -122,7 +161,8 @@ async fn run(name: &str, strategy: impl FnOnce(FedAvg) -> FedAvg) -> (Value, Out
         .map(|v| v.as_u64().unwrap())
         .collect();
     let grid = ids.iter().fold(TestGrid::new(), |g, &id| {
-        g.node(id, node(rounds.clone(), id))
+        let behaviour = make_node(rounds.clone(), id);
+        g.node(id, move |m: &Message| behaviour(m))
     });
     let models = Arc::new(Mutex::new(Vec::new()));
     let seen = models.clone();
@@ -171,6 +211,7 @@ async fn run(name: &str, strategy: impl FnOnce(FedAvg) -> FedAvg) -> (Value, Out
         .collect();
     let outcome = Outcome {
         models: models.lock().unwrap().clone(),
+        logs: grid.logs(),
         train_metrics: history
             .rounds
             .iter()
@@ -418,5 +459,148 @@ async fn the_robust_aggregators_equal_flowers() {
     for (name, robust) in cases {
         let (f, out) = run(name, |s| s.with_robust(robust).unwrap()).await;
         check(name, &f, &out);
+    }
+}
+
+/// The adaptive norm after each round, from the strategy's log line.
+fn norms_logged(out: &Outcome) -> Vec<f64> {
+    out.logs
+        .iter()
+        .filter_map(|l| l.split("clipping norm ").nth(1))
+        .map(|rest| rest.split(" -> ").nth(1).unwrap().parse().unwrap())
+        .collect()
+}
+
+fn flower_norms(f: &Value) -> Vec<f64> {
+    f["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state_after"]["clipping_norm"].as_f64().unwrap())
+        .collect()
+}
+
+fn adaptive_dp(f: &Value, side: fn(f64, usize) -> DpConfig) -> DpConfig {
+    let p = &f["params"];
+    let mut dp = side(
+        p["noise_multiplier"].as_f64().unwrap(),
+        p["num_sampled_clients"].as_u64().unwrap() as usize,
+    );
+    dp.clipping = Clipping::Adaptive {
+        initial_clipping_norm: p["initial_clipping_norm"].as_f64().unwrap(),
+        target_clipped_quantile: p["target_clipped_quantile"].as_f64().unwrap(),
+        clip_norm_lr: p["clip_norm_lr"].as_f64().unwrap(),
+        clipped_count_stddev: p["clipped_count_stddev"].as_f64(),
+    };
+    dp
+}
+
+/// Server-side clipping without noise is exact: every round's model and the adaptive norm
+/// equal Flower's.
+#[tokio::test(start_paused = true)]
+async fn server_side_clipping_equals_flowers() {
+    let (f, out) = run("dp_server_fixed", |s| {
+        s.with_dp(DpConfig::server_fixed(0.0, 0.5, 5)).unwrap()
+    })
+    .await;
+    check("dp_server_fixed", &f, &out);
+    let dp = adaptive_dp(&fixture("dp_server_adaptive"), DpConfig::server_adaptive);
+    let (f, out) = run("dp_server_adaptive", |s| s.with_dp(dp).unwrap()).await;
+    check("dp_server_adaptive", &f, &out);
+    assert_close(
+        "server adaptive norm",
+        &norms_logged(&out),
+        &flower_norms(&f),
+        1e-6,
+        0.0,
+    );
+}
+
+/// Client-side clipping: the nodes' mods clip what their ClientApp made, the server sends
+/// the (adapting) norm, and the models, metrics (`norm_bit` included) and norms equal
+/// Flower's.
+#[tokio::test(start_paused = true)]
+async fn client_side_clipping_mods_equal_flowers() {
+    let (f, out) = run_with(
+        "dp_client_fixed",
+        |s| s.with_dp(DpConfig::client_fixed(0.0, 0.5, 5)).unwrap(),
+        |rounds, id| Box::new(node_with_mod(rounds, id, dp::fixed_clipping_mod())),
+    )
+    .await;
+    check("dp_client_fixed", &f, &out);
+    let dp = adaptive_dp(&fixture("dp_client_adaptive"), DpConfig::client_adaptive);
+    let (f, out) = run_with(
+        "dp_client_adaptive",
+        |s| s.with_dp(dp).unwrap(),
+        |rounds, id| Box::new(node_with_mod(rounds, id, dp::adaptive_clipping_mod())),
+    )
+    .await;
+    check("dp_client_adaptive", &f, &out);
+    let sent: Vec<f64> = f["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["config_sent"]["clipping_norm"].as_f64().unwrap())
+        .collect();
+    let ours: Vec<f64> = out
+        .train_configs
+        .iter()
+        .step_by(5)
+        .map(|c| c.get_f64("clipping_norm").unwrap())
+        .collect();
+    assert_close("client adaptive norm sent", &ours, &sent, 1e-6, 0.0);
+}
+
+/// LocalDpMod's clip (sensitivity 0: no noise) equals Flower's.
+#[tokio::test(start_paused = true)]
+async fn local_dp_clipping_equals_flowers() {
+    let (f, out) = run_with(
+        "localdp_clip",
+        |s| s,
+        |rounds, id| {
+            let m = LocalDpMod::new(0.5, 0.0, 1.0, 1e-5, 9).unwrap();
+            Box::new(node_with_mod(rounds, id, m.into_mod()))
+        },
+    )
+    .await;
+    check("localdp_clip", &f, &out);
+}
+
+/// Noise cannot be Flower's draws (numpy's global generator), only their distribution:
+/// the first round's noise, Floret's and Flower's, each measured against Floret's
+/// noise-free model, has the standard deviation `noise_multiplier * norm / sampled`; and
+/// Floret's is the same on every run (seeded).
+#[tokio::test(start_paused = true)]
+async fn server_noise_has_flowers_spread_and_is_seeded() {
+    let name = "dp_server_fixed_noise";
+    let (f, clean) = run(name, |s| {
+        s.with_dp(DpConfig::server_fixed(0.0, 0.5, 5)).unwrap()
+    })
+    .await;
+    let noisy = DpConfig::server_fixed(1.0, 0.5, 5);
+    let (_, a) = run(name, |s| s.with_dp(noisy.clone()).unwrap()).await;
+    let (_, b) = run(name, |s| s.with_dp(noisy).unwrap()).await;
+    assert_eq!(a.models, b.models, "the same seed draws the same noise");
+    let flower = arrays(&f["rounds"][0]["result"]["arrays"]);
+    let spread = |model: &ArrayRecord| {
+        let d: Vec<f64> = model
+            .iter()
+            .flat_map(|(k, x)| {
+                let c = as_f64(clean.models[0].get(k).unwrap());
+                as_f64(x)
+                    .into_iter()
+                    .zip(c)
+                    .map(|(x, c)| x - c)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        (d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64).sqrt()
+    };
+    // 1.0 * 0.5 / 5 = 0.1, estimated from 25 draws.
+    for (who, s) in [
+        ("Floret", spread(&a.models[0])),
+        ("Flower", spread(&flower)),
+    ] {
+        assert!((0.05..0.2).contains(&s), "{who}'s noise spread {s}");
     }
 }
