@@ -114,6 +114,24 @@ fn the_ndarray_template_runs_and_learns() {
         stderr(&o)
     );
     assert!(app.join("data/digits.txt").is_file());
+    // The run config chooses the strategy and its parameters (issue 15).
+    let o = flwr(
+        dir.path(),
+        &[
+            "run",
+            "digits-app",
+            "--profile",
+            "dev",
+            "--format",
+            "json",
+            "--run-config",
+            "strategy='fedyogi' eta=0.05",
+        ],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("FedYogi finished 3 rounds"), "{err}");
+    assert!(server_metrics(&o.stdout)[2].2 > 0.5, "{err}");
 }
 
 /// The tutorial's Part 1 on the app `flwr new` makes for "NumPy": its `simulation-xl`

@@ -1,5 +1,5 @@
-//! The ServerApp: FedAvg for `num-server-rounds`, sending `local-epochs` and `lr` to the
-//! nodes, and scoring every round's global model on the server's test images (the
+//! The ServerApp: FedAvg (or the strategy `strategy` names, with its parameters) for
+//! `num-server-rounds`, sending `local-epochs` and `lr` to the nodes, and scoring every round's global model on the server's test images (the
 //! `accuracy` and `loss` that `flwr run` shows as server metrics).
 
 use crate::task::{self, Model};
@@ -8,7 +8,7 @@ use floret_app::floret_core::{
     AppError, ArrayRecord, ConfigRecord, Context, Grid, MetricRecord, RunEvent, ServerApp,
     UserConfig,
 };
-use floret_app::floret_strategies::{FedAvg, FedAvgConfig, fraction};
+use floret_app::floret_strategies::{FedAvg, FedAvgConfig, fraction, strategy_from_run_config};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,14 +54,17 @@ impl Config {
         // `fraction-fit` is the name Flower 1.18's templates (and the tutorials written
         // for them) give the share of nodes sampled to train; FedAvg calls it
         // `fraction_train`, as Flower 1.21's strategies do.
-        let strategy = FedAvg::new(FedAvgConfig {
-            fraction_train: fraction(&context, "fraction-fit", false)?,
-            fraction_evaluate: fraction(&context, "fraction-evaluate", true)?,
-            seed: Some(seed as u64),
-            ..FedAvgConfig::default()
-        })
-        .map_err(|e| AppError::Config(e.to_string()))?
-        .with_evaluate_fn(central_evaluate);
+        // `strategy` and its parameters (`eta`, `server-momentum`, `num-malicious-nodes`, ...;
+        // nan: the strategy's default), as Flower names them.
+        let strategy = strategy_from_run_config(&context)?
+            .build(FedAvgConfig {
+                fraction_train: fraction(&context, "fraction-fit", false)?,
+                fraction_evaluate: fraction(&context, "fraction-evaluate", true)?,
+                seed: Some(seed as u64),
+                ..FedAvgConfig::default()
+            })
+            .map_err(|e| AppError::Config(e.to_string()))?
+            .with_evaluate_fn(central_evaluate);
         let mut train_config = ConfigRecord::new();
         train_config.insert("local-epochs", local_epochs);
         train_config.insert("lr", lr);
