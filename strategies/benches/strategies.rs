@@ -18,6 +18,9 @@ use std::hint::black_box;
 use std::time::Instant;
 
 const PARAMS: usize = 1_000_000;
+
+/// One strategy's aggregation of the round.
+type Aggregation<'a> = Box<dyn Fn() -> ArrayRecord + 'a>;
 const REPLIES: usize = 100;
 
 fn record(seed: usize) -> ArrayRecord {
@@ -73,7 +76,7 @@ fn main() {
         }
     };
     let robust = |r: Robust| move || r.aggregate(model, buffered, "num-examples").arrays.unwrap();
-    let cases: Vec<(&str, Box<dyn Fn() -> ArrayRecord + '_>)> = vec![
+    let cases: Vec<(&str, Aggregation<'_>)> = vec![
         ("fedavg", Box::new(update(ServerUpdate::Average))),
         (
             "fedavgm",

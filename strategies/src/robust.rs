@@ -335,26 +335,28 @@ fn multikrum(flat: &[Vec<Vec<f64>>], f: usize, m: usize) -> Vec<usize> {
     let closest = n.saturating_sub(f + 2).max(1);
     let rows: Vec<Vec<f64>> = flat.iter().map(|r| r.concat()).collect();
     let len = rows.first().map_or(0, Vec::len);
-    let mut distance = vec![vec![0.0; n]; n];
+    // Pairs i < j, in the order (0, 1), (0, 2), ..., (1, 2), ...
+    let pairs: Vec<(usize, usize)> = (0..n)
+        .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+        .collect();
+    let mut sums = vec![0.0; pairs.len()];
     // By blocks of coordinates that all the rows' blocks fit in cache together: every pair
     // reads its block from cache, not each pair its whole rows from memory (the pairs are
     // n^2 / 2 passes over the model otherwise).
     for start in (0..len).step_by(KRUM_BLOCK) {
         let end = (start + KRUM_BLOCK).min(len);
-        for i in 0..n {
-            for j in i + 1..n {
-                distance[i][j] += squared_distance(&rows[i][start..end], &rows[j][start..end]);
-            }
+        for (sum, &(i, j)) in sums.iter_mut().zip(&pairs) {
+            *sum += squared_distance(&rows[i][start..end], &rows[j][start..end]);
         }
     }
-    for i in 0..n {
-        for j in i + 1..n {
-            distance[j][i] = distance[i][j];
-        }
+    let mut to_others: Vec<Vec<f64>> = vec![Vec::with_capacity(n); n];
+    for (&d, &(i, j)) in sums.iter().zip(&pairs) {
+        to_others[i].push(d);
+        to_others[j].push(d);
     }
-    let scores: Vec<f64> = (0..n)
-        .map(|i| {
-            let mut others: Vec<f64> = (0..n).filter(|&j| j != i).map(|j| distance[i][j]).collect();
+    let scores: Vec<f64> = to_others
+        .into_iter()
+        .map(|mut others| {
             others.sort_by(f64::total_cmp);
             others.iter().take(closest).sum()
         })
