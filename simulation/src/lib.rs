@@ -7,6 +7,7 @@
 //! `LinkFleets` gives the runs of a `flower-superlink --simulation` the same virtual fleet
 //! (see `link_fleets`). Depends on floret-actors and floret-core; not on any transport.
 
+mod byzantine;
 pub mod chaos;
 mod fleet;
 mod link_fleets;
@@ -135,6 +136,7 @@ pub async fn run_with(
 ) -> Result<Outcome, SimulationError> {
     options.validate()?;
     validate_chaos(chaos)?;
+    let faults = Chaos::new(chaos);
     let spawn_err = |e: ractor::SpawnErr| SimulationError::Spawn(e.to_string());
     let (fleet, fleet_handle) = Actor::spawn(
         None,
@@ -145,7 +147,7 @@ pub async fn run_with(
             num_nodes: options.num_supernodes,
             slots: Arc::new(Semaphore::new(options.workers())),
             permits: 1,
-            chaos: Chaos::new(chaos),
+            chaos: faults.clone(),
         },
     )
     .await
@@ -169,7 +171,16 @@ pub async fn run_with(
         reply
     });
     let outcome = match started {
-        Ok(Ok(run_id)) => follow(state.as_ref(), run_id, &mut on_event).await,
+        Ok(Ok(run_id)) => {
+            // Said once, at the start, so that a researcher sees the attack is on.
+            let byzantine = faults
+                .as_ref()
+                .and_then(|c| c.byzantine_summary(run_id, options.num_supernodes));
+            match byzantine.map_or(Ok(()), |line| state.push_event(run_id, RunEvent::Log(line))) {
+                Ok(()) => follow(state.as_ref(), run_id, &mut on_event).await,
+                Err(e) => Err(e.into()),
+            }
+        }
         Ok(Err(e)) => Err(SimulationError::Spawn(e.to_string())),
         Err(e) => Err(SimulationError::Spawn(e.to_string())),
     };
@@ -182,13 +193,14 @@ pub async fn run_with(
 
 /// The manifest checks these already; options built in code get the same checks.
 pub(crate) fn validate_chaos(chaos: &ChaosOptions) -> Result<(), SimulationError> {
-    for (key, rate) in [
-        ("dropout-rate", chaos.dropout_rate),
-        ("straggler-rate", chaos.straggler_rate),
+    for (key, rate, of_what) in [
+        ("dropout-rate", chaos.dropout_rate, "the sampled nodes"),
+        ("straggler-rate", chaos.straggler_rate, "the sampled nodes"),
+        ("byzantine-rate", chaos.byzantine_rate, "the fleet's nodes"),
     ] {
         if !(0.0..=1.0).contains(&rate) {
             return Err(SimulationError::Options(format!(
-                "options.chaos.{key} must be a fraction between 0 and 1 (got {rate}): set options.chaos.{key} = 0.3 for 30 % of the sampled nodes"
+                "options.chaos.{key} must be a fraction between 0 and 1 (got {rate}): set options.chaos.{key} = 0.3 for 30 % of {of_what}"
             )));
         }
     }

@@ -1,0 +1,145 @@
+//! `options.chaos.byzantine-*` on a real simulation: the quickstart app, FedAvg and the
+//! virtual fleet, with 30 % of the nodes sending sign-flipped updates.
+
+// Tests may unwrap (a failure is the test failing).
+#![allow(clippy::unwrap_used)]
+
+use floret_actors::state::SimulationStore;
+use floret_actors::{MemoryLinkState, RunStatus, SubStatus};
+use floret_core::run_config::{apply_overrides, parse_overrides};
+use floret_core::{AppManifest, AppRef, ByzantineMode, RoundSummary, RunEvent};
+use floret_simulation::node_ids::node_id;
+use floret_simulation::{Chaos, ChaosOptions, SimulationOptions, SimulationRun};
+use std::path::Path;
+use std::sync::Arc;
+
+const NODES: u64 = 20;
+
+/// What a run showed: its log lines and its rounds.
+struct Seen {
+    logs: Vec<String>,
+    rounds: Vec<RoundSummary>,
+}
+
+impl Seen {
+    /// The final model's sha256, as FedAvg logs it.
+    fn model(&self) -> &str {
+        self.logs
+            .iter()
+            .find_map(|l| l.strip_prefix("final model sha256 "))
+            .expect("FedAvg logs the final model's sha256")
+    }
+}
+
+async fn run_quickstart(chaos: &ChaosOptions) -> Seen {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/quickstart/pyproject.toml");
+    let manifest = AppManifest::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+    let overrides =
+        "num-server-rounds=3 total-params=1000 fraction-train=1.0 fraction-evaluate=1.0";
+    let run_config =
+        apply_overrides(&manifest.config, &parse_overrides(overrides).unwrap()).unwrap();
+    let options = SimulationOptions {
+        num_supernodes: NODES,
+        num_cpus: 1.0,
+        num_gpus: 0.0,
+    };
+    let run = SimulationRun {
+        app: AppRef {
+            name: "quickstart".into(),
+            ..AppRef::default()
+        },
+        federation: "byzantine".into(),
+        run_config,
+        server_app: floret_app_quickstart::server_app(),
+        client_app: floret_app_quickstart::client_app(),
+    };
+    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::for_simulation());
+    let mut seen = Seen {
+        logs: Vec::new(),
+        rounds: Vec::new(),
+    };
+    let outcome = floret_simulation::run_with(&options, chaos, state, run, |e| match e {
+        RunEvent::Log(line) => seen.logs.push(line.clone()),
+        RunEvent::RoundFinished(s) => seen.rounds.push(s.clone()),
+        _ => {}
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome.status,
+        RunStatus::Finished(SubStatus::Completed),
+        "{}",
+        outcome.reason
+    );
+    assert_eq!(seen.rounds.len(), 3);
+    seen
+}
+
+fn metric(summary: Option<&floret_core::PhaseSummary>, key: &str) -> f64 {
+    summary.unwrap().metrics.get_f64(key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_flipping_nodes_change_the_model_but_not_the_evaluate_replies() {
+    let clean = run_quickstart(&ChaosOptions::default()).await;
+    let attack = ChaosOptions {
+        byzantine_rate: 0.3,
+        byzantine_mode: ByzantineMode::SignFlip,
+        seed: 7,
+        ..ChaosOptions::default()
+    };
+    let attacked = run_quickstart(&attack).await;
+
+    // The attack is announced once, with the count the seeded decision predicts.
+    let chaos = Chaos::new(&attack).unwrap();
+    let byzantine = (0..NODES)
+        .filter(|&i| chaos.is_byzantine(1, node_id(i)))
+        .count();
+    assert!((1..NODES as usize).contains(&byzantine), "{byzantine}");
+    let announced: Vec<&String> = attacked
+        .logs
+        .iter()
+        .filter(|l| l.contains("Byzantine"))
+        .collect();
+    assert_eq!(announced.len(), 1, "{:?}", attacked.logs);
+    assert!(
+        announced[0].starts_with(&format!(
+            "chaos: {byzantine} of {NODES} virtual SuperNodes are Byzantine"
+        )),
+        "{}",
+        announced[0]
+    );
+    assert!(announced[0].ends_with("sign-flip"), "{}", announced[0]);
+    assert!(!clean.logs.iter().any(|l| l.contains("Byzantine")));
+
+    assert_ne!(
+        attacked.model(),
+        clean.model(),
+        "the attack moved the model"
+    );
+    // Every reply is counted: Byzantine nodes answer, with poisoned arrays.
+    for (a, c) in attacked.rounds.iter().zip(&clean.rounds) {
+        for phase in [a.train.as_ref(), a.evaluate.as_ref()] {
+            let p = phase.unwrap();
+            assert_eq!((p.sampled, p.replies, p.failures), (NODES, NODES, 0));
+        }
+        // Metrics are sent as they are: examples counted alike in both phases.
+        let examples = |p: Option<&floret_core::PhaseSummary>| metric(p, "num-examples");
+        assert_eq!(examples(a.train.as_ref()), examples(c.train.as_ref()));
+        assert_eq!(examples(a.evaluate.as_ref()), examples(c.evaluate.as_ref()));
+    }
+    // Round 1 trains from the same initial model, so honest and poisoned nodes alike
+    // report the clean run's train loss; the evaluation after it sees the poisoned model.
+    let (a1, c1) = (&attacked.rounds[0], &clean.rounds[0]);
+    assert_eq!(
+        metric(a1.train.as_ref(), "train_loss"),
+        metric(c1.train.as_ref(), "train_loss")
+    );
+    assert_ne!(
+        metric(a1.evaluate.as_ref(), "eval_loss"),
+        metric(c1.evaluate.as_ref(), "eval_loss")
+    );
+
+    // Seeded: the same attack gives the same model.
+    assert_eq!(run_quickstart(&attack).await.model(), attacked.model());
+}
