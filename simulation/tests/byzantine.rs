@@ -1,17 +1,26 @@
-//! `options.chaos.byzantine-*` on a real simulation: the quickstart app, FedAvg and the
-//! virtual fleet, with 30 % of the nodes sending sign-flipped updates.
+//! `options.chaos.byzantine-*` on real simulations: the quickstart app, FedAvg and the
+//! virtual fleet, with 30 % of the nodes sending sign-flipped updates; and a run on a
+//! `flower-superlink --simulation`, whose fleet poisons alike.
 
-// Tests may unwrap (a failure is the test failing).
-#![allow(clippy::unwrap_used)]
+// Tests may unwrap (a failure is the test failing) and read real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
+use async_trait::async_trait;
 use floret_actors::state::SimulationStore;
-use floret_actors::{MemoryLinkState, RunStatus, SubStatus};
+use floret_actors::{
+    HeartbeatPolicy, MemoryLinkState, RunLimits, RunStatus, SubStatus, SuperLinkService,
+};
 use floret_core::run_config::{apply_overrides, parse_overrides};
-use floret_core::{AppManifest, AppRef, ByzantineMode, RoundSummary, RunEvent};
+use floret_core::{
+    AppCatalog, AppError, AppManifest, AppRef, Array, ArrayRecord, ByzantineMode, ClientApp,
+    Context, Control, Grid, Message, RecordDict, RoundSummary, RunEvent, ServerApp, StartRun,
+    UserConfig, UserConfigValue,
+};
 use floret_simulation::node_ids::node_id;
-use floret_simulation::{Chaos, ChaosOptions, SimulationOptions, SimulationRun};
+use floret_simulation::{Chaos, ChaosOptions, LinkFleets, SimulationOptions, SimulationRun};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 const NODES: u64 = 20;
 
@@ -142,4 +151,130 @@ async fn sign_flipping_nodes_change_the_model_but_not_the_evaluate_replies() {
 
     // Seeded: the same attack gives the same model.
     assert_eq!(run_quickstart(&attack).await.model(), attacked.model());
+}
+
+/// The model every instruction carries, and what every ClientApp sends back.
+const GLOBAL: [f32; 2] = [1.0, -1.0];
+const LOCAL: [f32; 2] = [2.0, 1.0];
+
+fn arrays(values: &[f32]) -> RecordDict {
+    let mut arrays = ArrayRecord::new();
+    arrays.insert("w", Array::from_slice(values));
+    RecordDict::new().with("arrays", arrays)
+}
+
+/// Sends every node `GLOBAL` to train, then to evaluate, and fails unless every train reply
+/// is sign-flipped and every evaluate reply is `LOCAL` as the ClientApp made it.
+struct TrainThenEvaluate;
+
+#[async_trait]
+impl ServerApp for TrainThenEvaluate {
+    async fn main(&self, grid: &dyn Grid, _ctx: Context) -> Result<(), AppError> {
+        let nodes = grid.node_ids().await.map_err(AppError::other)?;
+        // global - (local - global), element by element.
+        let flipped = [0.0f32, -3.0];
+        for (kind, expected) in [("train", flipped), ("evaluate", LOCAL)] {
+            let messages = nodes
+                .iter()
+                .map(|&node| Message::new(arrays(&GLOBAL), node, kind).with_group_id("1"))
+                .collect();
+            let replies = grid
+                .send_and_receive(messages, Duration::from_secs(60))
+                .await
+                .map_err(AppError::other)?;
+            for reply in &replies {
+                let content = reply
+                    .content()
+                    .map_err(|e| AppError::other(e.to_string()))?;
+                let w = content.array_record("arrays")?.get("w")?.values::<f32>()?;
+                if *w != expected {
+                    return Err(AppError::other(format!(
+                        "{kind} reply {w:?}, not {expected:?}"
+                    )));
+                }
+            }
+            if replies.len() != nodes.len() {
+                return Err(AppError::other(format!("{} {kind} replies", replies.len())));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Catalog;
+
+impl AppCatalog for Catalog {
+    fn server_app(&self, _: &str) -> Option<Arc<dyn ServerApp>> {
+        Some(Arc::new(TrainThenEvaluate))
+    }
+
+    fn client_app(&self, _: &str) -> Option<ClientApp> {
+        Some(
+            ClientApp::new()
+                .train(|_, _| Ok(arrays(&LOCAL)))
+                .evaluate(|_, _| Ok(arrays(&LOCAL))),
+        )
+    }
+
+    fn components(&self) -> Vec<(String, String)> {
+        vec![("s".into(), "c".into())]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulation_superlink_poisons_train_replies_alike_and_says_so() {
+    let catalog = Arc::new(Catalog);
+    let service = SuperLinkService::start_with(
+        Arc::new(MemoryLinkState::new()),
+        catalog.clone(),
+        HeartbeatPolicy::default(),
+        None,
+        RunLimits::default(),
+        Some(Arc::new(LinkFleets::new(catalog, 2, 100))),
+    )
+    .await
+    .unwrap();
+    let mut options = UserConfig::new();
+    options.insert("num-supernodes".into(), UserConfigValue::Int(5));
+    options.insert("chaos.byzantine-rate".into(), UserConfigValue::Float(1.0));
+    let request = StartRun {
+        app: AppRef {
+            name: "app".into(),
+            serverapp: "s".into(),
+            clientapp: "c".into(),
+            fab_hash: String::new(),
+        },
+        federation_options: options,
+        ..StartRun::default()
+    };
+    let run_id = service.control().start_run(request).await.unwrap();
+    let state = service.state();
+    let mut status = state.run_status(run_id);
+    for _ in 0..600 {
+        if status.is_some_and(RunStatus::is_finished) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = state.run_status(run_id);
+    }
+    assert_eq!(
+        status,
+        Some(RunStatus::Finished(SubStatus::Completed)),
+        "{:?}",
+        state.run(run_id)
+    );
+    let (events, _) = state.events(run_id, 0).unwrap();
+    let said: Vec<&RunEvent> = events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::Log(l) if l.contains("Byzantine")))
+        .collect();
+    assert_eq!(
+        said,
+        vec![&RunEvent::Log(
+            "chaos: 5 of 5 virtual SuperNodes are Byzantine (options.chaos.byzantine-rate 1) \
+             and poison their train replies with sign-flip"
+                .into()
+        )]
+    );
+    service.shutdown().await;
 }
