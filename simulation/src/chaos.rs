@@ -134,13 +134,18 @@ impl Chaos {
         }
     }
 
+    /// True when some nodes may be Byzantine (`byzantine-rate` above 0).
+    pub fn has_byzantine(&self) -> bool {
+        self.options.byzantine_rate > 0.0
+    }
+
     /// The line a simulation logs at its start when it has Byzantine nodes: how many of its
     /// `num_nodes` virtual nodes are, and in which mode. `None` without any.
     pub fn byzantine_summary(&self, run_id: u64, num_nodes: u64) -> Option<String> {
-        let rate = self.options.byzantine_rate;
-        if rate == 0.0 {
+        if !self.has_byzantine() {
             return None;
         }
+        let rate = self.options.byzantine_rate;
         let byzantine = (0..num_nodes)
             .filter(|&i| self.is_byzantine(run_id, node_id(i)))
             .count();

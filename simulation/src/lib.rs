@@ -23,7 +23,9 @@ use floret_actors::state::SimulationStore;
 use floret_actors::{
     LinkState, MemoryLinkState, NewRun, RunStatus, StateError, SuperLink, SuperLinkMsg,
 };
-use floret_core::{AppRef, ClientApp, RunEvent, ServerApp, UserConfig};
+use floret_core::{
+    AppError, AppRef, ClientApp, Context, Grid, ModelSize, RunEvent, ServerApp, UserConfig,
+};
 use ractor::{Actor, call};
 use std::sync::Arc;
 use thiserror::Error;
@@ -163,7 +165,14 @@ pub async fn run_with(
         owner: String::new(),
         federation_options: UserConfig::new(),
     };
-    let server_app = run.server_app;
+    let server_app: Arc<dyn ServerApp> = match faults {
+        Some(chaos) if chaos.has_byzantine() => Arc::new(AnnouncingByzantine {
+            app: run.server_app,
+            chaos,
+            num_nodes: options.num_supernodes,
+        }),
+        _ => run.server_app,
+    };
     let started = call!(link, |reply| SuperLinkMsg::StartRun {
         run: new_run,
         app: server_app,
@@ -171,16 +180,7 @@ pub async fn run_with(
         reply
     });
     let outcome = match started {
-        Ok(Ok(run_id)) => {
-            // Said once, at the start, so that a researcher sees the attack is on.
-            let byzantine = faults
-                .as_ref()
-                .and_then(|c| c.byzantine_summary(run_id, options.num_supernodes));
-            match byzantine.map_or(Ok(()), |line| state.push_event(run_id, RunEvent::Log(line))) {
-                Ok(()) => follow(state.as_ref(), run_id, &mut on_event).await,
-                Err(e) => Err(e.into()),
-            }
-        }
+        Ok(Ok(run_id)) => follow(state.as_ref(), run_id, &mut on_event).await,
         Ok(Err(e)) => Err(SimulationError::Spawn(e.to_string())),
         Err(e) => Err(SimulationError::Spawn(e.to_string())),
     };
@@ -189,6 +189,33 @@ pub async fn run_with(
     let _ = link_handle.await;
     let _ = fleet_handle.await;
     outcome
+}
+
+/// A ServerApp that first says how many of the fleet's nodes are Byzantine, so that the
+/// line comes once and before the run's first round (a `--simulation` SuperLink's fleet
+/// says it when it starts, before the ServerApp; see `link_fleets`).
+struct AnnouncingByzantine {
+    app: Arc<dyn ServerApp>,
+    chaos: Chaos,
+    num_nodes: u64,
+}
+
+#[async_trait::async_trait]
+impl ServerApp for AnnouncingByzantine {
+    async fn main(&self, grid: &dyn Grid, context: Context) -> Result<(), AppError> {
+        if let Some(line) = self.chaos.byzantine_summary(grid.run_id(), self.num_nodes) {
+            grid.emit(RunEvent::Log(line));
+        }
+        self.app.main(grid, context).await
+    }
+
+    fn check_config(&self, run_config: &UserConfig) -> Result<(), AppError> {
+        self.app.check_config(run_config)
+    }
+
+    fn model_size(&self, run_config: &UserConfig) -> Option<ModelSize> {
+        self.app.model_size(run_config)
+    }
 }
 
 /// The manifest checks these already; options built in code get the same checks.
