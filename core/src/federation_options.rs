@@ -502,6 +502,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("must be a string"), "{e}");
+        // A remote SuperLink reads the same keys with the same words.
+        let mut flat = UserConfig::new();
+        flat.insert(
+            "chaos.byzantine-mode".into(),
+            UserConfigValue::Str("flip".into()),
+        );
+        let e = FederationOptions::from_flat(&flat).unwrap_err().to_string();
+        assert!(
+            e.starts_with("`options.chaos.byzantine-mode` is not a Byzantine mode"),
+            "{e}"
+        );
         let mode_only = ChaosOptions {
             byzantine_mode: ByzantineMode::Zeros,
             ..ChaosOptions::default()

@@ -278,3 +278,33 @@ async fn a_simulation_superlink_poisons_train_replies_alike_and_says_so() {
     );
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byzantine_rate_out_of_range_built_in_code_is_refused_with_the_fix() {
+    let options = SimulationOptions {
+        num_supernodes: 2,
+        num_cpus: 1.0,
+        num_gpus: 0.0,
+    };
+    let chaos = ChaosOptions {
+        byzantine_rate: 1.5,
+        ..ChaosOptions::default()
+    };
+    let run = SimulationRun {
+        app: AppRef::default(),
+        federation: "byzantine".into(),
+        run_config: UserConfig::new(),
+        server_app: floret_app_quickstart::server_app(),
+        client_app: floret_app_quickstart::client_app(),
+    };
+    let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::for_simulation());
+    let e = floret_simulation::run_with(&options, &chaos, state, run, |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "options.chaos.byzantine-rate must be a fraction between 0 and 1 (got 1.5): \
+         set options.chaos.byzantine-rate = 0.3 for 30 % of the fleet's nodes"
+    );
+}
