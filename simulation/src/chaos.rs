@@ -383,6 +383,15 @@ mod tests {
         assert_eq!(c.poison(&instruction, error.clone()), error);
     }
 
+    /// A researcher's seed must keep meaning the same attackers.
+    #[test]
+    fn byzantine_draws_are_pinned() {
+        let attackers: Vec<u64> = (0..20)
+            .filter(|&i| byzantine(0.3, 42).is_byzantine(1, node_id(i)))
+            .collect();
+        assert_eq!(attackers, vec![3, 4, 8, 15, 18]);
+    }
+
     #[test]
     fn the_byzantine_summary_counts_the_fleet() {
         let c = byzantine(0.3, 42);
