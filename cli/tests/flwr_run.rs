@@ -311,6 +311,44 @@ fn an_unknown_chaos_option_lists_the_valid_ones() {
 }
 
 #[test]
+fn an_unknown_byzantine_mode_lists_the_valid_ones() {
+    let app =
+        chaos_app("options.chaos.byzantine-rate = 0.3\noptions.chaos.byzantine-mode = \"flip\"\n");
+    let o = flwr(&["run", app.path().to_str().unwrap(), "chaos"]);
+    assert_user_error(
+        &o,
+        &[
+            "options.chaos.byzantine-mode",
+            "is not a Byzantine mode (got \"flip\")",
+            "use one of: \"sign-flip\", \"gaussian\", \"zeros\", \"scaled\"",
+        ],
+    );
+}
+
+#[test]
+fn byzantine_nodes_are_announced_once_at_the_start() {
+    let app = chaos_app(
+        "options.chaos.byzantine-rate = 0.3\noptions.chaos.byzantine-mode = \"scaled\"\n",
+    );
+    let o = flwr(&[
+        "run",
+        app.path().to_str().unwrap(),
+        "chaos",
+        "--run-config",
+        "num-server-rounds=2",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("Byzantine")).collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(
+        said[0].contains("of 20 virtual SuperNodes are Byzantine"),
+        "{err}"
+    );
+    assert!(said[0].ends_with("with scaled"), "{err}");
+}
+
+#[test]
 fn a_chaos_rate_above_one_is_refused_with_the_fix() {
     let app = app_with(&format!(
         "{GOOD}[tool.flwr.federations.chaos]\noptions.num-supernodes = 20\n\

@@ -39,8 +39,8 @@ impl Default for ClientResources {
 }
 
 /// `options.chaos.*`: faults the virtual fleet of a simulation (local, or on a
-/// `--simulation` SuperLink) injects, so that a researcher can measure a strategy under dropouts, stragglers and slow links with the
-/// same `flwr run` they use without them. Every fault is drawn from `seed`, so the same
+/// `--simulation` SuperLink) injects, so that a researcher can measure a strategy under dropouts, stragglers, slow links and
+/// Byzantine clients with the same `flwr run` they use without them. Every fault is drawn from `seed`, so the same
 /// manifest gives the same faults on every run. All off by default; see docs/CHAOS.md.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChaosOptions {
@@ -56,23 +56,78 @@ pub struct ChaosOptions {
     pub latency_jitter: std::time::Duration,
     /// `options.chaos.seed`: the seed of every fault drawn; default 0.
     pub seed: u64,
+    /// `options.chaos.byzantine-rate`, in [0, 1]: the share of the fleet's nodes that are
+    /// Byzantine for the whole run and poison the arrays of their train replies.
+    pub byzantine_rate: f64,
+    /// `options.chaos.byzantine-mode`: how a Byzantine node poisons its arrays.
+    pub byzantine_mode: ByzantineMode,
+}
+
+/// `options.chaos.byzantine-mode`: what a Byzantine node sends instead of its trained
+/// arrays. `global` is the instruction's array under the same key, `local` the trained one;
+/// the exact arithmetic is in docs/CHAOS.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ByzantineMode {
+    /// `global - (local - global)`: the update negated (the sign-flipping attack).
+    #[default]
+    SignFlip,
+    /// Every element a seeded N(0, 1) draw.
+    Gaussian,
+    /// Every element zero.
+    Zeros,
+    /// `global + 10 * (local - global)`: the update boosted tenfold.
+    Scaled,
+}
+
+impl ByzantineMode {
+    /// Every mode, in the order errors list them.
+    pub const ALL: [ByzantineMode; 4] = [
+        ByzantineMode::SignFlip,
+        ByzantineMode::Gaussian,
+        ByzantineMode::Zeros,
+        ByzantineMode::Scaled,
+    ];
+
+    /// The name `pyproject.toml` gives the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ByzantineMode::SignFlip => "sign-flip",
+            ByzantineMode::Gaussian => "gaussian",
+            ByzantineMode::Zeros => "zeros",
+            ByzantineMode::Scaled => "scaled",
+        }
+    }
+
+    /// The mode named `name`, if there is one.
+    pub fn parse(name: &str) -> Option<ByzantineMode> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for ByzantineMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl ChaosOptions {
     /// The `options.chaos.*` keys there are, for errors that list them.
-    pub const KEYS: [&'static str; 5] = [
+    pub const KEYS: [&'static str; 7] = [
         "options.chaos.dropout-rate",
         "options.chaos.straggler-rate",
         "options.chaos.latency-ms",
         "options.chaos.latency-jitter-ms",
         "options.chaos.seed",
+        "options.chaos.byzantine-rate",
+        "options.chaos.byzantine-mode",
     ];
 
-    /// True when no fault is injected at all (the seed alone changes nothing), so the
-    /// simulation can keep its fault-free fast path.
+    /// True when no fault is injected at all (the seed or a Byzantine mode alone changes
+    /// nothing), so the simulation can keep its fault-free fast path.
     pub fn is_off(&self) -> bool {
         self.dropout_rate == 0.0
             && self.straggler_rate == 0.0
+            && self.byzantine_rate == 0.0
             && self.latency.is_zero()
             && self.latency_jitter.is_zero()
     }
@@ -164,20 +219,44 @@ impl FederationOptions {
                 }
                 self.client_resources.num_gpus = gpus;
             }
-            ("options.chaos.dropout-rate" | "options.chaos.straggler-rate", _) => {
+            (
+                "options.chaos.dropout-rate"
+                | "options.chaos.straggler-rate"
+                | "options.chaos.byzantine-rate",
+                _,
+            ) => {
                 let rate = number(value).ok_or_else(|| wrong("an int or float"))?;
+                let of_what = match key {
+                    "options.chaos.byzantine-rate" => "the fleet's nodes",
+                    _ => "the sampled nodes",
+                };
                 if !(0.0..=1.0).contains(&rate) {
                     return Err(invalid(
                         key,
                         format!("must be a fraction between 0 and 1 (got {value})"),
-                        &format!("set {key} = 0.3 for 30 % of the sampled nodes"),
+                        &format!("set {key} = 0.3 for 30 % of {of_what}"),
                     ));
                 }
                 match key {
                     "options.chaos.dropout-rate" => self.chaos.dropout_rate = rate,
-                    _ => self.chaos.straggler_rate = rate,
+                    "options.chaos.straggler-rate" => self.chaos.straggler_rate = rate,
+                    _ => self.chaos.byzantine_rate = rate,
                 }
             }
+            ("options.chaos.byzantine-mode", UserConfigValue::Str(name)) => {
+                self.chaos.byzantine_mode = ByzantineMode::parse(name).ok_or_else(|| {
+                    let modes: Vec<String> = ByzantineMode::ALL
+                        .iter()
+                        .map(|m| format!("\"{m}\""))
+                        .collect();
+                    invalid(
+                        key,
+                        format!("is not a Byzantine mode (got \"{name}\")"),
+                        &format!("use one of: {}", modes.join(", ")),
+                    )
+                })?;
+            }
+            ("options.chaos.byzantine-mode", _) => return Err(wrong("a string")),
             ("options.chaos.latency-ms" | "options.chaos.latency-jitter-ms", _) => {
                 let ms = number(value).ok_or_else(|| wrong("an int or float"))?;
                 let duration =
@@ -291,6 +370,16 @@ impl FederationOptions {
                 UserConfigValue::Int(i64::try_from(chaos.seed).unwrap_or(i64::MAX)),
                 chaos.seed != 0,
             ),
+            (
+                "chaos.byzantine-rate",
+                UserConfigValue::Float(chaos.byzantine_rate),
+                chaos.byzantine_rate != 0.0,
+            ),
+            (
+                "chaos.byzantine-mode",
+                UserConfigValue::Str(chaos.byzantine_mode.as_str().to_owned()),
+                chaos.byzantine_mode != ByzantineMode::default(),
+            ),
         ] {
             if set {
                 put(key, value);
@@ -330,6 +419,11 @@ mod tests {
             ("options.chaos.dropout-rate", UserConfigValue::Float(0.25)),
             ("options.chaos.latency-ms", UserConfigValue::Int(20)),
             ("options.chaos.seed", UserConfigValue::Int(7)),
+            ("options.chaos.byzantine-rate", UserConfigValue::Float(0.2)),
+            (
+                "options.chaos.byzantine-mode",
+                UserConfigValue::Str("scaled".into()),
+            ),
             (
                 "options.backend.init-args.logging-level",
                 UserConfigValue::Str("info".into()),
@@ -339,6 +433,10 @@ mod tests {
         }
         let flat = options.to_flat();
         assert_eq!(flat["num-supernodes"], UserConfigValue::Int(10));
+        assert_eq!(
+            flat["chaos.byzantine-mode"],
+            UserConfigValue::Str("scaled".into())
+        );
         assert_eq!(FederationOptions::from_flat(&flat).unwrap(), options);
         assert!(FederationOptions::default().to_flat().is_empty());
     }
@@ -360,5 +458,65 @@ mod tests {
             e.contains("plus options.chaos.dropout-rate is more than 1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn byzantine_options_are_parsed_and_refused_with_the_valid_values() {
+        let mut options = FederationOptions::default();
+        assert_eq!(options.chaos.byzantine_mode, ByzantineMode::SignFlip);
+        options
+            .set("options.chaos.byzantine-rate", &UserConfigValue::Int(1))
+            .unwrap();
+        assert_eq!(options.chaos.byzantine_rate, 1.0);
+        assert!(!options.chaos.is_off(), "Byzantine nodes are a fault");
+        for mode in ByzantineMode::ALL {
+            options
+                .set(
+                    "options.chaos.byzantine-mode",
+                    &UserConfigValue::Str(mode.as_str().into()),
+                )
+                .unwrap();
+            assert_eq!(options.chaos.byzantine_mode, mode);
+        }
+        let e = options
+            .set(
+                "options.chaos.byzantine-mode",
+                &UserConfigValue::Str("flip".into()),
+            )
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "`options.chaos.byzantine-mode` is not a Byzantine mode (got \"flip\"): use one of: \"sign-flip\", \"gaussian\", \"zeros\", \"scaled\""
+        );
+        let e = options
+            .set("options.chaos.byzantine-rate", &UserConfigValue::Float(1.5))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "`options.chaos.byzantine-rate` must be a fraction between 0 and 1 (got 1.5): set options.chaos.byzantine-rate = 0.3 for 30 % of the fleet's nodes"
+        );
+        let e = options
+            .set("options.chaos.byzantine-mode", &UserConfigValue::Int(1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be a string"), "{e}");
+        // A remote SuperLink reads the same keys with the same words.
+        let mut flat = UserConfig::new();
+        flat.insert(
+            "chaos.byzantine-mode".into(),
+            UserConfigValue::Str("flip".into()),
+        );
+        let e = FederationOptions::from_flat(&flat).unwrap_err().to_string();
+        assert!(
+            e.starts_with("`options.chaos.byzantine-mode` is not a Byzantine mode"),
+            "{e}"
+        );
+        let mode_only = ChaosOptions {
+            byzantine_mode: ByzantineMode::Zeros,
+            ..ChaosOptions::default()
+        };
+        assert!(mode_only.is_off(), "a mode without a rate poisons nothing");
     }
 }

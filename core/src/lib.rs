@@ -36,7 +36,9 @@ pub use appio::{AppIoError, AppOutcome, ClientAppIo, ClientTask, ServerAppIo};
 pub use array::{Array, ArrayError, DType, Element, STYPE_RAW};
 pub use context::Context;
 pub use fab::{Fab, FabError, FabManifest, HOST_TARGET, fab_hash};
-pub use federation_options::{ChaosOptions, ClientResources, FederationOptions, OptionError};
+pub use federation_options::{
+    ByzantineMode, ChaosOptions, ClientResources, FederationOptions, OptionError,
+};
 pub use manifest::{AppManifest, Federation, ManifestError};
 pub use message::{Message, MessageError, Metadata, Payload, error_code, message_type};
 pub use records::{

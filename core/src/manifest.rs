@@ -871,6 +871,7 @@ chaos.seed = 3
                 latency: std::time::Duration::from_millis(20),
                 latency_jitter: std::time::Duration::from_micros(2500),
                 seed: 7,
+                ..ChaosOptions::default()
             }
         );
         assert!(!stormy.chaos.is_off());

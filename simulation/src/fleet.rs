@@ -7,8 +7,9 @@
 //! `--simulation` SuperLink), each on a blocking thread so CPU-bound training never
 //! stalls the async runtime that carries the ServerApp and the actors.
 //!
-//! With `options.chaos.*` set, `ChaosDelivery` decides each reply's fate (see `chaos`);
-//! without, a reply is pushed as soon as it is computed, as it always was.
+//! With `options.chaos.*` set, `ChaosDelivery` decides each reply's fate and a Byzantine
+//! node's train replies are poisoned (see `chaos`); without, a reply is pushed as soon as it
+//! is computed, as it always was.
 //!
 //! Backpressure (`pace`): workers take no instruction while the replies waiting for the
 //! ServerApp are over their budget, or while the oldest instruction still served is too
@@ -301,18 +302,21 @@ impl Shared {
             return cost;
         };
         chaos.release_before(&self.state, &message);
+        // What the node sends: a Byzantine node's train reply is poisoned here, so that a
+        // straggler's or a slow link's reply is poisoned too.
+        let sent = |message: &Message| chaos.chaos.poison(message, self.answer(message));
         let reply = match chaos.chaos.fault_of(&message) {
             Fault::Dropout => message.reply(Payload::Error(MessageError::new(
                 error_code::NODE_UNAVAILABLE,
                 format!("node {node} unavailable: simulated dropout (options.chaos.dropout-rate)"),
             ))),
             Fault::Straggler => {
-                let reply = self.answer(&message);
+                let reply = sent(&message);
                 let cost = reply_cost(&reply);
                 chaos.hold(&self.state, &message, reply);
                 return cost;
             }
-            Fault::None => self.answer(&message),
+            Fault::None => sent(&message),
         };
         let cost = reply_cost(&reply);
         chaos.send_after(&self.state, reply, chaos.chaos.latency_of(&message));

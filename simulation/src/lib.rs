@@ -7,6 +7,7 @@
 //! `LinkFleets` gives the runs of a `flower-superlink --simulation` the same virtual fleet
 //! (see `link_fleets`). Depends on floret-actors and floret-core; not on any transport.
 
+mod byzantine;
 pub mod chaos;
 mod fleet;
 mod link_fleets;
@@ -22,7 +23,9 @@ use floret_actors::state::SimulationStore;
 use floret_actors::{
     LinkState, MemoryLinkState, NewRun, RunStatus, StateError, SuperLink, SuperLinkMsg,
 };
-use floret_core::{AppRef, ClientApp, RunEvent, ServerApp, UserConfig};
+use floret_core::{
+    AppError, AppRef, ClientApp, Context, Grid, ModelSize, RunEvent, ServerApp, UserConfig,
+};
 use ractor::{Actor, call};
 use std::sync::Arc;
 use thiserror::Error;
@@ -135,6 +138,7 @@ pub async fn run_with(
 ) -> Result<Outcome, SimulationError> {
     options.validate()?;
     validate_chaos(chaos)?;
+    let faults = Chaos::new(chaos);
     let spawn_err = |e: ractor::SpawnErr| SimulationError::Spawn(e.to_string());
     let (fleet, fleet_handle) = Actor::spawn(
         None,
@@ -145,7 +149,7 @@ pub async fn run_with(
             num_nodes: options.num_supernodes,
             slots: Arc::new(Semaphore::new(options.workers())),
             permits: 1,
-            chaos: Chaos::new(chaos),
+            chaos: faults.clone(),
         },
     )
     .await
@@ -161,7 +165,14 @@ pub async fn run_with(
         owner: String::new(),
         federation_options: UserConfig::new(),
     };
-    let server_app = run.server_app;
+    let server_app: Arc<dyn ServerApp> = match faults {
+        Some(chaos) if chaos.has_byzantine() => Arc::new(AnnouncingByzantine {
+            app: run.server_app,
+            chaos,
+            num_nodes: options.num_supernodes,
+        }),
+        _ => run.server_app,
+    };
     let started = call!(link, |reply| SuperLinkMsg::StartRun {
         run: new_run,
         app: server_app,
@@ -180,15 +191,43 @@ pub async fn run_with(
     outcome
 }
 
+/// A ServerApp that first says how many of the fleet's nodes are Byzantine, so that the
+/// line comes once and before the run's first round (a `--simulation` SuperLink's fleet
+/// says it when it starts, before the ServerApp; see `link_fleets`).
+struct AnnouncingByzantine {
+    app: Arc<dyn ServerApp>,
+    chaos: Chaos,
+    num_nodes: u64,
+}
+
+#[async_trait::async_trait]
+impl ServerApp for AnnouncingByzantine {
+    async fn main(&self, grid: &dyn Grid, context: Context) -> Result<(), AppError> {
+        if let Some(line) = self.chaos.byzantine_summary(grid.run_id(), self.num_nodes) {
+            grid.emit(RunEvent::Log(line));
+        }
+        self.app.main(grid, context).await
+    }
+
+    fn check_config(&self, run_config: &UserConfig) -> Result<(), AppError> {
+        self.app.check_config(run_config)
+    }
+
+    fn model_size(&self, run_config: &UserConfig) -> Option<ModelSize> {
+        self.app.model_size(run_config)
+    }
+}
+
 /// The manifest checks these already; options built in code get the same checks.
 pub(crate) fn validate_chaos(chaos: &ChaosOptions) -> Result<(), SimulationError> {
-    for (key, rate) in [
-        ("dropout-rate", chaos.dropout_rate),
-        ("straggler-rate", chaos.straggler_rate),
+    for (key, rate, of_what) in [
+        ("dropout-rate", chaos.dropout_rate, "the sampled nodes"),
+        ("straggler-rate", chaos.straggler_rate, "the sampled nodes"),
+        ("byzantine-rate", chaos.byzantine_rate, "the fleet's nodes"),
     ] {
         if !(0.0..=1.0).contains(&rate) {
             return Err(SimulationError::Options(format!(
-                "options.chaos.{key} must be a fraction between 0 and 1 (got {rate}): set options.chaos.{key} = 0.3 for 30 % of the sampled nodes"
+                "options.chaos.{key} must be a fraction between 0 and 1 (got {rate}): set options.chaos.{key} = 0.3 for 30 % of {of_what}"
             )));
         }
     }

@@ -169,6 +169,7 @@ async fn start_fleet(run: NewRun, spec: FleetSpec, link: RunLink) -> Result<Arc<
         slots,
         permits,
     } = spec;
+    let faults = Chaos::new(&chaos);
     let (fleet, _) = Actor::spawn(
         None,
         VirtualFleet,
@@ -178,7 +179,7 @@ async fn start_fleet(run: NewRun, spec: FleetSpec, link: RunLink) -> Result<Arc<
             num_nodes: simulation.num_supernodes,
             slots,
             permits,
-            chaos: Chaos::new(&chaos),
+            chaos: faults.clone(),
         },
     )
     .await
@@ -188,6 +189,12 @@ async fn start_fleet(run: NewRun, spec: FleetSpec, link: RunLink) -> Result<Arc<
         "simulation: {} virtual SuperNodes, {} CPU(s) per ClientApp call",
         simulation.num_supernodes, simulation.num_cpus
     )));
+    if let Some(line) = faults
+        .as_ref()
+        .and_then(|c| c.byzantine_summary(run_id, simulation.num_supernodes))
+    {
+        link.grid().emit(RunEvent::Log(line));
+    }
     Ok(Arc::new(FleetGrid {
         link,
         messages,
