@@ -540,3 +540,35 @@ fn an_unknown_strategy_or_a_parameter_of_another_one_is_refused() {
         &["\"eta\" is a parameter of fedadagrad, fedadam, fedyogi, not of fedavgm"],
     );
 }
+
+/// docs/CHAOS.md's table, its first column pair: on apps/digits' `byzantine` federation
+/// (4 of 20 nodes send their update reversed and four times longer), FedAvg collapses and
+/// FedMedian holds. Both runs are seeded, so they repeat exactly.
+#[test]
+fn fedavg_collapses_under_sign_flippers_and_fedmedian_holds() {
+    let digits = digits_dir();
+    let accuracy = |strategy: &str| {
+        let o = flwr(&[
+            "run",
+            digits.to_str().unwrap(),
+            "byzantine",
+            "--run-config",
+            &format!("strategy='{strategy}'"),
+            "--format",
+            "json",
+        ]);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains("4 of 20 virtual SuperNodes are Byzantine"),
+            "{err}"
+        );
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        report["rounds"][9]["server_metrics"]["accuracy"]
+            .as_f64()
+            .unwrap()
+    };
+    let (fedavg, median) = (accuracy("fedavg"), accuracy("fedmedian"));
+    assert!(fedavg < 0.5, "FedAvg under attack: {fedavg}");
+    assert!(median > 0.9, "FedMedian under attack: {median}");
+}

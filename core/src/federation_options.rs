@@ -61,6 +61,10 @@ pub struct ChaosOptions {
     pub byzantine_rate: f64,
     /// `options.chaos.byzantine-mode`: how a Byzantine node poisons its arrays.
     pub byzantine_mode: ByzantineMode,
+    /// `options.chaos.byzantine-scale`: the attack's strength (`sign-flip`'s and `scaled`'s
+    /// factor on the update, `gaussian`'s standard deviation); `None` for the mode's own
+    /// default (`ByzantineMode::default_scale`).
+    pub byzantine_scale: Option<f64>,
 }
 
 /// `options.chaos.byzantine-mode`: what a Byzantine node sends instead of its trained
@@ -102,6 +106,16 @@ impl ByzantineMode {
     pub fn parse(name: &str) -> Option<ByzantineMode> {
         Self::ALL.into_iter().find(|m| m.as_str() == name)
     }
+
+    /// The strength the mode attacks with when `options.chaos.byzantine-scale` is not set:
+    /// `sign-flip` negates the update as it is (1), `scaled` makes it ten times longer,
+    /// `gaussian` draws with standard deviation 1; `zeros` has none.
+    pub fn default_scale(self) -> f64 {
+        match self {
+            ByzantineMode::Scaled => 10.0,
+            ByzantineMode::SignFlip | ByzantineMode::Gaussian | ByzantineMode::Zeros => 1.0,
+        }
+    }
 }
 
 impl std::fmt::Display for ByzantineMode {
@@ -112,7 +126,7 @@ impl std::fmt::Display for ByzantineMode {
 
 impl ChaosOptions {
     /// The `options.chaos.*` keys there are, for errors that list them.
-    pub const KEYS: [&'static str; 7] = [
+    pub const KEYS: [&'static str; 8] = [
         "options.chaos.dropout-rate",
         "options.chaos.straggler-rate",
         "options.chaos.latency-ms",
@@ -120,6 +134,7 @@ impl ChaosOptions {
         "options.chaos.seed",
         "options.chaos.byzantine-rate",
         "options.chaos.byzantine-mode",
+        "options.chaos.byzantine-scale",
     ];
 
     /// True when no fault is injected at all (the seed or a Byzantine mode alone changes
@@ -257,6 +272,19 @@ impl FederationOptions {
                 })?;
             }
             ("options.chaos.byzantine-mode", _) => return Err(wrong("a string")),
+            ("options.chaos.byzantine-scale", _) => {
+                let scale = number(value).ok_or_else(|| wrong("an int or float"))?;
+                if !(scale.is_finite() && scale > 0.0) {
+                    return Err(invalid(
+                        key,
+                        format!("must be a positive number (got {value})"),
+                        &format!(
+                            "set {key} = 4.0 for an update flipped and made four times longer"
+                        ),
+                    ));
+                }
+                self.chaos.byzantine_scale = Some(scale);
+            }
             ("options.chaos.latency-ms" | "options.chaos.latency-jitter-ms", _) => {
                 let ms = number(value).ok_or_else(|| wrong("an int or float"))?;
                 let duration =
@@ -380,6 +408,11 @@ impl FederationOptions {
                 UserConfigValue::Str(chaos.byzantine_mode.as_str().to_owned()),
                 chaos.byzantine_mode != ByzantineMode::default(),
             ),
+            (
+                "chaos.byzantine-scale",
+                UserConfigValue::Float(chaos.byzantine_scale.unwrap_or(0.0)),
+                chaos.byzantine_scale.is_some(),
+            ),
         ] {
             if set {
                 put(key, value);
@@ -497,6 +530,18 @@ mod tests {
             e,
             "`options.chaos.byzantine-rate` must be a fraction between 0 and 1 (got 1.5): set options.chaos.byzantine-rate = 0.3 for 30 % of the fleet's nodes"
         );
+        let e = options
+            .set(
+                "options.chaos.byzantine-scale",
+                &UserConfigValue::Float(-2.0),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be a positive number (got -2.0)"), "{e}");
+        options
+            .set("options.chaos.byzantine-scale", &UserConfigValue::Int(4))
+            .unwrap();
+        assert_eq!(options.chaos.byzantine_scale, Some(4.0));
         let e = options
             .set("options.chaos.byzantine-mode", &UserConfigValue::Int(1))
             .unwrap_err()

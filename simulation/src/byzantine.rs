@@ -10,16 +10,15 @@ use floret_core::seeded::{splitmix_next, unit};
 use floret_core::{Array, ArrayRecord, ByzantineMode, DType, Element, Record, RecordDict};
 use std::f64::consts::TAU;
 
-/// How much `scaled` boosts an update: `global + SCALE * (local - global)`.
-const SCALE: f64 = 10.0;
-
 /// `content`, a train reply's records, with every float array of its array records
 /// poisoned by `mode`. `global` is the instruction's `arrays` record: the model the node
 /// was sent, matched by array key; where it has no array of the same key, dtype and shape,
 /// the global array counts as zeros (so `sign-flip` negates the local array). `noise_seed`
-/// seeds the `gaussian` draws.
+/// seeds the `gaussian` draws; `scale` is the attack's strength
+/// (`options.chaos.byzantine-scale`, or the mode's default).
 pub(crate) fn poison(
     mode: ByzantineMode,
+    scale: f64,
     content: &RecordDict,
     global: Option<&ArrayRecord>,
     noise_seed: u64,
@@ -34,7 +33,8 @@ pub(crate) fn poison(
                         .iter()
                         .map(|(key, local)| {
                             let global = global.and_then(|g| g.get(key).ok());
-                            (key.clone(), poison_array(mode, local, global, &mut noise))
+                            let attack = Attack { mode, scale };
+                            (key.clone(), poison_array(attack, local, global, &mut noise))
                         })
                         .collect(),
                 ),
@@ -45,15 +45,22 @@ pub(crate) fn poison(
         .collect()
 }
 
-fn poison_array(
+/// A mode and its strength.
+#[derive(Clone, Copy)]
+struct Attack {
     mode: ByzantineMode,
+    scale: f64,
+}
+
+fn poison_array(
+    attack: Attack,
     local: &Array,
     global: Option<&Array>,
     noise: &mut Normal,
 ) -> Array {
     let poisoned = match local.dtype {
-        DType::F32 => poison_values::<f32>(mode, local, global, noise),
-        DType::F64 => poison_values::<f64>(mode, local, global, noise),
+        DType::F32 => poison_values::<f32>(attack, local, global, noise),
+        DType::F64 => poison_values::<f64>(attack, local, global, noise),
         _ => None,
     };
     poisoned.unwrap_or_else(|| local.clone())
@@ -86,7 +93,7 @@ impl Real for f64 {
 /// The poisoned array, or `None` when `local` cannot be read as `T` (it is then sent as
 /// it is).
 fn poison_values<T: Real>(
-    mode: ByzantineMode,
+    Attack { mode, scale }: Attack,
     local: &Array,
     global: Option<&Array>,
     noise: &mut Normal,
@@ -103,10 +110,10 @@ fn poison_values<T: Real>(
             let l = l.to_f64();
             let g = global_values.as_ref().map_or(0.0, |g| g[i].to_f64());
             T::from_f64(match mode {
-                ByzantineMode::SignFlip => g - (l - g),
-                ByzantineMode::Gaussian => noise.draw(),
+                ByzantineMode::SignFlip => g - scale * (l - g),
+                ByzantineMode::Gaussian => scale * noise.draw(),
                 ByzantineMode::Zeros => 0.0,
-                ByzantineMode::Scaled => g + SCALE * (l - g),
+                ByzantineMode::Scaled => g + scale * (l - g),
             })
         })
         .collect();
@@ -170,7 +177,13 @@ mod tests {
         global: Option<&[T]>,
     ) -> Vec<T> {
         let global = global.map(|g| model(Array::from_slice(g)));
-        let out = poison(mode, &reply(Array::from_slice(local)), global.as_ref(), 1);
+        let out = poison(
+            mode,
+            mode.default_scale(),
+            &reply(Array::from_slice(local)),
+            global.as_ref(),
+            1,
+        );
         let arrays = out.array_record("arrays").unwrap();
         arrays.get("w").unwrap().values::<T>().unwrap().into_owned()
     }
@@ -203,6 +216,34 @@ mod tests {
                 Some(&[1.0, 1.0, 1.0])
             ),
             vec![-1.5, 2.0]
+        );
+    }
+
+    /// `options.chaos.byzantine-scale` sets the strength: sign-flip's and scaled's factor on
+    /// the update, gaussian's standard deviation.
+    #[test]
+    fn the_scale_sets_the_attacks_strength() {
+        let arrays = |mode, scale| {
+            let out = poison(
+                mode,
+                scale,
+                &reply(Array::from_slice(&[3.0f64])),
+                Some(&model(Array::from_slice(&[1.0f64]))),
+                1,
+            );
+            out.array_record("arrays")
+                .unwrap()
+                .get("w")
+                .unwrap()
+                .values::<f64>()
+                .unwrap()[0]
+        };
+        // Update 2: flipped four times longer is 1 - 8; boosted three times is 1 + 6.
+        assert_eq!(arrays(ByzantineMode::SignFlip, 4.0), -7.0);
+        assert_eq!(arrays(ByzantineMode::Scaled, 3.0), 7.0);
+        assert_eq!(
+            arrays(ByzantineMode::Gaussian, 2.0),
+            2.0 * arrays(ByzantineMode::Gaussian, 1.0)
         );
     }
 
@@ -243,6 +284,7 @@ mod tests {
         assert!(f32s.iter().all(|x| *x != 3.0 && x.is_finite()), "{f32s:?}");
         let other_seed = poison(
             ByzantineMode::Gaussian,
+            1.0,
             &reply(Array::from_slice(&local)),
             None,
             2,
@@ -272,10 +314,24 @@ mod tests {
         for mode in ByzantineMode::ALL {
             let ints = reply(Array::from_slice(&[1i64, -2, 3]));
             let global = model(Array::from_slice(&[0i64, 0, 0]));
-            assert_eq!(poison(mode, &ints, Some(&global), 1), ints, "{mode}");
+            assert_eq!(
+                poison(mode, mode.default_scale(), &ints, Some(&global), 1),
+                ints,
+                "{mode}"
+            );
             let bytes = reply(Array::from_slice(&[1u8, 2]));
-            assert_eq!(poison(mode, &bytes, None, 1), bytes, "{mode}");
-            let out = poison(mode, &reply(Array::from_slice(&[1.5f32])), None, 1);
+            assert_eq!(
+                poison(mode, mode.default_scale(), &bytes, None, 1),
+                bytes,
+                "{mode}"
+            );
+            let out = poison(
+                mode,
+                mode.default_scale(),
+                &reply(Array::from_slice(&[1.5f32])),
+                None,
+                1,
+            );
             assert_eq!(
                 out.metric_record("metrics").unwrap(),
                 reply(Array::from_slice(&[1.5f32]))

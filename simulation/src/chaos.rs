@@ -127,7 +127,12 @@ impl Chaos {
         let noise_seed = splitmix(
             self.key(md.run_id, &md.group_id, &md.message_type, md.dst_node_id) ^ NOISE_SALT,
         );
-        let poisoned = byzantine::poison(self.options.byzantine_mode, content, global, noise_seed);
+        let mode = self.options.byzantine_mode;
+        let scale = self
+            .options
+            .byzantine_scale
+            .unwrap_or_else(|| mode.default_scale());
+        let poisoned = byzantine::poison(mode, scale, content, global, noise_seed);
         Message {
             payload: Payload::Content(poisoned),
             ..reply
