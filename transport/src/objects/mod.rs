@@ -17,6 +17,7 @@
 //! - [`cache`]: the receiver's cache (SuperNode or app side): chunks already fetched, kept
 //!   across a reconnect so that a resumed transfer fetches only what is missing.
 
+pub(crate) mod assembly;
 pub(crate) mod cache;
 pub(crate) mod envelope;
 pub(crate) mod id;
