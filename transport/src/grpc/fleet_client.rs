@@ -12,9 +12,10 @@ use crate::convert_runs::run_info_from_proto;
 use crate::limits::batch_run;
 use crate::link::Link;
 use crate::meter;
+use crate::objects::assembly::Assembly;
 use crate::objects::cache::ChunkCache;
 use crate::objects::envelope::{self, Opened};
-use crate::objects::id::{ObjectId, verify_blocking};
+use crate::objects::id::ObjectId;
 use crate::objects::outbox::{pack, requested};
 use crate::objects::store::Counters;
 use crate::objects::{TransferStats, deadline_after};
@@ -24,7 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{Fleet, FleetError, Message, RegisterNode, Registration, RunInfo};
 use futures_util::{StreamExt, TryStreamExt, stream};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,8 +51,8 @@ struct Inner {
     address: String,
     rpc: Rpc,
     options: ClientOptions,
-    /// Verified chunks not yet assembled into a message.
-    cache: ChunkCache,
+    /// Verified chunks of transfers abandoned mid-way, for a retry to skip.
+    cache: Arc<ChunkCache>,
     counters: Counters,
     /// Prometheus counters of the link's transport: messages received and replies sent.
     meter: meter::Counters,
@@ -84,7 +85,7 @@ pub fn fleet_client_with(
         inner: Arc::new(Inner {
             address: address.to_string(),
             rpc,
-            cache: ChunkCache::new(options.cache_ttl),
+            cache: Arc::new(ChunkCache::new(options.cache_ttl)),
             options,
             counters: Counters::default(),
             meter,
@@ -182,9 +183,13 @@ impl FleetClient {
         }
     }
 
-    /// Fetches one chunk, checks it against its id and keeps it in the cache (for a resumed
-    /// transfer, should this one be abandoned).
-    async fn fetch(&self, node_id: u64, id: ObjectId) -> Result<(ObjectId, Bytes), FleetError> {
+    /// Fetches one chunk, checks it against its id and copies it into place.
+    async fn fetch(
+        &self,
+        node_id: u64,
+        id: ObjectId,
+        assembly: &Assembly,
+    ) -> Result<(), FleetError> {
         let request = v1::PullObjectRequest {
             node_id,
             object_id: id.to_hex(),
@@ -203,17 +208,15 @@ impl FleetClient {
             })
             .await?
             .content;
-        verify_blocking(id, content.clone())
-            .await
-            .map_err(|actual| {
-                FleetError::Invalid(format!(
-                    "chunk {id} from the SuperLink at {} is corrupt: its sha256 is {actual}",
-                    self.inner.address
-                ))
-            })?;
-        self.inner.counters.received(content.len());
-        self.inner.cache.insert(id, content.clone());
-        Ok((id, content))
+        let len = content.len();
+        assembly.receive(id, content).await.map_err(|actual| {
+            FleetError::Invalid(format!(
+                "chunk {id} from the SuperLink at {} is corrupt: its sha256 is {actual}",
+                self.inner.address
+            ))
+        })?;
+        self.inner.counters.received(len);
+        Ok(())
     }
 
     /// Uploads one chunk of a message of `run_id` (0: of several runs).
@@ -247,7 +250,8 @@ impl FleetClient {
     }
 
     /// Turns received envelopes into messages: fetches the chunks not in the cache (a few
-    /// at a time), assembles, and tells the SuperLink it may free what it kept for us.
+    /// at a time, each copied into place as it arrives), assembles, and tells the SuperLink
+    /// it may free what it kept for us.
     async fn receive(
         &self,
         node_id: u64,
@@ -262,16 +266,15 @@ impl FleetClient {
             .map_err(|e| {
                 FleetError::Invalid(format!("the SuperLink sent an invalid message: {e}"))
             })?;
-        let needed: HashSet<ObjectId> = opened.iter().flat_map(Opened::chunk_ids).collect();
-        let (mut chunks, missing) = cache.split(&needed);
-        let fetched: Vec<(ObjectId, Bytes)> = stream::iter(missing)
-            .map(|id| self.fetch(node_id, id))
-            .buffer_unordered(self.inner.options.concurrency())
-            .try_collect()
-            .await?;
-        chunks.extend(fetched);
         let deliveries = envelope::deliveries(&opened);
-        let messages = assemble(opened, chunks).await;
+        let needed: HashSet<ObjectId> = opened.iter().flat_map(Opened::chunk_ids).collect();
+        let (assembly, missing) = Assembly::start(opened, cache.clone());
+        stream::iter(missing)
+            .map(|id| self.fetch(node_id, id, &assembly))
+            .buffer_unordered(self.inner.options.concurrency())
+            .try_collect::<()>()
+            .await?;
+        let messages = assemble(assembly).await;
         if let Ok(messages) = &messages {
             self.inner
                 .meter
@@ -342,12 +345,10 @@ impl FleetClient {
     }
 }
 
-/// Assembles envelopes off the async threads (large arrays are copied once into place).
-async fn assemble(
-    opened: Vec<Opened>,
-    chunks: HashMap<ObjectId, Bytes>,
-) -> Result<Vec<Message>, FleetError> {
-    tokio::task::spawn_blocking(move || envelope::assemble_all(opened, &chunks))
+/// The messages of a batch whose chunks have all been received.
+async fn assemble(assembly: Assembly) -> Result<Vec<Message>, FleetError> {
+    assembly
+        .finish()
         .await
         .map_err(|e| FleetError::Invalid(format!("assembling a message failed: {e}")))?
         .map_err(|(_, e)| {

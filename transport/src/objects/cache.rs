@@ -1,10 +1,10 @@
 //! The receiving node's chunk cache: verified chunks by id.
 //!
-//! A chunk enters when it has been fetched and checked against its id, and leaves when the
-//! messages of the batch that needed it have been assembled. If a transfer is abandoned
-//! (the SuperLink stayed away longer than the client's patience), its chunks stay, so that
-//! when the same data is sent again only the rest is fetched; such leftovers are dropped
-//! `ttl` after they arrived, at the next transfer.
+//! A transfer under way keeps its chunks in its arrays' buffers (see `assembly`). When it is
+//! abandoned (the SuperLink stayed away longer than the client's patience), the chunks it
+//! had fetched and checked come here, so that when the same data is sent again only the
+//! rest is fetched; they leave when a batch that needed them has been assembled, or `ttl`
+//! after they arrived, at the next transfer.
 
 use super::id::ObjectId;
 use bytes::Bytes;

@@ -125,13 +125,14 @@ pub(crate) fn chunk_of(data: &Bytes, chunk_len: usize, index: usize) -> Bytes {
 }
 
 /// Where a chunked array goes back, and from which chunks.
-struct Placement {
+pub(super) struct Placement {
     /// Position in `Envelope.chunked_arrays`, for error messages.
     index: usize,
     record: usize,
     array: usize,
-    length: usize,
-    ids: Vec<ObjectId>,
+    /// The array's bytes, as announced (at most `ids.len() * MAX_CHUNK_LEN`, checked).
+    pub(super) length: usize,
+    pub(super) ids: Vec<ObjectId>,
 }
 
 /// A received envelope whose structure has been checked; its chunks are still to fetch.
@@ -247,63 +248,89 @@ impl Opened {
         self.placements.iter().flat_map(|p| p.ids.iter().copied())
     }
 
-    /// The core message, with each chunked array copied once into a contiguous buffer (an
-    /// array of one chunk shares that chunk instead; an array of the same chunks as one in
-    /// `built` shares that buffer). `chunks` holds fetched, verified chunks.
-    fn assemble(
+    /// Where the chunked arrays go, in `chunked_arrays` order.
+    pub(super) fn placements(&self) -> &[Placement] {
+        &self.placements
+    }
+
+    /// The core message, with the data of each chunked array from `data`, called once per
+    /// placement in order with where it sits (for error messages).
+    pub(super) fn complete(
         mut self,
-        chunks: &HashMap<ObjectId, Bytes>,
-        built: &mut HashMap<Vec<ObjectId>, Bytes>,
+        mut data: impl FnMut(&Placement, &Loc<'_>) -> Result<Bytes, DecodeError>,
     ) -> Result<Message, DecodeError> {
         let root = Loc::Root("Envelope");
         let list = root.field("chunked_arrays");
         for p in &self.placements {
-            let here = list.index(p.index);
-            if let Some(data) = built.get(&p.ids) {
-                // `open` checked the position; it cannot have moved since.
-                if let Some(array) = array_mut(&mut self.message, p.record, p.array) {
-                    array.data = data.clone();
-                }
-                continue;
-            }
-            let parts = p
-                .ids
-                .iter()
-                .enumerate()
-                .map(|(k, id)| {
-                    chunks.get(id).cloned().ok_or_else(|| {
-                        here.field("chunk_ids")
-                            .index(k)
-                            .invalid(format!("chunk {id} was not received"))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let total: usize = parts.iter().map(Bytes::len).sum();
-            if total != p.length {
-                return Err(here.field("length").invalid(format!(
-                    "is {} bytes, but its chunks hold {total}",
-                    p.length
-                )));
-            }
-            let data = match <[Bytes; 1]>::try_from(parts) {
-                Ok([only]) => only,
-                Err(parts) => {
-                    let mut buf = BytesMut::with_capacity(total);
-                    for c in &parts {
-                        buf.extend_from_slice(c);
-                    }
-                    let data = buf.freeze();
-                    built.insert(p.ids.clone(), data.clone());
-                    data
-                }
-            };
+            let bytes = data(p, &list.index(p.index))?;
             // `open` checked the position; it cannot have moved since.
             if let Some(array) = array_mut(&mut self.message, p.record, p.array) {
-                array.data = data;
+                array.data = bytes;
             }
         }
         convert::message_from_proto(self.message)
     }
+
+    /// The core message, with each chunked array copied once into a contiguous buffer (an
+    /// array of one chunk shares that chunk instead; an array of the same chunks as one in
+    /// `built` shares that buffer). `chunks` holds fetched, verified chunks.
+    fn assemble(
+        self,
+        chunks: &HashMap<ObjectId, Bytes>,
+        built: &mut HashMap<Vec<ObjectId>, Bytes>,
+    ) -> Result<Message, DecodeError> {
+        self.complete(|p, here| {
+            if let Some(data) = built.get(&p.ids) {
+                return Ok(data.clone());
+            }
+            let data = gather(p, here, |_, id| chunks.get(id).cloned())?;
+            if p.ids.len() > 1 {
+                built.insert(p.ids.clone(), data.clone());
+            }
+            Ok(data)
+        })
+    }
+}
+
+/// The array of `p` from its chunks (`chunk(k, id)`: chunk `k`, if received): the only
+/// chunk itself, or all of them copied into one buffer.
+///
+/// # Errors
+/// A chunk that was not received, or chunks that do not add up to the announced length.
+pub(super) fn gather(
+    p: &Placement,
+    here: &Loc<'_>,
+    chunk: impl Fn(usize, &ObjectId) -> Option<Bytes>,
+) -> Result<Bytes, DecodeError> {
+    let parts = p
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(k, id)| {
+            chunk(k, id).ok_or_else(|| {
+                here.field("chunk_ids")
+                    .index(k)
+                    .invalid(format!("chunk {id} was not received"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let total: usize = parts.iter().map(Bytes::len).sum();
+    if total != p.length {
+        return Err(here.field("length").invalid(format!(
+            "is {} bytes, but its chunks hold {total}",
+            p.length
+        )));
+    }
+    Ok(match <[Bytes; 1]>::try_from(parts) {
+        Ok([only]) => only,
+        Err(parts) => {
+            let mut buf = BytesMut::with_capacity(total);
+            for c in &parts {
+                buf.extend_from_slice(c);
+            }
+            buf.freeze()
+        }
+    })
 }
 
 /// Assembles a batch of opened envelopes from fetched, verified chunks. Arrays made of the

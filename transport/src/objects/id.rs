@@ -23,6 +23,11 @@ impl ObjectId {
         ObjectId(Sha256::digest(data).into())
     }
 
+    /// The id of what was fed to `hasher`.
+    pub(crate) fn from_hasher(hasher: Sha256) -> ObjectId {
+        ObjectId(hasher.finalize().into())
+    }
+
     pub(crate) fn parse(s: &str) -> Result<ObjectId, ObjectIdError> {
         let err = || ObjectIdError {
             shown: s.chars().take(80).collect(),

@@ -4,7 +4,7 @@
 //! array above a size threshold has empty data, plus, for each such array, its length and the
 //! ordered ids of its chunks (id = hex sha256 of the chunk's bytes, chunks of at most
 //! [`MAX_CHUNK_LEN`]). The receiver fetches only the chunks it does not hold, checks each
-//! against its id, and copies them once into one contiguous buffer per array.
+//! against its id and copies it into its place in the array's buffer as it arrives.
 //!
 //! - [`id`]: object ids and hashing (in parallel, off the async threads).
 //! - [`envelope`]: splitting a core message into an envelope and its chunks, and assembling
@@ -14,9 +14,12 @@
 //!   hashed and stored once, and holds that decide when a chunk is freed.
 //! - [`outbox`]: envelopes for sending, with their chunks held in the store (serving side)
 //!   or handed back to be uploaded on request (the other side).
-//! - [`cache`]: the receiver's cache (SuperNode or app side): chunks already fetched, kept
-//!   across a reconnect so that a resumed transfer fetches only what is missing.
+//! - [`assembly`]: the receiver's side (SuperNode or app side): each chunk checked and copied
+//!   into the array's final buffer in one pass as it arrives.
+//! - [`cache`]: the receiver's cache: the chunks of an abandoned transfer, kept so that a
+//!   resumed transfer fetches only what is missing.
 
+pub(crate) mod assembly;
 pub(crate) mod cache;
 pub(crate) mod envelope;
 pub(crate) mod id;
@@ -75,7 +78,8 @@ impl ChunkPolicy {
 /// What a peer has sent and received as chunks, and what it holds now. On a SuperLink
 /// (`Server::transfer_stats`), "held" is its object store: chunks kept for nodes to fetch
 /// and uploads not yet used; on a SuperNode (`FleetClient::transfer_stats`), the chunks
-/// fetched for messages not yet assembled, or left by an abandoned transfer.
+/// left by an abandoned transfer (those of a transfer under way are already in their
+/// arrays' buffers, and not counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TransferStats {
     /// Chunks hashed to be sent. A model broadcast to many nodes is hashed once.

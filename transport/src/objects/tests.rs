@@ -395,6 +395,200 @@ async fn the_run_cap_counts_every_node_of_a_run_and_spares_other_runs() {
     put(5, 5, 9).unwrap();
 }
 
+/// The receiver's assembly: chunks copied into place as they arrive, in any order.
+mod assembly {
+    use super::*;
+    use crate::objects::assembly::{Assembly, State, hash_into};
+    use crate::objects::cache::ChunkCache;
+    use std::sync::Arc;
+
+    /// `m` sealed with chunks of 64 bytes, and those chunks in order.
+    fn sealed_with_chunks(m: &Message) -> (crate::proto::v1::Envelope, Vec<(ObjectId, Bytes)>) {
+        let data = w(m);
+        let chunks = (0..data.len().div_ceil(64))
+            .map(|k| {
+                let c = chunk_of(&data, 64, k);
+                (ObjectId::of(&c), c)
+            })
+            .collect();
+        (sealed(m), chunks)
+    }
+
+    fn w(m: &Message) -> Bytes {
+        m.content()
+            .unwrap()
+            .array_record("model")
+            .unwrap()
+            .get("w")
+            .unwrap()
+            .data
+            .clone()
+    }
+
+    /// What a blocking thread does with a fetched chunk; whether it matched its id.
+    fn feed(state: &mut State, id: ObjectId, data: &Bytes) -> bool {
+        let mut claim = state.claim(id, data.len());
+        let checked = hash_into(data, claim.slots_mut()) == id;
+        state.put_back(claim, data.clone(), checked);
+        checked
+    }
+
+    #[test]
+    fn chunks_arriving_in_any_order_land_at_their_offsets() {
+        let m = message(&[("w", 200)]);
+        let (e, chunks) = sealed_with_chunks(&m);
+        // The last (short) chunk first, before the layout is known; then the rest.
+        for order in [[3, 1, 0, 2], [0, 1, 2, 3], [2, 3, 0, 1]] {
+            let mut state = State::new(vec![envelope::open(e.clone()).unwrap()]);
+            for k in order {
+                assert!(feed(&mut state, chunks[k].0, &chunks[k].1));
+            }
+            let back = state.finish().unwrap();
+            assert_eq!(back, vec![m.clone()], "order {order:?}");
+        }
+    }
+
+    #[test]
+    fn the_chunks_are_copied_into_one_buffer_as_they_arrive() {
+        let m = message(&[("w", 200)]);
+        let (e, chunks) = sealed_with_chunks(&m);
+        let mut state = State::new(vec![envelope::open(e).unwrap()]);
+        // The first chunk lays the buffer out; each later one fills its slot.
+        for (id, data) in &chunks[..3] {
+            let mut claim = state.claim(*id, data.len());
+            assert_eq!(claim.slots_len(), 1, "copied into place, not kept");
+            assert_eq!(hash_into(data, claim.slots_mut()), *id);
+            state.put_back(claim, data.clone(), true);
+        }
+        assert!(feed(&mut state, chunks[3].0, &chunks[3].1));
+        assert_eq!(state.finish().unwrap(), vec![m]);
+    }
+
+    #[test]
+    fn a_chunk_repeated_in_an_array_is_copied_to_every_place() {
+        let mut record = ArrayRecord::new();
+        let mut values = vec![0u8; 200];
+        values[199] = 1;
+        record.insert("w", Array::from_vec(vec![200], values));
+        let m = Message::new(RecordDict::new().with("model", record), 3, "train");
+        let (e, chunks) = sealed_with_chunks(&m);
+        assert_eq!(chunks[0].0, chunks[2].0, "three equal chunks");
+        let mut state = State::new(vec![envelope::open(e).unwrap()]);
+        assert_eq!(state.wanted().len(), 2, "each chunk fetched once");
+        let mut claim = state.claim(chunks[0].0, 64);
+        assert_eq!(claim.slots_len(), 3);
+        hash_into(&chunks[0].1, claim.slots_mut());
+        state.put_back(claim, chunks[0].1.clone(), true);
+        assert!(feed(&mut state, chunks[3].0, &chunks[3].1));
+        assert_eq!(state.finish().unwrap(), vec![m]);
+    }
+
+    #[test]
+    fn a_corrupt_chunk_fills_nothing_and_the_array_does_not_assemble() {
+        let m = message(&[("w", 200)]);
+        let (e, chunks) = sealed_with_chunks(&m);
+        let mut state = State::new(vec![envelope::open(e).unwrap()]);
+        let mut spoiled = chunks[1].1.to_vec();
+        spoiled[0] ^= 1;
+        assert!(feed(&mut state, chunks[0].0, &chunks[0].1));
+        assert!(!feed(&mut state, chunks[1].0, &Bytes::from(spoiled)));
+        for (id, data) in &chunks[2..] {
+            assert!(feed(&mut state, *id, data));
+        }
+        let (index, err) = state.finish().unwrap_err();
+        assert_eq!(index, 0);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Envelope.chunked_arrays[0].chunk_ids[1]: chunk {} was not received",
+                chunks[1].0
+            )
+        );
+    }
+
+    #[test]
+    fn chunks_of_uneven_lengths_are_gathered_and_checked_against_the_length() {
+        let m = message(&[("w", 136)]);
+        let data = w(&m);
+        // 64, 8 and 64 bytes: no single chunk length lays this out.
+        let parts = [data.slice(0..64), data.slice(64..72), data.slice(72..136)];
+        let mut e = sealed(&m);
+        e.chunked_arrays[0].chunk_ids = parts.iter().map(|c| ObjectId::of(c).to_hex()).collect();
+        let mut state = State::new(vec![envelope::open(e.clone()).unwrap()]);
+        for c in &parts {
+            assert!(feed(&mut state, ObjectId::of(c), c));
+        }
+        assert_eq!(state.finish().unwrap(), vec![m.clone()]);
+
+        e.chunked_arrays[0].length = 137;
+        let mut state = State::new(vec![envelope::open(e).unwrap()]);
+        for c in &parts {
+            assert!(feed(&mut state, ObjectId::of(c), c));
+        }
+        let (_, err) = state.finish().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Envelope.chunked_arrays[0].length: is 137 bytes, but its chunks hold 136"
+        );
+    }
+
+    #[test]
+    fn the_same_array_twice_in_a_batch_is_built_once() {
+        let m = message(&[("w", 200)]);
+        let (e, chunks) = sealed_with_chunks(&m);
+        let opened = vec![
+            envelope::open(e.clone()).unwrap(),
+            envelope::open(e).unwrap(),
+        ];
+        let mut state = State::new(opened);
+        for (id, data) in &chunks {
+            assert!(feed(&mut state, *id, data));
+        }
+        let back = state.finish().unwrap();
+        assert_eq!(back, vec![m.clone(), m]);
+        assert_eq!(w(&back[0]).as_ptr(), w(&back[1]).as_ptr(), "one buffer");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_assembly_leaves_what_arrived_in_the_cache_for_a_retry() {
+        let m = message(&[("w", 200)]);
+        let (e, chunks) = sealed_with_chunks(&m);
+        let cache = Arc::new(ChunkCache::new(Duration::from_secs(60)));
+        let (assembly, missing) =
+            Assembly::start(vec![envelope::open(e.clone()).unwrap()], cache.clone());
+        assert_eq!(missing, chunks.iter().map(|c| c.0).collect::<Vec<_>>());
+        for (id, data) in &chunks[..2] {
+            assembly.receive(*id, data.clone()).await.unwrap();
+        }
+        drop(assembly);
+        assert_eq!(cache.size(), (2, 128));
+
+        // The retry fetches only the other two.
+        let (assembly, missing) = Assembly::start(vec![envelope::open(e).unwrap()], cache);
+        assert_eq!(missing, vec![chunks[2].0, chunks[3].0]);
+        for (id, data) in &chunks[2..] {
+            assembly.receive(*id, data.clone()).await.unwrap();
+        }
+        assert_eq!(assembly.finish().await.unwrap().unwrap(), vec![m]);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_chunk_is_refused_with_its_actual_id() {
+        let m = message(&[("w", 200)]);
+        let (e, chunks) = sealed_with_chunks(&m);
+        let cache = Arc::new(ChunkCache::new(Duration::from_secs(60)));
+        let (assembly, _) = Assembly::start(vec![envelope::open(e).unwrap()], cache.clone());
+        let wrong = chunks[1].1.clone();
+        let err = assembly
+            .receive(chunks[0].0, wrong.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(err, ObjectId::of(&wrong));
+        drop(assembly);
+        assert_eq!(cache.size(), (0, 0), "a corrupt chunk is not kept");
+    }
+}
+
 mod fuzz {
     use super::*;
     use crate::proto::v1;
@@ -431,8 +625,9 @@ mod fuzz {
     }
 
     proptest! {
-        /// Whatever chunk list a peer sends with a message, opening and assembling it
-        /// either succeeds or says what is wrong: it never panics.
+        /// Whatever chunk list a peer sends with a message, opening and assembling it (all
+        /// at the end, or as the chunks arrive) either succeeds or says what is wrong: it
+        /// never panics.
         #[test]
         fn arbitrary_chunk_lists_never_panic(
             arrays in proptest::collection::vec(chunked_array(), 0..4),
@@ -443,8 +638,17 @@ mod fuzz {
             e.chunked_arrays = arrays;
             let chunks: HashMap<ObjectId, Bytes> =
                 known_chunks().into_iter().map(|c| (ObjectId::of(&c), c)).collect();
-            if let Ok(opened) = envelope::open(e) {
+            if let Ok(opened) = envelope::open(e.clone()) {
                 let _ = envelope::assemble_all(vec![opened], &chunks);
+            }
+            if let Ok(opened) = envelope::open(e) {
+                let mut state = crate::objects::assembly::State::new(vec![opened]);
+                for (id, c) in &chunks {
+                    let mut claim = state.claim(*id, c.len());
+                    crate::objects::assembly::hash_into(c, claim.slots_mut());
+                    state.put_back(claim, c.clone(), true);
+                }
+                let _ = state.finish();
             }
         }
     }

@@ -131,6 +131,10 @@ impl QuicChannel {
         let connection = self.connection().await?;
         let (mut send, mut recv) = connection.open_bi().await.map_err(QuicCallError::Lost)?;
         let (parts, body) = request.into_parts();
+        if super::carries_chunk(parts.uri.path()) {
+            // Only fails on a stream already closed, which the next write reports.
+            let _ = send.set_priority(super::CHUNK_PRIORITY);
+        }
         let head = QuicHead {
             path: parts.uri.path().to_string(),
             status: 0,

@@ -29,8 +29,23 @@ pub(crate) const ALPN: &[u8] = b"floret/1";
 /// headers (IPv6's 48 bytes).
 const MAX_UDP_PAYLOAD: u16 = 65_535 - 48;
 
+/// Whether a call at `path` carries a chunk (a 4 MiB PullObject answer or PushObject
+/// request): its stream is sent after those of every other call (see [`transport_config`]).
+pub(crate) fn carries_chunk(path: &str) -> bool {
+    path.ends_with("/PullObject") || path.ends_with("/PushObject")
+}
+
+/// The send priority of a stream that carries a chunk: below the default 0 of other calls.
+pub(crate) const CHUNK_PRIORITY: i32 = -1;
+
 /// Flow-control windows as for HTTP/2 (see `grpc::options`): a few 4 MiB chunks in flight
 /// at memory speed; idle timeout and keep-alive as the gRPC pings.
+///
+/// Streams of one priority are sent one after another, not round-robin: of four chunks in
+/// flight the first then arrives whole after a quarter of the time, and the receiver checks
+/// it while the next arrives, where interleaved they all arrived together at the end and
+/// the receiver's cores waited, then the link did. A heartbeat is not held up behind them:
+/// chunk streams are sent at [`CHUNK_PRIORITY`], below every other call.
 pub(crate) fn transport_config(
     (interval, timeout): (Duration, Duration),
 ) -> quinn::TransportConfig {
@@ -38,6 +53,7 @@ pub(crate) fn transport_config(
     t.stream_receive_window(quinn::VarInt::from_u32(8 * 1024 * 1024));
     t.receive_window(quinn::VarInt::from_u32(64 * 1024 * 1024));
     t.send_window(64 * 1024 * 1024);
+    t.send_fairness(false);
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(256));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     // Probe for packets larger than Ethernet's: on loopback (MTU 64 KiB) and jumbo-frame
@@ -98,4 +114,27 @@ pub(crate) fn endpoint(
         None => (None, quinn::EndpointConfig::default()),
     };
     quinn::Endpoint::new(config, server, socket.into(), runtime)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_chunk_calls_of_both_apis_are_sent_after_the_others() {
+        for path in [
+            "/floret.v1.Fleet/PullObject",
+            "/floret.v1.Fleet/PushObject",
+            "/floret.v1.AppIoObjects/PullObject",
+            "/floret.v1.AppIoObjects/PushObject",
+        ] {
+            assert!(super::carries_chunk(path), "{path}");
+        }
+        for path in [
+            "/floret.v1.Fleet/Heartbeat",
+            "/floret.v1.Fleet/PullMessages",
+            "/floret.v1.Fleet/Subscribe",
+            "/floret.v1.Fleet/ConfirmDeliveries",
+        ] {
+            assert!(!super::carries_chunk(path), "{path}");
+        }
+    }
 }

@@ -190,6 +190,10 @@ async fn call(
             return;
         }
     };
+    if super::carries_chunk(&head.path) {
+        // Only fails on a stream already closed, which the next write reports.
+        let _ = send.set_priority(super::CHUNK_PRIORITY);
+    }
     let mut request = Request::new(BodyReader::new(recv, max_data).into_body());
     *request.method_mut() = http::Method::POST;
     *request.version_mut() = http::Version::HTTP_2;

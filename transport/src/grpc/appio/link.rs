@@ -6,9 +6,10 @@ use super::wire::context_from_parts;
 use crate::grpc::options::{ClientOptions, MAX_MESSAGE_LEN, link};
 use crate::grpc::status::{refused, to_appio_error};
 use crate::link::Link as Channel;
+use crate::objects::assembly::Assembly;
 use crate::objects::cache::ChunkCache;
 use crate::objects::envelope::{self, Opened};
-use crate::objects::id::{ObjectId, verify_blocking};
+use crate::objects::id::ObjectId;
 use crate::objects::outbox::{pack, requested};
 use crate::objects::store::Counters;
 use crate::objects::{TransferStats, deadline_after};
@@ -77,8 +78,8 @@ pub(crate) struct Link {
     channel: Channel,
     objects: ObjectsRpc,
     options: ClientOptions,
-    /// Verified chunks not yet assembled into a message.
-    cache: ChunkCache,
+    /// Verified chunks of transfers abandoned mid-way, for a retry to skip.
+    cache: Arc<ChunkCache>,
     counters: Counters,
 }
 
@@ -93,7 +94,7 @@ impl Link {
             address: address.to_string(),
             channel,
             objects,
-            cache: ChunkCache::new(options.cache_ttl),
+            cache: Arc::new(ChunkCache::new(options.cache_ttl)),
             options,
             counters: Counters::default(),
         })
@@ -231,8 +232,13 @@ impl Link {
         Ok(())
     }
 
-    /// Fetches one chunk and checks it against its id.
-    async fn fetch(&self, token: &str, id: ObjectId) -> Result<(ObjectId, Bytes), AppIoError> {
+    /// Fetches one chunk, checks it against its id and copies it into place.
+    async fn fetch(
+        &self,
+        token: &str,
+        id: ObjectId,
+        assembly: &Assembly,
+    ) -> Result<(), AppIoError> {
         let request = v1::AppPullObjectRequest {
             token: token.to_string(),
             object_id: id.to_hex(),
@@ -246,14 +252,12 @@ impl Link {
             )
             .await?
             .content;
-        verify_blocking(id, content.clone())
-            .await
-            .map_err(|actual| {
-                self.invalid_reply(format_args!("chunk {id} corrupt: its sha256 is {actual}"))
-            })?;
-        self.counters.received(content.len());
-        self.cache.insert(id, content.clone());
-        Ok((id, content))
+        let len = content.len();
+        assembly.receive(id, content).await.map_err(|actual| {
+            self.invalid_reply(format_args!("chunk {id} corrupt: its sha256 is {actual}"))
+        })?;
+        self.counters.received(len);
+        Ok(())
     }
 
     /// Receives `envelopes` and the state of `context` in one batch, so that their chunks
@@ -274,7 +278,7 @@ impl Link {
     }
 
     /// Turns received envelopes into messages: fetches the chunks not in the cache (a few
-    /// at a time), assembles, and tells the daemon it may free what it kept for us.
+    /// at a time, each copied into place as it arrives), assembles, and tells the daemon it may free what it kept for us.
     pub(crate) async fn receive(
         &self,
         token: &str,
@@ -287,15 +291,15 @@ impl Link {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.invalid_reply(format_args!("an invalid message: {e}")))?;
         let needed: HashSet<ObjectId> = opened.iter().flat_map(Opened::chunk_ids).collect();
-        let (mut chunks, missing) = self.cache.split(&needed);
-        let fetched: Vec<(ObjectId, Bytes)> = stream::iter(missing)
-            .map(|id| self.fetch(token, id))
-            .buffer_unordered(self.options.concurrency())
-            .try_collect()
-            .await?;
-        chunks.extend(fetched);
         let deliveries = envelope::deliveries(&opened);
-        let messages = tokio::task::spawn_blocking(move || envelope::assemble_all(opened, &chunks))
+        let (assembly, missing) = Assembly::start(opened, self.cache.clone());
+        stream::iter(missing)
+            .map(|id| self.fetch(token, id, &assembly))
+            .buffer_unordered(self.options.concurrency())
+            .try_collect::<()>()
+            .await?;
+        let messages = assembly
+            .finish()
             .await
             .map_err(|e| AppIoError::Invalid(format!("assembling a message failed: {e}")))?
             .map_err(|(_, e)| self.invalid_reply(format_args!("an invalid message: {e}")));
