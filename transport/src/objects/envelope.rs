@@ -292,8 +292,12 @@ impl Opened {
     }
 }
 
+/// The alignment an array's data needs to be read in place as any element type.
+const ALIGN: usize = 8;
+
 /// The array of `p` from its chunks (`chunk(k, id)`: chunk `k`, if received): the only
-/// chunk itself, or all of them copied into one buffer.
+/// chunk itself (copied once when it is not 8-byte aligned), or all of them copied into
+/// one buffer.
 ///
 /// # Errors
 /// A chunk that was not received, or chunks that do not add up to the announced length.
@@ -322,6 +326,12 @@ pub(super) fn gather(
         )));
     }
     Ok(match <[Bytes; 1]>::try_from(parts) {
+        // Shared as received, unless it starts off an 8-byte boundary (a chunk decoded by
+        // tonic starts 10 bytes into its frame): `Array::values` would then copy it value
+        // by value on every read, so it is copied once here, to a fresh allocation.
+        Ok([only]) if !(only.as_ptr() as usize).is_multiple_of(ALIGN) => {
+            Bytes::copy_from_slice(&only)
+        }
         Ok([only]) => only,
         Err(parts) => {
             let mut buf = BytesMut::with_capacity(total);

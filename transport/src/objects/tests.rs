@@ -4,7 +4,7 @@ use super::envelope::{self, chunk_of};
 use super::id::{ObjectId, hash_chunks};
 use super::store::ObjectStore;
 use super::{ChunkPolicy, MAX_CHUNK_LEN};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use floret_core::{Array, ArrayRecord, Message, MetricRecord, RecordDict};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -530,6 +530,39 @@ mod assembly {
             err.to_string(),
             "Envelope.chunked_arrays[0].length: is 137 bytes, but its chunks hold 136"
         );
+    }
+
+    /// An array of one chunk shares the chunk, unless the chunk starts off an 8-byte
+    /// boundary (tonic's decode buffers do): then it is copied once, so that every later
+    /// read is in place.
+    #[test]
+    fn a_lone_chunk_off_alignment_is_copied_once_to_aligned_memory() {
+        let m = message(&[("w", 40)]);
+        let (e, chunks) = sealed_with_chunks(&m);
+        assert_eq!(chunks.len(), 1);
+        let (id, data) = &chunks[0];
+        // The chunk's bytes placed one to seven bytes into a buffer: off alignment.
+        let mut buf = BytesMut::zeroed(data.len() + 8);
+        let start = (1..8)
+            .find(|&k| !(buf[k..].as_ptr() as usize).is_multiple_of(8))
+            .unwrap();
+        buf[start..start + data.len()].copy_from_slice(data);
+        let odd = buf.freeze().slice(start..start + data.len());
+        assert!(!(odd.as_ptr() as usize).is_multiple_of(8));
+        assert_eq!(&odd[..], &data[..]);
+        let mut state = State::new(vec![envelope::open(e).unwrap()]);
+        assert!(feed(&mut state, *id, &odd));
+        let built = state.finish().unwrap();
+        let got = w(&built[0]);
+        assert_eq!(&got[..], &data[..]);
+        assert!((got.as_ptr() as usize).is_multiple_of(8));
+        // An aligned chunk is shared as it came.
+        let mut state = State::new(vec![envelope::open(sealed(&m)).unwrap()]);
+        assert!(feed(&mut state, *id, data));
+        let shared = w(&state.finish().unwrap()[0]);
+        if (data.as_ptr() as usize).is_multiple_of(8) {
+            assert_eq!(shared.as_ptr(), data.as_ptr());
+        }
     }
 
     #[test]
