@@ -480,44 +480,56 @@ fn digits_dir() -> PathBuf {
 }
 
 /// Issue 15's promise: a strategy and its parameters chosen on the command line, as
-/// `flwr run apps/digits --run-config "strategy='fedyogi' eta=0.01"`. Each trains the digits
-/// past chance in three rounds and says which strategy ran.
+/// `flwr run apps/digits --run-config "strategy='fedyogi' eta=0.01"`. Each says which
+/// strategy ran and reaches the accuracy docs/STRATEGIES.md gives it after 10 rounds
+/// (the runs are seeded; the margin is for other CPUs' last bits).
 #[test]
 fn the_run_config_chooses_the_strategy_and_its_parameters() {
     let digits = digits_dir();
-    for (config, name) in [
-        ("strategy='fedadam'", "FedAdam"),
-        ("strategy='fedyogi' eta=0.05", "FedYogi"),
-        ("strategy='fedavgm' server-momentum=0.9", "FedAvgM"),
-        ("strategy='fedprox' proximal-mu=0.1", "FedProx"),
-        ("strategy='fedmedian'", "FedMedian"),
-        ("strategy='krum' num-malicious-nodes=1", "Krum"),
-        ("strategy='bulyan' num-malicious-nodes=1", "Bulyan"),
-        ("strategy='qfedavg' q=0.2", "QFedAvg"),
+    for (config, name, documented) in [
+        ("strategy='fedavg'", "FedAvg", 0.961),
+        ("strategy='fedprox' proximal-mu=0.1", "FedProx", 0.961),
+        ("strategy='fedavgm' server-momentum=0.9", "FedAvgM", 0.953),
+        ("strategy='fedadagrad'", "FedAdagrad", 0.955),
+        ("strategy='fedadam'", "FedAdam", 0.955),
+        ("strategy='fedyogi'", "FedYogi", 0.886),
+        ("strategy='fedmedian'", "FedMedian", 0.969),
+        ("strategy='fedtrimmedavg'", "FedTrimmedAvg", 0.967),
+        ("strategy='krum' num-malicious-nodes=1", "Krum", 0.933),
+        (
+            "strategy='multikrum' num-malicious-nodes=1 num-nodes-to-select=5",
+            "MultiKrum",
+            0.967,
+        ),
+        ("strategy='bulyan' num-malicious-nodes=1", "Bulyan", 0.961),
+        ("strategy='qfedavg'", "QFedAvg", 0.944),
     ] {
         let o = flwr(&[
             "run",
             digits.to_str().unwrap(),
             "--run-config",
-            &format!("num-server-rounds=3 {config}"),
+            config,
             "--format",
             "json",
         ]);
         let err = stderr(&o);
         assert!(o.status.success(), "{config}: {err}");
         assert!(
-            err.contains(&format!("3 rounds of {name}")),
+            err.contains(&format!("10 rounds of {name}")),
             "{config}: {err}"
         );
         assert!(
-            err.contains(&format!("{name} finished 3 rounds")),
+            err.contains(&format!("{name} finished 10 rounds")),
             "{config}: {err}"
         );
         let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let accuracy = report["rounds"][2]["server_metrics"]["accuracy"]
+        let accuracy = report["rounds"][9]["server_metrics"]["accuracy"]
             .as_f64()
             .unwrap();
-        assert!(accuracy > 0.5, "{config}: {report}");
+        assert!(
+            accuracy > documented - 0.02,
+            "{config}: {accuracy} against the documented {documented}"
+        );
     }
 }
 

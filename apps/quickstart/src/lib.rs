@@ -85,7 +85,8 @@ mod tests {
             let value = match value {
                 toml::Value::Integer(i) => UserConfigValue::Int(*i),
                 toml::Value::Float(f) => UserConfigValue::Float(*f),
-                other => panic!("{key} = {other} is not a number"),
+                toml::Value::String(s) => UserConfigValue::Str(s.clone()),
+                other => panic!("{key} = {other} is not a number or a string"),
             };
             ctx.run_config.insert(key.clone(), value);
         }
@@ -96,5 +97,6 @@ mod tests {
         );
         assert_eq!((cfg.fraction_train, cfg.fraction_evaluate), (1.0, 1.0));
         assert_eq!(cfg.round_timeout, std::time::Duration::from_secs(600));
+        assert_eq!(cfg.strategy.name(), "FedAvg");
     }
 }

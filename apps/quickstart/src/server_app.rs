@@ -6,7 +6,8 @@ use floret_core::{
     AppError, Array, ArrayRecord, ConfigRecord, Context, Grid, ModelSize, ServerApp,
 };
 use floret_strategies::{
-    FedAvg, FedAvgConfig, History, StrategyRun, StrategyServer, announce, fraction, round_timeout,
+    FedAvgConfig, History, StrategyChoice, StrategyRun, StrategyServer, announce, fraction,
+    round_timeout, strategy_from_run_config,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub struct QuickstartConfig {
     /// `round-timeout` (seconds in the run config): bounds each wait of a round on its
     /// own, for enough nodes and for each phase's replies.
     pub round_timeout: Duration,
+    /// `strategy` and its parameters (FedAvg when absent; see `floret_strategies::choice`).
+    pub strategy: StrategyChoice,
 }
 
 impl QuickstartConfig {
@@ -64,6 +67,7 @@ impl QuickstartConfig {
             fraction_train,
             fraction_evaluate,
             round_timeout: round_timeout(ctx)?,
+            strategy: strategy_from_run_config(ctx)?,
         })
     }
 }
@@ -117,17 +121,23 @@ impl StrategyRun for QuickstartConfig {
 
     /// Runs FedAvg as the run config says.
     async fn run(self, grid: &dyn Grid) -> Result<History, AppError> {
-        let strategy = FedAvg::new(FedAvgConfig {
-            fraction_train: self.fraction_train,
-            fraction_evaluate: self.fraction_evaluate,
-            ..FedAvgConfig::default()
-        })
-        .map_err(AppError::other)?;
+        let strategy = self
+            .strategy
+            .build(FedAvgConfig {
+                fraction_train: self.fraction_train,
+                fraction_evaluate: self.fraction_evaluate,
+                ..FedAvgConfig::default()
+            })
+            .map_err(AppError::other)?;
         announce(
             grid,
             format!(
-                "quickstart: {} rounds of FedAvg over {} arrays, {} parameters (fraction-train {})",
-                self.num_server_rounds, self.num_arrays, self.total_params, self.fraction_train
+                "quickstart: {} rounds of {} over {} arrays, {} parameters (fraction-train {})",
+                self.num_server_rounds,
+                strategy.name(),
+                self.num_arrays,
+                self.total_params,
+                self.fraction_train
             ),
         );
         let history = strategy
@@ -207,6 +217,11 @@ mod tests {
                 fraction_train: 1.0,
                 fraction_evaluate: 1.0,
                 round_timeout: Duration::from_secs(600),
+                strategy: StrategyChoice {
+                    update: floret_strategies::ServerUpdate::Average,
+                    proximal_mu: None,
+                    robust: None,
+                },
             }
         );
     }
