@@ -35,6 +35,7 @@
 //! paper, Andrew et al. 2021, counts the unclipped ones).
 
 use crate::checkpoint::round_rng;
+use crate::values;
 use floret_core::{
     AppError, Array, ArrayRecord, Context, DType, Message, MetricRecord, Next, RecordDict,
     message_type,
@@ -344,28 +345,17 @@ pub fn clip_update(
             if l.is_empty() || l.len() != g.len() {
                 return (key.clone(), a.clone());
             }
-            let v = l.iter().zip(g).map(|(l, g)| g + (l - g) * scale);
-            let array = match a.dtype {
-                DType::F32 => Array::from_vec(a.shape.clone(), v.map(|x| x as f32).collect()),
-                _ => Array::from_vec(a.shape.clone(), v.collect()),
-            };
-            (key.clone(), array)
+            let v = l.iter().zip(g).map(|(l, g)| g + (l - g) * scale).collect();
+            (key.clone(), values::from_f64(a, v))
         })
         .collect();
     (out, clipped)
 }
 
-/// A float array's values as f64; empty for other dtypes.
+/// A float array's values as f64; empty for other dtypes (only floats are clipped).
 fn floats(a: &Array) -> Vec<f64> {
     match a.dtype {
-        DType::F32 => a
-            .values::<f32>()
-            .map(|v| v.iter().map(|&x| f64::from(x)).collect())
-            .unwrap_or_default(),
-        DType::F64 => a
-            .values::<f64>()
-            .map(|v| v.into_owned())
-            .unwrap_or_default(),
+        DType::F32 | DType::F64 => values::to_f64(a).unwrap_or_default(),
         _ => Vec::new(),
     }
 }
@@ -527,15 +517,7 @@ impl LocalDpMod {
 mod tests {
     use super::*;
 
-    fn model(v: &[f32]) -> ArrayRecord {
-        let mut r = ArrayRecord::new();
-        r.insert("w", Array::from_slice(v));
-        r
-    }
-
-    fn values(r: &ArrayRecord) -> Vec<f32> {
-        r.0["w"].values::<f32>().unwrap().into_owned()
-    }
+    use crate::values::testing::{model, values};
 
     #[test]
     fn an_update_longer_than_the_norm_is_scaled_to_it() {

@@ -28,6 +28,7 @@ pub mod sampling;
 mod server_app;
 pub mod server_update;
 pub mod shard;
+mod values;
 
 pub use checkpoint::{CHECKPOINT_KIND, CHECKPOINT_VERSION, model_sha256};
 pub use choice::{StrategyChoice, from_run_config as strategy_from_run_config};

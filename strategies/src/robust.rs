@@ -22,7 +22,8 @@
 
 use crate::canonical::Mergeable;
 use crate::metrics::MetricAccumulator;
-use floret_core::{Array, ArrayRecord, DType, MetricRecord};
+use crate::values;
+use floret_core::{ArrayRecord, MetricRecord};
 use std::cmp::Ordering;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as Atomic};
@@ -480,44 +481,22 @@ fn median(values: &mut [f64]) -> f64 {
 fn flatten(arrays: &ArrayRecord) -> Vec<Vec<f64>> {
     arrays
         .iter()
-        .map(|(_, a)| match a.dtype {
-            DType::F32 => read::<f32>(a, f64::from),
-            DType::F64 => read::<f64>(a, |v| v),
-            DType::I32 => read::<i32>(a, f64::from),
-            DType::I64 => read::<i64>(a, |v| v as f64),
-            DType::U8 => read::<u8>(a, f64::from),
-            DType::Other(_) => Vec::new(),
-        })
+        .map(|(_, a)| values::to_f64(a).unwrap_or_default())
         .collect()
 }
 
-fn read<T: floret_core::Element>(a: &Array, widen: impl Fn(T) -> f64) -> Vec<f64> {
-    a.values::<T>()
-        .map(|v| v.iter().map(|&x| widen(x)).collect())
-        .unwrap_or_default()
-}
-
-/// `values` shaped and typed as `like`'s arrays (integers rounded).
+/// `values` shaped and typed as `like`'s arrays.
 fn unflatten(like: &ArrayRecord, values: Vec<Vec<f64>>) -> ArrayRecord {
     like.iter()
         .zip(values)
-        .map(|((key, a), v)| {
-            let shape = a.shape.clone();
-            let array = match a.dtype {
-                DType::F32 => Array::from_vec(shape, v.iter().map(|&x| x as f32).collect()),
-                DType::I32 => Array::from_vec(shape, v.iter().map(|x| x.round() as i32).collect()),
-                DType::I64 => Array::from_vec(shape, v.iter().map(|x| x.round() as i64).collect()),
-                DType::U8 => Array::from_vec(shape, v.iter().map(|x| x.round() as u8).collect()),
-                _ => Array::from_vec(shape, v),
-            };
-            (key.clone(), array)
-        })
+        .map(|((key, a), v)| (key.clone(), values::from_f64(a, v)))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use floret_core::Array;
 
     fn reply(node: u64, v: &[f32], weight: f64) -> Buffered {
         let mut arrays = ArrayRecord::new();

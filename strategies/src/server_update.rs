@@ -23,7 +23,8 @@
 //! Pure: no I/O, no clock.
 
 use crate::error::StrategyError;
-use floret_core::{Array, ArrayRecord, DType};
+use crate::values;
+use floret_core::{Array, ArrayRecord};
 use serde::{Deserialize, Serialize};
 
 /// The server's step from the round's average to the next global model.
@@ -236,7 +237,7 @@ impl ServerUpdate {
                 return Err(mismatch(key, "has another size in the average"));
             }
             let stepped = self.step(round, &x, &avg, &mut state.first[i], &mut state.second[i]);
-            next.insert(key.clone(), from_f64(old, stepped));
+            next.insert(key.clone(), values::from_f64(old, stepped));
         }
         Ok(next)
     }
@@ -328,47 +329,12 @@ fn sign(v: f64) -> f64 {
 }
 
 fn as_f64(key: &str, array: &Array) -> Result<Vec<f64>, StrategyError> {
-    let unreadable = |e: floret_core::ArrayError| mismatch(key, &e.to_string());
-    Ok(match array.dtype {
-        DType::F32 => array
-            .values::<f32>()
-            .map_err(unreadable)?
-            .iter()
-            .map(|&v| f64::from(v))
-            .collect(),
-        DType::F64 => array.values::<f64>().map_err(unreadable)?.into_owned(),
-        DType::I32 => array
-            .values::<i32>()
-            .map_err(unreadable)?
-            .iter()
-            .map(|&v| f64::from(v))
-            .collect(),
-        DType::I64 => array
-            .values::<i64>()
-            .map_err(unreadable)?
-            .iter()
-            .map(|&v| v as f64)
-            .collect(),
-        DType::U8 => array
-            .values::<u8>()
-            .map_err(unreadable)?
-            .iter()
-            .map(|&v| f64::from(v))
-            .collect(),
-        DType::Other(ref d) => return Err(mismatch(key, &format!("has dtype {d}"))),
+    values::to_f64(array).ok_or_else(|| {
+        mismatch(
+            key,
+            &format!("has dtype {} or unreadable data", array.dtype.as_str()),
+        )
     })
-}
-
-/// `values` in `like`'s dtype and shape; integers are rounded (saturating).
-fn from_f64(like: &Array, values: Vec<f64>) -> Array {
-    let shape = like.shape.clone();
-    match like.dtype {
-        DType::F32 => Array::from_vec(shape, values.iter().map(|&v| v as f32).collect()),
-        DType::I32 => Array::from_vec(shape, values.iter().map(|v| v.round() as i32).collect()),
-        DType::I64 => Array::from_vec(shape, values.iter().map(|v| v.round() as i64).collect()),
-        DType::U8 => Array::from_vec(shape, values.iter().map(|v| v.round() as u8).collect()),
-        _ => Array::from_vec(shape, values),
-    }
 }
 
 fn mismatch(key: &str, what: &str) -> StrategyError {
@@ -398,15 +364,8 @@ fn invalid(field: &'static str, v: f64, fix: &str) -> StrategyError {
 mod tests {
     use super::*;
 
-    fn model(v: &[f32]) -> ArrayRecord {
-        let mut r = ArrayRecord::new();
-        r.insert("w", Array::from_slice(v));
-        r
-    }
-
-    fn values(r: &ArrayRecord) -> Vec<f32> {
-        r.0["w"].values::<f32>().unwrap().into_owned()
-    }
+    use crate::values::testing::{model, values};
+    use floret_core::DType;
 
     #[test]
     fn fedavg_takes_the_average() {
