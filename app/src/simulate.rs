@@ -126,8 +126,14 @@ pub async fn simulate(
             num_supernodes,
             options.workers()
         );
+        // The faults drawn per message; Byzantine nodes have a line of their own, from the
+        // simulation, that says how many of the fleet attack.
         let chaos = &federation.options.chaos;
-        if !chaos.is_off() {
+        let per_message = chaos.dropout_rate > 0.0
+            || chaos.straggler_rate > 0.0
+            || !chaos.latency.is_zero()
+            || !chaos.latency_jitter.is_zero();
+        if per_message {
             eprintln!(
                 "chaos: dropout-rate {}, straggler-rate {}, latency {:?} + up to {:?} jitter, seed {}",
                 chaos.dropout_rate,

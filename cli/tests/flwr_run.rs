@@ -346,6 +346,8 @@ fn byzantine_nodes_are_announced_once_at_the_start() {
         "{err}"
     );
     assert!(said[0].ends_with("with scaled"), "{err}");
+    // No line of zero per-message faults beside it.
+    assert!(!err.contains("dropout-rate 0,"), "{err}");
 }
 
 #[test]
