@@ -228,6 +228,13 @@ impl DpConfig {
         }
     }
 
+    /// The noise multiplier the model's noise gets: `noise_multiplier` itself, or with an
+    /// adaptive norm what is left once the noisy count took its share (Flower replaces the
+    /// parameter with it too: 0.4 with a count deviation of 1 gives 0.408).
+    pub fn effective_noise_multiplier(&self) -> f64 {
+        self.adaptive_noise().1
+    }
+
     /// Flower's `compute_adaptive_noise_params`: the count's standard deviation and the
     /// effective noise multiplier left for the model once the count took its share.
     fn adaptive_noise(&self) -> (f64, f64) {

@@ -604,3 +604,126 @@ async fn server_noise_has_flowers_spread_and_is_seeded() {
         assert!((0.05..0.2).contains(&s), "{who}'s noise spread {s}");
     }
 }
+
+/// With noise, an adaptive norm leaves the model a smaller multiplier; Floret's is
+/// Flower's, to the last bit of the formula.
+#[test]
+fn adaptive_clipping_takes_flowers_effective_noise_multiplier() {
+    let f = fixture("dp_server_adaptive_noise");
+    let dp = adaptive_dp(&f, DpConfig::server_adaptive);
+    let flower = f["rounds"][0]["state_after"]["noise_multiplier"]
+        .as_f64()
+        .unwrap();
+    assert_close(
+        "effective noise multiplier",
+        &[dp.effective_noise_multiplier()],
+        &[flower],
+        1e-15,
+        0.0,
+    );
+}
+
+/// LocalDpMod's noise, Floret's and Flower's (what each node sent, less the clipped update
+/// it made), has the standard deviation `sensitivity * sqrt(2 ln(1.25 / delta)) / epsilon`;
+/// and Floret's is seeded.
+#[tokio::test(start_paused = true)]
+async fn local_dp_noise_has_flowers_spread_and_is_seeded() {
+    let name = "localdp_noise";
+    let f = fixture(name);
+    let m = &f["client_mod"];
+    let std = m["noise_std_dev"].as_f64().unwrap();
+    let p = &m["params"];
+    let param = |k: &str| p[k].as_f64().unwrap();
+    let make = |seed: u64| {
+        LocalDpMod::new(
+            param("clipping_norm"),
+            param("sensitivity"),
+            param("epsilon"),
+            param("delta"),
+            seed,
+        )
+        .unwrap()
+    };
+    assert!((make(0).noise_std() - std).abs() < 1e-15);
+    // The noise of round 1's replies: sent minus the clipped update, per node.
+    let round = &f["rounds"][0];
+    let global = arrays(&round["global"]);
+    let clipped =
+        |raw: &Value| dp::clip_update(&arrays(&raw["arrays"]), &global, param("clipping_norm")).0;
+    let spread = |sent: &[ArrayRecord]| {
+        let raws = round["client_raw_replies"].as_array().unwrap();
+        let d: Vec<f64> = sent
+            .iter()
+            .zip(raws)
+            .flat_map(|(s, raw)| {
+                let c = clipped(raw);
+                s.iter()
+                    .flat_map(|(k, x)| {
+                        as_f64(x)
+                            .into_iter()
+                            .zip(as_f64(c.get(k).unwrap()))
+                            .map(|(x, c)| x - c)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        (d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64).sqrt()
+    };
+    let flower: Vec<ArrayRecord> = round["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| arrays(&r["arrays"]))
+        .collect();
+    // Floret's mod on the same raw replies, as each node would run it.
+    let ours = |seed: u64| -> Vec<ArrayRecord> {
+        round["client_raw_replies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|raw| {
+                let node = raw_node(raw);
+                let raw = raw.clone();
+                let app = ClientApp::new()
+                    .train(move |_, _| {
+                        Ok(RecordDict::new()
+                            .with("arrays", arrays(&raw["arrays"]))
+                            .with("metrics", metrics(&raw["metrics"])))
+                    })
+                    .with_mod(make(seed).into_mod());
+                let mut config = ConfigRecord::new();
+                config.insert("server-round", 1i64);
+                let msg = Message::new(
+                    RecordDict::new()
+                        .with("arrays", global.clone())
+                        .with("config", config),
+                    node,
+                    message_type::TRAIN,
+                );
+                let mut ctx = Context {
+                    node_id: node,
+                    ..Context::default()
+                };
+                app.handle(&msg, &mut ctx)
+                    .unwrap()
+                    .array_record("arrays")
+                    .unwrap()
+                    .clone()
+            })
+            .collect()
+    };
+    assert_eq!(ours(3), ours(3), "the same seed draws the same noise");
+    assert_ne!(ours(3), ours(4));
+    // About 125 draws each (5 replies of 25 values).
+    for (who, s) in [("Floret", spread(&ours(3))), ("Flower", spread(&flower))] {
+        assert!(
+            (0.7 * std..1.3 * std).contains(&s),
+            "{who}'s noise spread {s}, want {std}"
+        );
+    }
+}
+
+fn raw_node(raw: &Value) -> u64 {
+    raw["node_id"].as_u64().unwrap()
+}
