@@ -5,20 +5,20 @@
 // Tests may unwrap (a failure is the test failing) and read real time.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
+mod common;
+
 use async_trait::async_trait;
 use floret_actors::state::SimulationStore;
 use floret_actors::{
     HeartbeatPolicy, MemoryLinkState, RunLimits, RunStatus, SubStatus, SuperLinkService,
 };
-use floret_core::run_config::{apply_overrides, parse_overrides};
 use floret_core::{
-    AppCatalog, AppError, AppManifest, AppRef, Array, ArrayRecord, ByzantineMode, ClientApp,
-    Context, Control, Grid, Message, RecordDict, RoundSummary, RunEvent, ServerApp, StartRun,
-    UserConfig, UserConfigValue,
+    AppCatalog, AppError, AppRef, Array, ArrayRecord, ByzantineMode, ClientApp, Context, Control,
+    Grid, Message, RecordDict, RoundSummary, RunEvent, ServerApp, StartRun, UserConfig,
+    UserConfigValue,
 };
 use floret_simulation::node_ids::node_id;
 use floret_simulation::{Chaos, ChaosOptions, LinkFleets, SimulationOptions, SimulationRun};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,27 +41,15 @@ impl Seen {
 }
 
 async fn run_quickstart(chaos: &ChaosOptions) -> Seen {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/quickstart/pyproject.toml");
-    let manifest = AppManifest::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
-    let overrides =
-        "num-server-rounds=3 total-params=1000 fraction-train=1.0 fraction-evaluate=1.0";
-    let run_config =
-        apply_overrides(&manifest.config, &parse_overrides(overrides).unwrap()).unwrap();
     let options = SimulationOptions {
         num_supernodes: NODES,
         num_cpus: 1.0,
         num_gpus: 0.0,
     };
-    let run = SimulationRun {
-        app: AppRef {
-            name: "quickstart".into(),
-            ..AppRef::default()
-        },
-        federation: "byzantine".into(),
-        run_config,
-        server_app: floret_app_quickstart::server_app(),
-        client_app: floret_app_quickstart::client_app(),
-    };
+    let run = common::quickstart(
+        "byzantine",
+        "num-server-rounds=3 total-params=1000 fraction-train=1.0 fraction-evaluate=1.0",
+    );
     let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::for_simulation());
     let mut seen = Seen {
         logs: Vec::new(),

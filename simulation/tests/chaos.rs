@@ -4,15 +4,13 @@
 // Tests and benches may unwrap (a failure is the test failing) and read real time.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
+mod common;
+
 use floret_actors::state::SimulationStore;
 use floret_actors::{MemoryLinkState, RunStatus, SubStatus};
-use floret_core::run_config::{apply_overrides, parse_overrides};
-use floret_core::{AppManifest, AppRef, RoundSummary, RunEvent, message_type};
+use floret_core::{RoundSummary, RunEvent, message_type};
 use floret_simulation::node_ids::node_id;
-use floret_simulation::{
-    Chaos, ChaosOptions, Fault, Outcome, SimulationError, SimulationOptions, SimulationRun,
-};
-use std::path::Path;
+use floret_simulation::{Chaos, ChaosOptions, Fault, Outcome, SimulationError, SimulationOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,25 +19,12 @@ async fn run_quickstart(
     overrides: &str,
     chaos: &ChaosOptions,
 ) -> Result<(Outcome, Vec<RoundSummary>), SimulationError> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/quickstart/pyproject.toml");
-    let manifest = AppManifest::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
-    let run_config =
-        apply_overrides(&manifest.config, &parse_overrides(overrides).unwrap()).unwrap();
     let options = SimulationOptions {
         num_supernodes: nodes,
         num_cpus: 1.0,
         num_gpus: 0.0,
     };
-    let run = SimulationRun {
-        app: AppRef {
-            name: "quickstart".into(),
-            ..AppRef::default()
-        },
-        federation: "chaos".into(),
-        run_config,
-        server_app: floret_app_quickstart::server_app(),
-        client_app: floret_app_quickstart::client_app(),
-    };
+    let run = common::quickstart("chaos", overrides);
     let state: Arc<dyn SimulationStore> = Arc::new(MemoryLinkState::for_simulation());
     let mut rounds = Vec::new();
     let outcome = floret_simulation::run_with(&options, chaos, state, run, |e| {

@@ -8,10 +8,10 @@
 // Tests may unwrap (a failure is the test failing).
 #![allow(clippy::unwrap_used)]
 
-use floret_core::run_config::{apply_overrides, parse_overrides};
-use floret_core::{AppManifest, AppRef, RunEvent};
-use floret_simulation::{SimulationOptions, SimulationRun};
-use std::path::Path;
+mod common;
+
+use floret_core::RunEvent;
+use floret_simulation::SimulationOptions;
 
 /// `num-cpus` that gives `workers` concurrent ClientApp calls on this machine.
 fn num_cpus_for(workers: usize) -> f64 {
@@ -21,14 +21,6 @@ fn num_cpus_for(workers: usize) -> f64 {
 
 /// Runs the quickstart app and returns the final model's sha256 as FedAvg logged it.
 async fn final_model(workers: usize) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/quickstart/pyproject.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let manifest = AppManifest::parse(&text, &path).unwrap();
-    let overrides = parse_overrides(
-        "num-server-rounds=2 total-params=4000 num-arrays=2 fraction-train=1.0 fraction-evaluate=0.0",
-    )
-    .unwrap();
-    let run_config = apply_overrides(&manifest.config, &overrides).unwrap();
     let options = SimulationOptions {
         num_supernodes: 400,
         num_cpus: num_cpus_for(workers),
@@ -38,16 +30,10 @@ async fn final_model(workers: usize) -> String {
     let mut digest = None;
     let outcome = floret_simulation::run(
         &options,
-        SimulationRun {
-            app: AppRef {
-                name: "quickstart".into(),
-                ..AppRef::default()
-            },
-            federation: "determinism".into(),
-            run_config,
-            server_app: floret_app_quickstart::server_app(),
-            client_app: floret_app_quickstart::client_app(),
-        },
+        common::quickstart(
+            "determinism",
+            "num-server-rounds=2 total-params=4000 num-arrays=2 fraction-train=1.0 fraction-evaluate=0.0",
+        ),
         |e| {
             if let RunEvent::Log(line) = e
                 && let Some(hex) = line.strip_prefix("final model sha256 ")
