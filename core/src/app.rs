@@ -293,6 +293,27 @@ pub trait Grid: Send + Sync {
         Err(GridError::Unsupported("saving a checkpoint".into()))
     }
 
+    /// How many shards of a phase (see `ReplyFold`) this grid's side can fold at once. A
+    /// strategy sends a phase's messages striped over that many shards, so that replies
+    /// made at the same time belong to different shards and fold in parallel. 1 (send in
+    /// canonical order) unless the grid folds replies where they are made.
+    fn fold_lanes(&self) -> usize {
+        1
+    }
+
+    /// `send`, offering `fold` the replies where they arrive: a grid that can (a
+    /// simulation, whose workers make the replies) folds each one on the thread that made
+    /// it and delivers a receipt through `receive` instead; one that cannot delivers every
+    /// reply whole, for the ServerApp to fold. The default sends only.
+    async fn send_folding(
+        &self,
+        messages: Vec<Message>,
+        fold: Arc<dyn ReplyFold>,
+    ) -> Result<Vec<String>, GridError> {
+        drop(fold);
+        self.send(messages).await
+    }
+
     /// Sends `messages` and waits up to `timeout` for all their replies; replies that are
     /// not there by then are simply absent from the result.
     async fn send_and_receive(
@@ -317,6 +338,24 @@ pub trait Grid: Send + Sync {
         }
         Ok(replies)
     }
+}
+
+/// A phase's aggregate, folded where the replies arrive instead of where the ServerApp
+/// runs (`Grid::send_folding`).
+///
+/// Why: in a simulation the workers make the replies; if each reply had to travel, whole,
+/// to the ServerApp's one fold, that fold would be the run's serial part, and replies
+/// would pile up waiting for it. Folding on the worker that made a reply spreads the
+/// arithmetic over the workers and frees the reply at once. The strategy decides what a
+/// fold is and in which order replies are added (Floret's strategies keep a canonical
+/// order, so the result does not depend on which thread folds what); the grid only hands
+/// over the replies of the messages it sent with the fold, after checking who sent them.
+pub trait ReplyFold: Send + Sync {
+    /// Takes `reply` and folds it (now, or when its turn comes), and returns what to
+    /// deliver in its place: a receipt (the reply's metadata, empty content), which the
+    /// strategy recognises, or the reply itself, untouched, when the fold does not take it
+    /// (it is closed, or the reply is not one it waits for).
+    fn fold(&self, reply: Message) -> Message;
 }
 
 /// Counts and aggregated metrics of one phase (train or evaluate) of a round.

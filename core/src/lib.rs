@@ -30,7 +30,7 @@ pub use api::{
 };
 pub use app::{
     AppCatalog, AppError, ClientApp, Grid, GridError, Mod, ModelSize, Next, NodeSet, PhaseSummary,
-    RoundSummary, RunEvent, ServerApp,
+    ReplyFold, RoundSummary, RunEvent, ServerApp,
 };
 pub use appio::{AppIoError, AppOutcome, ClientAppIo, ClientTask, ServerAppIo};
 pub use array::{Array, ArrayError, DType, Element, STYPE_RAW};

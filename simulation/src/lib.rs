@@ -139,6 +139,8 @@ pub async fn run_with(
     options.validate()?;
     validate_chaos(chaos)?;
     let faults = Chaos::new(chaos);
+    // The workers fold the replies they make, as many shards at once as there are workers.
+    state.set_fold_lanes(options.workers());
     let spawn_err = |e: ractor::SpawnErr| SimulationError::Spawn(e.to_string());
     let (fleet, fleet_handle) = Actor::spawn(
         None,

@@ -25,7 +25,7 @@ use floret_actors::state::prelude::*;
 use floret_actors::{LinkGrid, MemoryLinkState, NewRun, RunStatus, VirtualFleets};
 use floret_core::{
     AppCatalog, AppRef, ChaosOptions, FederationOptions, Grid, GridError, Message, NodeSet,
-    RunEvent, RunInfo, SubStatus, UserConfig,
+    ReplyFold, RunEvent, RunInfo, SubStatus, UserConfig,
 };
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
@@ -154,6 +154,8 @@ struct FleetSpec {
 async fn start_fleet(run: NewRun, spec: FleetSpec, link: RunLink) -> Result<Arc<dyn Grid>, String> {
     let run_id = link.grid().run_id();
     let store = Arc::new(MemoryLinkState::for_simulated_run(run_id));
+    // The run's workers fold the replies they make (`Grid::send_folding`).
+    store.set_fold_lanes(spec.simulation.workers());
     let created = store.create_run(run).map_err(|e| e.to_string())?;
     debug_assert_eq!(created, run_id);
     for status in [RunStatus::Starting, RunStatus::Running] {
@@ -311,6 +313,19 @@ impl Grid for FleetGrid {
     async fn send(&self, messages: Vec<Message>) -> Result<Vec<String>, GridError> {
         self.link.check_running()?;
         self.messages.send(messages).await
+    }
+
+    fn fold_lanes(&self) -> usize {
+        self.messages.fold_lanes()
+    }
+
+    async fn send_folding(
+        &self,
+        messages: Vec<Message>,
+        fold: Arc<dyn ReplyFold>,
+    ) -> Result<Vec<String>, GridError> {
+        self.link.check_running()?;
+        self.messages.send_folding(messages, fold).await
     }
 
     async fn pull(&self, message_ids: &[String]) -> Result<Vec<Message>, GridError> {

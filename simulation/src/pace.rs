@@ -15,7 +15,7 @@
 //!   worker descheduled mid-call) waits in the ServerApp until its turn, and the window
 //!   bounds what can wait so. Past it, workers pause until the old instruction is served.
 
-use floret_actors::state::{WaitingReplies, array_bytes};
+use floret_actors::state::WaitingReplies;
 use floret_core::Message;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,7 +30,7 @@ pub const REPLY_OVERHEAD: usize = 1 << 10;
 
 /// What a reply costs while it waits: its arrays' bytes and `REPLY_OVERHEAD`.
 pub fn reply_cost(reply: &Message) -> usize {
-    array_bytes(reply) + REPLY_OVERHEAD
+    reply.array_bytes() + REPLY_OVERHEAD
 }
 
 /// The bound on replies waiting for the ServerApp.

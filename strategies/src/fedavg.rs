@@ -23,13 +23,14 @@
 //! - the weight metric is summed into the aggregated metrics instead of being dropped.
 
 use crate::aggregate::{self, ArrayAccumulator};
-use crate::canonical::{CanonicalFold, Mergeable};
+use crate::canonical::Mergeable;
 use crate::checkpoint::{self, Checkpoint, model_sha256, round_rng};
 use crate::config::FedAvgConfig;
 use crate::dp::{self, DpConfig, Side};
 use crate::error::StrategyError;
+use crate::folding::PhaseFold;
 use crate::metrics::MetricAccumulator;
-use crate::phase::{Folder, Phase};
+use crate::phase::Phase;
 use crate::reply::{self, Rejection};
 use crate::robust::{Buffered, ReplyBuffer, Robust};
 use crate::sampling::{required_nodes, sample_nodes, sample_size};
@@ -423,7 +424,7 @@ impl FedAvg {
             timeout: run.timeout,
         };
         let required = required_nodes(c.min_available_nodes, c.min_train_nodes);
-        let (plan, messages) = async {
+        let (plan, targets, messages) = async {
             let nodes = phase.wait_for_nodes(required).await?;
             if nodes.len() < required {
                 return Err(StrategyError::NotEnoughNodes {
@@ -440,14 +441,10 @@ impl FedAvg {
             phase.log(format!(
                 "round {round}: training on {size} of {connected} connected nodes"
             ));
-            let messages = self.messages(
-                plan.nodes(),
-                arrays,
-                &train_config,
-                round,
-                message_type::TRAIN,
-            );
-            Ok((plan, messages))
+            let targets = plan.send_order(run.grid.fold_lanes());
+            let messages =
+                self.messages(&targets, arrays, &train_config, round, message_type::TRAIN);
+            Ok((plan, targets, messages))
         }
         .instrument(info_span!("configure", phase = "train"))
         .await?;
@@ -461,7 +458,6 @@ impl FedAvg {
             counted: 0,
             clipped: 0,
         };
-        let targets = plan.nodes().to_vec();
         let clip = match (&self.dp, norm) {
             (Some(dp), Some(norm)) => Some(Clip {
                 server: dp.side == Side::Server,
@@ -471,15 +467,14 @@ impl FedAvg {
             }),
             _ => None,
         };
-        let folder = TrainFolder {
-            sums: CanonicalFold::new(plan, sums),
-            arrays_key: c.arrayrecord_key.clone(),
-            weight_key: c.weighted_by_key.clone(),
-            clip,
-        };
-        let (summary, folder) = phase.collect(&targets, messages, folder).await?;
+        let fold = train_fold(plan, sums, c, clip);
+        let summary = phase.collect(&targets, messages, &fold).await?;
         let _aggregate = info_span!("aggregate", phase = "train", last = true).entered();
-        let sums = folder.finish();
+        debug!(
+            peak_waiting = fold.peak_waiting(),
+            "train replies that waited for their turn"
+        );
+        let sums = fold.finish();
         let (clipped, counted) = (sums.clipped, sums.counted);
         let summary = self.aggregate(&phase, summary, sums, arrays, server)?;
         if let (Some(dp), Some(norm)) = (&self.dp, norm) {
@@ -583,22 +578,19 @@ impl FedAvg {
         }
         let size = sample_size(c.fraction_evaluate, c.min_evaluate_nodes, nodes.len());
         let plan = ShardPlan::new(&sample_nodes(rng, nodes, size));
+        let targets = plan.send_order(run.grid.fold_lanes());
         let messages = self.messages(
-            plan.nodes(),
+            &targets,
             arrays,
             run.evaluate_config,
             round,
             message_type::EVALUATE,
         );
         drop(_configuring);
-        let targets = plan.nodes().to_vec();
-        let folder = EvaluateFolder {
-            metrics: CanonicalFold::new(plan, MetricAccumulator::new(&c.weighted_by_key)),
-            weight_key: c.weighted_by_key.clone(),
-        };
-        let (mut summary, folder) = phase.collect(&targets, messages, folder).await?;
+        let fold = evaluate_fold(plan, &c.weighted_by_key);
+        let mut summary = phase.collect(&targets, messages, &fold).await?;
         let _aggregate = info_span!("aggregate", phase = "evaluate", last = true).entered();
-        summary.metrics = finish_metrics(&phase, folder.finish());
+        summary.metrics = finish_metrics(&phase, fold.finish());
         Ok(Some(summary))
     }
 
@@ -660,15 +652,6 @@ impl Mergeable for TrainSums {
     }
 }
 
-/// Folds train replies, in canonical order, into `TrainSums`.
-struct TrainFolder {
-    sums: CanonicalFold<TrainSums, Message>,
-    arrays_key: String,
-    weight_key: String,
-    /// Differential privacy's clip of this round, when on.
-    clip: Option<Clip>,
-}
-
 /// A round's clip: by the server (each reply's update, before folding) or by the nodes
 /// (whose adaptive mod reports `norm_bit`).
 struct Clip {
@@ -679,24 +662,43 @@ struct Clip {
     norm: f64,
 }
 
-impl TrainFolder {
-    /// The phase's sums, every reply that came folded in.
-    fn finish(self) -> TrainSums {
-        let TrainFolder {
-            sums,
-            arrays_key,
-            weight_key,
-            clip,
-        } = self;
-        debug!(
-            peak_waiting = sums.peak_waiting(),
-            "train replies that waited for their turn"
-        );
-        sums.finish(&mut |p, run| fold_train(p, &run, &arrays_key, &weight_key, clip.as_ref()))
-    }
+/// The train phase's fold into `TrainSums`: what a reply must be to count, and how the
+/// valid ones are summed (or held, for a robust rule), in canonical order.
+fn train_fold(
+    plan: ShardPlan,
+    sums: TrainSums,
+    c: &FedAvgConfig,
+    clip: Option<Clip>,
+) -> Arc<PhaseFold<TrainSums>> {
+    let (arrays_key, weight_key) = (c.arrayrecord_key.clone(), c.weighted_by_key.clone());
+    let adaptive_client = clip.as_ref().is_some_and(|c| !c.server && c.adaptive);
+    let check = {
+        let (arrays_key, weight_key) = (arrays_key.clone(), weight_key.clone());
+        move |total: &TrainSums, m: &Message| {
+            let r = reply::train_reply(m, &arrays_key, &weight_key)?;
+            total.arrays.check(r.arrays)?;
+            if adaptive_client && r.metrics.get(dp::NORM_BIT_KEY).is_err() {
+                return Err(Rejection::NoMetrics(format!(
+                    "no {:?} metric: with client-side adaptive clipping every node needs \
+                     dp::adaptive_clipping_mod",
+                    dp::NORM_BIT_KEY
+                )));
+            }
+            match &total.buffer {
+                Some(buffer) => buffer
+                    .reserve(r.arrays.num_bytes())
+                    .map_err(|limit| Rejection::BufferFull { limit }),
+                None => Ok(()),
+            }
+        }
+    };
+    let fold = move |p: &mut TrainSums, run: Vec<Message>| {
+        fold_train(p, &run, &arrays_key, &weight_key, clip.as_ref());
+    };
+    PhaseFold::new(plan, sums, Box::new(check), Box::new(fold))
 }
 
-/// Folds train replies already checked by `TrainFolder::fold`, in the order given.
+/// Folds train replies already checked by `train_fold`'s check, in the order given.
 fn fold_train(
     sums: &mut TrainSums,
     run: &[Message],
@@ -752,56 +754,15 @@ fn norm_bit(metrics: &MetricRecord) -> bool {
         .is_ok_and(|bit| bit != 0.0)
 }
 
-impl Folder for TrainFolder {
-    fn fold(&mut self, batch: Vec<Message>) -> Vec<(Message, Rejection)> {
-        let (arrays_key, weight_key) = (&self.arrays_key, &self.weight_key);
-        let clip = self.clip.as_ref();
-        let adaptive_client = clip.is_some_and(|c| !c.server && c.adaptive);
-        self.sums.offer_batch(
-            batch,
-            |m| m.metadata.src_node_id,
-            |total, m| {
-                let r = reply::train_reply(m, arrays_key, weight_key)?;
-                total.arrays.check(r.arrays)?;
-                if adaptive_client && r.metrics.get(dp::NORM_BIT_KEY).is_err() {
-                    return Err(Rejection::NoMetrics(format!(
-                        "no {:?} metric: with client-side adaptive clipping every node needs \
-                         dp::adaptive_clipping_mod",
-                        dp::NORM_BIT_KEY
-                    )));
-                }
-                match &total.buffer {
-                    Some(buffer) => buffer
-                        .reserve(r.arrays.num_bytes())
-                        .map_err(|limit| Rejection::BufferFull { limit }),
-                    None => Ok(()),
-                }
-            },
-            &mut |p, run| fold_train(p, &run, arrays_key, weight_key, clip),
-        )
-    }
-
-    fn weight_of(&self, batch: &[Message]) -> usize {
-        batch
-            .iter()
-            .filter_map(|m| m.content().ok()?.array_record(&self.arrays_key).ok())
-            .map(ArrayRecord::num_bytes)
-            .sum()
-    }
-}
-
-/// Folds evaluate replies, metrics only, in canonical order.
-struct EvaluateFolder {
-    metrics: CanonicalFold<MetricAccumulator, Message>,
-    weight_key: String,
-}
-
-impl EvaluateFolder {
-    fn finish(self) -> MetricAccumulator {
-        let weight_key = self.weight_key;
-        self.metrics
-            .finish(&mut |p, run| fold_evaluate(p, &run, &weight_key))
-    }
+/// The evaluate phase's fold: metrics only, in canonical order.
+fn evaluate_fold(plan: ShardPlan, weight_key: &str) -> Arc<PhaseFold<MetricAccumulator>> {
+    let (check_key, fold_key) = (weight_key.to_owned(), weight_key.to_owned());
+    PhaseFold::new(
+        plan,
+        MetricAccumulator::new(weight_key),
+        Box::new(move |_, m| reply::evaluate_reply(m, &check_key).map(drop)),
+        Box::new(move |p, run| fold_evaluate(p, &run, &fold_key)),
+    )
 }
 
 fn fold_evaluate(metrics: &mut MetricAccumulator, run: &[Message], weight_key: &str) {
@@ -809,22 +770,6 @@ fn fold_evaluate(metrics: &mut MetricAccumulator, run: &[Message], weight_key: &
         if let Ok((m, w)) = reply::evaluate_reply(message, weight_key) {
             metrics.fold(m, w);
         }
-    }
-}
-
-impl Folder for EvaluateFolder {
-    fn fold(&mut self, batch: Vec<Message>) -> Vec<(Message, Rejection)> {
-        let weight_key = &self.weight_key;
-        self.metrics.offer_batch(
-            batch,
-            |m| m.metadata.src_node_id,
-            |_, m| reply::evaluate_reply(m, weight_key).map(drop),
-            &mut |p, run| fold_evaluate(p, &run, weight_key),
-        )
-    }
-
-    fn weight_of(&self, _: &[Message]) -> usize {
-        0
     }
 }
 

@@ -18,6 +18,7 @@ mod config;
 pub mod dp;
 mod error;
 mod fedavg;
+mod folding;
 mod kernel;
 pub mod meter;
 pub mod metrics;

@@ -1,17 +1,21 @@
 //! One phase of a round over the `Grid`: wait for nodes, send, and fold replies as they
 //! arrive until every sent message is answered or the round timeout passes.
 //!
-//! The decisions (what a reply is worth, how and in which order it is folded: FedAvg's
-//! folders keep the canonical order of `canonical`) live in a `Folder`; this module
-//! only moves replies from the grid to it, sorts out the ones this phase is not waiting for
-//! (late or repeated), counts, and tells the user what happened.
+//! The decisions (what a reply is worth, how and in which order it is folded: the
+//! canonical order of `canonical`) live in a `folding::PhaseFold`, which the grid may also
+//! fold replies into where they arrive; this module only moves replies and receipts from
+//! the grid to it, sorts out the ones this phase is not waiting for (late or repeated),
+//! counts, and tells the user what happened.
 
+use crate::canonical::Mergeable;
 use crate::error::StrategyError;
+use crate::folding::PhaseFold;
 use crate::reply::Rejection;
 use crate::sampling::Backoff;
-use floret_core::{Grid, GridError, Message, NodeSet, PhaseSummary, RunEvent};
-use std::collections::HashMap;
+use floret_core::{Grid, GridError, Message, NodeSet, PhaseSummary, ReplyFold, RunEvent};
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span};
@@ -21,17 +25,6 @@ const MAX_REASONS: usize = 5;
 /// Batches with more reply bytes than this are folded on a blocking thread, so a large
 /// model does not stall the other tasks of the runtime while it is averaged.
 const OFFLOAD_BYTES: usize = 1 << 20;
-
-/// Folds the replies of one phase into running aggregates.
-pub(crate) trait Folder: Send + 'static {
-    /// Takes the valid replies of `batch` to fold (at once, or when their turn in the
-    /// canonical order comes: see `canonical`) and hands back the others with why each was
-    /// left out.
-    fn fold(&mut self, batch: Vec<Message>) -> Vec<(Message, Rejection)>;
-
-    /// Payload bytes `fold` would read from `batch` (decides where to fold it).
-    fn weight_of(&self, batch: &[Message]) -> usize;
-}
 
 /// Where a phase runs and how long it may wait.
 pub(crate) struct Phase<'a> {
@@ -83,24 +76,26 @@ impl Phase<'_> {
         }
     }
 
-    /// Sends `messages` (the i-th to node `targets[i]`) and folds their replies with `folder`
-    /// until all are answered or the timeout passes. Replies to other messages (late ones
-    /// from an earlier phase, repeats) are counted as `late` and left out; replies the folder
+    /// Sends `messages` (the i-th to node `targets[i]`) and folds their replies with `fold`
+    /// until all are answered or the timeout passes; the grid may fold them where they
+    /// arrive (`Grid::send_folding`) and send receipts. Replies to other messages (late ones
+    /// from an earlier phase, repeats) are counted as `late` and left out; replies the fold
     /// rejects are counted as `failures`. `sampled - replies - failures` nodes did not answer
-    /// in time.
-    pub(crate) async fn collect<F: Folder>(
+    /// in time. The caller then takes the aggregate with `PhaseFold::finish`.
+    pub(crate) async fn collect<P: Mergeable + Send + Sync + 'static>(
         &self,
         targets: &[u64],
         messages: Vec<Message>,
-        folder: F,
-    ) -> Result<(PhaseSummary, F), StrategyError> {
+        fold: &Arc<PhaseFold<P>>,
+    ) -> Result<PhaseSummary, StrategyError> {
         let mut summary = PhaseSummary {
             sampled: messages.len() as u64,
             ..PhaseSummary::default()
         };
+        let offered: Arc<dyn ReplyFold> = fold.clone();
         let ids = self
             .grid
-            .send(messages)
+            .send_folding(messages, offered)
             .instrument(info_span!(
                 "broadcast",
                 phase = self.name,
@@ -113,23 +108,38 @@ impl Phase<'_> {
         let deadline = Instant::now() + self.timeout;
         let mut left_out = LeftOut::default();
         let waiting = info_span!("await replies", phase = self.name);
-        let folder = self
-            .await_replies(&mut pending, deadline, folder, &mut summary, &mut left_out)
+        self.await_replies(&mut pending, deadline, fold, &mut summary, &mut left_out)
             .instrument(waiting)
             .await?;
+        // Replies folded where they arrived whose receipts did not come before the phase
+        // stopped waiting are in the aggregate all the same: count them.
+        let unread = fold.close();
+        if !unread.is_empty() {
+            let nodes: HashSet<u64> = unread.iter().map(|(node, _)| *node).collect();
+            pending.retain(|_, node| !nodes.contains(node));
+            for (node, outcome) in unread {
+                match outcome {
+                    None => summary.replies += 1,
+                    Some(why) => {
+                        summary.failures += 1;
+                        left_out.add(node, why.to_string());
+                    }
+                }
+            }
+        }
         self.report(&summary, &pending, &left_out);
-        Ok((summary, folder))
+        Ok(summary)
     }
 
     /// The receive loop of `collect`: folds each batch of awaited replies as it arrives.
-    async fn await_replies<F: Folder>(
+    async fn await_replies<P: Mergeable + Send + Sync + 'static>(
         &self,
         pending: &mut HashMap<String, u64>,
         deadline: Instant,
-        mut folder: F,
+        fold: &Arc<PhaseFold<P>>,
         summary: &mut PhaseSummary,
         left_out: &mut LeftOut,
-    ) -> Result<F, StrategyError> {
+    ) -> Result<(), StrategyError> {
         let mut folding = Duration::ZERO;
         while !pending.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -159,9 +169,8 @@ impl Phase<'_> {
             }
             let count = awaited.len();
             let aggregate = info_span!("aggregate", phase = self.name, replies = count);
-            let rejected;
             let started = Instant::now();
-            (folder, rejected) = self.fold(folder, awaited).instrument(aggregate).await?;
+            let rejected = self.fold(fold, awaited).instrument(aggregate).await?;
             folding += started.elapsed();
             summary.replies += count.saturating_sub(rejected.len()) as u64;
             summary.failures += rejected.len() as u64;
@@ -170,25 +179,21 @@ impl Phase<'_> {
             }
         }
         crate::meter::aggregated(self.name, folding);
-        Ok(folder)
+        Ok(())
     }
 
     /// Folds a batch here, or on a blocking thread when it is large.
-    async fn fold<F: Folder>(
+    async fn fold<P: Mergeable + Send + Sync + 'static>(
         &self,
-        mut folder: F,
+        fold: &Arc<PhaseFold<P>>,
         batch: Vec<Message>,
-    ) -> Result<Folded<F>, StrategyError> {
-        if folder.weight_of(&batch) < OFFLOAD_BYTES {
-            let rejected = folder.fold(batch);
-            return Ok((folder, rejected));
+    ) -> Result<Vec<(Message, Rejection)>, StrategyError> {
+        if PhaseFold::<P>::weight_of(&batch) < OFFLOAD_BYTES {
+            return Ok(fold.fold_batch(batch));
         }
-        let job = tokio::task::spawn_blocking(move || {
-            let rejected = folder.fold(batch);
-            (folder, rejected)
-        });
-        match job.await {
-            Ok(done) => Ok(done),
+        let fold = fold.clone();
+        match tokio::task::spawn_blocking(move || fold.fold_batch(batch)).await {
+            Ok(rejected) => Ok(rejected),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Only a runtime that is shutting down cancels a blocking task.
             Err(_) => Err(self.grid_error(GridError::Stopped)),
@@ -282,9 +287,6 @@ impl LeftOut {
         format!("; left out: {}", parts.join("; "))
     }
 }
-
-/// A folder handed back with the replies of its batch it left out, and why.
-type Folded<F> = (F, Vec<(Message, Rejection)>);
 
 #[cfg(test)]
 mod tests {

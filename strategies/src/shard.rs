@@ -78,6 +78,33 @@ impl ShardPlan {
         Some((shard, position, rank))
     }
 
+    /// The nodes in the order to send to when `lanes` shards can fold at once: shards in
+    /// waves of `lanes`, and within a wave their nodes taken in turn (first of each shard,
+    /// second of each, ...). Replies computed side by side then belong to different shards
+    /// and fold side by side, each shard still in node order, and about `lanes` partials
+    /// are live at a time. With one lane (or one shard), the canonical order. Only when
+    /// replies are made changes; what they sum to does not (the fold's order is fixed).
+    pub fn send_order(&self, lanes: usize) -> Vec<u64> {
+        if lanes <= 1 || self.shards == 1 {
+            return self.nodes.clone();
+        }
+        let mut order = Vec::with_capacity(self.nodes.len());
+        let mut first = 0;
+        while first < self.shards {
+            let wave = first..(first + lanes).min(self.shards);
+            let longest = wave.clone().map(|s| self.shard_len(s)).max().unwrap_or(0);
+            for position in 0..longest {
+                for s in wave.clone() {
+                    if position < self.shard_len(s) {
+                        order.push(self.nodes[self.start(s) + position]);
+                    }
+                }
+            }
+            first = wave.end;
+        }
+        order
+    }
+
     /// `(shard, position within the shard)` of the node of rank `rank`.
     fn place(&self, rank: usize) -> (usize, usize) {
         let n = self.nodes.len();
@@ -102,6 +129,33 @@ pub fn shard_count(n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_striped_send_order_holds_every_node_once_each_shard_in_order() {
+        let targets: Vec<u64> = (0..1_037u64).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+        let plan = ShardPlan::new(&targets);
+        assert_eq!(plan.send_order(1), plan.nodes());
+        for lanes in [2, 3, 16, 64, 200] {
+            let order = plan.send_order(lanes);
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, plan.nodes(), "{lanes} lanes: each node once");
+            let mut last = vec![None; plan.shards()];
+            for &node in &order {
+                let (shard, position) = plan.locate(node).unwrap();
+                assert!(
+                    last[shard] < Some(position),
+                    "{lanes} lanes: shard {shard} in order"
+                );
+                last[shard] = Some(position);
+            }
+        }
+        // Two lanes: the first two nodes sent are the first of shards 0 and 1.
+        let order = plan.send_order(2);
+        assert_eq!(plan.locate(order[0]), Some((0, 0)));
+        assert_eq!(plan.locate(order[1]), Some((1, 0)));
+        assert_eq!(plan.locate(order[2]), Some((0, 1)));
+    }
 
     #[test]
     fn small_rounds_are_one_shard_and_large_ones_at_most_the_cap() {

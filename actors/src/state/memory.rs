@@ -9,11 +9,12 @@ use super::rules::{self, Inflight, RunIds};
 use super::{
     CheckpointStore, EventLog, FabStore, LinkState, MessageStore, NewRun, NodeKeyStore, NodeLease,
     NodeStore, RunInfo, RunSignals, RunStore, SimulationStore, StateError, Sweep, WaitingReplies,
-    array_bytes, unix_now,
+    unix_now,
 };
 use bytes::Bytes;
 use floret_core::{
-    Message, MessageError, NodeAuthority, NodeInfo, NodeSet, RunEvent, RunStatus, UserConfig,
+    Message, MessageError, NodeAuthority, NodeInfo, NodeSet, ReplyFold, RunEvent, RunStatus,
+    UserConfig,
 };
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -79,6 +80,9 @@ pub struct MemoryLinkState {
     /// Drawn when the store is made: a SuperLink on a fresh in-memory store is a new
     /// incarnation to its SuperNodes (`LinkState::incarnation`).
     incarnation: u64,
+    /// `MessageStore::fold_lanes`: 0 (replies stored whole) unless a simulation, whose
+    /// workers push the replies, sets it with `set_fold_lanes`.
+    fold_lanes: AtomicUsize,
 }
 
 impl Default for MemoryLinkState {
@@ -115,6 +119,82 @@ impl MemoryLinkState {
         store
     }
 
+    /// `push_instructions`, the replies going to `fold` when there is one.
+    fn push(
+        &self,
+        run_id: u64,
+        messages: Vec<Message>,
+        now: f64,
+        fold: Option<Arc<dyn ReplyFold>>,
+    ) -> Result<Vec<String>, StateError> {
+        // Numbers are taken under the lock; the ids, stamps and flight records are made
+        // outside it, and the messages go in by chunks, so that a round of a million
+        // instructions neither stops the workers for its whole length nor waits for them.
+        let (lifetime, first) = {
+            let mut inner = self.lock();
+            inner.check_can_send(run_id)?;
+            let first = inner.next_message + 1;
+            inner.next_message += messages.len() as u64;
+            (inner.lifetime, first)
+        };
+        let total = messages.len();
+        let mut ids = Vec::with_capacity(total);
+        let mut last_phase = None;
+        let mut messages = messages.into_iter().zip(first..);
+        let mut chunk = Vec::with_capacity(PUSH_CHUNK.min(total));
+        loop {
+            chunk.extend(messages.by_ref().take(PUSH_CHUNK).map(|(mut m, counter)| {
+                let id = rules::message_id(run_id, lifetime, counter);
+                ids.push(id.clone());
+                rules::stamp_instruction(&mut m.metadata, run_id, id, now);
+                (
+                    Inflight::sharing(&m.metadata, &mut last_phase, fold.as_ref()),
+                    m,
+                )
+            }));
+            if chunk.is_empty() {
+                break;
+            }
+            let mut inner = self.lock();
+            // A stop since the last chunk purged what went before: send nothing more.
+            inner.check_can_send(run_id)?;
+            if ids.len() == chunk.len() {
+                inner.inflight.reserve(total);
+            }
+            for (flight, m) in chunk.drain(..) {
+                let id = m.metadata.message_id.clone();
+                let dst = m.metadata.dst_node_id;
+                if !inner.nodes.contains(dst) {
+                    let error = rules::node_unavailable(dst, rules::NOT_CONNECTED);
+                    inner.answer(id, &flight, error, now);
+                    continue;
+                }
+                inner.inflight.insert(id, flight);
+                let queue = inner
+                    .queues
+                    .entry(dst)
+                    .or_insert_with(|| VecDeque::with_capacity(1));
+                let was_empty = queue.is_empty();
+                queue.push_back(m);
+                if was_empty {
+                    inner.ready.push_back(dst);
+                }
+                inner.nodes.notify(dst);
+            }
+            drop(inner);
+            self.instructions.notify_waiters();
+        }
+        Ok(ids)
+    }
+
+    /// Lets a fold offered with `push_instructions_folding` take the replies as they are
+    /// pushed, on the pushing thread, `lanes` shards at a time: for a simulation, whose
+    /// workers push replies from blocking threads. A SuperLink's store leaves it at 0, so
+    /// no fold ever runs on a Fleet API task.
+    pub fn set_fold_lanes(&self, lanes: usize) {
+        self.fold_lanes.store(lanes, Ordering::Relaxed);
+    }
+
     fn with(run_ids: RunIds, lifetime: u32, incarnation: u64) -> Self {
         MemoryLinkState {
             inner: Mutex::new(Inner {
@@ -136,6 +216,7 @@ impl MemoryLinkState {
             waiting_replies: AtomicUsize::new(0),
             waiting_bytes: AtomicUsize::new(0),
             incarnation,
+            fold_lanes: AtomicUsize::new(0),
         }
     }
 
@@ -466,61 +547,22 @@ impl MessageStore for MemoryLinkState {
         messages: Vec<Message>,
         now: f64,
     ) -> Result<Vec<String>, StateError> {
-        // Numbers are taken under the lock; the ids, stamps and flight records are made
-        // outside it, and the messages go in by chunks, so that a round of a million
-        // instructions neither stops the workers for its whole length nor waits for them.
-        let (lifetime, first) = {
-            let mut inner = self.lock();
-            inner.check_can_send(run_id)?;
-            let first = inner.next_message + 1;
-            inner.next_message += messages.len() as u64;
-            (inner.lifetime, first)
-        };
-        let total = messages.len();
-        let mut ids = Vec::with_capacity(total);
-        let mut last_phase = None;
-        let mut messages = messages.into_iter().zip(first..);
-        let mut chunk = Vec::with_capacity(PUSH_CHUNK.min(total));
-        loop {
-            chunk.extend(messages.by_ref().take(PUSH_CHUNK).map(|(mut m, counter)| {
-                let id = rules::message_id(run_id, lifetime, counter);
-                ids.push(id.clone());
-                rules::stamp_instruction(&mut m.metadata, run_id, id, now);
-                (Inflight::sharing(&m.metadata, &mut last_phase), m)
-            }));
-            if chunk.is_empty() {
-                break;
-            }
-            let mut inner = self.lock();
-            // A stop since the last chunk purged what went before: send nothing more.
-            inner.check_can_send(run_id)?;
-            if ids.len() == chunk.len() {
-                inner.inflight.reserve(total);
-            }
-            for (flight, m) in chunk.drain(..) {
-                let id = m.metadata.message_id.clone();
-                let dst = m.metadata.dst_node_id;
-                if !inner.nodes.contains(dst) {
-                    let error = rules::node_unavailable(dst, rules::NOT_CONNECTED);
-                    inner.answer(id, &flight, error, now);
-                    continue;
-                }
-                inner.inflight.insert(id, flight);
-                let queue = inner
-                    .queues
-                    .entry(dst)
-                    .or_insert_with(|| VecDeque::with_capacity(1));
-                let was_empty = queue.is_empty();
-                queue.push_back(m);
-                if was_empty {
-                    inner.ready.push_back(dst);
-                }
-                inner.nodes.notify(dst);
-            }
-            drop(inner);
-            self.instructions.notify_waiters();
-        }
-        Ok(ids)
+        self.push(run_id, messages, now, None)
+    }
+
+    fn fold_lanes(&self) -> usize {
+        self.fold_lanes.load(Ordering::Relaxed)
+    }
+
+    fn push_instructions_folding(
+        &self,
+        run_id: u64,
+        messages: Vec<Message>,
+        now: f64,
+        fold: Arc<dyn ReplyFold>,
+    ) -> Result<Vec<String>, StateError> {
+        let fold = (self.fold_lanes() > 0).then_some(fold);
+        self.push(run_id, messages, now, fold)
     }
 
     fn pull_instructions(&self, node_id: u64, limit: usize) -> Result<Vec<Message>, StateError> {
@@ -578,8 +620,16 @@ impl MessageStore for MemoryLinkState {
         inner.undeliver(node, &id);
         let reply_id = inner.next_id(run_id);
         rules::stamp_reply(&mut reply.metadata, run_id, reply_id, now);
+        if let Some(fold) = &flight.push.fold {
+            // Accepted and stamped: fold it here, on the pushing worker, without the lock,
+            // and store the receipt (or the reply, if the fold hands it back).
+            inner.run_mut(run_id)?;
+            drop(inner);
+            reply = fold.fold(reply);
+            inner = self.lock();
+        }
         let run = inner.run_mut(run_id)?;
-        run.reply_bytes += array_bytes(&reply);
+        run.reply_bytes += reply.array_bytes();
         run.replies.push_back(reply);
         run.signals.replies.notify_waiters();
         self.publish_waiting(&inner);
@@ -612,7 +662,7 @@ impl MessageStore for MemoryLinkState {
             .drain(..)
             .partition(|m| wanted.contains(m.metadata.reply_to_message_id.as_str()));
         run.replies = keep;
-        run.reply_bytes = run.replies.iter().map(array_bytes).sum();
+        run.reply_bytes = run.replies.iter().map(Message::array_bytes).sum();
         self.publish_waiting(&inner);
         drop(inner);
         self.replies_taken.notify_waiters();
@@ -773,6 +823,10 @@ impl MemoryLinkState {
 }
 
 impl SimulationStore for MemoryLinkState {
+    fn set_fold_lanes(&self, lanes: usize) {
+        MemoryLinkState::set_fold_lanes(self, lanes);
+    }
+
     fn register_nodes(&self, node_ids: &[u64]) {
         self.lock().nodes.add_permanent(node_ids);
     }

@@ -29,8 +29,8 @@ pub use sqlite::{OpenError, SqliteLinkState};
 use bytes::Bytes;
 pub use floret_core::RunInfo;
 use floret_core::{
-    AppRef, InvalidTransition, Message, NodeAuthority, NodeInfo, NodeSet, Payload, Record,
-    RunEvent, RunStatus, UserConfig,
+    AppRef, InvalidTransition, Message, NodeAuthority, NodeInfo, NodeSet, ReplyFold, RunEvent,
+    RunStatus, UserConfig,
 };
 use std::sync::Arc;
 use thiserror::Error;
@@ -228,6 +228,25 @@ pub trait MessageStore: Send + Sync + 'static {
         messages: Vec<Message>,
         now: f64,
     ) -> Result<Vec<String>, StateError>;
+    /// How many shards of a phase replies can be folded in at once where they arrive
+    /// (`push_instructions_folding`); 0 when this store delivers every reply whole. A
+    /// simulation's store folds on its workers: as many lanes as it has workers.
+    fn fold_lanes(&self) -> usize {
+        0
+    }
+    /// `push_instructions`, and each accepted reply to these instructions goes to `fold`
+    /// on the thread that pushes it (`ReplyFold`), its receipt stored in its place. A
+    /// store with no lanes (`fold_lanes` 0) stores the replies whole.
+    fn push_instructions_folding(
+        &self,
+        run_id: u64,
+        messages: Vec<Message>,
+        now: f64,
+        fold: Arc<dyn ReplyFold>,
+    ) -> Result<Vec<String>, StateError> {
+        drop(fold);
+        self.push_instructions(run_id, messages, now)
+    }
     /// Up to `limit` queued instructions for one node, oldest first; `UnknownNode` when the
     /// node is not registered (any more). The store keeps what it hands out here until it
     /// is answered, for `redeliver`.
@@ -311,21 +330,6 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn drop_checkpoint(&self, run_id: u64) -> Result<(), StateError>;
 }
 
-/// The bytes of a message's arrays: what a reply waiting in a store costs beyond its
-/// metadata (`WaitingReplies::bytes`, and the simulation's pacing).
-pub fn array_bytes(message: &Message) -> usize {
-    match &message.payload {
-        Payload::Content(content) => content
-            .iter()
-            .map(|(_, record)| match record {
-                Record::Array(arrays) => arrays.num_bytes(),
-                _ => 0,
-            })
-            .sum(),
-        Payload::Error(_) => 0,
-    }
-}
-
 /// Replies stored and not yet taken by their grid (`SimulationStore::replies_waiting`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WaitingReplies {
@@ -351,4 +355,7 @@ pub trait SimulationStore: LinkState {
     fn replies_waiting(&self) -> WaitingReplies;
     /// Wakes fleets when replies are taken or dropped, so `replies_waiting` may have fallen.
     fn replies_taken(&self) -> &Notify;
+    /// Lets folds offered with `push_instructions_folding` take replies on the fleet's
+    /// workers as they push them, `lanes` shards at a time (`MessageStore::fold_lanes`).
+    fn set_fold_lanes(&self, lanes: usize);
 }

@@ -6,7 +6,9 @@
 //! and each store only decides where the data lives.
 
 use super::{NewRun, RunInfo, StateError};
-use floret_core::{Message, MessageError, Metadata, NodeInfo, Payload, RunStatus, error_code};
+use floret_core::{
+    Message, MessageError, Metadata, NodeInfo, Payload, ReplyFold, RunStatus, error_code,
+};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -193,24 +195,42 @@ pub(super) struct Inflight {
     pub(super) dst_node_id: u64,
     created_at: f64,
     ttl: f64,
+    /// What the instructions of one push share.
+    pub(super) push: Arc<Push>,
+}
+
+/// What the instructions of one push share: one copy for a round's million.
+pub(super) struct Push {
     /// Group id and message type, copied into error replies so the ServerApp files them
-    /// under the right round and phase; shared by the instructions of one push.
-    phase: Arc<(String, String)>,
+    /// under the right round and phase.
+    group_id: String,
+    message_type: String,
+    /// Where the replies are folded as they arrive (`Grid::send_folding`), if anywhere.
+    pub(super) fold: Option<Arc<dyn ReplyFold>>,
 }
 
 impl Inflight {
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(super) fn of(md: &Metadata) -> Inflight {
-        Inflight::sharing(md, &mut None)
+        Inflight::sharing(md, &mut None, None)
     }
 
     /// As `of`, but reusing `last`'s group id and message type when they are the same: a
-    /// round's million instructions then keep one copy of them, not two million.
-    pub(super) fn sharing(md: &Metadata, last: &mut Option<Arc<(String, String)>>) -> Inflight {
-        let phase = match last {
-            Some(p) if p.0 == md.group_id && p.1 == md.message_type => p.clone(),
+    /// round's million instructions then keep one copy of them, not two million. Replies
+    /// go to `fold` when there is one.
+    pub(super) fn sharing(
+        md: &Metadata,
+        last: &mut Option<Arc<Push>>,
+        fold: Option<&Arc<dyn ReplyFold>>,
+    ) -> Inflight {
+        let push = match last {
+            Some(p) if p.group_id == md.group_id && p.message_type == md.message_type => p.clone(),
             _ => last
-                .insert(Arc::new((md.group_id.clone(), md.message_type.clone())))
+                .insert(Arc::new(Push {
+                    group_id: md.group_id.clone(),
+                    message_type: md.message_type.clone(),
+                    fold: fold.cloned(),
+                }))
                 .clone(),
         };
         Inflight {
@@ -218,7 +238,7 @@ impl Inflight {
             dst_node_id: md.dst_node_id,
             created_at: md.created_at,
             ttl: md.ttl,
-            phase,
+            push,
         }
     }
 
@@ -243,9 +263,9 @@ pub(super) fn error_reply(
             src_node_id: flight.dst_node_id,
             dst_node_id: 0,
             reply_to_message_id: reply_to,
-            group_id: flight.phase.0.clone(),
+            group_id: flight.push.group_id.clone(),
             ttl: flight.ttl,
-            message_type: flight.phase.1.clone(),
+            message_type: flight.push.message_type.clone(),
             created_at: now,
             trace_context: String::new(),
         },

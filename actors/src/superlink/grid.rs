@@ -6,7 +6,7 @@ use crate::state::{LinkState, RunSignals, StateError, unix_now};
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::RunStatus;
-use floret_core::{Grid, GridError, Message, NodeSet, RunEvent};
+use floret_core::{Grid, GridError, Message, NodeSet, ReplyFold, RunEvent};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -59,6 +59,19 @@ fn grid_error(e: StateError) -> GridError {
     }
 }
 
+/// Stamps the trace context on messages about to be sent and checks what the state
+/// would refuse later with a less helpful error.
+fn prepare(messages: &mut [Message]) -> Result<(), GridError> {
+    floret_core::trace_context::stamp(messages);
+    for m in messages.iter() {
+        floret_core::message::validate_message_type(&m.metadata.message_type)
+            .map_err(|e| GridError::InvalidMessage(e.to_string()))?;
+        floret_core::message::validate_ttl(m.metadata.ttl)
+            .map_err(|e| GridError::InvalidMessage(e.to_string()))?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Grid for LinkGrid {
     fn run_id(&self) -> u64 {
@@ -71,15 +84,24 @@ impl Grid for LinkGrid {
     }
 
     async fn send(&self, mut messages: Vec<Message>) -> Result<Vec<String>, GridError> {
-        floret_core::trace_context::stamp(&mut messages);
-        for m in &messages {
-            floret_core::message::validate_message_type(&m.metadata.message_type)
-                .map_err(|e| GridError::InvalidMessage(e.to_string()))?;
-            floret_core::message::validate_ttl(m.metadata.ttl)
-                .map_err(|e| GridError::InvalidMessage(e.to_string()))?;
-        }
+        prepare(&mut messages)?;
         self.state
             .push_instructions(self.run_id, messages, unix_now())
+            .map_err(grid_error)
+    }
+
+    fn fold_lanes(&self) -> usize {
+        self.state.fold_lanes().max(1)
+    }
+
+    async fn send_folding(
+        &self,
+        mut messages: Vec<Message>,
+        fold: Arc<dyn ReplyFold>,
+    ) -> Result<Vec<String>, GridError> {
+        prepare(&mut messages)?;
+        self.state
+            .push_instructions_folding(self.run_id, messages, unix_now(), fold)
             .map_err(grid_error)
     }
 

@@ -1,0 +1,132 @@
+//! A phase's fold, shared by the ServerApp and by the threads where replies arrive.
+//!
+//! A phase offers its fold to the grid (`Grid::send_folding`). A grid that can fold where
+//! the replies are made (a simulation's workers) hands each reply to `ReplyFold::fold` on
+//! the thread that made it and delivers a receipt instead; any other reply (from a grid
+//! that cannot, an error the SuperLink made in a node's place, one handed back) reaches the
+//! ServerApp whole and is folded by `fold_batch`. Both go through one `CanonicalFold`, so
+//! the aggregate is the same bits either way, and the phase learns each reply's outcome,
+//! folded or left out and why, from its receipt.
+
+use crate::canonical::{CanonicalFold, Mergeable};
+use crate::reply::Rejection;
+use crate::shard::ShardPlan;
+use floret_core::{Message, Payload, RecordDict, ReplyFold};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Checks a reply against the template partial before it is offered.
+pub(crate) type Check<P> = Box<dyn Fn(&P, &Message) -> Result<(), Rejection> + Send + Sync>;
+/// Folds a run of checked replies, in canonical order, into a partial.
+pub(crate) type Fold<P> = Box<dyn Fn(&mut P, Vec<Message>) + Send + Sync>;
+
+/// What happened to a reply folded where it arrived: `None` folded, `Some` left out.
+type Outcome = Option<Rejection>;
+
+/// One phase's fold (see the module doc).
+pub(crate) struct PhaseFold<P> {
+    sums: CanonicalFold<P, Message>,
+    check: Check<P>,
+    fold: Fold<P>,
+    /// Open until `close`: a fold where a reply arrives holds it for reading from its
+    /// check to its recorded outcome, so that `close` waits for folds in progress and no
+    /// reply is folded without the phase counting it.
+    open: RwLock<bool>,
+    /// Outcomes of replies folded where they arrived, by node, until the phase reads their
+    /// receipts.
+    receipts: Mutex<HashMap<u64, Outcome>>,
+}
+
+impl<P: Mergeable + Send + Sync + 'static> PhaseFold<P> {
+    /// A fold of the replies of `plan`'s nodes into partials made from `empty`.
+    pub(crate) fn new(plan: ShardPlan, empty: P, check: Check<P>, fold: Fold<P>) -> Arc<Self> {
+        Arc::new(PhaseFold {
+            sums: CanonicalFold::new(plan, empty),
+            check,
+            fold,
+            open: RwLock::new(true),
+            receipts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Folds replies that reached the ServerApp: receipts of replies folded where they
+    /// arrived, and whole replies. Hands back the ones left out, with why.
+    pub(crate) fn fold_batch(&self, batch: Vec<Message>) -> Vec<(Message, Rejection)> {
+        let mut rejected = Vec::new();
+        let mut whole = Vec::with_capacity(batch.len());
+        {
+            let mut receipts = self.receipts();
+            for reply in batch {
+                match receipts.remove(&reply.metadata.src_node_id) {
+                    Some(None) => {}
+                    Some(Some(why)) => rejected.push((reply, why)),
+                    None => whole.push(reply),
+                }
+            }
+        }
+        if !whole.is_empty() {
+            rejected.extend(self.sums.offer_batch(
+                whole,
+                |m| m.metadata.src_node_id,
+                |p, m| (self.check)(p, m),
+                &|p, run| (self.fold)(p, run),
+            ));
+        }
+        rejected
+    }
+
+    /// Array bytes `fold_batch` would read from `batch` (decides where to fold it).
+    pub(crate) fn weight_of(batch: &[Message]) -> usize {
+        batch.iter().map(Message::array_bytes).sum()
+    }
+
+    /// Takes no more replies where they arrive, once the folds in progress are done, and
+    /// returns the outcomes of replies folded there whose receipts the phase has not read
+    /// (it stopped waiting first): they are in the aggregate, so the phase counts them.
+    pub(crate) fn close(&self) -> Vec<(u64, Outcome)> {
+        *self.open.write().unwrap_or_else(|p| p.into_inner()) = false;
+        self.receipts().drain().collect()
+    }
+
+    /// Closes the fold and returns the total, what still waited folded in canonical order
+    /// (see `CanonicalFold::finish`).
+    pub(crate) fn finish(&self) -> P {
+        self.sums.close();
+        self.sums.finish(&|p, run| (self.fold)(p, run))
+    }
+
+    /// The most replies that waited for their turn at once.
+    pub(crate) fn peak_waiting(&self) -> usize {
+        self.sums.peak_waiting()
+    }
+
+    fn receipts(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Outcome>> {
+        self.receipts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<P: Mergeable + Send + Sync + 'static> ReplyFold for PhaseFold<P> {
+    fn fold(&self, reply: Message) -> Message {
+        let open = self.open.read().unwrap_or_else(|p| p.into_inner());
+        if !*open {
+            return reply;
+        }
+        let node = reply.metadata.src_node_id;
+        let receipt = Message {
+            metadata: reply.metadata.clone(),
+            payload: Payload::Content(RecordDict::new()),
+        };
+        let (item, left_out) = match (self.check)(self.sums.template(), &reply) {
+            Ok(()) => (Some(reply), None),
+            Err(why) => (None, Some((reply, why))),
+        };
+        match self.sums.take(node, item, &|p, run| (self.fold)(p, run)) {
+            Ok(()) => {
+                self.receipts().insert(node, left_out.map(|(_, why)| why));
+                receipt
+            }
+            // Not this fold's to take (a node outside the plan, a repeat): as it came.
+            Err(back) => back.or(left_out.map(|(reply, _)| reply)).unwrap_or(receipt),
+        }
+    }
+}
