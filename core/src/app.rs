@@ -351,6 +351,11 @@ pub trait Grid: Send + Sync {
 /// order, so the result does not depend on which thread folds what); the grid only hands
 /// over the replies of the messages it sent with the fold, after checking who sent them.
 pub trait ReplyFold: Send + Sync {
+    /// Whether `fold` would take `reply`: asked first, cheaply, so that a grid hands over
+    /// only what is worth folding where it arrives (a reply of a few bytes costs more to
+    /// replace by a receipt than to deliver whole).
+    fn takes(&self, reply: &Message) -> bool;
+
     /// Takes `reply` and folds it (now, or when its turn comes), and returns what to
     /// deliver in its place: a receipt (the reply's metadata, empty content), which the
     /// strategy recognises, or the reply itself, untouched, when the fold does not take it

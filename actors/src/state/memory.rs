@@ -620,7 +620,7 @@ impl MessageStore for MemoryLinkState {
         inner.undeliver(node, &id);
         let reply_id = inner.next_id(run_id);
         rules::stamp_reply(&mut reply.metadata, run_id, reply_id, now);
-        if let Some(fold) = &flight.push.fold {
+        if let Some(fold) = flight.push.fold.as_ref().filter(|f| f.takes(&reply)) {
             // Accepted and stamped: fold it here, on the pushing worker, without the lock,
             // and store the receipt (or the reply, if the fold hands it back).
             inner.run_mut(run_id)?;
