@@ -122,9 +122,10 @@ impl Drop for Daemon {
 }
 
 /// The template's own tests: PyTorch's parameter names and shapes, the round trip through
-/// an `ArrayRecord`, the partitioners, the IDX reader on files the test writes, training.
+/// an `ArrayRecord`, the partitioners, the IDX reader on files the test writes, training;
+/// and the generated code is clippy- and rustfmt-clean, as the other templates' are.
 #[test]
-fn the_burn_apps_own_tests_pass() {
+fn the_burn_apps_own_tests_and_lints_pass() {
     let _serial = serial();
     let app = app();
     let o = cargo(&app.dir, &["test"], true);
@@ -143,12 +144,18 @@ fn the_burn_apps_own_tests_pass() {
     ] {
         assert!(out.contains(&format!("{test} ... ok")), "{test}: {out}");
     }
-    let o = cargo(&app.dir, &["fmt", "--check"], true);
-    assert!(
-        o.status.success(),
-        "rustfmt: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    for args in [
+        &["clippy", "--all-targets", "--", "-D", "warnings"][..],
+        &["fmt", "--check"],
+    ] {
+        let o = cargo(&app.dir, args, true);
+        assert!(
+            o.status.success(),
+            "cargo {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }
 
 /// `flwr run .` on 10 simulated nodes. The template's seed fixes the run: 0.93 after 5

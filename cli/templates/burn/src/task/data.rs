@@ -91,9 +91,12 @@ impl Source {
     }
 }
 
+/// The digits' test set and their pool.
+type Split = (Arc<Images>, Arc<Images>);
+
 /// The digits' test set and pool; read and split once per process.
-fn digits_split() -> Result<&'static (Arc<Images>, Arc<Images>), AppError> {
-    static SPLIT: OnceLock<Result<(Arc<Images>, Arc<Images>), String>> = OnceLock::new();
+fn digits_split() -> Result<&'static Split, AppError> {
+    static SPLIT: OnceLock<Result<Split, String>> = OnceLock::new();
     SPLIT
         .get_or_init(|| {
             let digits = parse_digits(DIGITS_TXT)?;
