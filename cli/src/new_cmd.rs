@@ -86,6 +86,11 @@ const TEMPLATES: [Template; 3] = [
         about: "a CNN in burn (autodiff, Adam; CPU, or GPU by a feature) on the digits (Flower's PyTorch template)",
         dependencies: "",
         cargo_extra: include_str!("../templates/burn/Cargo.toml.part"),
+        // This workspace's lock plus burn's crates, as cargo resolved them when the
+        // template was last tested. After the workspace's lock changes, refresh it: in an
+        // app from `flwr new x --template burn`, copy this workspace's Cargo.lock over
+        // x/Cargo.lock, run `cargo fetch`, copy the result here, and run
+        // `cargo test -p floret-cli --test burn_template`.
         lock: include_str!("../templates/burn/Cargo.lock"),
         files: &[
             (

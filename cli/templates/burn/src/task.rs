@@ -186,6 +186,7 @@ fn side_of(flat: usize) -> Option<usize> {
 /// A tensor as a float32 array of its shape.
 fn array_of<const D: usize>(tensor: Tensor<D>) -> Array {
     let shape = tensor.dims().iter().map(|&d| d as i32).collect();
+    // `into_data_as::<f32>` converts to f32 first, so reading f32 back cannot fail.
     let values = tensor
         .into_data_as::<f32>()
         .try_into_vec::<f32>()

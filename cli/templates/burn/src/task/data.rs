@@ -160,8 +160,7 @@ fn idx_images(dir: &Path, prefix: &str) -> Result<Arc<Images>, AppError> {
     }
     let read = |path: &Path| {
         std::fs::read(path).map_err(|e| {
-            let gz = path.with_extension("gz");
-            let hint = if Path::new(&format!("{}.gz", path.display())).exists() || gz.exists() {
+            let hint = if Path::new(&format!("{}.gz", path.display())).exists() {
                 " (unpack the .gz file next to it: gunzip -k)"
             } else {
                 " (data-dir needs MNIST's four IDX files; an empty data-dir uses the bundled digits)"
