@@ -1,6 +1,7 @@
 //! The `burn` template, Flower's "Quickstart with PyTorch" in Rust: `flwr new --framework
 //! PyTorch` makes an app whose CNN in burn passes its own tests, learns the digits in a
-//! local simulation, and runs unchanged on a SuperLink with two SuperNodes.
+//! local simulation, and runs unchanged on a SuperLink with two SuperNodes, over TLS and
+//! with node authentication, as the tutorial's Part 4 deploys it.
 //!
 //! burn is no dependency of Floret's workspace, so this is the one test that downloads
 //! crates: `cargo fetch` gets the versions the template's Cargo.lock pins (from the local
@@ -212,25 +213,68 @@ fn the_burn_template_trains_a_cnn_on_the_digits() {
     );
 }
 
-/// Part 4 of the tutorial with the burn app: its FAB goes to a SuperLink, and two
-/// SuperNodes, each with its own partition from `--node-config`, train the CNN.
+/// Part 4 of the tutorial with the burn app: TLS, SuperNode authentication and the FAB.
+/// Keys and certificates from `flwr keygen`, a SuperLink that admits only the listed
+/// keys, two SuperNodes signing with theirs, each with its partition from
+/// `--node-config`; the app goes to the SuperLink as a FAB and trains the CNN there.
 #[test]
-fn the_burn_app_runs_on_a_superlink_with_two_supernodes() {
+fn the_burn_app_runs_on_a_secure_superlink_with_two_authenticated_supernodes() {
     let _serial = serial();
     let app = app();
-    let link = SuperLink::start();
+    let pki = tempfile::tempdir().unwrap();
+    let o = flwr(&[
+        "keygen",
+        "--clients",
+        "2",
+        "--out",
+        pki.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, Some(0), "flwr keygen: {}", o.stderr);
+    use_tls(pki.path());
+    let key = |name: &str| {
+        pki.path()
+            .join("keys")
+            .join(name)
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let link = SuperLink::start_with(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[
+            "--auth-list-public-keys",
+            &key("client_public_keys.csv"),
+            "--auth-superlink-private-key",
+            &key("server_credentials"),
+            "--auth-superlink-public-key",
+            &key("server_credentials.pub"),
+        ],
+    );
     let control = link.control.clone();
-    let nodes = [
-        Daemon(supernode(&link.fleet, 0, 2, &[])),
-        Daemon(supernode(&link.fleet, 1, 2, &[])),
-    ];
+    let nodes: Vec<Daemon> = (1..=2)
+        .map(|i| {
+            let private = key(&format!("client_credentials_{i}"));
+            let public = key(&format!("client_credentials_{i}.pub"));
+            let args = [
+                "--auth-supernode-private-key",
+                private.as_str(),
+                "--auth-supernode-public-key",
+                public.as_str(),
+            ];
+            Daemon(supernode(&link.fleet, i - 1, 2, &args))
+        })
+        .collect();
     let _link = Daemon(link.proc);
     for node in &nodes {
         node.0.expect_log(NODE_READY);
     }
+    // A TOML literal string: the path is taken as written.
+    let ca = pki.path().join("certificates").join("ca.crt");
     let manifest = format!(
-        "{}\n[tool.flwr.federations.test-link]\naddress = \"{control}\"\ninsecure = true\n",
-        app.manifest
+        "{}\n[tool.flwr.federations.test-link]\naddress = \"{control}\"\nroot-certificates = '{}'\n",
+        app.manifest,
+        ca.display()
     );
     std::fs::write(app.dir.join("pyproject.toml"), manifest).unwrap();
     let o = flwr_in(
