@@ -1,11 +1,13 @@
-//! `flwr new [NAME] [--template ndarray|minimal] [--publisher P]`: makes an app crate from
-//! a template built into `flwr`, with no download.
+//! `flwr new [NAME] [--template ndarray|burn|minimal] [--publisher P]`: makes an app crate
+//! from a template built into `flwr`, with no download.
 //!
 //! The crate depends on this checkout's `floret-app` (the app host, without `flwr`'s own
 //! code) by path and starts from a copy of this workspace's `Cargo.lock`, so it resolves to
 //! the dependency versions Floret was built with: already downloaded, it builds offline,
 //! and every app made by this `flwr` compiles the same dependencies the same way, which
-//! `flwr run`'s shared build cache (see `build_cmd`) then compiles only once. On a
+//! `flwr run`'s shared build cache (see `build_cmd`) then compiles only once. The `burn`
+//! template's lock is that one plus burn's own crates (`templates/burn/Cargo.lock`), which
+//! cargo downloads at the app's first build; burn stays out of Floret's own build. On a
 //! terminal, missing arguments are asked for; otherwise NAME is required and the rest has
 //! defaults, so scripts never block.
 
@@ -20,8 +22,9 @@ pub struct NewArgs {
     /// The app's name: its directory, Cargo package and project name (lowercase letters,
     /// digits and hyphens, starting with a letter).
     pub name: Option<String>,
-    /// The template: ndarray (a small model on bundled data) or minimal (random arrays),
-    /// or Flower's framework name for it, in any case (NumPy makes ndarray).
+    /// The template: ndarray (a small model on bundled data), burn (a CNN in the burn
+    /// deep-learning framework) or minimal (random arrays), or Flower's framework name for
+    /// it, in any case (NumPy makes ndarray, PyTorch makes burn).
     #[arg(long, short = 't', visible_alias = "framework")]
     pub template: Option<String>,
     /// The publisher in [tool.flwr.app] (default: your user name).
@@ -34,15 +37,26 @@ pub struct NewArgs {
 struct Template {
     name: &'static str,
     about: &'static str,
+    /// Dependencies Floret's workspace has too, at the same version (so already built).
     dependencies: &'static str,
+    /// Cargo.toml lines of the template's own beyond those: crates Floret does not use,
+    /// features, profile settings.
+    cargo_extra: &'static str,
+    /// The Cargo.lock the app starts from.
+    lock: &'static str,
     files: &'static [(&'static str, &'static str)],
 }
 
-const TEMPLATES: [Template; 2] = [
+/// The handwritten digits that the ndarray and the burn templates ship.
+const DIGITS: &str = include_str!("../templates/ndarray/data/digits.txt");
+
+const TEMPLATES: [Template; 3] = [
     Template {
         name: "ndarray",
         about: "softmax regression on the handwritten digits in ndarray (Flower's NumPy template)",
         dependencies: "ndarray = \"0.17.2\"\n",
+        cargo_extra: "",
+        lock: WORKSPACE_LOCK,
         files: &[
             (
                 "pyproject.toml",
@@ -64,16 +78,51 @@ const TEMPLATES: [Template; 2] = [
                 "src/task.rs",
                 include_str!("../templates/ndarray/src/task.rs"),
             ),
+            ("data/digits.txt", DIGITS),
+        ],
+    },
+    Template {
+        name: "burn",
+        about: "a CNN in burn (autodiff, Adam; CPU, or GPU by a feature) on the digits (Flower's PyTorch template)",
+        dependencies: "",
+        cargo_extra: include_str!("../templates/burn/Cargo.toml.part"),
+        // This workspace's lock plus burn's crates, as cargo resolved them when the
+        // template was last tested. After the workspace's lock changes, refresh it: in an
+        // app from `flwr new x --template burn`, copy this workspace's Cargo.lock over
+        // x/Cargo.lock, run `cargo fetch`, copy the result here, and run
+        // `cargo test -p floret-cli --test burn_template`.
+        lock: include_str!("../templates/burn/Cargo.lock"),
+        files: &[
             (
-                "data/digits.txt",
-                include_str!("../templates/ndarray/data/digits.txt"),
+                "pyproject.toml",
+                include_str!("../templates/burn/pyproject.toml.tmpl"),
             ),
+            (
+                "README.md",
+                include_str!("../templates/burn/README.md.tmpl"),
+            ),
+            (
+                "src/server_app.rs",
+                include_str!("../templates/burn/src/server_app.rs"),
+            ),
+            (
+                "src/client_app.rs",
+                include_str!("../templates/burn/src/client_app.rs"),
+            ),
+            ("src/task.rs", include_str!("../templates/burn/src/task.rs")),
+            (
+                "src/task/data.rs",
+                include_str!("../templates/burn/src/task/data.rs"),
+            ),
+            ("data/digits.txt", DIGITS),
         ],
     },
     Template {
         name: "minimal",
         about: "FedAvg over random arrays that clients nudge with noise, no data",
         dependencies: "",
+        cargo_extra: "",
+        lock: WORKSPACE_LOCK,
         files: &[
             (
                 "pyproject.toml",
@@ -118,7 +167,7 @@ const WORKSPACE_LOCK: &str = include_str!("../../Cargo.lock");
 /// Names an app cannot take: Rust keywords and standard crates (cargo refuses them),
 /// the crates an app depends on, and the built-in apps (whose components would shadow it).
 const RESERVED: &str = "\
-    abstract alloc as async await become box break const continue core crate digits do \
+    abstract alloc as async await become box break burn const continue core crate digits do \
     dyn else enum extern false final fn for gen if impl in let loop macro match mod \
     move mut ndarray override priv proc_macro pub quickstart ref return self static std \
     struct super test trait true try type typeof unsafe unsized use virtual where while \
@@ -137,7 +186,7 @@ pub async fn execute(args: NewArgs) -> anyhow::Result<i32> {
         None if interactive => ask_until("App name", "myapp", check_name)?,
         None => {
             return Err(UserError::new(
-                "pass NAME: `flwr new NAME [--template ndarray|minimal] [--publisher P]` (there is no terminal to ask on)",
+                "pass NAME: `flwr new NAME [--template ndarray|burn|minimal] [--publisher P]` (there is no terminal to ask on)",
             )
             .into());
         }
@@ -239,7 +288,7 @@ fn template_names() -> String {
 /// Flower's `flwr new` frameworks (as its prompt spells them, 1.18), each with the template
 /// that plays its role here, if there is one yet.
 const FLOWER_FRAMEWORKS: [(&str, Option<&str>); 9] = [
-    ("PyTorch", None),
+    ("PyTorch", Some("burn")),
     ("TensorFlow", None),
     ("sklearn", None),
     ("HuggingFace", None),
@@ -329,13 +378,16 @@ fn render(
             .replace("{{module}}", module)
             .replace("{{publisher}}", publisher)
             .replace("{{floret_app_path}}", &app_dir)
-            .replace("{{dependencies}}", template.dependencies)
+            .replace(
+                "{{dependencies}}",
+                &format!("{}{}", template.dependencies, template.cargo_extra),
+            )
     };
     COMMON
         .iter()
         .chain(template.files)
         .map(|(path, text)| (*path, fill(text)))
-        .chain(std::iter::once(("Cargo.lock", WORKSPACE_LOCK.to_owned())))
+        .chain(std::iter::once(("Cargo.lock", template.lock.to_owned())))
         .collect()
 }
 
@@ -461,16 +513,19 @@ mod tests {
         for name in ["NumPy", "numpy", "NUMPY", "ndarray", "NdArray"] {
             assert_eq!(find_template(name).unwrap().name, "ndarray", "{name}");
         }
+        for name in ["PyTorch", "pytorch", "burn", "Burn"] {
+            assert_eq!(find_template(name).unwrap().name, "burn", "{name}");
+        }
         assert_eq!(find_template("minimal").unwrap().name, "minimal");
     }
 
     #[test]
     fn a_flower_framework_without_a_rust_template_lists_what_there_is() {
-        for name in ["PyTorch", "pytorch", "flower-baseline", "sklearn"] {
+        for name in ["TensorFlow", "tensorflow", "flower-baseline", "sklearn"] {
             let e = find_template(name).unwrap_err().to_string();
             assert!(e.contains("has no Rust counterpart yet"), "{name}: {e}");
             assert!(
-                e.contains("use one of ndarray (Flower's NumPy), minimal"),
+                e.contains("use one of ndarray (Flower's NumPy), burn (Flower's PyTorch), minimal"),
                 "{name}: {e}"
             );
             assert_eq!(e.lines().count(), 1);
@@ -482,12 +537,12 @@ mod tests {
         let e = find_template("numpi").unwrap_err().to_string();
         assert_eq!(
             e,
-            "unknown template \"numpi\" (did you mean `NumPy`?): use one of ndarray (Flower's NumPy), minimal"
+            "unknown template \"numpi\" (did you mean `NumPy`?): use one of ndarray (Flower's NumPy), burn (Flower's PyTorch), minimal"
         );
         let e = find_template("keras").unwrap_err().to_string();
         assert_eq!(
             e,
-            "unknown template \"keras\": use one of ndarray (Flower's NumPy), minimal"
+            "unknown template \"keras\": use one of ndarray (Flower's NumPy), burn (Flower's PyTorch), minimal"
         );
     }
 
@@ -504,8 +559,23 @@ mod tests {
             assert!(text("Cargo.toml").contains("name = \"my-app\""));
             assert!(text("Cargo.toml").contains(&floret_app_dir()));
             assert!(text("src/main.rs").contains("floret_app::run("));
-            assert_eq!(text("Cargo.lock"), WORKSPACE_LOCK);
+            assert_eq!(text("Cargo.lock"), template.lock);
         }
+    }
+
+    /// burn comes from the burn template's own Cargo.toml lines and lock, at one version
+    /// proven to build, and never from Floret's workspace.
+    #[test]
+    fn the_burn_template_pins_burn_outside_the_workspace() {
+        let burn = find_template("burn").unwrap();
+        let files = render(burn, "cnn", "cnn", "alice");
+        let text = |p: &str| &files.iter().find(|(path, _)| *path == p).unwrap().1;
+        assert!(text("Cargo.toml").contains("burn = { version = \"=0.22.1\""));
+        assert!(text("Cargo.toml").contains("wgpu = [\"burn/wgpu\"]"));
+        assert!(text("Cargo.lock").contains("name = \"burn\"\nversion = \"0.22.1\""));
+        assert_eq!(text("data/digits.txt"), DIGITS);
+        assert!(!WORKSPACE_LOCK.contains("name = \"burn\""));
+        assert!(!include_str!("../../Cargo.toml").contains("burn"));
     }
 
     #[test]

@@ -329,12 +329,12 @@ fn flwr_new_refuses_bad_input_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let o = flwr(dir.path(), &["new"]);
     assert_user_error(&o, &["pass NAME"]);
-    let o = flwr(dir.path(), &["new", "app", "--framework", "PyTorch"]);
+    let o = flwr(dir.path(), &["new", "app", "--framework", "TensorFlow"]);
     assert_user_error(
         &o,
         &[
-            "Flower's PyTorch template has no Rust counterpart yet",
-            "ndarray (Flower's NumPy), minimal",
+            "Flower's TensorFlow template has no Rust counterpart yet",
+            "ndarray (Flower's NumPy), burn (Flower's PyTorch), minimal",
         ],
     );
     let o = flwr(dir.path(), &["new", "app", "--template", "numpi"]);
