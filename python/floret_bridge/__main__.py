@@ -21,6 +21,22 @@ def main(argv):
         )
         return 2
     kind, app_dir, component = argv
+    try:
+        import flwr  # noqa: F401
+        import numpy  # noqa: F401
+    except ImportError as e:
+        from . import frames
+
+        channel = frames.claim_stdio()
+        channel.write(
+            "F",
+            (
+                f"{sys.executable} cannot run Flower apps ({e}): install Flower in it "
+                f"(`{sys.executable} -m pip install flwr==1.42.0`), or pass --python PATH "
+                f"(or set FLORET_PYTHON) to the Python that has it"
+            ).encode(),
+        )
+        return 2
     if kind == "clientapp":
         from .worker import serve
     else:

@@ -35,9 +35,12 @@ def load(app_dir, component, kind):
             f"install it ({sys.executable} -m pip install {e.name}) or pass --python"
         ) from e
     except BaseException as e:  # the app's own code raised at import
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
         raise ComponentError(
             f"{kind} {component!r} raised at import: {type(e).__name__}: {e} "
-            f"(fix the app's module {module_name}; run `{sys.executable} -c 'import {module_name}'` to see the traceback)"
+            f"(fix the app's module {module_name}; the traceback is above)"
         ) from e
     try:
         obj = getattr(module, attr)
