@@ -55,7 +55,7 @@ def load(app_dir, component, kind):
         from flwr.clientapp import ClientApp as expected
     if not isinstance(obj, expected):
         raise ComponentError(
-            f"{kind} {component!r} is a {type(obj).__name__}, not a Flower "
+            f"{kind} {component!r} is of type {type(obj).__name__}, not a Flower "
             f"{expected.__name__}: point it at `app = {expected.__name__}(...)`"
         )
     return obj

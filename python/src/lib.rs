@@ -95,12 +95,15 @@ pub fn start(settings: &PythonSettings, workers: usize) -> Result<PythonApp, Bri
     })
 }
 
-/// Whether `app_dir` holds a Flower app in Python: its components are Python references
-/// (`package.module:attribute`) and it is not a Cargo crate.
+/// Whether `app_dir` holds a Flower app in Python: it is not a Cargo crate, its
+/// components are Python references (`package.module:attribute`), and the ServerApp's
+/// top-level package or module is in the directory (where Flower imports it from).
 pub fn is_python_app(app_dir: &Path, serverapp: &str, clientapp: &str) -> bool {
+    let top = serverapp.split(['.', ':']).next().unwrap_or_default();
     !app_dir.join("Cargo.toml").exists()
         && is_python_reference(serverapp)
         && is_python_reference(clientapp)
+        && (app_dir.join(top).is_dir() || app_dir.join(format!("{top}.py")).is_file())
 }
 
 /// `module.path:attribute`, each part a Python identifier.
@@ -125,6 +128,11 @@ mod tests {
     #[test]
     fn flower_component_references_are_python_apps() {
         let dir = tempfile::tempdir().unwrap();
+        assert!(
+            !is_python_app(dir.path(), "pkg.server_app:app", "pkg.client_app:app"),
+            "no package pkg in the directory"
+        );
+        std::fs::create_dir(dir.path().join("pkg")).unwrap();
         assert!(is_python_app(dir.path(), "pkg.server_app:app", "pkg.client_app:app"));
         assert!(!is_python_app(dir.path(), "pkg.server_app", "pkg.client_app:app"));
         assert!(!is_python_app(dir.path(), "pkg.server-app:app", "pkg.client_app:app"));
