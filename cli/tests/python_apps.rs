@@ -250,3 +250,81 @@ fn the_bridges_array_conversion_round_trips_every_dtype() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Flower's older styles, which Flower 1.42 still runs: a `client_fn` returning a
+/// `NumPyClient`, and a `server_fn` returning a legacy strategy and `ServerConfig`.
+#[test]
+fn flowers_legacy_client_fn_and_server_fn_apps_run_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("legacyapp");
+    std::fs::create_dir(&pkg).unwrap();
+    std::fs::write(pkg.join("__init__.py"), "").unwrap();
+    std::fs::write(
+        dir.path().join("pyproject.toml"),
+        r#"
+[project]
+name = "legacyapp"
+version = "1.0.0"
+[tool.flwr.app]
+publisher = "t"
+[tool.flwr.app.components]
+serverapp = "legacyapp.server_app:app"
+clientapp = "legacyapp.client_app:app"
+[tool.flwr.app.config]
+num-server-rounds = 2
+[tool.flwr.federations]
+default = "local-simulation"
+[tool.flwr.federations.local-simulation]
+options.num-supernodes = 4
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("client_app.py"),
+        r#"
+import numpy as np
+from flwr.client import ClientApp, NumPyClient
+from flwr.common import Context
+
+class Adder(NumPyClient):
+    def fit(self, parameters, config):
+        return [p + 1.0 for p in parameters], 1, {}
+
+    def evaluate(self, parameters, config):
+        return float(np.mean(parameters[0])), 1, {}
+
+def client_fn(context: Context):
+    return Adder().to_client()
+
+app = ClientApp(client_fn=client_fn)
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("server_app.py"),
+        r#"
+import numpy as np
+from flwr.common import Context, ndarrays_to_parameters
+from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+from flwr.server.strategy import FedAvg
+
+def server_fn(context: Context):
+    strategy = FedAvg(
+        initial_parameters=ndarrays_to_parameters([np.zeros(5, dtype=np.float32)]),
+        min_available_clients=4, min_fit_clients=4, min_evaluate_clients=4,
+    )
+    rounds = context.run_config["num-server-rounds"]
+    return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=rounds))
+
+app = ServerApp(server_fn=server_fn)
+"#,
+    )
+    .unwrap();
+    let report = run_json(dir.path(), &[]);
+    assert_eq!(report["status"], "finished:completed", "{report}");
+    let rounds = report["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "one round per server round, not per message: {report}");
+    assert_eq!(rounds[1]["train"]["replies"], 4);
+    // Every client adds 1 per round to a zero model: the mean after two rounds is 2.
+    assert_eq!(last_round_metric(&report, "evaluate", "loss"), 2.0);
+}

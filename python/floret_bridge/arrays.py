@@ -69,3 +69,43 @@ def to_raw(record_dict):
                 dtype, shape, data = ndarray_to_raw(array.numpy())
                 record[name] = Array(dtype=dtype, shape=shape, stype=RAW, data=data)
     return record_dict
+
+
+def with_dtypes(record_dict):
+    """`record_dict`, or a copy whose arrays all name their dtype.
+
+    Flower's legacy API (`Parameters`, `NumPyClient`) makes arrays with an empty dtype and
+    shape; Floret's wire requires a dtype. For `.npy` data they are read from its header,
+    otherwise the dtype becomes "unknown" (carried, never computed on). The data itself is
+    never touched, so Flower's legacy conversions read it back as they wrote it.
+    """
+    from flwr.app import Array, ArrayRecord, RecordDict
+
+    if not any(
+        isinstance(r, ArrayRecord) and any(a.dtype == "" for a in r.values())
+        for r in record_dict.values()
+    ):
+        return record_dict
+    fixed = RecordDict()
+    for key, record in record_dict.items():
+        if isinstance(record, ArrayRecord) and any(a.dtype == "" for a in record.values()):
+            copy = ArrayRecord()
+            for name, a in record.items():
+                if a.dtype == "":
+                    dtype, shape = _npy_header(a.data) if a.stype == NUMPY else ("unknown", ())
+                    a = Array(dtype=dtype, shape=shape, stype=a.stype, data=a.data)
+                copy[name] = a
+            record = copy
+        fixed[key] = record
+    return fixed
+
+
+def _npy_header(data):
+    """(dtype name, shape) from .npy bytes; ("unknown", ()) when they are not .npy."""
+    try:
+        buf = io.BytesIO(data)
+        version = np.lib.format.read_magic(buf)
+        shape, _, dtype = np.lib.format._read_array_header(buf, version)
+        return str(dtype), tuple(shape)
+    except Exception:  # not .npy: carried as opaque bytes
+        return "unknown", ()

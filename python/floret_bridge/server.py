@@ -20,6 +20,8 @@ once. 'V' (no answer) reports round progress for `flwr run`'s table and history 
 import json
 import struct
 import sys
+import threading
+import time
 import traceback
 
 from . import arrays, frames
@@ -37,8 +39,9 @@ class Rounds:
     ServerApp without a message strategy still gets rounds: each train phase opens one.
     """
 
-    def __init__(self, channel):
+    def __init__(self, channel, lock):
         self._channel = channel
+        self._lock = lock
         self.num_rounds = 0
         self.round = 0
         self._open = None
@@ -49,18 +52,25 @@ class Rounds:
         self._open = {"round": server_round, "train": None, "evaluate": None, "central": None}
         self._emit({"RoundStarted": {"round": server_round, "num_rounds": self.num_rounds}})
 
-    def phase(self, kind, sampled, replies, failures):
-        if kind == "train" and (self._open is None or self._open["train"] is not None):
-            self.begin(self.round + 1)
-        if self._open is None or kind not in ("train", "evaluate"):
+    def phase(self, kind, sampled, replies, failures, group_id=""):
+        """Counts one send-and-receive. Flower's legacy ServerApp sends one message per
+        call, naming the round in `group_id`: those calls add up to one phase."""
+        if kind not in ("train", "evaluate"):
             return
-        self._open[kind] = {
-            "sampled": sampled,
-            "replies": replies,
-            "failures": failures,
-            "late": 0,
-            "metrics": {},
+        if group_id.isdigit():
+            if self._open is None or self._open["round"] != int(group_id):
+                self.begin(int(group_id))
+        elif kind == "train" and (self._open is None or self._open["train"] is not None):
+            self.begin(self.round + 1)
+        if self._open is None:
+            return
+        counts = self._open[kind] or {
+            "sampled": 0, "replies": 0, "failures": 0, "late": 0, "metrics": {},
         }
+        counts["sampled"] += sampled
+        counts["replies"] += replies
+        counts["failures"] += failures
+        self._open[kind] = counts
 
     def metrics(self, kind, server_round, record):
         if record is None or self._open is None or self._open["round"] != server_round:
@@ -79,7 +89,8 @@ class Rounds:
             self._open = None
 
     def _emit(self, event):
-        self._channel.write("V", json.dumps(event).encode())
+        with self._lock:
+            self._channel.write("V", json.dumps(event).encode())
 
 
 def _metric_json(record):
@@ -145,16 +156,46 @@ def _hook_strategies(rounds):
             rounds.end()
 
     Strategy.start = start
+    _hook_legacy_server(rounds)
 
 
-def _make_grid(channel, rounds, run_id):
+def _hook_legacy_server(rounds):
+    """Flower's legacy `Server` (a `server_fn` app): its rounds' aggregated metrics."""
+    try:
+        from flwr.server import Server
+    except ImportError:
+        return
+    fit_round = Server.fit_round
+    evaluate_round = Server.evaluate_round
+
+    def traced_fit_round(self, server_round, timeout):
+        out = fit_round(self, server_round, timeout)
+        if out is not None:
+            rounds.metrics("train", server_round, out[1])
+        return out
+
+    def traced_evaluate_round(self, server_round, timeout):
+        out = evaluate_round(self, server_round, timeout)
+        if out is not None:
+            loss, metrics = out[0], dict(out[1] or {})
+            if loss is not None:
+                metrics = {"loss": float(loss), **metrics}
+            rounds.metrics("evaluate", server_round, metrics)
+        return out
+
+    Server.fit_round = traced_fit_round
+    Server.evaluate_round = traced_evaluate_round
+
+
+def _make_grid(channel, rounds, run_id, lock):
     from flwr.common.serde import message_from_proto, metadata_to_proto, recorddict_to_proto
     from flwr.proto.message_pb2 import Message as ProtoMessage
     from flwr.serverapp.grid import Grid
 
     def request(tag, parts):
-        channel.write_parts(tag, parts)
-        return answer()
+        with lock:
+            channel.write_parts(tag, parts)
+            return answer()
 
     def answer():
         frame = channel.read()
@@ -182,7 +223,8 @@ def _make_grid(channel, rounds, run_id):
                 raise ValueError("a message the ServerApp sends needs content")
             if id(content) not in contents:
                 contents[id(content)] = len(order)
-                order.append(recorddict_to_proto(content).SerializeToString())
+                wire = recorddict_to_proto(arrays.with_dtypes(content))
+                order.append(wire.SerializeToString())
         parts = [struct.pack("<I", len(order)), *order]
         for message in messages:
             parts.append(metadata_to_proto(message.metadata).SerializeToString())
@@ -230,19 +272,48 @@ def _make_grid(channel, rounds, run_id):
             if not messages:
                 return []
             kind = messages[0].metadata.message_type.split(".")[0]
-            t = b"" if timeout is None else repr(float(timeout)).encode()
-            channel.write_parts("W", [t, *pack(messages)])
-            replies = []
-            while True:
-                tag, body = answer()
-                replies.extend(decode(p) for p in frames.unpack_parts(body))
-                if tag == "L":
-                    break
+            if threading.current_thread() is threading.main_thread():
+                replies = self._stream(messages, timeout)
+            else:
+                replies = self._poll(messages, timeout)
             errors = sum(1 for r in replies if r.has_error())
-            rounds.phase(kind, len(messages), len(replies) - errors, errors)
+            group_id = messages[0].metadata.group_id
+            with lock:
+                rounds.phase(kind, len(messages), len(replies) - errors, errors, group_id)
+            return replies
+
+        def _stream(self, messages, timeout):
+            """Sends and receives in one request, replies streamed as they arrive: a
+            strategy's round from the main thread."""
+            t = b"" if timeout is None else repr(float(timeout)).encode()
+            replies = []
+            with lock:
+                channel.write_parts("W", [t, *pack(messages)])
+                while True:
+                    tag, body = answer()
+                    replies.extend(decode(p) for p in frames.unpack_parts(body))
+                    if tag == "L":
+                        return replies
+
+        def _poll(self, messages, timeout):
+            """Push, then pull every 10 ms, as Flower's InMemoryGrid does: calls from
+            several threads at once (the legacy ServerApp's) share the channel."""
+            waiting = set(self.push_messages(messages))
+            end = None if timeout is None else time.monotonic() + timeout
+            replies = []
+            while waiting and (end is None or time.monotonic() < end):
+                got = list(self.pull_messages(waiting))
+                replies.extend(got)
+                waiting.difference_update(r.metadata.reply_to_message_id for r in got)
+                if waiting:
+                    time.sleep(0.01)
             return replies
 
     return FloretGrid()
+
+
+def _int(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _set_identity(run_id):
@@ -277,9 +348,13 @@ def serve(app_dir, component):
     proto.ParseFromString(body)
     context = context_from_proto(proto)
     _set_identity(context.run_id)
-    rounds = Rounds(channel)
+    # One request and its answer at a time: Flower's legacy ServerApp (server_fn) calls
+    # the Grid from a thread pool and a node-watching thread.
+    lock = threading.RLock()
+    rounds = Rounds(channel, lock)
+    rounds.num_rounds = _int(context.run_config.get("num-server-rounds"))
     _hook_strategies(rounds)
-    grid = _make_grid(channel, rounds, context.run_id)
+    grid = _make_grid(channel, rounds, context.run_id, lock)
     try:
         app(grid, context)
     except BaseException as e:  # the run fails with the app's reason

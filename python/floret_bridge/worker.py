@@ -83,6 +83,10 @@ def serve(app_dir, component):
                 Error(CLIENT_APP_RAISED_EXCEPTION, f"{type(e).__name__}: {e}"),
                 reply_to=message,
             )
+        if reply.has_content():
+            fixed = arrays.with_dtypes(reply.content)
+            if fixed is not reply.content:
+                reply = Message(fixed, reply_to=message)
         channel.write_parts(
             "C",
             [
