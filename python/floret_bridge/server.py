@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 
-from . import arrays, frames
+from . import arrays, frames, wire
 from .components import ComponentError, load
 
 _U64 = struct.Struct("<Q")
@@ -188,7 +188,7 @@ def _hook_legacy_server(rounds):
 
 
 def _make_grid(channel, rounds, run_id, lock):
-    from flwr.common.serde import message_from_proto, metadata_to_proto, recorddict_to_proto
+    from flwr.common.serde import message_from_proto, metadata_to_proto
     from flwr.proto.message_pb2 import Message as ProtoMessage
     from flwr.serverapp.grid import Grid
 
@@ -223,8 +223,7 @@ def _make_grid(channel, rounds, run_id, lock):
                 raise ValueError("a message the ServerApp sends needs content")
             if id(content) not in contents:
                 contents[id(content)] = len(order)
-                wire = recorddict_to_proto(arrays.with_dtypes(content))
-                order.append(wire.SerializeToString())
+                order.append(wire.encode_record_dict(arrays.with_dtypes(content)))
         parts = [struct.pack("<I", len(order)), *order]
         for message in messages:
             parts.append(metadata_to_proto(message.metadata).SerializeToString())

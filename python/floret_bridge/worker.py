@@ -1,8 +1,10 @@
 """A ClientApp worker: loads the user's ClientApp once, then answers call after call.
 
 Each call is one frame 'C' with two parts, a `flwr.proto.Message` and the node's
-`flwr.proto.Context`; the answer is a frame 'C' with the reply Message and the Context
-as the app left it (its `state` is what the next call on that node sees). Whatever the
+`flwr.proto.Context`; the answer is a frame 'C' with three: b"c" and the reply's content
+(a `flwr.proto.RecordDict`), or b"e" and the error reply's reason; then the Context as
+the app left it (its `state` is what the next call on that node sees). Floret builds the
+reply's metadata itself, so only the content crosses. Whatever the
 app does, the worker answers and goes on: an exception becomes an error reply with the
 exception's type and text, as Flower's own ClientApp runner does, and a return value
 that is not a Message becomes an error reply saying so.
@@ -11,7 +13,7 @@ that is not a Message becomes an error reply saying so.
 import sys
 import traceback
 
-from . import arrays, frames
+from . import arrays, frames, wire
 from .components import ComponentError, load
 
 # Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION.
@@ -31,7 +33,6 @@ def serve(app_dir, component):
         context_from_proto,
         context_to_proto,
         message_from_proto,
-        message_to_proto,
     )
     from flwr.proto.message_pb2 import Context as ProtoContext
     from flwr.proto.message_pb2 import Message as ProtoMessage
@@ -84,13 +85,7 @@ def serve(app_dir, component):
                 reply_to=message,
             )
         if reply.has_content():
-            fixed = arrays.with_dtypes(reply.content)
-            if fixed is not reply.content:
-                reply = Message(fixed, reply_to=message)
-        channel.write_parts(
-            "C",
-            [
-                message_to_proto(reply).SerializeToString(),
-                context_to_proto(context).SerializeToString(),
-            ],
-        )
+            answer = [b"c", wire.encode_record_dict(arrays.with_dtypes(reply.content))]
+        else:
+            answer = [b"e", reply.error.reason.encode()]
+        channel.write_parts("C", [*answer, context_to_proto(context).SerializeToString()])

@@ -14,6 +14,7 @@ const FILES: &[(&str, &str)] = &[
     ("components.py", include_str!("../floret_bridge/components.py")),
     ("frames.py", include_str!("../floret_bridge/frames.py")),
     ("server.py", include_str!("../floret_bridge/server.py")),
+    ("wire.py", include_str!("../floret_bridge/wire.py")),
     ("worker.py", include_str!("../floret_bridge/worker.py")),
 ];
 

@@ -11,7 +11,7 @@
 use crate::frames::{pack_parts, read_frame, unpack_parts, write_frame};
 use crate::process::{Kind, Process, ready, spawn};
 use crate::{BridgeError, PythonSettings};
-use floret_core::{AppError, ClientApp, Context, Message, Payload, RecordDict};
+use floret_core::{AppError, ClientApp, Context, Message, RecordDict};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 /// The worker processes and the settings to start replacements with.
@@ -138,18 +138,24 @@ fn exchange(
         return Err(invalid(format!("unexpected frame {:?}", char::from(tag))));
     }
     let parts = unpack_parts(&body)?;
-    let [reply, new_context] = parts.as_slice() else {
-        return Err(invalid(format!("{} parts in a reply, not 2", parts.len())));
+    let [kind, payload, new_context] = parts.as_slice() else {
+        return Err(invalid(format!("{} parts in a reply, not 3", parts.len())));
     };
-    let reply = floret_transport::decode_message_bytes(reply.clone())
-        .map_err(|e| invalid(format!("the reply: {e}")))?;
-    Ok(match reply.payload {
-        Payload::Content(content) => {
+    Ok(match kind.as_ref() {
+        b"c" => {
+            let content = floret_transport::decode_record_dict_bytes(payload.clone())
+                .map_err(|e| invalid(format!("the reply's content: {e}")))?;
             let updated = floret_transport::decode_context_bytes(new_context.clone())
                 .map_err(|e| invalid(format!("the context: {e}")))?;
             context.state = updated.state;
             Ok(content)
         }
-        Payload::Error(e) => Err(AppError::other(e.reason)),
+        b"e" => Err(AppError::other(String::from_utf8_lossy(payload))),
+        other => {
+            return Err(invalid(format!(
+                "reply kind {:?}",
+                String::from_utf8_lossy(other)
+            )));
+        }
     })
 }

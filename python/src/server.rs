@@ -172,8 +172,8 @@ impl Session<'_> {
         Ok(self.write(b'L', &body).await?)
     }
 
-    /// Sends, then hands each batch of replies to the app as it arrives ('l') and ends
-    /// with 'L': the replies leave this process as they come instead of piling up here.
+    /// Sends, then hands each reply to the app as it arrives ('l') and ends with 'L': the
+    /// replies leave this process as they come instead of piling up here.
     async fn send_and_receive(&mut self, body: &Bytes) -> Result<(), Refused> {
         let parts = unpack_parts(body)?;
         let Some((timeout, rest)) = parts.split_first() else {
@@ -188,16 +188,15 @@ impl Session<'_> {
             if left.is_zero() {
                 break;
             }
-            let batch: Vec<Bytes> = self
-                .grid
-                .receive(left)
-                .await?
-                .into_iter()
-                .filter(|r| waiting.remove(&r.metadata.reply_to_message_id))
-                .map(|r| floret_transport::encode_message(&r))
-                .collect();
-            if !batch.is_empty() {
-                self.write(b'l', &pack_parts(batch)).await?;
+            let replies = self.grid.receive(left).await?;
+            // One frame per reply: each leaves this process's memory as soon as it is
+            // written, and the app decodes one while the next is on its way.
+            for reply in replies {
+                if waiting.remove(&reply.metadata.reply_to_message_id) {
+                    let wire = floret_transport::encode_message(&reply);
+                    drop(reply);
+                    self.write(b'l', &pack_parts([wire])).await?;
+                }
             }
         }
         Ok(self.write(b'L', &[]).await?)
