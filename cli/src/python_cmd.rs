@@ -4,11 +4,11 @@
 //! `python3` on PATH) through `floret-python`, then the local simulation runs them as it
 //! runs a Rust app's.
 
+use crate::UserError;
 use crate::credentials::flwr_home;
 use crate::registry::BuiltinCatalog;
-use floret_core::AppCatalog;
 use crate::run_cmd::{Output, Prepared, RunArgs, simulate};
-use crate::UserError;
+use floret_core::AppCatalog;
 use floret_python::{BridgeError, PythonSettings};
 use floret_simulation::SimulationOptions;
 use std::path::PathBuf;
@@ -52,8 +52,8 @@ pub async fn execute(args: &RunArgs, prepared: Prepared) -> anyhow::Result<i32> 
     }
     .workers()
     .min(usize::try_from(num_supernodes).unwrap_or(usize::MAX));
-    let bridge_dir = floret_python::install_bridge(&flwr_home()?.join("python"))
-        .map_err(anyhow::Error::from)?;
+    let bridge_dir =
+        floret_python::install_bridge(&flwr_home()?.join("python")).map_err(anyhow::Error::from)?;
     let app_dir = std::path::absolute(&args.app_dir).unwrap_or_else(|_| args.app_dir.clone());
     let settings = PythonSettings {
         python: args

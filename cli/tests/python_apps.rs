@@ -43,7 +43,13 @@ fn python() -> &'static Path {
         );
         run(
             Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
                 .args(PINS),
             "pip install flwr==1.42.0 numpy scikit-learn",
         );
@@ -126,7 +132,11 @@ fn the_numpy_flower_app_runs_unchanged_with_its_run_config() {
     );
     assert_eq!(report["status"], "finished:completed", "{report}");
     let rounds = report["rounds"].as_array().unwrap();
-    assert_eq!(rounds.len(), 2, "the --run-config override reached the Python app");
+    assert_eq!(
+        rounds.len(),
+        2,
+        "the --run-config override reached the Python app"
+    );
     for round in rounds {
         assert_eq!(round["train"]["replies"], 10, "{round}");
         assert_eq!(round["evaluate"]["replies"], 10, "{round}");
@@ -149,7 +159,11 @@ fn the_scikit_learn_flower_app_learns_the_digits() {
 fn numpy_app_with(file: &str, patch: impl Fn(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let src = example("flower-numpy");
-    std::fs::copy(src.join("pyproject.toml"), dir.path().join("pyproject.toml")).unwrap();
+    std::fs::copy(
+        src.join("pyproject.toml"),
+        dir.path().join("pyproject.toml"),
+    )
+    .unwrap();
     std::fs::create_dir(dir.path().join("numpyapp")).unwrap();
     for entry in std::fs::read_dir(src.join("numpyapp")).unwrap() {
         let path = entry.unwrap().path();
@@ -204,7 +218,10 @@ fn a_python_without_flwr_is_refused_in_one_line() {
     let bare = venv.path().join("bin/python");
     let home = tempfile::tempdir().unwrap();
     let o = flwr_run(&example("flower-numpy"), &bare, &[], home.path());
-    assert_user_error(&o, &["cannot run Flower apps", "pip install flwr", "--python"]);
+    assert_user_error(
+        &o,
+        &["cannot run Flower apps", "pip install flwr", "--python"],
+    );
     let o = flwr_run(
         &example("flower-numpy"),
         Path::new("/nonexistent/python3"),
@@ -220,10 +237,19 @@ fn components_that_do_not_load_are_refused_at_start_in_one_line() {
     let missing = numpy_app_with("client_app.py", |t| t);
     let manifest = missing.path().join("pyproject.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replace("numpyapp.client_app:app", "numpyapp.clientapp:app"))
-        .unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("numpyapp.client_app:app", "numpyapp.clientapp:app"),
+    )
+    .unwrap();
     let o = flwr_run(missing.path(), python(), &[], home.path());
-    assert_user_error(&o, &["no module 'numpyapp.clientapp'", "[tool.flwr.app.components]"]);
+    assert_user_error(
+        &o,
+        &[
+            "no module 'numpyapp.clientapp'",
+            "[tool.flwr.app.components]",
+        ],
+    );
 
     let raising = numpy_app_with("server_app.py", |t| t + "\nraise ValueError('boom')\n");
     let o = flwr_run(raising.path(), python(), &[], home.path());
@@ -244,11 +270,7 @@ fn the_bridges_array_conversion_round_trips_every_dtype() {
         .env("PYTHONPATH", &root)
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// Flower's older styles, which Flower 1.42 still runs: a `client_fn` returning a
@@ -323,7 +345,11 @@ app = ServerApp(server_fn=server_fn)
     let report = run_json(dir.path(), &[]);
     assert_eq!(report["status"], "finished:completed", "{report}");
     let rounds = report["rounds"].as_array().unwrap();
-    assert_eq!(rounds.len(), 2, "one round per server round, not per message: {report}");
+    assert_eq!(
+        rounds.len(),
+        2,
+        "one round per server round, not per message: {report}"
+    );
     assert_eq!(rounds[1]["train"]["replies"], 4);
     // Every client adds 1 per round to a zero model: the mean after two rounds is 2.
     assert_eq!(last_round_metric(&report, "evaluate", "loss"), 2.0);

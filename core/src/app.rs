@@ -536,7 +536,7 @@ mod tests {
         let msg = Message::new(RecordDict::new(), 1, "train");
         let out = app.handle(&msg, &mut Context::default()).unwrap();
         assert!(out.get("fallback").is_none());
-        assert!(out.metric_record("metrics").is_some());
+        assert!(out.metric_record("metrics").is_ok());
     }
 
     #[test]

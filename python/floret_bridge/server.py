@@ -109,6 +109,21 @@ def _metric_json(record):
     return out
 
 
+# References to a reply list that only `Strategy.start` (its local variable) and the
+# wrapper around `aggregate_*` hold, as `sys.getrefcount` counts them in `_release`.
+_ONLY_START_HOLDS = 4
+
+
+def _release(replies):
+    """Empties a round's reply list once it is aggregated, if nothing but `Strategy.start`
+    holds it: `start` keeps the list in a local variable until the next round's replies
+    replace it, so a round's models would otherwise stay in memory through the next
+    round (one model per node: 400 MB at 1,000 nodes of 100k float32). A list the
+    strategy kept a reference to is left alone."""
+    if type(replies) is list and sys.getrefcount(replies) <= _ONLY_START_HOLDS:
+        replies.clear()
+
+
 def _hook_strategies(rounds):
     """Wraps `Strategy.start` so that every message strategy reports its rounds."""
     try:
@@ -131,11 +146,13 @@ def _hook_strategies(rounds):
         def traced_aggregate_train(server_round, replies):
             out = aggregate_train(server_round, replies)
             rounds.metrics("train", server_round, out[1] if out else None)
+            _release(replies)
             return out
 
         def traced_aggregate_evaluate(server_round, replies):
             out = aggregate_evaluate(server_round, replies)
             rounds.metrics("evaluate", server_round, out)
+            _release(replies)
             return out
 
         traced_evaluate_fn = None

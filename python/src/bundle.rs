@@ -11,7 +11,10 @@ const FILES: &[(&str, &str)] = &[
     ("__init__.py", include_str!("../floret_bridge/__init__.py")),
     ("__main__.py", include_str!("../floret_bridge/__main__.py")),
     ("arrays.py", include_str!("../floret_bridge/arrays.py")),
-    ("components.py", include_str!("../floret_bridge/components.py")),
+    (
+        "components.py",
+        include_str!("../floret_bridge/components.py"),
+    ),
     ("frames.py", include_str!("../floret_bridge/frames.py")),
     ("server.py", include_str!("../floret_bridge/server.py")),
     ("wire.py", include_str!("../floret_bridge/wire.py")),

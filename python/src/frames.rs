@@ -59,7 +59,10 @@ fn header(tag: u8, body_len: usize) -> io::Result<[u8; 5]> {
 }
 
 fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("bridge protocol: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("bridge protocol: {what}"),
+    )
 }
 
 /// Writes one frame and flushes it.
@@ -132,7 +135,10 @@ mod tests {
         assert_eq!(tag, b'C');
         let parts = unpack_parts(&got).unwrap();
         assert_eq!(parts, vec![&b"abc"[..], b"", b"de"]);
-        assert!(read_frame(&mut r).unwrap().is_none(), "a closed pipe is None");
+        assert!(
+            read_frame(&mut r).unwrap().is_none(),
+            "a closed pipe is None"
+        );
     }
 
     #[test]

@@ -110,9 +110,7 @@ pub fn is_python_app(app_dir: &Path, serverapp: &str, clientapp: &str) -> bool {
 fn is_python_reference(component: &str) -> bool {
     let ident = |s: &str| {
         let mut chars = s.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_alphabetic() || c == '_')
+        chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
             && chars.all(|c| c.is_alphanumeric() || c == '_')
     };
     match component.split_once(':') {
@@ -133,10 +131,26 @@ mod tests {
             "no package pkg in the directory"
         );
         std::fs::create_dir(dir.path().join("pkg")).unwrap();
-        assert!(is_python_app(dir.path(), "pkg.server_app:app", "pkg.client_app:app"));
-        assert!(!is_python_app(dir.path(), "pkg.server_app", "pkg.client_app:app"));
-        assert!(!is_python_app(dir.path(), "pkg.server-app:app", "pkg.client_app:app"));
+        assert!(is_python_app(
+            dir.path(),
+            "pkg.server_app:app",
+            "pkg.client_app:app"
+        ));
+        assert!(!is_python_app(
+            dir.path(),
+            "pkg.server_app",
+            "pkg.client_app:app"
+        ));
+        assert!(!is_python_app(
+            dir.path(),
+            "pkg.server-app:app",
+            "pkg.client_app:app"
+        ));
         std::fs::write(dir.path().join("Cargo.toml"), "").unwrap();
-        assert!(!is_python_app(dir.path(), "pkg.server_app:app", "pkg.client_app:app"));
+        assert!(!is_python_app(
+            dir.path(),
+            "pkg.server_app:app",
+            "pkg.client_app:app"
+        ));
     }
 }

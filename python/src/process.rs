@@ -91,13 +91,19 @@ pub(crate) fn ready(process: &mut Process, settings: &PythonSettings) -> Result<
         .map_err(|e| BridgeError::Io(format!("reading from the Python process: {e}")))?;
     match first {
         Some((b'R', _)) => Ok(()),
-        Some((b'F', line)) => Err(BridgeError::User(String::from_utf8_lossy(&line).into_owned())),
+        Some((b'F', line)) => Err(BridgeError::User(
+            String::from_utf8_lossy(&line).into_owned(),
+        )),
         Some((tag, _)) => Err(BridgeError::Io(format!(
             "the Python process began with frame {:?}, not ready",
             char::from(tag)
         ))),
         None => {
-            let status = process.child.0.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
+            let status = process
+                .child
+                .0
+                .wait()
+                .map_or_else(|e| e.to_string(), |s| s.to_string());
             Err(BridgeError::User(format!(
                 "{} stopped before loading the app ({status}; its error is above): it needs Python 3.10+ with flwr (`{} -m pip install flwr==1.42.0`), or pass --python PATH",
                 settings.python.display(),

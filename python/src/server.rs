@@ -56,7 +56,10 @@ pub(crate) struct Spawned(Process);
 
 impl Spawned {
     /// Waits until the process has loaded the component.
-    pub(crate) fn wait_ready(mut self, settings: &PythonSettings) -> Result<PythonServerApp, BridgeError> {
+    pub(crate) fn wait_ready(
+        mut self,
+        settings: &PythonSettings,
+    ) -> Result<PythonServerApp, BridgeError> {
         ready(&mut self.0, settings)?;
         Ok(PythonServerApp {
             settings: settings.clone(),
@@ -145,7 +148,10 @@ impl Session<'_> {
                     return Err(AppError::Grid(GridError::Stopped));
                 }
                 Err(Refused::Io(e)) => return Err(io(e)),
-                Err(e) => self.write(b'E', e.to_string().as_bytes()).await.map_err(io)?,
+                Err(e) => self
+                    .write(b'E', e.to_string().as_bytes())
+                    .await
+                    .map_err(io)?,
             }
         }
     }
@@ -159,7 +165,9 @@ impl Session<'_> {
     async fn push(&mut self, body: &Bytes) -> Result<(), Refused> {
         let messages = decode_batch(&unpack_parts(body)?)?;
         let ids = self.grid.send(messages).await?;
-        Ok(self.write(b'I', &pack_parts(ids.iter().map(String::as_bytes))).await?)
+        Ok(self
+            .write(b'I', &pack_parts(ids.iter().map(String::as_bytes)))
+            .await?)
     }
 
     async fn pull(&mut self, body: &Bytes) -> Result<(), Refused> {
@@ -240,7 +248,7 @@ fn decode_batch(parts: &[Bytes]) -> Result<Vec<Message>, Refused> {
         .split_first()
         .ok_or_else(|| bad("no content count".into()))?;
     let count = read_u32(count, 0)? as usize;
-    if rest.len() < count || (rest.len() - count) % 2 != 0 {
+    if rest.len() < count || !(rest.len() - count).is_multiple_of(2) {
         return Err(bad(format!("{} parts for {count} contents", rest.len())));
     }
     let (contents, messages) = rest.split_at(count);
