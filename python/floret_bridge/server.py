@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 
-from . import arrays, frames, wire
+from . import arrays, frames, npy, wire
 from .components import ComponentError, load
 
 _U64 = struct.Struct("<Q")
@@ -355,6 +355,7 @@ def serve(app_dir, component):
     from flwr.common.serde import context_from_proto
     from flwr.proto.message_pb2 import Context as ProtoContext
 
+    npy.install()
     channel.write("R")
     frame = channel.read()
     if frame is None:

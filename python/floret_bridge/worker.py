@@ -13,7 +13,7 @@ that is not a Message becomes an error reply saying so.
 import sys
 import traceback
 
-from . import arrays, frames, wire
+from . import arrays, frames, npy, wire
 from .components import ComponentError, load
 
 # Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION.
@@ -42,6 +42,7 @@ def serve(app_dir, component):
     except ImportError:  # a Flower before 1.42 has no task identity
         TaskIdentity = None
 
+    npy.install()
     channel.write("R")
     while True:
         frame = channel.read()

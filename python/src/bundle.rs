@@ -16,6 +16,7 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../floret_bridge/components.py"),
     ),
     ("frames.py", include_str!("../floret_bridge/frames.py")),
+    ("npy.py", include_str!("../floret_bridge/npy.py")),
     ("server.py", include_str!("../floret_bridge/server.py")),
     ("wire.py", include_str!("../floret_bridge/wire.py")),
     ("worker.py", include_str!("../floret_bridge/worker.py")),
