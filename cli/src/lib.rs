@@ -15,6 +15,7 @@ pub mod log_cmd;
 pub mod login_cmd;
 pub mod ls_cmd;
 pub mod new_cmd;
+pub mod python_cmd;
 pub mod registry;
 pub mod remote;
 pub mod run_cmd;

@@ -7,6 +7,9 @@
 //! `build_cmd`): a local simulation runs the app's own binary in its `simulation` mode,
 //! which ends in `floret_app::simulate`; a SuperLink receives the app as a FAB.
 //!
+//! A Flower app in Python (components `pkg.module:attr`, no Cargo.toml) runs in the
+//! user's Python through `floret-python` (see `python_cmd`).
+//!
 //! A run that `flwr` follows to its end (every local simulation, `--stream` on a
 //! SuperLink) leaves its history files behind (see `run_report`).
 
@@ -15,7 +18,7 @@ use crate::project::Project;
 use crate::registry::BuiltinCatalog;
 use crate::report::Format;
 use crate::run_report::Destination;
-use crate::{UserError, registry, submit};
+use crate::{UserError, python_cmd, registry, submit};
 use anyhow::Context as _;
 use floret_core::AppCatalog;
 use std::path::{Path, PathBuf};
@@ -52,6 +55,10 @@ pub struct RunArgs {
     /// APP_DIR/runs/<UTC time>-run-<id>/ per run. Not used when the command only submits.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
+    /// The Python that runs a Flower app written in Python (it needs `flwr` and the app's
+    /// own dependencies) [default: python3 on PATH].
+    #[arg(long, env = "FLORET_PYTHON", value_name = "PATH")]
+    pub python: Option<PathBuf>,
 }
 
 /// Runs the app and returns the process exit code.
@@ -62,6 +69,9 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
         &args.run_config,
         "flwr run",
     )?;
+    if python_cmd::is_python_app(&args, &prepared) {
+        return python_cmd::execute(&args, prepared).await;
+    }
     if is_app_crate(&args.app_dir, &prepared.project) {
         return run_app_crate(&args, prepared).await;
     }

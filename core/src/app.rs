@@ -64,6 +64,9 @@ pub type Mod =
 #[derive(Clone, Default)]
 pub struct ClientApp {
     handlers: HashMap<String, Arc<Handler>>,
+    /// Answers every type no handler is registered for: an app that dispatches by type
+    /// itself (a Python ClientApp behind `floret-python`) registers only this.
+    fallback: Option<Arc<Handler>>,
     /// Outermost first, as Flower's `mods` list.
     mods: Vec<Arc<Mod>>,
 }
@@ -131,6 +134,17 @@ impl ClientApp {
         self
     }
 
+    /// Registers the handler for every message type that has no handler of its own, for an
+    /// app that answers any type itself (a Flower app in Python decides by type on its side,
+    /// and says so in its reply).
+    pub fn fallback<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(&Message, &mut Context) -> Result<RecordDict, AppError> + Send + Sync + 'static,
+    {
+        self.fallback = Some(Arc::new(handler));
+        self
+    }
+
     /// Adds `m` inside the mods added before it (the first mod added sees a message first
     /// and its reply last, as the first of Flower's `mods`). One line per mod:
     /// `client_app().with_mod(dp::fixed_clipping_mod())`.
@@ -174,7 +188,7 @@ impl ClientApp {
     /// Runs the handler registered for the message's type.
     fn handler(&self, message: &Message, context: &mut Context) -> Result<RecordDict, AppError> {
         let t = &message.metadata.message_type;
-        match self.handlers.get(t) {
+        match self.handlers.get(t).or(self.fallback.as_ref()) {
             Some(h) => h(message, context),
             None => Err(AppError::NoHandler {
                 found: t.clone(),
@@ -548,6 +562,25 @@ mod tests {
             err.to_string(),
             "this ClientApp has no handler for message type \"evaluate\" (it handles: query.stats, train)"
         );
+    }
+
+    /// The fallback answers the types no handler is registered for, and only those.
+    #[test]
+    fn fallback_answers_every_unregistered_type() {
+        let app = app().fallback(|m, _| {
+            let mut c = crate::records::ConfigRecord::new();
+            c.insert("seen", m.metadata.message_type.clone());
+            Ok(RecordDict::new().with("fallback", c))
+        });
+        for t in ["evaluate", "query", "train.custom"] {
+            let msg = Message::new(RecordDict::new(), 1, t);
+            let out = app.handle(&msg, &mut Context::default()).unwrap();
+            assert!(out.get("fallback").is_some(), "{t}");
+        }
+        let msg = Message::new(RecordDict::new(), 1, "train");
+        let out = app.handle(&msg, &mut Context::default()).unwrap();
+        assert!(out.get("fallback").is_none());
+        assert!(out.metric_record("metrics").is_ok());
     }
 
     #[test]

@@ -103,6 +103,32 @@ pub fn decode_context_bytes(buf: Bytes) -> Result<Context, DecodeError> {
     convert::context_from_proto(decode_proto(buf, "Context")?)
 }
 
+/// Encodes a record dict in Flower's `flwr.proto.RecordDict` wire format.
+#[must_use]
+pub fn encode_record_dict(record_dict: &floret_core::RecordDict) -> Bytes {
+    Bytes::from(convert::record_dict_to_proto(record_dict).encode_to_vec())
+}
+
+/// Decodes a `flwr.proto.RecordDict`; array data in the result share `buf`. A bridge that
+/// sends one content for many messages (the same model to every node) decodes it once.
+///
+/// # Errors
+/// As [`decode_message`], for the records.
+pub fn decode_record_dict_bytes(buf: Bytes) -> Result<floret_core::RecordDict, DecodeError> {
+    convert::record_dict_from_proto(
+        decode_proto(buf, "RecordDict")?,
+        &error::Loc::Root("RecordDict"),
+    )
+}
+
+/// Decodes a `flwr.proto.Metadata` (Flower's task ids are dropped, as for messages).
+///
+/// # Errors
+/// [`DecodeError::Malformed`] when `buf` is not protobuf.
+pub fn decode_metadata(buf: &[u8]) -> Result<floret_core::Metadata, DecodeError> {
+    Ok(convert::metadata_from_proto(decode_proto(buf, "Metadata")?))
+}
+
 /// What a caller gets for asking a build without one of this crate's optional features
 /// (see Cargo.toml) for what that feature does: `what` this build lacks, and the fix.
 #[cfg(not(all(

@@ -1,0 +1,384 @@
+//! Flower's Python apps on Floret: the two examples in `examples/` (written against
+//! Flower's API only) run unchanged under `flwr run` in a Python with `flwr==1.42.0`,
+//! and a Python app that cannot run says why in one line.
+//!
+//! The first test to need it makes a virtual environment under the build's tmp directory
+//! (`flwr==1.42.0`, numpy, scikit-learn from PyPI, pinned); later runs reuse it. Without
+//! `python3 -m venv` or PyPI the tests fail and say so.
+
+// Tests may unwrap (a failure is the test failing).
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const PINS: &[&str] = &["flwr==1.42.0", "numpy==2.4.6", "scikit-learn==1.9.1"];
+
+/// The venv's python, made once per build directory. Tests of this binary share it; the
+/// marker is written only after pip succeeded, so a half-made venv is made again.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flwr-1.42.0-venv");
+        let python = venv.join("bin").join("python");
+        let marker = venv.join(".floret-ready");
+        if marker.is_file() {
+            return python;
+        }
+        let _ = std::fs::remove_dir_all(&venv);
+        let run = |cmd: &mut Command, what: &str| {
+            let o = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(
+                o.status.success(),
+                "{what} failed (these tests need python3 with venv and PyPI):\n{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        run(
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            "python3 -m venv",
+        );
+        run(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(PINS),
+            "pip install flwr==1.42.0 numpy scikit-learn",
+        );
+        std::fs::write(&marker, PINS.join("\n")).unwrap();
+        python
+    })
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+}
+
+fn flwr_run(app: &Path, python: &Path, extra: &[&str], home: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flwr"))
+        .arg("run")
+        .arg(app)
+        .args(extra)
+        .arg("--python")
+        .arg(python)
+        .env("FLWR_HOME", home)
+        .env("NO_COLOR", "1")
+        .env("FLWR_TELEMETRY_ENABLED", "0")
+        .env("FLWR_DISABLE_UPDATE_CHECK", "1")
+        .output()
+        .unwrap()
+}
+
+/// Runs `app` in a local simulation with `--format json` and returns the report.
+fn run_json(app: &Path, extra: &[&str]) -> Value {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec!["--format", "json", "--output-dir"];
+    let out_dir = out.path().to_str().unwrap().to_owned();
+    args.push(&out_dir);
+    args.extend_from_slice(extra);
+    let o = flwr_run(app, python(), &args, home.path());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "flwr run {}: {stderr}", app.display());
+    assert!(
+        out.path().join("history.json").is_file() && out.path().join("metrics.svg").is_file(),
+        "history files in --output-dir"
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is one JSON object ({e}): {}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+fn last_round_metric(report: &Value, phase: &str, key: &str) -> f64 {
+    let rounds = report["rounds"].as_array().unwrap();
+    let last = rounds.last().unwrap();
+    last[format!("{phase}_metrics")][key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{phase} metric {key} in {last}"))
+}
+
+fn assert_user_error(o: &Output, parts: &[&str]) {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "exit 2 for bad input: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("an error line in: {stderr}"));
+    for part in parts {
+        assert!(line.contains(part), "{part:?} in {line:?}");
+    }
+}
+
+/// Every node's update is seeded by its partition and round, so the result is the one
+/// Flower gets for this app, to rounding (docs/BENCHMARKS.md, "Flower apps in Python").
+#[test]
+fn the_numpy_flower_app_runs_unchanged_with_its_run_config() {
+    let report = run_json(
+        &example("flower-numpy"),
+        &["--run-config", "num-server-rounds=2"],
+    );
+    assert_eq!(report["status"], "finished:completed", "{report}");
+    let rounds = report["rounds"].as_array().unwrap();
+    assert_eq!(
+        rounds.len(),
+        2,
+        "the --run-config override reached the Python app"
+    );
+    for round in rounds {
+        assert_eq!(round["train"]["replies"], 10, "{round}");
+        assert_eq!(round["evaluate"]["replies"], 10, "{round}");
+    }
+    let mean_abs = last_round_metric(&report, "evaluate", "mean_abs");
+    // Flower 1.42 + Ray's own run of this app, two rounds (docs/BENCHMARKS.md), to float32
+    // rounding: FedAvg adds the float32 replies in the order they arrive, in both.
+    assert!(
+        (mean_abs - 0.035_638_257_861_137_39).abs() < 2e-7,
+        "mean_abs {mean_abs}"
+    );
+}
+
+#[test]
+fn the_scikit_learn_flower_app_learns_the_digits() {
+    let report = run_json(&example("flower-sklearn"), &[]);
+    assert_eq!(report["status"], "finished:completed", "{report}");
+    assert_eq!(report["rounds"].as_array().unwrap().len(), 5);
+    // Flower 1.42 + Ray's own run of this app: 0.9638888888888888 and 0.27151682729494686.
+    let accuracy = last_round_metric(&report, "evaluate", "accuracy");
+    assert!(
+        (accuracy - 0.963_888_888_888_888_8).abs() < 1e-9,
+        "accuracy {accuracy}"
+    );
+    let loss = last_round_metric(&report, "evaluate", "test_loss");
+    assert!(
+        (loss - 0.271_516_827_294_946_86).abs() < 1e-9,
+        "test_loss {loss}"
+    );
+}
+
+/// An app with `patch` applied to one of its files, in a directory of its own.
+fn numpy_app_with(file: &str, patch: impl Fn(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = example("flower-numpy");
+    std::fs::copy(
+        src.join("pyproject.toml"),
+        dir.path().join("pyproject.toml"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("numpyapp")).unwrap();
+    for entry in std::fs::read_dir(src.join("numpyapp")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "py") {
+            let name = path.file_name().unwrap();
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            if name == file {
+                text = patch(text);
+            }
+            std::fs::write(dir.path().join("numpyapp").join(name), text).unwrap();
+        }
+    }
+    dir
+}
+
+/// A raising handler, one returning no Message and one killing its worker each cost one
+/// reply (an error reply, as in Flower), and the run goes on with the rest.
+#[test]
+fn a_failing_client_app_becomes_error_replies_and_the_workers_keep_serving() {
+    let app = numpy_app_with("client_app.py", |text| {
+        text.replace(
+            "    partition_id = context.node_config[\"partition-id\"]\n",
+            "    partition_id = context.node_config[\"partition-id\"]\n\
+             \x20   if partition_id == 0:\n\
+             \x20       raise ValueError(\"partition 0 has no data\")\n\
+             \x20   if partition_id == 1:\n\
+             \x20       return None\n\
+             \x20   if partition_id == 2 and msg.content[\"config\"][\"server-round\"] == 1:\n\
+             \x20       import os\n\
+             \x20       os._exit(3)\n",
+        )
+    });
+    let report = run_json(app.path(), &[]);
+    assert_eq!(report["status"], "finished:completed", "{report}");
+    let rounds = report["rounds"].as_array().unwrap();
+    let train = |r: usize, k: &str| rounds[r]["train"][k].as_u64().unwrap();
+    assert_eq!((train(0, "replies"), train(0, "failures")), (7, 3));
+    // The killed worker was replaced: partition 2 answers again in round 2.
+    assert_eq!((train(1, "replies"), train(1, "failures")), (8, 2));
+    assert_eq!(rounds[1]["evaluate"]["replies"], 10);
+}
+
+#[test]
+fn a_python_without_flwr_is_refused_in_one_line() {
+    let venv = tempfile::tempdir().unwrap();
+    let o = Command::new("python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(venv.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let bare = venv.path().join("bin/python");
+    let home = tempfile::tempdir().unwrap();
+    let o = flwr_run(&example("flower-numpy"), &bare, &[], home.path());
+    assert_user_error(
+        &o,
+        &["cannot run Flower apps", "pip install flwr", "--python"],
+    );
+    let o = flwr_run(
+        &example("flower-numpy"),
+        Path::new("/nonexistent/python3"),
+        &[],
+        home.path(),
+    );
+    assert_user_error(&o, &["no Python at /nonexistent/python3", "--python"]);
+}
+
+#[test]
+fn components_that_do_not_load_are_refused_at_start_in_one_line() {
+    let home = tempfile::tempdir().unwrap();
+    let missing = numpy_app_with("client_app.py", |t| t);
+    let manifest = missing.path().join("pyproject.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("numpyapp.client_app:app", "numpyapp.clientapp:app"),
+    )
+    .unwrap();
+    let o = flwr_run(missing.path(), python(), &[], home.path());
+    assert_user_error(
+        &o,
+        &[
+            "no module 'numpyapp.clientapp'",
+            "[tool.flwr.app.components]",
+        ],
+    );
+
+    let raising = numpy_app_with("server_app.py", |t| t + "\nraise ValueError('boom')\n");
+    let o = flwr_run(raising.path(), python(), &[], home.path());
+    assert_user_error(&o, &["raised at import: ValueError: boom"]);
+
+    let not_an_app = numpy_app_with("client_app.py", |t| t + "\napp = 42\n");
+    let o = flwr_run(not_an_app.path(), python(), &[], home.path());
+    assert_user_error(&o, &["is of type int, not a Flower ClientApp"]);
+}
+
+/// The bridge's own unit tests: raw <-> Flower arrays for every dtype Flower takes, the
+/// direct RecordDict encoding and the .npy fast path equal to Flower's and numpy's.
+#[test]
+fn the_bridges_python_unit_tests_pass() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python");
+    let o = Command::new(python())
+        .args(["-m", "unittest", "discover", "-s", "tests"])
+        .current_dir(&root)
+        .env("PYTHONPATH", &root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Flower's older styles, which Flower 1.42 still runs: a `client_fn` returning a
+/// `NumPyClient`, and a `server_fn` returning a legacy strategy and `ServerConfig`.
+#[test]
+fn flowers_legacy_client_fn_and_server_fn_apps_run_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("legacyapp");
+    std::fs::create_dir(&pkg).unwrap();
+    std::fs::write(pkg.join("__init__.py"), "").unwrap();
+    std::fs::write(
+        dir.path().join("pyproject.toml"),
+        r#"
+[project]
+name = "legacyapp"
+version = "1.0.0"
+[tool.flwr.app]
+publisher = "t"
+[tool.flwr.app.components]
+serverapp = "legacyapp.server_app:app"
+clientapp = "legacyapp.client_app:app"
+[tool.flwr.app.config]
+num-server-rounds = 2
+[tool.flwr.federations]
+default = "local-simulation"
+[tool.flwr.federations.local-simulation]
+options.num-supernodes = 4
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("client_app.py"),
+        r#"
+import numpy as np
+from flwr.client import ClientApp, NumPyClient
+from flwr.common import Context
+
+class Adder(NumPyClient):
+    def fit(self, parameters, config):
+        return [p + 1.0 for p in parameters], 1, {}
+
+    def evaluate(self, parameters, config):
+        return float(np.mean(parameters[0])), 1, {}
+
+def client_fn(context: Context):
+    return Adder().to_client()
+
+app = ClientApp(client_fn=client_fn)
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("server_app.py"),
+        r#"
+import numpy as np
+from flwr.common import Context, ndarrays_to_parameters
+from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+from flwr.server.strategy import FedAvg
+
+def server_fn(context: Context):
+    strategy = FedAvg(
+        initial_parameters=ndarrays_to_parameters([np.zeros(5, dtype=np.float32)]),
+        min_available_clients=4, min_fit_clients=4, min_evaluate_clients=4,
+    )
+    rounds = context.run_config["num-server-rounds"]
+    return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=rounds))
+
+app = ServerApp(server_fn=server_fn)
+"#,
+    )
+    .unwrap();
+    let report = run_json(dir.path(), &[]);
+    assert_eq!(report["status"], "finished:completed", "{report}");
+    let rounds = report["rounds"].as_array().unwrap();
+    assert_eq!(
+        rounds.len(),
+        2,
+        "one round per server round, not per message: {report}"
+    );
+    assert_eq!(rounds[1]["train"]["replies"], 4);
+    // Every client adds 1 per round to a zero model: the mean after two rounds is 2.
+    assert_eq!(last_round_metric(&report, "evaluate", "loss"), 2.0);
+}
+
+/// Deployment of a Python app is not built yet: said at submit, before anything starts.
+#[test]
+fn submitting_a_python_app_to_a_superlink_is_refused_in_one_line() {
+    let app = numpy_app_with("client_app.py", |t| t);
+    let manifest = app.path().join("pyproject.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("\n[tool.flwr.federations.remote]\naddress = \"127.0.0.1:1\"\ninsecure = true\n");
+    std::fs::write(&manifest, text).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    // The federation comes first on the command line: `flwr run APP remote --python ...`.
+    let o = flwr_run(app.path(), Path::new("python3"), &["remote"], home.path());
+    assert_user_error(&o, &["local simulation only", "without `address`"]);
+}

@@ -1,0 +1,90 @@
+"""The channel to the `flwr` process: frames over the stdin/stdout this process was given.
+
+A frame is a little-endian u32 length, a one-byte tag and a body of that length minus
+one. Most bodies are a list of parts, each a u32 length and its bytes. The process's own
+stdout is moved to stderr first (`claim_stdio`), so a `print()` in the user's app lands
+in the log instead of the middle of a frame.
+"""
+
+import os
+import struct
+import sys
+
+_LEN = struct.Struct("<I")
+
+
+class Channel:
+    """Reads and writes frames on two raw file descriptors."""
+
+    def __init__(self, reader, writer):
+        self._reader = reader
+        self._writer = writer
+
+    def read(self):
+        """The next frame as (tag, body), or None when the other side closed the pipe."""
+        head = self._read_exact(5)
+        if head is None:
+            return None
+        (length,) = _LEN.unpack_from(head)
+        body = self._read_exact(length - 1) if length > 1 else b""
+        if body is None:
+            return None
+        return chr(head[4]), body
+
+    def write(self, tag, body=b""):
+        """Writes one frame and flushes it."""
+        self._writer.write(_LEN.pack(len(body) + 1) + tag.encode("ascii"))
+        self._writer.write(body)
+        self._writer.flush()
+
+    def write_parts(self, tag, parts):
+        """Writes one frame whose body is `parts` (bytes each)."""
+        self.write(tag, pack_parts(parts))
+
+    def _read_exact(self, n):
+        buf = self._reader.read(n)
+        if buf is None or len(buf) < n:
+            if not buf:
+                return None
+            chunks = [buf]
+            got = len(buf)
+            while got < n:
+                more = self._reader.read(n - got)
+                if not more:
+                    return None
+                chunks.append(more)
+                got += len(more)
+            buf = b"".join(chunks)
+        return buf
+
+
+def pack_parts(parts):
+    """A body of parts: each a u32 length and its bytes."""
+    out = []
+    for part in parts:
+        out.append(_LEN.pack(len(part)))
+        out.append(part)
+    return b"".join(out)
+
+
+def unpack_parts(body):
+    """The parts of a body written by `pack_parts` (memoryviews into `body`)."""
+    view = memoryview(body)
+    parts = []
+    at = 0
+    while at < len(view):
+        (n,) = _LEN.unpack_from(view, at)
+        at += 4
+        parts.append(view[at : at + n])
+        at += n
+    return parts
+
+
+def claim_stdio():
+    """The channel on this process's stdin/stdout; fd 1 then points at stderr."""
+    channel_out = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    reader = os.fdopen(0, "rb", buffering=1 << 16)
+    writer = os.fdopen(channel_out, "wb", buffering=1 << 16)
+    return Channel(reader, writer)

@@ -1,0 +1,92 @@
+"""A ClientApp worker: loads the user's ClientApp once, then answers call after call.
+
+Each call is one frame 'C' with two parts, a `flwr.proto.Message` and the node's
+`flwr.proto.Context`; the answer is a frame 'C' with three: b"c" and the reply's content
+(a `flwr.proto.RecordDict`), or b"e" and the error reply's reason; then the Context as
+the app left it (its `state` is what the next call on that node sees). Floret builds the
+reply's metadata itself, so only the content crosses. Whatever the
+app does, the worker answers and goes on: an exception becomes an error reply with the
+exception's type and text, as Flower's own ClientApp runner does, and a return value
+that is not a Message becomes an error reply saying so.
+"""
+
+import sys
+import traceback
+
+from . import arrays, frames, npy, wire
+from .components import ComponentError, load
+
+# Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION.
+CLIENT_APP_RAISED_EXCEPTION = 2
+
+
+def serve(app_dir, component):
+    """Runs the worker loop until the `flwr` process closes the pipe; returns the exit code."""
+    channel = frames.claim_stdio()
+    try:
+        app = load(app_dir, component, "clientapp")
+    except ComponentError as e:
+        channel.write("F", str(e).encode())
+        return 2
+    from flwr.app import Error, Message
+    from flwr.common.serde import (
+        context_from_proto,
+        context_to_proto,
+        message_from_proto,
+    )
+    from flwr.proto.message_pb2 import Context as ProtoContext
+    from flwr.proto.message_pb2 import Message as ProtoMessage
+
+    try:
+        from flwr.supercore.task_identity import TaskIdentity
+    except ImportError:  # a Flower before 1.42 has no task identity
+        TaskIdentity = None
+
+    npy.install()
+    channel.write("R")
+    while True:
+        frame = channel.read()
+        if frame is None:
+            return 0
+        tag, body = frame
+        if tag != "C":
+            print(f"floret_bridge: unexpected frame {tag!r}", file=sys.stderr)
+            return 1
+        message_part, context_part = frames.unpack_parts(body)
+        proto = ProtoMessage()
+        proto.ParseFromString(message_part)
+        message = message_from_proto(proto)
+        if message.has_content():
+            arrays.to_flower(message.content)
+        ctx_proto = ProtoContext()
+        ctx_proto.ParseFromString(context_part)
+        context = context_from_proto(ctx_proto)
+        del proto, ctx_proto, message_part, context_part, body
+        if TaskIdentity is not None:
+            # Flower's Message constructor reads the run and node from here.
+            TaskIdentity.task_id = 1
+            TaskIdentity.run_id = context.run_id
+            TaskIdentity.node_id = context.node_id
+        try:
+            reply = app(message, context)
+            if not isinstance(reply, Message):
+                reply = Message(
+                    Error(
+                        CLIENT_APP_RAISED_EXCEPTION,
+                        f"the ClientApp returned a {type(reply).__name__}, not a Message: "
+                        f"return Message(content=..., reply_to=msg) from its "
+                        f"{message.metadata.message_type} function",
+                    ),
+                    reply_to=message,
+                )
+        except Exception as e:  # the app's failure is the reply, as in Flower
+            traceback.print_exc(file=sys.stderr)
+            reply = Message(
+                Error(CLIENT_APP_RAISED_EXCEPTION, f"{type(e).__name__}: {e}"),
+                reply_to=message,
+            )
+        if reply.has_content():
+            answer = [b"c", wire.encode_record_dict(arrays.with_dtypes(reply.content))]
+        else:
+            answer = [b"e", reply.error.reason.encode()]
+        channel.write_parts("C", [*answer, context_to_proto(context).SerializeToString()])

@@ -1,0 +1,161 @@
+//! The ClientApp side: a pool of long-lived Python workers, each holding the user's
+//! ClientApp, and a Floret `ClientApp` whose one (fallback) handler hands a message and
+//! the node's context to an idle worker and takes back the reply's content and the
+//! context the app left.
+//!
+//! The engine calls handlers on blocking threads, at most as many at once as it has
+//! workers, and the pool has that many processes, so a call never waits for a worker in
+//! practice. A worker that dies mid-call is replaced and the call is answered with an
+//! error that says so; an app's exception is an error reply from a worker that goes on.
+
+use crate::frames::{pack_parts, read_frame, unpack_parts, write_frame};
+use crate::process::{Kind, Process, ready, spawn};
+use crate::{BridgeError, PythonSettings};
+use floret_core::{AppError, ClientApp, Context, Message, RecordDict};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+/// The worker processes and the settings to start replacements with.
+pub(crate) struct Pool {
+    settings: PythonSettings,
+    idle: Mutex<Idle>,
+    returned: Condvar,
+}
+
+struct Idle {
+    workers: Vec<Process>,
+    /// Workers alive, idle or busy: a pool whose last worker could not be replaced
+    /// answers at once instead of waiting for one.
+    alive: usize,
+}
+
+impl Pool {
+    /// Starts `size` workers and waits until each has loaded the ClientApp.
+    pub(crate) fn start(settings: &PythonSettings, size: usize) -> Result<Pool, BridgeError> {
+        let mut workers = Vec::with_capacity(size);
+        // Started together, then awaited: the imports run in parallel.
+        for _ in 0..size.max(1) {
+            workers.push(spawn(settings, Kind::Client)?);
+        }
+        for worker in &mut workers {
+            ready(worker, settings)?;
+        }
+        Ok(Pool {
+            settings: settings.clone(),
+            idle: Mutex::new(Idle {
+                alive: workers.len(),
+                workers,
+            }),
+            returned: Condvar::new(),
+        })
+    }
+
+    /// The Floret ClientApp answering every message type through this pool.
+    pub(crate) fn into_client_app(self) -> ClientApp {
+        let pool = Arc::new(self);
+        ClientApp::new().fallback(move |message, context| pool.call(message, context))
+    }
+
+    fn call(&self, message: &Message, context: &mut Context) -> Result<RecordDict, AppError> {
+        let mut worker = self.take()?;
+        match exchange(&mut worker, message, context) {
+            Ok(outcome) => {
+                self.give_back(worker);
+                outcome
+            }
+            Err(e) => {
+                let status = match worker.child.0.try_wait() {
+                    Ok(Some(status)) => status.to_string(),
+                    _ => "still running".into(),
+                };
+                drop(worker);
+                self.replace();
+                Err(AppError::other(format!(
+                    "the Python ClientApp worker stopped while handling this message ({e}; {status}); a new worker took its place"
+                )))
+            }
+        }
+    }
+
+    fn take(&self) -> Result<Process, AppError> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(worker) = idle.workers.pop() {
+                return Ok(worker);
+            }
+            if idle.alive == 0 {
+                return Err(AppError::other(
+                    "no Python ClientApp worker is left: one died and its replacement could not start (see the log)",
+                ));
+            }
+            idle = self
+                .returned
+                .wait(idle)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn give_back(&self, worker: Process) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.workers.push(worker);
+        self.returned.notify_one();
+    }
+
+    /// Starts a worker in place of one that died; the pool shrinks if it cannot.
+    fn replace(&self) {
+        let fresh = spawn(&self.settings, Kind::Client).and_then(|mut w| {
+            ready(&mut w, &self.settings)?;
+            Ok(w)
+        });
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        match fresh {
+            Ok(worker) => idle.workers.push(worker),
+            Err(e) => {
+                idle.alive = idle.alive.saturating_sub(1);
+                tracing::warn!("could not replace a Python ClientApp worker: {e}");
+            }
+        }
+        self.returned.notify_all();
+    }
+}
+
+/// One call on one worker. The outer error is the worker's (it is gone); the inner one is
+/// the app's (an error reply).
+fn exchange(
+    worker: &mut Process,
+    message: &Message,
+    context: &mut Context,
+) -> std::io::Result<Result<RecordDict, AppError>> {
+    let body = pack_parts([
+        floret_transport::encode_message(message),
+        floret_transport::encode_context(context),
+    ]);
+    write_frame(&mut worker.stdin, b'C', &body)?;
+    drop(body);
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let (tag, body) = read_frame(&mut worker.stdout)?
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+    if tag != b'C' {
+        return Err(invalid(format!("unexpected frame {:?}", char::from(tag))));
+    }
+    let parts = unpack_parts(&body)?;
+    let [kind, payload, new_context] = parts.as_slice() else {
+        return Err(invalid(format!("{} parts in a reply, not 3", parts.len())));
+    };
+    Ok(match kind.as_ref() {
+        b"c" => {
+            let content = floret_transport::decode_record_dict_bytes(payload.clone())
+                .map_err(|e| invalid(format!("the reply's content: {e}")))?;
+            let updated = floret_transport::decode_context_bytes(new_context.clone())
+                .map_err(|e| invalid(format!("the context: {e}")))?;
+            context.state = updated.state;
+            Ok(content)
+        }
+        b"e" => Err(AppError::other(String::from_utf8_lossy(payload))),
+        other => {
+            return Err(invalid(format!(
+                "reply kind {:?}",
+                String::from_utf8_lossy(other)
+            )));
+        }
+    })
+}
