@@ -158,15 +158,26 @@ fn an_unknown_key_is_refused_until_registered_and_after_unregistering() {
     let mut admitted = stranger(&["--heartbeat-interval", "1"]);
     assert_eq!(node_id(&admitted.expect_log(NODE_READY)), given);
 
-    let list = flwr(&["supernode", "list", app, "e2e"]);
-    assert_eq!(list.code, Some(0), "{}", list.stderr);
-    assert!(
-        list.stdout
+    // Online once it has shown it is alive (its first heartbeat or pull, just after it
+    // logs its registration): asked until then.
+    let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        let list = flwr(&["supernode", "list", app, "e2e"]);
+        assert_eq!(list.code, Some(0), "{}", list.stderr);
+        let online = list
+            .stdout
             .lines()
-            .any(|l| l.starts_with(&given.to_string()) && l.contains("online")),
-        "{}",
-        list.stdout
-    );
+            .any(|l| l.starts_with(&given.to_string()) && l.contains("online"));
+        if online {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never online:\n{}",
+            list.stdout
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 
     // Unregistered: the connected node's next call fails and it stops.
     let o = flwr(&["supernode", "unregister", &given.to_string(), app, "e2e"]);
