@@ -20,14 +20,6 @@ use support::*;
 
 const APP: &str = "cnn-app";
 
-/// This workspace's target directory.
-fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("CARGO_TARGET_TMPDIR is target/tmp")
-        .to_owned()
-}
-
 /// `flwr args` in `dir`, cargo pointed at the workspace's target directory and offline.
 fn flwr_in(dir: &Path, args: &[&str]) -> Outcome {
     let target = target_dir();

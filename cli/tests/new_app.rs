@@ -10,18 +10,13 @@
 // Tests and benches may unwrap (a failure is the test failing) and read real time.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
+mod support;
+
 use bytes::Bytes;
 use floret_core::fab::{Fab, FabError, HOST_TARGET, fab_hash};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-/// This workspace's target directory.
-fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("CARGO_TARGET_TMPDIR is target/tmp")
-        .to_owned()
-}
+use support::target_dir;
 
 fn flwr(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flwr"))

@@ -28,14 +28,6 @@ const RUN_CONFIG: &str = "num-server-rounds=2 fraction-train=1.0 fraction-evalua
 /// How long a submitted run may take to finish in process isolation.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
-/// This workspace's target directory.
-fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("CARGO_TARGET_TMPDIR is target/tmp")
-        .to_owned()
-}
-
 /// `flwr` run in `dir` with cargo pointed at the workspace's target directory, offline;
 /// killed if it takes longer than `COMMAND_TIMEOUT`.
 fn flwr_in(dir: &Path, args: &[&str]) -> Outcome {

@@ -394,6 +394,14 @@ impl SuperLink {
     }
 }
 
+/// This workspace's target directory (tests that build apps share its caches).
+pub(crate) fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR is target/tmp")
+        .to_owned()
+}
+
 /// Where a SuperNode's process-isolated ClientApps connect (its ClientAppIo API).
 pub(crate) fn clientappio(node: &Proc) -> String {
     address_after(&node.expect_log("ClientAppIo API (ClientApps) listening on "))
