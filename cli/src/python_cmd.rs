@@ -7,7 +7,7 @@
 use crate::UserError;
 use crate::credentials::flwr_home;
 use crate::registry::BuiltinCatalog;
-use crate::run_cmd::{Output, Prepared, RunArgs, simulate};
+use crate::run_cmd::{Prepared, RunArgs, simulate};
 use floret_core::AppCatalog;
 use floret_python::{BridgeError, PythonSettings};
 use floret_simulation::SimulationOptions;
@@ -73,10 +73,7 @@ pub async fn execute(args: &RunArgs, prepared: Prepared) -> anyhow::Result<i32> 
         &project,
         &federation,
         run_config,
-        Output {
-            format: args.format,
-            dir: args.output_dir.as_deref(),
-        },
+        args.output(),
         app.server_app,
         app.client_app,
     )

@@ -61,6 +61,16 @@ pub struct RunArgs {
     pub python: Option<PathBuf>,
 }
 
+impl RunArgs {
+    /// Where and how a local simulation of this command reports (`--format`, `--output-dir`).
+    pub(crate) fn output(&self) -> Output<'_> {
+        Output {
+            format: self.format,
+            dir: self.output_dir.as_deref(),
+        }
+    }
+}
+
 /// Runs the app and returns the process exit code.
 pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let prepared = prepare(
@@ -93,10 +103,7 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
         &project,
         &federation,
         run_config,
-        Output {
-            format: args.format,
-            dir: args.output_dir.as_deref(),
-        },
+        args.output(),
         server_app,
         client_app,
     )
