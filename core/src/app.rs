@@ -3,11 +3,11 @@
 //! simulation, behind a SuperNode, or in its own process.
 
 use crate::context::Context;
+use crate::hashing::FastHashMap;
 use crate::message::{Message, validate_message_type};
 use crate::records::{MetricRecord, RecordDict, RecordError};
 use crate::user_config::{UserConfig, UserConfigValue};
 use async_trait::async_trait;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +63,7 @@ pub type Mod =
 /// A ClientApp: message type -> handler (`train`, `evaluate`, `query`, `train.<name>`, ...).
 #[derive(Clone, Default)]
 pub struct ClientApp {
-    handlers: HashMap<String, Arc<Handler>>,
+    handlers: FastHashMap<String, Arc<Handler>>,
     /// Answers every type no handler is registered for: an app that dispatches by type
     /// itself (a Python ClientApp behind `floret-python`) registers only this.
     fallback: Option<Arc<Handler>>,

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod context;
 pub mod fab;
 pub mod federation_options;
+pub mod hashing;
 pub mod manifest;
 pub mod message;
 pub mod records;

@@ -7,8 +7,8 @@
 //! writer copies only when it actually changes a shared dict.
 
 use crate::array::Array;
+use crate::hashing::FastIndexMap;
 use bytes::Bytes;
-use indexmap::IndexMap;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -57,7 +57,7 @@ fn missing<'a>(
 
 /// Ordered, named arrays: usually one model's parameters, layer by layer.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct ArrayRecord(pub IndexMap<String, Array>);
+pub struct ArrayRecord(pub FastIndexMap<String, Array>);
 
 impl ArrayRecord {
     /// An empty record.
@@ -163,7 +163,7 @@ impl From<u64> for MetricValue {
 
 /// Ordered metrics, such as `train_loss` and `num-examples`.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct MetricRecord(pub IndexMap<String, MetricValue>);
+pub struct MetricRecord(pub FastIndexMap<String, MetricValue>);
 
 impl MetricRecord {
     /// An empty record.
@@ -186,7 +186,9 @@ impl MetricRecord {
     /// A scalar metric as a float (integers convert).
     pub fn get_f64(&self, key: &str) -> Result<f64, RecordError> {
         let v = self.get(key)?;
-        v.as_f64().ok_or(RecordError::WrongType {
+        // `ok_or_else`: the error's key string is made only for an error; the strategies
+        // read a weight from every reply.
+        v.as_f64().ok_or_else(|| RecordError::WrongType {
             key: key.to_string(),
             expected: "a number",
             found: v.type_name(),
@@ -286,7 +288,7 @@ impl From<String> for ConfigValue {
 
 /// Ordered settings sent with a message, such as the learning rate or the server round.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct ConfigRecord(pub IndexMap<String, ConfigValue>);
+pub struct ConfigRecord(pub FastIndexMap<String, ConfigValue>);
 
 impl ConfigRecord {
     /// An empty record.
@@ -407,7 +409,7 @@ impl From<ConfigRecord> for Record {
 
 /// Named records: the content of a message. Cheap to clone (shared until written).
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct RecordDict(Arc<IndexMap<String, Record>>);
+pub struct RecordDict(Arc<FastIndexMap<String, Record>>);
 
 macro_rules! typed_get {
     ($name:ident, $variant:ident, $ty:ty, $kind:literal) => {

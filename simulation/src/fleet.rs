@@ -24,13 +24,13 @@ use floret_actors::LinkState;
 use floret_actors::apps::client_exec::execute;
 use floret_actors::state::SimulationStore;
 use floret_actors::state::unix_now;
+use floret_core::hashing::FastHashMap;
 use floret_core::trace_context;
 use floret_core::{
     ClientApp, Context, Message, MessageError, Payload, RecordDict, UserConfig, UserConfigValue,
     error_code,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -59,9 +59,9 @@ struct Shared {
     app: Arc<ClientApp>,
     num_nodes: u64,
     /// `Context.state` of (run, node) pairs whose ClientApp stored something.
-    node_state: Mutex<HashMap<(u64, u64), RecordDict>>,
+    node_state: Mutex<FastHashMap<(u64, u64), RecordDict>>,
     /// Run configs, fetched once per run rather than once per message.
-    run_configs: Mutex<HashMap<u64, UserConfig>>,
+    run_configs: Mutex<FastHashMap<u64, UserConfig>>,
     /// Present only when faults are injected, so the fault-free path tests one `Option`.
     chaos: Option<ChaosDelivery>,
     /// How much may wait for the ServerApp before workers pause.
@@ -126,7 +126,7 @@ struct ChaosDelivery {
     chaos: Chaos,
     /// Where delayed replies are pushed from: workers are blocking threads.
     runtime: tokio::runtime::Handle,
-    held: Mutex<HashMap<u64, Held>>,
+    held: Mutex<FastHashMap<u64, Held>>,
     /// Replies on their way; aborted when the fleet stops.
     delayed: Mutex<JoinSet<()>>,
 }

@@ -8,11 +8,11 @@
 use crate::error::{DecodeError, Loc};
 use crate::proto;
 use crate::proto::{config_record_value as cv, metric_record_value as mv, record_dict, scalar};
+use floret_core::hashing::{FastIndexMap, FastState};
 use floret_core::{
     Array, ArrayRecord, ConfigRecord, ConfigValue, Context, DType, Message, MessageError, Metadata,
     MetricRecord, MetricValue, Payload, Record, RecordDict, STYPE_RAW, UserConfig, UserConfigValue,
 };
-use indexmap::IndexMap;
 
 // ---------------------------------------------------------------------------------------
 // Core -> proto
@@ -269,7 +269,7 @@ pub(crate) fn array_record_from_proto(
     p: proto::ArrayRecord,
     loc: &Loc<'_>,
 ) -> Result<ArrayRecord, DecodeError> {
-    let mut arrays = IndexMap::with_capacity(p.items.len());
+    let mut arrays = FastIndexMap::with_capacity_and_hasher(p.items.len(), FastState::default());
     for item in p.items {
         let here = loc.key(&item.key);
         let array = array_from_proto(item.value.ok_or_else(|| here.missing())?, &here)?;
@@ -323,7 +323,7 @@ pub(crate) fn metric_record_from_proto(
     p: proto::MetricRecord,
     loc: &Loc<'_>,
 ) -> Result<MetricRecord, DecodeError> {
-    let mut values = IndexMap::with_capacity(p.items.len());
+    let mut values = FastIndexMap::with_capacity_and_hasher(p.items.len(), FastState::default());
     for item in p.items {
         let here = loc.key(&item.key);
         let value = item
@@ -348,7 +348,7 @@ pub(crate) fn config_record_from_proto(
     p: proto::ConfigRecord,
     loc: &Loc<'_>,
 ) -> Result<ConfigRecord, DecodeError> {
-    let mut values = IndexMap::with_capacity(p.items.len());
+    let mut values = FastIndexMap::with_capacity_and_hasher(p.items.len(), FastState::default());
     for item in p.items {
         let here = loc.key(&item.key);
         let value = item

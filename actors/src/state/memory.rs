@@ -12,6 +12,7 @@ use super::{
     unix_now,
 };
 use bytes::Bytes;
+use floret_core::hashing::FastHashMap;
 use floret_core::{
     Message, MessageError, NodeAuthority, NodeInfo, NodeSet, ReplyFold, RunEvent, RunStatus,
     UserConfig,
@@ -49,19 +50,19 @@ struct Inner {
     /// This store's part of every message id (`rules::message_id`); 0 in a simulation.
     lifetime: u32,
     next_message: u64,
-    runs: HashMap<u64, Run>,
+    runs: FastHashMap<u64, Run>,
     nodes: Nodes,
     /// The allow-list of node keys (node authentication).
     keys: NodeKeys,
     /// Per-node queues exist only while a node has something queued.
-    queues: HashMap<u64, VecDeque<Message>>,
+    queues: FastHashMap<u64, VecDeque<Message>>,
     /// Nodes in the order their queues became non-empty, for `pull_any_instructions`.
     ready: VecDeque<u64>,
     /// Every instruction without a reply yet, queued or already delivered, by message id.
-    inflight: HashMap<String, Inflight>,
+    inflight: FastHashMap<String, Inflight>,
     /// Instructions handed to a node by `pull_instructions` and not answered yet, per node,
     /// for `redeliver`. Content is shared (`Bytes`), so a copy here costs little.
-    delivered: HashMap<u64, Vec<Message>>,
+    delivered: FastHashMap<u64, Vec<Message>>,
     /// Packed FABs by hash: runs of the same build share one copy.
     fabs: HashMap<String, Bytes>,
 }
@@ -202,13 +203,13 @@ impl MemoryLinkState {
                 last_run_id: 0,
                 lifetime,
                 next_message: 0,
-                runs: HashMap::new(),
+                runs: FastHashMap::default(),
                 nodes: Nodes::default(),
                 keys: NodeKeys::default(),
-                queues: HashMap::new(),
+                queues: FastHashMap::default(),
                 ready: VecDeque::new(),
-                inflight: HashMap::new(),
-                delivered: HashMap::new(),
+                inflight: FastHashMap::default(),
+                delivered: FastHashMap::default(),
                 fabs: HashMap::new(),
             }),
             instructions: Notify::new(),

@@ -10,7 +10,7 @@
 use super::{NodeLease, StateError};
 use crate::policy::heartbeat::is_offline;
 use floret_core::NodeSet;
-use std::collections::HashMap;
+use floret_core::hashing::FastHashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -28,7 +28,7 @@ struct Entry {
 /// See the module doc.
 #[derive(Default)]
 pub(super) struct Nodes {
-    entries: HashMap<u64, Entry>,
+    entries: FastHashMap<u64, Entry>,
     /// Sorted ids of the alive nodes, rebuilt lazily: 10,000 nodes registering one by one
     /// must not sort 10,000 times, and a ServerApp asking every round must not copy them.
     set: NodeSet,
