@@ -7,7 +7,9 @@
 //! runs N ClientApp calls at once (by setting `num-cpus` just under cores / N); without
 //! it, one per core. The last column is the start of the final model's sha256, which must
 //! not change with the worker count. With `FLORET_BENCH_TIMELINE=1` each run's log lines
-//! go to stderr with the seconds since the run started.
+//! go to stderr with the seconds since the run started. `--nodes=N` replaces every chosen
+//! scenario's node count: S3's per-message path at 50,000 nodes fits under `valgrind
+//! --tool=callgrind`, whose instruction counts compare on a machine too busy for timings.
 
 // Tests and benches may unwrap (a failure is the test failing) and read real time.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
@@ -97,6 +99,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const CHILD_ENV: &str = "FLORET_BENCH_SCENARIO";
 /// Concurrent ClientApp calls, passed from `--workers=N` to the child.
 const WORKERS_ENV: &str = "FLORET_BENCH_WORKERS";
+/// `--nodes=N`, passed to the child.
+const NODES_ENV: &str = "FLORET_BENCH_NODES";
 /// Set (to anything) to print the run's log lines with the seconds since it started, on
 /// stderr: where a scenario's time goes, phase by phase.
 const TIMELINE_ENV: &str = "FLORET_BENCH_TIMELINE";
@@ -114,6 +118,7 @@ fn main() {
         .find_map(|a| a.strip_prefix("--workers=")?.parse::<usize>().ok())
         .unwrap_or_else(cores)
         .max(1);
+    let nodes = std::env::args().find_map(|a| a.strip_prefix("--nodes=")?.parse::<u64>().ok());
     let exe = std::env::current_exe().expect("bench binary path");
     println!(
         "| id | nodes | params | rounds | sampled | workers | wall (s) | peak RSS (MB) | model sha256 |"
@@ -123,11 +128,14 @@ fn main() {
         if !(wanted.is_empty() && matches!(s.id, "S1" | "S2") || wanted.iter().any(|w| w == s.id)) {
             continue;
         }
-        let out = Command::new(&exe)
+        let mut child = Command::new(&exe);
+        child
             .env(CHILD_ENV, s.id)
-            .env(WORKERS_ENV, workers.to_string())
-            .output()
-            .expect("run scenario");
+            .env(WORKERS_ENV, workers.to_string());
+        if let Some(n) = nodes {
+            child.env(NODES_ENV, n.to_string());
+        }
+        let out = child.output().expect("run scenario");
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().last().unwrap_or("").to_string();
         if std::env::var_os(TIMELINE_ENV).is_some() {
@@ -140,7 +148,7 @@ fn main() {
         println!(
             "| {} | {} | {} | {} | {:.0} % | {workers} | {line} |",
             s.id,
-            s.nodes,
+            nodes.unwrap_or(s.nodes),
             s.params,
             s.rounds,
             s.fraction * 100.0
@@ -167,8 +175,12 @@ fn run_child(id: &str) {
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(cores);
+    let nodes = std::env::var(NODES_ENV)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(s.nodes);
     let options = SimulationOptions {
-        num_supernodes: s.nodes,
+        num_supernodes: nodes,
         // Half a worker more than asked for, so that rounding never gives one fewer.
         num_cpus: cores() as f64 / (workers as f64 + 0.5),
         num_gpus: 0.0,
