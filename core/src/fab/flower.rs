@@ -82,12 +82,10 @@ pub fn included(path: &str) -> bool {
         return false;
     };
     const TOP_EXCLUDED: &[&str] = &[
-        ".flwr", ".venv", "build", "eggs", ".eggs", "lib", "lib64", "parts", "env", "venv",
-        "ENV", "env.bak", "venv.bak", "runs",
+        ".flwr", ".venv", "build", "eggs", ".eggs", "lib", "lib64", "parts", "env", "venv", "ENV",
+        "env.bak", "venv.bak", "runs",
     ];
-    if dirs.first().is_some_and(|top| TOP_EXCLUDED.contains(top))
-        || dirs.contains(&"__pycache__")
-    {
+    if dirs.first().is_some_and(|top| TOP_EXCLUDED.contains(top)) || dirs.contains(&"__pycache__") {
         return false;
     }
     // `pyproject.toml` is excluded at any depth, as Flower's pattern is.
@@ -124,7 +122,11 @@ pub fn pack(pyproject: &str, files: &[(String, Bytes)]) -> Result<Bytes, FabErro
     let mut add = |zip: &mut ZipWriter<Cursor<Vec<u8>>>, path: &str, data: &[u8]| {
         zip.start_file(path, options).map_err(|e| zip_error(&e))?;
         zip.write_all(data).map_err(|e| zip_error(&e))?;
-        lines.push(format!("{path},{},{}", sha256_hex(data), data.len() as u64 * 8));
+        lines.push(format!(
+            "{path},{},{}",
+            sha256_hex(data),
+            data.len() as u64 * 8
+        ));
         Ok::<(), FabError>(())
     };
     add(&mut zip, PYPROJECT, manifest.as_bytes())?;
@@ -149,9 +151,9 @@ pub fn pack(pyproject: &str, files: &[(String, Bytes)]) -> Result<Bytes, FabErro
 
 /// `pyproject` without `[tool.flwr.federations]`; the text unchanged when it has none.
 fn without_federations(pyproject: &str) -> Result<String, FabError> {
-    let mut doc: toml::Table = pyproject
-        .parse()
-        .map_err(|e: toml::de::Error| FabError::Flower(format!("pyproject.toml: {}", e.message())))?;
+    let mut doc: toml::Table = pyproject.parse().map_err(|e: toml::de::Error| {
+        FabError::Flower(format!("pyproject.toml: {}", e.message()))
+    })?;
     let removed = doc
         .get_mut("tool")
         .and_then(|t| t.as_table_mut())
@@ -160,8 +162,9 @@ fn without_federations(pyproject: &str) -> Result<String, FabError> {
         .and_then(|t| t.remove("federations"));
     match removed {
         None => Ok(pyproject.to_owned()),
-        Some(_) => toml::to_string(&doc)
-            .map_err(|e| FabError::Flower(format!("pyproject.toml: {e}"))),
+        Some(_) => {
+            toml::to_string(&doc).map_err(|e| FabError::Flower(format!("pyproject.toml: {e}")))
+        }
     }
 }
 
@@ -294,7 +297,10 @@ fn check_path(path: &str) -> Result<(), FabError> {
         return unsafe_path("has a backslash, NUL or colon");
     }
     let parts: Vec<&str> = path.split('/').collect();
-    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
         return unsafe_path("has an empty, `.` or `..` component");
     }
     if parts.len() > MAX_DEPTH + 1 {
@@ -330,7 +336,10 @@ options.num-supernodes = 10
 
     fn files() -> Vec<(String, Bytes)> {
         vec![
-            ("numpyapp/server_app.py".into(), Bytes::from_static(b"app = 1\n")),
+            (
+                "numpyapp/server_app.py".into(),
+                Bytes::from_static(b"app = 1\n"),
+            ),
             ("numpyapp/__init__.py".into(), Bytes::new()),
             ("README.md".into(), Bytes::from_static(b"# numpyapp\n")),
         ]
@@ -391,7 +400,11 @@ options.num-supernodes = 10
     fn pack_and_unpack_round_trip_in_flowers_layout() {
         let packed = pack(PYPROJECT_TEXT, &files()).unwrap();
         assert!(packed.starts_with(ZIP_MAGIC));
-        assert_eq!(pack(PYPROJECT_TEXT, &files()).unwrap(), packed, "deterministic");
+        assert_eq!(
+            pack(PYPROJECT_TEXT, &files()).unwrap(),
+            packed,
+            "deterministic"
+        );
         let fab = unpack(&packed).unwrap();
         let paths: Vec<&str> = fab.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(
@@ -447,7 +460,10 @@ options.num-supernodes = 10
             Some(&content),
         );
         let err = unpack(&zip).unwrap_err();
-        assert_eq!(err, FabError::ContentMismatch("numpyapp/server_app.py".into()));
+        assert_eq!(
+            err,
+            FabError::ContentMismatch("numpyapp/server_app.py".into())
+        );
         assert!(err.to_string().contains("tampered"), "{err}");
     }
 
@@ -458,7 +474,10 @@ options.num-supernodes = 10
             Some("pyproject.toml,00,8\nghost.py,00,8"),
         );
         let err = unpack(&extra).unwrap_err().to_string();
-        assert!(err.contains("ghost.py") || err.contains("pyproject.toml"), "{err}");
+        assert!(
+            err.contains("ghost.py") || err.contains("pyproject.toml"),
+            "{err}"
+        );
         let unlisted = raw_zip(
             &[
                 ("pyproject.toml", PYPROJECT_TEXT.as_bytes()),
@@ -469,7 +488,8 @@ options.num-supernodes = 10
         let err = unpack(&unlisted).unwrap_err().to_string();
         assert!(err.contains("a.py is not listed"), "{err}");
         let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-        zip.start_file(PYPROJECT, SimpleFileOptions::default()).unwrap();
+        zip.start_file(PYPROJECT, SimpleFileOptions::default())
+            .unwrap();
         zip.write_all(PYPROJECT_TEXT.as_bytes()).unwrap();
         let no_content = zip.finish().unwrap().into_inner();
         let err = unpack(&no_content).unwrap_err().to_string();
@@ -478,12 +498,20 @@ options.num-supernodes = 10
 
     #[test]
     fn no_pyproject_or_no_components_is_refused() {
-        let err = unpack(&raw_zip(&[("a.py", b"x")], None)).unwrap_err().to_string();
-        assert!(err.contains("no pyproject.toml"), "{err}");
-        let err = unpack(&raw_zip(&[("pyproject.toml", b"[project]\nname = \"x\"\n")], None))
+        let err = unpack(&raw_zip(&[("a.py", b"x")], None))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("components") || err.contains("tool.flwr"), "{err}");
+        assert!(err.contains("no pyproject.toml"), "{err}");
+        let err = unpack(&raw_zip(
+            &[("pyproject.toml", b"[project]\nname = \"x\"\n")],
+            None,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("components") || err.contains("tool.flwr"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -498,7 +526,10 @@ options.num-supernodes = 10
             "pkg\\..\\x.py",
             "a/b/c/d/e/f/g/h/i/j/k/x.py",
         ] {
-            let zip = raw_zip(&[("pyproject.toml", PYPROJECT_TEXT.as_bytes()), (path, b"x")], None);
+            let zip = raw_zip(
+                &[("pyproject.toml", PYPROJECT_TEXT.as_bytes()), (path, b"x")],
+                None,
+            );
             let err = unpack(&zip).unwrap_err();
             assert!(matches!(err, FabError::UnsafePath(_)), "{path}: {err:?}");
             assert!(
@@ -512,7 +543,13 @@ options.num-supernodes = 10
     fn a_zip_bomb_stops_at_the_bound() {
         // 65 MiB of zeros deflate to about 65 KiB.
         let zeros = vec![0u8; (MAX_UNPACKED_LEN + (1 << 20)) as usize];
-        let zip = raw_zip(&[("pyproject.toml", PYPROJECT_TEXT.as_bytes()), ("big.json", &zeros)], None);
+        let zip = raw_zip(
+            &[
+                ("pyproject.toml", PYPROJECT_TEXT.as_bytes()),
+                ("big.json", &zeros),
+            ],
+            None,
+        );
         assert!(zip.len() < MAX_PACKED_LEN);
         let err = unpack(&zip).unwrap_err();
         assert!(matches!(err, FabError::TooLarge { .. }), "{err:?}");
