@@ -158,7 +158,10 @@ pub enum FabError {
     )]
     ContentMismatch(String),
     /// A Flower FAB over a size bound.
-    #[error("{what} would be more than {} MiB: a FAB holds an app's source files, not its data", limit >> 20)]
+    #[error(
+        "{what} would be more than {} MiB: a FAB holds an app's source files, not its data; move data files out of the app directory and rebuild it with `flwr build`",
+        limit >> 20
+    )]
     TooLarge {
         /// What is too large.
         what: &'static str,
