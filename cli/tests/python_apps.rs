@@ -490,6 +490,48 @@ fn the_numpy_flower_app_deployed_on_two_supernodes_ends_as_its_simulation() {
     }
 }
 
+/// On a `--simulation` SuperLink the Flower FAB's ServerApp process also runs the run's
+/// virtual SuperNodes, a pool of the app's Python ClientApp: the metrics of a local
+/// simulation of as many nodes.
+#[test]
+fn the_numpy_flower_app_on_a_simulation_superlink_ends_as_its_local_simulation() {
+    let py = python_flag();
+    let link = support::SuperLink::start_with(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--simulation", "--python", &py],
+    );
+    let app = deployable("flower-numpy", &link.control, None);
+    let manifest = app.path().join("pyproject.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    // Both federations get four nodes: the remote one as its options, sent with the run.
+    let text = text.replace(
+        "insecure = true\n",
+        "insecure = true\noptions.num-supernodes = 4\n",
+    );
+    std::fs::write(
+        &manifest,
+        text.replace("num-supernodes = 2", "num-supernodes = 4"),
+    )
+    .unwrap();
+    let (code, remote, stderr) = deploy(app.path(), &["--run-config", "num-server-rounds=2"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(remote["status"], "finished:completed", "{remote}");
+    let local = run_json(
+        app.path(),
+        &["two-nodes", "--run-config", "num-server-rounds=2"],
+    );
+    let (r, l) = (
+        remote["rounds"].as_array().unwrap(),
+        local["rounds"].as_array().unwrap(),
+    );
+    assert_eq!(r.len(), 2);
+    for (r, l) in r.iter().zip(l) {
+        assert_eq!(r["train"]["replies"], 4, "{r}");
+        assert_eq!(r["evaluate_metrics"], l["evaluate_metrics"], "{r}\n{l}");
+    }
+}
+
 /// Part 4 of the tutorial with the scikit-learn app: TLS and SuperNode authentication
 /// (keys and certificates from `flwr keygen`), the app as a Flower FAB. It learns the
 /// digits as in its simulation of two nodes.
