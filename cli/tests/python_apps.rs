@@ -490,6 +490,40 @@ fn the_numpy_flower_app_deployed_on_two_supernodes_ends_as_its_simulation() {
     }
 }
 
+/// A SuperLink killed during a Python app's run resumes it from its SQLite state after a
+/// restart: the FAB kept in the state, unpacked again, its ServerApp started again (from
+/// its first round: a Python strategy keeps no checkpoint through the bridge) and run to
+/// the end with the same SuperNodes.
+#[test]
+fn a_python_apps_run_resumes_after_a_superlink_crash() {
+    let py = python_flag();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    let flags = ["--python", py.as_str(), "--state-dir", state_dir];
+    let link = support::SuperLink::start_with("127.0.0.1:0", "127.0.0.1:0", &flags);
+    let nodes: Vec<support::Proc> = (0..2)
+        .map(|i| support::supernode(&link.fleet, i, 2, &["--python", &py]))
+        .collect();
+    for node in &nodes {
+        node.expect_log(support::NODE_READY);
+    }
+    let app = deployable("flower-numpy", &link.control, None);
+    let app_dir = app.path().to_str().unwrap();
+    let o = support::flwr(&[
+        "run",
+        app_dir,
+        "e2e",
+        "--run-config",
+        "num-server-rounds=20",
+    ]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let run_id = support::started_run_id(&o.stdout);
+    link.proc.expect_log("started ServerApp process");
+    let link = link.crash_and_restart(&flags, &run_id.to_string());
+    link.proc.expect_log("started ServerApp process");
+    support::wait_for_status(app_dir, run_id, "finished:completed");
+}
+
 /// On a `--simulation` SuperLink the Flower FAB's ServerApp process also runs the run's
 /// virtual SuperNodes, a pool of the app's Python ClientApp: the metrics of a local
 /// simulation of as many nodes.
