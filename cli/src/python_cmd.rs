@@ -37,16 +37,20 @@ pub fn is_python_project(app_dir: &Path, project: &Project) -> bool {
 }
 
 /// Packs the Python app in `app_dir` as Flower's `flwr build` does: its `pyproject.toml`
-/// and the files `floret_core::fab::flower::included` takes, found by walking the
-/// directory without following symbolic links (as Flower) and without entering the
-/// directories whose files would all be left out (`.venv`, `__pycache__`, `.git`, …).
-/// Not honoured, unlike Flower: the app's `.gitignore` and `[tool.flwr.app]
+/// and the files its top-level `.gitignore` keeps and `floret_core::fab::flower::included`
+/// takes, found by walking the directory without following symbolic links (as Flower)
+/// and without entering the directories whose files would all be left out (`.venv`,
+/// `__pycache__`, `.git`, …). Not honoured, unlike Flower: `[tool.flwr.app]
 /// fab-include` / `fab-exclude`.
 pub fn pack(app_dir: &Path, project: &Project) -> anyhow::Result<PackedFab> {
     let pyproject = std::fs::read_to_string(&project.manifest_path)
         .with_context(|| format!("reading {}", project.manifest_path.display()))?;
+    let ignore = match std::fs::read_to_string(app_dir.join(".gitignore")) {
+        Ok(text) => flower::GitIgnore::parse(&text),
+        Err(_) => flower::GitIgnore::default(),
+    };
     let mut files = Vec::new();
-    collect(app_dir, "", &mut files)?;
+    collect(app_dir, "", &ignore, &mut files)?;
     let bytes = flower::pack(&pyproject, &files)
         .map_err(|e| UserError::new(format!("packing {}: {e}", app_dir.display())))?;
     let manifest = &project.manifest;
@@ -60,7 +64,12 @@ pub fn pack(app_dir: &Path, project: &Project) -> anyhow::Result<PackedFab> {
 }
 
 /// The files under `dir` (relative path `rel`) that go into the FAB.
-fn collect(dir: &Path, rel: &str, out: &mut Vec<(String, Bytes)>) -> anyhow::Result<()> {
+fn collect(
+    dir: &Path,
+    rel: &str,
+    ignore: &flower::GitIgnore,
+    out: &mut Vec<(String, Bytes)>,
+) -> anyhow::Result<()> {
     let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
     let mut entries: Vec<_> = entries
         .collect::<Result<_, _>>()
@@ -80,10 +89,13 @@ fn collect(dir: &Path, rel: &str, out: &mut Vec<(String, Bytes)>) -> anyhow::Res
             .with_context(|| format!("reading {}", entry.path().display()))?;
         if kind.is_dir() {
             // A directory whose Python files would be left out holds nothing of the app.
-            if name != ".git" && flower::included(&format!("{path}/probe.py")) {
-                collect(&entry.path(), &path, out)?;
+            if name != ".git"
+                && flower::included(&format!("{path}/probe.py"))
+                && !ignore.ignores_dir(&path)
+            {
+                collect(&entry.path(), &path, ignore, out)?;
             }
-        } else if kind.is_file() && flower::included(&path) {
+        } else if kind.is_file() && flower::included(&path) && !ignore.ignores(&path) {
             let data = std::fs::read(entry.path())
                 .with_context(|| format!("reading {}", entry.path().display()))?;
             out.push((path, Bytes::from(data)));

@@ -710,8 +710,8 @@ fn a_daemon_whose_python_cannot_run_the_app_says_so_in_the_runs_log() {
 }
 
 /// `flwr build` on a Python app writes Flower's FAB under Flower's file name, and
-/// Flower's own installer takes it (CONTENT verified); a FAB Flower's own builder wrote
-/// reads as a Flower FAB here, with the same files.
+/// Flower's own installer takes it (CONTENT verified); a FAB Flower's own builder wrote of
+/// the same directory reads as a Flower FAB here, with the same files.
 #[test]
 fn flwr_build_writes_a_fab_that_flower_installs_and_flowers_fab_reads_here() {
     let app = tempfile::tempdir().unwrap();
@@ -720,6 +720,9 @@ fn flwr_build_writes_a_fab_that_flower_installs_and_flowers_fab_reads_here() {
     std::fs::write(app.path().join("numpyapp/test_task.py"), "x = 1\n").unwrap();
     std::fs::create_dir_all(app.path().join(".venv/lib")).unwrap();
     std::fs::write(app.path().join(".venv/lib/site.py"), "x = 1\n").unwrap();
+    // Nor what its .gitignore ignores.
+    std::fs::write(app.path().join(".gitignore"), "numpyapp/local_*.py\n").unwrap();
+    std::fs::write(app.path().join("numpyapp/local_notes.py"), "x = 1\n").unwrap();
     let home = tempfile::tempdir().unwrap();
     let o = Command::new(support::FLWR)
         .arg("build")
@@ -790,7 +793,7 @@ fn flwr_build_writes_a_fab_that_flower_installs_and_flowers_fab_reads_here() {
             "import sys; from pathlib import Path; from flwr.cli.build import build_fab_from_disk; \
              Path(sys.argv[2]).write_bytes(build_fab_from_disk(Path(sys.argv[1])))",
         ])
-        .arg(example("flower-numpy"))
+        .arg(app.path())
         .arg(&flowers)
         .output()
         .unwrap();

@@ -99,6 +99,146 @@ pub fn included(path: &str) -> bool {
     EXTENSIONS.iter().any(|ext| file.ends_with(ext)) || (dirs.is_empty() && *file == "LICENSE")
 }
 
+/// The rules of an app's top-level `.gitignore`, which Flower's `flwr build` applies before
+/// its own: a file a rule matches (the file, or a directory above it) is left out, a later
+/// `!rule` takes it back; a rule with a `/` other than at its end is anchored at the app
+/// directory, one without matches at any depth, a trailing `/` matches directories only;
+/// `*`, `?`, `[...]` and `**` as in git.
+#[derive(Debug, Clone, Default)]
+pub struct GitIgnore {
+    rules: Vec<IgnoreRule>,
+}
+
+#[derive(Debug, Clone)]
+struct IgnoreRule {
+    negated: bool,
+    dir_only: bool,
+    /// Path segments, `**` for any number of them; a rule that is not anchored starts
+    /// with `**`.
+    segments: Vec<String>,
+}
+
+impl GitIgnore {
+    /// The rules of a `.gitignore` file's text; blank lines and comments are skipped.
+    pub fn parse(text: &str) -> GitIgnore {
+        let rules = text
+            .lines()
+            .filter_map(|line| {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    return None;
+                }
+                let (negated, line) = match line.strip_prefix('!') {
+                    Some(rest) => (true, rest),
+                    None => (false, line.strip_prefix('\\').unwrap_or(line)),
+                };
+                let dir_only = line.ends_with('/');
+                let line = line.trim_end_matches('/');
+                let anchored = line.contains('/');
+                let mut segments: Vec<String> = line
+                    .trim_start_matches('/')
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if segments.is_empty() {
+                    return None;
+                }
+                if !anchored {
+                    segments.insert(0, "**".to_owned());
+                }
+                Some(IgnoreRule {
+                    negated,
+                    dir_only,
+                    segments,
+                })
+            })
+            .collect();
+        GitIgnore { rules }
+    }
+
+    /// Whether the file at `path` (relative, POSIX) is left out.
+    pub fn ignores(&self, path: &str) -> bool {
+        let parts: Vec<&str> = path.split('/').collect();
+        let mut ignored = false;
+        for rule in &self.rules {
+            // The file itself, or one of the directories above it.
+            let hit = (1..=parts.len()).any(|k| {
+                (k < parts.len() || !rule.dir_only) && segments_match(&rule.segments, &parts[..k])
+            });
+            if hit {
+                ignored = !rule.negated;
+            }
+        }
+        ignored
+    }
+
+    /// Whether the directory at `path` and everything under it is left out, so a walk
+    /// need not enter it: only when no rule takes anything back.
+    pub fn ignores_dir(&self, path: &str) -> bool {
+        let parts: Vec<&str> = path.split('/').collect();
+        !self.rules.iter().any(|r| r.negated)
+            && self
+                .rules
+                .iter()
+                .any(|r| (1..=parts.len()).any(|k| segments_match(&r.segments, &parts[..k])))
+    }
+}
+
+/// Glob segments (with `**`) against path segments.
+fn segments_match(pattern: &[String], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((first, rest)) if first == "**" => {
+            (0..=path.len()).any(|skip| segments_match(rest, &path[skip..]))
+        }
+        Some((first, rest)) => match path.split_first() {
+            Some((segment, others)) => {
+                glob_match(first.as_bytes(), segment.as_bytes()) && segments_match(rest, others)
+            }
+            None => false,
+        },
+    }
+}
+
+/// One segment against a glob: `*`, `?`, `[...]` (with `!` or `^` to negate, ranges) and
+/// `\` escapes.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|skip| glob_match(rest, &text[skip..])),
+        Some((b'?', rest)) => !text.is_empty() && glob_match(rest, &text[1..]),
+        Some((b'[', rest)) => {
+            let Some(close) = rest.iter().skip(1).position(|&c| c == b']').map(|i| i + 1) else {
+                return text.first() == Some(&b'[') && glob_match(rest, &text[1..]);
+            };
+            let Some((&c, text_rest)) = text.split_first() else {
+                return false;
+            };
+            let (negated, class) = match rest[..close].split_first() {
+                Some((b'!' | b'^', class)) => (true, class),
+                _ => (false, &rest[..close]),
+            };
+            let mut hit = false;
+            let mut i = 0;
+            while i < class.len() {
+                if i + 2 < class.len() && class[i + 1] == b'-' {
+                    hit |= (class[i]..=class[i + 2]).contains(&c);
+                    i += 3;
+                } else {
+                    hit |= class[i] == c;
+                    i += 1;
+                }
+            }
+            hit != negated && glob_match(&rest[close + 1..], text_rest)
+        }
+        Some((b'\\', rest)) if !rest.is_empty() => {
+            text.first() == Some(&rest[0]) && glob_match(&rest[1..], &text[1..])
+        }
+        Some((&c, rest)) => text.first() == Some(&c) && glob_match(rest, &text[1..]),
+    }
+}
+
 /// The FAB of an app whose `pyproject.toml` reads `pyproject` and whose other files are
 /// `files` (relative POSIX paths, as [`included`] chose them); deterministic for the same
 /// input. Refuses an unsafe path and a result over [`MAX_PACKED_LEN`].
@@ -394,6 +534,44 @@ options.num-supernodes = 10
         }
         // Only the top-level `build/` is build output.
         assert!(included("numpyapp/build/steps.py"));
+    }
+
+    #[test]
+    fn an_apps_gitignore_leaves_files_out_as_git_does() {
+        let ignore = GitIgnore::parse(
+            "# outputs\n\noutputs/\n*.json\n!keep.json\n/notes.md\ndata/**/raw_*.yaml\nsecret?.py\ncache[0-9].toml\n",
+        );
+        for path in [
+            "outputs/model.py",
+            "pkg/outputs/x.py",
+            "results.json",
+            "pkg/sub/metrics.json",
+            "notes.md",
+            "data/a/b/raw_1.yaml",
+            "pkg/secret1.py",
+            "cache7.toml",
+        ] {
+            assert!(ignore.ignores(path), "{path} is ignored");
+        }
+        for path in [
+            "keep.json",
+            "pkg/keep.json",
+            "pkg/notes.md",
+            "outputs.py",
+            "data/a/cooked.yaml",
+            "pkg/secret10.py",
+            "cachex.toml",
+            "pkg/task.py",
+        ] {
+            assert!(!ignore.ignores(path), "{path} is kept");
+        }
+        // A negation anywhere means a walk must still enter ignored directories.
+        assert!(!ignore.ignores_dir("outputs"));
+        let plain = GitIgnore::parse("outputs/\n");
+        assert!(plain.ignores_dir("outputs"));
+        assert!(plain.ignores_dir("pkg/outputs"));
+        assert!(!plain.ignores_dir("pkg"));
+        assert!(!GitIgnore::default().ignores("anything.py"));
     }
 
     #[test]
