@@ -37,11 +37,12 @@ pub fn is_python_project(app_dir: &Path, project: &Project) -> bool {
 }
 
 /// Packs the Python app in `app_dir` as Flower's `flwr build` does: its `pyproject.toml`
-/// and the files its top-level `.gitignore` keeps and `floret_core::fab::flower::included`
+/// and the files its top-level `.gitignore` keeps, `[tool.flwr.app] fab-include` /
+/// `fab-exclude` select (gitignore-style patterns) and `floret_core::fab::flower::included`
 /// takes, found by walking the directory without following symbolic links (as Flower)
 /// and without entering the directories whose files would all be left out (`.venv`,
-/// `__pycache__`, `.git`, …). Not honoured, unlike Flower: `[tool.flwr.app]
-/// fab-include` / `fab-exclude`.
+/// `__pycache__`, `.git`, …). Unlike Flower, a pattern that matches nothing is not an
+/// error.
 pub fn pack(app_dir: &Path, project: &Project) -> anyhow::Result<PackedFab> {
     let pyproject = std::fs::read_to_string(&project.manifest_path)
         .with_context(|| format!("reading {}", project.manifest_path.display()))?;
@@ -51,6 +52,11 @@ pub fn pack(app_dir: &Path, project: &Project) -> anyhow::Result<PackedFab> {
     };
     let mut files = Vec::new();
     collect(app_dir, "", &ignore, &mut files)?;
+    let (include, exclude) = user_patterns(&pyproject, &project.manifest_path)?;
+    files.retain(|(path, _)| {
+        include.as_ref().is_none_or(|spec| spec.ignores(path))
+            && exclude.as_ref().is_none_or(|spec| !spec.ignores(path))
+    });
     let bytes = flower::pack(&pyproject, &files)
         .map_err(|e| UserError::new(format!("packing {}: {e}", app_dir.display())))?;
     let manifest = &project.manifest;
@@ -61,6 +67,38 @@ pub fn pack(app_dir: &Path, project: &Project) -> anyhow::Result<PackedFab> {
         hash: fab_hash(&bytes),
         bytes,
     })
+}
+
+/// `[tool.flwr.app] fab-include` and `fab-exclude`, each a list of gitignore-style
+/// patterns (a file matches when the patterns, read as a `.gitignore`, would ignore it).
+fn user_patterns(
+    pyproject: &str,
+    path: &Path,
+) -> anyhow::Result<(Option<flower::GitIgnore>, Option<flower::GitIgnore>)> {
+    let doc: toml::Table = pyproject
+        .parse()
+        .with_context(|| format!("reading {}", path.display()))?;
+    let app = doc
+        .get("tool")
+        .and_then(|t| t.get("flwr"))
+        .and_then(|t| t.get("app"));
+    let patterns = |key: &str| -> anyhow::Result<Option<flower::GitIgnore>> {
+        let Some(value) = app.and_then(|a| a.get(key)) else {
+            return Ok(None);
+        };
+        let list = value
+            .as_array()
+            .filter(|l| !l.is_empty())
+            .and_then(|l| l.iter().map(|v| v.as_str()).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| {
+                UserError::new(format!(
+                    "{}: [tool.flwr.app] {key} must be a non-empty list of patterns, e.g. {key} = [\"mypkg/**/*.py\"]",
+                    path.display()
+                ))
+            })?;
+        Ok(Some(flower::GitIgnore::parse(&list.join("\n"))))
+    };
+    Ok((patterns("fab-include")?, patterns("fab-exclude")?))
 }
 
 /// The files under `dir` (relative path `rel`) that go into the FAB.
