@@ -310,6 +310,28 @@ mod tests {
         assert_eq!(c.superlink, "h:1");
     }
 
+    /// The Python of Flower FABs: `--python`, else `FLWR_PYTHON` (the layered settings),
+    /// else `FLORET_PYTHON` (as `flwr run`), else `python3` on PATH.
+    #[test]
+    fn the_python_comes_from_the_flag_the_environment_or_path() {
+        let python = |args: &[&str], env: &[(&str, &str)]| {
+            let mut all = vec!["--insecure"];
+            all.extend_from_slice(args);
+            config(&all, env).unwrap().python
+        };
+        assert_eq!(python(&[], &[]), PathBuf::from("python3"));
+        assert_eq!(
+            python(&[], &[("FLORET_PYTHON", "/venv/bin/python")]),
+            PathBuf::from("/venv/bin/python")
+        );
+        let both = [("FLORET_PYTHON", "/a/python"), ("FLWR_PYTHON", "/b/python")];
+        assert_eq!(python(&[], &both), PathBuf::from("/b/python"));
+        assert_eq!(
+            python(&["--python", "/c/python"], &both),
+            PathBuf::from("/c/python")
+        );
+    }
+
     /// A negative number reaches the check that names the flag, rather than clap taking
     /// `-1` for an unknown flag.
     #[test]
