@@ -230,6 +230,24 @@ async fn a_flower_fab_is_kept_by_hash_and_unpacked_under_it() {
     service.shutdown().await;
 }
 
+/// A SuperLink that starts no app processes (`--isolation process`) cannot host a Python
+/// ServerApp: the Flower FAB is refused at submit, naming the flag that fixes it.
+#[tokio::test]
+async fn a_flower_fab_is_refused_by_a_superlink_that_starts_no_app_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, _) = link(Isolation::Process, dir.path()).await;
+    let fab = flower_zip(&[("pyproject.toml", FLOWER_PYPROJECT.as_bytes())], None);
+    let err = service
+        .control()
+        .start_run(fab_request(fab))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--isolation subprocess"), "{err}");
+    assert!(service.state().runs().is_empty());
+    service.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_serverapp_process_that_ends_without_reporting_fails_its_run() {
     let dir = tempfile::tempdir().unwrap();

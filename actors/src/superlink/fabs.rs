@@ -3,8 +3,9 @@
 //! `LinkFabs::prepare` checks a `StartRun` that carries a FAB before any run exists: the
 //! bytes must hash to the run's `fab_hash` and unpack in their format (`AnyFab`: a native
 //! FAB's binary is verified and, when the SuperLink is to start the ServerApp itself, must
-//! be for this machine's target; a Flower FAB's paths, sizes and CONTENT are checked), so a
-//! bad FAB is refused at submit and nothing of it is written.
+//! be for this machine's target; a Flower FAB's paths, sizes and CONTENT are checked, and
+//! it needs `--isolation subprocess`, as the SuperLink hosts its Python itself), so a bad
+//! FAB is refused at submit and nothing of it is written.
 //! The FAB is then kept in the `LinkState` by hash, for `Fleet::get_fab`.
 //!
 //! The run's ServerApp is an `ExternalServerApp`: its `main` opens a ServerAppIo session
@@ -149,6 +150,13 @@ impl LinkFabs {
             .await
             .map_err(|e| ControlError::Unavailable(format!("FAB check failed: {e}")))?
             .map_err(|e| ControlError::Invalid(format!("FAB {hash} refused: {e}")))?;
+        if let (Isolation::Process, AnyFab::Flower(_)) = (self.launcher.isolation, &fab) {
+            return Err(ControlError::Invalid(format!(
+                "FAB {hash} refused: it is a Flower app in Python, whose ServerApp this SuperLink \
+                 hosts itself, but it runs with --isolation process (it starts no app \
+                 process): restart it with --isolation subprocess (the default)"
+            )));
+        }
         if let (Isolation::Subprocess, AnyFab::Native(fab)) = (self.launcher.isolation, &fab) {
             fab.check_target().map_err(|e| {
                 ControlError::Invalid(format!(
