@@ -1,6 +1,8 @@
 //! `flwr build [APP_DIR] [--profile release|dev]`: builds a user's app crate with cargo
 //! and packs its binary into a FAB (see `floret_core::fab`), written to
 //! `APP_DIR/target/<name>-<version>.fab`. `flwr run` uses the same steps for app crates.
+//! A Flower app in Python is packed as Flower's FAB instead (`python_cmd::pack`), written
+//! to `APP_DIR/<publisher>.<name>.<version>.<hash8>.fab` as Flower's `flwr build` names it.
 //!
 //! Apps build into one shared target directory (`target_dir`: `$FLWR_HOME/target`, i.e.
 //! `~/.flwr/target`, unless `--target-dir`, `FLWR_TARGET_DIR` or `CARGO_TARGET_DIR` names
@@ -33,7 +35,7 @@ pub enum Profile {
 /// Flags of `flwr build`.
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// The app's directory, holding its pyproject.toml and Cargo.toml.
+    /// The app's directory, holding its pyproject.toml (and Cargo.toml for a Rust app).
     #[arg(default_value = ".")]
     pub app_dir: PathBuf,
     /// Cargo profile to build with.
@@ -99,7 +101,7 @@ pub struct PackedFab {
 pub async fn execute(args: BuildArgs) -> anyhow::Result<i32> {
     if !args.app_dir.join("pyproject.toml").is_file() {
         return Err(UserError::new(format!(
-            "no pyproject.toml in {}: `flwr build` needs an app directory with pyproject.toml and Cargo.toml, as `flwr new NAME` makes",
+            "no pyproject.toml in {}: `flwr build` needs an app directory with pyproject.toml (and Cargo.toml for a Rust app, as `flwr new NAME` makes)",
             args.app_dir.display()
         ))
         .into());
