@@ -98,6 +98,156 @@ fn alive(pid: u32) -> bool {
     })
 }
 
+const FLOWER_PYPROJECT: &str = "[project]\nname = \"pyapp\"\nversion = \"1.0.0\"\n\
+[tool.flwr.app]\npublisher = \"t\"\n[tool.flwr.app.components]\n\
+serverapp = \"pyapp.server_app:app\"\nclientapp = \"pyapp.client_app:app\"\n";
+
+/// A zip of `entries` and an `.info/CONTENT` (`content`, or made from the entries).
+fn flower_zip(entries: &[(&str, &[u8])], content: Option<String>) -> Bytes {
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let mut lines = Vec::new();
+    for (path, data) in entries {
+        zip.start_file(*path, options).unwrap();
+        zip.write_all(data).unwrap();
+        lines.push(format!("{path},{},{}", sha256_hex(data), data.len() * 8));
+    }
+    zip.start_file(".info/CONTENT", options).unwrap();
+    zip.write_all(content.unwrap_or_else(|| lines.join("\n")).as_bytes())
+        .unwrap();
+    Bytes::from(zip.finish().unwrap().into_inner())
+}
+
+/// A Flower FAB (zip) that is not a valid one is refused by `StartRun` with a line that
+/// says why, before any run exists: nothing is stored, nothing written to the cache or
+/// beside it.
+#[tokio::test]
+async fn an_invalid_flower_fab_is_refused_at_submit_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (service, _) = link(Isolation::Subprocess, &cache).await;
+    let control = service.control();
+    let pyproject = FLOWER_PYPROJECT.as_bytes();
+    let server = b"app = None\n".as_slice();
+    let zeros = vec![0u8; 65 << 20];
+    let cases: Vec<(&str, Bytes, &str)> = vec![
+        (
+            "path traversal",
+            flower_zip(
+                &[("pyproject.toml", pyproject), ("../evil.py", server)],
+                None,
+            ),
+            "\"../evil.py\" has an empty, `.` or `..` component",
+        ),
+        (
+            "absolute path",
+            flower_zip(
+                &[("pyproject.toml", pyproject), ("/tmp/evil.py", server)],
+                None,
+            ),
+            "is absolute",
+        ),
+        (
+            "a file that differs from its CONTENT line",
+            flower_zip(
+                &[
+                    ("pyproject.toml", pyproject),
+                    ("pyapp/server_app.py", server),
+                ],
+                Some(format!("pyapp/server_app.py,{},88", sha256_hex(b"other"))),
+            ),
+            "pyapp/server_app.py does not match its .info/CONTENT line",
+        ),
+        (
+            "no pyproject",
+            flower_zip(&[("pyapp/server_app.py", server)], None),
+            "it has no pyproject.toml",
+        ),
+        (
+            "a zip bomb",
+            flower_zip(
+                &[("pyproject.toml", pyproject), ("data.json", &zeros)],
+                None,
+            ),
+            "more than 64 MiB",
+        ),
+    ];
+    for (case, fab, why) in cases {
+        let err = control
+            .start_run(fab_request(fab.clone()))
+            .await
+            .unwrap_err();
+        let ControlError::Invalid(line) = &err else {
+            panic!("{case}: {err:?}");
+        };
+        assert!(line.contains(why), "{case}: {line}");
+        assert!(line.contains("flwr build"), "{case} names the fix: {line}");
+        assert!(!line.contains('\n'), "{case}: one line");
+        assert!(service.state().fab(&fab_hash(&fab)).is_none(), "{case}");
+    }
+    assert!(!cache.exists(), "nothing written to the FAB cache");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing written beside it: {left:?}");
+    assert!(service.state().runs().is_empty(), "no run was made");
+    service.shutdown().await;
+}
+
+/// A valid Flower FAB is taken as it is, kept by its hash (the sha256 of the zip) for the
+/// SuperNodes, and its ServerApp's process started from its unpacked files; without a way
+/// to host Python (`AppLauncher::with_python`) the run fails and says so.
+#[tokio::test]
+async fn a_flower_fab_is_kept_by_hash_and_unpacked_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (service, _) = link(Isolation::Subprocess, &cache).await;
+    let control = service.control();
+    let fab = flower_zip(
+        &[
+            ("pyproject.toml", FLOWER_PYPROJECT.as_bytes()),
+            ("pyapp/server_app.py", b"app = None\n"),
+        ],
+        None,
+    );
+    let hash = fab_hash(&fab);
+    let run_id = control.start_run(fab_request(fab.clone())).await.unwrap();
+    let (run, _) = follow_to_end(control.as_ref(), run_id).await;
+    assert_eq!(run.status, RunStatus::Finished(SubStatus::Failed));
+    assert!(
+        run.reason
+            .contains("cannot start the ServerApp of a Flower FAB"),
+        "{}",
+        run.reason
+    );
+    assert_eq!(service.fleet().get_fab(&hash).await.unwrap(), fab);
+    let app = cache.join(&hash).join("app");
+    assert_eq!(
+        std::fs::read(app.join("pyapp/server_app.py")).unwrap(),
+        b"app = None\n"
+    );
+    assert!(app.join("pyproject.toml").is_file());
+    service.shutdown().await;
+}
+
+/// A SuperLink that starts no app processes (`--isolation process`) cannot host a Python
+/// ServerApp: the Flower FAB is refused at submit, naming the flag that fixes it.
+#[tokio::test]
+async fn a_flower_fab_is_refused_by_a_superlink_that_starts_no_app_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, _) = link(Isolation::Process, dir.path()).await;
+    let fab = flower_zip(&[("pyproject.toml", FLOWER_PYPROJECT.as_bytes())], None);
+    let err = service
+        .control()
+        .start_run(fab_request(fab))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--isolation subprocess"), "{err}");
+    assert!(service.state().runs().is_empty());
+    service.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_serverapp_process_that_ends_without_reporting_fails_its_run() {
     let dir = tempfile::tempdir().unwrap();

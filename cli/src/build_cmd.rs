@@ -1,6 +1,8 @@
 //! `flwr build [APP_DIR] [--profile release|dev]`: builds a user's app crate with cargo
 //! and packs its binary into a FAB (see `floret_core::fab`), written to
 //! `APP_DIR/target/<name>-<version>.fab`. `flwr run` uses the same steps for app crates.
+//! A Flower app in Python is packed as Flower's FAB instead (`python_cmd::pack`), written
+//! to `APP_DIR/<publisher>.<name>.<version>.<hash8>.fab` as Flower's `flwr build` names it.
 //!
 //! Apps build into one shared target directory (`target_dir`: `$FLWR_HOME/target`, i.e.
 //! `~/.flwr/target`, unless `--target-dir`, `FLWR_TARGET_DIR` or `CARGO_TARGET_DIR` names
@@ -16,7 +18,7 @@ use crate::project::Project;
 use crate::{UserError, exit_code};
 use anyhow::Context as _;
 use bytes::Bytes;
-use floret_core::fab::{Fab, FabManifest, HOST_TARGET, fab_hash};
+use floret_core::fab::{Fab, HOST_TARGET, fab_hash};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,7 +35,7 @@ pub enum Profile {
 /// Flags of `flwr build`.
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// The app's directory, holding its pyproject.toml and Cargo.toml.
+    /// The app's directory, holding its pyproject.toml (and Cargo.toml for a Rust app).
     #[arg(default_value = ".")]
     pub app_dir: PathBuf,
     /// Cargo profile to build with.
@@ -83,8 +85,12 @@ pub fn target_dir(
 /// A packed FAB and its sha256 (the run's `AppRef.fab_hash`).
 #[derive(Debug, Clone)]
 pub struct PackedFab {
-    /// What the FAB says of itself: the app's manifest and the binary's target.
-    pub manifest: FabManifest,
+    /// The app's `[project] name`.
+    pub name: String,
+    /// The app's `[project] version`.
+    pub version: String,
+    /// What runs it, for messages: the binary's target triple, or Python for a Flower FAB.
+    pub runs_on: String,
     /// The packed FAB, as written to disk and sent to a SuperLink.
     pub bytes: Bytes,
     /// Lowercase hex sha256 of `bytes`.
@@ -95,28 +101,35 @@ pub struct PackedFab {
 pub async fn execute(args: BuildArgs) -> anyhow::Result<i32> {
     if !args.app_dir.join("pyproject.toml").is_file() {
         return Err(UserError::new(format!(
-            "no pyproject.toml in {}: `flwr build` needs an app directory with pyproject.toml and Cargo.toml, as `flwr new NAME` makes",
+            "no pyproject.toml in {}: `flwr build` needs an app directory with pyproject.toml (and Cargo.toml for a Rust app, as `flwr new NAME` makes)",
             args.app_dir.display()
         ))
         .into());
     }
     let project = Project::load(&args.app_dir, "flwr build")?;
-    let binary = cargo_build(&args.app_dir, &project, args.profile, &args.cache)?;
-    let fab = pack(&project, &binary)?;
-    let dir = args.app_dir.join("target");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!(
-        "{}-{}.fab",
-        fab.manifest.name, fab.manifest.version
-    ));
+    let (fab, path) = if crate::python_cmd::is_python_project(&args.app_dir, &project) {
+        // A Flower app in Python: Flower's own FAB, named as Flower's `flwr build` names it.
+        let fab = crate::python_cmd::pack(&args.app_dir, &project)?;
+        let path = args
+            .app_dir
+            .join(crate::python_cmd::fab_file_name(&project, &fab.hash));
+        (fab, path)
+    } else {
+        let binary = cargo_build(&args.app_dir, &project, args.profile, &args.cache)?;
+        let fab = pack(&project, &binary)?;
+        let dir = args.app_dir.join("target");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("{}-{}.fab", fab.name, fab.version));
+        (fab, path)
+    };
     std::fs::write(&path, &fab.bytes).with_context(|| format!("writing {}", path.display()))?;
     crate::outln!("fab: {}", path.display());
     crate::outln!("sha256: {}", fab.hash);
     eprintln!(
         "built {} {} for {} ({:.1} MB)",
-        fab.manifest.name,
-        fab.manifest.version,
-        fab.manifest.target,
+        fab.name,
+        fab.version,
+        fab.runs_on,
         fab.bytes.len() as f64 / 1e6
     );
     Ok(exit_code::OK)
@@ -255,7 +268,9 @@ pub fn pack(project: &Project, binary: &Path) -> anyhow::Result<PackedFab> {
     let packed = fab.pack();
     Ok(PackedFab {
         hash: fab_hash(&packed),
-        manifest: fab.manifest,
+        name: fab.manifest.name,
+        version: fab.manifest.version,
+        runs_on: fab.manifest.target,
         bytes: packed,
     })
 }

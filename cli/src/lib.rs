@@ -16,6 +16,7 @@ pub mod login_cmd;
 pub mod ls_cmd;
 pub mod new_cmd;
 pub mod python_cmd;
+pub mod python_host;
 pub mod registry;
 pub mod remote;
 pub mod run_cmd;

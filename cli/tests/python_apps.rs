@@ -5,9 +5,18 @@
 //! The first test to need it makes a virtual environment under the build's tmp directory
 //! (`flwr==1.42.0`, numpy, scikit-learn from PyPI, pinned); later runs reuse it. Without
 //! `python3 -m venv` or PyPI the tests fail and say so.
+//!
+//! Deployment: both examples also run on a real `flower-superlink` with two
+//! `flower-supernode`s on 127.0.0.1 (one of them with TLS and node authentication), as
+//! Flower FABs, and end with exactly the metrics of a local simulation with two nodes: each
+//! node's update depends only on its partition (`--node-config partition-id=i
+//! num-partitions=2` there, the same two partitions in the simulation) and the round, and
+//! FedAvg's weighted sum of two replies is the same in either order.
 
 // Tests may unwrap (a failure is the test failing).
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -369,16 +378,462 @@ app = ServerApp(server_fn=server_fn)
     assert_eq!(last_round_metric(&report, "evaluate", "loss"), 2.0);
 }
 
-/// Deployment of a Python app is not built yet: said at submit, before anything starts.
-#[test]
-fn submitting_a_python_app_to_a_superlink_is_refused_in_one_line() {
-    let app = numpy_app_with("client_app.py", |t| t);
-    let manifest = app.path().join("pyproject.toml");
+/// An app directory with `example`'s files and, besides its own federations, `e2e` (the
+/// SuperLink at `control`, with TLS when `ca` is given) and `two-nodes` (a local simulation
+/// of two nodes: the deployment's two partitions).
+fn deployable(example_name: &str, control: &str, ca: Option<&Path>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&example(example_name), dir.path());
+    let manifest = dir.path().join("pyproject.toml");
     let mut text = std::fs::read_to_string(&manifest).unwrap();
-    text.push_str("\n[tool.flwr.federations.remote]\naddress = \"127.0.0.1:1\"\ninsecure = true\n");
+    // A TOML literal string: the path is taken as written.
+    let security = match ca {
+        Some(ca) => format!("root-certificates = '{}'", ca.display()),
+        None => "insecure = true".to_owned(),
+    };
+    text.push_str(&format!(
+        "\n[tool.flwr.federations.e2e]\naddress = \"{control}\"\n{security}\n\
+         \n[tool.flwr.federations.two-nodes]\noptions.num-supernodes = 2\n"
+    ));
+    std::fs::write(&manifest, text).unwrap();
+    dir
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "__pycache__" {
+                std::fs::create_dir(&target).unwrap();
+                copy_tree(&entry.path(), &target);
+            }
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `flwr run APP e2e --stream --format json ...` to the end: its exit code, report, stderr.
+fn deploy(app: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
+    let home = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "run",
+        app.to_str().unwrap(),
+        "e2e",
+        "--stream",
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let mut proc = support::Proc::spawn_with_env(
+        "flwr run",
+        support::FLWR,
+        &args,
+        None,
+        &[("FLWR_HOME", home.path())],
+    );
+    let status = proc.wait_exit(support::COMMAND_TIMEOUT);
+    let report = serde_json::from_str(&proc.stdout()).unwrap_or(Value::Null);
+    (status.code(), report, proc.stderr())
+}
+
+/// Both reports' rounds carry the same metrics, bit for bit, and every phase heard from
+/// both nodes.
+fn assert_same_rounds(deployed: &Value, simulated: &Value) {
+    let (d, s) = (
+        deployed["rounds"].as_array().unwrap(),
+        simulated["rounds"].as_array().unwrap(),
+    );
+    assert_eq!(d.len(), s.len(), "{deployed}\n{simulated}");
+    for (d, s) in d.iter().zip(s) {
+        for phase in ["train", "evaluate"] {
+            assert_eq!(d[phase]["replies"], 2, "{d}");
+            let key = format!("{phase}_metrics");
+            assert!(!d[&key].as_object().unwrap().is_empty(), "{d}");
+            assert_eq!(d[&key], s[&key], "round {}", d["round"]);
+        }
+    }
+}
+
+/// `--python` for the daemons: the test venv's.
+fn python_flag() -> String {
+    python().to_str().unwrap().to_owned()
+}
+
+/// The NumPy app as a Flower FAB on a SuperLink and two SuperNodes (plain gRPC): the
+/// same metrics as its simulation of two nodes, every round.
+#[test]
+fn the_numpy_flower_app_deployed_on_two_supernodes_ends_as_its_simulation() {
+    let py = python_flag();
+    let link = support::SuperLink::start_with("127.0.0.1:0", "127.0.0.1:0", &["--python", &py]);
+    let nodes: Vec<support::Proc> = (0..2)
+        .map(|i| support::supernode(&link.fleet, i, 2, &["--python", &py]))
+        .collect();
+    for node in &nodes {
+        node.expect_log(support::NODE_READY);
+    }
+    let app = deployable("flower-numpy", &link.control, None);
+    let (code, deployed, stderr) = deploy(app.path(), &["--run-config", "num-server-rounds=2"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(deployed["status"], "finished:completed", "{deployed}");
+    let simulated = run_json(
+        app.path(),
+        &["two-nodes", "--run-config", "num-server-rounds=2"],
+    );
+    assert_same_rounds(&deployed, &simulated);
+    // The SuperLink unpacked the FAB under its hash and hosted the Python app itself.
+    link.proc.expect_log("format=\"flower\"");
+    link.proc.expect_log("started ServerApp process");
+    for node in &nodes {
+        node.expect_log("started ClientApp process");
+    }
+}
+
+/// A SuperLink killed during a Python app's run resumes it from its SQLite state after a
+/// restart: the FAB kept in the state, unpacked again, its ServerApp started again (from
+/// its first round: a Python strategy keeps no checkpoint through the bridge) and run to
+/// the end with the same SuperNodes.
+#[test]
+fn a_python_apps_run_resumes_after_a_superlink_crash() {
+    let py = python_flag();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    let flags = ["--python", py.as_str(), "--state-dir", state_dir];
+    let link = support::SuperLink::start_with("127.0.0.1:0", "127.0.0.1:0", &flags);
+    let nodes: Vec<support::Proc> = (0..2)
+        .map(|i| support::supernode(&link.fleet, i, 2, &["--python", &py]))
+        .collect();
+    for node in &nodes {
+        node.expect_log(support::NODE_READY);
+    }
+    let app = deployable("flower-numpy", &link.control, None);
+    let app_dir = app.path().to_str().unwrap();
+    let o = support::flwr(&[
+        "run",
+        app_dir,
+        "e2e",
+        "--run-config",
+        "num-server-rounds=20",
+    ]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let run_id = support::started_run_id(&o.stdout);
+    link.proc.expect_log("started ServerApp process");
+    let link = link.crash_and_restart(&flags, &run_id.to_string());
+    link.proc.expect_log("started ServerApp process");
+    support::wait_for_status(app_dir, run_id, "finished:completed");
+}
+
+/// On a `--simulation` SuperLink the Flower FAB's ServerApp process also runs the run's
+/// virtual SuperNodes, a pool of the app's Python ClientApp: the metrics of a local
+/// simulation of as many nodes.
+#[test]
+fn the_numpy_flower_app_on_a_simulation_superlink_ends_as_its_local_simulation() {
+    let py = python_flag();
+    let link = support::SuperLink::start_with(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--simulation", "--python", &py],
+    );
+    let app = deployable("flower-numpy", &link.control, None);
+    let manifest = app.path().join("pyproject.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    // Both federations get four nodes: the remote one as its options, sent with the run.
+    let text = text.replace(
+        "insecure = true\n",
+        "insecure = true\noptions.num-supernodes = 4\n",
+    );
+    std::fs::write(
+        &manifest,
+        text.replace("num-supernodes = 2", "num-supernodes = 4"),
+    )
+    .unwrap();
+    let (code, remote, stderr) = deploy(app.path(), &["--run-config", "num-server-rounds=2"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(remote["status"], "finished:completed", "{remote}");
+    let local = run_json(
+        app.path(),
+        &["two-nodes", "--run-config", "num-server-rounds=2"],
+    );
+    let (r, l) = (
+        remote["rounds"].as_array().unwrap(),
+        local["rounds"].as_array().unwrap(),
+    );
+    assert_eq!(r.len(), 2);
+    for (r, l) in r.iter().zip(l) {
+        assert_eq!(r["train"]["replies"], 4, "{r}");
+        assert_eq!(r["evaluate_metrics"], l["evaluate_metrics"], "{r}\n{l}");
+    }
+}
+
+/// Part 4 of the tutorial with the scikit-learn app: TLS and SuperNode authentication
+/// (keys and certificates from `flwr keygen`), the app as a Flower FAB. It learns the
+/// digits as in its simulation of two nodes.
+#[test]
+fn the_scikit_learn_flower_app_deployed_with_tls_and_node_auth_ends_as_its_simulation() {
+    let pki = tempfile::tempdir().unwrap();
+    let o = support::flwr(&[
+        "keygen",
+        "--clients",
+        "2",
+        "--out",
+        pki.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, Some(0), "flwr keygen: {}", o.stderr);
+    support::use_tls(pki.path());
+    let key = |name: &str| {
+        pki.path()
+            .join("keys")
+            .join(name)
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let py = python_flag();
+    let link = support::SuperLink::start_with(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[
+            "--python",
+            &py,
+            "--auth-list-public-keys",
+            &key("client_public_keys.csv"),
+            "--auth-superlink-private-key",
+            &key("server_credentials"),
+            "--auth-superlink-public-key",
+            &key("server_credentials.pub"),
+        ],
+    );
+    let nodes: Vec<support::Proc> = (1..=2)
+        .map(|i| {
+            let (private, public) = (
+                key(&format!("client_credentials_{i}")),
+                key(&format!("client_credentials_{i}.pub")),
+            );
+            let args = [
+                "--python",
+                &py,
+                "--auth-supernode-private-key",
+                &private,
+                "--auth-supernode-public-key",
+                &public,
+            ];
+            support::supernode(&link.fleet, i - 1, 2, &args)
+        })
+        .collect();
+    for node in &nodes {
+        node.expect_log(support::NODE_READY);
+    }
+    let ca = pki.path().join("certificates").join("ca.crt");
+    let app = deployable("flower-sklearn", &link.control, Some(&ca));
+    let (code, deployed, stderr) = deploy(app.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(deployed["status"], "finished:completed", "{deployed}");
+    let simulated = run_json(app.path(), &["two-nodes"]);
+    assert_same_rounds(&deployed, &simulated);
+    let accuracy = last_round_metric(&deployed, "evaluate", "accuracy");
+    assert!(
+        accuracy > 0.9,
+        "the two nodes learned the digits: {accuracy}"
+    );
+}
+
+/// A daemon whose Python cannot run the app says so in the run's log, with the fix: the
+/// SuperLink's fails the run at its start; a SuperNode's turns each message into an error
+/// reply whose reason the run's log shows once.
+#[test]
+fn a_daemon_whose_python_cannot_run_the_app_says_so_in_the_runs_log() {
+    let venv = tempfile::tempdir().unwrap();
+    let o = Command::new("python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(venv.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let bare = venv.path().join("bin/python");
+    let bare = bare.to_str().unwrap();
+
+    let link = support::SuperLink::start_with(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--python", "/nonexistent/python3"],
+    );
+    let app = deployable("flower-numpy", &link.control, None);
+    let (code, report, stderr) = deploy(app.path(), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(report["status"], "finished:failed", "{report}");
+    let reason = report["reason"].as_str().unwrap_or_default().to_owned() + &stderr;
+    assert!(
+        reason.contains("no Python at /nonexistent/python3"),
+        "{reason}"
+    );
+    assert!(reason.contains("--python"), "the fix: {reason}");
+    drop(link);
+
+    let py = python_flag();
+    let link = support::SuperLink::start_with("127.0.0.1:0", "127.0.0.1:0", &["--python", &py]);
+    let nodes: Vec<support::Proc> = (0..2)
+        .map(|i| support::supernode(&link.fleet, i, 2, &["--python", bare]))
+        .collect();
+    for node in &nodes {
+        node.expect_log(support::NODE_READY);
+    }
+    let app = deployable("flower-numpy", &link.control, None);
+    let log = support::flwr(&[
+        "run",
+        app.path().to_str().unwrap(),
+        "e2e",
+        "--stream",
+        "--run-config",
+        "num-server-rounds=1",
+    ]);
+    let line = log
+        .stdout
+        .lines()
+        .chain(log.stderr.lines())
+        .find(|l| l.contains("replied with an error"))
+        .unwrap_or_else(|| {
+            panic!(
+                "the reason in the run's log: {}\n{}",
+                log.stdout, log.stderr
+            )
+        })
+        .to_owned();
+    assert!(
+        line.contains("cannot run Flower apps (No module named 'flwr')"),
+        "{line}"
+    );
+    assert!(line.contains("pip install flwr"), "the fix: {line}");
+    let told = log.stdout.matches("replied with an error").count()
+        + log.stderr.matches("replied with an error").count();
+    assert_eq!(told, 1, "once per reason: {}\n{}", log.stdout, log.stderr);
+}
+
+/// `flwr build` on a Python app writes Flower's FAB under Flower's file name, and
+/// Flower's own installer takes it (CONTENT verified); a FAB Flower's own builder wrote of
+/// the same directory reads as a Flower FAB here, with the same files.
+#[test]
+fn flwr_build_writes_a_fab_that_flower_installs_and_flowers_fab_reads_here() {
+    let app = tempfile::tempdir().unwrap();
+    copy_tree(&example("flower-numpy"), app.path());
+    // Not part of the app: a test module, Python's cache, a virtual environment.
+    std::fs::write(app.path().join("numpyapp/test_task.py"), "x = 1\n").unwrap();
+    std::fs::create_dir_all(app.path().join(".venv/lib")).unwrap();
+    std::fs::write(app.path().join(".venv/lib/site.py"), "x = 1\n").unwrap();
+    // Nor what its .gitignore ignores.
+    std::fs::write(app.path().join(".gitignore"), "numpyapp/local_*.py\n").unwrap();
+    std::fs::write(app.path().join("numpyapp/local_notes.py"), "x = 1\n").unwrap();
+    // Nor what `fab-exclude` names.
+    std::fs::write(app.path().join("numpyapp/scratch.py"), "x = 1\n").unwrap();
+    let manifest = app.path().join("pyproject.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        "publisher = \"floret\"\n",
+        "publisher = \"floret\"\nfab-exclude = [\"numpyapp/scratch.py\"]\n",
+    );
+    assert!(text.contains("fab-exclude"));
     std::fs::write(&manifest, text).unwrap();
     let home = tempfile::tempdir().unwrap();
-    // The federation comes first on the command line: `flwr run APP remote --python ...`.
-    let o = flwr_run(app.path(), Path::new("python3"), &["remote"], home.path());
-    assert_user_error(&o, &["local simulation only", "without `address`"]);
+    let o = Command::new(support::FLWR)
+        .arg("build")
+        .arg(app.path())
+        .env("FLWR_HOME", home.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fab = PathBuf::from(
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("fab: "))
+            .unwrap(),
+    );
+    let hash = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256: "))
+        .unwrap();
+    assert_eq!(
+        fab.file_name().unwrap().to_str().unwrap(),
+        format!("floret.numpyapp.1-0-0.{}.fab", &hash[..8])
+    );
+    let bytes = std::fs::read(&fab).unwrap();
+    assert_eq!(floret_core::fab_hash(&bytes), hash);
+
+    let installed = tempfile::tempdir().unwrap();
+    let o = Command::new(python())
+        .args([
+            "-c",
+            "import sys; from pathlib import Path; from flwr.cli.install import install_from_fab; \
+             print(install_from_fab(Path(sys.argv[1]), Path(sys.argv[2]), True))",
+        ])
+        .arg(&fab)
+        .arg(installed.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "Flower's installer: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let dir = PathBuf::from(
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap(),
+    );
+    assert!(
+        dir.join("numpyapp/client_app.py").is_file(),
+        "{}",
+        dir.display()
+    );
+    assert!(
+        !dir.join("numpyapp/test_task.py").exists(),
+        "tests are left out"
+    );
+    assert!(
+        !dir.join(".venv").exists(),
+        "virtual environments are left out"
+    );
+
+    // Flower's builder refuses `fab-exclude` beside a `.gitignore` (its publish rules keep
+    // the `.gitignore` as a candidate, then its FAB rules drop it: "conflicting patterns"),
+    // so it builds the directory without them: the files left are the same.
+    std::fs::remove_file(app.path().join(".gitignore")).unwrap();
+    std::fs::remove_file(app.path().join("numpyapp/local_notes.py")).unwrap();
+    let flowers = app.path().join("flowers.fab");
+    let o = Command::new(python())
+        .args([
+            "-c",
+            "import sys; from pathlib import Path; from flwr.cli.build import build_fab_from_disk; \
+             Path(sys.argv[2]).write_bytes(build_fab_from_disk(Path(sys.argv[1])))",
+        ])
+        .arg(app.path())
+        .arg(&flowers)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "Flower's builder: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let packed = bytes::Bytes::from(std::fs::read(&flowers).unwrap());
+    let hash = floret_core::fab_hash(&packed);
+    let floret_core::AnyFab::Flower(read) =
+        floret_core::AnyFab::unpack_verified(packed, &hash).unwrap()
+    else {
+        panic!("Flower's FAB is told to be Flower's");
+    };
+    assert_eq!(read.manifest.name, "numpyapp");
+    assert_eq!(read.manifest.clientapp, "numpyapp.client_app:app");
+    let ours = floret_core::fab::flower::unpack(&bytes).unwrap();
+    let paths = |f: &floret_core::fab::flower::FlowerFab| {
+        let mut p: Vec<String> = f.files.iter().map(|f| f.path.clone()).collect();
+        p.sort();
+        p
+    };
+    assert_eq!(
+        paths(&read),
+        paths(&ours),
+        "the same files as Flower's builder takes"
+    );
 }

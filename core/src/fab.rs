@@ -23,6 +23,16 @@
 //! ([`Fab::unpack_verified`]). The binary is a slice of the packed bytes, not a copy.
 //! Unknown manifest keys are ignored, so later versions may add keys without a new format
 //! version.
+//!
+//! # Two formats, told apart by their bytes
+//!
+//! A daemon also takes Flower's own FAB format, a zip of a Python app's files
+//! ([`flower`]): that is how a Flower app written in Python is deployed. Which format a
+//! FAB is, is told here and only here, from its first bytes ([`FabFormat::of`]):
+//! `FLORETFAB` is the native format above, a zip's `PK\x03\x04` is Flower's. Both are named
+//! by the sha256 of their bytes. [`AnyFab::unpack_verified`] reads either.
+
+pub mod flower;
 
 use crate::manifest::AppManifest;
 use bytes::Bytes;
@@ -77,8 +87,10 @@ pub struct Fab {
 /// Why bytes are not a usable FAB. Each message names the problem and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FabError {
-    /// The bytes do not start with the FAB magic.
-    #[error("not a FAB: it does not start with \"FLORETFAB\"; build one with `flwr build`")]
+    /// The bytes start with neither format's magic.
+    #[error(
+        "not a FAB: it is neither a Floret FAB (\"FLORETFAB\") nor a Flower FAB (a zip); build one with `flwr build`"
+    )]
     NotAFab,
     /// The archive is of a format version this code does not read.
     #[error(
@@ -133,6 +145,28 @@ pub enum FabError {
         expected: String,
         /// The archive's actual sha256, lowercase hex.
         found: String,
+    },
+    /// A Flower FAB (zip) that is not a valid one; why.
+    #[error("the Flower FAB is invalid: {0}; rebuild it with `flwr build`")]
+    Flower(String),
+    /// A Flower FAB entry whose path would leave the app's directory; which and why.
+    #[error("the Flower FAB is refused: the path {0}; rebuild it with `flwr build`")]
+    UnsafePath(String),
+    /// A Flower FAB file whose sha256 or size differs from its `.info/CONTENT` line.
+    #[error(
+        "the Flower FAB's {0} does not match its .info/CONTENT line: it was corrupted or tampered with; rebuild it with `flwr build`"
+    )]
+    ContentMismatch(String),
+    /// A Flower FAB over a size bound.
+    #[error(
+        "{what} would be more than {} MiB: a FAB holds an app's source files, not its data; move data files out of the app directory and rebuild it with `flwr build`",
+        limit >> 20
+    )]
+    TooLarge {
+        /// What is too large.
+        what: &'static str,
+        /// The bound, bytes.
+        limit: u64,
     },
     /// The binary was built for another target triple than this machine's.
     #[error(
@@ -254,6 +288,72 @@ impl Fab {
                 fab: self.manifest.target.clone(),
                 host: HOST_TARGET.to_owned(),
             })
+        }
+    }
+}
+
+/// A FAB's format, told by its first bytes (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FabFormat {
+    /// Floret's own: a manifest and a native binary.
+    Native,
+    /// Flower's: a zip of a Python app's files.
+    Flower,
+}
+
+impl FabFormat {
+    /// The format of `packed`, if it is either.
+    pub fn of(packed: &[u8]) -> Option<FabFormat> {
+        if packed.starts_with(MAGIC) {
+            Some(FabFormat::Native)
+        } else if packed.starts_with(flower::ZIP_MAGIC) {
+            Some(FabFormat::Flower)
+        } else {
+            None
+        }
+    }
+}
+
+/// A FAB of either format, read and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnyFab {
+    /// A native binary and its manifest.
+    Native(Fab),
+    /// A Python app's files.
+    Flower(flower::FlowerFab),
+}
+
+impl AnyFab {
+    /// Checks that `packed` hashes to `expected_hash` (a run's `AppRef.fab_hash`), tells its
+    /// format and reads it with that format's checks. Never panics.
+    pub fn unpack_verified(packed: Bytes, expected_hash: &str) -> Result<AnyFab, FabError> {
+        let found = fab_hash(&packed);
+        if !found.eq_ignore_ascii_case(expected_hash) {
+            return Err(FabError::FabHash {
+                expected: expected_hash.to_owned(),
+                found,
+            });
+        }
+        match FabFormat::of(&packed) {
+            Some(FabFormat::Native) => Fab::unpack(packed).map(AnyFab::Native),
+            Some(FabFormat::Flower) => flower::unpack(&packed).map(AnyFab::Flower),
+            None => Err(FabError::NotAFab),
+        }
+    }
+
+    /// The app's `[project] name`.
+    pub fn name(&self) -> &str {
+        match self {
+            AnyFab::Native(fab) => &fab.manifest.name,
+            AnyFab::Flower(fab) => &fab.manifest.name,
+        }
+    }
+
+    /// The app's `[project] version`, `0.0.0` when it has none.
+    pub fn version(&self) -> &str {
+        match self {
+            AnyFab::Native(fab) => &fab.manifest.version,
+            AnyFab::Flower(fab) => fab.manifest.version.as_deref().unwrap_or("0.0.0"),
         }
     }
 }
@@ -523,6 +623,30 @@ lines with "quotes" and 'apostrophes' \\ and a backslash"""
         let err = f.check_target().unwrap_err().to_string();
         assert!(err.contains("riscv64gc-unknown-none-elf"), "{err}");
         assert!(err.contains(HOST_TARGET), "{err}");
+    }
+
+    #[test]
+    fn the_format_is_told_by_the_first_bytes() {
+        let native = fab(b"binary").pack();
+        assert_eq!(FabFormat::of(&native), Some(FabFormat::Native));
+        let zip = flower::pack(PYPROJECT, &[]).unwrap();
+        assert_eq!(FabFormat::of(&zip), Some(FabFormat::Flower));
+        assert_eq!(FabFormat::of(b"#!/bin/sh"), None);
+        assert!(matches!(
+            AnyFab::unpack_verified(native.clone(), &fab_hash(&native)).unwrap(),
+            AnyFab::Native(_)
+        ));
+        let flower = AnyFab::unpack_verified(zip.clone(), &fab_hash(&zip)).unwrap();
+        assert_eq!((flower.name(), flower.version()), ("myapp", "1.2.0"));
+        assert!(matches!(
+            AnyFab::unpack_verified(zip, &fab_hash(&native)).unwrap_err(),
+            FabError::FabHash { .. }
+        ));
+        let garbage = Bytes::from_static(b"garbage");
+        assert_eq!(
+            AnyFab::unpack_verified(garbage.clone(), &fab_hash(&garbage)).unwrap_err(),
+            FabError::NotAFab
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub use app::{
 pub use appio::{AppIoError, AppOutcome, ClientAppIo, ClientTask, ServerAppIo};
 pub use array::{Array, ArrayError, DType, Element, STYPE_RAW};
 pub use context::Context;
-pub use fab::{Fab, FabError, FabManifest, HOST_TARGET, fab_hash};
+pub use fab::{AnyFab, Fab, FabError, FabFormat, FabManifest, HOST_TARGET, fab_hash};
 pub use federation_options::{
     ByzantineMode, ChaosOptions, ClientResources, FederationOptions, OptionError,
 };

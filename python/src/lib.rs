@@ -95,6 +95,26 @@ pub fn start(settings: &PythonSettings, workers: usize) -> Result<PythonApp, Bri
     })
 }
 
+/// Starts the ServerApp's process alone and waits until it has loaded its component: the
+/// ServerApp of a deployed run, whose ClientApps run on the SuperNodes. Blocks for as long
+/// as the import takes.
+///
+/// # Errors
+/// As [`start`].
+pub fn start_server(settings: &PythonSettings) -> Result<Arc<dyn ServerApp>, BridgeError> {
+    let server = server::PythonServerApp::start_spawned(settings)?.wait_ready(settings)?;
+    Ok(Arc::new(server))
+}
+
+/// Starts `workers` ClientApp workers alone and waits until each has loaded its component:
+/// the ClientApp of a deployed run on one SuperNode. Blocks for as long as the imports take.
+///
+/// # Errors
+/// As [`start`].
+pub fn start_client(settings: &PythonSettings, workers: usize) -> Result<ClientApp, BridgeError> {
+    Ok(client::Pool::start(settings, workers)?.into_client_app())
+}
+
 /// Whether `app_dir` holds a Flower app in Python: it is not a Cargo crate, its
 /// components are Python references (`package.module:attribute`), and the ServerApp's
 /// top-level package or module is in the directory (where Flower imports it from).

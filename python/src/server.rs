@@ -19,6 +19,9 @@ use tokio::process::{ChildStdin, ChildStdout};
 /// What `send_and_receive` waits at most when the app gives no timeout (Flower: forever);
 /// the run's own end or a stop comes first in practice.
 const NO_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Distinct error reasons one run's log tells: enough for every kind of failure, bounded
+/// for an app whose errors all differ (each names its node or its data).
+const MAX_ERRORS_TOLD: usize = 16;
 
 /// The user's ServerApp in Python.
 pub(crate) struct PythonServerApp {
@@ -90,6 +93,7 @@ impl ServerApp for PythonServerApp {
             grid,
             stdin: BufWriter::with_capacity(1 << 16, stdin),
             stdout: BufReader::with_capacity(1 << 16, stdout),
+            errors_told: HashSet::new(),
         };
         session
             .write(b'S', &floret_transport::encode_context(&context))
@@ -107,11 +111,28 @@ struct Session<'g> {
     grid: &'g dyn Grid,
     stdin: BufWriter<ChildStdin>,
     stdout: BufReader<ChildStdout>,
+    /// Error replies' reasons already in the run's log. Flower's strategies count a failed
+    /// reply and go on without saying why; the run's log (`flwr log`) says it once per
+    /// reason, so that, e.g., a SuperNode whose Python has no `flwr` is named with the fix.
+    errors_told: HashSet<String>,
 }
 
 impl Session<'_> {
     async fn write(&mut self, tag: u8, body: &[u8]) -> std::io::Result<()> {
         write_frame_async(&mut self.stdin, tag, body).await
+    }
+
+    /// Logs `reply`'s error to the run, the first time its reason is seen.
+    fn tell_error(&mut self, reply: &Message) {
+        if let Payload::Error(error) = &reply.payload
+            && self.errors_told.len() < MAX_ERRORS_TOLD
+            && self.errors_told.insert(error.reason.clone())
+        {
+            self.grid.emit(RunEvent::Log(format!(
+                "node {} replied with an error: {}",
+                reply.metadata.src_node_id, error.reason
+            )));
+        }
     }
 
     /// Answers the app's requests until it says it is done ('D') or failed ('X').
@@ -176,6 +197,9 @@ impl Session<'_> {
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .collect::<Vec<_>>();
         let replies = self.grid.pull(&ids).await?;
+        for reply in &replies {
+            self.tell_error(reply);
+        }
         let body = pack_parts(replies.iter().map(floret_transport::encode_message));
         Ok(self.write(b'L', &body).await?)
     }
@@ -201,6 +225,7 @@ impl Session<'_> {
             // written, and the app decodes one while the next is on its way.
             for reply in replies {
                 if waiting.remove(&reply.metadata.reply_to_message_id) {
+                    self.tell_error(&reply);
                     let wire = floret_transport::encode_message(&reply);
                     drop(reply);
                     self.write(b'l', &pack_parts([wire])).await?;

@@ -7,12 +7,20 @@
 //! - `process`: the daemon starts nothing; an app process started by someone else (another
 //!   container, a test) connects to the AppIo API and claims the run (Flower's
 //!   `--isolation process`).
+//!
+//! A Flower FAB (a Python app, see `floret_core::fab::flower`) has no binary: its files are
+//! unpacked into the FAB cache and the daemon starts *itself* (`PythonHost::program`, its
+//! own executable) in the hidden mode [`PYTHON_APP_MODE`]:
+//! `<daemon> __python-app serverapp|clientapp --<api>-address ADDR --token T --app-dir DIR
+//! --python PYTHON --bridge-cache DIR`. That process connects over AppIo exactly as an app
+//! binary does and hosts the user's Python through `floret-python`, so TLS, node
+//! authentication, persistence, resume and traces are the same for both kinds of app.
 
 use crate::apps::app_process::{AppProcess, AppProcesses};
 use crate::apps::fab_cache::FabCache;
 use floret_core::UserConfig;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -53,6 +61,21 @@ impl fmt::Display for Isolation {
 /// The variable that hands an app process its parent span (the W3C header's name).
 pub const TRACEPARENT: &str = "TRACEPARENT";
 
+/// The hidden first argument with which a daemon's executable runs a Flower FAB's Python
+/// app as an app process (see the module doc); not a word users type.
+pub const PYTHON_APP_MODE: &str = "__python-app";
+
+/// How a daemon starts the app process of a Flower FAB (a Python app).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonHost {
+    /// The executable that hosts the Python app: the daemon's own (`current_exe`), which
+    /// understands [`PYTHON_APP_MODE`].
+    pub program: PathBuf,
+    /// The user's Python, with `flwr` and the app's dependencies (`--python`,
+    /// `FLORET_PYTHON`, default `python3`).
+    pub python: PathBuf,
+}
+
 /// Everything a daemon needs to start FAB apps. Cloning shares the process registry.
 #[derive(Debug, Clone)]
 pub struct AppLauncher {
@@ -63,6 +86,8 @@ pub struct AppLauncher {
     /// The AppIo address an app process connects to (the bound one: a real port, and a
     /// loopback address when the API listens on all interfaces).
     pub appio_address: String,
+    /// How to start a Flower FAB's Python app; `None` refuses such FABs' app processes.
+    pub python: Option<PythonHost>,
     processes: AppProcesses,
 }
 
@@ -74,8 +99,15 @@ impl AppLauncher {
             isolation,
             cache,
             appio_address,
+            python: None,
             processes: AppProcesses::default(),
         }
+    }
+
+    /// The launcher, able to start Flower FABs' Python apps through `host`.
+    pub fn with_python(mut self, host: PythonHost) -> AppLauncher {
+        self.python = Some(host);
+        self
     }
 
     /// Starts `<binary> <role> --<role>io-api-address ADDR --token T [EXTRA...]`; `role`
@@ -88,8 +120,53 @@ impl AppLauncher {
         token: &str,
         extra: &[String],
     ) -> Result<AppProcess, String> {
+        self.start(binary, None, role, token, extra).await
+    }
+
+    /// Starts the app process of a Flower FAB whose files are in `app_dir` (see the module
+    /// doc); `role` and `extra` as for [`AppLauncher::spawn`].
+    pub async fn spawn_python(
+        &self,
+        app_dir: &Path,
+        role: &str,
+        token: &str,
+        extra: &[String],
+    ) -> Result<AppProcess, String> {
+        let host = self.python.as_ref().ok_or_else(|| {
+            format!(
+                "this daemon was not given a way to run Flower apps in Python, so it cannot start the {} of a Flower FAB",
+                role_name(role)
+            )
+        })?;
+        let mut flags = vec![
+            "--app-dir".to_owned(),
+            app_dir.to_string_lossy().into_owned(),
+            "--python".to_owned(),
+            host.python.to_string_lossy().into_owned(),
+            "--bridge-cache".to_owned(),
+            self.cache
+                .dir()
+                .join("python")
+                .to_string_lossy()
+                .into_owned(),
+        ];
+        flags.extend(extra.iter().cloned());
+        self.start(&host.program, Some(PYTHON_APP_MODE), role, token, &flags)
+            .await
+    }
+
+    async fn start(
+        &self,
+        program: &Path,
+        mode: Option<&str>,
+        role: &str,
+        token: &str,
+        extra: &[String],
+    ) -> Result<AppProcess, String> {
+        let binary = program;
         let flag = format!("--{role}io-api-address");
-        let mut args = vec![role, flag.as_str(), &self.appio_address, "--token", token];
+        let mut args: Vec<&str> = mode.into_iter().collect();
+        args.extend([role, flag.as_str(), &self.appio_address, "--token", token]);
         args.extend(extra.iter().map(String::as_str));
         let header = floret_core::trace_context::current();
         let envs: Vec<(&str, String)> = if header.is_empty() {

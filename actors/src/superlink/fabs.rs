@@ -1,8 +1,11 @@
 //! Runs of apps that come as FABs, on the SuperLink.
 //!
 //! `LinkFabs::prepare` checks a `StartRun` that carries a FAB before any run exists: the
-//! bytes must hash to the run's `fab_hash`, unpack (which verifies the binary) and, when the
-//! SuperLink is to start the ServerApp itself, hold a binary for this machine's target.
+//! bytes must hash to the run's `fab_hash` and unpack in their format (`AnyFab`: a native
+//! FAB's binary is verified and, when the SuperLink is to start the ServerApp itself, must
+//! be for this machine's target; a Flower FAB's paths, sizes and CONTENT are checked, and
+//! it needs `--isolation subprocess`, as the SuperLink hosts its Python itself), so a bad
+//! FAB is refused at submit and nothing of it is written.
 //! The FAB is then kept in the `LinkState` by hash, for `Fleet::get_fab`.
 //!
 //! The run's ServerApp is an `ExternalServerApp`: its `main` opens a ServerAppIo session
@@ -11,7 +14,11 @@
 //!   `<binary> serverapp --serverappio-api-address ADDR --token T`; on a `--simulation`
 //!   SuperLink with `--simulation-options OPTIONS --simulation-workers N` added, so that
 //!   the process runs the run's virtual fleet of the app's own ClientApp itself and sends
-//!   only status, events and checkpoints to the SuperLink;
+//!   only status, events and checkpoints to the SuperLink; for a Flower FAB (a Python app)
+//!   it unpacks the app's files into the FAB cache and starts the SuperLink's own
+//!   executable as the app process (`AppLauncher::spawn_python`), which hosts the Python
+//!   ServerApp; a Python that is missing or has no `flwr` fails the run at its start with
+//!   the one line that says so;
 //! - with `--isolation process`, waits for an app process to claim the run;
 //!
 //! and ends when the process reports its outcome (`finish`), or, for a process the
@@ -28,7 +35,7 @@ use crate::apps::isolation::{AppLauncher, Isolation, simulation_flags};
 use crate::state::LinkState;
 use crate::superlink::appio::{LinkAppIo, SessionGuard};
 use async_trait::async_trait;
-use floret_core::fab::Fab;
+use floret_core::fab::AnyFab;
 use floret_core::{
     AppError, AppOutcome, Context, ControlError, Grid, RunEvent, ServerApp, StartRun, UserConfig,
 };
@@ -88,8 +95,9 @@ impl LinkFabs {
         let fab = self.verify(packed.clone(), &hash).await?;
         tracing::info!(
             fab_hash = %hash,
-            app = %fab.manifest.name,
-            version = %fab.manifest.version,
+            app = %fab.name(),
+            version = %fab.version(),
+            format = if matches!(fab, AnyFab::Flower(_)) { "flower" } else { "native" },
             "FAB accepted"
         );
         state
@@ -99,7 +107,12 @@ impl LinkFabs {
         Ok(self.server_app(hash, fab, &request.federation_options))
     }
 
-    fn server_app(&self, fab_hash: String, fab: Fab, options: &UserConfig) -> Arc<dyn ServerApp> {
+    fn server_app(
+        &self,
+        fab_hash: String,
+        fab: AnyFab,
+        options: &UserConfig,
+    ) -> Arc<dyn ServerApp> {
         Arc::new(ExternalServerApp {
             fab_hash,
             fab: Arc::new(fab),
@@ -128,16 +141,23 @@ impl LinkFabs {
 
     /// Unpacks and verifies a FAB (off the async threads: it hashes the binary) and, when
     /// this SuperLink starts ServerApp processes itself, checks it can run here.
-    async fn verify(&self, packed: bytes::Bytes, hash: &str) -> Result<Fab, ControlError> {
+    async fn verify(&self, packed: bytes::Bytes, hash: &str) -> Result<AnyFab, ControlError> {
         let check = {
             let hash = hash.to_string();
-            tokio::task::spawn_blocking(move || Fab::unpack_verified(packed, &hash))
+            tokio::task::spawn_blocking(move || AnyFab::unpack_verified(packed, &hash))
         };
         let fab = check
             .await
             .map_err(|e| ControlError::Unavailable(format!("FAB check failed: {e}")))?
             .map_err(|e| ControlError::Invalid(format!("FAB {hash} refused: {e}")))?;
-        if self.launcher.isolation == Isolation::Subprocess {
+        if let (Isolation::Process, AnyFab::Flower(_)) = (self.launcher.isolation, &fab) {
+            return Err(ControlError::Invalid(format!(
+                "FAB {hash} refused: it is a Flower app in Python, whose ServerApp this SuperLink \
+                 hosts itself, but it runs with --isolation process (it starts no app \
+                 process): restart it with --isolation subprocess (the default)"
+            )));
+        }
+        if let (Isolation::Subprocess, AnyFab::Native(fab)) = (self.launcher.isolation, &fab) {
             fab.check_target().map_err(|e| {
                 ControlError::Invalid(format!(
                     "FAB {hash} refused: this SuperLink starts ServerApp processes itself \
@@ -152,7 +172,7 @@ impl LinkFabs {
 /// The ServerApp of a FAB run: a proxy for the app process (see the module doc).
 pub struct ExternalServerApp {
     fab_hash: String,
-    fab: Arc<Fab>,
+    fab: Arc<AnyFab>,
     fabs: LinkFabs,
     /// On a `--simulation` SuperLink, the run's `federation_options`, passed to the
     /// process so that it runs the run's virtual fleet.
@@ -160,30 +180,42 @@ pub struct ExternalServerApp {
 }
 
 impl ExternalServerApp {
-    async fn install(&self) -> Result<PathBuf, AppError> {
+    /// Writes the FAB's binary, or a Flower FAB's files, to the cache: what to start.
+    async fn install(&self) -> Result<Installed, AppError> {
         let cache = self.fabs.launcher.cache.clone();
         let (hash, fab) = (self.fab_hash.clone(), self.fab.clone());
-        tokio::task::spawn_blocking(move || cache.install(&hash, &fab))
-            .await
-            .map_err(AppError::other)?
-            .map_err(AppError::Other)
+        tokio::task::spawn_blocking(move || match fab.as_ref() {
+            AnyFab::Native(fab) => cache.install(&hash, fab).map(Installed::Binary),
+            AnyFab::Flower(fab) => cache.install_app(&hash, fab).map(Installed::PythonApp),
+        })
+        .await
+        .map_err(AppError::other)?
+        .map_err(AppError::Other)
     }
 
     /// Starts the app process and waits for its outcome or its end.
     async fn subprocess(&self, session: &mut SessionGuard, run_id: u64) -> Result<(), AppError> {
-        let binary = self.install().await?;
+        let installed = self.install().await?;
         let extra = match (&self.simulation, self.fabs.simulation_workers) {
             (Some(options), Some(workers)) => {
                 simulation_flags(options, workers).map_err(AppError::Other)?
             }
             _ => Vec::new(),
         };
-        let process = self
-            .fabs
-            .launcher
-            .spawn(&binary, "serverapp", &session.token, &extra)
-            .await
-            .map_err(AppError::Other)?;
+        let launcher = &self.fabs.launcher;
+        let process = match &installed {
+            Installed::Binary(binary) => {
+                launcher
+                    .spawn(binary, "serverapp", &session.token, &extra)
+                    .await
+            }
+            Installed::PythonApp(dir) => {
+                launcher
+                    .spawn_python(dir, "serverapp", &session.token, &extra)
+                    .await
+            }
+        }
+        .map_err(AppError::Other)?;
         tracing::info!(run_id, pid = process.pid(), "started ServerApp process");
         tokio::select! {
             biased;
@@ -198,6 +230,14 @@ impl ExternalServerApp {
             },
         }
     }
+}
+
+/// What a FAB run's ServerApp process is started from.
+enum Installed {
+    /// A native FAB's binary.
+    Binary(PathBuf),
+    /// A Flower FAB's app directory, hosted by the SuperLink's own executable.
+    PythonApp(PathBuf),
 }
 
 /// Lets a process that has reported its outcome exit by itself, then kills it.

@@ -60,7 +60,8 @@ pub(super) enum HostMsg {
 /// A run's ClientApp, in this process or in an app process of its own.
 enum LoadedApp {
     Builtin(Arc<ClientApp>),
-    Fab(FabClient),
+    // Boxed: a FAB client holds its session and process handles, a built-in app one Arc.
+    Fab(Box<FabClient>),
 }
 
 pub(super) struct HostState {
@@ -202,7 +203,7 @@ impl HostState {
                 format!("run {run_id} runs a FAB, but this SuperNode runs built-in apps only")
             })?;
             let fleet = self.args.fleet.as_ref();
-            LoadedApp::Fab(fabs.load(fleet, run_id, &run.app.fab_hash).await?)
+            LoadedApp::Fab(Box::new(fabs.load(fleet, run_id, &run.app.fab_hash).await?))
         };
         self.context.run_config = run.run_config;
         self.app = Some(app);

@@ -2,10 +2,14 @@
 //!
 //! Loading (once per run and host): with `--isolation subprocess`, the packed FAB comes from
 //! the FAB cache or, the first time, from the SuperLink (`Fleet::get_fab`); it must hash to
-//! the run's `fab_hash`, unpack (which verifies the binary), and hold a binary for this
-//! machine's target triple, else every message of the run gets a
-//! `LOAD_CLIENT_APP_EXCEPTION` reply naming the problem. The binary is written to the cache
-//! and started as `<binary> clientapp --clientappio-api-address ADDR --token T`. With
+//! the run's `fab_hash`, unpack in its format (`AnyFab`: a native FAB's binary verified and
+//! for this machine's target triple; a Flower FAB's paths, sizes and CONTENT checked),
+//! else every message of the run gets a `LOAD_CLIENT_APP_EXCEPTION` reply naming the
+//! problem. The binary is written to the cache and started as
+//! `<binary> clientapp --clientappio-api-address ADDR --token T`; a Flower FAB's files are
+//! unpacked into the cache and the SuperNode's own executable hosts the Python ClientApp
+//! (`AppLauncher::spawn_python`; a Python that cannot run it answers each message with an
+//! error reply that says why). With
 //! `--isolation process` nothing is fetched or started: an app process started elsewhere
 //! claims the run's session.
 //!
@@ -20,7 +24,7 @@ use super::node_appio::{NodeAppIo, SessionGuard, TaskReply};
 use crate::apps::app_process::AppProcess;
 use crate::apps::isolation::{AppLauncher, Isolation};
 use crate::policy::clock::unix_now;
-use floret_core::fab::Fab;
+use floret_core::fab::AnyFab;
 use floret_core::{Context, Fleet, Message};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,7 +75,7 @@ impl NodeFabs {
         fleet: &dyn Fleet,
         run_id: u64,
         fab_hash: &str,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<Installed, String> {
         let cache = self.launcher.cache.clone();
         let hash = fab_hash.to_ascii_lowercase();
         let cached = {
@@ -88,18 +92,31 @@ impl NodeFabs {
             }
         };
         blocking(move || {
-            let fab = Fab::unpack_verified(packed.clone(), &hash)
+            let fab = AnyFab::unpack_verified(packed.clone(), &hash)
                 .map_err(|e| format!("FAB {hash} of run {run_id} refused: {e}"))?;
             if fetched {
                 cache.store_packed(&hash, &packed)?;
             }
-            fab.check_target().map_err(|e| {
-                format!("cannot run the ClientApp of run {run_id} (FAB {hash}): {e}")
-            })?;
-            cache.install(&hash, &fab)
+            match fab {
+                AnyFab::Native(fab) => {
+                    fab.check_target().map_err(|e| {
+                        format!("cannot run the ClientApp of run {run_id} (FAB {hash}): {e}")
+                    })?;
+                    cache.install(&hash, &fab).map(Installed::Binary)
+                }
+                AnyFab::Flower(fab) => cache.install_app(&hash, &fab).map(Installed::PythonApp),
+            }
         })
         .await
     }
+}
+
+/// What a FAB run's ClientApp process is started from.
+pub(super) enum Installed {
+    /// A native FAB's binary.
+    Binary(PathBuf),
+    /// A Flower FAB's app directory, hosted by the SuperNode's own executable.
+    PythonApp(PathBuf),
 }
 
 /// Runs file work off the async threads.
@@ -114,8 +131,8 @@ async fn blocking<T: Send + 'static>(
 /// See the module doc.
 pub(super) struct FabClient {
     run_id: u64,
-    /// The binary to start; `None` with `--isolation process`.
-    binary: Option<PathBuf>,
+    /// What to start; `None` with `--isolation process`.
+    binary: Option<Installed>,
     launcher: AppLauncher,
     session: SessionGuard,
     /// The running app process, if this node started one.
@@ -161,10 +178,17 @@ impl FabClient {
         if self.process.as_ref().is_some_and(|p| p.exit().is_none()) {
             return Ok(());
         }
-        let process = self
-            .launcher
-            .spawn(binary, "clientapp", &self.session.token, &[])
-            .await?;
+        let token = &self.session.token;
+        let process = match binary {
+            Installed::Binary(binary) => {
+                self.launcher.spawn(binary, "clientapp", token, &[]).await?
+            }
+            Installed::PythonApp(dir) => {
+                self.launcher
+                    .spawn_python(dir, "clientapp", token, &[])
+                    .await?
+            }
+        };
         tracing::info!(
             run_id = self.run_id,
             pid = process.pid(),

@@ -15,7 +15,7 @@ use super::serverapp::claim;
 use crate::{UserError, exit_code};
 use clap::Parser;
 use floret_actors::apps::client_exec::execute;
-use floret_core::{AppIoError, ClientAppIo, ClientTask};
+use floret_core::{AppError, AppIoError, ClientApp, ClientAppIo, ClientTask};
 use floret_transport::grpc::clientappio_client;
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -47,11 +47,18 @@ pub struct ClientAppArgs {
     pub token: Option<String>,
 }
 
+/// What a clientapp process runs, made once its run is claimed, on a blocking thread. An
+/// app that cannot be made (a Python app whose Python cannot run it) answers every
+/// message of the run with an error reply carrying the returned line, so the ServerApp
+/// and `flwr log` see why; the process keeps serving rather than exit and be restarted
+/// for each message.
+pub type LoadClient = Box<dyn FnOnce() -> Result<ClientApp, String> + Send>;
+
 /// Parses `args` (`args[0]` names the program and mode) and serves one run.
 pub fn run(args: Vec<OsString>, client_app: ClientAppFn) -> ExitCode {
     // Handlers run on the blocking pool; one worker carries the calls.
     crate::process::app_main_with_args("floret-clientapp", args, 1, |args: ClientAppArgs| {
-        serve(args, client_app)
+        serve_with(args, Box::new(move || Ok(client_app())))
     })
 }
 
@@ -90,7 +97,9 @@ impl Outage {
     }
 }
 
-async fn serve(args: ClientAppArgs, client_app: ClientAppFn) -> anyhow::Result<i32> {
+/// Serves one run with the ClientApp `load` makes (see [`LoadClient`]); the process's exit
+/// code.
+pub async fn serve_with(args: ClientAppArgs, load: LoadClient) -> anyhow::Result<i32> {
     let address = args.clientappio_api_address;
     let client = clientappio_client(&address)
         .map_err(|e| UserError::new(format!("--clientappio-api-address {address}: {e}")))?;
@@ -99,7 +108,18 @@ async fn serve(args: ClientAppArgs, client_app: ClientAppFn) -> anyhow::Result<i
         Some(token) => token,
         None => claim("ClientApp", &address, || appio.claim()).await?,
     };
-    let app = Arc::new(client_app());
+    let loaded = match tokio::task::spawn_blocking(load).await {
+        Ok(loaded) => loaded,
+        Err(e) if e.is_panic() => Err(format!(
+            "the ClientApp panicked while loading: {}",
+            floret_actors::apps::client_exec::panic_message(e.into_panic().as_ref())
+        )),
+        Err(_) => Err("loading the ClientApp was cancelled".into()),
+    };
+    let app = Arc::new(loaded.unwrap_or_else(|reason| {
+        tracing::error!("{reason}");
+        ClientApp::new().fallback(move |_, _| Err(AppError::other(reason.clone())))
+    }));
     let mut outage = Outage {
         address,
         since: None,

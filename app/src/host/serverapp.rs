@@ -19,7 +19,7 @@ use crate::{UserError, exit_code};
 use clap::Parser;
 use floret_actors::apps::client_exec::panic_message;
 use floret_actors::apps::isolation::simulation_options;
-use floret_core::{AppIoError, AppOutcome, Grid, ServerAppIo};
+use floret_core::{AppIoError, AppOutcome, ClientApp, Grid, ServerApp, ServerAppIo};
 use floret_transport::grpc::{RemoteGrid, serverappio_client};
 use std::ffi::OsString;
 use std::future::Future;
@@ -56,10 +56,21 @@ pub struct ServerAppArgs {
     pub simulation_workers: Option<usize>,
 }
 
+/// What a serverapp process runs, made once its run is claimed, on a blocking thread:
+/// the ServerApp and, when given the worker count of a `--simulation` SuperLink, the
+/// ClientApp of the run's virtual fleet. An app that cannot be made (a Python app whose
+/// Python cannot run it) fails the run with the returned line, which `flwr log` shows.
+pub type LoadApps = Box<
+    dyn FnOnce(Option<usize>) -> Result<(Arc<dyn ServerApp>, Option<ClientApp>), String> + Send,
+>;
+
 /// Parses `args` (`args[0]` names the program and mode) and serves one run.
 pub fn run(args: Vec<OsString>, server_app: ServerAppFn, client_app: ClientAppFn) -> ExitCode {
     crate::process::app_main_with_args("floret-serverapp", args, 2, |args: ServerAppArgs| {
-        serve(args, server_app, client_app)
+        serve_with(
+            args,
+            Box::new(move |workers| Ok((server_app(), workers.map(|_| client_app())))),
+        )
     })
 }
 
@@ -82,11 +93,8 @@ where
     }
 }
 
-async fn serve(
-    args: ServerAppArgs,
-    server_app: ServerAppFn,
-    client_app: ClientAppFn,
-) -> anyhow::Result<i32> {
+/// Serves one run with the apps `load` makes (see [`LoadApps`]); the process's exit code.
+pub async fn serve_with(args: ServerAppArgs, load: LoadApps) -> anyhow::Result<i32> {
     // Bad flags are refused before anything is claimed.
     let simulation = match (&args.simulation_options, args.simulation_workers) {
         (Some(text), Some(workers)) => {
@@ -108,17 +116,34 @@ async fn serve(
     let run_id = context.run_id;
     tracing::info!(run_id, "serving as the ServerApp of run {run_id}");
     let remote = Arc::new(grid);
+    let workers = simulation.as_ref().map(|(_, workers)| *workers);
+    let loaded = match tokio::task::spawn_blocking(move || load(workers)).await {
+        Ok(loaded) => loaded,
+        Err(e) if e.is_panic() => Err(format!(
+            "the app panicked while loading: {}",
+            panic_message(e.into_panic().as_ref())
+        )),
+        Err(_) => Err("loading the app was cancelled".into()),
+    };
+    let (server_app, client_app) = match loaded {
+        Ok(apps) => apps,
+        Err(reason) => return finish(remote, run_id, AppOutcome::Failed(reason)).await,
+    };
     // What `main` drives: the SuperLink's run itself, or, on a `--simulation` SuperLink,
     // the run's virtual fleet in this process with the run's status and checkpoints on
     // the SuperLink.
-    let grid: Arc<dyn Grid> = match simulation {
-        None => remote.clone(),
-        Some((options, workers)) => {
+    let grid: Arc<dyn Grid> = match (simulation, client_app) {
+        (None, _) => remote.clone(),
+        (Some(_), None) => {
+            let reason = "the app has no ClientApp for the run's virtual fleet".to_owned();
+            return finish(remote, run_id, AppOutcome::Failed(reason)).await;
+        }
+        (Some((options, workers)), Some(client_app)) => {
             let fleet = floret_simulation::process_grid(
                 remote.clone(),
                 &context.run_config,
                 &options,
-                client_app(),
+                client_app,
                 workers,
             )
             .await;
@@ -140,7 +165,7 @@ async fn serve(
     let main = tokio::spawn(
         {
             let grid = grid.clone();
-            async move { server_app().main(grid.as_ref(), context).await }
+            async move { server_app.main(grid.as_ref(), context).await }
         }
         .instrument(span),
     );

@@ -12,6 +12,11 @@ use std::process::ExitCode;
 const WORKER_THREADS: usize = 1;
 
 fn main() -> ExitCode {
+    // The app process of a Flower FAB, started by this daemon (see `python_host`).
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if floret_cli::python_host::requested(&raw) {
+        return floret_cli::python_host::run(raw);
+    }
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();

@@ -29,7 +29,8 @@ struct Cli {
 enum Command {
     /// Make a new app (a Rust crate) from a template, offline.
     New(new_cmd::NewArgs),
-    /// Build an app crate and pack it as a FAB (app bundle).
+    /// Build an app crate and pack it as a FAB (app bundle); a Flower app in Python is
+    /// packed as Flower's FAB.
     Build(build_cmd::BuildArgs),
     /// Run an app on a federation: a local simulation, or a SuperLink (a federation with
     /// an address).

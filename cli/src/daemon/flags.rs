@@ -25,6 +25,11 @@ pub struct FabFlags {
     #[arg(long, value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fab_cache_dir: Option<String>,
+    /// The Python that runs Flower apps in Python (Flower-format FABs): it needs `flwr` and
+    /// the apps' own dependencies [default: FLORET_PYTHON, else python3 on PATH].
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
 }
 
 /// Where Prometheus scrapes the daemon.

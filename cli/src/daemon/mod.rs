@@ -256,6 +256,31 @@ pub fn fab_cache_dir(value: &str, env: &[(String, String)]) -> PathBuf {
     }
 }
 
+/// `--python`: `value` when given (flag, `--config`'s `python`, `FLWR_PYTHON`), else
+/// `FLORET_PYTHON` (what `flwr run --python` reads too), else `python3` on PATH.
+pub fn python_path(value: &str, env: &[(String, String)]) -> PathBuf {
+    if !value.is_empty() {
+        return PathBuf::from(value);
+    }
+    env.iter()
+        .find(|(k, v)| k == "FLORET_PYTHON" && !v.is_empty())
+        .map_or_else(|| PathBuf::from("python3"), |(_, v)| PathBuf::from(v))
+}
+
+/// How the daemon starts the app processes of Flower FABs: its own executable, in the
+/// hidden mode `floret_actors::apps::isolation::PYTHON_APP_MODE`, with `python`.
+pub fn python_host(python: &Path) -> anyhow::Result<floret_actors::apps::isolation::PythonHost> {
+    let program = std::env::current_exe().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot find this daemon's own executable, which hosts Flower apps in Python: {e}"
+        )
+    })?;
+    Ok(floret_actors::apps::isolation::PythonHost {
+        program,
+        python: python.to_owned(),
+    })
+}
+
 /// A `HOST:PORT` to listen on; `setting` (e.g. `fleet-api-address`) names it in errors.
 pub fn listen_address(setting: &str, value: &str) -> Result<SocketAddr, UserError> {
     if let Ok(addr) = value.parse() {

@@ -11,7 +11,7 @@ use crate::daemon::metrics::metrics_address;
 use crate::daemon::settings::layered;
 use crate::daemon::{
     SERVER_TLS_FLAGS, appio_listen_address, auth_key_pair, auth_needs_tls, fab_cache_dir,
-    listen_address, parse_isolation, server_security,
+    listen_address, parse_isolation, python_path, server_security,
 };
 use floret_actors::state::Retention;
 use floret_actors::state::retention::parse_age;
@@ -41,6 +41,8 @@ struct Settings {
     isolation: String,
     /// Empty: the default cache (see `fab_cache_dir`).
     fab_cache_dir: String,
+    /// Empty: `FLORET_PYTHON` or `python3` (see `python_path`).
+    python: String,
     /// Empty: `state.db` in the state directory.
     database: String,
     /// Empty: the default (see `state_dir`).
@@ -98,6 +100,7 @@ impl Default for Settings {
             serverappio_api_address: String::new(),
             isolation: "subprocess".into(),
             fab_cache_dir: String::new(),
+            python: String::new(),
             database: String::new(),
             state_dir: String::new(),
             user_auth_config: String::new(),
@@ -209,6 +212,8 @@ pub struct SuperLinkConfig {
     pub isolation: Isolation,
     /// Where their binaries are written.
     pub fab_cache_dir: PathBuf,
+    /// The Python that runs Flower apps in Python (`--python`).
+    pub python: PathBuf,
     /// The accounts of `--user-auth-config`; `None`: no user authentication.
     pub user_auth: Option<Accounts>,
     /// How many logins are checked and wait at once, the login rate limits, and how long
@@ -304,6 +309,7 @@ impl SuperLinkConfig {
             )?,
             isolation,
             fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
+            python: python_path(&s.python, &env),
             user_auth,
             login_limits: login_limits(&s)?,
             node_auth,

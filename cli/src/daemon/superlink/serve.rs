@@ -128,7 +128,8 @@ async fn start(
             config.isolation,
             FabCache::new(&config.fab_cache_dir),
             connect_address(serverappio.local_addr()),
-        ),
+        )
+        .with_python(crate::daemon::python_host(&config.python)?),
         simulation_workers: config.simulation_workers,
     };
     let fleets = config.simulation_workers.map(|workers| {
@@ -196,9 +197,10 @@ async fn start(
         bound.map_err(|e| bind_error("control-api-address", config.control_api_address, &e))?,
     );
     tracing::info!(
-        "apps of FABs run with --isolation {}, binaries cached in {}",
+        "apps of FABs run with --isolation {}, binaries cached in {}, Flower apps in Python with {}",
         config.isolation,
-        config.fab_cache_dir.display()
+        config.fab_cache_dir.display(),
+        config.python.display()
     );
     tracing::info!(
         "ServerAppIo API (ServerApps) listening on {}",

@@ -9,7 +9,7 @@ use crate::daemon::metrics::metrics_address;
 use crate::daemon::settings::layered;
 use crate::daemon::{
     CLIENT_TLS_FLAGS, appio_listen_address, auth_key_pair, auth_needs_tls, client_security,
-    fab_cache_dir, parse_isolation,
+    fab_cache_dir, parse_isolation, python_path,
 };
 use crate::remote::has_port;
 use floret_actors::Isolation;
@@ -38,6 +38,8 @@ struct Settings {
     isolation: String,
     /// Empty: the default cache (see `fab_cache_dir`).
     fab_cache_dir: String,
+    /// Empty: `FLORET_PYTHON` or `python3` (see `python_path`).
+    python: String,
     max_retries: Option<u32>,
     max_wait_time: Option<f64>,
     heartbeat_interval: f64,
@@ -70,6 +72,7 @@ impl Default for Settings {
             clientappio_api_address: String::new(),
             isolation: "subprocess".into(),
             fab_cache_dir: String::new(),
+            python: String::new(),
             max_retries: None,
             max_wait_time: None,
             heartbeat_interval: 30.0,
@@ -105,6 +108,8 @@ pub struct SuperNodeConfig {
     pub isolation: Isolation,
     /// Where FABs and their binaries are written.
     pub fab_cache_dir: PathBuf,
+    /// The Python that runs Flower apps in Python (`--python`).
+    pub python: PathBuf,
     /// The key every Fleet request is signed with (SuperNode authentication).
     pub node_key: Option<NodeKeyPair>,
     /// Where Prometheus scrapes `/metrics`; `None`: no endpoint.
@@ -189,6 +194,7 @@ impl SuperNodeConfig {
             clientappio_api_address,
             isolation,
             fab_cache_dir: fab_cache_dir(&s.fab_cache_dir, &env),
+            python: python_path(&s.python, &env),
             node_key,
             metrics_address: metrics_address(&s.metrics_address)?,
             server_limits: connection_limits!(s).limits()?,
@@ -302,6 +308,28 @@ mod tests {
         assert_eq!(c.node.max_retries, Some(3));
         assert_eq!(c.node.heartbeat_interval, Duration::from_millis(500));
         assert_eq!(c.superlink, "h:1");
+    }
+
+    /// The Python of Flower FABs: `--python`, else `FLWR_PYTHON` (the layered settings),
+    /// else `FLORET_PYTHON` (as `flwr run`), else `python3` on PATH.
+    #[test]
+    fn the_python_comes_from_the_flag_the_environment_or_path() {
+        let python = |args: &[&str], env: &[(&str, &str)]| {
+            let mut all = vec!["--insecure"];
+            all.extend_from_slice(args);
+            config(&all, env).unwrap().python
+        };
+        assert_eq!(python(&[], &[]), PathBuf::from("python3"));
+        assert_eq!(
+            python(&[], &[("FLORET_PYTHON", "/venv/bin/python")]),
+            PathBuf::from("/venv/bin/python")
+        );
+        let both = [("FLORET_PYTHON", "/a/python"), ("FLWR_PYTHON", "/b/python")];
+        assert_eq!(python(&[], &both), PathBuf::from("/b/python"));
+        assert_eq!(
+            python(&["--python", "/c/python"], &both),
+            PathBuf::from("/c/python")
+        );
     }
 
     /// A negative number reaches the check that names the flag, rather than clap taking

@@ -67,9 +67,10 @@ pub async fn serve(
         )
     })?;
     tracing::info!(
-        "apps of FABs run with --isolation {}, binaries cached in {}",
+        "apps of FABs run with --isolation {}, binaries cached in {}, Flower apps in Python with {}",
         config.isolation,
-        config.fab_cache_dir.display()
+        config.fab_cache_dir.display(),
+        config.python.display()
     );
     tracing::info!(
         "ClientAppIo API (ClientApps) listening on {}",
@@ -81,7 +82,8 @@ pub async fn serve(
             config.isolation,
             FabCache::new(&config.fab_cache_dir),
             connect_address(clientappio.local_addr()),
-        ),
+        )
+        .with_python(crate::daemon::python_host(&config.python)?),
     };
     let security = match &config.security {
         ClientSecurity::Insecure => "insecure".to_string(),
