@@ -76,6 +76,8 @@ def install():
     from flwr.app import Array
     from flwr.common.constant import SType
 
+    from .wire import new_array
+
     def numpy(self):
         if self.stype != SType.NUMPY:
             raise TypeError(
@@ -85,10 +87,9 @@ def install():
 
     def from_numpy_ndarray(cls, ndarray):
         assert isinstance(ndarray, np.ndarray), f"Expected NumPy ndarray, got {type(ndarray)}"
-        return Array(
-            dtype=str(ndarray.dtype), shape=tuple(ndarray.shape), stype=SType.NUMPY,
-            data=save(ndarray),
-        )
+        # What Array(dtype=..., shape=..., stype=..., data=...) makes of these, without
+        # its argument checks (they hold by construction).
+        return new_array(str(ndarray.dtype), tuple(ndarray.shape), SType.NUMPY, save(ndarray))
 
     Array.numpy = numpy
     Array.from_numpy_ndarray = classmethod(from_numpy_ndarray)

@@ -205,8 +205,7 @@ def _hook_legacy_server(rounds):
 
 
 def _make_grid(channel, rounds, run_id, lock):
-    from flwr.common.serde import message_from_proto, metadata_to_proto
-    from flwr.proto.message_pb2 import Message as ProtoMessage
+    from flwr.common.serde import metadata_to_proto
     from flwr.serverapp.grid import Grid
 
     def request(tag, parts):
@@ -224,9 +223,7 @@ def _make_grid(channel, rounds, run_id, lock):
         return tag, body
 
     def decode(part):
-        proto = ProtoMessage()
-        proto.ParseFromString(part)
-        message = message_from_proto(proto)
+        message = wire.decode_message(part)
         if message.has_content():
             arrays.to_flower(message.content)
         return message

@@ -29,13 +29,7 @@ def serve(app_dir, component):
         channel.write("F", str(e).encode())
         return 2
     from flwr.app import Error, Message
-    from flwr.common.serde import (
-        context_from_proto,
-        context_to_proto,
-        message_from_proto,
-    )
-    from flwr.proto.message_pb2 import Context as ProtoContext
-    from flwr.proto.message_pb2 import Message as ProtoMessage
+    from flwr.common.serde import context_to_proto
 
     try:
         from flwr.supercore.task_identity import TaskIdentity
@@ -53,15 +47,11 @@ def serve(app_dir, component):
             print(f"floret_bridge: unexpected frame {tag!r}", file=sys.stderr)
             return 1
         message_part, context_part = frames.unpack_parts(body)
-        proto = ProtoMessage()
-        proto.ParseFromString(message_part)
-        message = message_from_proto(proto)
+        message = wire.decode_message(message_part)
         if message.has_content():
             arrays.to_flower(message.content)
-        ctx_proto = ProtoContext()
-        ctx_proto.ParseFromString(context_part)
-        context = context_from_proto(ctx_proto)
-        del proto, ctx_proto, message_part, context_part, body
+        context = wire.decode_context(context_part)
+        del message_part, context_part, body
         if TaskIdentity is not None:
             # Flower's Message constructor reads the run and node from here.
             TaskIdentity.task_id = 1
@@ -86,7 +76,11 @@ def serve(app_dir, component):
                 reply_to=message,
             )
         if reply.has_content():
-            answer = [b"c", wire.encode_record_dict(arrays.with_dtypes(reply.content))]
+            answer = [[b"c"], wire.encode_record_dict_segments(arrays.with_dtypes(reply.content))]
         else:
-            answer = [b"e", reply.error.reason.encode()]
-        channel.write_parts("C", [*answer, context_to_proto(context).SerializeToString()])
+            answer = [[b"e"], [reply.error.reason.encode()]]
+        del reply, message
+        state = context_to_proto(context).SerializeToString()
+        del context
+        channel.write_segmented_parts("C", [*answer, [state]])
+        del answer
