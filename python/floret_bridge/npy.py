@@ -71,6 +71,19 @@ def save(ndarray):
     return prefix + ndarray.tobytes()
 
 
+_names = {}
+
+
+def dtype_name(dtype):
+    """`str(dtype)`, remembered for plain dtypes (numpy builds it in Python each time)."""
+    name = _names.get(dtype)
+    if name is None:
+        name = str(dtype)
+        if dtype.fields is None and dtype.metadata is None and len(_names) < _CACHE_MAX:
+            _names[dtype] = name
+    return name
+
+
 def install():
     """Makes Flower's `Array` use `load` and `save`."""
     from flwr.app import Array
@@ -89,7 +102,8 @@ def install():
         assert isinstance(ndarray, np.ndarray), f"Expected NumPy ndarray, got {type(ndarray)}"
         # What Array(dtype=..., shape=..., stype=..., data=...) makes of these, without
         # its argument checks (they hold by construction).
-        return new_array(str(ndarray.dtype), tuple(ndarray.shape), SType.NUMPY, save(ndarray))
+        return new_array(dtype_name(ndarray.dtype), tuple(ndarray.shape), SType.NUMPY,
+                         save(ndarray))
 
     Array.numpy = numpy
     Array.from_numpy_ndarray = classmethod(from_numpy_ndarray)

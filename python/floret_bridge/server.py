@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 
-from . import arrays, frames, npy, wire
+from . import arrays, fastpaths, frames, npy, wire
 from .components import ComponentError, load
 
 _U64 = struct.Struct("<Q")
@@ -353,6 +353,7 @@ def serve(app_dir, component):
     from flwr.proto.message_pb2 import Context as ProtoContext
 
     npy.install()
+    fastpaths.install()
     channel.write("R")
     frame = channel.read()
     if frame is None:

@@ -13,7 +13,7 @@ that is not a Message becomes an error reply saying so.
 import sys
 import traceback
 
-from . import arrays, frames, npy, wire
+from . import arrays, fastpaths, frames, npy, wire
 from .components import ComponentError, load
 
 # Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION.
@@ -37,6 +37,7 @@ def serve(app_dir, component):
         TaskIdentity = None
 
     npy.install()
+    fastpaths.install()
     channel.write("R")
     while True:
         frame = channel.read()

@@ -8,7 +8,7 @@
 //! practice. A worker that dies mid-call is replaced and the call is answered with an
 //! error that says so; an app's exception is an error reply from a worker that goes on.
 
-use crate::frames::{pack_parts, read_frame, unpack_parts, write_frame};
+use crate::frames::{read_frame, unpack_parts, write_parts_frame};
 use crate::process::{Kind, Process, ready, spawn};
 use crate::{BridgeError, PythonSettings};
 use floret_core::{AppError, ClientApp, Context, Message, RecordDict};
@@ -125,12 +125,10 @@ fn exchange(
     message: &Message,
     context: &mut Context,
 ) -> std::io::Result<Result<RecordDict, AppError>> {
-    let body = pack_parts([
-        floret_transport::encode_message(message),
-        floret_transport::encode_context(context),
-    ]);
-    write_frame(&mut worker.stdin, b'C', &body)?;
-    drop(body);
+    let message_bytes = floret_transport::encode_message(message);
+    let context_bytes = floret_transport::encode_context(context);
+    write_parts_frame(&mut worker.stdin, b'C', &[&message_bytes, &context_bytes])?;
+    drop(message_bytes);
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let (tag, body) = read_frame(&mut worker.stdout)?
         .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;

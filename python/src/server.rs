@@ -4,7 +4,10 @@
 //! ('V') becomes the run's events, so `flwr run` prints and records the rounds of a
 //! Python strategy as it does a Rust one's.
 
-use crate::frames::{pack_parts, read_frame_async, read_u32, unpack_parts, write_frame_async};
+use crate::frames::{
+    pack_parts, read_frame_async, read_u32, unpack_parts, write_frame_async,
+    write_parts_frame_async,
+};
 use crate::process::{Kind, Process, ready, spawn};
 use crate::{BridgeError, PythonSettings};
 use async_trait::async_trait;
@@ -203,7 +206,7 @@ impl Session<'_> {
                 if waiting.remove(&reply.metadata.reply_to_message_id) {
                     let wire = floret_transport::encode_message(&reply);
                     drop(reply);
-                    self.write(b'l', &pack_parts([wire])).await?;
+                    write_parts_frame_async(&mut self.stdin, b'l', &[&wire]).await?;
                 }
             }
         }
