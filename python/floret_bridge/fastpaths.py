@@ -10,6 +10,14 @@ message. `install` replaces those methods with ones that do the same steps (the 
 and value checks, in the same order, raising the same errors, on the same attributes)
 without the `cast`s; `python/tests/test_fastpaths.py` holds them to Flower's behaviour.
 
+`RecordDict.array_records` (and `metric_records`, `config_records`) build a synced view
+by setting each matching record into it, and every such set writes the record back into
+the RecordDict under its own key (a no-op: the same object where it already is) through
+`RecordDict.__setitem__`, which looks the key up first. Flower's FedAvg asks for these
+views four times per reply while it aggregates, with the ClientApps idle. The views are
+built here with the same class, checks passed by construction and the write-back left out
+(only for a plain `RecordDict`: a subclass keeps Flower's own properties).
+
 Only for Flower 1.42, whose `TypedDict` these were read from: any other version keeps its
 own methods.
 """
@@ -80,4 +88,43 @@ def install():
         method.__qualname__ = original.__qualname__
         method.__module__ = original.__module__
         setattr(TypedDict, method.__name__, method)
+    _install_views()
     return True
+
+
+def _install_views():
+    from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+    from flwr.app.message import recorddict as module
+
+    synced = getattr(module, "_SyncedDict", None)
+    if synced is None:
+        return
+    for name, allowed in (
+        ("array_records", ArrayRecord),
+        ("metric_records", MetricRecord),
+        ("config_records", ConfigRecord),
+    ):
+        original = ORIGINALS.setdefault(name, RecordDict.__dict__[name])
+        if not isinstance(original, property):
+            continue
+        setattr(RecordDict, name, property(_view(original.fget, synced, allowed),
+                                           doc=original.__doc__))
+
+
+def _view(flowers, synced_dict, allowed):
+    def view(self):
+        if type(self) is not RecordDict_:
+            return flowers(self)
+        out = synced_dict[allowed](self, allowed)
+        items = out.__dict__["_data"]
+        for key, record in self.__dict__["_data"].items():
+            if isinstance(record, allowed):
+                items[key] = record
+        return out
+
+    from flwr.app import RecordDict as RecordDict_
+
+    view.__name__ = flowers.__name__
+    view.__qualname__ = flowers.__qualname__
+    view.__module__ = flowers.__module__
+    return view

@@ -65,7 +65,9 @@ fn bad(what: &str) -> io::Error {
     )
 }
 
-/// Writes one frame and flushes it.
+/// Writes one frame and flushes it (the tests' side of a pipe; the bridge writes
+/// [`write_parts_frame`]).
+#[cfg(test)]
 pub(crate) fn write_frame(w: &mut impl Write, tag: u8, body: &[u8]) -> io::Result<()> {
     w.write_all(&header(tag, body.len())?)?;
     w.write_all(body)?;

@@ -42,6 +42,13 @@ def behaviour(make):
     attempt(lambda: rd["w"].is_dirty)
     attempt(lambda: dict(rd["m"]))
     attempt(lambda: repr(rd))
+    for view in ("array_records", "metric_records", "config_records"):
+        v = getattr(rd, view)
+        attempt(lambda: (type(v).__name__, sorted(vars(v)), v.__orig_class__, dict(v)))
+        attempt(lambda: v.__setitem__("x", MetricRecord({"z": 1})))
+        attempt(lambda: sorted(rd))
+        attempt(lambda: v.__delitem__("x"))
+        attempt(lambda: sorted(rd))
     return out
 
 
@@ -49,19 +56,38 @@ class SameBehaviour(unittest.TestCase):
     def test_records_behave_the_same_with_the_fast_methods(self):
         names = ("__setitem__", "__delitem__", "__getitem__", "__iter__", "__len__",
                  "__contains__", "keys", "values", "items")
+        views = ("array_records", "metric_records", "config_records")
         # Flower's own, even if another test installed the fast ones first.
         originals = {n: fastpaths.ORIGINALS.get(n, TypedDict.__dict__[n]) for n in names}
+        original_views = {n: fastpaths.ORIGINALS.get(n, RecordDict.__dict__[n]) for n in views}
         try:
             for name, method in originals.items():
                 setattr(TypedDict, name, method)
+            for name, prop in original_views.items():
+                setattr(RecordDict, name, prop)
             want = behaviour(RecordDict)
             self.assertTrue(fastpaths.install(), "Flower 1.42's TypedDict is patched")
             self.assertIsNot(TypedDict.__dict__["__setitem__"], originals["__setitem__"])
+            self.assertIsNot(RecordDict.__dict__["metric_records"], original_views["metric_records"])
             got = behaviour(RecordDict)
         finally:
             fastpaths.install()  # leave the process as the bridge runs it
         self.assertEqual(got, want)
         self.assertIn(("TypeError", "Expected `str`, but received `int` for the key."), got)
+
+    def test_a_record_dict_subclass_keeps_flowers_views(self):
+        fastpaths.install()
+        seen = []
+
+        class Tracked(RecordDict):
+            def __setitem__(self, key, value):
+                seen.append(key)
+                super().__setitem__(key, value)
+
+        rd = Tracked({"m": MetricRecord({"a": 1.0})})
+        seen.clear()
+        self.assertEqual(list(rd.metric_records), ["m"])
+        self.assertEqual(seen, ["m"], "Flower's view writes each record back")
 
 
 if __name__ == "__main__":

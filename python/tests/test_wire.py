@@ -167,6 +167,21 @@ class DecodingAsFlowerDoes(unittest.TestCase):
         want = context_from_proto(ProtoContext.FromString(wire))
         self.assertEqual(structure(decode_context(wire)), structure(want))
 
+    def test_a_context_seen_again_is_decoded_the_same_and_shares_nothing(self):
+        context = Context(
+            run_id=7, node_id=5, node_config={"partition-id": 3},
+            state=RecordDict(), run_config={"lr": 0.1, "name": "x"},
+        )
+        wire = context_to_proto(context).SerializeToString()
+        want = context_from_proto(ProtoContext.FromString(wire))
+        first = decode_context(wire)
+        first.run_config["lr"] = 99.0  # what an app may do to its own context
+        first.node_config["extra"] = 1
+        first.state["m"] = MetricRecord({"n": 1})
+        second = decode_context(wire)
+        self.assertEqual(structure(second), structure(want))
+        self.assertIsNot(second.run_config, first.run_config)
+
     def test_new_array_is_what_arrays_constructor_makes(self):
         for dtype in DTYPES:
             nd = sample(dtype)
