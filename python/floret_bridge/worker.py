@@ -10,6 +10,7 @@ exception's type and text, as Flower's own ClientApp runner does, and a return v
 that is not a Message becomes an error reply saying so.
 """
 
+import gc
 import sys
 import traceback
 
@@ -38,6 +39,9 @@ def serve(app_dir, component):
 
     npy.install()
     fastpaths.install()
+    # What the imports made lives as long as the process: the cyclic collector need not
+    # walk it again on every full collection (a few percent of a worker's time).
+    gc.freeze()
     channel.write("R")
     while True:
         frame = channel.read()

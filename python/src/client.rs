@@ -8,9 +8,11 @@
 //! practice. A worker that dies mid-call is replaced and the call is answered with an
 //! error that says so; an app's exception is an error reply from a worker that goes on.
 
-use crate::frames::{read_frame, unpack_parts, write_parts_frame};
+use crate::frames::{read_frame, unpack_parts, write_segmented_frame};
 use crate::process::{Kind, Process, ready, spawn};
+use crate::wire::{Replies, Sent, WireMessage};
 use crate::{BridgeError, PythonSettings};
+use bytes::Bytes;
 use floret_core::{AppError, ClientApp, Context, Message, RecordDict};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
@@ -19,6 +21,11 @@ pub(crate) struct Pool {
     settings: PythonSettings,
     idle: Mutex<Idle>,
     returned: Condvar,
+    /// A round sends one model to every node: encoding it once instead of per call (a
+    /// copy of every array) was a sixth of this process's CPU time at 1,000 nodes.
+    sent: Sent,
+    /// Where replies' bytes wait for the ServerApp, which gets them as they came.
+    replies: Arc<Replies>,
 }
 
 struct Idle {
@@ -30,7 +37,11 @@ struct Idle {
 
 impl Pool {
     /// Starts `size` workers and waits until each has loaded the ClientApp.
-    pub(crate) fn start(settings: &PythonSettings, size: usize) -> Result<Pool, BridgeError> {
+    pub(crate) fn start(
+        settings: &PythonSettings,
+        size: usize,
+        replies: Arc<Replies>,
+    ) -> Result<Pool, BridgeError> {
         let mut workers = Vec::with_capacity(size);
         // Started together, then awaited: the imports run in parallel.
         for _ in 0..size.max(1) {
@@ -46,6 +57,8 @@ impl Pool {
                 workers,
             }),
             returned: Condvar::new(),
+            sent: Sent::default(),
+            replies,
         })
     }
 
@@ -56,11 +69,16 @@ impl Pool {
     }
 
     fn call(&self, message: &Message, context: &mut Context) -> Result<RecordDict, AppError> {
+        let wire = self.sent.wire(message);
         let mut worker = self.take()?;
-        match exchange(&mut worker, message, context) {
+        match exchange(&mut worker, &wire, context) {
             Ok(outcome) => {
                 self.give_back(worker);
-                outcome
+                outcome.map(|(content, bytes)| {
+                    self.replies
+                        .keep(&message.metadata.message_id, &content, bytes);
+                    content
+                })
             }
             Err(e) => {
                 let status = match worker.child.0.try_wait() {
@@ -119,16 +137,19 @@ impl Pool {
 }
 
 /// One call on one worker. The outer error is the worker's (it is gone); the inner one is
-/// the app's (an error reply).
+/// the app's (an error reply). A reply's content comes with the bytes it was decoded
+/// from (it shares them).
 fn exchange(
     worker: &mut Process,
-    message: &Message,
+    message: &WireMessage,
     context: &mut Context,
-) -> std::io::Result<Result<RecordDict, AppError>> {
-    let message_bytes = floret_transport::encode_message(message);
+) -> std::io::Result<Result<(RecordDict, Bytes), AppError>> {
     let context_bytes = floret_transport::encode_context(context);
-    write_parts_frame(&mut worker.stdin, b'C', &[&message_bytes, &context_bytes])?;
-    drop(message_bytes);
+    write_segmented_frame(
+        &mut worker.stdin,
+        b'C',
+        &[&message.segments(), &[&context_bytes]],
+    )?;
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let (tag, body) = read_frame(&mut worker.stdout)?
         .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
@@ -146,7 +167,7 @@ fn exchange(
             let updated = floret_transport::decode_context_bytes(new_context.clone())
                 .map_err(|e| invalid(format!("the context: {e}")))?;
             context.state = updated.state;
-            Ok(content)
+            Ok((content, payload.clone()))
         }
         b"e" => Err(AppError::other(String::from_utf8_lossy(payload))),
         other => {

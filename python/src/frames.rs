@@ -66,7 +66,7 @@ fn bad(what: &str) -> io::Error {
 }
 
 /// Writes one frame and flushes it (the tests' side of a pipe; the bridge writes
-/// [`write_parts_frame`]).
+/// [`write_segmented_frame`]).
 #[cfg(test)]
 pub(crate) fn write_frame(w: &mut impl Write, tag: u8, body: &[u8]) -> io::Result<()> {
     w.write_all(&header(tag, body.len())?)?;
@@ -74,15 +74,22 @@ pub(crate) fn write_frame(w: &mut impl Write, tag: u8, body: &[u8]) -> io::Resul
     w.flush()
 }
 
-/// Writes one frame whose body is `parts` (as [`pack_parts`] lays them out) and flushes
-/// it, without first copying the parts into one body: a model's bytes go from their
-/// buffer to the pipe.
-pub(crate) fn write_parts_frame(w: &mut impl Write, tag: u8, parts: &[&[u8]]) -> io::Result<()> {
-    let body_len = parts.iter().map(|p| 4 + p.len()).sum();
+/// Writes one frame whose body is `parts` (as [`pack_parts`] lays them out), each part
+/// given as the segments it is made of, and flushes it, without first copying them into
+/// one body: a model's bytes go from their buffer to the pipe.
+pub(crate) fn write_segmented_frame(
+    w: &mut impl Write,
+    tag: u8,
+    parts: &[&[&[u8]]],
+) -> io::Result<()> {
+    let part_len = |part: &[&[u8]]| part.iter().map(|s| s.len()).sum::<usize>();
+    let body_len = parts.iter().map(|p| 4 + part_len(p)).sum();
     w.write_all(&header(tag, body_len)?)?;
     for part in parts {
-        w.write_all(&len_prefix(part.len()))?;
-        w.write_all(part)?;
+        w.write_all(&len_prefix(part_len(part)))?;
+        for segment in *part {
+            w.write_all(segment)?;
+        }
     }
     w.flush()
 }
@@ -124,17 +131,20 @@ pub(crate) async fn write_frame_async(
     w.flush().await
 }
 
-/// [`write_parts_frame`], async.
-pub(crate) async fn write_parts_frame_async(
+/// [`write_segmented_frame`], async.
+pub(crate) async fn write_segmented_frame_async(
     w: &mut (impl AsyncWrite + Unpin),
     tag: u8,
-    parts: &[&[u8]],
+    parts: &[&[&[u8]]],
 ) -> io::Result<()> {
-    let body_len = parts.iter().map(|p| 4 + p.len()).sum();
+    let part_len = |part: &[&[u8]]| part.iter().map(|s| s.len()).sum::<usize>();
+    let body_len = parts.iter().map(|p| 4 + part_len(p)).sum();
     w.write_all(&header(tag, body_len)?).await?;
     for part in parts {
-        w.write_all(&len_prefix(part.len())).await?;
-        w.write_all(part).await?;
+        w.write_all(&len_prefix(part_len(part))).await?;
+        for segment in *part {
+            w.write_all(segment).await?;
+        }
     }
     w.flush().await
 }
@@ -164,7 +174,7 @@ mod tests {
         let body = pack_parts([&b"abc"[..], b"", b"de"]);
         let mut wire = Vec::new();
         write_frame(&mut wire, b'C', &body).unwrap();
-        write_parts_frame(&mut wire, b'D', &[b"abc", b"", b"de"]).unwrap();
+        write_segmented_frame(&mut wire, b'D', &[&[b"a", b"bc"], &[], &[b"de"]]).unwrap();
         let mut r = &wire[..];
         let (tag, got) = read_frame(&mut r).unwrap().unwrap();
         assert_eq!(tag, b'C');

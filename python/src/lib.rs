@@ -19,6 +19,7 @@ mod client;
 mod frames;
 mod process;
 mod server;
+mod wire;
 
 use floret_core::{ClientApp, ServerApp};
 use std::path::{Path, PathBuf};
@@ -87,8 +88,9 @@ impl std::fmt::Debug for PythonApp {
 pub fn start(settings: &PythonSettings, workers: usize) -> Result<PythonApp, BridgeError> {
     // The server's process imports while the workers start.
     let server = server::PythonServerApp::start_spawned(settings)?;
-    let pool = client::Pool::start(settings, workers)?;
-    let server = server.wait_ready(settings)?;
+    let replies = Arc::new(wire::Replies::default());
+    let pool = client::Pool::start(settings, workers, Arc::clone(&replies))?;
+    let server = server.wait_ready(settings, replies)?;
     Ok(PythonApp {
         server_app: Arc::new(server),
         client_app: pool.into_client_app(),

@@ -6,15 +6,16 @@
 
 use crate::frames::{
     pack_parts, read_frame_async, read_u32, unpack_parts, write_frame_async,
-    write_parts_frame_async,
+    write_segmented_frame_async,
 };
 use crate::process::{Kind, Process, ready, spawn};
+use crate::wire::Replies;
 use crate::{BridgeError, PythonSettings};
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{AppError, Context, Grid, GridError, Message, Payload, RunEvent, ServerApp};
 use std::collections::HashSet;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{BufReader, BufWriter};
 use tokio::process::{ChildStdin, ChildStdout};
@@ -26,6 +27,8 @@ const NO_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The user's ServerApp in Python.
 pub(crate) struct PythonServerApp {
     settings: PythonSettings,
+    /// The ClientApp workers' reply bytes, handed on without re-encoding.
+    replies: Arc<Replies>,
     /// Started and loaded before the run, so that an app that cannot load is refused when
     /// the user starts it; a second run starts a process of its own.
     started: Mutex<Option<Process>>,
@@ -62,10 +65,12 @@ impl Spawned {
     pub(crate) fn wait_ready(
         mut self,
         settings: &PythonSettings,
+        replies: Arc<Replies>,
     ) -> Result<PythonServerApp, BridgeError> {
         ready(&mut self.0, settings)?;
         Ok(PythonServerApp {
             settings: settings.clone(),
+            replies,
             started: Mutex::new(Some(self.0)),
         })
     }
@@ -91,6 +96,7 @@ impl ServerApp for PythonServerApp {
         let stdout = ChildStdout::from_std(stdout.into_inner()).map_err(io)?;
         let mut session = Session {
             grid,
+            replies: &self.replies,
             stdin: BufWriter::with_capacity(1 << 16, stdin),
             stdout: BufReader::with_capacity(1 << 16, stdout),
         };
@@ -108,6 +114,7 @@ impl ServerApp for PythonServerApp {
 /// One run's conversation with the ServerApp's process.
 struct Session<'g> {
     grid: &'g dyn Grid,
+    replies: &'g Replies,
     stdin: BufWriter<ChildStdin>,
     stdout: BufReader<ChildStdout>,
 }
@@ -179,7 +186,11 @@ impl Session<'_> {
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .collect::<Vec<_>>();
         let replies = self.grid.pull(&ids).await?;
-        let body = pack_parts(replies.iter().map(floret_transport::encode_message));
+        let body = pack_parts(
+            replies
+                .iter()
+                .map(|reply| self.replies.wire(reply).segments().concat()),
+        );
         Ok(self.write(b'L', &body).await?)
     }
 
@@ -204,12 +215,13 @@ impl Session<'_> {
             // written, and the app decodes one while the next is on its way.
             for reply in replies {
                 if waiting.remove(&reply.metadata.reply_to_message_id) {
-                    let wire = floret_transport::encode_message(&reply);
+                    let wire = self.replies.wire(&reply);
                     drop(reply);
-                    write_parts_frame_async(&mut self.stdin, b'l', &[&wire]).await?;
+                    write_segmented_frame_async(&mut self.stdin, b'l', &[&wire.segments()]).await?;
                 }
             }
         }
+        self.replies.forget(&waiting);
         Ok(self.write(b'L', &[]).await?)
     }
 }
