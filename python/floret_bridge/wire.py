@@ -17,8 +17,6 @@ themselves) goes through Flower's own functions. `python/tests/test_wire.py` che
 result against Flower's decode, attribute for attribute.
 """
 
-import copy
-
 _LEN = 2  # wire type of length-delimited fields
 
 
@@ -241,7 +239,7 @@ def decode_context(buf):
     key = bytes(buf) if len(buf) <= _CONTEXT_BYTES_MAX else None
     template = _contexts.get(key) if key is not None else None
     if template is not None:
-        context = copy.copy(template)
+        context = _copy(template)
         context.node_config = dict(template.node_config)
         context.run_config = dict(template.run_config)
         context.state = f.RecordDict()
@@ -255,11 +253,19 @@ def decode_context(buf):
     proto.ClearField("state")
     context = f.serde.context_from_proto(proto)
     if key is not None and not has_state and len(_contexts) < _CONTEXTS_MAX:
-        _contexts[key] = copy.copy(context)
-        _contexts[key].node_config = dict(context.node_config)
-        _contexts[key].run_config = dict(context.run_config)
+        template = _contexts[key] = _copy(context)
+        template.node_config = dict(context.node_config)
+        template.run_config = dict(context.run_config)
     context.state = state
     return context
+
+
+def _copy(obj):
+    """A shallow copy of a plain object (what `copy.copy` makes of a dataclass without
+    `__copy__`, for less)."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    return new
 
 
 __all__ = [

@@ -85,7 +85,9 @@ def serve(app_dir, component):
         else:
             answer = [[b"e"], [reply.error.reason.encode()]]
         del reply, message
-        state = context_to_proto(context).SerializeToString()
+        # Floret keeps only the state of the context that comes back; an empty state is
+        # an empty `flwr.proto.Context` (every field at its default), not worth encoding.
+        state = context_to_proto(context).SerializeToString() if len(context.state) else b""
         del context
         channel.write_segmented_parts("C", [*answer, [state]])
         del answer

@@ -178,3 +178,14 @@ fn exchange(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// A worker whose app left the node's state empty answers with an empty context
+    /// part (`floret_bridge/worker.py`): it must decode as a context with no state.
+    #[test]
+    fn an_empty_context_part_is_an_empty_state() {
+        let context = floret_transport::decode_context_bytes(bytes::Bytes::new()).unwrap();
+        assert!(context.state.is_empty());
+    }
+}
