@@ -37,6 +37,14 @@ class Channel:
         self._writer.write(body)
         self._writer.flush()
 
+    def close(self):
+        """Closes both ends (a forked worker lets go of its parent's pipes)."""
+        for f in (self._reader, self._writer):
+            try:
+                f.close()
+            except OSError:
+                pass
+
     def write_parts(self, tag, parts):
         """Writes one frame whose body is `parts` (bytes each)."""
         self.write(tag, pack_parts(parts))
@@ -124,7 +132,7 @@ def unpack_parts(body):
 
 # Linux's F_SETPIPE_SZ; Python's fcntl module names it from 3.10 on, on Linux only.
 _F_SETPIPE_SZ = 1031
-_PIPE_SIZE = 1 << 20
+PIPE_SIZE = 1 << 20
 
 
 def _widen_pipe(fd):
@@ -135,7 +143,7 @@ def _widen_pipe(fd):
     try:
         import fcntl
 
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), _PIPE_SIZE)
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), PIPE_SIZE)
     except (ImportError, OSError):
         pass
 

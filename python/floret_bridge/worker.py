@@ -23,7 +23,55 @@ CLIENT_APP_RAISED_EXCEPTION = 2
 
 def serve(app_dir, component):
     """Runs the worker loop until the `flwr` process closes the pipe; returns the exit code."""
-    channel = frames.claim_stdio()
+    return serve_channel(frames.claim_stdio(), app_dir, component)
+
+
+def serve_forked(app_dir, component, socket_path, flwr_pid, connected_fd):
+    """A worker forked from the ServerApp's process (`server.fork_workers`): the same loop,
+    on a Unix socket the `flwr` process listens on, instead of stdin/stdout. Writes a
+    byte to `connected_fd` once connected."""
+    import os
+    import socket
+
+    _exit_with(flwr_pid)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:  # room for a whole reply, as the spawned workers' pipes have (`frames`)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, frames.PIPE_SIZE)
+    except OSError:
+        pass
+    try:
+        sock.connect(socket_path)
+        os.write(connected_fd, b"1")
+    finally:
+        os.close(connected_fd)
+    channel = frames.Channel(sock.makefile("rb", buffering=1 << 16),
+                             sock.makefile("wb", buffering=1 << 16))
+    return serve_channel(channel, app_dir, component)
+
+
+def _exit_with(pid):
+    """Ends this process once process `pid` (the `flwr` that uses it) is gone, even while
+    the app's code runs: a spawned worker is killed by `flwr`, a forked one is not its
+    child. A closed socket already ends an idle worker."""
+    import os
+    import threading
+    import time
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # alive, someone else's: not ours to watch
+                pass
+
+    threading.Thread(target=watch, name="floret-watchdog", daemon=True).start()
+
+
+def serve_channel(channel, app_dir, component):
+    """The worker loop on `channel`; returns the exit code."""
     try:
         app = load(app_dir, component, "clientapp")
     except ComponentError as e:

@@ -14,6 +14,8 @@ use crate::wire::{Replies, Sent, WireMessage};
 use crate::{BridgeError, PythonSettings};
 use bytes::Bytes;
 use floret_core::{AppError, ClientApp, Context, Message, RecordDict};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 /// The worker processes and the settings to start replacements with.
@@ -28,27 +30,93 @@ pub(crate) struct Pool {
     replies: Arc<Replies>,
 }
 
+/// One worker: a process `flwr` spawned (its pipes), or one the ServerApp's process
+/// forked (a Unix socket; it ends when the socket closes or `flwr` exits).
+pub(crate) enum Worker {
+    Spawned(Process),
+    Forked {
+        stdin: BufWriter<UnixStream>,
+        stdout: BufReader<UnixStream>,
+    },
+}
+
+impl Worker {
+    /// A forked worker on its end of `stream`.
+    pub(crate) fn forked(stream: UnixStream) -> std::io::Result<Worker> {
+        let reader = stream.try_clone()?;
+        Ok(Worker::Forked {
+            stdin: BufWriter::with_capacity(1 << 16, stream),
+            stdout: BufReader::with_capacity(1 << 16, reader),
+        })
+    }
+
+    fn io(&mut self) -> (&mut dyn Write, &mut dyn Read) {
+        match self {
+            Worker::Spawned(p) => (&mut p.stdin, &mut p.stdout),
+            Worker::Forked { stdin, stdout } => (stdin, stdout),
+        }
+    }
+
+    /// Waits for the worker's first frame: 'R' (it loaded the ClientApp) or 'F' with
+    /// the line that says why not.
+    fn ready(&mut self, settings: &PythonSettings) -> Result<(), BridgeError> {
+        let stdout = match self {
+            Worker::Spawned(p) => return ready(p, settings),
+            Worker::Forked { stdout, .. } => stdout,
+        };
+        match read_frame(stdout) {
+            Ok(Some((b'R', _))) => Ok(()),
+            Ok(Some((b'F', line))) => Err(BridgeError::User(
+                String::from_utf8_lossy(&line).into_owned(),
+            )),
+            Ok(Some((tag, _))) => Err(BridgeError::Io(format!(
+                "a forked ClientApp worker began with frame {:?}, not ready",
+                char::from(tag)
+            ))),
+            Ok(None) => Err(BridgeError::User(
+                "a ClientApp worker stopped before loading the app (its error is above)".into(),
+            )),
+            Err(e) => Err(BridgeError::Io(format!(
+                "reading from a ClientApp worker: {e}"
+            ))),
+        }
+    }
+
+    /// How the worker's process ended, as far as this process can tell.
+    fn status(&mut self) -> String {
+        match self {
+            Worker::Spawned(p) => match p.child.0.try_wait() {
+                Ok(Some(status)) => status.to_string(),
+                _ => "still running".into(),
+            },
+            Worker::Forked { .. } => "forked from the ServerApp's process".into(),
+        }
+    }
+}
+
 struct Idle {
-    workers: Vec<Process>,
+    workers: Vec<Worker>,
     /// Workers alive, idle or busy: a pool whose last worker could not be replaced
     /// answers at once instead of waiting for one.
     alive: usize,
 }
 
 impl Pool {
-    /// Starts `size` workers and waits until each has loaded the ClientApp.
+    /// Makes a pool of `size` workers: those `forked` already, and as many spawned as
+    /// they fall short; waits until each has loaded the ClientApp.
     pub(crate) fn start(
         settings: &PythonSettings,
         size: usize,
         replies: Arc<Replies>,
+        forked: Vec<Worker>,
     ) -> Result<Pool, BridgeError> {
-        let mut workers = Vec::with_capacity(size);
+        let mut workers = forked;
         // Started together, then awaited: the imports run in parallel.
-        for _ in 0..size.max(1) {
-            workers.push(spawn(settings, Kind::Client)?);
+        while workers.len() < size.max(1) {
+            workers.push(Worker::Spawned(spawn(settings, Kind::Client)?));
         }
         for worker in &mut workers {
-            ready(worker, settings)?;
+            worker.ready(settings)?;
         }
         Ok(Pool {
             settings: settings.clone(),
@@ -81,10 +149,7 @@ impl Pool {
                 })
             }
             Err(e) => {
-                let status = match worker.child.0.try_wait() {
-                    Ok(Some(status)) => status.to_string(),
-                    _ => "still running".into(),
-                };
+                let status = worker.status();
                 drop(worker);
                 self.replace();
                 Err(AppError::other(format!(
@@ -94,7 +159,7 @@ impl Pool {
         }
     }
 
-    fn take(&self) -> Result<Process, AppError> {
+    fn take(&self) -> Result<Worker, AppError> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(worker) = idle.workers.pop() {
@@ -112,7 +177,7 @@ impl Pool {
         }
     }
 
-    fn give_back(&self, worker: Process) {
+    fn give_back(&self, worker: Worker) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.workers.push(worker);
         self.returned.notify_one();
@@ -122,7 +187,7 @@ impl Pool {
     fn replace(&self) {
         let fresh = spawn(&self.settings, Kind::Client).and_then(|mut w| {
             ready(&mut w, &self.settings)?;
-            Ok(w)
+            Ok(Worker::Spawned(w))
         });
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         match fresh {
@@ -140,18 +205,15 @@ impl Pool {
 /// the app's (an error reply). A reply's content comes with the bytes it was decoded
 /// from (it shares them).
 fn exchange(
-    worker: &mut Process,
+    worker: &mut Worker,
     message: &WireMessage,
     context: &mut Context,
 ) -> std::io::Result<Result<(RecordDict, Bytes), AppError>> {
     let context_bytes = floret_transport::encode_context(context);
-    write_segmented_frame(
-        &mut worker.stdin,
-        b'C',
-        &[&message.segments(), &[&context_bytes]],
-    )?;
+    let (mut stdin, mut stdout) = worker.io();
+    write_segmented_frame(&mut stdin, b'C', &[&message.segments(), &[&context_bytes]])?;
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-    let (tag, body) = read_frame(&mut worker.stdout)?
+    let (tag, body) = read_frame(&mut stdout)?
         .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
     if tag != b'C' {
         return Err(invalid(format!("unexpected frame {:?}", char::from(tag))));

@@ -65,9 +65,7 @@ fn bad(what: &str) -> io::Error {
     )
 }
 
-/// Writes one frame and flushes it (the tests' side of a pipe; the bridge writes
-/// [`write_segmented_frame`]).
-#[cfg(test)]
+/// Writes one frame and flushes it.
 pub(crate) fn write_frame(w: &mut impl Write, tag: u8, body: &[u8]) -> io::Result<()> {
     w.write_all(&header(tag, body.len())?)?;
     w.write_all(body)?;

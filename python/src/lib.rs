@@ -86,11 +86,13 @@ impl std::fmt::Debug for PythonApp {
 /// [`BridgeError::User`] with one line when the Python is missing, has no `flwr`, or a
 /// component does not import or is not a Flower app; [`BridgeError::Io`] otherwise.
 pub fn start(settings: &PythonSettings, workers: usize) -> Result<PythonApp, BridgeError> {
-    // The server's process imports while the workers start.
-    let server = server::PythonServerApp::start_spawned(settings)?;
+    // The ClientApp workers are forked from the ServerApp's process once it has loaded
+    // (they skip Flower's imports); any it could not fork are spawned.
     let replies = Arc::new(wire::Replies::default());
-    let pool = client::Pool::start(settings, workers, Arc::clone(&replies))?;
-    let server = server.wait_ready(settings, replies)?;
+    let server = server::PythonServerApp::start_spawned(settings)?
+        .wait_ready(settings, Arc::clone(&replies))?;
+    let forked = server.fork_workers(settings, workers.max(1));
+    let pool = client::Pool::start(settings, workers, replies, forked)?;
     Ok(PythonApp {
         server_app: Arc::new(server),
         client_app: pool.into_client_app(),

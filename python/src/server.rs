@@ -4,9 +4,10 @@
 //! ('V') becomes the run's events, so `flwr run` prints and records the rounds of a
 //! Python strategy as it does a Rust one's.
 
+use crate::client::Worker;
 use crate::frames::{
-    pack_parts, read_frame_async, read_u32, unpack_parts, write_frame_async,
-    write_segmented_frame_async,
+    pack_parts, read_frame, read_frame_async, read_u32, unpack_parts, write_frame,
+    write_frame_async, write_segmented_frame_async,
 };
 use crate::process::{Kind, Process, ready, spawn};
 use crate::wire::Replies;
@@ -15,6 +16,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{AppError, Context, Grid, GridError, Message, Payload, RunEvent, ServerApp};
 use std::collections::HashSet;
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{BufReader, BufWriter};
@@ -40,6 +43,72 @@ impl PythonServerApp {
         Ok(Spawned(spawn(settings, Kind::Server)?))
     }
 
+    /// Asks the ServerApp's process, loaded and waiting for its run, to fork `count`
+    /// ClientApp workers (`floret_bridge/server.py: fork_workers`): they start from its
+    /// imports (Flower and numpy, half a second of CPU a process) instead of their own.
+    /// Returns those that connected; the pool spawns the rest as before, so an error
+    /// here costs only time.
+    pub(crate) fn fork_workers(&self, settings: &PythonSettings, count: usize) -> Vec<Worker> {
+        if count == 0 {
+            return Vec::new();
+        }
+        match self.try_fork_workers(settings, count) {
+            Ok(workers) => workers,
+            Err(e) => {
+                tracing::debug!("no ClientApp workers forked from the ServerApp: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn try_fork_workers(
+        &self,
+        settings: &PythonSettings,
+        count: usize,
+    ) -> std::io::Result<Vec<Worker>> {
+        let mut started = self.started.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(process) = started.as_mut() else {
+            return Ok(Vec::new());
+        };
+        static SOCKETS: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "floret-bridge-{}-{}.sock",
+            std::process::id(),
+            SOCKETS.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A file left by a process that had this pid before.
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        let _remove = RemoveOnDrop(path.clone());
+        let request = pack_parts([
+            path.as_os_str().as_encoded_bytes(),
+            count.to_string().as_bytes(),
+            settings.clientapp.as_bytes(),
+        ]);
+        write_frame(&mut process.stdin, b'K', &request)?;
+        let answer = read_frame(&mut process.stdout)?;
+        let forked = match &answer {
+            Some((b'k', body)) => std::str::from_utf8(body)
+                .ok()
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0),
+            _ => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the ServerApp's process did not answer the fork request",
+                ));
+            }
+        };
+        // The process answers once every worker it counts has connected: they wait in
+        // the listener's backlog, and accepting them does not block.
+        let mut workers = Vec::with_capacity(forked);
+        for _ in 0..forked {
+            let (stream, _) = listener.accept()?;
+            workers.push(Worker::forked(stream)?);
+        }
+        Ok(workers)
+    }
+
     fn process(&self) -> Result<Process, BridgeError> {
         let started = self
             .started
@@ -54,6 +123,15 @@ impl PythonServerApp {
                 Ok(p)
             }
         }
+    }
+}
+
+/// Removes the socket file when the forking is over, whatever its outcome.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -85,10 +85,17 @@ def main(argv):
                     grew = True
         mine = [p for p in procs if p[0] in ours or any(m in p[2] for m in patterns)]
         peak = max(peak, sum(rss for _, _, _, rss, _ in mine))
-        for pid, _, cmd, _, used in mine:
+        cmds = {pid: cmd for pid, _, cmd, _, _ in procs}
+        for pid, ppid, cmd, _, used in mine:
             # A process that has exited but is not yet reaped shows no command line:
             # it keeps the kind it was first seen with.
-            name = cpu[pid][0] if pid in cpu and not cmd else kind(cmd)
+            seen = cpu.get(pid, ("", 0))[0]
+            name = seen if seen and (not cmd or seen.endswith("(forked)")) else kind(cmd)
+            if cmd and cmds.get(ppid) == cmd:
+                # Forked from its parent (the bridge's ClientApp workers from the
+                # ServerApp's process): the same command line.
+                if not name.endswith("(forked)"):
+                    name = "python clientapp (forked)" if "serverapp" in name else f"{name} (forked)"
             cpu[pid] = (name, used)
         if done:
             break
