@@ -3,6 +3,11 @@
 //! the node's context to an idle worker and takes back the reply's content and the
 //! context the app left.
 //!
+//! The workers are forked from the ServerApp's process once it has loaded (they start
+//! with Flower imported; `server::PythonServerApp::fork_workers`) and reached over a
+//! Unix socket; any that could not be forked, and every replacement, are spawned and
+//! reached over their pipes. Both speak the same frames.
+//!
 //! The engine calls handlers on blocking threads, at most as many at once as it has
 //! workers, and the pool has that many processes, so a call never waits for a worker in
 //! practice. A worker that dies mid-call is replaced and the call is answered with an
