@@ -46,7 +46,11 @@ def serve_forked(app_dir, component, socket_path, flwr_pid, connected_fd):
         os.close(connected_fd)
     channel = frames.Channel(sock.makefile("rb", buffering=1 << 16),
                              sock.makefile("wb", buffering=1 << 16))
-    return serve_channel(channel, app_dir, component)
+    sock.close()  # the two files hold the connection now
+    try:
+        return serve_channel(channel, app_dir, component)
+    finally:
+        channel.close()
 
 
 def _exit_with(pid):
