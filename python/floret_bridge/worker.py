@@ -33,6 +33,7 @@ def serve_forked(app_dir, component, socket_path, flwr_pid, connected_fd):
     import os
     import socket
 
+    _reseed_after_fork()
     _exit_with(flwr_pid)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:  # room for a whole reply, as the spawned workers' pipes have (`frames`)
@@ -51,6 +52,21 @@ def serve_forked(app_dir, component, socket_path, flwr_pid, connected_fd):
         return serve_channel(channel, app_dir, component)
     finally:
         channel.close()
+
+
+def _reseed_after_fork():
+    """Gives this forked process random state of its own, as a newly started one has.
+
+    Python's `random` reseeds itself in a forked child; numpy's global generator (and
+    torch's, when the parent imported it) would otherwise repeat the parent's, so every
+    worker would draw the same "random" numbers from `np.random`.
+    """
+    import numpy as np
+
+    np.random.seed()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.seed()
 
 
 def _exit_with(pid):

@@ -58,6 +58,33 @@ class ForkedWorkers(unittest.TestCase):
         self.assertIn("no module 'numpyapp.nope'", body.decode())
         os.wait()
 
+    def test_forked_workers_draw_random_numbers_of_their_own(self):
+        import numpy as np
+
+        from floret_bridge import worker
+
+        def draw_in_a_fork():
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    worker._reseed_after_fork()
+                    os.write(w, repr(np.random.random()).encode())
+                finally:
+                    os._exit(0)
+            os.close(w)
+            with os.fdopen(r) as f:
+                value = float(f.read())
+            os.waitpid(pid, 0)
+            return value
+
+        # From the same parent state, as two workers forked one after the other are:
+        # without a reseed both would draw the same number.
+        np.random.seed(1234)
+        first = draw_in_a_fork()
+        np.random.seed(1234)
+        self.assertNotEqual(first, draw_in_a_fork())
+
     def test_no_fork_while_another_thread_runs(self):
         stop = threading.Event()
         t = threading.Thread(target=stop.wait)
