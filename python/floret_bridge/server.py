@@ -367,8 +367,16 @@ def fork_workers(channel, app_dir, body):
     connected = []
     for _ in range(int(count)):
         sys.stderr.flush()
-        done_r, done_w = os.pipe()
-        pid = os.fork()
+        try:
+            done_r, done_w = os.pipe()
+        except OSError:
+            break
+        try:
+            pid = os.fork()
+        except OSError:  # no more processes for now: `flwr` spawns the rest
+            os.close(done_r)
+            os.close(done_w)
+            break
         if pid == 0:  # the worker: never returns into this function's caller
             code = 1
             try:
