@@ -3,6 +3,30 @@
 import sys
 
 
+def _keep_freed_memory():
+    """Tells glibc's allocator to keep the memory Python frees for reuse instead of handing
+    it back to the kernel at once.
+
+    Every ClientApp call allocates and frees a model's worth of buffers (the message read
+    from the pipe, its arrays, the reply's). By default glibc serves blocks above 128 KiB
+    with fresh `mmap`s and trims the top of its heap as soon as 128 KiB are free there, so
+    each call pays the kernel to fault in, zero and unmap those pages again: about 15% of a
+    worker's CPU time for a 400 KB model. With these limits (mmap only above 32 MiB,
+    trim only above 1 GiB free) freed blocks are reused; a process's peak memory is
+    unchanged (it is the same blocks), it just keeps them until it exits. Elsewhere than
+    glibc nothing changes.
+    """
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_trim_threshold, 1 << 30)
+    mallopt(m_mmap_threshold, 32 << 20)
+
+
 def main(argv):
     if len(argv) == 1 and argv[0] == "check":
         # The `flwr` process asks whether this Python can run Flower apps at all.
@@ -21,6 +45,7 @@ def main(argv):
         )
         return 2
     kind, app_dir, component = argv
+    _keep_freed_memory()
     try:
         import flwr  # noqa: F401
         import numpy  # noqa: F401

@@ -71,10 +71,25 @@ def save(ndarray):
     return prefix + ndarray.tobytes()
 
 
+_names = {}
+
+
+def dtype_name(dtype):
+    """`str(dtype)`, remembered for plain dtypes (numpy builds it in Python each time)."""
+    name = _names.get(dtype)
+    if name is None:
+        name = str(dtype)
+        if dtype.fields is None and dtype.metadata is None and len(_names) < _CACHE_MAX:
+            _names[dtype] = name
+    return name
+
+
 def install():
     """Makes Flower's `Array` use `load` and `save`."""
     from flwr.app import Array
     from flwr.common.constant import SType
+
+    from .wire import new_array
 
     def numpy(self):
         if self.stype != SType.NUMPY:
@@ -85,10 +100,10 @@ def install():
 
     def from_numpy_ndarray(cls, ndarray):
         assert isinstance(ndarray, np.ndarray), f"Expected NumPy ndarray, got {type(ndarray)}"
-        return Array(
-            dtype=str(ndarray.dtype), shape=tuple(ndarray.shape), stype=SType.NUMPY,
-            data=save(ndarray),
-        )
+        # What Array(dtype=..., shape=..., stype=..., data=...) makes of these, without
+        # its argument checks (they hold by construction).
+        return new_array(dtype_name(ndarray.dtype), tuple(ndarray.shape), SType.NUMPY,
+                         save(ndarray))
 
     Array.numpy = numpy
     Array.from_numpy_ndarray = classmethod(from_numpy_ndarray)

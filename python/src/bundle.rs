@@ -15,6 +15,10 @@ const FILES: &[(&str, &str)] = &[
         "components.py",
         include_str!("../floret_bridge/components.py"),
     ),
+    (
+        "fastpaths.py",
+        include_str!("../floret_bridge/fastpaths.py"),
+    ),
     ("frames.py", include_str!("../floret_bridge/frames.py")),
     ("npy.py", include_str!("../floret_bridge/npy.py")),
     ("server.py", include_str!("../floret_bridge/server.py")),

@@ -72,6 +72,26 @@ pub(crate) fn write_frame(w: &mut impl Write, tag: u8, body: &[u8]) -> io::Resul
     w.flush()
 }
 
+/// Writes one frame whose body is `parts` (as [`pack_parts`] lays them out), each part
+/// given as the segments it is made of, and flushes it, without first copying them into
+/// one body: a model's bytes go from their buffer to the pipe.
+pub(crate) fn write_segmented_frame(
+    w: &mut impl Write,
+    tag: u8,
+    parts: &[&[&[u8]]],
+) -> io::Result<()> {
+    let part_len = |part: &[&[u8]]| part.iter().map(|s| s.len()).sum::<usize>();
+    let body_len = parts.iter().map(|p| 4 + part_len(p)).sum();
+    w.write_all(&header(tag, body_len)?)?;
+    for part in parts {
+        w.write_all(&len_prefix(part_len(part)))?;
+        for segment in *part {
+            w.write_all(segment)?;
+        }
+    }
+    w.flush()
+}
+
 /// Reads one frame; `None` when the pipe closed before a frame began.
 pub(crate) fn read_frame(r: &mut impl Read) -> io::Result<Option<(u8, Bytes)>> {
     let mut head = [0u8; 5];
@@ -81,9 +101,13 @@ pub(crate) fn read_frame(r: &mut impl Read) -> io::Result<Option<(u8, Bytes)>> {
         Err(e) => return Err(e),
     }
     let body_len = body_len(&head)?;
-    let mut body = BytesMut::zeroed(body_len);
-    r.read_exact(&mut body)?;
-    Ok(Some((head[4], body.freeze())))
+    // Read into spare capacity: a model-sized body is not zeroed first.
+    let mut body = Vec::with_capacity(body_len);
+    let got = r.take(body_len as u64).read_to_end(&mut body)?;
+    if got != body_len {
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+    }
+    Ok(Some((head[4], Bytes::from(body))))
 }
 
 fn body_len(head: &[u8; 5]) -> io::Result<usize> {
@@ -102,6 +126,24 @@ pub(crate) async fn write_frame_async(
 ) -> io::Result<()> {
     w.write_all(&header(tag, body.len())?).await?;
     w.write_all(body).await?;
+    w.flush().await
+}
+
+/// [`write_segmented_frame`], async.
+pub(crate) async fn write_segmented_frame_async(
+    w: &mut (impl AsyncWrite + Unpin),
+    tag: u8,
+    parts: &[&[&[u8]]],
+) -> io::Result<()> {
+    let part_len = |part: &[&[u8]]| part.iter().map(|s| s.len()).sum::<usize>();
+    let body_len = parts.iter().map(|p| 4 + part_len(p)).sum();
+    w.write_all(&header(tag, body_len)?).await?;
+    for part in parts {
+        w.write_all(&len_prefix(part_len(part))).await?;
+        for segment in *part {
+            w.write_all(segment).await?;
+        }
+    }
     w.flush().await
 }
 
@@ -130,15 +172,27 @@ mod tests {
         let body = pack_parts([&b"abc"[..], b"", b"de"]);
         let mut wire = Vec::new();
         write_frame(&mut wire, b'C', &body).unwrap();
+        write_segmented_frame(&mut wire, b'D', &[&[b"a", b"bc"], &[], &[b"de"]]).unwrap();
         let mut r = &wire[..];
         let (tag, got) = read_frame(&mut r).unwrap().unwrap();
         assert_eq!(tag, b'C');
         let parts = unpack_parts(&got).unwrap();
         assert_eq!(parts, vec![&b"abc"[..], b"", b"de"]);
+        let (tag, got) = read_frame(&mut r).unwrap().unwrap();
+        assert_eq!(tag, b'D', "the unpacked parts make the same frame");
+        assert_eq!(unpack_parts(&got).unwrap(), parts);
         assert!(
             read_frame(&mut r).unwrap().is_none(),
             "a closed pipe is None"
         );
+    }
+
+    #[test]
+    fn a_frame_cut_short_is_an_error() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, b'C', b"abcdef").unwrap();
+        wire.truncate(wire.len() - 2);
+        assert!(read_frame(&mut &wire[..]).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod client;
 mod frames;
 mod process;
 mod server;
+mod wire;
 
 use floret_core::{ClientApp, ServerApp};
 use std::path::{Path, PathBuf};
@@ -85,10 +86,13 @@ impl std::fmt::Debug for PythonApp {
 /// [`BridgeError::User`] with one line when the Python is missing, has no `flwr`, or a
 /// component does not import or is not a Flower app; [`BridgeError::Io`] otherwise.
 pub fn start(settings: &PythonSettings, workers: usize) -> Result<PythonApp, BridgeError> {
-    // The server's process imports while the workers start.
-    let server = server::PythonServerApp::start_spawned(settings)?;
-    let pool = client::Pool::start(settings, workers)?;
-    let server = server.wait_ready(settings)?;
+    // The ClientApp workers are forked from the ServerApp's process once it has loaded
+    // (they skip Flower's imports); any it could not fork are spawned.
+    let replies = Arc::new(wire::Replies::default());
+    let server = server::PythonServerApp::start_spawned(settings)?
+        .wait_ready(settings, Arc::clone(&replies))?;
+    let forked = server.fork_workers(settings, workers.max(1));
+    let pool = client::Pool::start(settings, workers, Some(replies), forked)?;
     Ok(PythonApp {
         server_app: Arc::new(server),
         client_app: pool.into_client_app(),
@@ -102,7 +106,10 @@ pub fn start(settings: &PythonSettings, workers: usize) -> Result<PythonApp, Bri
 /// # Errors
 /// As [`start`].
 pub fn start_server(settings: &PythonSettings) -> Result<Arc<dyn ServerApp>, BridgeError> {
-    let server = server::PythonServerApp::start_spawned(settings)?.wait_ready(settings)?;
+    // Replies come from the SuperNodes over the Fleet API, never from workers here, so
+    // the registry stays empty and every reply is encoded for the app as it comes.
+    let server = server::PythonServerApp::start_spawned(settings)?
+        .wait_ready(settings, Arc::new(wire::Replies::default()))?;
     Ok(Arc::new(server))
 }
 
@@ -112,7 +119,9 @@ pub fn start_server(settings: &PythonSettings) -> Result<Arc<dyn ServerApp>, Bri
 /// # Errors
 /// As [`start`].
 pub fn start_client(settings: &PythonSettings, workers: usize) -> Result<ClientApp, BridgeError> {
-    Ok(client::Pool::start(settings, workers)?.into_client_app())
+    // Spawned, not forked: no ServerApp process runs on a SuperNode; and no reply bytes
+    // kept, since no ServerApp here would take them.
+    Ok(client::Pool::start(settings, workers, None, Vec::new())?.into_client_app())
 }
 
 /// Whether `app_dir` holds a Flower app in Python: it is not a Cargo crate, its

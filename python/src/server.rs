@@ -4,14 +4,21 @@
 //! ('V') becomes the run's events, so `flwr run` prints and records the rounds of a
 //! Python strategy as it does a Rust one's.
 
-use crate::frames::{pack_parts, read_frame_async, read_u32, unpack_parts, write_frame_async};
+use crate::client::Worker;
+use crate::frames::{
+    pack_parts, read_frame, read_frame_async, read_u32, unpack_parts, write_frame,
+    write_frame_async, write_segmented_frame_async,
+};
 use crate::process::{Kind, Process, ready, spawn};
+use crate::wire::Replies;
 use crate::{BridgeError, PythonSettings};
 use async_trait::async_trait;
 use bytes::Bytes;
 use floret_core::{AppError, Context, Grid, GridError, Message, Payload, RunEvent, ServerApp};
 use std::collections::HashSet;
-use std::sync::{Mutex, PoisonError};
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{BufReader, BufWriter};
 use tokio::process::{ChildStdin, ChildStdout};
@@ -26,6 +33,8 @@ const MAX_ERRORS_TOLD: usize = 16;
 /// The user's ServerApp in Python.
 pub(crate) struct PythonServerApp {
     settings: PythonSettings,
+    /// The ClientApp workers' reply bytes, handed on without re-encoding.
+    replies: Arc<Replies>,
     /// Started and loaded before the run, so that an app that cannot load is refused when
     /// the user starts it; a second run starts a process of its own.
     started: Mutex<Option<Process>>,
@@ -35,6 +44,72 @@ impl PythonServerApp {
     /// Starts the ServerApp's process; [`Spawned::wait_ready`] waits for it to load.
     pub(crate) fn start_spawned(settings: &PythonSettings) -> Result<Spawned, BridgeError> {
         Ok(Spawned(spawn(settings, Kind::Server)?))
+    }
+
+    /// Asks the ServerApp's process, loaded and waiting for its run, to fork `count`
+    /// ClientApp workers (`floret_bridge/server.py: fork_workers`): they start from its
+    /// imports (Flower and numpy, half a second of CPU a process) instead of their own.
+    /// Returns those that connected; the pool spawns the rest as before, so an error
+    /// here costs only time.
+    pub(crate) fn fork_workers(&self, settings: &PythonSettings, count: usize) -> Vec<Worker> {
+        if count == 0 {
+            return Vec::new();
+        }
+        match self.try_fork_workers(settings, count) {
+            Ok(workers) => workers,
+            Err(e) => {
+                tracing::debug!("no ClientApp workers forked from the ServerApp: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn try_fork_workers(
+        &self,
+        settings: &PythonSettings,
+        count: usize,
+    ) -> std::io::Result<Vec<Worker>> {
+        let mut started = self.started.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(process) = started.as_mut() else {
+            return Ok(Vec::new());
+        };
+        static SOCKETS: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "floret-bridge-{}-{}.sock",
+            std::process::id(),
+            SOCKETS.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A file left by a process that had this pid before.
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        let _remove = RemoveOnDrop(path.clone());
+        let request = pack_parts([
+            path.as_os_str().as_encoded_bytes(),
+            count.to_string().as_bytes(),
+            settings.clientapp.as_bytes(),
+        ]);
+        write_frame(&mut process.stdin, b'K', &request)?;
+        let answer = read_frame(&mut process.stdout)?;
+        let forked = match &answer {
+            Some((b'k', body)) => std::str::from_utf8(body)
+                .ok()
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0),
+            _ => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the ServerApp's process did not answer the fork request",
+                ));
+            }
+        };
+        // The process answers once every worker it counts has connected: they wait in
+        // the listener's backlog, and accepting them does not block.
+        let mut workers = Vec::with_capacity(forked);
+        for _ in 0..forked {
+            let (stream, _) = listener.accept()?;
+            workers.push(Worker::forked(stream)?);
+        }
+        Ok(workers)
     }
 
     fn process(&self) -> Result<Process, BridgeError> {
@@ -54,6 +129,15 @@ impl PythonServerApp {
     }
 }
 
+/// Removes the socket file when the forking is over, whatever its outcome.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A ServerApp process that is still importing.
 pub(crate) struct Spawned(Process);
 
@@ -62,10 +146,12 @@ impl Spawned {
     pub(crate) fn wait_ready(
         mut self,
         settings: &PythonSettings,
+        replies: Arc<Replies>,
     ) -> Result<PythonServerApp, BridgeError> {
         ready(&mut self.0, settings)?;
         Ok(PythonServerApp {
             settings: settings.clone(),
+            replies,
             started: Mutex::new(Some(self.0)),
         })
     }
@@ -91,6 +177,7 @@ impl ServerApp for PythonServerApp {
         let stdout = ChildStdout::from_std(stdout.into_inner()).map_err(io)?;
         let mut session = Session {
             grid,
+            replies: &self.replies,
             stdin: BufWriter::with_capacity(1 << 16, stdin),
             stdout: BufReader::with_capacity(1 << 16, stdout),
             errors_told: HashSet::new(),
@@ -109,6 +196,7 @@ impl ServerApp for PythonServerApp {
 /// One run's conversation with the ServerApp's process.
 struct Session<'g> {
     grid: &'g dyn Grid,
+    replies: &'g Replies,
     stdin: BufWriter<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     /// Error replies' reasons already in the run's log. Flower's strategies count a failed
@@ -200,7 +288,11 @@ impl Session<'_> {
         for reply in &replies {
             self.tell_error(reply);
         }
-        let body = pack_parts(replies.iter().map(floret_transport::encode_message));
+        let body = pack_parts(
+            replies
+                .iter()
+                .map(|reply| self.replies.wire(reply).segments().concat()),
+        );
         Ok(self.write(b'L', &body).await?)
     }
 
@@ -226,12 +318,13 @@ impl Session<'_> {
             for reply in replies {
                 if waiting.remove(&reply.metadata.reply_to_message_id) {
                     self.tell_error(&reply);
-                    let wire = floret_transport::encode_message(&reply);
+                    let wire = self.replies.wire(&reply);
                     drop(reply);
-                    self.write(b'l', &pack_parts([wire])).await?;
+                    write_segmented_frame_async(&mut self.stdin, b'l', &[&wire.segments()]).await?;
                 }
             }
         }
+        self.replies.forget(&waiting);
         Ok(self.write(b'L', &[]).await?)
     }
 }

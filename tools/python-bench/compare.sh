@@ -38,14 +38,14 @@ flower() {
 echo "warming Flower's local SuperLink (not measured)" >&2
 flower flwr run . local-simulation --run-config "$cfg num-server-rounds=1" --stream >/dev/null 2>&1
 for i in $(seq "$repeats"); do
-    echo "== Flower 1.42 + Ray, $fed, run $i" >&2
+    echo "== Flower 1.42 + Ray, $fed, run $i (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     flower python3 "$root/tools/python-bench/peak_rss.py" --match "$flower_home" --match "ray::" \
         --match "$flower_venv" -- flwr run . "$fed" --run-config "$cfg" --stream \
         >"$work/flower.log" 2>&1 || true
     grep -h "peak RSS" "$work/flower.log" >&2 || tail -5 "$work/flower.log" >&2
-    echo "== Floret, $fed, run $i" >&2
-    FLWR_HOME="$work/floret-home" python3 tools/python-bench/peak_rss.py -- \
+    echo "== Floret, $fed, run $i (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    FLWR_HOME="$work/floret-home" python3 tools/python-bench/peak_rss.py --cpu -- \
         target/release/flwr run examples/flower-numpy "$fed" --python "$floret_python" --run-config "$cfg" \
         --output-dir "$work/floret-out" >"$work/floret.log" 2>&1 || true
-    grep -h "peak RSS\|finished" "$work/floret.log" >&2
+    grep -h "peak RSS\|finished\|CPU seconds" "$work/floret.log" >&2
 done
