@@ -228,16 +228,21 @@ fn a_failing_client_app_becomes_error_replies_and_the_workers_keep_serving() {
     assert_eq!(rounds[1]["evaluate"]["replies"], 10);
 }
 
+/// A fresh venv's Python under `dir`: a real interpreter with no `flwr` in it.
+fn python_without_flwr(dir: &Path) -> PathBuf {
+    let o = Command::new("python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    dir.join("bin/python")
+}
+
 #[test]
 fn a_python_without_flwr_is_refused_in_one_line() {
     let venv = tempfile::tempdir().unwrap();
-    let o = Command::new("python3")
-        .args(["-m", "venv", "--without-pip"])
-        .arg(venv.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let bare = venv.path().join("bin/python");
+    let bare = python_without_flwr(venv.path());
     let home = tempfile::tempdir().unwrap();
     let o = flwr_run(&example("flower-numpy"), &bare, &[], home.path());
     assert_user_error(
@@ -644,13 +649,7 @@ fn the_scikit_learn_flower_app_deployed_with_tls_and_node_auth_ends_as_its_simul
 #[test]
 fn a_daemon_whose_python_cannot_run_the_app_says_so_in_the_runs_log() {
     let venv = tempfile::tempdir().unwrap();
-    let o = Command::new("python3")
-        .args(["-m", "venv", "--without-pip"])
-        .arg(venv.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let bare = venv.path().join("bin/python");
+    let bare = python_without_flwr(venv.path());
     let bare = bare.to_str().unwrap();
 
     let link = support::SuperLink::start_with(
