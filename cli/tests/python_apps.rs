@@ -228,6 +228,18 @@ fn a_failing_client_app_becomes_error_replies_and_the_workers_keep_serving() {
     assert_eq!(rounds[1]["evaluate"]["replies"], 10);
 }
 
+/// Two SuperNodes of `link` (partitions 0 and 1 of 2) running ClientApps with `python`,
+/// once both are ready.
+fn two_supernodes(link: &support::SuperLink, python: &str) -> Vec<support::Proc> {
+    let nodes: Vec<support::Proc> = (0..2)
+        .map(|i| support::supernode(&link.fleet, i, 2, &["--python", python]))
+        .collect();
+    for node in &nodes {
+        node.expect_log(support::NODE_READY);
+    }
+    nodes
+}
+
 /// A fresh venv's Python under `dir`: a real interpreter with no `flwr` in it.
 fn python_without_flwr(dir: &Path) -> PathBuf {
     let o = Command::new("python3")
@@ -472,12 +484,7 @@ fn python_flag() -> String {
 fn the_numpy_flower_app_deployed_on_two_supernodes_ends_as_its_simulation() {
     let py = python_flag();
     let link = support::SuperLink::start_with("127.0.0.1:0", "127.0.0.1:0", &["--python", &py]);
-    let nodes: Vec<support::Proc> = (0..2)
-        .map(|i| support::supernode(&link.fleet, i, 2, &["--python", &py]))
-        .collect();
-    for node in &nodes {
-        node.expect_log(support::NODE_READY);
-    }
+    let nodes = two_supernodes(&link, &py);
     let app = deployable("flower-numpy", &link.control, None);
     let (code, deployed, stderr) = deploy(app.path(), &["--run-config", "num-server-rounds=2"]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -506,12 +513,7 @@ fn a_python_apps_run_resumes_after_a_superlink_crash() {
     let state_dir = state.path().to_str().unwrap();
     let flags = ["--python", py.as_str(), "--state-dir", state_dir];
     let link = support::SuperLink::start_with("127.0.0.1:0", "127.0.0.1:0", &flags);
-    let nodes: Vec<support::Proc> = (0..2)
-        .map(|i| support::supernode(&link.fleet, i, 2, &["--python", &py]))
-        .collect();
-    for node in &nodes {
-        node.expect_log(support::NODE_READY);
-    }
+    let _nodes = two_supernodes(&link, &py);
     let app = deployable("flower-numpy", &link.control, None);
     let app_dir = app.path().to_str().unwrap();
     let o = support::flwr(&[
@@ -671,12 +673,7 @@ fn a_daemon_whose_python_cannot_run_the_app_says_so_in_the_runs_log() {
 
     let py = python_flag();
     let link = support::SuperLink::start_with("127.0.0.1:0", "127.0.0.1:0", &["--python", &py]);
-    let nodes: Vec<support::Proc> = (0..2)
-        .map(|i| support::supernode(&link.fleet, i, 2, &["--python", bare]))
-        .collect();
-    for node in &nodes {
-        node.expect_log(support::NODE_READY);
-    }
+    let _nodes = two_supernodes(&link, bare);
     let app = deployable("flower-numpy", &link.control, None);
     let log = support::flwr(&[
         "run",
