@@ -360,9 +360,9 @@ fn pull_any_serves_nodes_in_arrival_order_within_the_limit(s: &dyn SimulationSto
     let msgs = [3, 1, 3, 2, 1].map(|n| msg(n, "train"));
     s.push_instructions(run, msgs.to_vec(), 0.0).unwrap();
     let dst = |v: Vec<Message>| v.iter().map(|m| m.metadata.dst_node_id).collect::<Vec<_>>();
-    assert_eq!(dst(s.pull_any_instructions(1)), [3]);
-    assert_eq!(dst(s.pull_any_instructions(10)), [3, 1, 1, 2]);
-    assert!(s.pull_any_instructions(10).is_empty());
+    assert_eq!(dst(s.pull_any_instructions(1, 0.0)), [3]);
+    assert_eq!(dst(s.pull_any_instructions(10, 0.0)), [3, 1, 1, 2]);
+    assert!(s.pull_any_instructions(10, 0.0).is_empty());
     assert_eq!(s.redeliver(3), Ok(0), "pull_any is not a node's delivery");
     assert_eq!(s.held_messages(), 5, "taken but not answered");
 }

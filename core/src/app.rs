@@ -317,8 +317,13 @@ pub trait Grid: Send + Sync {
 
     /// `send`, offering `fold` the replies where they arrive: a grid that can (a
     /// simulation, whose workers make the replies) folds each one on the thread that made
-    /// it and delivers a receipt through `receive` instead; one that cannot delivers every
-    /// reply whole, for the ServerApp to fold. The default sends only.
+    /// it and delivers nothing in its place (the fold knows what it took); one that cannot
+    /// delivers every reply whole, for the ServerApp to fold. The default sends only.
+    ///
+    /// A strategy waits for the fold beside `receive`, and stops waiting on `receive` once
+    /// the fold has every reply: a grid that folds where replies arrive must therefore
+    /// lose nothing when a `receive` in progress is dropped (the in-memory ones take their
+    /// replies without awaiting in between).
     async fn send_folding(
         &self,
         messages: Vec<Message>,
@@ -365,16 +370,11 @@ pub trait Grid: Send + Sync {
 /// order, so the result does not depend on which thread folds what); the grid only hands
 /// over the replies of the messages it sent with the fold, after checking who sent them.
 pub trait ReplyFold: Send + Sync {
-    /// Whether `fold` would take `reply`: asked first, cheaply, so that a grid hands over
-    /// only what is worth folding where it arrives (a reply of a few bytes costs more to
-    /// replace by a receipt than to deliver whole).
-    fn takes(&self, reply: &Message) -> bool;
-
-    /// Takes `reply` and folds it (now, or when its turn comes), and returns what to
-    /// deliver in its place: a receipt (the reply's metadata, empty content), which the
-    /// strategy recognises, or the reply itself, untouched, when the fold does not take it
-    /// (it is closed, or the reply is not one it waits for).
-    fn fold(&self, reply: Message) -> Message;
+    /// Takes `reply` and folds it (now, or when its turn comes) and returns `None`: the
+    /// grid delivers nothing in its place, the fold has counted it (folded, or left out
+    /// and why). Returns the reply itself, untouched, when the fold does not take it (it
+    /// is closed, or the reply is not one it waits for): the grid delivers it whole.
+    fn fold(&self, reply: Message) -> Option<Message>;
 }
 
 /// Counts and aggregated metrics of one phase (train or evaluate) of a round.

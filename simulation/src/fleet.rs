@@ -222,7 +222,7 @@ impl Shared {
         if !self.budget.has_room(self.state.replies_waiting()) || !self.window_open() {
             return Take::Full;
         }
-        match self.state.pull_any_instructions(1).pop() {
+        match self.state.pull_any_instructions(1, unix_now()).pop() {
             Some(message) => {
                 let n = self.window.lock().unwrap_or_else(|p| p.into_inner()).take();
                 Take::Next(n, message)

@@ -93,6 +93,9 @@ pub struct CanonicalFold<P, T> {
     /// Replies waiting for their turn now, and the most that ever waited.
     waiting: AtomicUsize,
     peak_waiting: AtomicUsize,
+    /// Nodes whose reply (or its place, for one left out) has been taken: when it reaches
+    /// the plan's size, every reply is in.
+    taken: AtomicUsize,
 }
 
 fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
@@ -128,6 +131,7 @@ impl<P: Mergeable, T> CanonicalFold<P, T> {
             hint: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             peak_waiting: AtomicUsize::new(0),
+            taken: AtomicUsize::new(0),
         }
     }
 
@@ -208,6 +212,22 @@ impl<P: Mergeable, T> CanonicalFold<P, T> {
         self.peak_waiting.load(Ordering::Relaxed)
     }
 
+    /// Whether every node of the plan has had its reply (or its place) taken.
+    pub fn all_taken(&self) -> bool {
+        self.taken.load(Ordering::Acquire) >= self.plan.nodes().len()
+    }
+
+    /// Whether `node`'s reply (or its place) has been taken.
+    pub fn is_taken(&self, node: u64) -> bool {
+        let Some((s, position)) = self.plan.locate(node) else {
+            return false;
+        };
+        self.shards.get(s).is_some_and(|cell| {
+            let shard = lock(cell);
+            position < shard.next || shard.waiting.contains_key(&position)
+        })
+    }
+
     /// Takes no reply from now on; one being folded still completes.
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
@@ -248,6 +268,7 @@ impl<P: Mergeable, T> CanonicalFold<P, T> {
             return Err(item);
         }
         shard.waiting.insert(position, item);
+        self.taken.fetch_add(1, Ordering::AcqRel);
         let now = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_waiting.fetch_max(now, Ordering::Relaxed);
         Ok(s)

@@ -3,17 +3,18 @@
 //!
 //! The decisions (what a reply is worth, how and in which order it is folded: the
 //! canonical order of `canonical`) live in a `folding::PhaseFold`, which the grid may also
-//! fold replies into where they arrive; this module only moves replies and receipts from
-//! the grid to it, sorts out the ones this phase is not waiting for (late or repeated),
-//! counts, and tells the user what happened.
+//! fold replies into where they arrive; this module only moves the replies that reach the
+//! ServerApp whole to it, sorts out the ones this phase is not waiting for (late or
+//! repeated), waits until the fold has every reply, counts, and tells the user what
+//! happened.
 
 use crate::canonical::Mergeable;
 use crate::error::StrategyError;
 use crate::folding::PhaseFold;
 use crate::reply::Rejection;
 use crate::sampling::Backoff;
+use floret_core::hashing::FastHashMap;
 use floret_core::{Grid, GridError, Message, NodeSet, PhaseSummary, ReplyFold, RunEvent};
-use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,11 +78,12 @@ impl Phase<'_> {
     }
 
     /// Sends `messages` (the i-th to node `targets[i]`) and folds their replies with `fold`
-    /// until all are answered or the timeout passes; the grid may fold them where they
-    /// arrive (`Grid::send_folding`) and send receipts. Replies to other messages (late ones
-    /// from an earlier phase, repeats) are counted as `late` and left out; replies the fold
-    /// rejects are counted as `failures`. `sampled - replies - failures` nodes did not answer
-    /// in time. The caller then takes the aggregate with `PhaseFold::finish`.
+    /// until all are in or the timeout passes; the grid may fold them where they arrive
+    /// (`Grid::send_folding`), and then delivers nothing for them. Replies to other
+    /// messages (late ones from an earlier phase, repeats) are counted as `late` and left
+    /// out; replies the fold rejects are counted as `failures`. `sampled - replies -
+    /// failures` nodes did not answer in time. The caller then takes the aggregate with
+    /// `PhaseFold::finish`.
     pub(crate) async fn collect<P: Mergeable + Send + Sync + 'static>(
         &self,
         targets: &[u64],
@@ -103,60 +105,58 @@ impl Phase<'_> {
             ))
             .await
             .map_err(|e| self.grid_error(e))?;
-        let mut pending: HashMap<String, u64> =
-            ids.into_iter().zip(targets.iter().copied()).collect();
+        let mut pending = Pending::new(ids, targets);
         let deadline = Instant::now() + self.timeout;
         let mut left_out = LeftOut::default();
         let waiting = info_span!("await replies", phase = self.name);
         self.await_replies(&mut pending, deadline, fold, &mut summary, &mut left_out)
             .instrument(waiting)
             .await?;
-        // Replies folded where they arrived whose receipts did not come before the phase
-        // stopped waiting are in the aggregate all the same: count them.
-        let unread = fold.close();
-        if !unread.is_empty() {
-            let nodes: HashSet<u64> = unread.iter().map(|(node, _)| *node).collect();
-            pending.retain(|_, node| !nodes.contains(node));
-            for (node, outcome) in unread {
-                match outcome {
-                    None => summary.replies += 1,
-                    Some(why) => {
-                        summary.failures += 1;
-                        left_out.add(node, why.to_string());
-                    }
-                }
-            }
+        // Replies folded where they arrived are in the aggregate and sent no receipt:
+        // count them (after the folds in progress end).
+        let here = fold.close();
+        summary.replies += here.folded;
+        summary.failures += here.left_out.len() as u64;
+        for (node, why) in here.left_out {
+            left_out.add(node, why.to_string());
         }
-        self.report(&summary, &pending, &left_out);
+        let unanswered: Vec<u64> = if fold.all_in() {
+            Vec::new()
+        } else {
+            targets.iter().copied().filter(|&n| !fold.has(n)).collect()
+        };
+        self.report(&summary, &unanswered, &left_out);
         Ok(summary)
     }
 
-    /// The receive loop of `collect`: folds each batch of awaited replies as it arrives.
+    /// The receive loop of `collect`: folds each batch of awaited replies that arrives
+    /// whole, until the fold has every sampled node's reply (folded here or where it
+    /// arrived) or the deadline passes.
     async fn await_replies<P: Mergeable + Send + Sync + 'static>(
         &self,
-        pending: &mut HashMap<String, u64>,
+        pending: &mut Pending<'_>,
         deadline: Instant,
         fold: &Arc<PhaseFold<P>>,
         summary: &mut PhaseSummary,
         left_out: &mut LeftOut,
     ) -> Result<(), StrategyError> {
         let mut folding = Duration::ZERO;
-        while !pending.is_empty() {
+        while !fold.all_in() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            let batch = self
-                .grid
-                .receive(left)
-                .await
-                .map_err(|e| self.grid_error(e))?;
+            // A grid that folds where replies arrive loses nothing when its `receive` is
+            // dropped here (`Grid::send_folding`); one that does not never completes the
+            // fold on its own, so its `receive` is never dropped.
+            let batch = tokio::select! {
+                biased;
+                () = fold.all_folded() => break,
+                batch = self.grid.receive(left) => batch.map_err(|e| self.grid_error(e))?,
+            };
             let mut awaited = Vec::with_capacity(batch.len());
             for reply in batch {
-                if pending
-                    .remove(&reply.metadata.reply_to_message_id)
-                    .is_some()
-                {
+                if pending.take(&reply.metadata.reply_to_message_id) {
                     awaited.push(reply);
                 } else {
                     summary.late += 1;
@@ -216,7 +216,7 @@ impl Phase<'_> {
     }
 
     /// The phase's one summary line, for the user and the log.
-    fn report(&self, s: &PhaseSummary, unanswered: &HashMap<String, u64>, left_out: &LeftOut) {
+    fn report(&self, s: &PhaseSummary, unanswered: &[u64], left_out: &LeftOut) {
         let mut line = format!(
             "round {}: {}/{} {} replies, {} failed",
             self.round, s.replies, s.sampled, self.name, s.failures
@@ -227,7 +227,7 @@ impl Phase<'_> {
                 unanswered.len(),
                 self.timeout
             );
-            let mut nodes: Vec<u64> = unanswered.values().take(20).copied().collect();
+            let mut nodes: Vec<u64> = unanswered.iter().take(20).copied().collect();
             nodes.sort_unstable();
             debug!(
                 ?nodes,
@@ -241,6 +241,39 @@ impl Phase<'_> {
         }
         line += &left_out.describe();
         self.log(line);
+    }
+}
+
+/// The ids of a phase's messages, for telling the replies that reach the ServerApp whole
+/// (all of them, over the network) from late or repeated ones. Looked up by id only once
+/// such a reply comes: a simulation folds every reply where it is made, and a million ids
+/// need not be hashed for nothing.
+struct Pending<'a> {
+    ids: Vec<String>,
+    targets: &'a [u64],
+    /// The ids not answered yet, by id; built at the first lookup.
+    map: Option<FastHashMap<String, u64>>,
+}
+
+impl<'a> Pending<'a> {
+    fn new(ids: Vec<String>, targets: &'a [u64]) -> Self {
+        Pending {
+            ids,
+            targets,
+            map: None,
+        }
+    }
+
+    /// Whether `reply_to` is a message of this phase not answered before; it is not one
+    /// any more.
+    fn take(&mut self, reply_to: &str) -> bool {
+        let map = self.map.get_or_insert_with(|| {
+            let ids = std::mem::take(&mut self.ids);
+            let mut map = FastHashMap::with_capacity_and_hasher(ids.len(), Default::default());
+            map.extend(ids.into_iter().zip(self.targets.iter().copied()));
+            map
+        });
+        map.remove(reply_to).is_some()
     }
 }
 

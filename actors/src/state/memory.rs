@@ -3,6 +3,7 @@
 //! and synchronous, so callers on the async runtime never wait long and never hold the
 //! lock across an `.await`.
 
+use super::batches::Batches;
 use super::node_keys::NodeKeys;
 use super::nodes::Nodes;
 use super::rules::{self, Inflight, RunIds};
@@ -65,6 +66,9 @@ struct Inner {
     delivered: FastHashMap<u64, Vec<Message>>,
     /// Packed FABs by hash: runs of the same build share one copy.
     fabs: HashMap<String, Bytes>,
+    /// The pushes of a store with fold lanes, which a virtual fleet serves: each kept as
+    /// one entry instead of in `queues` and `inflight` (`batches`).
+    batches: Batches,
 }
 
 /// See the module doc.
@@ -128,16 +132,13 @@ impl MemoryLinkState {
         now: f64,
         fold: Option<Arc<dyn ReplyFold>>,
     ) -> Result<Vec<String>, StateError> {
+        if self.fold_lanes() > 0 {
+            return self.push_batch(run_id, messages, now, fold);
+        }
         // Numbers are taken under the lock; the ids, stamps and flight records are made
         // outside it, and the messages go in by chunks, so that a round of a million
         // instructions neither stops the workers for its whole length nor waits for them.
-        let (lifetime, first) = {
-            let mut inner = self.lock();
-            inner.check_can_send(run_id)?;
-            let first = inner.next_message + 1;
-            inner.next_message += messages.len() as u64;
-            (inner.lifetime, first)
-        };
+        let (lifetime, first) = self.take_numbers(run_id, messages.len())?;
         let total = messages.len();
         let mut ids = Vec::with_capacity(total);
         let mut last_phase = None;
@@ -188,6 +189,51 @@ impl MemoryLinkState {
         Ok(ids)
     }
 
+    /// Takes `count` message numbers for a push to run `run_id`, if it may send: the
+    /// store's lifetime tag and the first number.
+    fn take_numbers(&self, run_id: u64, count: usize) -> Result<(u32, u64), StateError> {
+        let mut inner = self.lock();
+        inner.check_can_send(run_id)?;
+        let first = inner.next_message + 1;
+        inner.next_message += count as u64;
+        Ok((inner.lifetime, first))
+    }
+
+    /// `push` for a store a virtual fleet serves: the push is kept whole (`batches`), added
+    /// under one hold of the lock; its messages are stamped as the workers take them. The
+    /// ServerApp's thread then spends on a million instructions little more than their ids.
+    fn push_batch(
+        &self,
+        run_id: u64,
+        messages: Vec<Message>,
+        now: f64,
+        fold: Option<Arc<dyn ReplyFold>>,
+    ) -> Result<Vec<String>, StateError> {
+        let (lifetime, first) = self.take_numbers(run_id, messages.len())?;
+        let ids = (first..)
+            .take(messages.len())
+            .map(|counter| rules::message_id(run_id, lifetime, counter))
+            .collect();
+        let prepared = Batches::prepare(run_id, lifetime, first, messages, now, fold);
+        let refused = {
+            let mut inner = self.lock();
+            // A stop since the numbers were taken purged the run: send nothing.
+            match inner.check_can_send(run_id) {
+                Ok(()) => {
+                    inner.batches.add(prepared);
+                    None
+                }
+                Err(e) => Some((e, prepared)),
+            }
+        };
+        if let Some((e, prepared)) = refused {
+            drop(prepared);
+            return Err(e);
+        }
+        self.instructions.notify_waiters();
+        Ok(ids)
+    }
+
     /// Lets a fold offered with `push_instructions_folding` take the replies as they are
     /// pushed, on the pushing thread, `lanes` shards at a time: for a simulation, whose
     /// workers push replies from blocking threads. A SuperLink's store leaves it at 0, so
@@ -211,6 +257,7 @@ impl MemoryLinkState {
                 inflight: FastHashMap::default(),
                 delivered: FastHashMap::default(),
                 fabs: HashMap::new(),
+                batches: Batches::default(),
             }),
             instructions: Notify::new(),
             replies_taken: Notify::new(),
@@ -326,6 +373,10 @@ impl Inner {
                 self.answer(id, &flight, error, now);
             }
         }
+        for (id, flight) in self.batches.drop_nodes(gone) {
+            let error = rules::node_unavailable(flight.dst_node_id, reason);
+            self.answer(id, &flight, error, now);
+        }
     }
 
     /// Answers instructions whose TTL ended, taking those still queued off their queue.
@@ -358,7 +409,13 @@ impl Inner {
             let Inner { queues, ready, .. } = self;
             ready.retain(|n| queues.contains_key(n));
         }
-        ids.len()
+        let batched = self.batches.expire(now);
+        let expired = ids.len() + batched.len();
+        for (id, flight) in batched {
+            let error = rules::ttl_expired(&flight);
+            self.answer(id, &flight, error, now);
+        }
+        expired
     }
 }
 
@@ -604,29 +661,36 @@ impl MessageStore for MemoryLinkState {
 
     fn push_reply(&self, mut reply: Message, now: f64) -> Result<(), StateError> {
         let mut inner = self.lock();
-        let id = reply.metadata.reply_to_message_id.clone();
-        // One lookup in a map of a round's instructions (a cache miss at a million).
-        let Entry::Occupied(flight) = inner.inflight.entry(id) else {
-            return Err(StateError::UnknownReply(
-                reply.metadata.reply_to_message_id.clone(),
-            ));
+        let md = &reply.metadata;
+        let flight = match inner
+            .batches
+            .accept(&md.reply_to_message_id, md.src_node_id)
+        {
+            Some(accepted) => accepted?,
+            None => {
+                // One lookup in a map of the instructions in flight.
+                let Entry::Occupied(flight) = inner.inflight.entry(md.reply_to_message_id.clone())
+                else {
+                    return Err(StateError::UnknownReply(md.reply_to_message_id.clone()));
+                };
+                rules::check_replier(flight.key(), md.src_node_id, flight.get().dst_node_id)?;
+                let (id, flight) = flight.remove_entry();
+                inner.undeliver(flight.dst_node_id, &id);
+                flight
+            }
         };
-        rules::check_replier(
-            flight.key(),
-            reply.metadata.src_node_id,
-            flight.get().dst_node_id,
-        )?;
-        let (id, flight) = flight.remove_entry();
-        let (run_id, node) = (flight.run_id, flight.dst_node_id);
-        inner.undeliver(node, &id);
+        let run_id = flight.run_id;
         let reply_id = inner.next_id(run_id);
         rules::stamp_reply(&mut reply.metadata, run_id, reply_id, now);
-        if let Some(fold) = flight.push.fold.as_ref().filter(|f| f.takes(&reply)) {
-            // Accepted and stamped: fold it here, on the pushing worker, without the lock,
-            // and store the receipt (or the reply, if the fold hands it back).
+        if let Some(fold) = flight.push.fold.as_ref() {
+            // Accepted and stamped: fold it here, on the pushing worker, without the lock;
+            // nothing is stored in its place unless the fold hands it back.
             inner.run_mut(run_id)?;
             drop(inner);
-            reply = fold.fold(reply);
+            match fold.fold(reply) {
+                None => return Ok(()),
+                Some(back) => reply = back,
+            }
             inner = self.lock();
         }
         let run = inner.run_mut(run_id)?;
@@ -672,6 +736,7 @@ impl MessageStore for MemoryLinkState {
 
     fn purge_messages(&self, run_id: u64) {
         let mut inner = self.lock();
+        inner.batches.purge(run_id);
         inner.inflight.retain(|_, f| f.run_id != run_id);
         for q in inner.queues.values_mut() {
             q.retain(|m| m.metadata.run_id != run_id);
@@ -694,7 +759,9 @@ impl MessageStore for MemoryLinkState {
 
     fn held_messages(&self) -> usize {
         let inner = self.lock();
-        inner.inflight.len() + inner.runs.values().map(|r| r.replies.len()).sum::<usize>()
+        inner.inflight.len()
+            + inner.batches.held()
+            + inner.runs.values().map(|r| r.replies.len()).sum::<usize>()
     }
 }
 
@@ -832,7 +899,7 @@ impl SimulationStore for MemoryLinkState {
         self.lock().nodes.add_permanent(node_ids);
     }
 
-    fn pull_any_instructions(&self, limit: usize) -> Vec<Message> {
+    fn pull_any_instructions(&self, limit: usize, now: f64) -> Vec<Message> {
         let mut inner = self.lock();
         let mut out = Vec::with_capacity(limit.min(1024));
         while out.len() < limit {
@@ -843,6 +910,15 @@ impl SimulationStore for MemoryLinkState {
                 // Still has messages: keep its turn for the next call.
                 inner.ready.push_front(node);
                 break;
+            }
+        }
+        if out.len() < limit {
+            let mut gone = Vec::new();
+            let Inner { batches, nodes, .. } = &mut *inner;
+            batches.take(limit, |node| nodes.contains(node), &mut out, &mut gone);
+            for (id, flight) in gone {
+                let error = rules::node_unavailable(flight.dst_node_id, rules::NOT_CONNECTED);
+                inner.answer(id, &flight, error, now);
             }
         }
         out
@@ -912,7 +988,7 @@ mod tests {
         let run = running_run(&s);
         s.push_instructions(run, vec![Message::new(RecordDict::new(), 5, "train")], 1.0)
             .unwrap();
-        let msg = s.pull_any_instructions(1).remove(0);
+        let msg = s.pull_any_instructions(1, 0.0).remove(0);
         let mut forged = msg.reply(Payload::Error(MessageError::new(0, "x")));
         forged.metadata.src_node_id = 9;
         assert!(matches!(
@@ -1065,7 +1141,7 @@ mod tests {
             s.pull_instructions(1, 10).unwrap().is_empty(),
             "taken off the queue"
         );
-        assert!(s.pull_any_instructions(10).is_empty());
+        assert!(s.pull_any_instructions(10, 0.0).is_empty());
     }
 
     #[tokio::test]
@@ -1139,7 +1215,7 @@ mod tests {
             .collect();
         let ids = s.push_instructions(run, msgs, 0.0).unwrap();
         assert_eq!(ids.len() as u64, count);
-        let pulled = s.pull_any_instructions(usize::MAX);
+        let pulled = s.pull_any_instructions(usize::MAX, 0.0);
         assert_eq!(pulled.len() as u64, count - 1);
         for (m, (node, id)) in pulled.iter().zip(present.iter().zip(&ids)) {
             assert_eq!(
@@ -1166,12 +1242,81 @@ mod tests {
         let msgs = [3, 1, 3, 2].map(|n| Message::new(RecordDict::new(), n, "train"));
         s.push_instructions(run, msgs.to_vec(), 0.0).unwrap();
         let order: Vec<u64> = s
-            .pull_any_instructions(10)
+            .pull_any_instructions(10, 0.0)
             .iter()
             .map(|m| m.metadata.dst_node_id)
             .collect();
         assert_eq!(order, [3, 3, 1, 2]);
-        assert!(s.pull_any_instructions(10).is_empty());
+        assert!(s.pull_any_instructions(10, 0.0).is_empty());
+    }
+
+    /// Takes the replies of even nodes, hands back the others.
+    struct EvenFold(Mutex<Vec<u64>>);
+
+    impl ReplyFold for EvenFold {
+        fn fold(&self, reply: Message) -> Option<Message> {
+            let node = reply.metadata.src_node_id;
+            if node % 2 == 1 {
+                return Some(reply);
+            }
+            self.0.lock().unwrap().push(node);
+            None
+        }
+    }
+
+    #[test]
+    fn a_store_with_fold_lanes_keeps_a_push_whole_and_stores_nothing_for_a_folded_reply() {
+        let s = MemoryLinkState::for_simulation();
+        s.set_fold_lanes(2);
+        s.register_nodes(&[1, 2, 3, 4]);
+        let run = running_run(&s);
+        let fold = Arc::new(EvenFold(Mutex::new(Vec::new())));
+        let msgs = [4, 1, 2, 9].map(|n| Message::new(RecordDict::new(), n, "train"));
+        let ids = s
+            .push_instructions_folding(run, msgs.to_vec(), 5.0, fold.clone())
+            .unwrap();
+        assert_eq!(s.held_messages(), 4);
+        let taken = s.pull_any_instructions(10, 6.0);
+        let got: Vec<(u64, &str)> = taken
+            .iter()
+            .map(|m| (m.metadata.dst_node_id, m.metadata.message_id.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (4, ids[0].as_str()),
+                (1, ids[1].as_str()),
+                (2, ids[2].as_str())
+            ],
+            "in push order; node 9 is unknown"
+        );
+        assert!(taken.iter().all(|m| m.metadata.created_at == 5.0));
+        let unknown = s.take_replies(run).unwrap();
+        assert_eq!(unknown.len(), 1, "node 9 is answered in its place");
+        assert_eq!(unknown[0].metadata.reply_to_message_id, ids[3]);
+        let mut wrong = taken[0].reply(Payload::Content(RecordDict::new()));
+        wrong.metadata.src_node_id = 2;
+        assert!(matches!(
+            s.push_reply(wrong, 7.0),
+            Err(StateError::WrongReplier { .. })
+        ));
+        for m in &taken {
+            s.push_reply(m.reply(Payload::Content(RecordDict::new())), 7.0)
+                .unwrap();
+        }
+        assert_eq!(*fold.0.lock().unwrap(), [4, 2], "folded where pushed");
+        let whole = s.take_replies(run).unwrap();
+        assert_eq!(
+            whole.len(),
+            1,
+            "only the reply the fold handed back is stored"
+        );
+        assert_eq!(whole[0].metadata.src_node_id, 1);
+        assert!(matches!(
+            s.push_reply(taken[1].reply(Payload::Content(RecordDict::new())), 8.0),
+            Err(StateError::UnknownReply(_))
+        ));
+        assert_eq!(s.held_messages(), 0);
     }
 
     #[tokio::test]
@@ -1181,7 +1326,7 @@ mod tests {
         let run = running_run(&s);
         let msgs = [1, 2].map(|n| Message::new(RecordDict::new(), n, "train"));
         s.push_instructions(run, msgs.to_vec(), 0.0).unwrap();
-        for m in s.pull_any_instructions(10) {
+        for m in s.pull_any_instructions(10, 0.0) {
             s.push_reply(m.reply(Payload::Content(RecordDict::new())), 1.0)
                 .unwrap();
         }

@@ -10,6 +10,7 @@
 //! ServerApp's round continues without waiting for a timeout, and addressing a node that
 //! just vanished never fails a run.
 
+mod batches;
 mod memory;
 mod node_keys;
 mod nodes;
@@ -235,8 +236,9 @@ pub trait MessageStore: Send + Sync + 'static {
         0
     }
     /// `push_instructions`, and each accepted reply to these instructions goes to `fold`
-    /// on the thread that pushes it (`ReplyFold`), its receipt stored in its place. A
-    /// store with no lanes (`fold_lanes` 0) stores the replies whole.
+    /// on the thread that pushes it (`ReplyFold`), and nothing is stored in its place
+    /// (one the fold hands back is stored whole). A store with no lanes (`fold_lanes` 0)
+    /// stores the replies whole.
     fn push_instructions_folding(
         &self,
         run_id: u64,
@@ -346,8 +348,9 @@ pub trait SimulationStore: LinkState {
     /// Registers node ids that never expire (a simulation's virtual nodes).
     fn register_nodes(&self, node_ids: &[u64]);
     /// Up to `limit` queued instructions for any node, oldest first (a virtual fleet serves
-    /// many node ids at once).
-    fn pull_any_instructions(&self, limit: usize) -> Vec<Message>;
+    /// many node ids at once). One to a node the store does not know (any more) is
+    /// answered in its place, stamped `now`, instead of handed out.
+    fn pull_any_instructions(&self, limit: usize, now: f64) -> Vec<Message>;
     /// Wakes fleets when instructions are queued.
     fn instructions_ready(&self) -> &Notify;
     /// Replies stored, for every run, that no grid has taken yet: what a fleet has made and

@@ -38,6 +38,27 @@ pub(super) fn message_id(run_id: u64, lifetime: u32, counter: u64) -> String {
     id
 }
 
+/// The run, lifetime tag and counter of an id `message_id` wrote; `None` for any other
+/// string (leading zeros, upper case, a part too long or missing), so that exactly one
+/// string names each instruction.
+pub(super) fn parse_message_id(id: &str) -> Option<(u64, u32, u64)> {
+    fn part(s: &str) -> Option<u64> {
+        let canonical = !s.is_empty()
+            && s.len() <= 16
+            && (s == "0" || !s.starts_with('0'))
+            && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        canonical.then(|| u64::from_str_radix(s, 16).ok()).flatten()
+    }
+    let mut parts = id.split('-');
+    let run_id = part(parts.next()?)?;
+    let lifetime = u32::try_from(part(parts.next()?)?).ok()?;
+    let counter = part(parts.next()?)?;
+    parts
+        .next()
+        .is_none()
+        .then_some((run_id, lifetime, counter))
+}
+
 /// Appends `value` in lower-case hex without leading zeros (`0` for zero), as `{:x}`.
 fn push_hex(out: &mut String, value: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -208,6 +229,7 @@ pub(super) fn ttl_expired(flight: &Inflight) -> MessageError {
 /// An instruction sent and not answered yet, kept small: just enough to check who may
 /// answer and to answer in the node's place (node unavailable, TTL expired) without the
 /// content.
+#[derive(Clone)]
 pub(super) struct Inflight {
     pub(super) run_id: u64,
     pub(super) dst_node_id: u64,
@@ -228,6 +250,31 @@ pub(super) struct Push {
 }
 
 impl Inflight {
+    /// The flight of an instruction not stamped yet: its run, node and TTL, sent at `now`.
+    pub(super) fn unstamped(run_id: u64, md: &Metadata, now: f64, push: Arc<Push>) -> Inflight {
+        Inflight {
+            run_id,
+            dst_node_id: md.dst_node_id,
+            created_at: now,
+            ttl: md.ttl,
+            push,
+        }
+    }
+
+    /// What the instructions of a push share, made from its first one.
+    pub(super) fn push_of(md: &Metadata, fold: Option<Arc<dyn ReplyFold>>) -> Arc<Push> {
+        Arc::new(Push {
+            group_id: md.group_id.clone(),
+            message_type: md.message_type.clone(),
+            fold,
+        })
+    }
+
+    /// Whether `md` shares `push`'s group id and message type.
+    pub(super) fn shares(push: &Push, md: &Metadata) -> bool {
+        push.group_id == md.group_id && push.message_type == md.message_type
+    }
+
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(super) fn of(md: &Metadata) -> Inflight {
         Inflight::sharing(md, &mut None, None)
@@ -262,6 +309,11 @@ impl Inflight {
 
     pub(super) fn is_expired(&self, now: f64) -> bool {
         is_expired(expires_at(self.created_at, self.ttl), now)
+    }
+
+    /// When the instruction was sent.
+    pub(super) fn created_at(&self) -> f64 {
+        self.created_at
     }
 }
 
@@ -344,6 +396,33 @@ mod tests {
         sort_for_listing(&mut runs);
         let ids: Vec<u64> = runs.iter().map(|r| r.run_id).collect();
         assert_eq!(ids, vec![u64::MAX, 1, 5, 9]);
+    }
+
+    #[test]
+    fn message_ids_parse_back_and_nothing_else_does() {
+        for (run, lifetime, counter) in [(1, 0, 1), (255, 0xab, 16), (u64::MAX, u32::MAX, 0)] {
+            let id = message_id(run, lifetime, counter);
+            assert_eq!(
+                parse_message_id(&id),
+                Some((run, lifetime, counter)),
+                "{id}"
+            );
+        }
+        for bad in [
+            "",
+            "1-0",
+            "1-0-1-2",
+            "01-0-1",
+            "1-0-0a",
+            "1-0-A",
+            "1--1",
+            "1-0-x",
+            "1-100000000-1",
+            "1-0-10000000000000000",
+            " 1-0-1",
+        ] {
+            assert_eq!(parse_message_id(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
