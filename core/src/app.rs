@@ -333,6 +333,21 @@ pub trait Grid: Send + Sync {
         self.send(messages).await
     }
 
+    /// `send_folding` of one message to each of `nodes`: `template` with its destination
+    /// set to each node in turn (a strategy's phase sends one content to every sampled
+    /// node). Returns the ids in the order of `nodes`. A grid that keeps such a broadcast
+    /// as one content and a list of nodes (a simulation's) makes no message per node until
+    /// a worker takes it; the default makes them all and calls `send_folding`.
+    async fn broadcast_folding(
+        &self,
+        template: Message,
+        nodes: &[u64],
+        fold: Arc<dyn ReplyFold>,
+    ) -> Result<Vec<String>, GridError> {
+        let messages = template.to_each(nodes);
+        self.send_folding(messages, fold).await
+    }
+
     /// Sends `messages` and waits up to `timeout` for all their replies; replies that are
     /// not there by then are simply absent from the result.
     async fn send_and_receive(

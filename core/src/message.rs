@@ -176,6 +176,19 @@ impl Message {
         self
     }
 
+    /// A copy sent to `dst_node_id` instead (the content is shared, not copied): one
+    /// message of a broadcast made from its template.
+    pub fn to(&self, dst_node_id: u64) -> Message {
+        let mut m = self.clone();
+        m.metadata.dst_node_id = dst_node_id;
+        m
+    }
+
+    /// `to` each of `nodes`, in order: a broadcast made message by message.
+    pub fn to_each(&self, nodes: &[u64]) -> Vec<Message> {
+        nodes.iter().map(|&n| self.to(n)).collect()
+    }
+
     /// Bytes of array data in the content (0 for an error reply): what a span reports as
     /// the message's size without encoding it.
     pub fn array_bytes(&self) -> usize {

@@ -328,6 +328,16 @@ impl Grid for FleetGrid {
         self.messages.send_folding(messages, fold).await
     }
 
+    async fn broadcast_folding(
+        &self,
+        template: Message,
+        nodes: &[u64],
+        fold: Arc<dyn ReplyFold>,
+    ) -> Result<Vec<String>, GridError> {
+        self.link.check_running()?;
+        self.messages.broadcast_folding(template, nodes, fold).await
+    }
+
     async fn pull(&self, message_ids: &[String]) -> Result<Vec<Message>, GridError> {
         self.messages.pull(message_ids).await
     }

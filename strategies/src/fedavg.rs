@@ -424,7 +424,7 @@ impl FedAvg {
             timeout: run.timeout,
         };
         let required = required_nodes(c.min_available_nodes, c.min_train_nodes);
-        let (plan, targets, messages) = async {
+        let (plan, targets, template) = async {
             let nodes = phase.wait_for_nodes(required).await?;
             if nodes.len() < required {
                 return Err(StrategyError::NotEnoughNodes {
@@ -442,9 +442,8 @@ impl FedAvg {
                 "round {round}: training on {size} of {connected} connected nodes"
             ));
             let targets = plan.send_order(run.grid.fold_lanes());
-            let messages =
-                self.messages(&targets, arrays, &train_config, round, message_type::TRAIN);
-            Ok((plan, targets, messages))
+            let template = self.template(arrays, &train_config, round, message_type::TRAIN);
+            Ok((plan, targets, template))
         }
         .instrument(info_span!("configure", phase = "train"))
         .await?;
@@ -468,7 +467,7 @@ impl FedAvg {
             _ => None,
         };
         let fold = train_fold(plan, sums, c, clip);
-        let summary = phase.collect(&targets, messages, &fold).await?;
+        let summary = phase.collect(&targets, template, &fold).await?;
         let _aggregate = info_span!("aggregate", phase = "train", last = true).entered();
         debug!(
             peak_waiting = fold.peak_waiting(),
@@ -579,30 +578,24 @@ impl FedAvg {
         let size = sample_size(c.fraction_evaluate, c.min_evaluate_nodes, nodes.len());
         let plan = ShardPlan::new(&sample_nodes(rng, nodes, size));
         let targets = plan.send_order(run.grid.fold_lanes());
-        let messages = self.messages(
-            &targets,
-            arrays,
-            run.evaluate_config,
-            round,
-            message_type::EVALUATE,
-        );
+        let template = self.template(arrays, run.evaluate_config, round, message_type::EVALUATE);
         drop(_configuring);
         let fold = evaluate_fold(plan, &c.weighted_by_key);
-        let mut summary = phase.collect(&targets, messages, &fold).await?;
+        let mut summary = phase.collect(&targets, template, &fold).await?;
         let _aggregate = info_span!("aggregate", phase = "evaluate", last = true).entered();
         summary.metrics = finish_metrics(&phase, fold.finish());
         Ok(Some(summary))
     }
 
-    /// One message per target, all sharing one content dict (a broadcast, not copies).
-    fn messages(
+    /// The phase's message, sent to every target (`Grid::broadcast_folding`): one content
+    /// dict for all, not copies.
+    fn template(
         &self,
-        targets: &[u64],
         arrays: &ArrayRecord,
         config: &ConfigRecord,
         round: u64,
         kind: &str,
-    ) -> Vec<Message> {
+    ) -> Message {
         let mut config = config.clone();
         config.insert(SERVER_ROUND_KEY, i64::try_from(round).unwrap_or(i64::MAX));
         if let Some(mu) = self.proximal_mu.filter(|_| kind == message_type::TRAIN) {
@@ -611,11 +604,7 @@ impl FedAvg {
         let content = RecordDict::new()
             .with(self.config.arrayrecord_key.as_str(), arrays.clone())
             .with(self.config.configrecord_key.as_str(), config);
-        let group = round.to_string();
-        targets
-            .iter()
-            .map(|&node| Message::new(content.clone(), node, kind).with_group_id(group.clone()))
-            .collect()
+        Message::new(content, 0, kind).with_group_id(round.to_string())
     }
 }
 

@@ -1,6 +1,6 @@
 //! A phase's fold, shared by the ServerApp and by the threads where replies arrive.
 //!
-//! A phase offers its fold to the grid (`Grid::send_folding`). A grid that can fold where
+//! A phase offers its fold to the grid (`Grid::broadcast_folding`). A grid that can fold where
 //! the replies are made (a simulation's workers) hands each reply to `ReplyFold::fold` on
 //! the thread that made it and delivers nothing in its place: the fold counts what it
 //! took, and what it left out and why, and wakes the phase once every sampled node's

@@ -77,9 +77,9 @@ impl Phase<'_> {
         }
     }
 
-    /// Sends `messages` (the i-th to node `targets[i]`) and folds their replies with `fold`
+    /// Sends `template` to each of `targets` and folds their replies with `fold`
     /// until all are in or the timeout passes; the grid may fold them where they arrive
-    /// (`Grid::send_folding`), and then delivers nothing for them. Replies to other
+    /// (`Grid::broadcast_folding`), and then delivers nothing for them. Replies to other
     /// messages (late ones from an earlier phase, repeats) are counted as `late` and left
     /// out; replies the fold rejects are counted as `failures`. `sampled - replies -
     /// failures` nodes did not answer in time. The caller then takes the aggregate with
@@ -87,17 +87,17 @@ impl Phase<'_> {
     pub(crate) async fn collect<P: Mergeable + Send + Sync + 'static>(
         &self,
         targets: &[u64],
-        messages: Vec<Message>,
+        template: Message,
         fold: &Arc<PhaseFold<P>>,
     ) -> Result<PhaseSummary, StrategyError> {
         let mut summary = PhaseSummary {
-            sampled: messages.len() as u64,
+            sampled: targets.len() as u64,
             ..PhaseSummary::default()
         };
         let offered: Arc<dyn ReplyFold> = fold.clone();
         let ids = self
             .grid
-            .send_folding(messages, offered)
+            .broadcast_folding(template, targets, offered)
             .instrument(info_span!(
                 "broadcast",
                 phase = self.name,

@@ -31,16 +31,28 @@ enum Slot {
     Answered,
 }
 
-/// One push (see the module doc).
+/// What a batch's instructions carry, unstamped.
+enum Content {
+    /// The messages of a push, each until it is handed out.
+    Each(Vec<Option<Message>>),
+    /// One message to every node of the batch (`Grid::broadcast_folding`): no message
+    /// per node exists until a worker takes one.
+    Template(Message),
+}
+
+/// Consecutive instructions of one push that share their TTL, group and type (see the
+/// module doc).
 struct Batch {
     run_id: u64,
     /// The store's lifetime tag, for the ids.
     lifetime: u32,
     /// The counter of the first instruction; the others follow one by one.
     first: u64,
-    /// The instructions not handed out yet, unstamped.
-    messages: Vec<Option<Message>>,
-    flights: Vec<Inflight>,
+    content: Content,
+    /// Each instruction's node.
+    dst: Vec<u64>,
+    /// What the instructions' flights share; each is this with its own node.
+    flight: Inflight,
     slots: Vec<Slot>,
     /// Instructions before this one have been handed out or answered.
     next: usize,
@@ -49,22 +61,57 @@ struct Batch {
 }
 
 impl Batch {
+    fn new(
+        first: u64,
+        content: Content,
+        dst: Vec<u64>,
+        flight: Inflight,
+        ids: (u64, u32),
+    ) -> Batch {
+        let len = dst.len();
+        Batch {
+            run_id: ids.0,
+            lifetime: ids.1,
+            first,
+            content,
+            dst,
+            flight,
+            slots: vec![Slot::Queued; len],
+            next: 0,
+            unanswered: len,
+        }
+    }
+
     fn id(&self, index: usize) -> String {
         rules::message_id(self.run_id, self.lifetime, self.first + index as u64)
+    }
+
+    fn flight(&self, index: usize) -> Inflight {
+        self.flight.for_node(self.dst[index])
+    }
+
+    /// The instruction at `index`, unstamped, if it is still queued.
+    fn message(&mut self, index: usize) -> Option<Message> {
+        match &mut self.content {
+            Content::Each(messages) => messages[index].take(),
+            Content::Template(template) => Some(template.to(self.dst[index])),
+        }
     }
 
     /// Marks instruction `index` answered and returns its id and flight, for the store to
     /// answer in its node's place.
     fn answer(&mut self, index: usize) -> (String, Inflight) {
         self.slots[index] = Slot::Answered;
-        self.messages[index] = None;
+        if let Content::Each(messages) = &mut self.content {
+            messages[index] = None;
+        }
         self.unanswered -= 1;
-        (self.id(index), self.flights[index].clone())
+        (self.id(index), self.flight(index))
     }
 }
 
 /// A push made ready outside the store's lock (`Batches::prepare`), added under it.
-pub(super) struct Prepared(Batch);
+pub(super) struct Prepared(Vec<Batch>);
 
 /// Every batched push still in flight, oldest first (see the module doc).
 #[derive(Default)]
@@ -73,48 +120,71 @@ pub(super) struct Batches {
 }
 
 impl Batches {
-    /// Makes a push of `messages` (counters from `first`, sent at `now`) ready to add; its
-    /// replies go to `fold` when there is one. The messages' ids and stamps are written
-    /// when they are taken.
+    /// Makes a push of `messages` to run `run_id` (counters from `first`, sent at `now`)
+    /// ready to add; its replies go to `fold` when there is one. The messages' ids and
+    /// stamps are written when they are taken.
     pub(super) fn prepare(
-        run_id: u64,
-        lifetime: u32,
-        first: u64,
+        (run_id, lifetime, first): (u64, u32, u64),
         messages: Vec<Message>,
         now: f64,
         fold: Option<Arc<dyn ReplyFold>>,
     ) -> Prepared {
-        let mut push: Option<Arc<rules::Push>> = None;
-        let flights = messages
-            .iter()
-            .map(|m| {
-                let shared = match &push {
-                    Some(p) if Inflight::shares(p, &m.metadata) => Arc::clone(p),
-                    _ => push
-                        .insert(Inflight::push_of(&m.metadata, fold.clone()))
-                        .clone(),
-                };
-                Inflight::unstamped(run_id, &m.metadata, now, shared)
-            })
-            .collect();
-        let len = messages.len();
-        Prepared(Batch {
-            run_id,
-            lifetime,
+        let mut batches: Vec<Batch> = Vec::new();
+        let mut start = first;
+        let mut messages = messages.into_iter().peekable();
+        while let Some(head) = messages.next() {
+            let flight = Inflight::unstamped(
+                run_id,
+                &head.metadata,
+                now,
+                Inflight::push_of(&head.metadata, fold.clone()),
+            );
+            let mut dst = vec![head.metadata.dst_node_id];
+            let mut run = vec![Some(head)];
+            while let Some(m) = messages.next_if(|m| flight.takes_like(&m.metadata)) {
+                dst.push(m.metadata.dst_node_id);
+                run.push(Some(m));
+            }
+            let len = dst.len() as u64;
+            batches.push(Batch::new(
+                start,
+                Content::Each(run),
+                dst,
+                flight,
+                (run_id, lifetime),
+            ));
+            start += len;
+        }
+        Prepared(batches)
+    }
+
+    /// `prepare` for `template` sent to each of `nodes`.
+    pub(super) fn prepare_broadcast(
+        (run_id, lifetime, first): (u64, u32, u64),
+        template: Message,
+        nodes: &[u64],
+        now: f64,
+        fold: Option<Arc<dyn ReplyFold>>,
+    ) -> Prepared {
+        if nodes.is_empty() {
+            return Prepared(Vec::new());
+        }
+        let md = &template.metadata;
+        let flight = Inflight::unstamped(run_id, md, now, Inflight::push_of(md, fold));
+        let content = Content::Template(template);
+        Prepared(vec![Batch::new(
             first,
-            messages: messages.into_iter().map(Some).collect(),
-            flights,
-            slots: vec![Slot::Queued; len],
-            next: 0,
-            unanswered: len,
-        })
+            content,
+            nodes.to_vec(),
+            flight,
+            (run_id, lifetime),
+        )])
     }
 
     /// Adds a prepared push, in counter order (two pushes may take their counters and be
     /// added in either order); it is taken after the pushes numbered before it.
     pub(super) fn add(&mut self, prepared: Prepared) {
-        let batch = prepared.0;
-        if batch.unanswered > 0 {
+        for batch in prepared.0 {
             let at = self.list.partition_point(|b| b.first < batch.first);
             self.list.insert(at, batch);
         }
@@ -136,27 +206,22 @@ impl Batches {
         gone: &mut Vec<(String, Inflight)>,
     ) {
         for batch in self.list.iter_mut() {
-            while out.len() < limit && batch.next < batch.messages.len() {
+            while out.len() < limit && batch.next < batch.slots.len() {
                 let index = batch.next;
                 batch.next += 1;
                 if batch.slots[index] != Slot::Queued {
                     continue;
                 }
-                let Some(mut message) = batch.messages[index].take() else {
-                    continue;
-                };
-                let flight = &batch.flights[index];
-                if !known(flight.dst_node_id) {
+                if !known(batch.dst[index]) {
                     gone.push(batch.answer(index));
                     continue;
                 }
+                let Some(mut message) = batch.message(index) else {
+                    continue;
+                };
                 let id = batch.id(index);
-                rules::stamp_instruction(
-                    &mut message.metadata,
-                    batch.run_id,
-                    id,
-                    flight.created_at(),
-                );
+                let sent = batch.flight.created_at();
+                rules::stamp_instruction(&mut message.metadata, batch.run_id, id, sent);
                 batch.slots[index] = Slot::Delivered;
                 out.push(message);
             }
@@ -178,7 +243,7 @@ impl Batches {
         let (run_id, lifetime, counter) = rules::parse_message_id(reply_to)?;
         let at = self
             .list
-            .partition_point(|b| b.first + b.messages.len() as u64 <= counter);
+            .partition_point(|b| b.first + b.slots.len() as u64 <= counter);
         let batch = self.list.get_mut(at)?;
         if batch.run_id != run_id || batch.lifetime != lifetime || counter < batch.first {
             return None;
@@ -187,8 +252,7 @@ impl Batches {
         if batch.slots[index] == Slot::Answered {
             return None;
         }
-        let flight = &batch.flights[index];
-        if let Err(e) = rules::check_replier(reply_to, from, flight.dst_node_id) {
+        if let Err(e) = rules::check_replier(reply_to, from, batch.dst[index]) {
             return Some(Err(e));
         }
         let (_, flight) = batch.answer(index);
@@ -201,12 +265,12 @@ impl Batches {
     /// Answers every instruction to a node in `gone`: their ids and flights, for the store
     /// to answer in the nodes' place.
     pub(super) fn drop_nodes(&mut self, gone: &HashSet<u64>) -> Vec<(String, Inflight)> {
-        self.answer_where(|f| gone.contains(&f.dst_node_id))
+        self.answer_where(|b, i| gone.contains(&b.dst[i]))
     }
 
     /// Answers every instruction whose TTL has ended by `now`, likewise.
     pub(super) fn expire(&mut self, now: f64) -> Vec<(String, Inflight)> {
-        self.answer_where(|f| f.is_expired(now))
+        self.answer_where(|b, _| b.flight.is_expired(now))
     }
 
     /// Forgets run `run_id`'s instructions.
@@ -214,11 +278,11 @@ impl Batches {
         self.list.retain(|b| b.run_id != run_id);
     }
 
-    fn answer_where(&mut self, hit: impl Fn(&Inflight) -> bool) -> Vec<(String, Inflight)> {
+    fn answer_where(&mut self, hit: impl Fn(&Batch, usize) -> bool) -> Vec<(String, Inflight)> {
         let mut answered = Vec::new();
         for batch in self.list.iter_mut() {
             for index in 0..batch.slots.len() {
-                if batch.slots[index] != Slot::Answered && hit(&batch.flights[index]) {
+                if batch.slots[index] != Slot::Answered && hit(batch, index) {
                     answered.push(batch.answer(index));
                 }
             }
@@ -249,9 +313,7 @@ mod tests {
         let mut first = 1;
         for &(run, nodes) in pushes {
             b.add(Batches::prepare(
-                run,
-                0,
-                first,
+                (run, 0, first),
                 messages(nodes, 60.0),
                 100.0,
                 None,
@@ -354,17 +416,13 @@ mod tests {
     fn dropped_nodes_and_expired_instructions_are_answered_queued_or_taken() {
         let mut b = Batches::default();
         b.add(Batches::prepare(
-            7,
-            0,
-            1,
+            (7, 0, 1),
             messages(&[10, 11, 12], 60.0),
             100.0,
             None,
         ));
         b.add(Batches::prepare(
-            7,
-            0,
-            4,
+            (7, 0, 4),
             messages(&[13], 10.0),
             100.0,
             None,
@@ -382,6 +440,51 @@ mod tests {
         let expired = b.expire(1000.0);
         assert_eq!(expired.len(), 1);
         assert_eq!(b.held(), 0);
+    }
+
+    #[test]
+    fn a_broadcast_makes_each_message_as_it_is_taken() {
+        let mut b = Batches::default();
+        let template = messages(&[0], 60.0).remove(0);
+        b.add(Batches::prepare_broadcast(
+            (3, 0, 5),
+            template,
+            &[8, 9],
+            100.0,
+            None,
+        ));
+        assert_eq!(b.held(), 2);
+        let taken = take_all(&mut b, 10);
+        let got: Vec<(u64, &str, &str)> = taken
+            .iter()
+            .map(|m| {
+                let md = &m.metadata;
+                (md.dst_node_id, md.message_id.as_str(), md.group_id.as_str())
+            })
+            .collect();
+        assert_eq!(got, [(8, "3-0-5", "1"), (9, "3-0-6", "1")]);
+        assert!(b.accept("3-0-6", 9).is_some_and(|r| r.is_ok()));
+        assert_eq!(b.held(), 1);
+    }
+
+    #[test]
+    fn a_push_of_messages_that_differ_keeps_each_flight() {
+        let mut b = Batches::default();
+        let mut msgs = messages(&[1, 2, 3], 60.0);
+        msgs[1].metadata.ttl = 5.0;
+        b.add(Batches::prepare((7, 0, 1), msgs, 100.0, None));
+        assert_eq!(b.list.len(), 3, "split where the TTL changes");
+        let expired = b.expire(110.0);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(
+            (expired[0].0.as_str(), expired[0].1.dst_node_id),
+            ("7-0-2", 2)
+        );
+        let left: Vec<u64> = take_all(&mut b, 10)
+            .iter()
+            .map(|m| m.metadata.dst_node_id)
+            .collect();
+        assert_eq!(left, [1, 3]);
     }
 
     #[test]

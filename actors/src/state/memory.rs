@@ -3,7 +3,7 @@
 //! and synchronous, so callers on the async runtime never wait long and never hold the
 //! lock across an `.await`.
 
-use super::batches::Batches;
+use super::batches::{Batches, Prepared};
 use super::node_keys::NodeKeys;
 use super::nodes::Nodes;
 use super::rules::{self, Inflight, RunIds};
@@ -133,7 +133,9 @@ impl MemoryLinkState {
         fold: Option<Arc<dyn ReplyFold>>,
     ) -> Result<Vec<String>, StateError> {
         if self.fold_lanes() > 0 {
-            return self.push_batch(run_id, messages, now, fold);
+            return self.push_batch(run_id, messages.len(), |numbers| {
+                Batches::prepare(numbers, messages, now, fold)
+            });
         }
         // Numbers are taken under the lock; the ids, stamps and flight records are made
         // outside it, and the messages go in by chunks, so that a round of a million
@@ -199,22 +201,22 @@ impl MemoryLinkState {
         Ok((inner.lifetime, first))
     }
 
-    /// `push` for a store a virtual fleet serves: the push is kept whole (`batches`), added
-    /// under one hold of the lock; its messages are stamped as the workers take them. The
-    /// ServerApp's thread then spends on a million instructions little more than their ids.
+    /// `push` for a store a virtual fleet serves: the push of `count` instructions that
+    /// `prepare` makes from its numbers is kept whole (`batches`), added under one hold of
+    /// the lock; its messages are stamped as the workers take them. The ServerApp's thread
+    /// then spends on a million instructions little more than their ids.
     fn push_batch(
         &self,
         run_id: u64,
-        messages: Vec<Message>,
-        now: f64,
-        fold: Option<Arc<dyn ReplyFold>>,
+        count: usize,
+        prepare: impl FnOnce((u64, u32, u64)) -> Prepared,
     ) -> Result<Vec<String>, StateError> {
-        let (lifetime, first) = self.take_numbers(run_id, messages.len())?;
+        let (lifetime, first) = self.take_numbers(run_id, count)?;
         let ids = (first..)
-            .take(messages.len())
+            .take(count)
             .map(|counter| rules::message_id(run_id, lifetime, counter))
             .collect();
-        let prepared = Batches::prepare(run_id, lifetime, first, messages, now, fold);
+        let prepared = prepare((run_id, lifetime, first));
         let refused = {
             let mut inner = self.lock();
             // A stop since the numbers were taken purged the run: send nothing.
@@ -621,6 +623,23 @@ impl MessageStore for MemoryLinkState {
     ) -> Result<Vec<String>, StateError> {
         let fold = (self.fold_lanes() > 0).then_some(fold);
         self.push(run_id, messages, now, fold)
+    }
+
+    fn push_broadcast_folding(
+        &self,
+        run_id: u64,
+        template: Message,
+        nodes: &[u64],
+        now: f64,
+        fold: Arc<dyn ReplyFold>,
+    ) -> Result<Vec<String>, StateError> {
+        if self.fold_lanes() == 0 {
+            let messages = template.to_each(nodes);
+            return self.push_instructions_folding(run_id, messages, now, fold);
+        }
+        self.push_batch(run_id, nodes.len(), |numbers| {
+            Batches::prepare_broadcast(numbers, template, nodes, now, Some(fold))
+        })
     }
 
     fn pull_instructions(&self, node_id: u64, limit: usize) -> Result<Vec<Message>, StateError> {

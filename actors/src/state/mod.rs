@@ -249,6 +249,20 @@ pub trait MessageStore: Send + Sync + 'static {
         drop(fold);
         self.push_instructions(run_id, messages, now)
     }
+    /// `push_instructions_folding` of `template` to each of `nodes` (`Grid::broadcast_folding`):
+    /// the ids in the order of `nodes`. A store that keeps the broadcast whole makes no
+    /// message per node until one is taken; the default makes them all.
+    fn push_broadcast_folding(
+        &self,
+        run_id: u64,
+        template: Message,
+        nodes: &[u64],
+        now: f64,
+        fold: Arc<dyn ReplyFold>,
+    ) -> Result<Vec<String>, StateError> {
+        let messages = template.to_each(nodes);
+        self.push_instructions_folding(run_id, messages, now, fold)
+    }
     /// Up to `limit` queued instructions for one node, oldest first; `UnknownNode` when the
     /// node is not registered (any more). The store keeps what it hands out here until it
     /// is answered, for `redeliver`.

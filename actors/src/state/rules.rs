@@ -29,13 +29,25 @@ pub(super) const OFFLINE: &str = "it missed its heartbeats and is offline";
 /// Written by hand rather than with `format!`: a simulation stamps two ids per node and
 /// round, and the formatting machinery cost about a tenth of a million-node round.
 pub(super) fn message_id(run_id: u64, lifetime: u32, counter: u64) -> String {
-    let mut id = String::with_capacity(16 + 1 + 8 + 1 + 16);
-    push_hex(&mut id, run_id);
-    id.push('-');
-    push_hex(&mut id, u64::from(lifetime));
-    id.push('-');
-    push_hex(&mut id, counter);
-    id
+    let mut id = [0u8; 16 + 1 + 8 + 1 + 16];
+    let mut len = push_hex(&mut id, 0, run_id);
+    id[len] = b'-';
+    len = push_hex(&mut id, len + 1, u64::from(lifetime));
+    id[len] = b'-';
+    len = push_hex(&mut id, len + 1, counter);
+    // Hex digits and dashes only: always UTF-8.
+    String::from_utf8_lossy(&id[..len]).into_owned()
+}
+
+/// Writes `value` at `at` in lower-case hex without leading zeros (`0` for zero), as
+/// `{:x}`, and returns where it ends.
+fn push_hex(out: &mut [u8], at: usize, value: u64) -> usize {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let nibbles = (64 - value.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, slot) in out[at..at + nibbles].iter_mut().enumerate() {
+        *slot = DIGITS[((value >> ((nibbles - 1 - i) * 4)) & 0xf) as usize];
+    }
+    at + nibbles
 }
 
 /// The run, lifetime tag and counter of an id `message_id` wrote; `None` for any other
@@ -57,15 +69,6 @@ pub(super) fn parse_message_id(id: &str) -> Option<(u64, u32, u64)> {
         .next()
         .is_none()
         .then_some((run_id, lifetime, counter))
-}
-
-/// Appends `value` in lower-case hex without leading zeros (`0` for zero), as `{:x}`.
-fn push_hex(out: &mut String, value: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let nibbles = (64 - value.leading_zeros()).div_ceil(4).max(1);
-    for i in (0..nibbles).rev() {
-        out.push(char::from(DIGITS[((value >> (i * 4)) & 0xf) as usize]));
-    }
 }
 
 /// How a store numbers its runs.
@@ -270,9 +273,20 @@ impl Inflight {
         })
     }
 
-    /// Whether `md` shares `push`'s group id and message type.
-    pub(super) fn shares(push: &Push, md: &Metadata) -> bool {
-        push.group_id == md.group_id && push.message_type == md.message_type
+    /// Whether an instruction with `md` would have this flight but for its node: the same
+    /// TTL, group id and message type.
+    pub(super) fn takes_like(&self, md: &Metadata) -> bool {
+        self.ttl.to_bits() == md.ttl.to_bits()
+            && self.push.group_id == md.group_id
+            && self.push.message_type == md.message_type
+    }
+
+    /// This flight, for an instruction to `node`.
+    pub(super) fn for_node(&self, node: u64) -> Inflight {
+        Inflight {
+            dst_node_id: node,
+            ..self.clone()
+        }
     }
 
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]

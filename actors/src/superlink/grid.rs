@@ -105,6 +105,18 @@ impl Grid for LinkGrid {
             .map_err(grid_error)
     }
 
+    async fn broadcast_folding(
+        &self,
+        mut template: Message,
+        nodes: &[u64],
+        fold: Arc<dyn ReplyFold>,
+    ) -> Result<Vec<String>, GridError> {
+        prepare(std::slice::from_mut(&mut template))?;
+        self.state
+            .push_broadcast_folding(self.run_id, template, nodes, unix_now(), fold)
+            .map_err(grid_error)
+    }
+
     async fn pull(&self, message_ids: &[String]) -> Result<Vec<Message>, GridError> {
         self.state
             .take_replies_to(self.run_id, message_ids)
