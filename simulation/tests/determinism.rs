@@ -3,10 +3,10 @@
 //! The quickstart app on a few hundred nodes, run once with one worker and once with
 //! eight: the final model's sha256 (FedAvg logs it) must be the same. Before replies were
 //! folded in a canonical order this failed: float addition is not associative, and with
-//! several workers the replies arrive, and were summed, in an order set by timing. Replies
-//! of 64 KiB and more are folded by the workers that make them, shards side by side
-//! (`Grid::send_folding`): the model must not change for that either, and those replies
-//! must never wait, whole, in the state.
+//! several workers the replies arrive, and were summed, in an order set by timing. Every
+//! reply is folded by the worker that made it, shards side by side
+//! (`Grid::broadcast_folding`): the model must not change for that either, and no reply
+//! may wait, whole, in the state, small or large.
 
 // Tests may unwrap (a failure is the test failing).
 #![allow(clippy::unwrap_used)]
@@ -77,13 +77,12 @@ const LARGE: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_and_eight_workers_give_a_bit_identical_model() {
-    let (one, _) = final_model(1, SMALL).await;
+    let (one, waited) = final_model(1, SMALL).await;
+    assert_eq!(waited, 0, "a small reply waited whole in the state");
     for _ in 0..3 {
-        assert_eq!(
-            final_model(8, SMALL).await.0,
-            one,
-            "eight workers changed the model"
-        );
+        let (eight, waited) = final_model(8, SMALL).await;
+        assert_eq!(eight, one, "eight workers changed the model");
+        assert_eq!(waited, 0, "a small reply waited whole in the state");
     }
 }
 
