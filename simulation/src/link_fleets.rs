@@ -266,10 +266,15 @@ impl RunLink {
         }
     }
 
-    fn check_running(&self) -> Result<(), GridError> {
+    /// Fails once the run has ended: a local run's status says so; a remote one is asked
+    /// of the SuperLink (`node_ids`), so that a ServerApp whose replies all fold where
+    /// they are made, and which thus never waits on `receive`, still notices a SuperLink
+    /// that is gone or was restarted (a restart forgets this process's token) at its next
+    /// phase, instead of training on unseen.
+    async fn check_running(&self) -> Result<(), GridError> {
         match self {
             RunLink::Local(link) => link.check_running(),
-            RunLink::Remote(_) => Ok(()),
+            RunLink::Remote(remote) => remote.node_ids().await.map(drop),
         }
     }
 }
@@ -306,12 +311,12 @@ impl Grid for FleetGrid {
     }
 
     async fn node_ids(&self) -> Result<NodeSet, GridError> {
-        self.link.check_running()?;
+        self.link.check_running().await?;
         self.messages.node_ids().await
     }
 
     async fn send(&self, messages: Vec<Message>) -> Result<Vec<String>, GridError> {
-        self.link.check_running()?;
+        self.link.check_running().await?;
         self.messages.send(messages).await
     }
 
@@ -324,7 +329,7 @@ impl Grid for FleetGrid {
         messages: Vec<Message>,
         fold: Arc<dyn ReplyFold>,
     ) -> Result<Vec<String>, GridError> {
-        self.link.check_running()?;
+        self.link.check_running().await?;
         self.messages.send_folding(messages, fold).await
     }
 
@@ -334,7 +339,7 @@ impl Grid for FleetGrid {
         nodes: &[u64],
         fold: Arc<dyn ReplyFold>,
     ) -> Result<Vec<String>, GridError> {
-        self.link.check_running()?;
+        self.link.check_running().await?;
         self.messages.broadcast_folding(template, nodes, fold).await
     }
 
@@ -345,10 +350,9 @@ impl Grid for FleetGrid {
     async fn receive(&self, timeout: Duration) -> Result<Vec<Message>, GridError> {
         let RunLink::Local(link) = &self.link else {
             // A SuperLink ends such a run by killing this process, but a crashed one
-            // cannot: asking it for anything each time the ServerApp waits for replies ends
-            // the run here once the SuperLink is gone or restarted (a restart forgets this
-            // process's token and starts the run's app again), instead of training on unseen.
-            self.link.grid().node_ids().await?;
+            // cannot: asking it each time the ServerApp waits for replies (and sends, see
+            // `RunLink::check_running`) ends the run here once it is gone or restarted.
+            self.link.check_running().await?;
             return self.messages.receive(timeout).await;
         };
         let deadline = tokio::time::Instant::now() + timeout;
