@@ -229,7 +229,10 @@ impl Batches {
                 break;
             }
         }
-        self.list.retain(|b| b.unanswered > 0);
+        // Only an instruction answered here (its node unknown) can finish a batch.
+        if !gone.is_empty() {
+            self.list.retain(|b| b.unanswered > 0);
+        }
     }
 
     /// Accepts the reply of node `from` to `reply_to`: `None` when `reply_to` is no

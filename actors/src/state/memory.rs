@@ -132,7 +132,7 @@ impl MemoryLinkState {
         now: f64,
         fold: Option<Arc<dyn ReplyFold>>,
     ) -> Result<Vec<String>, StateError> {
-        if self.fold_lanes() > 0 {
+        if self.keeps_pushes_whole() {
             return self.push_batch(run_id, messages.len(), |numbers| {
                 Batches::prepare(numbers, messages, now, fold)
             });
@@ -189,6 +189,12 @@ impl MemoryLinkState {
             self.instructions.notify_waiters();
         }
         Ok(ids)
+    }
+
+    /// Whether pushes are kept whole (`batches`): in a store with fold lanes, which only a
+    /// virtual fleet serves (`pull_any_instructions`; no SuperNode pulls from it).
+    fn keeps_pushes_whole(&self) -> bool {
+        self.fold_lanes() > 0
     }
 
     /// Takes `count` message numbers for a push to run `run_id`, if it may send: the
@@ -633,7 +639,7 @@ impl MessageStore for MemoryLinkState {
         now: f64,
         fold: Arc<dyn ReplyFold>,
     ) -> Result<Vec<String>, StateError> {
-        if self.fold_lanes() == 0 {
+        if !self.keeps_pushes_whole() {
             let messages = template.to_each(nodes);
             return self.push_instructions_folding(run_id, messages, now, fold);
         }
