@@ -125,12 +125,11 @@ async fn a_40_mb_array_goes_through_next_task_and_complete_task() {
 
 #[tokio::test]
 async fn a_client_waits_for_a_daemon_that_starts_late() {
-    let probe = std::net::TcpListener::bind(localhost()).unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
+    let (reserved, addr) = refusing_port();
     let client = serverappio_client(&addr.to_string()).unwrap();
     let early = tokio::spawn(async move { client.context(TOKEN).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(reserved);
     let appio = Arc::new(FakeServerAppIo::new(run_context(), vec![], echo));
     let server = bind_serverappio(addr, appio).await.unwrap();
     let context = tokio::time::timeout(Duration::from_secs(10), early)
@@ -143,9 +142,7 @@ async fn a_client_waits_for_a_daemon_that_starts_late() {
 
 #[tokio::test]
 async fn an_absent_daemon_is_unavailable_naming_the_api_and_address() {
-    let probe = std::net::TcpListener::bind(localhost()).unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
+    let (_reserved, addr) = refusing_port();
     let options = ClientOptions {
         connect_patience: Duration::from_millis(200),
         ..ClientOptions::default()

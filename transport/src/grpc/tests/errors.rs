@@ -19,14 +19,6 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Status};
 
-/// A port nothing listens on.
-fn dead_address() -> SocketAddr {
-    let probe = std::net::TcpListener::bind(localhost()).unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
-    addr
-}
-
 #[tokio::test]
 async fn unknown_node_and_unknown_run_keep_their_meaning() {
     let (_fleet, server) = fleet_server(ServerOptions::default()).await;
@@ -65,7 +57,7 @@ async fn unknown_node_and_unknown_run_keep_their_meaning() {
 
 #[tokio::test]
 async fn an_unreachable_superlink_is_unavailable_with_its_address() {
-    let addr = dead_address();
+    let (_reserved, addr) = refusing_port();
     let client = client(addr, ClientOptions::default());
     let err = client.heartbeat(1, 30.0).await.unwrap_err();
     assert_eq!(

@@ -109,10 +109,8 @@ async fn shutdown_ends_subscriptions_and_returns_promptly() {
 
 #[tokio::test]
 async fn a_client_made_before_its_server_connects_once_it_is_up() {
-    // Reserve a port, then free it: the client is created while nothing listens there.
-    let probe = std::net::TcpListener::bind(localhost()).unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
+    // The client is created while nothing listens at its address.
+    let (reserved, addr) = refusing_port();
     let client = client(addr, ClientOptions::default());
     let register = RegisterNode {
         heartbeat_interval: 30.0,
@@ -122,6 +120,7 @@ async fn a_client_made_before_its_server_connects_once_it_is_up() {
         client.register_node(register.clone()).await,
         Err(FleetError::Unavailable(_))
     ));
+    drop(reserved);
     let fleet = Arc::new(FakeFleet::default());
     let server = super::super::bind_fleet(addr, fleet).await.unwrap();
     assert_eq!(

@@ -33,6 +33,24 @@ pub(crate) fn localhost() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// A loopback port where connecting is refused for as long as the returned socket lives:
+/// it is bound but never listens. Freeing a probe listener's port instead would let
+/// another test's server, binding port 0 at the same moment, be handed it; then a
+/// connection meant to be refused would reach that server.
+pub(crate) fn refusing_port() -> (socket2::Socket, SocketAddr) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    socket
+        .bind(&localhost().into())
+        .expect("a free loopback port");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("a bound socket has an IPv4 address");
+    (socket, addr)
+}
+
 /// A Fleet server over a fresh double.
 pub(crate) async fn fleet_server(options: ServerOptions) -> (Arc<FakeFleet>, Server) {
     let fleet = Arc::new(FakeFleet::default());
