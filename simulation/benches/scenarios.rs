@@ -1,12 +1,14 @@
 //! TARGETS.md S1/S2 (and more): the quickstart app in simulation, wall time and peak RSS.
 //!
-//! `cargo bench -p floret-simulation --bench scenarios [-- S1 S2 ... --workers=N]`
+//! `cargo bench -p floret-simulation --bench scenarios [-- S1 S2 ... --workers=N[,N...]]`
 //!
 //! Each scenario runs in a fresh child process (this binary re-executed), so its peak RSS
 //! (VmHWM) is its own and not the high-water mark of an earlier scenario. `--workers=N`
 //! runs N ClientApp calls at once (by setting `num-cpus` just under cores / N); without
-//! it, one per core. The last column is the start of the final model's sha256, which must
-//! not change with the worker count. With `FLORET_BENCH_TIMELINE=1` each run's log lines
+//! it, one per core. A list (`--workers=1,2,8,16`) is the scaling table: each scenario at
+//! each count, with its speed-up over the first count and the parallel efficiency (speed-up
+//! over the ratio of worker counts). The model column is the start of the final model's
+//! sha256, which must not change with the worker count. With `FLORET_BENCH_TIMELINE=1` each run's log lines
 //! go to stderr with the seconds since the run started. `--nodes=N` replaces every chosen
 //! scenario's node count: S3's per-message path at 50,000 nodes fits under `valgrind
 //! --tool=callgrind`, whose instruction counts compare on a machine too busy for timings.
@@ -110,49 +112,133 @@ fn main() {
         run_child(&id);
         return;
     }
-    let wanted: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let workers = std::env::args()
-        .find_map(|a| a.strip_prefix("--workers=")?.parse::<usize>().ok())
-        .unwrap_or_else(cores)
-        .max(1);
-    let nodes = std::env::args().find_map(|a| a.strip_prefix("--nodes=")?.parse::<u64>().ok());
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("scenarios: {e}");
+            std::process::exit(2);
+        }
+    };
     let exe = std::env::current_exe().expect("bench binary path");
     println!(
-        "| id | nodes | params | rounds | sampled | workers | wall (s) | peak RSS (MB) | model sha256 |"
+        "| id | nodes | params | rounds | sampled | workers | wall (s) | peak RSS (MB) | model sha256 | speed-up | efficiency |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for s in SCENARIOS {
-        if !(wanted.is_empty() && matches!(s.id, "S1" | "S2") || wanted.iter().any(|w| w == s.id)) {
+        if !args.wants(s.id) {
             continue;
         }
-        let mut child = Command::new(&exe);
-        child
-            .env(CHILD_ENV, s.id)
-            .env(WORKERS_ENV, workers.to_string());
-        if let Some(n) = nodes {
-            child.env(NODES_ENV, n.to_string());
+        // The first worker count's wall time, against which the others' speed-up is told.
+        let mut base: Option<(usize, f64)> = None;
+        for &workers in &args.workers {
+            let mut child = Command::new(&exe);
+            child
+                .env(CHILD_ENV, s.id)
+                .env(WORKERS_ENV, workers.to_string());
+            if let Some(n) = args.nodes {
+                child.env(NODES_ENV, n.to_string());
+            }
+            let out = child.output().expect("run scenario");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text.lines().last().unwrap_or("").to_string();
+            if std::env::var_os(TIMELINE_ENV).is_some() {
+                eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            }
+            if !out.status.success() || line.is_empty() {
+                eprintln!(
+                    "{} at {workers} workers failed: {}",
+                    s.id,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                continue;
+            }
+            let wall: Option<f64> = line.split('|').next().and_then(|w| w.trim().parse().ok());
+            let scaling = match (base, wall) {
+                (None, Some(wall)) => {
+                    base = Some((workers, wall));
+                    "1.00 | -".to_string()
+                }
+                (Some((w0, t0)), Some(wall)) => {
+                    let speed_up = t0 / wall;
+                    let efficiency = speed_up / (workers as f64 / w0 as f64);
+                    format!("{speed_up:.2} | {:.0} %", efficiency * 100.0)
+                }
+                (_, None) => "- | -".to_string(),
+            };
+            println!(
+                "| {} | {} | {} | {} | {:.0} % | {workers} | {line} | {scaling} |",
+                s.id,
+                args.nodes.unwrap_or(s.nodes),
+                s.params,
+                s.rounds,
+                s.fraction * 100.0
+            );
         }
-        let out = child.output().expect("run scenario");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text.lines().last().unwrap_or("").to_string();
-        if std::env::var_os(TIMELINE_ENV).is_some() {
-            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// What the command line asks for: scenario ids, worker counts, a node count.
+#[derive(Debug, PartialEq)]
+struct Args {
+    /// Scenario ids; none means S1 and S2.
+    ids: Vec<String>,
+    /// `--workers=N[,N...]`, in the order given: one row per count and scenario, speed-up
+    /// and parallel efficiency told against the first. One per core without it.
+    workers: Vec<usize>,
+    /// `--nodes=N`.
+    nodes: Option<u64>,
+}
+
+impl Args {
+    /// Reads the bench's arguments; other flags (`cargo bench` passes `--bench`) are left
+    /// to cargo's harness conventions and ignored.
+    fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
+        let mut parsed = Args {
+            ids: Vec::new(),
+            workers: vec![cores()],
+            nodes: None,
+        };
+        for arg in args {
+            if let Some(list) = arg.strip_prefix("--workers=") {
+                parsed.workers = list
+                    .split(',')
+                    .map(|w| match w.trim().parse::<usize>() {
+                        Ok(n) if n > 0 => Ok(n),
+                        _ => Err(format!(
+                            "--workers={list}: {w:?} is not a worker count; pass counts of 1 \
+                             or more, e.g. --workers=1,2,8,16"
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?;
+            } else if let Some(n) = arg.strip_prefix("--nodes=") {
+                parsed.nodes = Some(match n.parse::<u64>() {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        return Err(format!(
+                            "--nodes={n}: not a node count; pass 1 or more, e.g. --nodes=50000"
+                        ));
+                    }
+                });
+            } else if !arg.starts_with('-') {
+                if !SCENARIOS.iter().any(|s| s.id == arg) {
+                    let known: Vec<&str> = SCENARIOS.iter().map(|s| s.id).collect();
+                    return Err(format!(
+                        "no scenario {arg:?}; pass some of {}",
+                        known.join(" ")
+                    ));
+                }
+                parsed.ids.push(arg);
+            }
         }
-        if !out.status.success() || line.is_empty() {
-            eprintln!("{} failed: {}", s.id, String::from_utf8_lossy(&out.stderr));
-            continue;
+        Ok(parsed)
+    }
+
+    fn wants(&self, id: &str) -> bool {
+        if self.ids.is_empty() {
+            matches!(id, "S1" | "S2")
+        } else {
+            self.ids.iter().any(|w| w == id)
         }
-        println!(
-            "| {} | {} | {} | {} | {:.0} % | {workers} | {line} |",
-            s.id,
-            nodes.unwrap_or(s.nodes),
-            s.params,
-            s.rounds,
-            s.fraction * 100.0
-        );
     }
 }
 

@@ -1,19 +1,21 @@
-//! How far the virtual fleet may run ahead of the ServerApp that folds its replies: pure
-//! decisions, no clock and no I/O.
+//! How far the virtual fleet may run ahead of the folding of its replies: pure decisions,
+//! no clock and no I/O.
 //!
 //! Two bounds, both proportional to the worker count and neither to the number of nodes:
 //!
 //! - `Budget`: replies computed and waiting in the state for the ServerApp to take them
 //!   cost at most `WAITING_BYTES_PER_WORKER` per worker (their arrays' bytes, plus
-//!   `REPLY_OVERHEAD` each so replies without arrays count too). Workers faster than the
-//!   fold pause instead of piling replies up (S5 before this: ten thousand 4 MB replies,
+//!   `REPLY_OVERHEAD` each so replies without arrays count too; a reply its worker
+//!   folds never waits there). Workers faster than the fold pause instead of piling replies up (S5 before this: ten thousand 4 MB replies,
 //!   41 GB at 16 workers). In bytes, not replies: two 4 MB replies per worker wait, or
 //!   two thousand 4 KB ones, so small replies do not pay a pause every other reply.
 //! - `Window`: replies finished while an older instruction is still being served may cost
-//!   as much again. The ServerApp folds in canonical order, which is the order
-//!   instructions are queued and taken in; a reply that comes before an earlier one (a
-//!   worker descheduled mid-call) waits in the ServerApp until its turn, and the window
-//!   bounds what can wait so. Past it, workers pause until the old instruction is served.
+//!   as much again. Replies are folded in canonical order (each shard in node order),
+//!   which is close to the order instructions are queued and taken in; a reply that
+//!   comes before an earlier one of its shard (a worker descheduled mid-call) waits whole
+//!   until its turn, in the shard it folds into when the workers fold (a sum-type
+//!   strategy's phase) or in the ServerApp otherwise, and the window bounds what can
+//!   wait so. Past it, workers pause until the old instruction is served.
 
 use floret_actors::state::WaitingReplies;
 use floret_core::Message;
